@@ -1,0 +1,1 @@
+"""Declarative configuration: schema, YAML loader with line-accurate errors, file watcher."""

@@ -1,0 +1,355 @@
+"""The configuration model: the public contract of ``portway.yaml``.
+
+Every model is frozen, rejects unknown keys and documents each field; the same models generate
+the admin API's OpenAPI spec. Plugin configs are validated separately against each plugin's own
+``Config`` model (see :mod:`portway.config.loader`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from portway.config.types import Duration, Size
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _check_addr(v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address must be HOST:PORT, got {v!r}")
+    return v
+
+
+class TlsConfig(Model):
+    cert: str = Field(description="PEM certificate chain file")
+    key: str = Field(description="PEM private key file")
+    client_ca: str | None = Field(None, description="CA bundle to verify client certificates")
+    client_cert: Literal["none", "optional", "required"] = Field(
+        "none", description="client certificate verification mode"
+    )
+
+
+class ListenerConfig(Model):
+    name: str = Field("public", description="listener name, used in logs and metrics")
+    address: str = Field("127.0.0.1:8080", description="HOST:PORT to bind")
+    tls: TlsConfig | None = Field(None, description="terminate TLS on this listener")
+
+    _addr = field_validator("address")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class LimitsConfig(Model):
+    max_header_bytes: Size = Field(32 * 1024, description="header section limit (431)")
+    max_header_count: int = Field(100, ge=1, description="header field count limit (431)")
+    max_uri_bytes: Size = Field(8 * 1024, description="request-target length limit (414)")
+    max_body_bytes: Size | None = Field(None, description="request body limit (413); none = unlimited")
+    header_timeout: Duration = Field(10.0, description="time allowed to receive the request head")
+    idle_timeout: Duration = Field(60.0, description="keep-alive idle time before closing")
+    max_pipelined: int = Field(32, ge=1, description="queued pipelined requests per connection")
+
+
+class ServerConfig(Model):
+    workers: int | None = Field(None, ge=1, description="worker processes; default: CPU count")
+    shutdown_timeout: Duration = Field(30.0, description="grace period for in-flight requests")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs whose X-Forwarded-* headers are kept; others are replaced",
+    )
+    via: str | None = Field("portway", description="pseudonym added to Via; null disables Via")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    debug_token: str | None = Field(
+        None, description="secret that enables X-Portway-Debug explanations"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError as e:
+                raise ValueError(f"invalid CIDR {c!r}") from e
+        return v
+
+
+class AdminConfig(Model):
+    enabled: bool = Field(True, description="serve the admin API")
+    address: str = Field("127.0.0.1:9901", description="HOST:PORT of the admin listener")
+    token: str | None = Field(None, description="bearer token required by the admin API")
+    auth: bool = Field(True, description="require the token; may be false only on loopback")
+    write_back: bool = Field(False, description="PUT /config also rewrites the config file")
+
+    _addr = field_validator("address")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class TargetConfig(Model):
+    url: str = Field(description="http://host:port of the target")
+    weight: int = Field(1, ge=0, le=1000, description="relative share of traffic")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"target url must be http(s)://host[:port], got {v!r}")
+        try:
+            _ = u.port
+        except ValueError as e:
+            raise ValueError(f"invalid port in {v!r}") from e
+        return v
+
+
+class TimeoutsConfig(Model):
+    connect: Duration = Field(2.0, description="TCP connect timeout per attempt")
+    read: Duration = Field(30.0, description="max wait between bytes from the upstream")
+    write: Duration = Field(30.0, description="max wait for the upstream to accept bytes")
+    total: Duration = Field(60.0, description="whole request, all attempts included")
+
+
+class PoolConfig(Model):
+    max_idle: int = Field(64, ge=0, description="idle keep-alive connections kept per target")
+    idle_timeout: Duration = Field(60.0, description="idle connections older than this close")
+
+
+class ActiveHealthConfig(Model):
+    path: str = Field("/healthz", description="probe path")
+    interval: Duration = Field(2.0)
+    timeout: Duration = Field(1.0)
+    healthy_after: int = Field(2, ge=1)
+    unhealthy_after: int = Field(3, ge=1)
+    expect_status: list[int] = Field(default_factory=lambda: list(range(200, 400)))
+
+
+class PassiveHealthConfig(Model):
+    unhealthy_after: int = Field(5, ge=1, description="consecutive failures before marking down")
+    on_status: list[int] = Field(default_factory=lambda: [502, 503, 504])
+    recover_after: Duration = Field(
+        10.0, description="with no active check, retry a passively-failed target after this"
+    )
+
+
+class HealthConfig(Model):
+    active: ActiveHealthConfig | None = None
+    passive: PassiveHealthConfig | None = Field(default_factory=PassiveHealthConfig)
+
+
+class CircuitBreakerConfig(Model):
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    window: Duration = Field(10.0)
+    open_for: Duration = Field(5.0)
+    half_open_probes: int = Field(3, ge=1)
+
+
+RetryOn = Literal["connect_error", "timeout", "reset", "500", "502", "503", "504"]
+
+
+class RetryConfig(Model):
+    attempts: int = Field(3, ge=1, le=10, description="total tries, the first included")
+    on: list[str] = Field(default_factory=lambda: ["connect_error", "502", "503", "504"])
+    backoff: Duration = Field(0.025, description="base of exponential backoff with jitter")
+    max_backoff: Duration = Field(1.0)
+    budget_ratio: float = Field(0.2, ge=0, le=1, description="retries ≤ ratio × recent requests")
+    per_try_timeout: Duration | None = Field(None)
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _on(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            out = [str(x) for x in v]
+            ok = {"connect_error", "timeout", "reset"}
+            for x in out:
+                if x not in ok and not (x.isdigit() and 500 <= int(x) <= 599):
+                    raise ValueError(f"retry condition {x!r}: use connect_error, timeout, reset or a 5xx status")
+            return out
+        return v
+
+
+class DiscoveryConfig(Model):
+    dns: str = Field(description="name to resolve: A/AAAA, or SRV when it starts with '_'")
+    port: int | None = Field(None, ge=1, le=65535, description="port for A/AAAA answers")
+    refresh: Duration = Field(10.0)
+    scheme: Literal["http", "https"] = "http"
+    nameserver: str | None = Field(None, description="HOST:PORT of the DNS server; default: system")
+
+
+Balancing = Literal[
+    "round_robin",
+    "weighted_round_robin",
+    "least_connections",
+    "least_latency",
+    "consistent_hash",
+    "random",
+]
+
+
+class UpstreamConfig(Model):
+    targets: list[TargetConfig] = Field(default_factory=list)
+    balancing: Balancing = Field("weighted_round_robin")
+    hash_on: str = Field("ip", description="ip | header:NAME | cookie:NAME | consumer | path")
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    circuit_breaker: CircuitBreakerConfig | None = None
+    retries: RetryConfig = Field(default_factory=lambda: RetryConfig(attempts=2))
+    discovery: DiscoveryConfig | None = None
+    host_header: Literal["preserve", "target"] = Field(
+        "preserve", description="forward the client's Host or the target's host:port"
+    )
+
+    @field_validator("hash_on")
+    @classmethod
+    def _hash_on(cls, v: str) -> str:
+        if v in ("ip", "consumer", "path") or re.match(r"^(header|cookie):[A-Za-z0-9_.-]+$", v):
+            return v
+        raise ValueError("hash_on must be ip, consumer, path, header:NAME or cookie:NAME")
+
+    @model_validator(mode="after")
+    def _targets(self) -> UpstreamConfig:
+        if not self.targets and self.discovery is None:
+            raise ValueError("an upstream needs targets or discovery")
+        return self
+
+
+class PluginBinding(Model):
+    name: str = Field(description="registered plugin name")
+    enabled: bool = True
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class MatchConfig(Model):
+    hosts: list[str] = Field(default_factory=list, description="exact or *.suffix hosts")
+    paths: list[str] = Field(
+        default_factory=lambda: ["/"],
+        description="/prefix, =/exact, /tpl/{id}, /files/{rest:path}, ~regex",
+    )
+    methods: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict, description='exact value or "~regex"')
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        out = [m.upper() for m in v]
+        for m in out:
+            if not re.fullmatch(r"[A-Z]+", m):
+                raise ValueError(f"invalid method {m!r}")
+        return out
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            h = h.lower()
+            if not re.fullmatch(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?", h):
+                raise ValueError(f"invalid host pattern {h!r}")
+            out.append(h)
+        return out
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one path is required")
+        for p in v:
+            if p.startswith("~"):
+                try:
+                    re.compile(p[1:])
+                except re.error as e:
+                    raise ValueError(f"invalid regex {p[1:]!r}: {e}") from e
+            elif not p.lstrip("=").startswith("/"):
+                raise ValueError(f"path {p!r} must start with '/', '=/' or '~'")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if val.startswith("~"):
+                try:
+                    re.compile(val[1:])
+                except re.error as e:
+                    raise ValueError(f"header {k}: invalid regex: {e}") from e
+        return {k.lower(): val for k, val in v.items()}
+
+
+class AggregateCall(Model):
+    name: str = Field(description="key of this call's result in the merged body")
+    upstream: str
+    path: str
+
+
+class RouteConfig(Model):
+    name: str = Field(description="unique route name")
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    upstream: str | None = Field(None, description="upstream name")
+    strip_prefix: bool = Field(False, description="remove the matched prefix before forwarding")
+    rewrite: str | None = Field(None, description="path template, may use {params}")
+    plugins: list[PluginBinding] = Field(default_factory=list)
+    allow_encoded_slashes: bool = Field(False, description="accept %2F and %5C in paths")
+    max_body_bytes: Size | None = Field(None, description="overrides server.limits.max_body_bytes")
+    retry_non_idempotent: bool = Field(False)
+    timeouts: TimeoutsConfig | None = Field(None, description="overrides the upstream's")
+    preserve_host: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", v):
+            raise ValueError("route names use letters, digits, _ . : -")
+        return v
+
+
+class CredentialsConfig(Model):
+    key_auth: list[dict[str, Any]] = Field(default_factory=list)
+    basic_auth: list[dict[str, Any]] = Field(default_factory=list)
+    jwt: list[dict[str, Any]] = Field(default_factory=list)
+    mtls: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ConsumerConfig(Model):
+    username: str
+    id: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
+
+
+class StateConfig(Model):
+    backend: Literal["memory", "redis"] = Field("memory", description="default state store")
+    redis_url: str = Field("redis://127.0.0.1:6379/0")
+    key_prefix: str = Field("portway:")
+
+
+class GatewayConfig(Model):
+    """Root of ``portway.yaml``."""
+
+    listeners: list[ListenerConfig] = Field(default_factory=lambda: [ListenerConfig()])
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    plugins: list[PluginBinding] = Field(default_factory=list, description="global bindings")
+    consumers: list[ConsumerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _refs(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for r in self.routes:
+            if r.name in seen:
+                raise ValueError(f"duplicate route name {r.name!r}")
+            seen.add(r.name)
+        users: set[str] = set()
+        for c in self.consumers:
+            if c.username in users:
+                raise ValueError(f"duplicate consumer {c.username!r}")
+            users.add(c.username)
+        return self

@@ -1,0 +1,128 @@
+"""A header list that keeps wire order and duplicates.
+
+Names are stored lower-cased as ``bytes`` (HTTP field names are case-insensitive; lower-casing
+once at parse time makes every lookup a plain comparison, as Envoy and HTTP/2 do). Values are
+raw ``bytes`` so the proxy can forward them without decoding. The ``str`` API is for plugins;
+the ``*_raw`` methods are for the data plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+#: RFC 9110 §7.6.1 connection-specific fields plus the legacy ones proxies must drop.
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+
+def _b(name: str | bytes) -> bytes:
+    return name.lower() if isinstance(name, bytes) else name.lower().encode("latin-1")
+
+
+class Headers:
+    """Ordered multi-map of header fields; mutable, cheap to copy."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[bytes, bytes]] | None = None) -> None:
+        self._items: list[tuple[bytes, bytes]] = list(items) if items is not None else []
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Headers:
+        return cls((_b(k), v.encode("latin-1")) for k, v in pairs)
+
+    # --- raw (bytes) API used by the data plane -------------------------------------------
+    def get_raw(self, name: bytes) -> bytes | None:
+        for k, v in self._items:
+            if k == name:
+                return v
+        return None
+
+    def add_raw(self, name: bytes, value: bytes) -> None:
+        self._items.append((name, value))
+
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        """The underlying list; callers may read it but must not keep it across requests."""
+        return self._items
+
+    # --- str API ---------------------------------------------------------------------------
+    def get(self, name: str | bytes, default: str | None = None) -> str | None:
+        v = self.get_raw(_b(name))
+        return v.decode("latin-1") if v is not None else default
+
+    def get_all(self, name: str | bytes) -> list[str]:
+        key = _b(name)
+        return [v.decode("latin-1") for k, v in self._items if k == key]
+
+    def add(self, name: str | bytes, value: str) -> None:
+        self._items.append((_b(name), value.encode("latin-1")))
+
+    def set(self, name: str | bytes, value: str) -> None:
+        key = _b(name)
+        self._items = [(k, v) for k, v in self._items if k != key]
+        self._items.append((key, value.encode("latin-1")))
+
+    def remove(self, name: str | bytes) -> bool:
+        key = _b(name)
+        before = len(self._items)
+        self._items = [(k, v) for k, v in self._items if k != key]
+        return len(self._items) != before
+
+    def remove_many(self, names: Iterable[bytes]) -> None:
+        keys = frozenset(names)
+        self._items = [(k, v) for k, v in self._items if k not in keys]
+
+    def rename(self, old: str | bytes, new: str | bytes) -> None:
+        o, n = _b(old), _b(new)
+        self._items = [(n if k == o else k, v) for k, v in self._items]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str | bytes):
+            return False
+        return self.get_raw(_b(name)) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for k, v in self._items:
+            yield k.decode("latin-1"), v.decode("latin-1")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def copy(self) -> Headers:
+        return Headers(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    """Lower-cased tokens of every ``Connection`` field."""
+    out: set[bytes] = set()
+    for k, v in headers.raw():
+        if k == b"connection":
+            for tok in v.split(b","):
+                tok = tok.strip().lower()
+                if tok:
+                    out.add(tok)
+    return out
+
+
+def strip_hop_by_hop(headers: Headers) -> set[bytes]:
+    """Remove hop-by-hop fields (and those named in ``Connection``); return the tokens seen."""
+    tokens = connection_tokens(headers)
+    drop = HOP_BY_HOP | tokens
+    items = headers.raw()
+    if any(k in drop for k, _ in items):
+        headers.remove_many(drop)
+    return tokens

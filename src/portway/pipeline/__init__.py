@@ -1,0 +1,1 @@
+"""Request context, plugin contract, registry and phase runner."""

@@ -1,0 +1,147 @@
+"""Per-request state.
+
+One :class:`RequestContext` exists per request and is the only place per-request state may
+live (plugins are shared, immutable instances). Plugins share typed values through
+``ctx.state`` with :class:`ContextKey` keys::
+
+    REMAINING = ContextKey[int]("rate_limit.remaining")
+    ctx.state[REMAINING] = 3
+    n = ctx.state.get(REMAINING)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from portway.http.models import Request, Response
+
+if TYPE_CHECKING:
+    from portway.routing.router import RouteMatch
+
+T = TypeVar("T")
+
+
+class ContextKey(Generic[T]):
+    """A typed key for :class:`State`. Compare by identity; ``name`` is for debugging."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ContextKey({self.name!r})"
+
+
+class State:
+    """Typed per-request scratch space keyed by :class:`ContextKey`."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[ContextKey[Any], Any] = {}
+
+    def __getitem__(self, key: ContextKey[T]) -> T:
+        return cast(T, self._d[key])
+
+    def __setitem__(self, key: ContextKey[T], value: T) -> None:
+        self._d[key] = value
+
+    def __contains__(self, key: ContextKey[Any]) -> bool:
+        return key in self._d
+
+    def get(self, key: ContextKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self._d.get(key, default))
+
+    def pop(self, key: ContextKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self._d.pop(key, default))
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """An authenticated (or anonymous) API client."""
+
+    id: str
+    username: str
+    groups: frozenset[str] = frozenset()
+    #: which credential authenticated it, e.g. ``"key_auth:3f2a…"`` (a hash, never a secret)
+    credential: str | None = None
+    #: claims or introspection data that authorization plugins may read
+    claims: dict[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] = frozenset()
+    anonymous: bool = False
+
+
+@dataclass(slots=True)
+class TraceEvent:
+    """One step recorded for per-request debugging (``X-Portway-Debug``)."""
+
+    what: str
+    name: str
+    ms: float
+    detail: str = ""
+
+
+class RequestContext:
+    """Everything about one request in flight.
+
+    ``request`` is what the client sent and must not be mutated; ``upstream_request`` starts
+    as a copy and is what will be sent upstream. ``response`` is set once a response exists
+    (from a plugin, the gateway or the upstream).
+    """
+
+    __slots__ = (
+        "attempt",
+        "bytes_in",
+        "bytes_out",
+        "consumer",
+        "debug",
+        "error",
+        "extra",
+        "match",
+        "request",
+        "request_id",
+        "response",
+        "start",
+        "state",
+        "target",
+        "trace",
+        "upstream_latency",
+        "upstream_name",
+        "upstream_request",
+    )
+
+    def __init__(self, request: Request, request_id: str = "") -> None:
+        self.request = request
+        self.upstream_request = request.copy_for_upstream()
+        self.response: Response | None = None
+        self.match: RouteMatch | None = None
+        self.consumer: Consumer | None = None
+        #: the target picked for the current attempt (``upstream.Target``)
+        self.target: Any = None
+        self.upstream_name: str | None = None
+        self.attempt = 0
+        self.error: BaseException | None = None
+        self.state = State()
+        self.request_id = request_id
+        self.start = time.perf_counter()
+        self.upstream_latency: float | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.debug = False
+        self.trace: list[TraceEvent] | None = None
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def route_name(self) -> str | None:
+        return self.match.route.name if self.match is not None else None
+
+    @property
+    def params(self) -> dict[str, str]:
+        return self.match.params if self.match is not None else {}
+
+    def record(self, what: str, name: str, ms: float, detail: str = "") -> None:
+        if self.trace is not None:
+            self.trace.append(TraceEvent(what, name, ms, detail))

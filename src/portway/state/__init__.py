@@ -1,0 +1,1 @@
+"""Shared state: the StateStore seam with memory and Redis backends."""

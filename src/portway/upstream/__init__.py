@@ -1,0 +1,1 @@
+"""Upstreams: targets, balancers, health, circuit breakers, retries, discovery."""
