@@ -158,6 +158,9 @@ class RetryConfig(Model):
     backoff: Duration = Field(0.025, description="base of exponential backoff with jitter")
     max_backoff: Duration = Field(1.0)
     budget_ratio: float = Field(0.2, ge=0, le=1, description="retries ≤ ratio × recent requests")
+    budget_min_per_second: float = Field(
+        10.0, ge=0, description="retries per second always allowed on top of budget_ratio"
+    )
     per_try_timeout: Duration | None = Field(None)
 
     @field_validator("on", mode="before")

@@ -32,6 +32,11 @@ class Request:
     raw_target: bytes = b""
     body: BodyStream | None = None
     content_length: int | None = None
+    #: the TCP peer (a proxy when ``trusted_peer``); ``client_ip`` is already resolved
+    peer_ip: str = ""
+    trusted_peer: bool = False
+    expect_continue: bool = False
+    upgrade: bool = False
 
     @property
     def target(self) -> str:
@@ -52,6 +57,10 @@ class Request:
             raw_target=self.raw_target,
             body=self.body,
             content_length=self.content_length,
+            peer_ip=self.peer_ip,
+            trusted_peer=self.trusted_peer,
+            expect_continue=self.expect_continue,
+            upgrade=self.upgrade,
         )
 
 

@@ -26,14 +26,14 @@ kinds coarsely (edge < authn < authz < traffic < transform) and config order mus
 from __future__ import annotations
 
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from portway.http.models import Response
+from portway.http.models import Request, Response
 from portway.pipeline.context import Consumer, RequestContext
 
 if TYPE_CHECKING:
@@ -107,6 +107,10 @@ class PluginEnv:
     _shared: dict[str, Any] = field(default_factory=dict)
     _used: set[str] = field(default_factory=set)
     store_factory: Callable[[str], StateStore] | None = None
+    #: ``await env.forward(ctx, request)`` sends ``request`` to the route's upstream (balancer
+    #: and retries apply, plugins do not) and returns a Response whose body is ``bytes``;
+    #: used for cache revalidation and background refresh. Set by the runtime.
+    forward: Callable[[RequestContext, Request], Awaitable[Response]] | None = None
 
     def shared(self, key: str, factory: Callable[[], T]) -> T:
         self._used.add(key)

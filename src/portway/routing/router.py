@@ -1,24 +1,43 @@
-"""Router contract (placeholder implementation: linear scan; replaced by the compiled radix
-router). ``Router(routes).match(host, method, path, headers)`` returns a :class:`RouteMatch`
-or ``None``."""
+"""The compiled router: host index → path index → method and header predicates.
+
+``Router(routes).match(host, method, path, headers)`` returns the :class:`RouteMatch` of the
+highest-priority route that accepts the request, or ``None``; after a ``None``,
+``allowed_methods(host, path, headers)`` tells a 405 (the path matched, the method did not)
+from a 404. The full rules are in ``docs/routing.md``; in short:
+
+1. host tier: routes listing the request host exactly, then routes whose ``*.suffix`` matches
+   (longer suffix first), then routes without hosts; a route whose hosts all fail is skipped;
+2. within a tier, by path form: exact, then template/prefix by literal length (longest first;
+   on a tie template, then catch-all template, then prefix), then regex;
+3. ties: the route declared first, then the path form listed first;
+4. methods and headers narrow: a candidate that fails them is skipped for the next one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
+from portway.routing.entry import Entry, compile_entries
+from portway.routing.paths import PathKind
+from portway.routing.tree import PathTable
+
+__all__ = ["RouteMatch", "Router"]
 
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
     """The outcome of matching one request.
 
-    ``index`` is the route's position in the config list; ``params`` holds template captures;
-    ``prefix`` is the literal path prefix that matched (what ``strip_prefix`` removes, ``""``
-    for exact/regex matches); ``pattern`` is the path form that matched; ``considered`` is how
-    many candidate routes were examined (for debugging output).
+    ``index`` is the route's position in the config list; ``params`` holds template captures
+    and regex named groups (raw, still percent-encoded); ``prefix`` is the literal path prefix
+    that matched a prefix form (what ``strip_prefix`` removes; never ends in ``/``; ``""`` for
+    the ``/`` form and for exact, template and regex matches); ``pattern`` is the path form that
+    matched, as written; ``considered`` is how many candidate entries were examined.
     """
 
     route: RouteConfig
@@ -29,28 +48,149 @@ class RouteMatch:
     considered: int = 0
 
 
+# The frozen dataclass __init__ costs ~0.8 µs (one object.__setattr__ per field); setting the
+# slots through their descriptors keeps the immutable public type at half the cost.
+_new = object.__new__
+
+
+def _setter(name: str) -> Callable[[RouteMatch, Any], None]:
+    return cast(Callable[[RouteMatch, Any], None], vars(RouteMatch)[name].__set__)
+
+
+_set_route = _setter("route")
+_set_index = _setter("index")
+_set_params = _setter("params")
+_set_prefix = _setter("prefix")
+_set_pattern = _setter("pattern")
+_set_considered = _setter("considered")
+
+
+def _host_pattern(h: str) -> str:
+    # Ports are ignored: the data plane routes on the host name alone (see docs/routing.md).
+    name, sep, port = h.rpartition(":")
+    return name if sep and port.isdigit() else h
+
+
+def _result(e: Entry, m: re.Match[str] | None, segs: list[str], considered: int) -> RouteMatch:
+    f = e.form
+    params: dict[str, str]
+    if m is not None:
+        params = {k: v for k, v in m.groupdict().items() if v is not None}
+    else:
+        params = {name: segs[i] for i, name in f.params} if f.params else {}
+        if f.catchall is not None:
+            params[f.catchall] = "/".join(segs[len(f.segments) :])
+    rm: RouteMatch = _new(RouteMatch)
+    _set_route(rm, e.route)
+    _set_index(rm, e.index)
+    _set_params(rm, params)
+    _set_prefix(rm, f.literal if f.kind is PathKind.PREFIX else "")
+    _set_pattern(rm, f.raw)
+    _set_considered(rm, considered)
+    return rm
+
+
 class Router:
-    """Immutable; build once per config. Thread-safe to share."""
+    """Routes compiled once into an immutable index; safe to share between tasks.
+
+    ``match`` costs one dict lookup per host tier plus a walk of at most one tree node per
+    path segment (per ``{param}`` branch), independent of the number of routes; only regex
+    forms are tried one by one. Raises ``ValueError`` naming the route for an invalid path
+    form.
+    """
+
+    __slots__ = ("_any", "_entries", "_exact", "_routes", "_wild")
 
     def __init__(self, routes: Sequence[RouteConfig]) -> None:
-        self._routes = list(routes)
+        self._routes = tuple(routes)
+        entries = compile_entries(self._routes)
+        self._entries = tuple(entries)
+        exact: dict[str, list[Entry]] = {}
+        wild: dict[str, list[Entry]] = {}
+        anyhost: list[Entry] = []
+        for e in entries:
+            hosts = e.route.match.hosts
+            if not hosts:
+                anyhost.append(e)
+                continue
+            for h in dict.fromkeys(_host_pattern(h) for h in hosts):
+                if h.startswith("*."):
+                    wild.setdefault(h[2:], []).append(e)
+                else:
+                    exact.setdefault(h, []).append(e)
+        self._exact = {h: PathTable(v) for h, v in exact.items()}
+        self._wild = {s: PathTable(v) for s, v in wild.items()}
+        self._any = PathTable(anyhost)
+
+    def _tables(self, host: str) -> list[PathTable]:
+        """The host tiers that apply to ``host``, most specific first."""
+        if host.endswith("."):
+            host = host[:-1]
+        out: list[PathTable] = []
+        t = self._exact.get(host)
+        if t is not None:
+            out.append(t)
+        if self._wild:
+            i = host.find(".")
+            while i > 0:
+                t = self._wild.get(host[i + 1 :])
+                if t is not None:
+                    out.append(t)
+                i = host.find(".", i + 1)
+        out.append(self._any)
+        return out
 
     def match(self, host: str, method: str, path: str, headers: Headers) -> RouteMatch | None:
-        for i, r in enumerate(self._routes):
-            m = r.match
-            if m.methods and method not in m.methods:
-                continue
-            if m.hosts and host not in m.hosts:
-                continue
-            for p in m.paths:
-                if p.startswith("=") and path == p[1:]:
-                    return RouteMatch(r, i, {}, "", p, i + 1)
-                if p.startswith("/") and "{" not in p:
-                    base = p.rstrip("/")
-                    if path == base or path.startswith(base + "/") or p == "/":
-                        return RouteMatch(r, i, {}, base, p, i + 1)
+        """The best route for the request, or ``None``.
+
+        ``host`` is lower-cased without port; ``path`` is the normalised path (it must start
+        with ``/``; anything else matches nothing); ``method`` is compared case-sensitively.
+        """
+        if not path.startswith("/"):
+            return None
+        segs = path[1:].split("/")
+        # Fast path: no host-specific routes at all (the common single-site gateway).
+        if not self._exact and not self._wild:
+            e, m, n = self._any.find(method, path, segs, headers)
+            return None if e is None else _result(e, m, segs, n)
+        considered = 0
+        for table in self._tables(host):
+            e, m, n = table.find(method, path, segs, headers)
+            considered += n
+            if e is not None:
+                return _result(e, m, segs, considered)
         return None
 
+    def allowed_methods(self, host: str, path: str, headers: Headers) -> frozenset[str]:
+        """After ``match`` returned ``None``: the methods some route would accept for this
+        host, path and headers (answer 405 with ``Allow``), or an empty set (answer 404).
+
+        Only routes restricting methods can contribute, since a route without a methods list
+        would have matched; listing ``GET`` does not imply ``HEAD``.
+        """
+        if not path.startswith("/"):
+            return frozenset()
+        segs = path[1:].split("/")
+        allowed: set[str] = set()
+        for table in self._tables(host):
+            for e in table.path_matches(path, segs):
+                if e.methods is not None and e.accepts_headers(headers):
+                    allowed.update(e.methods)
+        return frozenset(allowed)
+
     def table(self) -> list[tuple[int, str, RouteConfig]]:
-        """(priority rank, path form, route) in matching priority order, for ``portway routes``."""
-        return [(i, p, r) for i, r in enumerate(self._routes) for p in r.match.paths]
+        """(rank, path form, route) in matching priority order, rank 1 first, for
+        ``portway routes``. Routes with an exact host come first, then wildcard-only routes
+        (longest suffix first), then host-less ones; the host tier that applies is chosen per
+        request, so this is the order for a request matching every host listed."""
+
+        def host_class(r: RouteConfig) -> tuple[int, int]:
+            hosts = [_host_pattern(h) for h in r.match.hosts]
+            if not hosts:
+                return (2, 0)
+            if any(not h.startswith("*.") for h in hosts):
+                return (0, 0)
+            return (1, -max(len(h) for h in hosts))
+
+        ordered = sorted(self._entries, key=lambda e: (host_class(e.route), e.key))
+        return [(i + 1, e.form.raw, e.route) for i, e in enumerate(ordered)]

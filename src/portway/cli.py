@@ -1,0 +1,185 @@
+"""Command line: ``portway run | validate | routes | demo | version``.
+
+Every failure ends with one clear message on stderr and a non-zero exit code; tracebacks are
+only shown with ``PORTWAY_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from portway import __version__
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_RUNTIME) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load(path: str) -> Any:
+    from portway.config.errors import ConfigError
+    from portway.config.loader import load_config
+
+    if not Path(path).exists():
+        raise CliError(f"config file not found: {path}", EXIT_CONFIG)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        lines = [f"{path}: invalid config ({len(e.errors)} error{'s' if len(e.errors) != 1 else ''})"]
+        lines += [f"  {i}" for i in e.errors]
+        raise CliError("\n".join(lines), EXIT_CONFIG) from None
+
+
+def _setup_logging(level: str) -> None:
+    try:
+        from portway.observability.logging import setup_logging
+
+        setup_logging(level)
+    except Exception:
+        logging.basicConfig(
+            level=getattr(logging, level.upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    print(
+        f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams, "
+        f"{len(cfg.plugins)} global plugins, {len(cfg.consumers)} consumers"
+    )
+    return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    from portway.routing.router import Router
+
+    cfg = _load(args.config)
+    router = Router(cfg.routes)
+    rows = [("#", "ROUTE", "PATH", "HOSTS", "METHODS", "UPSTREAM")]
+    for rank, pattern, r in router.table():
+        rows.append(
+            (
+                str(rank),
+                r.name,
+                pattern,
+                ",".join(r.match.hosts) or "*",
+                ",".join(r.match.methods) or "*",
+                r.upstream or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from portway.server.supervisor import run_supervised
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.server.log_level)
+    workers = args.workers or cfg.server.workers or os.cpu_count() or 1
+    addrs = ", ".join(lc.address for lc in cfg.listeners)
+    print(f"portway {__version__}: serving on {addrs} with {workers} worker(s)", file=sys.stderr)
+    try:
+        return run_supervised(cfg, args.config, args.watch, workers)
+    except OSError as e:
+        raise CliError(f"cannot start: {e.strerror or e}") from None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from portway.config.loader import load_config_text
+    from portway.demo import banner, demo_config_text, demo_ports, start_backends
+    from portway.server.worker import Worker
+
+    if args.port:
+        os.environ["PORTWAY_PORT"] = str(args.port)
+    cfg = load_config_text(demo_config_text(), "demo.yaml")
+    _setup_logging("warning")
+
+    async def main() -> None:
+        try:
+            backends = await start_backends(demo_ports())
+        except OSError as e:
+            raise CliError(f"cannot start demo backends: {e.strerror or e}") from None
+        w = Worker(cfg)
+        try:
+            await w.start()
+        except OSError as e:
+            raise CliError(f"cannot start the gateway: {e.strerror or e}") from None
+        w.install_signals()
+        port = int(cfg.listeners[0].address.rsplit(":", 1)[1])
+        admin_port = int(cfg.admin.address.rsplit(":", 1)[1])
+        print(banner(port, admin_port), flush=True)
+        await w.wait()
+        await w.shutdown()
+        for b in backends:
+            b.close()
+
+    import uvloop
+
+    uvloop.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="portway",
+        description="Portway: a fast API gateway. Routes, authenticates, limits, caches and "
+        "observes traffic to your services.",
+        epilog="Start with `portway demo`, then write a config and `portway validate` it.",
+    )
+    p.add_argument("--version", action="version", version=f"portway {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="serve traffic with a config file")
+    r.add_argument("-c", "--config", required=True, help="path to portway.yaml")
+    r.add_argument("-w", "--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument("--watch", action="store_true", help="reload when the config file changes")
+    r.set_defaults(func=cmd_run)
+    v = sub.add_parser("validate", help="check a config file and report every error with its line")
+    v.add_argument("config", help="path to portway.yaml")
+    v.set_defaults(func=cmd_validate)
+    t = sub.add_parser("routes", help="print the compiled route table in priority order")
+    t.add_argument("config", help="path to portway.yaml")
+    t.set_defaults(func=cmd_routes)
+    d = sub.add_parser("demo", help="start three demo services and the gateway in front of them")
+    d.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
+    d.set_defaults(func=cmd_demo)
+    ver = sub.add_parser("version", help="print the version")
+    ver.set_defaults(func=lambda a: print(f"portway {__version__}") or 0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args) or 0)
+    except CliError as e:
+        print(f"portway: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if os.environ.get("PORTWAY_DEBUG"):
+            raise
+        print(f"portway: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

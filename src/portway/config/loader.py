@@ -1,0 +1,365 @@
+"""Load ``portway.yaml`` into a :class:`GatewayConfig`, reporting every problem with its line.
+
+The pipeline is: YAML text → plain data plus a path→line map (:mod:`portway.config.document`:
+``${ENV}`` substitution, merge keys, duplicate keys, alias bombs) → schema validation →
+cross-document checks (references, duplicates, listener addresses, plugin names, plugin configs
+and plugin stage order). Problems from all steps are collected and raised together as one
+:class:`~portway.config.errors.ConfigError`, ordered by line; nothing here lets a traceback or a
+raw pydantic message reach the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from portway.config.document import MAX_TEXT_BYTES, parse_yaml
+from portway.config.errors import (
+    ConfigError,
+    ConfigIssue,
+    Path,
+    format_path,
+    issues_from_validation,
+    suggest,
+)
+from portway.config.schema import GatewayConfig
+from portway.pipeline.plugin import Stage
+from portway.pipeline.registry import Registry, UnknownPluginError
+from portway.pipeline.registry import registry as default_registry
+
+__all__ = [
+    "LoadedConfig",
+    "config_hash",
+    "load_config",
+    "load_config_text",
+    "load_document",
+    "read_config_text",
+]
+
+# -- cross-document checks ----------------------------------------------------------------------
+
+_Report = Callable[[Path, str], None]
+
+
+def _as_bool(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    try:
+        return bool(TypeAdapter(bool).validate_python(value))
+    except ValidationError:
+        return default
+
+
+def _split_addr(addr: str) -> tuple[str, int] | None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]").lower(), int(port)
+
+
+_WILDCARDS = {"", "*", "0.0.0.0", "::"}
+_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|::1)$")
+
+
+def _check_addresses(data: dict[str, Any], report: _Report) -> None:
+    listeners = data.get("listeners")
+    seen: list[tuple[str, int, Path, str]] = []
+    if listeners is None:
+        seen.append(("127.0.0.1", 8080, ("listeners",), "the default listener"))
+    elif isinstance(listeners, list):
+        for i, lst in enumerate(listeners):
+            addr = lst.get("address", "127.0.0.1:8080") if isinstance(lst, dict) else None
+            if isinstance(addr, str) and (hp := _split_addr(addr)):
+                seen.append((*hp, ("listeners", i, "address"), f"listeners[{i}]"))
+    admin = data.get("admin", {})
+    if isinstance(admin, dict) and _as_bool(admin.get("enabled"), True):
+        addr = admin.get("address", "127.0.0.1:9901")
+        if isinstance(addr, str) and (hp := _split_addr(addr)):
+            seen.append((*hp, ("admin", "address"), "admin"))
+            if not _as_bool(admin.get("auth"), True) and not _LOOPBACK.match(hp[0]):
+                report(
+                    ("admin", "auth"),
+                    "auth may be false only when admin.address is a loopback address",
+                )
+    for j, (host, port, path, _) in enumerate(seen):
+        if port == 0:
+            continue  # port 0 asks the OS for a fresh port: never a clash
+        for other_host, other_port, _, who in seen[:j]:
+            if port == other_port and (
+                host == other_host or host in _WILDCARDS or other_host in _WILDCARDS
+            ):
+                report(path, f"address {host}:{port} is already used by {who}")
+                break
+
+
+def _check_routes(data: dict[str, Any], report: _Report) -> None:
+    routes = data.get("routes")
+    upstreams = data.get("upstreams")
+    names = set(upstreams) if isinstance(upstreams, dict) else set()
+    global_termination = _binds(data.get("plugins"), "request_termination")
+    if not isinstance(routes, list):
+        return
+    first: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in first:
+                report(
+                    (("routes", i, "name")),
+                    f"duplicate route name {name!r} (first is routes[{first[name]}])",
+                )
+            else:
+                first[name] = i
+        up = route.get("upstream")
+        if isinstance(up, str):
+            if up not in names:
+                msg = f"unknown upstream {up!r}"
+                close = suggest(up, names)
+                msg += (
+                    f"; did you mean {close!r}?"
+                    if close
+                    else (
+                        f"; defined: {', '.join(sorted(names))}"
+                        if names
+                        else "; no upstreams are defined"
+                    )
+                )
+                report(("routes", i, "upstream"), msg)
+        elif up is None and not (
+            global_termination or _binds(route.get("plugins"), "request_termination")
+        ):
+            report(
+                ("routes", i, "upstream"),
+                "route needs an upstream (only routes bound to request_termination may omit it)",
+            )
+
+
+def _binds(bindings: Any, plugin: str) -> bool:
+    return isinstance(bindings, list) and any(
+        isinstance(b, dict) and b.get("name") == plugin and _as_bool(b.get("enabled"), True)
+        for b in bindings
+    )
+
+
+def _check_consumers(data: dict[str, Any], report: _Report) -> None:
+    consumers = data.get("consumers")
+    if not isinstance(consumers, list):
+        return
+    first: dict[str, int] = {}
+    for i, c in enumerate(consumers):
+        name = c.get("username") if isinstance(c, dict) else None
+        if isinstance(name, str):
+            if name in first:
+                report(
+                    ("consumers", i, "username"),
+                    f"duplicate consumer {name!r} (first is consumers[{first[name]}])",
+                )
+            else:
+                first[name] = i
+
+
+_STAGES = " < ".join(s.name for s in Stage)
+
+
+def _check_bindings(
+    bindings: Any,
+    base: Path,
+    registry: Registry,
+    report: _Report,
+    validation: Callable[[ValidationError, type[BaseModel], Any, Path], None],
+) -> None:
+    if not isinstance(bindings, list):
+        return
+    first: dict[str, int] = {}
+    highest: tuple[Stage, str] | None = None
+    for k, binding in enumerate(bindings):
+        if not isinstance(binding, dict) or not isinstance(binding.get("name"), str):
+            continue
+        name: str = binding["name"]
+        where = (*base, k)
+        if name in first:
+            report(
+                (*where, "name"),
+                f"plugin {name!r} is bound twice in this list "
+                f"(first at {format_path((*base, first[name]))})",
+            )
+            continue
+        first[name] = k
+        try:
+            cls = registry.get(name)
+        except UnknownPluginError as e:
+            if "not available" in str(e):
+                report((*where, "name"), str(e))
+            else:
+                close = suggest(name, registry.names())
+                hint = f"; did you mean {close!r}?" if close else ""
+                report((*where, "name"), f"unknown plugin {name!r}{hint}")
+            continue
+        except Exception as e:  # a broken third-party entry point must not crash validation
+            report((*where, "name"), f"plugin {name!r} failed to load: {e}")
+            continue
+        stage = Stage(cls.stage)
+        if highest is not None and stage < highest[0]:
+            report(
+                (*where, "name"),
+                f"plugin {name!r} (stage {stage.name}) must come before {highest[1]!r} "
+                f"(stage {highest[0].name}); order plugins by stage: {_STAGES}",
+            )
+        elif highest is None or stage > highest[0]:
+            highest = (stage, name)
+        config = binding.get("config", {})
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            continue  # the schema already reports "must be a mapping"
+        try:
+            cls.Config.model_validate(config)
+        except ValidationError as e:
+            validation(e, cls.Config, config, (*where, "config"))
+        except Exception as e:  # a plugin validator bug is reported, never raised
+            report((*where, "config"), f"invalid config: {e}")
+
+
+# -- public API -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config plus where each of its nodes came from.
+
+    ``lines`` maps a path tuple (``("routes", 3, "match")``) to the 1-based line of its key or
+    list item in ``source``.
+    """
+
+    config: GatewayConfig
+    source: str
+    lines: Mapping[Path, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path) -> int | None:
+        return _nearest_line(self.lines, path)
+
+
+def _nearest_line(lines: Mapping[Path, int], path: Path) -> int | None:
+    while path not in lines:
+        if not path:
+            return None
+        path = path[:-1]
+    return lines[path]
+
+
+def load_document(
+    text: str,
+    source: str = "<string>",
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+) -> LoadedConfig:
+    """Parse and validate ``text``; raise :class:`ConfigError` with every problem found."""
+    doc = parse_yaml(text, source, os.environ if env is None else env)
+    data, lines = doc.data, doc.lines
+
+    issues: list[ConfigIssue] = []
+    flagged: set[Path] = set()
+    for path, line, msg in doc.issues:
+        flagged.add(path)
+        issues.append(ConfigIssue(format_path(path), line, msg))
+
+    def report(path: Path, message: str) -> None:
+        # a value already flagged (e.g. an unset variable) would only produce echoes here
+        if not any(path[: len(f)] == f for f in flagged):
+            issues.append(ConfigIssue(format_path(path), _nearest_line(lines, path), message))
+
+    def validation(exc: ValidationError, model: type[BaseModel], sub: Any, base: Path) -> None:
+        def emit(loc: Path, message: str) -> None:
+            # the schema's own duplicate checks have no location; ours below do
+            if base or loc or not message.startswith("duplicate "):
+                report((*base, *loc), message)
+
+        issues_from_validation(exc, model, sub, emit)
+
+    config: GatewayConfig | None = None
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as e:
+        validation(e, GatewayConfig, data, ())
+    reg = registry or default_registry
+    _check_routes(data, report)
+    _check_consumers(data, report)
+    _check_addresses(data, report)
+    _check_bindings(data.get("plugins"), ("plugins",), reg, report, validation)
+    routes = data.get("routes")
+    if isinstance(routes, list):
+        for i, route in enumerate(routes):
+            if isinstance(route, dict):
+                _check_bindings(
+                    route.get("plugins"), ("routes", i, "plugins"), reg, report, validation
+                )
+    if issues or config is None:
+        issues.sort(key=lambda x: x.line or 0)
+        raise ConfigError(issues or [ConfigIssue("", None, "invalid config")], source)
+    return LoadedConfig(config, source, lines)
+
+
+def load_config_text(
+    text: str,
+    source: str = "<string>",
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+) -> GatewayConfig:
+    """Validate a config given as text (admin API ``PUT /config``, tests)."""
+    return load_document(text, source, env=env, registry=registry).config
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The text of a config file; unreadable or non-UTF-8 files raise :class:`ConfigError`."""
+    p = FsPath(path)
+    try:
+        if p.stat().st_size > MAX_TEXT_BYTES:
+            raise ConfigError(
+                [ConfigIssue("", None, f"the config is larger than {MAX_TEXT_BYTES} bytes")], str(p)
+            )
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            [ConfigIssue("", None, f"cannot read the config file: {e.strerror or e}")], str(p)
+        ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            [ConfigIssue("", line, "the config is not valid UTF-8")], str(p)
+        ) from None
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+) -> GatewayConfig:
+    """Load and validate the config file at ``path``."""
+    return load_document(read_config_text(path), str(path), env=env, registry=registry).config
+
+
+def config_hash(cfg: GatewayConfig) -> str:
+    """Short fingerprint of a config's meaning (sha256 of canonical JSON, 12 hex digits).
+
+    Formatting, comments, key order and defaults spelled out or left implicit do not change
+    it, so ``/status`` can tell whether two processes serve the same config.
+    """
+    canonical = orjson.dumps(
+        cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    )
+    return hashlib.sha256(canonical).hexdigest()[:12]

@@ -1,0 +1,76 @@
+"""``portway demo``: three small backends plus the gateway on the bundled example config."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from importlib import resources
+
+import orjson
+
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
+from portway.http.server import serve_simple
+
+DATA = {
+    "users": [{"id": 1, "name": "Ada"}, {"id": 2, "name": "Linus"}],
+    "orders": [{"id": 7, "user": 1, "total": 42.5}, {"id": 8, "user": 2, "total": 9.99}],
+    "products": [{"sku": "p-1", "name": "keyboard"}, {"sku": "p-2", "name": "mouse"}],
+}
+
+
+def backend(name: str) -> object:
+    async def handle(req: Request) -> Response:
+        if req.body is not None:
+            await req.body.read_all(1 << 20)
+        h = Headers()
+        h.set("content-type", "application/json")
+        h.set("x-backend", name)
+        body = {
+            "service": name,
+            "path": req.path,
+            "method": req.method,
+            "items": DATA[name],
+            "forwarded_for": req.headers.get("x-forwarded-for"),
+            "request_id": req.headers.get("x-request-id"),
+        }
+        return Response(200, h, orjson.dumps(body))
+
+    return handle
+
+
+def demo_config_text() -> str:
+    return resources.files("portway.examples").joinpath("demo.yaml").read_text()
+
+
+async def start_backends(ports: dict[str, int]) -> list[asyncio.Server]:
+    out = []
+    for name, port in ports.items():
+        out.append(await serve_simple(backend(name), "127.0.0.1", port))  # type: ignore[arg-type]
+    return out
+
+
+def demo_ports() -> dict[str, int]:
+    return {
+        "users": int(os.environ.get("DEMO_USERS_PORT", "9001")),
+        "orders": int(os.environ.get("DEMO_ORDERS_PORT", "9002")),
+        "products": int(os.environ.get("DEMO_PRODUCTS_PORT", "9003")),
+    }
+
+
+def banner(port: int, admin_port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return "\n".join(
+        [
+            f"Portway demo is running on {base} (admin API on http://127.0.0.1:{admin_port})",
+            "Try:",
+            f"  curl -i {base}/users",
+            f"  curl -i {base}/orders/7",
+            f"  curl -i {base}/api/products/list",
+            f"  curl -i {base}/maintenance",
+            f"  curl -i {base}/nowhere            # 404 JSON error",
+            f"  curl -s -H 'X-Portway-Debug: demo-debug' '{base}/users?explain'",
+            f"  curl -s http://127.0.0.1:{admin_port}/status",
+            "Press Ctrl-C to stop.",
+        ]
+    )

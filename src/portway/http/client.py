@@ -1,0 +1,384 @@
+"""Upstream side of the data plane: an HTTP/1.1 client protocol on llhttp.
+
+:class:`UpstreamConnection` carries one exchange at a time over a keep-alive connection owned by
+a :class:`~portway.http.pool.ConnectionPool`. The request is written by the caller
+(``write``/``drain``); the response head arrives through ``read_head()`` and the body streams
+into a flow-controlled :class:`~portway.http.body.BodyStream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast, Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from portway.http.body import BodyStream
+from portway.http.headers import Headers
+
+
+class UpstreamResetError(ConnectionError):
+    """The upstream closed or broke the connection (``received`` tells whether any response
+    byte had arrived, which decides if the exchange may be retried)."""
+
+    def __init__(self, msg: str, received: bool = False) -> None:
+        super().__init__(msg)
+        self.received = received
+
+
+class UpstreamProtocolError(ConnectionError):
+    """The upstream sent something that is not valid HTTP/1.1."""
+
+
+class ReadTimeoutError(TimeoutError):
+    pass
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: Headers
+    keep_alive: bool
+    chunked: bool
+    content_length: int | None
+    #: bytes after a 101 response, to be tunnelled
+    upgrade_tail: bytes | None = None
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to a target. Not safe for concurrent exchanges."""
+
+    __slots__ = (
+        "_body",
+        "_can_write",
+        "_close_delimited",
+        "_head_fut",
+        "_headers",
+        "_head_only",
+        "_last_io",
+        "_loop",
+        "_read_timeout",
+        "_reason",
+        "_timer",
+        "closed",
+        "created",
+        "idle_since",
+        "informational",
+        "message_done",
+        "parser",
+        "received_any",
+        "tunnel",
+        "transport",
+        "uses",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.created = loop.time()
+        self.idle_since = self.created
+        self.uses = 0
+        self._can_write: asyncio.Future[None] | None = None
+        self._head_fut: asyncio.Future[ResponseHead] | None = None
+        self._body: BodyStream | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._head_only = False
+        self.message_done = True
+        self.received_any = False
+        #: called with each 1xx (not 101) response head; default drops them
+        self.informational: Callable[[ResponseHead], None] | None = None
+        #: in tunnel mode, bytes from the upstream go straight to this callback
+        self.tunnel: Callable[[bytes], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 0.0
+        self._last_io = 0.0
+        self._close_delimited = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        err = UpstreamResetError(
+            f"upstream closed the connection{': ' + str(exc) if exc else ''}",
+            received=self.received_any,
+        )
+        if self._head_fut is not None and not self._head_fut.done():
+            self._head_fut.set_exception(err)
+        if self._body is not None and not self.message_done:
+            if self._head_only:
+                pass
+            elif not self.parser_expects_close():
+                self._body.set_exception(err)
+            else:
+                self._body.feed_eof()
+        w = self._can_write
+        if w is not None and not w.done():
+            w.set_exception(err)
+        if self.tunnel is not None:
+            self.tunnel(b"")
+
+    def parser_expects_close(self) -> bool:
+        # a response without Content-Length or chunked framing ends at connection close
+        return self._close_delimited
+
+    def data_received(self, data: bytes) -> None:
+        self._last_io = self._loop.time()
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
+        self.received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            offset = e.args[0] if e.args else len(data)
+            tail = data[offset:] if isinstance(offset, int) else b""
+            fut = self._head_fut
+            if fut is not None and fut.done() and not fut.cancelled():
+                fut.result().upgrade_tail = tail
+        except httptools.HttpParserError as e:
+            self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
+        if self._head_only and self.message_done is False and self._head_fut is not None:
+            if self._head_fut.done():
+                # a response to HEAD has no body whatever its framing headers say
+                self.message_done = True
+                self.parser = httptools.HttpResponseParser(self)
+                if self._body is not None:
+                    self._body.feed_eof()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        if self._can_write is None:
+            self._can_write = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        w = self._can_write
+        self._can_write = None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # --- llhttp callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._body is not None and self._head_fut is not None and self._head_fut.done():
+            # trailer section of a chunked response
+            if self._body.trailers is None:
+                self._body.trailers = Headers()
+            self._body.trailers.add_raw(name.lower(), value)
+            return
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        headers = Headers(self._headers)
+        te = headers.get_raw(b"transfer-encoding")
+        cl_raw = headers.get_raw(b"content-length")
+        chunked = te is not None and te.strip().lower().endswith(b"chunked")
+        cl = int(cl_raw) if cl_raw is not None and not chunked else None
+        if 100 <= status < 200 and status != 101:
+            if self.informational is not None:
+                self.informational(
+                    ResponseHead(status, self._reason, headers, True, False, None)
+                )
+            return
+        no_body = self._head_only or status in (204, 304) or status == 101
+        self._close_delimited = not no_body and not chunked and cl is None
+        head = ResponseHead(
+            status=status,
+            reason=self._reason,
+            headers=headers,
+            keep_alive=bool(self.parser.should_keep_alive()) and not self._close_delimited,
+            chunked=chunked,
+            content_length=cl,
+        )
+        fut = self._head_fut
+        if fut is not None and not fut.done():
+            fut.set_result(head)
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_fut is None or not self._head_fut.done():
+            return  # end of a 1xx message
+        self.message_done = True
+        self._cancel_timer()
+        if self._body is not None:
+            self._body.feed_eof()
+
+    # --- exchange API ----------------------------------------------------------------------
+    def begin(self, head_only: bool, read_timeout: float) -> BodyStream:
+        """Prepare for one exchange; returns the body stream the response will fill."""
+        self.uses += 1
+        self.message_done = False
+        self.received_any = False
+        self._close_delimited = False
+        self._head_only = head_only
+        self._head_fut = self._loop.create_future()
+        t = self.transport
+        assert t is not None
+        self._body = BodyStream(t.pause_reading, t.resume_reading)
+        self._read_timeout = read_timeout
+        self._last_io = self._loop.time()
+        return self._body
+
+    def arm_read_timeout(self) -> None:
+        """Start the between-bytes read timer (after the request head was written)."""
+        if self._read_timeout > 0 and self._timer is None:
+            self._last_io = self._loop.time()
+            self._timer = self._loop.call_at(self._last_io + self._read_timeout, self._check_read)
+
+    def _check_read(self) -> None:
+        self._timer = None
+        if self.closed or self.message_done:
+            return
+        body = self._body
+        # a body paused by flow control is waiting on the client, not on the upstream
+        waiting_on_client = body is not None and body._paused
+        due = self._last_io + self._read_timeout
+        now = self._loop.time()
+        if waiting_on_client or now < due:
+            self._timer = self._loop.call_at(max(due, now + 0.05), self._check_read)
+            return
+        self._fail(ReadTimeoutError("upstream read timeout"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._head_fut is not None and not self._head_fut.done():
+            self._head_fut.set_exception(exc)
+        if self._body is not None and not self.message_done:
+            self._body.set_exception(exc)
+        self.abort()
+
+    async def read_head(self) -> ResponseHead:
+        assert self._head_fut is not None
+        return await self._head_fut
+
+    def write(self, data: bytes | memoryview) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            raise UpstreamResetError("upstream connection is closed")
+        t.write(data)
+
+    async def drain(self) -> None:
+        w = self._can_write
+        if w is not None:
+            await w
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self.message_done and self.tunnel is None
+
+    def finish(self) -> None:
+        self._cancel_timer()
+        self._head_fut = None
+        self._body = None
+        self.informational = None
+
+    def abort(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_connection(
+    host: str, port: int, timeout: float, ssl: Any = None, server_hostname: str | None = None
+) -> UpstreamConnection:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        _, proto = await loop.create_connection(
+            lambda: UpstreamConnection(loop),
+            host,
+            port,
+            ssl=ssl,
+            server_hostname=server_hostname if ssl else None,
+        )
+    return proto
+
+
+def build_request_head(
+    method: str, target: str, headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    parts = [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+    for k, v in headers:
+        parts += (k, b": ", v, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class SimpleResponse:
+    status: int
+    headers: Headers
+    body: bytes
+
+
+async def simple_request(
+    method: str,
+    url: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    timeout: float = 5.0,
+    max_body: int = 16 * 1024 * 1024,
+) -> SimpleResponse:
+    """One request on a fresh connection (health probes, JWKS, introspection, exporters)."""
+    import ssl as _ssl
+
+    u = urlsplit(url)
+    https = u.scheme == "https"
+    host = u.hostname or "127.0.0.1"
+    port = u.port or (443 if https else 80)
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    async with asyncio.timeout(timeout):
+        conn = await open_connection(
+            host, port, timeout, ssl=_ssl.create_default_context() if https else None,
+            server_hostname=host,
+        )
+        try:
+            h: list[tuple[bytes, bytes]] = [
+                (b"host", (host if u.port is None else f"{host}:{port}").encode()),
+                (b"connection", b"close"),
+            ]
+            for k, v in headers or []:
+                h.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+            if body or method in ("POST", "PUT", "PATCH"):
+                h.append((b"content-length", str(len(body)).encode()))
+            stream = conn.begin(method == "HEAD", timeout)
+            conn.write(build_request_head(method, target, h) + body)
+            head = await conn.read_head()
+            data = await stream.read_all(max_body)
+            return SimpleResponse(head.status, head.headers, data)
+        finally:
+            conn.close()

@@ -1,0 +1,81 @@
+"""Request-target path normalisation (RFC 3986 §5.2.4, §6.2.2).
+
+The router, plugins and the upstream all see the same normalised path, so a path that slips past
+a route's match can never reach a different resource upstream (``/public/../admin``).
+"""
+
+from __future__ import annotations
+
+from portway.errors import BadRequestError
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+# bytes allowed literally in a path by RFC 3986 (pchar + "/"); others must be percent-encoded
+_PATH_OK = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/%")
+
+
+class EncodedSlashError(BadRequestError):
+    code = "encoded_slash"
+
+
+def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
+    """Normalise a raw origin-form path; raise 400 on anything ambiguous.
+
+    - percent-encoded unreserved characters are decoded (``%7E`` → ``~``, ``%2e`` → ``.``) and
+      other escapes upper-cased, so ``%2e%2e`` cannot smuggle a dot segment past the router;
+    - ``%2F`` / ``%5C`` are rejected unless ``allow_encoded_slashes``; ``%00`` and malformed
+      escapes always are; a literal backslash or non-ASCII byte is rejected;
+    - dot segments are removed and empty segments (``//``) merged.
+    """
+    if not raw.startswith(b"/"):
+        raise BadRequestError("request target must be an absolute path")
+    fast = b"%" not in raw and b"." not in raw and b"//" not in raw
+    if fast:
+        if not _PATH_OK.issuperset(raw):
+            raise BadRequestError("invalid character in path")
+        return raw.decode("ascii")
+    out = bytearray()
+    i = 0
+    n = len(raw)
+    while i < n:
+        c = raw[i]
+        if c == 0x25:  # %
+            if i + 2 >= n:
+                raise BadRequestError("malformed percent-encoding in path")
+            h1, h2 = raw[i + 1], raw[i + 2]
+            if h1 not in _HEX or h2 not in _HEX:
+                raise BadRequestError("malformed percent-encoding in path")
+            v = int(raw[i + 1 : i + 3], 16)
+            if v == 0:
+                raise BadRequestError("NUL in path")
+            if v in _UNRESERVED:
+                out.append(v)
+            else:
+                if v in (0x2F, 0x5C) and not allow_encoded_slashes:
+                    raise EncodedSlashError("encoded '/' or '\\' in path is not allowed")
+                out += b"%" + raw[i + 1 : i + 3].upper()
+            i += 3
+            continue
+        if c not in _PATH_OK:
+            raise BadRequestError("invalid character in path")
+        out.append(c)
+        i += 1
+    return _remove_dots(out.decode("ascii"))
+
+
+def _remove_dots(path: str) -> str:
+    segs = path.split("/")
+    stack: list[str] = []
+    for seg in segs[1:]:
+        if seg == "" or seg == ".":
+            continue
+        if seg == "..":
+            if stack:
+                stack.pop()
+            continue
+        stack.append(seg)
+    trailing = segs[-1] in ("", ".", "..") and len(segs) > 2
+    out = "/" + "/".join(stack)
+    if trailing and stack:
+        out += "/"
+    return out

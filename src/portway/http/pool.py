@@ -1,0 +1,90 @@
+"""Keep-alive connection pool per target.
+
+The pool is a LIFO stack of idle connections (the most recently used socket is the warmest and
+the least likely to have been closed by the upstream's idle timer). Connections the upstream
+closed while idle are dropped at acquire time; idle ones past ``idle_timeout`` are closed by a
+lazy sweep, so an idle pool costs no timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+from typing import Any
+
+from portway.config.schema import PoolConfig
+from portway.http.client import UpstreamConnection, open_connection
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one ``host:port``."""
+
+    def __init__(
+        self, host: str, port: int, config: PoolConfig, scheme: str = "http"
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.config = config
+        self._idle: list[UpstreamConnection] = []
+        self._ssl: Any = _ssl.create_default_context() if scheme == "https" else None
+        self.opened = 0
+        self.closed_pool = False
+
+    def acquire_idle(self) -> UpstreamConnection | None:
+        """A live idle connection, or ``None``."""
+        idle = self._idle
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        limit = self.config.idle_timeout
+        while idle:
+            conn = idle.pop()
+            t = conn.transport
+            if conn.closed or t is None or t.is_closing():
+                continue
+            if now - conn.idle_since > limit:
+                conn.close()
+                continue
+            return conn
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        conn = await open_connection(
+            self.host, self.port, timeout, ssl=self._ssl, server_hostname=self.host
+        )
+        self.opened += 1
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a connection after a complete exchange; closes it if not reusable."""
+        conn.finish()
+        if not conn.reusable or self.closed_pool or self.config.max_idle == 0:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        idle = self._idle
+        if len(idle) >= self.config.max_idle:
+            idle.pop(0).close()
+        idle.append(conn)
+        if len(idle) > 1 and loop.time() - idle[0].idle_since > self.config.idle_timeout:
+            self._sweep(loop.time())
+
+    def _sweep(self, now: float) -> None:
+        keep = []
+        for c in self._idle:
+            if now - c.idle_since > self.config.idle_timeout or c.closed:
+                c.close()
+            else:
+                keep.append(c)
+        self._idle = keep
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        self.closed_pool = True
+        for c in self._idle:
+            c.close()
+        self._idle.clear()

@@ -1,0 +1,524 @@
+"""Client side of the data plane: an HTTP/1.1 server protocol on llhttp.
+
+:class:`ServerConnection` parses requests with llhttp (strict: it already rejects
+Content-Length with Transfer-Encoding, duplicate or invalid Content-Length, obs-fold, bare LF
+and control characters) and adds the checks llhttp leaves to us: version, Host, transfer
+codings, size limits and timeouts. Parsed requests are queued and handed, one at a time and in
+order, to an :class:`App`; pipelined requests are therefore answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import cast, Any, Protocol
+
+import httptools
+
+from portway.config.schema import LimitsConfig
+from portway.errors import (
+    BadRequestError,
+    GatewayError,
+    HeadersTooLargeError,
+    PayloadTooLargeError,
+    UriTooLongError,
+)
+from portway.http.body import BodyStream
+from portway.http.forwarded import TrustedProxies
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
+from portway.http.path import normalize_path
+from portway.http.wire import head_bytes
+
+log = logging.getLogger("portway.http")
+
+
+class ClientDisconnectedError(ConnectionError):
+    pass
+
+
+class App(Protocol):
+    """What a :class:`ServerConnection` serves.
+
+    ``handle`` must write one complete response for ``request`` through the connection
+    (``write``/``drain``) and return whether the connection may be kept alive.
+    """
+
+    async def handle(self, conn: ServerConnection, request: Request) -> bool: ...
+
+    def connection_opened(self) -> None: ...
+
+    def connection_closed(self) -> None: ...
+
+
+class _Abort(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+_TIMEOUT_BODY = b'{"error":"request timeout","code":"request_timeout","status":408}'
+
+
+class ServerConnection(asyncio.Protocol):
+    """One client connection. All methods run on the event loop thread."""
+
+    def __init__(
+        self,
+        app: App,
+        limits: LimitsConfig,
+        trusted: TrustedProxies,
+        scheme: str = "http",
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.trusted = trusted
+        self.scheme = scheme
+        self.loop = loop or asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.closed = False
+        self.extra: dict[str, Any] = {}
+        self._queue: deque[Request | GatewayError] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._can_write: asyncio.Future[None] | None = None
+        self._paused = False
+        # per-message parse state
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body: BodyStream | None = None
+        self._body_limit: int | None = limits.max_body_bytes
+        self._in_headers = False
+        #: bytes received after an Upgrade request head; consumed by the tunnel
+        self.upgrade_buffer: bytearray | None = None
+        #: in tunnel mode, client bytes go straight to this callback
+        self.tunnel: Callable[[bytes], None] | None = None
+        self.requests = 0
+        #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
+        self._pending: GatewayError | None = None
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+        ssl_obj = transport.get_extra_info("ssl_object")
+        if ssl_obj is not None:
+            cert = ssl_obj.getpeercert()
+            if cert:
+                self.extra["peercert"] = cert
+                self.extra["peercert_der"] = ssl_obj.getpeercert(binary_form=True)
+        self._arm(self.limits.header_timeout)
+        self.app.connection_opened()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self.transport is None:
+            return
+        self.closed = True
+        self._disarm()
+        if self._body is not None:
+            self._body.set_exception(ClientDisconnectedError("client disconnected"))
+        w = self._can_write
+        if w is not None and not w.done():
+            w.set_exception(ClientDisconnectedError("client disconnected"))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.tunnel is not None:
+            self.tunnel(b"")
+        self.app.connection_closed()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
+        if self.upgrade_buffer is not None:
+            self.upgrade_buffer += data
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            self.upgrade_buffer = bytearray(data[offset:])
+            self.transport.pause_reading() if self.transport else None
+        except httptools.HttpParserInvalidURLError:
+            self._protocol_error(BadRequestError("invalid request target"))
+        except httptools.HttpParserError as e:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._protocol_error(pending)
+            else:
+                msg = str(e.args[0] if e.args else e)
+                self._protocol_error(BadRequestError(f"malformed request: {msg}"))
+
+    def eof_received(self) -> bool | None:
+        # a half-closed client may still be waiting for responses to pipelined requests
+        return True if self._task is not None else None
+
+    def pause_writing(self) -> None:
+        if self._can_write is None:
+            self._can_write = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        w = self._can_write
+        self._can_write = None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # --- llhttp callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._in_headers = True
+        if self._task is None:
+            self._arm(self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_uri_bytes:
+            self._pending = UriTooLongError("request target too long")
+            raise _Abort(self._pending)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_headers:
+            body = self._body
+            if body is not None:
+                if body.trailers is None:
+                    body.trailers = Headers()
+                body.trailers.add_raw(name.lower(), value)
+            return
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._pending = HeadersTooLargeError("request header section too large")
+            raise _Abort(self._pending)
+        if len(self._headers) >= self.limits.max_header_count:
+            self._pending = HeadersTooLargeError("too many request header fields")
+            raise _Abort(self._pending)
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        if self._task is None:
+            self._disarm()
+        try:
+            req = self._build_request()
+        except _Abort as e:
+            self._pending = e.error
+            raise
+        except GatewayError as e:
+            self._pending = e
+            raise
+        self.requests += 1
+        self._enqueue(req)
+
+    def on_body(self, body: bytes) -> None:
+        b = self._body
+        if b is None:
+            return
+        b.feed(body)
+        if self._body_limit is not None and b.received > self._body_limit:
+            self._pending = PayloadTooLargeError("request body too large")
+            b.set_exception(self._pending)
+            raise _Abort(self._pending)
+
+    def on_message_complete(self) -> None:
+        if self._body is not None:
+            self._body.feed_eof()
+            self._body = None
+
+    # --- request construction ----------------------------------------------------------------
+    def _build_request(self) -> Request:
+        p = self.parser
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Abort(BadRequestError(f"unsupported HTTP version {version}"))
+        method = p.get_method().decode("ascii")
+        headers = Headers(self._headers)
+        url = self._url
+        host_vals = [v for k, v in self._headers if k == b"host"]
+        if len(host_vals) > 1:
+            raise _Abort(BadRequestError("multiple Host header fields"))
+        if url.startswith(b"/"):
+            raw_path, _, query = url.partition(b"?")
+        elif url == b"*":
+            raise _Abort(BadRequestError("asterisk-form request target is not supported"))
+        else:
+            try:
+                u = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError as e:
+                raise _Abort(BadRequestError("invalid request target")) from e
+            if u.schema not in (b"http", b"https") or not u.host:
+                raise _Abort(BadRequestError("invalid request target"))
+            raw_path = u.path or b"/"
+            query = u.query or b""
+            authority = u.host + (b":%d" % u.port if u.port else b"")
+            # RFC 9112 §3.2.2: the absolute-form authority replaces Host
+            headers.remove("host")
+            headers.add_raw(b"host", authority)
+            host_vals = [authority]
+        if not host_vals:
+            if version == "1.1":
+                raise _Abort(BadRequestError("missing Host header"))
+            host = ""
+        else:
+            host = _parse_host(host_vals[0])
+        if b"#" in url:
+            raise _Abort(BadRequestError("fragment in request target"))
+        path = normalize_path(raw_path, allow_encoded_slashes=True)
+        te = headers.get_raw(b"transfer-encoding")
+        cl_raw = headers.get_raw(b"content-length")
+        chunked = False
+        if te is not None:
+            if te.strip().lower() != b"chunked":
+                raise _Abort(BadRequestError("unsupported transfer coding"))
+            chunked = True
+        cl: int | None = None
+        if cl_raw is not None:
+            cl = int(cl_raw)
+            if self._body_limit is not None and cl > self._body_limit:
+                raise _Abort(PayloadTooLargeError("request body too large"))
+        body: BodyStream | None = None
+        if chunked or (cl is not None and cl > 0):
+            t = self.transport
+            assert t is not None
+            body = BodyStream(t.pause_reading, self._resume_body)
+            self._body = body
+        if self.trusted:
+            client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
+        else:
+            client_ip, trusted = self.peer_ip, False
+        expect = headers.get_raw(b"expect")
+        return Request(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            version=version,
+            host=host,
+            client_ip=client_ip,
+            client_port=self.peer_port,
+            scheme=self.scheme,
+            raw_target=url,
+            body=body,
+            content_length=cl if not chunked else None,
+            peer_ip=self.peer_ip,
+            trusted_peer=trusted,
+            expect_continue=expect is not None and expect.lower() == b"100-continue",
+            upgrade=bool(p.should_upgrade()),
+        )
+
+    def _resume_body(self) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    # --- request queue -------------------------------------------------------------------------
+    def _enqueue(self, item: Request | GatewayError) -> None:
+        self._queue.append(item)
+        if self._task is None:
+            self._task = self.loop.create_task(self._run())
+        elif len(self._queue) > self.limits.max_pipelined and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    async def _run(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                item = self._queue.popleft()
+                if self._paused and len(self._queue) <= self.limits.max_pipelined // 2:
+                    self._paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                if isinstance(item, GatewayError):
+                    self.send_error(item, close=True)
+                    return
+                keep = await self.app.handle(self, item)
+                if not keep:
+                    self.close()
+                    return
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the app must never kill the connection silently
+            log.exception("unhandled error while serving a request")
+            self.close()
+        finally:
+            self._task = None
+            if not self.closed:
+                if self.upgrade_buffer is not None and self.tunnel is None:
+                    self.close()
+                elif self.transport is not None and self.transport.is_closing():
+                    pass
+                else:
+                    self._arm(self.limits.idle_timeout)
+
+    # --- writing ---------------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            raise ClientDisconnectedError("client disconnected")
+        t.write(data)
+
+    async def drain(self) -> None:
+        w = self._can_write
+        if w is not None:
+            await w
+
+    def send_error(self, err: GatewayError, *, close: bool, request_id: str | None = None) -> None:
+        body = err.body(request_id)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
+        if close:
+            headers.append((b"connection", b"close"))
+        if self.transport is not None and not self.closed:
+            self.transport.write(head_bytes(err.status, b"", headers) + body)
+        if close:
+            self.close()
+
+    def _protocol_error(self, err: GatewayError) -> None:
+        if self._body is not None:
+            self._body.set_exception(err)
+            self._body = None
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self._task is None:
+            self.send_error(err, close=True)
+        else:
+            # answer after the responses already in progress, then close
+            self._queue.append(err)
+
+    # --- timers -------------------------------------------------------------------------------
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._on_timeout) if seconds > 0 else None
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self._task is not None or self.tunnel is not None:
+            return
+        if self._in_headers and self.transport is not None and not self.closed:
+            # slow or stalled request head (slowloris)
+            self.transport.write(
+                head_bytes(
+                    408,
+                    b"",
+                    [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_TIMEOUT_BODY)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                )
+                + _TIMEOUT_BODY
+            )
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self._disarm()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._disarm()
+
+
+def _parse_host(raw: bytes) -> str:
+    h = raw.strip().lower()
+    if not h:
+        return ""
+    if h.startswith(b"["):
+        end = h.find(b"]")
+        if end < 0:
+            raise _Abort(BadRequestError("invalid Host header"))
+        name, rest = h[: end + 1], h[end + 1 :]
+    else:
+        name, _, port = h.partition(b":")
+        rest = b":" + port if _ else b""
+    if rest and not (rest.startswith(b":") and rest[1:].isdigit()):
+        raise _Abort(BadRequestError("invalid Host header"))
+    for c in name:
+        if not (c in _HOST_CHARS):
+            raise _Abort(BadRequestError("invalid Host header"))
+    return name.decode("ascii")
+
+
+_HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
+
+
+class _SimpleApp:
+    """Adapter serving ``handler(request) -> Response`` (admin API, small internal servers)."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    def connection_opened(self) -> None:
+        pass
+
+    def connection_closed(self) -> None:
+        pass
+
+    async def handle(self, conn: ServerConnection, request: Request) -> bool:
+        if request.expect_continue:
+            conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            resp = await self.handler(request)
+        except GatewayError as e:
+            resp = Response(e.status, Headers.from_pairs(e.headers), e.body(None))
+            resp.headers.set("content-type", "application/json")
+        except Exception:
+            log.exception("internal handler failed")
+            err = GatewayError("internal error")
+            resp = Response(500, Headers([(b"content-type", b"application/json")]), err.body(None))
+        body_done = request.body is None or request.body.at_eof
+        keep = body_done and request.version == "1.1" and b"close" not in (
+            request.headers.get_raw(b"connection") or b""
+        ).lower()
+        body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
+        headers = [(k, v) for k, v in resp.headers.raw() if k not in (b"content-length", b"connection")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        if not keep:
+            headers.append((b"connection", b"close"))
+        conn.write(head_bytes(resp.status, resp.reason, headers))
+        if request.method != "HEAD" and body:
+            conn.write(body)
+        return keep
+
+
+async def serve_simple(
+    handler: Callable[[Request], Awaitable[Response]],
+    host: str,
+    port: int,
+    limits: LimitsConfig | None = None,
+    ssl: Any = None,
+) -> asyncio.Server:
+    """Serve ``handler`` on ``host:port`` with the same hardened HTTP/1.1 framing."""
+    loop = asyncio.get_running_loop()
+    app = _SimpleApp(handler)
+    lim = limits or LimitsConfig(max_body_bytes=16 * 1024 * 1024)
+    trusted = TrustedProxies([])
+    return await loop.create_server(
+        lambda: ServerConnection(app, lim, trusted, "https" if ssl else "http", loop),
+        host,
+        port,
+        ssl=ssl,
+        reuse_address=True,
+    )

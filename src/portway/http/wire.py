@@ -1,0 +1,41 @@
+"""HTTP/1.1 serialisation helpers shared by the server and client sides."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from portway.http.headers import Headers
+
+REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def status_line(status: int, reason: bytes = b"") -> bytes:
+    r = reason or REASONS.get(status, b"Unknown")
+    return b"HTTP/1.1 %d %s\r\n" % (status, r)
+
+
+def head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    parts = [status_line(status, reason)]
+    for k, v in headers:
+        parts += (k, b": ", v, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def last_chunk(trailers: Headers | None) -> bytes:
+    if not trailers:
+        return LAST_CHUNK
+    parts = [b"0\r\n"]
+    for k, v in trailers.raw():
+        parts += (k, b": ", v, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def valid_reason(reason: bytes) -> bool:
+    return all(b == 0x09 or 0x20 <= b < 0x7F or b >= 0x80 for b in reason)

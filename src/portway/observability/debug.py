@@ -1,0 +1,214 @@
+"""Per-request debugging (``X-Portway-Debug``).
+
+A request carrying ``X-Portway-Debug: <server.debug_token>`` (compared in constant time) is
+traced: the data plane sets ``ctx.debug = True`` and ``ctx.trace = []`` and records steps with
+``ctx.record(what, name, ms, detail)`` using these conventions:
+
+- plugin phases: ``what`` is the phase (``"on_request"``, ``"on_response"``…), ``name`` the
+  plugin, ``detail`` its decision (``"continue"``, ``"respond 401"``, ``"error: …"``);
+- upstream attempts: ``what="attempt"``, ``name`` the target id, ``detail`` the outcome
+  (``"200"``, ``"connect_error"``…), ``ms`` its duration;
+- anything else (``"route"``, ``"cache"``…) is reported as a generic step.
+
+The response then gets an ``X-Portway-Debug`` header with :func:`debug_header`; with
+``?explain`` in the query the data plane answers :func:`explain` as JSON instead of proxying.
+Without the right token the header means nothing and is stripped before forwarding
+(:func:`strip_debug_header`), so a client cannot probe for the token or leak it upstream.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portway.http.headers import Headers
+    from portway.http.models import Request
+    from portway.pipeline.context import RequestContext, TraceEvent
+
+DEBUG_HEADER = "x-portway-debug"
+_DEBUG_HEADER_B = DEBUG_HEADER.encode()
+#: upper bound of the response header value; long plugin chains are elided
+MAX_HEADER_CHARS = 2048
+_UNSAFE = re.compile(r"[^\x21-\x7e ]|[;,=]")
+_PHASE_PREFIX = "on_"
+
+
+def debug_requested(request: Request, token: str | None) -> bool:
+    """Whether ``request`` carries the debug token (constant time; ``None`` disables)."""
+    if not token:
+        return False
+    value = request.headers.get_raw(_DEBUG_HEADER_B)
+    if value is None:
+        return False
+    return hmac.compare_digest(value.strip(), token.encode("utf-8"))
+
+
+def strip_debug_header(headers: Headers) -> None:
+    """Remove ``X-Portway-Debug`` from a request about to be forwarded."""
+    headers.remove(_DEBUG_HEADER_B)
+
+
+def wants_explain(request: Request) -> bool:
+    """Whether the query string has an ``explain`` parameter (``?explain`` or ``explain=…``)."""
+    q = request.query
+    if not q or b"explain" not in q:
+        return False
+    for part in q.split(b"&"):
+        name = part.split(b"=", 1)[0]
+        if name == b"explain":
+            return True
+    return False
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _why_host(hosts: list[str], host: str) -> str:
+    if not hosts:
+        return "any host"
+    h = host.lower()
+    bare = h.rsplit(":", 1)[0] if ":" in h and not h.endswith("]") else h
+    for pat in hosts:
+        if pat in (h, bare):
+            return f"host {pat}"
+        if pat.startswith("*.") and (bare.endswith(pat[1:]) or h.endswith(pat[1:])):
+            return f"host {pat}"
+    return f"host in {hosts}"
+
+
+def _route_info(ctx: RequestContext) -> dict[str, Any] | None:
+    m = ctx.match
+    if m is None:
+        return None
+    route = m.route
+    mc = route.match
+    req = ctx.request
+    why = {
+        "host": _why_host(list(mc.hosts), req.host),
+        "path": f"path {m.pattern}" if m.pattern else "path",
+        "method": f"method {req.method}" if mc.methods else "any method",
+    }
+    if mc.headers:
+        why["headers"] = ", ".join(sorted(mc.headers))
+    return {
+        "name": route.name,
+        "index": m.index,
+        "pattern": m.pattern,
+        "prefix": m.prefix,
+        "params": dict(m.params),
+        "considered": m.considered,
+        "upstream": route.upstream,
+        "matched": why,
+    }
+
+
+def _split_events(events: list[TraceEvent]) -> tuple[list[Any], list[Any], list[Any]]:
+    plugins: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    for ev in events:
+        if ev.what.startswith(_PHASE_PREFIX):
+            plugins.append(
+                {"plugin": ev.name, "phase": ev.what, "ms": round(ev.ms, 3), "decision": ev.detail}
+            )
+        elif ev.what == "attempt":
+            attempts.append({"target": ev.name, "ms": round(ev.ms, 3), "outcome": ev.detail})
+        else:
+            steps.append({"what": ev.what, "name": ev.name, "ms": round(ev.ms, 3), "detail": ev.detail})
+    return plugins, attempts, steps
+
+
+def explain(ctx: RequestContext) -> dict[str, Any]:
+    """Everything known about how ``ctx`` was (or would be) handled, JSON-serialisable.
+
+    Keys: ``request_id``, ``request`` (method, path, host, query), ``route`` (``None`` when no
+    route matched; else name, pattern, params, routes considered and what matched), ``consumer``
+    (username or ``None``; never credentials), ``plugins`` (phase timings and decisions),
+    ``upstream`` (name, chosen target, attempts), ``steps``, ``response`` and ``total_ms``.
+    """
+    req = ctx.request
+    plugins, attempts, steps = _split_events(ctx.trace or [])
+    target = ctx.target
+    consumer = ctx.consumer
+    resp = ctx.response
+    out: dict[str, Any] = {
+        "request_id": ctx.request_id or None,
+        "request": {
+            "method": req.method,
+            "path": req.path,
+            "host": req.host,
+            "query": req.query.decode("latin-1"),
+        },
+        "route": _route_info(ctx),
+        "consumer": None
+        if consumer is None
+        else {"username": consumer.username, "anonymous": consumer.anonymous},
+        "plugins": plugins,
+        "upstream": None
+        if ctx.upstream_name is None and target is None
+        else {
+            "name": ctx.upstream_name,
+            "target": getattr(target, "id", None),
+            "attempts": max(ctx.attempt, len(attempts)),
+            "latency_ms": None if ctx.upstream_latency is None else _ms(ctx.upstream_latency),
+            "tries": attempts,
+        },
+        "steps": steps,
+        "response": None if resp is None else {"status": resp.status, "upstream": resp.upstream},
+        "rejected_by": ctx.extra.get("rejected_by"),
+        "error": None if ctx.error is None else type(ctx.error).__name__,
+        "total_ms": _ms(time.perf_counter() - ctx.start),
+    }
+    return out
+
+
+def _safe(v: object) -> str:
+    return _UNSAFE.sub("_", str(v))
+
+
+def debug_header(ctx: RequestContext) -> str:
+    """A compact ``key=value; …`` summary for the ``X-Portway-Debug`` response header.
+
+    Keys: ``route``, ``upstream``, ``target``, ``attempts``, ``plugins`` (``name:phase:ms``
+    separated by ``,``, decisions other than continue appended as ``:decision``), ``total``.
+    Values are ASCII with separators replaced, so the header is always valid.
+    """
+    plugins, attempts, _ = _split_events(ctx.trace or [])
+    parts = [f"route={_safe(ctx.route_name or '-')}"]
+    if ctx.upstream_name is not None:
+        parts.append(f"upstream={_safe(ctx.upstream_name)}")
+    target = ctx.target
+    if target is not None:
+        parts.append(f"target={_safe(getattr(target, 'id', target))}")
+    n_attempts = max(ctx.attempt, len(attempts))
+    if n_attempts:
+        parts.append(f"attempts={n_attempts}")
+    if ctx.upstream_latency is not None:
+        parts.append(f"upstream_ms={_ms(ctx.upstream_latency)}")
+    rej = ctx.extra.get("rejected_by")
+    if rej:
+        parts.append(f"rejected_by={_safe(rej)}")
+    items = []
+    for p in plugins:
+        s = f"{_safe(p['plugin'])}:{_safe(p['phase'])}:{p['ms']}ms"
+        if p["decision"] and p["decision"] != "continue":
+            s += f":{_safe(p['decision'])}"
+        items.append(s)
+    total = f"total={_ms(time.perf_counter() - ctx.start)}ms"
+    head = "; ".join(parts)
+    budget = MAX_HEADER_CHARS - len(head) - len(total) - 20
+    shown: list[str] = []
+    used = 0
+    for s in items:
+        if used + len(s) + 1 > budget:
+            shown.append(f"+{len(items) - len(shown)}more")
+            break
+        shown.append(s)
+        used += len(s) + 1
+    if shown:
+        head += f"; plugins={','.join(shown)}"
+    return f"{head}; {total}"

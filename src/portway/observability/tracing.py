@@ -1,0 +1,441 @@
+"""Distributed tracing: a small facade over the OpenTelemetry SDK that the data plane calls.
+
+Off by default. The data plane holds one :class:`Tracer` per runtime graph (``build_tracer``
+returns the shared no-op :data:`NOOP_TRACER` when tracing is disabled, whose methods return at
+once) and calls, per request::
+
+    tracer.start_request(ctx)                    # after the head is parsed
+    with tracer.phase(ctx, plugin.name, "on_request"): ...   # or start_phase/end_phase
+    for h, v in tracer.start_attempt(ctx, target):  # per upstream attempt
+        ctx.upstream_request.headers.set(h, v)
+    tracer.end_attempt(ctx, status=…, error=…)
+    tracer.end_request(ctx)                      # after the last byte (always)
+
+When enabled, an incoming W3C ``traceparent``/``tracestate`` (or B3, if configured) is
+continued, else a new trace starts; the request is a SERVER span, each plugin phase an INTERNAL
+child, each upstream attempt a CLIENT child whose context is what ``start_attempt`` returns for
+injection (replacing whatever the client sent). Sampling is parent-based with a ratio for new
+traces; spans are exported over OTLP/HTTP (protobuf) in batches from the SDK's worker thread,
+so exporting never blocks the event loop. With tracing disabled, trace headers from the client
+pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal
+
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import Field
+
+from portway.config.schema import Model
+from portway.config.types import Duration
+from portway.http.headers import Headers
+from portway.pipeline.context import ContextKey
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span
+
+    from portway.pipeline.context import RequestContext
+
+Propagation = Literal["tracecontext", "b3", "b3multi"]
+
+#: header names a tracer reads and writes; the data plane replaces them on upstream requests
+PROPAGATION_HEADERS: dict[str, tuple[str, ...]] = {
+    "tracecontext": ("traceparent", "tracestate"),
+    "b3": ("b3",),
+    "b3multi": ("x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"),
+}
+
+
+class TracingConfig(Model):
+    """``tracing:`` section of ``portway.yaml``."""
+
+    enabled: bool = Field(False, description="trace requests and export spans over OTLP")
+    service_name: str = Field("portway", description="service.name resource attribute")
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces URL (protobuf)"
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra HTTP headers sent with every export"
+    )
+    timeout: Duration = Field(10.0, description="export request timeout")
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces sampled; parents' decision wins"
+    )
+    propagation: list[Propagation] = Field(
+        default_factory=lambda: list[Propagation](["tracecontext"]),
+        min_length=1,
+        description="formats read from clients and written upstream, in precedence order",
+    )
+    max_queue_size: int = Field(2048, ge=1, description="spans buffered before dropping")
+    max_export_batch_size: int = Field(512, ge=1, description="spans per export request")
+    schedule_delay: Duration = Field(1.0, description="export interval of the batcher")
+    resource_attributes: dict[str, str] = Field(
+        default_factory=dict, description="extra resource attributes (deployment.environment…)"
+    )
+
+
+_REQUEST_SPAN: ContextKey[Any] = ContextKey("tracing.request_span")
+_ATTEMPT_SPAN: ContextKey[Any] = ContextKey("tracing.attempt_span")
+_NULL_CM: AbstractContextManager[None] = contextlib.nullcontext()
+
+
+class Tracer:
+    """The tracing facade; this base class is the disabled tracer (every call is a no-op).
+
+    ``start_phase`` returns an opaque token for ``end_phase`` (``None`` when disabled);
+    ``start_attempt`` returns ``(name, value)`` headers to *set* on the upstream request.
+    None of the methods raise.
+    """
+
+    enabled: bool = False
+
+    def start_request(self, ctx: RequestContext) -> None:
+        return None
+
+    def phase(self, ctx: RequestContext, plugin: str, phase: str) -> AbstractContextManager[None]:
+        return _NULL_CM
+
+    def start_phase(self, ctx: RequestContext, plugin: str, phase: str) -> Any:
+        return None
+
+    def end_phase(self, token: Any, error: BaseException | None = None) -> None:
+        return None
+
+    def start_attempt(self, ctx: RequestContext, target: Any) -> list[tuple[str, str]]:
+        return []
+
+    def end_attempt(
+        self, ctx: RequestContext, status: int | None = None, error: BaseException | None = None
+    ) -> None:
+        return None
+
+    def end_request(self, ctx: RequestContext) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def force_flush(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+NOOP_TRACER = Tracer()
+
+
+def build_tracer(config: TracingConfig | None, exporter: SpanExporter | None = None) -> Tracer:
+    """The tracer for ``config``: :data:`NOOP_TRACER` when disabled. ``exporter`` overrides
+    the OTLP exporter (tests)."""
+    if config is None or not config.enabled:
+        return NOOP_TRACER
+    return OtelTracer(config, exporter)
+
+
+class _HeadersGetter(Getter[Headers]):
+    """OpenTelemetry ``Getter`` over :class:`~portway.http.headers.Headers`."""
+
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        vals = carrier.get_all(key)
+        return vals or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+class _ListSetter(Setter[list[tuple[str, str]]]):
+    def set(self, carrier: list[tuple[str, str]], key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+_GETTER = _HeadersGetter()
+_SETTER = _ListSetter()
+
+
+def _hex_id(v: str, width: int) -> int | None:
+    v = v.strip().lower()
+    if not v or len(v) > width or any(c not in "0123456789abcdef" for c in v):
+        return None
+    n = int(v, 16)
+    return n or None
+
+
+def parse_b3(headers: Headers) -> tuple[int, int, bool] | None:
+    """``(trace_id, span_id, sampled)`` from B3 single (``b3``) or multi (``X-B3-*``) headers."""
+    single = headers.get("b3")
+    if single is not None:
+        parts = single.strip().split("-")
+        if len(parts) < 2:
+            return None  # "0"/"1"/"d" alone carry only a sampling decision: start a new trace
+        tid = _hex_id(parts[0], 32) if len(parts[0]) in (16, 32) else None
+        sid = _hex_id(parts[1], 16) if len(parts[1]) == 16 else None
+        if tid is None or sid is None:
+            return None
+        flag = parts[2] if len(parts) > 2 else ""
+        return tid, sid, flag in ("1", "d")
+    t = headers.get("x-b3-traceid")
+    s = headers.get("x-b3-spanid")
+    if t is None or s is None or len(t) not in (16, 32) or len(s) != 16:
+        return None
+    tid, sid = _hex_id(t, 32), _hex_id(s, 16)
+    if tid is None or sid is None:
+        return None
+    sampled = (headers.get("x-b3-sampled") or "").strip().lower() in ("1", "true") or (
+        headers.get("x-b3-flags") or ""
+    ).strip() == "1"
+    return tid, sid, sampled
+
+
+def _epoch_ns(perf_start: float) -> int:
+    return time.time_ns() - int((time.perf_counter() - perf_start) * 1e9)
+
+
+class OtelTracer(Tracer):
+    """Tracer backed by an OpenTelemetry SDK ``TracerProvider`` private to this instance (the
+    global provider is left alone, so reloads can swap tracers)."""
+
+    enabled = True
+
+    def __init__(self, config: TracingConfig, exporter: SpanExporter | None = None) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        import portway
+
+        self.config = config
+        if exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(
+                endpoint=config.endpoint, headers=dict(config.headers), timeout=config.timeout
+            )
+        attrs: dict[str, str] = {
+            "service.name": config.service_name,
+            "service.version": portway.__version__,
+            **config.resource_attributes,
+        }
+        self._provider: TracerProvider = TracerProvider(
+            resource=Resource.create(attrs),
+            sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+        )
+        self._provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=config.max_queue_size,
+                schedule_delay_millis=config.schedule_delay * 1000,
+                max_export_batch_size=min(config.max_export_batch_size, config.max_queue_size),
+                export_timeout_millis=config.timeout * 1000,
+            )
+        )
+        self._tracer = self._provider.get_tracer("portway", portway.__version__)
+        self._w3c = TraceContextTextMapPropagator()
+        self._formats = tuple(config.propagation)
+        self._closed = False
+
+    # --- context propagation -----------------------------------------------------------------
+    def extract(self, headers: Headers) -> Context | None:
+        """The remote parent from the first configured format present in ``headers``."""
+        for fmt in self._formats:
+            if fmt == "tracecontext":
+                if headers.get("traceparent") is None:
+                    continue
+                c = self._w3c.extract(headers, getter=_GETTER)
+                if trace.get_current_span(c).get_span_context().is_valid:
+                    return c
+            else:
+                b3 = parse_b3(headers)
+                if b3 is not None:
+                    tid, sid, sampled = b3
+                    sc = SpanContext(
+                        tid,
+                        sid,
+                        is_remote=True,
+                        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0),
+                    )
+                    return trace.set_span_in_context(NonRecordingSpan(sc))
+        return None
+
+    def inject(self, span: Span) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        sc = span.get_span_context()
+        if not sc.is_valid:
+            return out
+        tid, sid = f"{sc.trace_id:032x}", f"{sc.span_id:016x}"
+        sampled = "1" if sc.trace_flags.sampled else "0"
+        for fmt in self._formats:
+            if fmt == "tracecontext":
+                self._w3c.inject(out, context=trace.set_span_in_context(span), setter=_SETTER)
+            elif fmt == "b3":
+                out.append(("b3", f"{tid}-{sid}-{sampled}"))
+            else:
+                out += [("x-b3-traceid", tid), ("x-b3-spanid", sid), ("x-b3-sampled", sampled)]
+        return out
+
+    # --- request lifecycle ---------------------------------------------------------------------
+    def start_request(self, ctx: RequestContext) -> None:
+        if self._closed or _REQUEST_SPAN in ctx.state:
+            return
+        req = ctx.request
+        attrs: dict[str, str | int] = {
+            "http.request.method": req.method,
+            "url.path": req.path,
+            "url.scheme": req.scheme,
+            "network.protocol.version": req.version,
+        }
+        if req.query:
+            attrs["url.query"] = req.query.decode("latin-1")
+        if req.host:
+            attrs["server.address"] = req.host
+        if req.client_ip:
+            attrs["client.address"] = req.client_ip
+        ua = req.headers.get("user-agent")
+        if ua is not None:
+            attrs["user_agent.original"] = ua
+        if ctx.request_id:
+            attrs["portway.request_id"] = ctx.request_id
+        span = self._tracer.start_span(
+            req.method,
+            context=self.extract(req.headers),
+            kind=SpanKind.SERVER,
+            attributes=attrs,
+            start_time=_epoch_ns(ctx.start),
+        )
+        ctx.state[_REQUEST_SPAN] = span
+
+    def _parent(self, ctx: RequestContext) -> Context | None:
+        span = ctx.state.get(_REQUEST_SPAN)
+        return trace.set_span_in_context(span) if span is not None else None
+
+    def start_phase(self, ctx: RequestContext, plugin: str, phase: str) -> Any:
+        parent = self._parent(ctx)
+        if parent is None:
+            return None
+        return self._tracer.start_span(
+            f"{plugin} {phase}",
+            context=parent,
+            attributes={"portway.plugin": plugin, "portway.phase": phase},
+        )
+
+    def end_phase(self, token: Any, error: BaseException | None = None) -> None:
+        if token is None:
+            return
+        if error is not None:
+            _record_error(token, error)
+        token.end()
+
+    @contextlib.contextmanager
+    def _phase_cm(self, ctx: RequestContext, plugin: str, phase: str) -> Iterator[None]:
+        token = self.start_phase(ctx, plugin, phase)
+        try:
+            yield
+        except BaseException as e:
+            self.end_phase(token, e)
+            raise
+        self.end_phase(token)
+
+    def phase(self, ctx: RequestContext, plugin: str, phase: str) -> AbstractContextManager[None]:
+        return self._phase_cm(ctx, plugin, phase)
+
+    def start_attempt(self, ctx: RequestContext, target: Any) -> list[tuple[str, str]]:
+        parent = self._parent(ctx)
+        if parent is None:
+            return []
+        self.end_attempt(ctx)  # a previous attempt the data plane did not close
+        attrs: dict[str, str | int] = {
+            "http.request.method": ctx.upstream_request.method,
+            "portway.attempt": ctx.attempt,
+        }
+        if ctx.upstream_name:
+            attrs["portway.upstream"] = ctx.upstream_name
+        if target is not None:
+            attrs["server.address"] = str(getattr(target, "host", ""))
+            port = getattr(target, "port", None)
+            if isinstance(port, int):
+                attrs["server.port"] = port
+            attrs["portway.target"] = str(getattr(target, "id", ""))
+            attrs["url.full"] = (
+                f"{getattr(target, 'scheme', 'http')}://{getattr(target, 'authority', '')}"
+                f"{ctx.upstream_request.target}"
+            )
+        span = self._tracer.start_span(
+            ctx.upstream_request.method, context=parent, kind=SpanKind.CLIENT, attributes=attrs
+        )
+        ctx.state[_ATTEMPT_SPAN] = span
+        return self.inject(span)
+
+    def end_attempt(
+        self, ctx: RequestContext, status: int | None = None, error: BaseException | None = None
+    ) -> None:
+        span = ctx.state.pop(_ATTEMPT_SPAN)
+        if span is None:
+            return
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(StatusCode.ERROR)
+                span.set_attribute("error.type", str(status))
+        if error is not None:
+            _record_error(span, error)
+        span.end()
+
+    def end_request(self, ctx: RequestContext) -> None:
+        self.end_attempt(ctx)
+        span = ctx.state.pop(_REQUEST_SPAN)
+        if span is None:
+            return
+        match = ctx.match
+        method = ctx.request.method
+        if match is not None:
+            span.set_attribute("portway.route", match.route.name)
+            if match.pattern:
+                span.set_attribute("http.route", match.pattern)
+                span.update_name(f"{method} {match.pattern}")
+        if ctx.upstream_name:
+            span.set_attribute("portway.upstream", ctx.upstream_name)
+        consumer = ctx.consumer
+        if consumer is not None and not consumer.anonymous:
+            span.set_attribute("portway.consumer", consumer.username)
+        rejected = ctx.extra.get("rejected_by")
+        if rejected:
+            span.set_attribute("portway.rejected_by", str(rejected))
+        resp = ctx.response
+        if resp is None:
+            span.set_status(StatusCode.ERROR, "no response")
+            span.set_attribute("error.type", "disconnected")
+        else:
+            span.set_attribute("http.response.status_code", resp.status)
+            if resp.status >= 500:
+                span.set_status(StatusCode.ERROR)
+                span.set_attribute("error.type", str(resp.status))
+        if ctx.error is not None:
+            span.set_attribute("error.type", type(ctx.error).__name__)
+        span.end()
+
+    async def force_flush(self) -> None:
+        await asyncio.to_thread(self._provider.force_flush)
+
+    async def aclose(self) -> None:
+        """Flush and stop the exporter (in a thread: the export may wait on the network)."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._provider.shutdown)
+
+
+def _record_error(span: Span, error: BaseException) -> None:
+    span.set_status(StatusCode.ERROR, type(error).__name__)
+    span.set_attribute("error.type", type(error).__name__)

@@ -1,0 +1,1 @@
+"""Rate-limiting building blocks shared by ``rate_limit``, ``concurrency_limit`` and ``quota``."""

@@ -1,0 +1,106 @@
+"""Rate-limit response fields.
+
+IETF fields follow draft-ietf-httpapi-ratelimit-headers-10 (structured field Lists)::
+
+    RateLimit-Policy: "default";q=10;w=1, "daily";q=1000;w=86400
+    RateLimit: "default";r=3;t=1, "daily";r=998;t=5400
+
+``q`` quota units per window, ``w`` window seconds, ``r`` remaining units, ``t`` seconds until
+the quota is fully restored. The legacy ``X-RateLimit-Limit/Remaining/Reset`` triple reports
+the tightest policy (fewest remaining); ``X-RateLimit-Reset`` is delta seconds, as Kong sends.
+
+Every limiting plugin appends ``(reporter, decision)`` to ``ctx.state[REPORTS]`` in
+``on_request`` and renders *all* reports in ``on_response``; the rendering is idempotent
+(fields are replaced, not appended), so several limiting plugins and the order their response
+phases run in never produce duplicate or conflicting fields.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from portway.http.headers import Headers
+from portway.pipeline.context import ContextKey, RequestContext
+from portway.plugins._ratelimit.limiter import Decision
+
+POLICY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def ceil_s(x: float) -> int:
+    """Whole seconds for a header: rounded up, never negative."""
+    return max(0, math.ceil(x - 1e-9))
+
+
+class Reporter:
+    """Renders one plugin binding's policies; built once per binding."""
+
+    __slots__ = ("ietf", "legacy", "names", "policy", "quotas")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        quotas: Sequence[int],
+        windows: Sequence[int],
+        mode: str,
+        unit: str | None = None,
+    ) -> None:
+        self.names = tuple(f'"{n}"' for n in names)
+        self.quotas = tuple(quotas)
+        qu = f';qu="{unit}"' if unit else ""
+        self.policy = ", ".join(
+            f"{n};q={q};w={w}{qu}" for n, q, w in zip(self.names, quotas, windows, strict=True)
+        )
+        self.ietf = mode in ("ietf", "both")
+        self.legacy = mode in ("legacy", "both")
+
+
+Report = tuple[Reporter, Decision]
+REPORTS: ContextKey[list[Report]] = ContextKey("ratelimit.reports")
+
+
+def add_report(ctx: RequestContext, reporter: Reporter, decision: Decision) -> None:
+    reports = ctx.state.get(REPORTS)
+    if reports is None:
+        ctx.state[REPORTS] = [(reporter, decision)]
+    else:
+        reports.append((reporter, decision))
+
+
+def header_pairs(reports: Sequence[Report]) -> list[tuple[str, str]]:
+    policies: list[str] = []
+    items: list[str] = []
+    tightest: tuple[int, int, int] | None = None  # (remaining, -reset, limit)
+    for rep, d in reports:
+        for i, name in enumerate(rep.names):
+            remaining = max(0, int(d.remaining[i]))
+            reset = ceil_s(d.reset[i])
+            if rep.ietf:
+                items.append(f"{name};r={remaining};t={reset}")
+            if rep.legacy:
+                cand = (remaining, -reset, rep.quotas[i])
+                if tightest is None or cand[:2] < tightest[:2]:
+                    tightest = cand
+        if rep.ietf:
+            policies.append(rep.policy)
+    out: list[tuple[str, str]] = []
+    if policies:
+        out.append(("ratelimit-policy", ", ".join(policies)))
+        out.append(("ratelimit", ", ".join(items)))
+    if tightest is not None:
+        out.append(("x-ratelimit-limit", str(tightest[2])))
+        out.append(("x-ratelimit-remaining", str(tightest[0])))
+        out.append(("x-ratelimit-reset", str(-tightest[1])))
+    return out
+
+
+def apply_reports(ctx: RequestContext) -> None:
+    """Set the fields for every report on ``ctx.response`` (idempotent)."""
+    reports = ctx.state.get(REPORTS)
+    resp = ctx.response
+    if not reports or resp is None:
+        return
+    h: Headers = resp.headers
+    for name, value in header_pairs(reports):
+        h.set(name, value)

@@ -1,0 +1,206 @@
+"""Redis Lua scripts: every limit of a request decided in one atomic round trip.
+
+``RATE_LIMIT`` mirrors :mod:`.algorithms` exactly (same definitions, same tolerance) with time
+in microseconds taken from ``redis.call('TIME')`` so gateway clock skew does not matter.
+Layout::
+
+    KEYS  = one state key per limit (all share one {hash tag}: one Cluster slot)
+    ARGV  = algorithm, cost, now_override, then (rate, per_us, burst) per limit
+    reply = {allowed, then (remaining, reset_ms, retry_ms) per limit}; retry_ms -1 = never
+
+All-or-nothing: states are written only when every limit admits the request, so a rejected
+request consumes nothing. Each written key gets a PEXPIRE covering the time until its state
+equals a fresh one (plus one second), so idle keys vanish. ``now_override`` must be empty in
+production; tests pass a fake clock through it to compare this script with the Python model.
+"""
+
+from __future__ import annotations
+
+from portway.state.base import LuaScript
+
+RATE_LIMIT = LuaScript(
+    r"""
+local algo = ARGV[1]
+local cost = tonumber(ARGV[2])
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local EPS = 1e-9
+local allowed = true
+local out = {0}
+local writes = {}
+local oks = {}
+local function f(x) return string.format('%.17g', x) end
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local base = 3 + (i - 1) * 3
+  local rate = tonumber(ARGV[base + 1])
+  local per = tonumber(ARGV[base + 2])
+  local burst = tonumber(ARGV[base + 3])
+  local ok, rem, reset, retry, expires, w
+  if algo == 'gcra' then
+    local t = per / rate
+    local tat = tonumber(redis.call('GET', key))
+    if not tat or tat < now then tat = now end
+    local new_tat = tat + cost * t
+    local allow_at = new_tat - burst * t
+    if allow_at - now > EPS * t then
+      ok = false
+      rem = math.max(0, math.floor((now - (tat - burst * t)) / t + EPS))
+      reset = tat - now
+      if cost > burst then retry = -1 else retry = allow_at - now end
+    else
+      ok = true
+      rem = math.max(0, math.floor((now - allow_at) / t + EPS))
+      reset = new_tat - now
+      retry = 0
+      expires = new_tat
+      w = {'SET', f(new_tat)}
+    end
+  elseif algo == 'token_bucket' then
+    local s = redis.call('HMGET', key, 't', 'ts')
+    local tokens = burst
+    if s[1] then
+      tokens = math.min(burst, tonumber(s[1]) + math.max(0, now - tonumber(s[2])) * rate / per)
+    end
+    if tokens + EPS < cost then
+      ok = false
+      rem = math.floor(tokens + EPS)
+      reset = (burst - tokens) * per / rate
+      if cost > burst then retry = -1 else retry = (cost - tokens) * per / rate end
+    else
+      ok = true
+      tokens = tokens - cost
+      reset = (burst - tokens) * per / rate
+      rem = math.max(0, math.floor(tokens + EPS))
+      retry = 0
+      expires = now + reset
+      w = {'HSET', 't', f(tokens), 'ts', f(now)}
+    end
+  elseif algo == 'fixed_window' then
+    local wid = math.floor(now / per)
+    local s = redis.call('HMGET', key, 'w', 'c')
+    local count = 0
+    if s[1] and tonumber(s[1]) == wid then count = tonumber(s[2]) end
+    local wend = (wid + 1) * per
+    reset = wend - now
+    if count + cost > rate then
+      ok = false
+      rem = math.max(0, rate - count)
+      if cost > rate then retry = -1 else retry = wend - now end
+    else
+      ok = true
+      count = count + cost
+      rem = rate - count
+      retry = 0
+      expires = wend
+      w = {'HSET', 'w', f(wid), 'c', f(count)}
+    end
+  elseif algo == 'sliding_window' then
+    local wid = math.floor(now / per)
+    local s = redis.call('HMGET', key, 'w', 'c', 'p')
+    local cur, prev = 0, 0
+    if s[1] then
+      local sw = tonumber(s[1])
+      if sw == wid then
+        cur = tonumber(s[2]); prev = tonumber(s[3])
+      elseif sw == wid - 1 then
+        prev = tonumber(s[2])
+      end
+    end
+    local elapsed = now - wid * per
+    local weight = 1 - elapsed / per
+    local est = prev * weight + cur
+    if est + cost > rate + EPS then
+      ok = false
+      if cost > rate then
+        retry = -1
+      elseif cur + cost <= rate then
+        retry = per * (1 - (rate - cur - cost) / prev) - elapsed
+      else
+        retry = per - elapsed + math.max(0, per * (1 - (rate - cost) / cur))
+      end
+      if cur > 0 then reset = 2 * per - elapsed else reset = per - elapsed end
+      rem = math.max(0, math.floor(rate - est + EPS))
+    else
+      ok = true
+      cur = cur + cost
+      rem = math.max(0, math.floor(rate - (prev * weight + cur) + EPS))
+      retry = 0
+      if cur > 0 then
+        reset = 2 * per - elapsed; expires = (wid + 2) * per
+      else
+        if prev > 0 then reset = per - elapsed else reset = 0 end
+        expires = (wid + 1) * per
+      end
+      w = {'HSET', 'w', f(wid), 'c', f(cur), 'p', f(prev)}
+    end
+  else
+    return redis.error_reply('unknown algorithm ' .. tostring(algo))
+  end
+  if not ok then allowed = false end
+  writes[i] = {w, expires}
+  oks[i] = ok
+  out[#out + 1] = rem
+  out[#out + 1] = math.ceil(reset / 1000)
+  if retry < 0 then out[#out + 1] = -1 else out[#out + 1] = math.ceil(retry / 1000) end
+end
+if not allowed then
+  -- limits that would have admitted report what is left, since nothing was consumed
+  for i = 1, #KEYS do
+    if oks[i] then out[2 + (i - 1) * 3] = out[2 + (i - 1) * 3] + cost end
+  end
+else
+  out[1] = 1
+  for i = 1, #KEYS do
+    local w = writes[i][1]
+    local ttl = math.ceil((writes[i][2] - now) / 1000) + 1000
+    if w[1] == 'SET' then
+      redis.call('SET', KEYS[i], w[2], 'PX', ttl)
+    else
+      redis.call('HSET', KEYS[i], unpack(w, 2))
+      redis.call('PEXPIRE', KEYS[i], ttl)
+    end
+  end
+end
+return out
+"""
+)
+
+#: concurrency leases: KEYS[1] a sorted set of lease id -> expiry (ms, Redis clock).
+#: ARGV = max, lease id, lease ttl ms. Reply = {acquired, in_flight}.
+ACQUIRE = LuaScript(
+    r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[1]) then
+  return {0, n}
+end
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+return {1, n + 1}
+"""
+)
+
+#: quota counters: KEYS[1] the period's counter; ARGV = limit, cost, expire-at (unix s).
+#: Reply = {allowed, used}. Rejections consume nothing.
+QUOTA = LuaScript(
+    r"""
+local used = tonumber(redis.call('GET', KEYS[1])) or 0
+local limit = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+if used + cost > limit then
+  return {0, used}
+end
+used = redis.call('INCRBY', KEYS[1], cost)
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return {1, used}
+"""
+)

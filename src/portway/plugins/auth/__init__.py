@@ -1,0 +1,1 @@
+"""``auth``: combine authentication methods with ``any`` (first that succeeds) or ``all``."""

@@ -1,0 +1,649 @@
+"""The ``cache`` plugin: an RFC 9111 shared cache in the request pipeline.
+
+Per request, ``on_request`` looks the request up and either answers (fresh hit, acceptable
+stale copy, 304 to a client conditional, 504 for ``only-if-cached``) or lets the request go
+upstream, adding validators when a stored copy needs revalidation. ``on_response`` decides
+whether the upstream's answer is stored, merges 304s into the stored copy, and swaps 5xx
+answers for a stale copy when stale-if-error allows; ``on_response_chunk`` copies the body
+as it streams to the client (never past ``max_object``). Unsafe methods that succeed
+invalidate the URL and same-origin Location/Content-Location.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from portway.errors import (
+    GatewayError,
+    UnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
+from portway.pipeline.context import ContextKey, RequestContext
+from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins.cache.config import CacheConfig
+from portway.plugins.cache.directives import Directives, format_http_date, parse_http_date
+from portway.plugins.cache.entry import CacheEntry, VaryIndex
+from portway.plugins.cache.keys import (
+    KeyBuilder,
+    UrlParts,
+    request_url,
+    resolve_location,
+    variant_key,
+)
+from portway.plugins.cache.memory import MemoryStore
+from portway.plugins.cache.policy import (
+    CONDITIONAL_FIELDS,
+    ERROR_STATUSES,
+    SAFE_METHODS,
+    Assessment,
+    Pairs,
+    Reuse,
+    Windows,
+    assess,
+    first,
+    has_conditionals,
+    merge_304,
+    not_modified,
+    request_directives,
+    response_headers,
+    retention,
+    reuse,
+    stale_if_error_ok,
+    storable,
+    stored_headers,
+    validator_matches,
+    validators,
+    vary_names,
+)
+from portway.plugins.cache.redis_store import RedisStore
+from portway.plugins.cache.registry import registry
+from portway.plugins.cache.store import CacheStore
+from portway.plugins.cache.tiered import TieredStore
+
+log = logging.getLogger("portway.cache")
+
+Forward = Callable[[RequestContext, Request], Awaitable[Response]]
+
+#: exceptions that mean "the upstream failed" (stale-if-error applies), as opposed to errors
+#: raised by other plugins
+_UPSTREAM_FAILURES = (
+    UpstreamError,
+    UpstreamTimeoutError,
+    UnavailableError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class Mode(Enum):
+    BYPASS = "bypass"
+    INVALIDATE = "invalidate"
+    MISS = "miss"
+    VALIDATE = "validate"
+    #: answered by the cache; response phases leave it alone
+    DONE = "done"
+
+
+@dataclass
+class Counters:
+    """Monotonic counters, metrics-ready via :meth:`snapshot`."""
+
+    hit: int = 0
+    miss: int = 0
+    stale: int = 0
+    bypass: int = 0
+    revalidated: int = 0
+    stored: int = 0
+    not_storable: int = 0
+    too_large: int = 0
+    collapsed: int = 0
+    invalidated: int = 0
+    stale_if_error: int = 0
+    background_refresh: int = 0
+    refresh_failed: int = 0
+    only_if_cached_miss: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Flight:
+    """Per-request cache state, kept in ``ctx.state[CACHE_STATE]``."""
+
+    mode: Mode
+    key: str = ""
+    rq: Directives = field(default_factory=Directives)
+    entry: CacheEntry | None = None
+    assessment: Assessment | None = None
+    index: VaryIndex | None = None
+    request_time: float = 0.0
+    sent_validators: bool = False
+    leader: asyncio.Future[bool] | None = None
+    capture: list[bytes] | None = None
+    captured: int = 0
+    expected: int | None = None
+    pending: CacheEntry | None = None
+    resp_pairs: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+CACHE_STATE = ContextKey[Flight]("cache.flight")
+
+
+class CachePlugin(Plugin[CacheConfig]):
+    """RFC 9111 shared cache (see the module docstring for the per-request flow).
+
+    Long-lived state: the store (shared across reloads through ``env.shared``, keyed by the
+    settings that shape it), counters per route, and the in-flight map that collapses
+    concurrent misses for one key into a single upstream fetch. Registers itself in
+    :data:`portway.plugins.cache.registry.registry` between ``start()`` and ``aclose()``.
+    """
+
+    name: ClassVar[str] = "cache"
+    stage: ClassVar[Stage] = Stage.traffic
+    Config: ClassVar[type[CacheConfig]] = CacheConfig
+
+    def __init__(self, config: CacheConfig, env: PluginEnv) -> None:
+        super().__init__(config, env)
+        c = config
+        settings = env.settings
+        state = getattr(settings, "state", None)
+        self._redis_url: str = c.redis_url or str(
+            getattr(state, "redis_url", "redis://127.0.0.1:6379/0")
+        )
+        self._redis_prefix: str = c.redis_prefix or (
+            str(getattr(state, "key_prefix", "portway:")) + "cache:"
+        )
+        shape = (
+            c.store,
+            c.max_memory,
+            c.max_object,
+            self._redis_url if c.store != "memory" else "",
+            self._redis_prefix if c.store != "memory" else "",
+            c.redis_timeout,
+            c.memory_front_max_ttl,
+        )
+        fp = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+        self.store: CacheStore = env.shared(f"cache.store:{fp}", self._make_store)
+        self.route_label = env.route or "*"
+        self.counters: Counters = env.shared(f"cache.counters:{self.route_label}", Counters)
+        self.keys = KeyBuilder(c.key)
+        self.windows = Windows(
+            swr=c.stale_while_revalidate,
+            sie=c.stale_if_error,
+            heuristic=c.heuristic,
+            heuristic_max=c.heuristic_max,
+            default_ttl=c.default_ttl,
+        )
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _make_store(self) -> CacheStore:
+        c = self.config
+        if c.store == "memory":
+            return MemoryStore(c.max_memory, c.max_object)
+        back = RedisStore(
+            self._redis_url, self._redis_prefix, timeout=c.redis_timeout, max_object=c.max_object
+        )
+        if c.store == "redis":
+            return back
+        return TieredStore(
+            MemoryStore(c.max_memory, c.max_object), back, front_ttl=c.memory_front_max_ttl
+        )
+
+    async def start(self) -> None:
+        await self.store.start()
+        registry.register(self)
+
+    async def aclose(self) -> None:
+        registry.unregister(self)
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        for fut in self._inflight.values():
+            if not fut.done():
+                fut.set_result(False)
+        self._inflight.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {"route": self.route_label, **self.counters.snapshot(), **self.store.stats()}
+
+    # --- request phase -------------------------------------------------------------------
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        req = ctx.request
+        if req.method not in SAFE_METHODS:
+            ctx.state[CACHE_STATE] = Flight(Mode.INVALIDATE)
+            return None
+        pairs = req.headers.raw()
+        if req.method not in self.config.methods or any(k == b"range" for k, _ in pairs):
+            ctx.state[CACHE_STATE] = Flight(Mode.BYPASS)
+            self.counters.bypass += 1
+            return None
+        rq = request_directives(pairs)
+        flight = Flight(Mode.MISS, key=self._key(ctx, request_url(req)), rq=rq)
+        ctx.state[CACHE_STATE] = flight
+        entry, flight.index = await self._lookup(flight.key, pairs)
+        if entry is not None:
+            a = assess(entry, time.time(), self.windows)
+            flight.entry, flight.assessment = entry, a
+            decision = reuse(a, rq)
+            if decision is Reuse.FRESH:
+                self.counters.hit += 1
+                return self._answer(ctx, flight, entry, a.age, "HIT")
+            if decision is Reuse.STALE_OK:
+                self.counters.stale += 1
+                return self._answer(ctx, flight, entry, a.age, "STALE")
+            if decision is Reuse.STALE_REFRESH and self._refresh_in_background(ctx, flight):
+                self.counters.stale += 1
+                return self._answer(ctx, flight, entry, a.age, "STALE")
+        if rq.has("only-if-cached"):
+            self.counters.only_if_cached_miss += 1
+            flight.mode = Mode.DONE
+            raise GatewayError(
+                "no stored response satisfies only-if-cached", status=504, code="not_cached"
+            )
+        return await self._go_upstream(ctx, flight)
+
+    def _key(self, ctx: RequestContext, url: UrlParts) -> str:
+        consumer = ctx.consumer.id if ctx.consumer is not None else None
+        return self.keys.primary(ctx.route_name or "-", url, ctx.request, consumer)
+
+    async def _lookup(self, key: str, pairs: Pairs) -> tuple[CacheEntry | None, VaryIndex | None]:
+        obj = await self.store.get(key)
+        if obj is None or isinstance(obj, CacheEntry):
+            return obj, None
+        found = await self.store.get(variant_key(key, obj.gen, obj.names, pairs))
+        return (found if isinstance(found, CacheEntry) else None), obj
+
+    async def _go_upstream(self, ctx: RequestContext, flight: Flight) -> Response | None:
+        req = ctx.request
+        pairs = req.headers.raw()
+        rq = flight.rq
+        collapsible = (
+            self.config.collapse
+            and req.method == "GET"
+            and not has_conditionals(pairs)
+            and not rq.has("no-cache")
+            and not rq.has("no-store")
+        )
+        if collapsible:
+            fut = self._inflight.get(flight.key)
+            if fut is None:
+                fut = asyncio.get_running_loop().create_future()
+                self._inflight[flight.key] = fut
+                flight.leader = fut
+            else:
+                self.counters.collapsed += 1
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), self.config.collapse_timeout)
+                entry, index = await self._lookup(flight.key, pairs)
+                if entry is not None:
+                    a = assess(entry, time.time(), self.windows)
+                    if reuse(a, rq) in (Reuse.FRESH, Reuse.STALE_OK):
+                        self.counters.hit += 1
+                        return self._answer(ctx, flight, entry, a.age, "HIT")
+                    flight.entry, flight.assessment, flight.index = entry, a, index
+        if flight.entry is not None:
+            flight.mode = Mode.VALIDATE
+            vals = validators(flight.entry)
+            if vals:
+                up = ctx.upstream_request.headers
+                up.remove_many(CONDITIONAL_FIELDS)
+                for name, value in vals:
+                    up.add(name, value)
+                flight.sent_validators = True
+        else:
+            flight.mode = Mode.MISS
+        flight.request_time = time.time()
+        return None
+
+    def _answer(
+        self, ctx: RequestContext, flight: Flight, entry: CacheEntry, age: float, label: str
+    ) -> Response:
+        """A response built from ``entry``: 304 when the client's conditionals match."""
+        flight.mode = Mode.DONE
+        self._settle(flight, False)
+        req = ctx.request
+        if has_conditionals(req.headers.raw()) and not_modified(req.headers.raw(), entry):
+            h = Headers(list(response_headers(entry, age, for_304=True)))
+            h.set("x-cache", label)
+            return Response(304, h, b"")
+        h = Headers(list(response_headers(entry, age)))
+        if entry.status != 204 and not 100 <= entry.status < 200:
+            h.set("content-length", str(len(entry.body)))
+        h.set("x-cache", label)
+        if self.config.expose_key:
+            h.set("x-cache-key", flight.key)
+        body = b"" if req.method == "HEAD" else entry.body
+        return Response(entry.status, h, body)
+
+    # --- response phases -------------------------------------------------------------------
+
+    async def on_response(self, ctx: RequestContext) -> None:
+        flight = ctx.state.get(CACHE_STATE)
+        resp = ctx.response
+        if flight is None or resp is None or flight.mode is Mode.DONE:
+            return
+        if flight.mode is Mode.INVALIDATE:
+            if 200 <= resp.status < 400:
+                await self._invalidate(ctx, resp)
+            return
+        if flight.mode is Mode.BYPASS:
+            resp.headers.set("x-cache", "BYPASS")
+            return
+        if not resp.upstream:
+            self._settle(flight, False)
+            return
+        if resp.status in ERROR_STATUSES:
+            stale = self._stale_for_error(ctx, flight)
+            if stale is not None:
+                ctx.response = stale
+                return
+        if (
+            resp.status == 304
+            and flight.sent_validators
+            and flight.entry is not None
+            and validator_matches(flight.entry, resp.headers.raw())
+        ):
+            await self._freshen(ctx, flight, resp)
+            return
+        self._consider_storing(ctx, flight, resp)
+        if flight.pending is not None and flight.capture is None:
+            await self._finish_capture(ctx, flight)
+
+    def _consider_storing(self, ctx: RequestContext, flight: Flight, resp: Response) -> None:
+        req = ctx.request
+        rpairs = resp.headers.raw()
+        self.counters.miss += 1
+        ok, _why = storable(
+            req.method,
+            resp.status,
+            rpairs,
+            req.headers.raw(),
+            store_set_cookie=self.config.store_set_cookie,
+        )
+        expected: int | None = None
+        cl = first(rpairs, b"content-length")
+        if cl is not None and cl.strip().isdigit():
+            expected = int(cl.strip())
+        if ok and expected is not None and expected > self.config.max_object:
+            ok = False
+            self.counters.too_large += 1
+        if ok:
+            now = time.time()
+            flight.pending = CacheEntry(
+                status=resp.status,
+                headers=stored_headers(rpairs, response_time=now),
+                body=b"",
+                request_time=flight.request_time or now,
+                response_time=now,
+                expires_at=0.0,
+            )
+            flight.resp_pairs = list(rpairs)
+            flight.expected = expected
+            if isinstance(resp.body, bytes):
+                flight.pending.body = resp.body
+            elif expected != 0 and resp.status not in (204,):
+                flight.capture = []
+        else:
+            self.counters.not_storable += 1
+            self._settle(flight, False)
+        resp.headers.set("x-cache", "MISS")
+        if self.config.expose_key:
+            resp.headers.set("x-cache-key", flight.key)
+
+    async def on_response_chunk(self, ctx: RequestContext, chunk: bytes, end: bool) -> bytes:
+        flight = ctx.state.get(CACHE_STATE)
+        if flight is None or flight.capture is None:
+            return chunk
+        if chunk:
+            flight.captured += len(chunk)
+            if flight.captured > self.config.max_object:
+                flight.capture = None
+                flight.pending = None
+                self.counters.too_large += 1
+                self._settle(flight, False)
+                return chunk
+            flight.capture.append(bytes(chunk))
+        if end:
+            parts, flight.capture = flight.capture, None
+            if flight.pending is not None:
+                flight.pending.body = b"".join(parts)
+                await self._finish_capture(ctx, flight)
+        return chunk
+
+    async def _finish_capture(self, ctx: RequestContext, flight: Flight) -> None:
+        entry, flight.pending = flight.pending, None
+        if entry is None:
+            return
+        if flight.expected is not None and len(entry.body) != flight.expected:
+            self._settle(flight, False)
+            return
+        stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), entry)
+        self._settle(flight, stored)
+
+    async def on_error(self, ctx: RequestContext, exc: BaseException) -> Response | None:
+        flight = ctx.state.get(CACHE_STATE)
+        if flight is None:
+            return None
+        flight.capture = None
+        flight.pending = None
+        self._settle(flight, False)
+        if flight.mode in (Mode.MISS, Mode.VALIDATE) and isinstance(exc, _UPSTREAM_FAILURES):
+            return self._stale_for_error(ctx, flight)
+        return None
+
+    def on_log(self, ctx: RequestContext) -> None:
+        flight = ctx.state.get(CACHE_STATE)
+        if flight is not None:
+            flight.capture = None
+            self._settle(flight, False)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _settle(self, flight: Flight, stored: bool) -> None:
+        """Release the requests collapsed behind this one (they re-check the store)."""
+        fut = flight.leader
+        if fut is None:
+            return
+        flight.leader = None
+        if self._inflight.get(flight.key) is fut:
+            del self._inflight[flight.key]
+        if not fut.done():
+            fut.set_result(stored)
+
+    def _stale_for_error(self, ctx: RequestContext, flight: Flight) -> Response | None:
+        entry = flight.entry
+        if entry is None or self.config.stale_if_error is False:
+            return None
+        a = assess(entry, time.time(), self.windows)
+        if not stale_if_error_ok(a, flight.rq):
+            return None
+        self._settle(flight, False)
+        self.counters.stale_if_error += 1
+        return self._answer(ctx, flight, entry, a.age, "STALE")
+
+    async def _store(
+        self, key: str, index: VaryIndex | None, req_pairs: Pairs, entry: CacheEntry
+    ) -> bool:
+        now = time.time()
+        a = assess(entry, now, self.windows)
+        ttl = retention(a, bool(validators(entry)), self.config.retain_stale)
+        if ttl <= 0:
+            self.counters.not_storable += 1
+            return False
+        entry.expires_at = now + ttl
+        names = vary_names(entry.headers)
+        if names is None:
+            return False
+        all_names = tuple(sorted(set(names) | set(self.config.vary_headers)))
+        if not all_names:
+            ok = await self.store.put(key, entry, ttl)
+        else:
+            if index is None:
+                current = await self.store.get(key)
+                index = current if isinstance(current, VaryIndex) else None
+            gen = index.gen if index is not None else secrets.token_hex(6)
+            keep = max(ttl, index.expires_at - now) if index is not None else ttl
+            new_index = VaryIndex(all_names, gen, now + keep)
+            ok = await self.store.put(variant_key(key, gen, all_names, req_pairs), entry, ttl)
+            if ok:
+                ok = await self.store.put(key, new_index, keep)
+        if ok:
+            self.counters.stored += 1
+        else:
+            self.counters.too_large += 1
+        return ok
+
+    async def _freshen(self, ctx: RequestContext, flight: Flight, resp: Response) -> None:
+        """Merge a 304 into the stored response, store it, and answer from it."""
+        entry = flight.entry
+        assert entry is not None
+        updated = self._merged(entry, resp.headers.raw(), flight.request_time)
+        ok, _ = storable(
+            "GET",
+            updated.status,
+            updated.headers,
+            ctx.request.headers.raw(),
+            store_set_cookie=self.config.store_set_cookie,
+        )
+        stored = False
+        if ok:
+            stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), updated)
+        self._settle(flight, stored)
+        self.counters.revalidated += 1
+        a = assess(updated, time.time(), self.windows)
+        answer = self._answer(ctx, flight, updated, a.age, "REVALIDATED")
+        # fields the 304 carried but we do not store (e.g. Set-Cookie) still reach this client
+        if not self.config.store_set_cookie:
+            for v in resp.headers.get_all("set-cookie"):
+                answer.headers.add("set-cookie", v)
+        ctx.response = answer
+
+    def _merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
+        now = time.time()
+        headers = merge_304(entry.headers, resp304, store_set_cookie=self.config.store_set_cookie)
+        names = {k for k, _ in resp304}
+        # the 304 is the newest response: its Date and Age (or their absence) now apply
+        if b"date" not in names or parse_http_date(first(resp304, b"date")) is None:
+            headers = [(k, v) for k, v in headers if k != b"date"]
+            headers.append((b"date", format_http_date(now).encode("latin-1")))
+        if b"age" not in names:
+            headers = [(k, v) for k, v in headers if k != b"age"]
+        return CacheEntry(
+            status=entry.status,
+            headers=headers,
+            body=entry.body,
+            request_time=request_time or now,
+            response_time=now,
+            expires_at=0.0,
+        )
+
+    async def _invalidate(self, ctx: RequestContext, resp: Response) -> None:
+        """RFC 9111 §4.4: a successful unsafe request invalidates its URL and same-origin
+        Location / Content-Location. Deleting the primary key suffices: variants hang off
+        the Vary index's generation and become unreachable with it."""
+        base = request_url(ctx.request)
+        keys = {self._key(ctx, base)}
+        for name in ("location", "content-location"):
+            v = resp.headers.get(name)
+            if v is not None:
+                target = resolve_location(base, v)
+                if target is not None:
+                    keys.add(self._key(ctx, target))
+        n = await self.store.delete(*keys)
+        self.counters.invalidated += n
+
+    def _refresh_in_background(self, ctx: RequestContext, flight: Flight) -> bool:
+        """Start one background revalidation for the key; ``False`` when that is impossible
+        (no ``env.forward``), in which case the caller validates in the foreground."""
+        forward: Forward | None = getattr(self.env, "forward", None)
+        if forward is None or flight.entry is None:
+            return False
+        if flight.key in self._refreshing:
+            return True
+        self._refreshing.add(flight.key)
+        entry, index = flight.entry, flight.index
+        req = ctx.upstream_request.copy_for_upstream()
+        req.method, req.body, req.content_length = "GET", None, None
+        req.headers.remove_many(CONDITIONAL_FIELDS)
+        for name, value in validators(entry):
+            req.headers.add(name, value)
+        client_pairs = list(ctx.request.headers.raw())
+        task = asyncio.create_task(
+            self._refresh(forward, ctx, req, flight.key, index, entry, client_pairs)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _refresh(
+        self,
+        forward: Forward,
+        ctx: RequestContext,
+        req: Request,
+        key: str,
+        index: VaryIndex | None,
+        entry: CacheEntry,
+        client_pairs: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.counters.background_refresh += 1
+        try:
+            request_time = time.time()
+            resp = await forward(ctx, req)
+            body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
+            rpairs = resp.headers.raw()
+            if resp.status == 304 and validator_matches(entry, rpairs):
+                await self._store(key, index, client_pairs, self._merged(entry, rpairs, 0.0))
+                return
+            ok, _ = storable(
+                "GET",
+                resp.status,
+                rpairs,
+                client_pairs,
+                store_set_cookie=self.config.store_set_cookie,
+            )
+            if ok and len(body) <= self.config.max_object:
+                now = time.time()
+                fresh = CacheEntry(
+                    status=resp.status,
+                    headers=stored_headers(rpairs, response_time=now),
+                    body=body,
+                    request_time=request_time,
+                    response_time=now,
+                    expires_at=0.0,
+                )
+                await self._store(key, index, client_pairs, fresh)
+        except Exception as e:
+            self.counters.refresh_failed += 1
+            log.debug("cache background refresh of %s failed: %r", key, e)
+        finally:
+            self._refreshing.discard(key)
+
+    async def purge_url(self, url: str, host: str | None = None) -> int:
+        """Drop the stored response for ``url`` on this plugin's route (admin helper)."""
+        if not self.keys.url_only or self.env.route is None:
+            return 0
+        u = urlsplit(url)
+        h = u.netloc or host or ""
+        parts = UrlParts(u.scheme or "http", h, u.path or "/", u.query.encode("latin-1"))
+        dummy = Request(method="GET", path=parts.path, query=parts.query, headers=Headers())
+        key = self.keys.primary(self.env.route, parts, dummy, None)
+        return await self.store.delete(key)

@@ -1,0 +1,1 @@
+"""``mtls_auth``: consumers identified by a verified TLS client certificate."""

@@ -1,0 +1,1 @@
+"""``oauth2_introspection``: opaque bearer tokens checked with RFC 7662 token introspection."""

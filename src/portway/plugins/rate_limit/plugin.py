@@ -1,0 +1,139 @@
+"""The ``rate_limit`` plugin: request-rate limits per key, locally or in Redis.
+
+Each request is decided against all configured limits at once (all-or-nothing: a rejected
+request consumes nothing). Rejections raise :class:`TooManyRequestsError` (429) with
+``Retry-After``; every response of the route carries the configured rate-limit fields (see
+:mod:`portway.plugins._ratelimit.headers`).
+
+Store semantics: ``local`` is exact within one process and enforces ``limit / instances``;
+``redis`` is exact across every process sharing the Redis. When Redis is unreachable,
+``on_store_error: allow`` decides with the local limiter (``limit / instances``) and
+``deny`` answers 503; the store's backoff keeps a down Redis from adding latency, and exact
+limiting resumes by itself once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from portway.errors import TooManyRequestsError, UnavailableError
+from portway.http.models import Response
+from portway.pipeline.context import RequestContext
+from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins._ratelimit.algorithms import USES_BURST
+from portway.plugins._ratelimit.headers import (
+    REPORTS,
+    Reporter,
+    add_report,
+    apply_reports,
+    ceil_s,
+    header_pairs,
+)
+from portway.plugins._ratelimit.keys import compile_cost, compile_key
+from portway.plugins._ratelimit.limiter import Decision, LimitSpec, LocalLimiter, RedisLimiter
+from portway.plugins._ratelimit.stores import key_prefix, shared_redis
+from portway.plugins.rate_limit.config import RateLimitConfig
+from portway.state.base import StoreUnavailableError
+
+log = logging.getLogger("portway.plugins.rate_limit")
+
+
+class RateLimitPlugin(Plugin[RateLimitConfig]):
+    """Limits request rate per key; see the module docstring for the contract."""
+
+    name = "rate_limit"
+    stage = Stage.traffic
+    Config = RateLimitConfig
+
+    def __init__(self, config: RateLimitConfig, env: PluginEnv) -> None:
+        super().__init__(config, env)
+        c = config
+        names = c.policy_names()
+        self.specs = tuple(
+            LimitSpec(
+                name,
+                lim.rate,
+                lim.per,
+                (lim.burst or lim.rate) if c.algorithm in USES_BURST else lim.rate,
+            )
+            for name, lim in zip(names, c.limits, strict=True)
+        )
+        self._key = compile_key(c.key)
+        self._cost = compile_cost(c.cost)
+        self._deny = c.on_store_error == "deny"
+        scope = env.route or "*"
+        local_specs = [s.scaled(c.instances) for s in self.specs]
+        # counters survive reloads as long as the binding's shape is unchanged
+        ident = f"rate_limit.local|{scope}|{c.algorithm}|{c.instances}|{c.key}|{local_specs}"
+        self.local: LocalLimiter = env.shared(
+            ident, lambda: LocalLimiter(c.algorithm, local_specs, max_keys=c.max_local_keys)
+        )
+        self.redis: RedisLimiter | None = None
+        if c.store == "redis":
+            self.redis = RedisLimiter(
+                shared_redis(env, c.redis),
+                c.algorithm,
+                self.specs,
+                key_prefix=key_prefix(env, c.redis, "rl:"),
+                scope=scope,
+            )
+        self._capacity = min(s.burst for s in self.specs)
+        self._reporter: Reporter | None = None
+        if c.headers != "none":
+            self._reporter = Reporter(
+                names,
+                [math.ceil(s.rate) for s in self.specs],
+                [s.window for s in self.specs],
+                c.headers,
+            )
+        self._store_down = False
+
+    async def decide(self, key: str, cost: int) -> Decision:
+        """Decide one request; raises :class:`UnavailableError` under ``deny`` when the store
+        is down."""
+        redis = self.redis
+        if redis is None:
+            return self.local.decide(key, cost)
+        try:
+            d = await redis.decide(key, cost)
+        except StoreUnavailableError as e:
+            if not self._store_down:
+                self._store_down = True
+                log.warning(
+                    "rate_limit: %s; applying on_store_error=%s", e, self.config.on_store_error
+                )
+            if self._deny:
+                raise UnavailableError(
+                    "rate limit store unavailable",
+                    headers=[("retry-after", "1")],
+                    source=self.name,
+                ) from e
+            return self.local.decide(key, cost)
+        if self._store_down:
+            self._store_down = False
+            log.warning("rate_limit: store reachable again; exact limiting resumed")
+        return d
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        d = await self.decide(self._key(ctx), self._cost(ctx))
+        if self._reporter is not None:
+            add_report(ctx, self._reporter, d)
+        if not d.allowed:
+            raise self._rejection(ctx, d)
+        return None
+
+    def _rejection(self, ctx: RequestContext, d: Decision) -> TooManyRequestsError:
+        reports = ctx.state.get(REPORTS)
+        headers = header_pairs(reports) if reports else []
+        if math.isinf(d.retry_after):
+            return TooManyRequestsError(
+                f"request cost exceeds the rate limit's capacity of {self._capacity:g}",
+                headers=headers,
+                source=self.name,
+            )
+        headers.append(("retry-after", str(max(1, ceil_s(d.retry_after)))))
+        return TooManyRequestsError("rate limit exceeded", headers=headers, source=self.name)
+
+    async def on_response(self, ctx: RequestContext) -> None:
+        apply_reports(ctx)

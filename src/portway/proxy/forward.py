@@ -1,0 +1,395 @@
+"""Forwarding one request upstream: header preparation, attempts, retries, one exchange.
+
+Failover rules (after Pingora and Envoy): connect failures retry on another target for any
+method; once request bytes were sent only idempotent methods (or routes marked
+``retry_non_idempotent``) retry; a request whose streamed body was already consumed never
+retries. A pooled connection found closed before anything was written is replaced by a fresh
+one without counting as an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from portway.errors import (
+    GatewayError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from portway.http.body import BodyStream
+from portway.http.client import (
+    ReadTimeoutError,
+    ResponseHead,
+    UpstreamConnection,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    build_request_head,
+)
+from portway.http.headers import HOP_BY_HOP, Headers, connection_tokens
+from portway.http.models import Request, Response
+from portway.http.wire import chunk, last_chunk
+from portway.pipeline.context import RequestContext
+from portway.upstream.target import Target
+
+if TYPE_CHECKING:
+    from portway.http.server import ServerConnection
+    from portway.runtime.graph import RouteRuntime, RuntimeGraph
+
+log = logging.getLogger("portway.proxy")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Attempt(Exception):
+    """An attempt failed; ``reason`` is a retry condition, ``sent`` whether bytes went out."""
+
+    def __init__(self, reason: str, sent: bool, error: GatewayError) -> None:
+        self.reason = reason
+        self.sent = sent
+        self.error = error
+
+
+def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph) -> None:
+    """Strip hop-by-hop fields, add X-Forwarded-* and Via, apply strip_prefix/rewrite."""
+    req = ctx.request
+    ureq = ctx.upstream_request
+    h = ureq.headers
+    tokens = connection_tokens(h)
+    upgrade = h.get_raw(b"upgrade") if req.upgrade else None
+    drop = HOP_BY_HOP | tokens
+    drop |= {b"expect", b"x-portway-debug"}
+    if not req.trusted_peer:
+        drop |= {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
+    items = [(k, v) for k, v in h.raw() if k not in drop]
+    prior = [v for k, v in items if k == b"x-forwarded-for"]
+    items = [(k, v) for k, v in items if k not in (b"x-forwarded-for",)]
+    peer = req.peer_ip.encode()
+    xff = b", ".join([*prior, peer]) if prior else peer
+    items.append((b"x-forwarded-for", xff))
+    if not any(k == b"x-forwarded-proto" for k, _ in items):
+        items.append((b"x-forwarded-proto", req.scheme.encode()))
+    if not any(k == b"x-forwarded-host" for k, _ in items):
+        host = h.get_raw(b"host")
+        if host is not None:
+            items.append((b"x-forwarded-host", host))
+    if graph.via is not None:
+        via = h.get_raw(b"via")
+        mine = b"1.1 " + graph.via if req.version == "1.1" else b"1.0 " + graph.via
+        items = [(k, v) for k, v in items if k != b"via"]
+        items.append((b"via", via + b", " + mine if via else mine))
+    if upgrade is not None:
+        items.append((b"connection", b"upgrade"))
+        items.append((b"upgrade", upgrade))
+    ureq.headers = Headers(items)
+    m = ctx.match
+    if rt.rewrite is not None and m is not None:
+        params = m.params
+        ureq.path = "".join(params.get(v, "") if is_param else v for is_param, v in rt.rewrite)
+        if not ureq.path.startswith("/"):
+            ureq.path = "/" + ureq.path
+    elif rt.config.strip_prefix and m is not None and m.prefix:
+        rest = ureq.path[len(m.prefix) :]
+        ureq.path = rest if rest.startswith("/") else "/" + rest
+
+
+def _request_framing(ureq: Request) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Final header list and whether the body is sent chunked."""
+    items = [(k, v) for k, v in ureq.headers.raw() if k not in (b"content-length",)]
+    chunked = False
+    if ureq.body is not None:
+        if ureq.content_length is not None:
+            items.append((b"content-length", str(ureq.content_length).encode()))
+        else:
+            chunked = True
+            items.append((b"transfer-encoding", b"chunked"))
+    elif ureq.method in ("POST", "PUT", "PATCH"):
+        items.append((b"content-length", b"0"))
+    return items, chunked
+
+
+async def _pump_body(
+    conn: UpstreamConnection,
+    body: BodyStream,
+    chunked: bool,
+    client: ServerConnection | None,
+    expect: bool,
+    write_timeout: float,
+    limit: int | None,
+) -> None:
+    if expect and client is not None:
+        client.write(_CONTINUE)
+    sent = 0
+    while True:
+        data = await body.read()
+        if not data:
+            break
+        sent += len(data)
+        if limit is not None and sent > limit:
+            raise PayloadTooLargeError("request body too large")
+        conn.write(chunk(data) if chunked else data)
+        if conn._can_write is not None:
+            async with asyncio.timeout(write_timeout):
+                await conn.drain()
+    if chunked:
+        conn.write(last_chunk(body.trailers))
+
+
+class Forwarder:
+    """Sends ``ctx.upstream_request`` to ``rt.upstream`` with failover; returns the upstream
+    response with a streaming body. The connection goes back to its pool when the body ends
+    (``finish_exchange``)."""
+
+    def __init__(self, graph: RuntimeGraph) -> None:
+        self.graph = graph
+
+    async def forward(
+        self, ctx: RequestContext, rt: RouteRuntime, client: ServerConnection | None
+    ) -> Response:
+        up = rt.upstream
+        assert up is not None
+        ctx.upstream_name = up.name
+        loop = asyncio.get_running_loop()
+        timeouts = rt.timeouts
+        deadline = loop.time() + timeouts.total
+        exclude: set[Target] = set()
+        attempt = 0
+        body = ctx.upstream_request.body
+        chain = rt.chain
+        while True:
+            attempt += 1
+            ctx.attempt = attempt
+            target = up.pick(ctx, exclude)
+            if target is None:
+                raise UnavailableError(
+                    f"no available target in upstream {up.name}",
+                    headers=[("retry-after", str(up.retry_after()))],
+                )
+            ctx.target = target
+            if chain.on_upstream_request:
+                await chain.run_upstream_request(ctx)
+            t0 = loop.time()
+            target.in_flight += 1
+            try:
+                resp = await self._exchange(ctx, rt, target, client, deadline)
+            except _Attempt as a:
+                target.in_flight -= 1
+                latency = loop.time() - t0
+                up.record(target, False, latency, None, a.reason)
+                if ctx.trace is not None:
+                    ctx.record("attempt", target.id, latency * 1000, a.reason)
+                body_used = body is not None and (body.received > 0 or body.at_eof)
+                if (
+                    (a.sent and body_used)
+                    or loop.time() >= deadline
+                    or not up.may_retry(ctx, attempt, a.sent, a.reason)
+                ):
+                    raise a.error from None
+                exclude.add(target)
+                delay = up.backoff(attempt)
+                if delay > 0:
+                    await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                continue
+            latency = loop.time() - t0
+            ctx.upstream_latency = latency
+            status = resp.status
+            ok = status < 500
+            up.record(target, ok, latency, status, None)
+            if ctx.trace is not None:
+                ctx.record("attempt", target.id, latency * 1000, str(status))
+            if (
+                not ok
+                and str(status) in up.config.retries.on
+                and not (body is not None and (body.received > 0 or body.at_eof))
+                and loop.time() < deadline
+                and up.may_retry(ctx, attempt, True, str(status))
+            ):
+                self.finish_exchange(ctx, False)
+                exclude.add(target)
+                delay = up.backoff(attempt)
+                if delay > 0:
+                    await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                continue
+            return resp
+
+    async def _exchange(
+        self,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        target: Target,
+        client: ServerConnection | None,
+        deadline: float,
+    ) -> Response:
+        loop = asyncio.get_running_loop()
+        ureq = ctx.upstream_request
+        timeouts = rt.timeouts
+        pool = target.pool
+        conn = pool.acquire_idle()
+        fresh_tries = 1 if conn is not None else 0
+        while True:
+            if conn is None:
+                remaining = deadline - loop.time()
+                try:
+                    conn = await pool.connect(max(0.001, min(timeouts.connect, remaining)))
+                except (OSError, TimeoutError) as e:
+                    kind = "timed out" if isinstance(e, TimeoutError) else "refused"
+                    raise _Attempt(
+                        "connect_error",
+                        False,
+                        UpstreamConnectError(f"upstream connect {kind}", source="upstream"),
+                    ) from None
+            items, chunked = _request_framing(ureq)
+            if rt.preserve_host is False:
+                items = [(k, v) for k, v in items if k != b"host"]
+                items.insert(0, (b"host", target.authority.encode()))
+            head_only = ureq.method == "HEAD"
+            stream = conn.begin(head_only, timeouts.read)
+            target_str = ureq.path + ("?" + ureq.query.decode("latin-1") if ureq.query else "")
+            try:
+                conn.write(build_request_head(ureq.method, target_str, items))
+            except UpstreamResetError:
+                conn.abort()
+                conn = None
+                if fresh_tries:
+                    fresh_tries -= 1
+                    continue
+                raise _Attempt("reset", False, UpstreamError("upstream reset")) from None
+            break
+        conn.arm_read_timeout()
+        if client is not None and ctx.request.version == "1.1":
+            conn.informational = lambda h: _relay_informational(client, h)
+        pump: asyncio.Task[None] | None = None
+        body = ureq.body
+        if body is not None:
+            pump = loop.create_task(
+                _pump_body(
+                    conn,
+                    body,
+                    chunked,
+                    client,
+                    ctx.request.expect_continue and ctx.request.version == "1.1",
+                    timeouts.write,
+                    rt.max_body,
+                )
+            )
+        try:
+            async with asyncio.timeout_at(deadline):
+                if pump is not None:
+                    head = await _head_or_pump_failure(conn, pump)
+                else:
+                    head = await conn.read_head()
+        except TimeoutError:
+            _cancel(pump)
+            conn.abort()
+            raise _Attempt(
+                "timeout", True, UpstreamTimeoutError("upstream timed out", source="upstream")
+            ) from None
+        except ReadTimeoutError:
+            _cancel(pump)
+            conn.abort()
+            raise _Attempt(
+                "timeout", True, UpstreamTimeoutError("upstream timed out", source="upstream")
+            ) from None
+        except UpstreamResetError as e:
+            _cancel(pump)
+            conn.abort()
+            raise _Attempt(
+                "reset", True, UpstreamError("upstream closed the connection", source="upstream")
+            ) from e
+        except UpstreamProtocolError as e:
+            _cancel(pump)
+            conn.abort()
+            raise _Attempt("reset", True, UpstreamError(str(e), source="upstream")) from e
+        except GatewayError:
+            _cancel(pump)
+            conn.abort()
+            raise
+        except BaseException:
+            _cancel(pump)
+            conn.abort()
+            raise
+        headers = head.headers
+        tokens = connection_tokens(headers)
+        if head.status == 101:
+            keep_up = {b"upgrade", b"connection"}
+            drop = (HOP_BY_HOP | tokens) - keep_up
+        else:
+            drop = HOP_BY_HOP | tokens
+        if any(k in drop for k, _ in headers.raw()):
+            headers.remove_many(drop)
+        if self.graph.via is not None and head.status != 101:
+            v = headers.get_raw(b"via")
+            mine = b"1.1 " + self.graph.via
+            headers.remove("via")
+            headers.add_raw(b"via", v + b", " + mine if v else mine)
+        resp = Response(
+            status=head.status,
+            headers=headers,
+            body=stream,
+            reason=head.reason,
+            chunked=head.chunked,
+            upstream=True,
+        )
+        ctx.extra["_exchange"] = (conn, pool, pump, head, target)
+        return resp
+
+    @staticmethod
+    def finish_exchange(ctx: RequestContext, ok: bool) -> None:
+        """Return the connection to its pool (``ok``: the body was read to the end)."""
+        ex = ctx.extra.pop("_exchange", None)
+        if ex is None:
+            return
+        conn, pool, pump, head, target = ex
+        target.in_flight -= 1
+        if pump is not None and not pump.done():
+            pump.cancel()
+            conn.abort()
+            return
+        if ok and head.keep_alive and conn.reusable:
+            pool.release(conn)
+        else:
+            conn.abort() if not ok else conn.close()
+
+
+def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+
+
+async def _head_or_pump_failure(
+    conn: UpstreamConnection, pump: asyncio.Task[None]
+) -> ResponseHead:
+    """Wait for the response head; fail early if sending the body failed."""
+    head_task = asyncio.ensure_future(conn.read_head())
+    done, _ = await asyncio.wait({head_task, pump}, return_when=asyncio.FIRST_COMPLETED)
+    if head_task in done:
+        return head_task.result()
+    exc = pump.exception()
+    if exc is not None:
+        head_task.cancel()
+        if isinstance(exc, GatewayError):
+            raise exc
+        if isinstance(exc, TimeoutError):
+            raise ReadTimeoutError("upstream write timeout")
+        if isinstance(exc, ConnectionError):
+            # the upstream may have answered before reading the whole body
+            try:
+                return await asyncio.wait_for(head_task, 0.5)
+            except Exception:
+                raise UpstreamResetError("upstream closed while receiving the body") from exc
+        raise exc
+    return await head_task
+
+
+def _relay_informational(client: ServerConnection, head: ResponseHead) -> None:
+    if head.status == 103:
+        from portway.http.wire import head_bytes
+
+        try:
+            client.write(head_bytes(103, head.reason, head.headers.raw()))
+        except ConnectionError:
+            pass

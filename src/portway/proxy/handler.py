@@ -1,0 +1,311 @@
+"""The request lifecycle: route → on_request → upstream → on_response → stream → on_log."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from portway.errors import (
+    BadRequestError,
+    GatewayError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UpstreamError,
+)
+from portway.http.body import BodyStream
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
+from portway.http.server import ClientDisconnectedError, ServerConnection
+from portway.http.wire import chunk, head_bytes, last_chunk
+from portway.pipeline.context import RequestContext
+from portway.pipeline.runner import Chain
+from portway.proxy.forward import Forwarder, prepare_upstream_request
+from portway.proxy.tunnel import tunnel
+
+if TYPE_CHECKING:
+    from portway.runtime.graph import RouteRuntime, RuntimeGraph
+
+log = logging.getLogger("portway.proxy")
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def _wants_keep_alive(req: Request) -> bool:
+    conn = req.headers.get_raw(b"connection")
+    if req.version == "1.1":
+        return conn is None or b"close" not in conn.lower()
+    return conn is not None and b"keep-alive" in conn.lower()
+
+
+class ProxyApp:
+    """Serves client connections with the current :class:`RuntimeGraph`.
+
+    ``graph_ref()`` returns the graph to use for a new request; a request keeps that graph
+    until its last byte, so a reload never changes a request midway.
+    """
+
+    def __init__(
+        self,
+        graph_ref: Callable[[], RuntimeGraph],
+        on_open: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.graph_ref = graph_ref
+        self._on_open = on_open
+        self._on_close = on_close
+        self.connections = 0
+
+    def connection_opened(self) -> None:
+        self.connections += 1
+        if self._on_open is not None:
+            self._on_open()
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        if self._on_close is not None:
+            self._on_close()
+
+    async def handle(self, conn: ServerConnection, req: Request) -> bool:
+        graph = self.graph_ref()
+        graph.inflight += 1
+        ctx = RequestContext(req)
+        if conn.extra:
+            ctx.extra.update(conn.extra)
+        chain: Chain = graph.global_chain
+        keep = False
+        sent = False
+        try:
+            if graph.debug_token is not None:
+                tok = req.headers.get_raw(b"x-portway-debug")
+                if tok is not None and hmac.compare_digest(tok, graph.debug_token):
+                    ctx.debug = True
+                    ctx.trace = []
+            rt = self._route(ctx, graph)
+            chain = rt.chain
+            resp = await chain.run_request(ctx)
+            if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
+                resp = _explain(ctx)
+            if resp is None:
+                if rt.upstream is None:
+                    raise NotFoundError("route has no upstream")
+                prepare_upstream_request(ctx, rt, graph)
+                if req.upgrade:
+                    return await tunnel(ctx, rt, graph, conn, Forwarder(graph))
+                resp = await Forwarder(graph).forward(ctx, rt, conn)
+            ctx.response = resp
+            if chain.on_response:
+                await chain.run_response(ctx)
+            sent = True
+            keep = await self._send(conn, ctx, chain)
+        except (ClientDisconnectedError, ConnectionError) as e:
+            if isinstance(e, UpstreamError):
+                raise
+            keep = False
+        except GatewayError as e:
+            keep = await self._fail(conn, ctx, chain, e, sent)
+        except Exception as e:  # a bug must cost one request, not the connection's others
+            log.exception("unexpected error while proxying %s %s", req.method, req.path)
+            keep = await self._fail(conn, ctx, chain, GatewayError("internal error"), sent)
+            ctx.error = e
+        finally:
+            Forwarder.finish_exchange(ctx, ok=False)
+            if chain.on_log:
+                chain.run_log(ctx)
+            for obs in graph.observers:
+                try:
+                    obs.on_request_done(ctx)
+                except Exception:
+                    log.exception("observer failed")
+            graph.inflight -= 1
+        return keep
+
+    def _route(self, ctx: RequestContext, graph: RuntimeGraph) -> RouteRuntime:
+        req = ctx.request
+        m = graph.router.match(req.host, req.method, req.path, req.headers)
+        if m is None:
+            allowed = getattr(graph.router, "allowed_methods", None)
+            methods = allowed(req.host, req.path, req.headers) if allowed is not None else None
+            if methods:
+                raise MethodNotAllowedError(
+                    f"method {req.method} not allowed",
+                    headers=[("allow", ", ".join(sorted(methods)))],
+                )
+            raise NotFoundError("no route matched")
+        ctx.match = m
+        rt = graph.routes[m.index]
+        if "%" in req.path and not rt.config.allow_encoded_slashes:
+            p = req.path
+            if "%2F" in p or "%5C" in p:
+                raise BadRequestError("encoded '/' or '\\' in path is not allowed")
+        limit = rt.max_body
+        if limit is not None and req.content_length is not None and req.content_length > limit:
+            raise PayloadTooLargeError("request body too large")
+        return rt
+
+    async def _send(self, conn: ServerConnection, ctx: RequestContext, chain: Chain) -> bool:
+        """Write ``ctx.response``; return whether the connection may be reused."""
+        req = ctx.request
+        resp = ctx.response
+        assert resp is not None
+        keep = _wants_keep_alive(req) and (req.body is None or req.body.at_eof or _body_done(req))
+        status = resp.status
+        no_body = req.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
+        headers = resp.headers
+        items = [
+            (k, v)
+            for k, v in headers.raw()
+            if k not in (b"content-length", b"transfer-encoding", b"connection")
+        ]
+        body = resp.body
+        transform = bool(chain.on_response_chunk)
+        if isinstance(body, bytes):
+            if transform:
+                body = await chain.run_chunk(ctx, body, True)
+            if not no_body or req.method == "HEAD":
+                items.append((b"content-length", str(len(body)).encode()))
+            if not keep:
+                items.append((b"connection", b"close"))
+            elif req.version == "1.0":
+                items.append((b"connection", b"keep-alive"))
+            data = head_bytes(status, resp.reason, items)
+            conn.write(data + body if body and not no_body else data)
+            ctx.bytes_out += len(data) + (len(body) if not no_body else 0)
+            Forwarder.finish_exchange(ctx, ok=True)
+            return keep
+        # streamed upstream body
+        cl = headers.get_raw(b"content-length")
+        mode: str
+        if no_body:
+            mode = "none"
+            if cl is not None and not transform:
+                items.append((b"content-length", cl))
+        elif cl is not None and not transform:
+            mode = "length"
+            items.append((b"content-length", cl))
+        elif req.version == "1.1":
+            mode = "chunked"
+            items.append((b"transfer-encoding", b"chunked"))
+        else:
+            mode = "close"
+            keep = False
+        if not keep:
+            items.append((b"connection", b"close"))
+        elif req.version == "1.0":
+            items.append((b"connection", b"keep-alive"))
+        data = head_bytes(status, resp.reason, items)
+        conn.write(data)
+        ctx.bytes_out += len(data)
+        if mode == "none":
+            Forwarder.finish_exchange(ctx, ok=body.at_eof or req.method == "HEAD")
+            return keep
+        ok = await self._stream(conn, ctx, chain, body, mode, transform)
+        Forwarder.finish_exchange(ctx, ok=ok)
+        return keep and ok
+
+    async def _stream(
+        self,
+        conn: ServerConnection,
+        ctx: RequestContext,
+        chain: Chain,
+        body: BodyStream,
+        mode: str,
+        transform: bool,
+    ) -> bool:
+        chunked = mode == "chunked"
+        try:
+            while True:
+                data = body.read_nowait()
+                if data is None:
+                    data = await body.read()
+                if not data:
+                    break
+                if transform:
+                    data = await chain.run_chunk(ctx, data, False)
+                    if not data:
+                        continue
+                ctx.bytes_out += len(data)
+                conn.write(chunk(data) if chunked else data)
+                if conn._can_write is not None:
+                    await conn.drain()
+        except (ConnectionError, TimeoutError, GatewayError) as e:
+            # the status line is gone: the only honest signal left is an aborted connection
+            if not isinstance(e, ClientDisconnectedError):
+                log.warning("upstream body failed mid-stream: %s", e)
+            conn.abort()
+            return False
+        tail = b""
+        if transform:
+            tail = await chain.run_chunk(ctx, b"", True)
+            if tail:
+                ctx.bytes_out += len(tail)
+        if chunked:
+            conn.write((chunk(tail) if tail else b"") + last_chunk(body.trailers))
+        elif tail:
+            conn.write(tail)
+        if mode == "close":
+            conn.close()
+            return False
+        return True
+
+    async def _fail(
+        self,
+        conn: ServerConnection,
+        ctx: RequestContext,
+        chain: Chain,
+        err: GatewayError,
+        sent: bool,
+    ) -> bool:
+        ctx.error = err
+        if sent or conn.closed:
+            conn.abort()
+            return False
+        Forwarder.finish_exchange(ctx, ok=False)
+        resp: Response | None = None
+        if chain.on_error:
+            resp = await chain.run_error(ctx, err)
+        if resp is None:
+            h = Headers([(b"content-type", b"application/json")])
+            for k, v in err.headers:
+                h.add(k, v)
+            resp = Response(err.status, h, err.body(ctx.request_id or None))
+        ctx.response = resp
+        if chain.on_response:
+            try:
+                await chain.run_response(ctx)
+            except GatewayError as e2:
+                log.warning("on_response failed while answering an error: %s", e2)
+        try:
+            keep = await self._send(conn, ctx, chain)
+        except (ConnectionError, GatewayError):
+            return False
+        return keep and err.status < 500 or keep and err.status in (502, 503, 504)
+
+
+def _body_done(req: Request) -> bool:
+    b = req.body
+    return b is None or b._eof
+
+
+def _explain(ctx: RequestContext) -> Response:
+    try:
+        from portway.observability.debug import explain
+
+        return Response.json(200, explain(ctx))
+    except ImportError:
+        m = ctx.match
+        return Response.json(
+            200,
+            {
+                "route": m.route.name if m else None,
+                "pattern": m.pattern if m else None,
+                "params": m.params if m else {},
+                "considered": m.considered if m else 0,
+                "plugins": [
+                    {"phase": t.what, "name": t.name, "ms": t.ms, "detail": t.detail}
+                    for t in ctx.trace or []
+                ],
+            },
+        )

@@ -1,0 +1,98 @@
+"""Compiled route entries: one per (route, path form), with the method and header predicates
+and the static priority key the router sorts by."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from portway.config.schema import RouteConfig
+from portway.http.headers import Headers
+from portway.routing.paths import PathForm, PathKind, parse_path
+
+__all__ = ["Entry", "HeaderCondition", "compile_entries"]
+
+
+class HeaderCondition:
+    """``name: value`` (exact, case-sensitive) or ``name: "~regex"`` (full match). A request
+    satisfies it when any of its fields with that name does; an absent field never does."""
+
+    __slots__ = ("exact", "name", "regex")
+
+    def __init__(self, name: str, spec: str) -> None:
+        self.name = name.lower().encode("latin-1")
+        self.exact: bytes | None = None
+        self.regex: re.Pattern[str] | None = None
+        if spec.startswith("~"):
+            self.regex = re.compile(spec[1:])
+        else:
+            self.exact = spec.encode("latin-1")
+
+    def satisfied(self, headers: Headers) -> bool:
+        name, exact, rx = self.name, self.exact, self.regex
+        for k, v in headers.raw():
+            if k == name:
+                if exact is not None:
+                    if v == exact:
+                        return True
+                elif rx is not None and rx.fullmatch(v.decode("latin-1")) is not None:
+                    return True
+        return False
+
+
+class Entry:
+    """One path form of one route, compiled.
+
+    ``key`` orders entries within a host tier: exact forms, then segment forms (template and
+    prefix) by literal length descending, template before catch-all template before prefix,
+    then regex forms; ties go to the route declared first, then the path listed first.
+    ``rank`` is the entry's position in that order (0 first), set by the router.
+    """
+
+    __slots__ = ("form", "headers", "index", "key", "methods", "path_index", "rank", "route")
+
+    def __init__(self, route: RouteConfig, index: int, path_index: int, form: PathForm) -> None:
+        self.route = route
+        self.index = index
+        self.path_index = path_index
+        self.form = form
+        self.rank = 0
+        m = route.match
+        self.methods: frozenset[str] | None = frozenset(m.methods) if m.methods else None
+        self.headers = tuple(HeaderCondition(k, v) for k, v in m.headers.items())
+        if form.kind is PathKind.EXACT:
+            cls, length = 0, 0
+        elif form.kind is PathKind.REGEX:
+            cls, length = 2, 0
+        else:
+            cls, length = 1, -form.literal_len
+        self.key: tuple[int, int, int, int, int] = (cls, length, form.kind, index, path_index)
+
+    def accepts(self, method: str, headers: Headers) -> bool:
+        """Whether the method and header conditions hold (the path already matched)."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        return all(cond.satisfied(headers) for cond in self.headers)
+
+    def accepts_headers(self, headers: Headers) -> bool:
+        return all(cond.satisfied(headers) for cond in self.headers)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.route.name!r}, {self.form.raw!r}, rank={self.rank})"
+
+
+def compile_entries(routes: Sequence[RouteConfig]) -> list[Entry]:
+    """All entries of ``routes`` sorted by priority, ranks assigned; ``ValueError`` names the
+    route and path form that does not parse."""
+    entries: list[Entry] = []
+    for i, route in enumerate(routes):
+        for j, raw in enumerate(route.match.paths):
+            try:
+                form = parse_path(raw)
+            except ValueError as exc:
+                raise ValueError(f"route {route.name!r}: {exc}") from exc
+            entries.append(Entry(route, i, j, form))
+    entries.sort(key=lambda e: e.key)
+    for rank, e in enumerate(entries):
+        e.rank = rank
+    return entries

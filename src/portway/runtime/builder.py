@@ -1,0 +1,213 @@
+"""Builds a :class:`RuntimeGraph` from a validated config, reusing what did not change."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig
+from portway.http.forwarded import TrustedProxies
+from portway.http.pool import ConnectionPool
+from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
+from portway.pipeline.registry import registry
+from portway.pipeline.runner import Chain
+from portway.routing.router import Router
+from portway.runtime.graph import RouteRuntime, RuntimeGraph
+from portway.upstream.target import Target
+from portway.upstream.upstream import Upstream
+
+log = logging.getLogger("portway.runtime")
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+
+
+def config_digest(cfg: GatewayConfig) -> str:
+    return hashlib.sha256(orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
+    if template is None:
+        return None
+    parts: list[tuple[bool, str]] = []
+    pos = 0
+    for m in _PARAM.finditer(template):
+        if m.start() > pos:
+            parts.append((False, template[pos : m.start()]))
+        parts.append((True, m.group(1)))
+        pos = m.end()
+    if pos < len(template):
+        parts.append((False, template[pos:]))
+    return tuple(parts)
+
+
+class BuildContext:
+    """State carried from one graph to the next: pools and shared plugin objects."""
+
+    def __init__(self) -> None:
+        self.pools: dict[tuple[str, int, str, str], ConnectionPool] = {}
+        self.shared: dict[str, Any] = {}
+        self.upstreams: dict[str, tuple[str, Upstream]] = {}
+
+
+def _pool_factory(ctx: BuildContext, cfg_json: str) -> Callable[[Target], ConnectionPool]:
+    def make(t: Target) -> ConnectionPool:
+        key = (t.host, t.port, t.scheme, cfg_json)
+        pool = ctx.pools.get(key)
+        if pool is None or pool.closed_pool:
+            from portway.config.schema import PoolConfig
+
+            pool = ConnectionPool(t.host, t.port, PoolConfig.model_validate_json(cfg_json), t.scheme)
+            ctx.pools[key] = pool
+        return pool
+
+    return make
+
+
+def _make_upstream(name: str, cfg: Any, make_pool: Callable[[Target], ConnectionPool]) -> Upstream:
+    try:
+        up = Upstream(name, cfg, make_pool=make_pool)  # type: ignore[call-arg]
+    except TypeError:
+        up = Upstream(name, cfg)
+    for t in up.targets:
+        if t.pool is None:
+            t.pool = make_pool(t)
+    return up
+
+
+def _consumers(cfg: GatewayConfig) -> ConsumerDirectory:
+    try:
+        from portway.runtime.consumers import build_consumer_directory
+    except ImportError:
+        return ConsumerDirectory()
+    return build_consumer_directory(cfg.consumers)
+
+
+def instantiate(binding: PluginBinding, env: PluginEnv) -> Plugin[Any]:
+    cls = registry.get(binding.name)
+    conf = cls.Config.model_validate(binding.config)
+    return cls(conf, env)
+
+
+def merged_bindings(
+    globals_: list[PluginBinding], route: RouteConfig
+) -> list[tuple[str, PluginBinding]]:
+    """Route bindings replace global ones of the same name; result ordered by stage
+    (stable: globals first within a stage)."""
+    own = {b.name for b in route.plugins}
+    out: list[tuple[str, PluginBinding]] = [("global", b) for b in globals_ if b.name not in own]
+    out += [("route", b) for b in route.plugins]
+    out = [(w, b) for w, b in out if b.enabled]
+
+    def stage(item: tuple[str, PluginBinding]) -> int:
+        try:
+            return int(registry.get(item[1].name).stage)
+        except LookupError:
+            return 99
+
+    return sorted(out, key=stage)
+
+
+async def build_graph(
+    cfg: GatewayConfig,
+    bctx: BuildContext,
+    *,
+    observers: list[Any] | None = None,
+    version: int = 0,
+    forward: Any = None,
+) -> RuntimeGraph:
+    """Build (but do not start) a graph. Raises on plugin construction errors."""
+    upstreams: dict[str, Upstream] = {}
+    for name, ucfg in cfg.upstreams.items():
+        cfg_json = ucfg.model_dump_json()
+        prev = bctx.upstreams.get(name)
+        if prev is not None and prev[0] == cfg_json:
+            upstreams[name] = prev[1]
+            continue
+        upstreams[name] = _make_upstream(name, ucfg, _pool_factory(bctx, ucfg.pool.model_dump_json()))
+    consumers = _consumers(cfg)
+    used: set[str] = set()
+    plugins: list[Plugin[Any]] = []
+
+    def env_for(route: str | None) -> PluginEnv:
+        env = PluginEnv(route=route, consumers=consumers, settings=cfg, _shared=bctx.shared, _used=used)
+        env.forward = forward
+        return env
+
+    global_instances: dict[str, Plugin[Any]] = {}
+    for b in cfg.plugins:
+        if b.enabled:
+            p = instantiate(b, env_for(None))
+            global_instances[b.name] = p
+            plugins.append(p)
+    global_chain = Chain(
+        sorted(global_instances.values(), key=lambda p: int(p.stage))
+    )
+    routes: list[RouteRuntime] = []
+    for r in cfg.routes:
+        chain_plugins: list[Plugin[Any]] = []
+        for where, b in merged_bindings(cfg.plugins, r):
+            if where == "global":
+                chain_plugins.append(global_instances[b.name])
+            else:
+                p = instantiate(b, env_for(r.name))
+                plugins.append(p)
+                chain_plugins.append(p)
+        up = upstreams.get(r.upstream) if r.upstream else None
+        timeouts = r.timeouts or (up.config.timeouts if up is not None else cfg.upstreams[r.upstream].timeouts if r.upstream else None)
+        from portway.config.schema import TimeoutsConfig
+
+        preserve = r.preserve_host
+        if preserve is None:
+            preserve = up is None or up.config.host_header == "preserve"
+        routes.append(
+            RouteRuntime(
+                config=r,
+                chain=Chain(chain_plugins),
+                upstream=up,
+                timeouts=timeouts or TimeoutsConfig(),
+                max_body=r.max_body_bytes if r.max_body_bytes is not None else cfg.server.limits.max_body_bytes,
+                rewrite=_compile_rewrite(r.rewrite),
+                preserve_host=preserve,
+            )
+        )
+    s = cfg.server
+    graph = RuntimeGraph(
+        config=cfg,
+        router=Router(cfg.routes),
+        routes=routes,
+        upstreams=upstreams,
+        global_chain=global_chain,
+        plugins=plugins,
+        trusted=TrustedProxies(s.trusted_proxies),
+        via=s.via.encode() if s.via else None,
+        debug_token=s.debug_token.encode() if s.debug_token else None,
+        config_hash=config_digest(cfg),
+        observers=list(observers or []),
+        version=version,
+    )
+    graph.shared_keys = frozenset(used)
+    return graph
+
+
+def remember(bctx: BuildContext, graph: RuntimeGraph) -> None:
+    """Record what a graph that went live uses, so the next build can reuse it."""
+    cfg = graph.config
+    bctx.upstreams = {n: (cfg.upstreams[n].model_dump_json(), u) for n, u in graph.upstreams.items()}
+
+
+async def prune_shared(bctx: BuildContext, live: RuntimeGraph) -> None:
+    """Close shared plugin objects the live graph no longer uses."""
+    for k in list(bctx.shared):
+        if k not in live.shared_keys:
+            obj = bctx.shared.pop(k)
+            close = getattr(obj, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing shared object %s failed", k)

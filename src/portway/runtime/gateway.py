@@ -1,0 +1,198 @@
+"""The running gateway in one process: current graph, reloads, lifecycle.
+
+Reload = parse → validate → build a new graph (reusing unchanged upstreams and their pools) →
+start its plugins and upstreams → swap the reference → drain and close what the old graph
+alone used. A failure at any step leaves the old graph serving and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from portway.config.schema import GatewayConfig
+from portway.errors import GatewayError
+from portway.http.models import Request, Response
+from portway.pipeline.context import RequestContext
+from portway.runtime.builder import BuildContext, build_graph, prune_shared, remember
+from portway.runtime.graph import RuntimeGraph
+
+log = logging.getLogger("portway.runtime")
+
+
+class ReloadError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class Gateway:
+    """Owns the live :class:`RuntimeGraph` of this process."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        config_path: str | Path | None = None,
+        observers: list[Any] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path) if config_path else None
+        self._initial = config
+        self._bctx = BuildContext()
+        self._lock = asyncio.Lock()
+        self._graph: RuntimeGraph | None = None
+        self._version = 0
+        self.observers: list[Any] = list(observers or [])
+        self.started = time.time()
+        self.last_reload: dict[str, Any] = {"result": "none", "errors": [], "at": None}
+        self.reload_listeners: list[Callable[[str], None]] = []
+
+    @property
+    def graph(self) -> RuntimeGraph:
+        g = self._graph
+        assert g is not None, "gateway not started"
+        return g
+
+    def graph_ref(self) -> RuntimeGraph:
+        return self._graph  # type: ignore[return-value]
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.graph.config
+
+    async def start(self) -> None:
+        g = await self._build(self._initial)
+        await self._start_graph(g)
+        self._graph = g
+        remember(self._bctx, g)
+
+    async def _build(self, cfg: GatewayConfig) -> RuntimeGraph:
+        self._version += 1
+        return await build_graph(
+            cfg, self._bctx, observers=self.observers, version=self._version, forward=self.subrequest
+        )
+
+    async def _start_graph(self, g: RuntimeGraph) -> None:
+        old = self._graph
+        old_ups = set(old.upstreams.values()) if old else set()
+        for up in g.upstreams.values():
+            if up not in old_ups:
+                await up.start()
+        for p in g.plugins:
+            await p.start()
+
+    async def apply(self, cfg: GatewayConfig) -> RuntimeGraph:
+        """Swap in ``cfg``; raises :class:`ReloadError` and keeps the old graph on failure."""
+        async with self._lock:
+            try:
+                g = await self._build(cfg)
+                await self._start_graph(g)
+            except Exception as e:
+                self._record("error", [f"{type(e).__name__}: {e}"])
+                raise ReloadError([str(e)]) from e
+            old = self._graph
+            self._graph = g
+            remember(self._bctx, g)
+            self._record("ok", [])
+            if old is not None:
+                asyncio.get_running_loop().create_task(self._retire(old, g))
+            return g
+
+    async def reload_from_file(self) -> RuntimeGraph:
+        from portway.config.loader import ConfigError, load_config
+
+        if self.config_path is None:
+            raise ReloadError(["no config file to reload from"])
+        try:
+            cfg = load_config(self.config_path)
+        except ConfigError as e:
+            errs = [str(i) for i in e.errors]
+            self._record("error", errs)
+            for line in errs:
+                log.error("reload rejected: %s", line)
+            raise ReloadError(errs) from e
+        g = await self.apply(cfg)
+        log.info("config reloaded (version %d, %s)", g.version, g.config_hash)
+        return g
+
+    def _record(self, result: str, errors: list[str]) -> None:
+        self.last_reload = {"result": result, "errors": errors, "at": time.time()}
+        for fn in self.reload_listeners:
+            try:
+                fn(result)
+            except Exception:
+                log.exception("reload listener failed")
+
+    async def _retire(self, old: RuntimeGraph, new: RuntimeGraph, grace: float = 60.0) -> None:
+        deadline = time.monotonic() + grace
+        while old.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        live_ups = set(new.upstreams.values())
+        for up in old.upstreams.values():
+            if up not in live_ups:
+                await up.aclose()
+                for t in up.targets:
+                    if t.pool is not None and not any(
+                        t.pool is t2.pool for u in live_ups for t2 in u.targets
+                    ):
+                        t.pool.close()
+        live_plugins = set(map(id, new.plugins))
+        for p in old.plugins:
+            if id(p) not in live_plugins:
+                try:
+                    await p.aclose()
+                except Exception:
+                    log.exception("closing plugin %s failed", p.name)
+        await prune_shared(self._bctx, new)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for in-flight requests of the live graph (graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._graph is not None and self._graph.inflight > 0:
+            if time.monotonic() >= deadline:
+                log.warning("shutdown timeout with %d requests in flight", self._graph.inflight)
+                return
+            await asyncio.sleep(0.02)
+
+    async def aclose(self) -> None:
+        g = self._graph
+        if g is None:
+            return
+        for up in g.upstreams.values():
+            await up.aclose()
+            for t in up.targets:
+                if t.pool is not None:
+                    t.pool.close()
+        for p in g.plugins:
+            try:
+                await p.aclose()
+            except Exception:
+                log.exception("closing plugin %s failed", p.name)
+
+    async def subrequest(self, ctx: RequestContext, request: Request) -> Response:
+        """``PluginEnv.forward``: send ``request`` on ctx's route upstream, body buffered."""
+        from portway.proxy.forward import Forwarder, prepare_upstream_request
+
+        graph = self.graph
+        m = ctx.match
+        if m is None:
+            raise GatewayError("subrequest without a route")
+        rt = graph.routes[m.index] if m.index < len(graph.routes) else None
+        if rt is None or rt.upstream is None:
+            raise GatewayError("route has no upstream")
+        sub = RequestContext(request, ctx.request_id)
+        sub.match = m
+        prepare_upstream_request(sub, rt, graph)
+        fw = Forwarder(graph)
+        resp = await fw.forward(sub, rt, None)
+        try:
+            body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all(64 << 20)
+            Forwarder.finish_exchange(sub, ok=True)
+        except BaseException:
+            Forwarder.finish_exchange(sub, ok=False)
+            raise
+        return Response(resp.status, resp.headers, body, resp.reason, upstream=True)

@@ -1,0 +1,57 @@
+"""The immutable compiled runtime: what one config version serves with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from portway.config.schema import GatewayConfig, RouteConfig, TimeoutsConfig
+from portway.http.forwarded import TrustedProxies
+from portway.pipeline.context import RequestContext
+from portway.pipeline.plugin import Plugin
+from portway.pipeline.runner import Chain
+from portway.routing.router import Router
+from portway.upstream.upstream import Upstream
+
+
+class Observer(Protocol):
+    """Called once per request after its last byte (metrics, tracing export)."""
+
+    def on_request_done(self, ctx: RequestContext) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRuntime:
+    config: RouteConfig
+    chain: Chain
+    upstream: Upstream | None
+    timeouts: TimeoutsConfig
+    max_body: int | None
+    #: ``rewrite`` split into literal/param parts for cheap formatting
+    rewrite: tuple[tuple[bool, str], ...] | None
+    preserve_host: bool
+
+
+@dataclass(eq=False)
+class RuntimeGraph:
+    """Everything needed to serve requests for one config version.
+
+    Built whole by :func:`portway.runtime.builder.build_graph` and swapped atomically;
+    in-flight requests keep the graph they started with (``inflight`` counts them so the
+    old graph can be closed once drained).
+    """
+
+    config: GatewayConfig
+    router: Router
+    routes: list[RouteRuntime]
+    upstreams: dict[str, Upstream]
+    global_chain: Chain
+    plugins: list[Plugin[Any]]
+    trusted: TrustedProxies
+    via: bytes | None
+    debug_token: bytes | None
+    config_hash: str = ""
+    observers: list[Observer] = field(default_factory=list)
+    inflight: int = 0
+    version: int = 0
+    shared_keys: frozenset[str] = frozenset()

@@ -1,0 +1,133 @@
+"""Process model: one worker in-process, or N forked workers under a supervisor.
+
+Workers bind the listener ports with SO_REUSEPORT, so the kernel spreads connections and no
+socket is shared. The supervisor forwards SIGHUP (reload), restarts a worker that dies, and
+on SIGTERM/SIGINT tells every worker to stop accepting and drain, then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from portway.config.schema import GatewayConfig
+from portway.server.worker import Worker, run_worker
+
+log = logging.getLogger("portway.supervisor")
+
+
+def _run_loop(main: Callable[[], object]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(main())  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency
+        asyncio.run(main())  # type: ignore[arg-type]
+
+
+def run_single(
+    config: GatewayConfig,
+    config_path: str | Path | None,
+    watch: bool,
+    on_ready: Callable[[Worker], None] | None = None,
+) -> int:
+    _run_loop(
+        lambda: run_worker(config, config_path=config_path, watch=watch, on_ready=on_ready)
+    )
+    return 0
+
+
+def run_supervised(
+    config: GatewayConfig,
+    config_path: str | Path | None,
+    watch: bool,
+    workers: int,
+    on_ready: Callable[[Worker], None] | None = None,
+) -> int:
+    if workers <= 1:
+        return run_single(config, config_path, watch, on_ready)
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portway-metrics-")
+    children: dict[int, int] = {}  # pid -> worker id
+    stopping = False
+    reload_pending = False
+
+    def spawn(wid: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                _run_loop(
+                    lambda: run_worker(
+                        config,
+                        config_path=config_path,
+                        watch=watch and wid == 0,
+                        worker_id=wid,
+                        workers=workers,
+                        on_ready=on_ready if wid == 0 else None,
+                    )
+                )
+            except BaseException:
+                log.exception("worker %d crashed", wid)
+                code = 1
+            os._exit(code)
+        children[pid] = wid
+
+    def on_term(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def on_hup(signum: int, _frame: object) -> None:
+        nonlocal reload_pending
+        reload_pending = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    for wid in range(workers):
+        spawn(wid)
+    log.info("supervisor %d started %d workers", os.getpid(), workers)
+    deadline: float | None = None
+    while children:
+        if reload_pending:
+            reload_pending = False
+            for pid in list(children):
+                try:
+                    os.kill(pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if stopping and deadline is None:
+                deadline = time.monotonic() + config.server.shutdown_timeout + 5
+            if deadline is not None and time.monotonic() > deadline:
+                for p in list(children):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.1)
+            continue
+        wid = children.pop(pid, -1)
+        if not stopping and wid >= 0:
+            code = os.waitstatus_to_exitcode(status)
+            log.error("worker %d (pid %d) exited with %s; restarting", wid, pid, code)
+            time.sleep(0.2)
+            spawn(wid)
+    sys.stdout.flush()
+    return 0

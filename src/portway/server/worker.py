@@ -1,0 +1,159 @@
+"""One worker: event loop, gateway, listeners, signals, optional file watch and admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from portway.config.schema import GatewayConfig
+from portway.proxy.handler import ProxyApp
+from portway.runtime.gateway import Gateway, ReloadError
+from portway.server.listener import start_listener
+
+log = logging.getLogger("portway.server")
+
+
+class Worker:
+    """Runs a :class:`Gateway` on its listeners until asked to stop."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        config_path: str | Path | None = None,
+        watch: bool = False,
+        admin: bool = True,
+        worker_id: int = 0,
+        workers: int = 1,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.watch = watch
+        self.admin_enabled = admin and config.admin.enabled
+        self.worker_id = worker_id
+        self.workers = workers
+        self.gateway: Gateway | None = None
+        self.servers: list[asyncio.Server] = []
+        self._stop = asyncio.Event()
+        self._closers: list[Callable[[], Any]] = []
+        self.admin_server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        observers: list[Any] = []
+        metrics: Any = None
+        try:
+            from portway.observability.metrics import get_metrics
+
+            metrics = get_metrics()
+            observers.append(metrics)
+        except Exception:  # observability is optional at this layer
+            metrics = None
+        gw = Gateway(self.config, config_path=self.config_path, observers=observers)
+        if metrics is not None and hasattr(metrics, "config_reload"):
+            gw.reload_listeners.append(metrics.config_reload)
+        await gw.start()
+        self.gateway = gw
+        app = ProxyApp(
+            gw.graph_ref,
+            on_open=getattr(metrics, "connection_opened", None),
+            on_close=getattr(metrics, "connection_closed", None),
+        )
+        for lc in self.config.listeners:
+            srv = await start_listener(
+                lc, app, lambda: gw.graph.config.server.limits, lambda: gw.graph.trusted
+            )
+            self.servers.append(srv)
+        if self.admin_enabled and self.worker_id == 0:
+            await self._start_admin(gw)
+        if self.watch and self.config_path is not None:
+            await self._start_watch(gw)
+
+    async def _start_admin(self, gw: Gateway) -> None:
+        try:
+            from portway.admin.server import start_admin
+        except ImportError:
+            log.warning("admin API not available in this build")
+            return
+        self.admin_server = await start_admin(gw, self.config.admin, worker=self)
+
+    async def _start_watch(self, gw: Gateway) -> None:
+        from portway.config.watcher import ConfigWatcher
+
+        async def changed() -> None:
+            await self.reload()
+
+        w = ConfigWatcher(self.config_path, changed)  # type: ignore[arg-type]
+        await w.start()
+        self._closers.append(w.aclose)
+
+    async def reload(self) -> list[str]:
+        assert self.gateway is not None
+        try:
+            await self.gateway.reload_from_file()
+        except ReloadError as e:
+            return e.errors
+        return []
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        try:
+            from portway.observability.logging import reopen_logs
+
+            loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
+        except ImportError:
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let in-flight requests finish (``shutdown_timeout``), close."""
+        for s in self.servers:
+            s.close()
+        if self.admin_server is not None:
+            self.admin_server.close()
+        gw = self.gateway
+        if gw is not None:
+            await gw.drain(gw.config.server.shutdown_timeout)
+        for c in self._closers:
+            res = c()
+            if asyncio.iscoroutine(res):
+                await res
+        if gw is not None:
+            await gw.aclose()
+
+
+def ports_of(servers: list[asyncio.Server]) -> list[int]:
+    out = []
+    for s in servers:
+        for sock in s.sockets:
+            out.append(sock.getsockname()[1])
+    return out
+
+
+async def run_worker(
+    config: GatewayConfig,
+    *,
+    config_path: str | Path | None,
+    watch: bool,
+    worker_id: int = 0,
+    workers: int = 1,
+    on_ready: Callable[[Worker], None] | None = None,
+) -> None:
+    w = Worker(config, config_path=config_path, watch=watch, worker_id=worker_id, workers=workers)
+    await w.start()
+    w.install_signals()
+    if on_ready is not None:
+        on_ready(w)
+    await w.wait()
+    await w.shutdown()

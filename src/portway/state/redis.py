@@ -1,0 +1,216 @@
+"""Redis state store: redis-py asyncio with short timeouts and a failure backoff.
+
+Availability contract: a request must never pay seconds of latency because Redis is down.
+Each command has a short socket/connect timeout, redis-py's own retries are disabled, and
+after a failure the store *backs off*: for ``backoff_min`` seconds (doubling per consecutive
+failed probe up to ``backoff_max``) every call fails immediately with
+:class:`StoreUnavailableError` without touching the network. When the backoff expires exactly
+one caller probes Redis; its success closes the breaker and normal operation resumes without
+a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+
+T = TypeVar("T")
+
+
+class Backoff:
+    """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
+
+    ``allow(now)`` is True while closed; when open it is False until the deadline, then True
+    for exactly one probe (half-open) until ``success``/``failure`` is reported.
+    """
+
+    __slots__ = ("_delay", "_max", "_min", "_probing", "_until", "failures")
+
+    def __init__(self, backoff_min: float = 0.5, backoff_max: float = 5.0) -> None:
+        self._min = backoff_min
+        self._max = backoff_max
+        self._delay = 0.0
+        self._until = 0.0
+        self._probing = False
+        self.failures = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._delay > 0.0
+
+    def allow(self, now: float) -> bool:
+        if self._delay == 0.0:
+            return True
+        if self._probing or now < self._until:
+            return False
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        self._delay = 0.0
+        self._probing = False
+        self.failures = 0
+
+    def failure(self, now: float) -> bool:
+        """Record a failure; returns True when this failure opened a closed breaker."""
+        opened = self._delay == 0.0
+        self._delay = self._min if opened else min(self._max, self._delay * 2)
+        self._until = now + self._delay
+        self._probing = False
+        self.failures += 1
+        return opened
+
+
+class RedisStore:
+    """A :class:`~portway.state.base.StateStore` and ``ScriptingStore`` on Redis.
+
+    No I/O happens in the constructor (connections are opened on first use), so building one
+    per runtime graph is free. Every backend failure surfaces as
+    :class:`StoreUnavailableError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 0.25,
+        timeout: float = 0.25,
+        backoff_min: float = 0.5,
+        backoff_max: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            # redis-py retries by default; each retry would add a timeout's worth of latency
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._backoff = Backoff(backoff_min, backoff_max)
+        self._clock = clock
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    @property
+    def available(self) -> bool:
+        """False while backing off after a failure."""
+        return not self._backoff.is_open
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if not self._backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
+        try:
+            result = await fn()
+        except (TimeoutError, RedisError, OSError) as e:
+            if self._backoff.failure(self._clock()):
+                # pooled sockets to a restarted server are all dead; drop them so the probe
+                # after the backoff opens a fresh connection instead of failing on a stale one
+                with contextlib.suppress(RedisError, OSError):
+                    await self._client.connection_pool.disconnect()
+            raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
+        self._backoff.success()
+        return result
+
+    def _safe_url(self) -> str:
+        # never put a password from the URL into logs or error messages
+        _head, sep, tail = self.url.rpartition("@")
+        return f"redis://***@{tail}" if sep else self.url
+
+    async def eval_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> Any:
+        async def run() -> Any:
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # the server lost its script cache (restart, failover, other node): EVAL runs
+                # it in the same round trip and caches it for the next EVALSHA
+                return await self._client.eval(script.source, len(keys), *keys, *args)
+
+        return await self._call(run)
+
+    async def get(self, key: str) -> bytes | None:
+        async def run() -> bytes | None:
+            v = await self._client.get(key)
+            if v is None:
+                return None
+            return v.encode() if isinstance(v, str) else bytes(v)
+
+        return await self._call(run)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        px = max(1, int(ttl * 1000)) if ttl is not None else None
+
+        async def run() -> None:
+            await self._client.set(key, value, px=px)
+
+        await self._call(run)
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+
+        async def run() -> int:
+            return int(await self._client.delete(*keys))
+
+        return await self._call(run)
+
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        return int(await self.eval_script(_INCR, [key], [amount, _ms(ttl)]))
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        async def run() -> None:
+            await self._client.publish(channel, message)
+
+        await self._call(run)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+        pubsub = self._client.pubsub()
+        try:
+            await self._call(lambda: pubsub.subscribe(channel))
+            while True:
+                msg = await self._call(
+                    lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                )
+                if msg is not None and msg.get("type") == "message":
+                    yield bytes(msg["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def ping(self) -> bool:
+        async def run() -> bool:
+            return bool(await self._client.ping())
+
+        return await self._call(run)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _ms(ttl: float | None) -> int:
+    return max(1, int(ttl * 1000)) if ttl is not None else 0
+
+
+_INCR = LuaScript(
+    """
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and v == tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return v
+"""
+)

@@ -1,0 +1,171 @@
+"""Health checking: active probes and passive observation of real traffic.
+
+Both feed one ``healthy`` flag per target. A target goes down after ``unhealthy_after``
+consecutive failures of either kind and comes back after ``healthy_after`` consecutive good
+probes (active) or, with no active checker, after ``passive.recover_after`` as a trial: it is
+marked healthy one failure short of the threshold, so a single failed request sends it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from portway.config.schema import HealthConfig
+from portway.upstream.target import Target
+
+log = logging.getLogger("portway.upstream")
+
+Probe = Callable[[Target], Awaitable[bool]]
+#: ``(target, healthy, reason)`` — called once per transition
+OnChange = Callable[[Target, bool, str], None]
+
+#: statuses counted as failures when passive checking is off (breaker and retry still need one)
+DEFAULT_FAIL_STATUS = frozenset({502, 503, 504})
+
+
+class HealthChecker:
+    """Owns the health fields of an upstream's targets.
+
+    - ``observe(target, failed, now)``: one real request's outcome (passive);
+    - ``tick(now)``: returns passively-failed targets to service after ``recover_after`` when
+      there is no active checker (cheap; the upstream calls it from ``pick`` when due);
+    - ``start()``/``aclose()``: run/stop the active probe loop over ``targets()``.
+
+    ``on_change`` is called exactly once per healthy/unhealthy transition.
+    """
+
+    def __init__(
+        self,
+        cfg: HealthConfig,
+        targets: Callable[[], Sequence[Target]],
+        on_change: OnChange,
+        *,
+        probe: Probe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self._targets = targets
+        self._on_change = on_change
+        self._probe = probe or self._http_probe
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        passive = cfg.passive
+        self.fail_status = frozenset(passive.on_status) if passive else DEFAULT_FAIL_STATUS
+        #: earliest ``down_until`` among passively-failed targets (inf when none)
+        self.next_recovery = float("inf")
+
+    # --- passive ---------------------------------------------------------------------------
+    def observe(self, t: Target, failed: bool, now: float) -> None:
+        p = self.cfg.passive
+        if p is None:
+            return
+        if not failed:
+            t.fails = 0
+            return
+        t.fails += 1
+        if t.healthy and t.fails >= p.unhealthy_after:
+            t.oks = 0
+            if self.cfg.active is None:
+                t.down_until = now + p.recover_after
+                self.next_recovery = min(self.next_recovery, t.down_until)
+            self._set(t, False, "passive")
+
+    def tick(self, now: float) -> None:
+        p = self.cfg.passive
+        if p is None or now < self.next_recovery:
+            return
+        nxt = float("inf")
+        for t in self._targets():
+            if t.healthy or t.down_reason != "passive":
+                continue
+            if t.down_until <= now:
+                t.fails = p.unhealthy_after - 1
+                self._set(t, True, "trial")
+            else:
+                nxt = min(nxt, t.down_until)
+        self.next_recovery = nxt
+
+    def retry_in(self, t: Target, now: float) -> float:
+        """Seconds until an unhealthy ``t`` may be back (best guess)."""
+        a = self.cfg.active
+        if a is not None:
+            return a.interval * max(1, a.healthy_after - t.oks)
+        return max(0.0, t.down_until - now)
+
+    # --- active ----------------------------------------------------------------------------
+    async def _http_probe(self, t: Target) -> bool:
+        from portway.http.client import simple_request
+
+        a = self.cfg.active
+        assert a is not None
+        try:
+            r = await simple_request(
+                "GET",
+                t.url + a.path,
+                headers=[("user-agent", "portway-health-check")],
+                timeout=a.timeout,
+            )
+        except (OSError, TimeoutError, ValueError) as e:
+            log.debug("probe of %s failed: %r", t.id, e)
+            return False
+        return r.status in a.expect_status
+
+    async def probe_once(self, t: Target) -> None:
+        a = self.cfg.active
+        assert a is not None
+        try:
+            async with asyncio.timeout(a.timeout + 0.5):
+                ok = await self._probe(t)
+        except TimeoutError:
+            ok = False
+        except Exception:
+            # a probe bug must not kill the loop; count it as a failed probe
+            log.exception("health probe of %s raised", t.id)
+            ok = False
+        if ok:
+            t.probe_fails = 0
+            t.oks += 1
+            if not t.healthy and t.oks >= a.healthy_after:
+                t.fails = 0
+                self._set(t, True, "active")
+        else:
+            t.oks = 0
+            t.probe_fails += 1
+            if t.healthy and t.probe_fails >= a.unhealthy_after:
+                self._set(t, False, "active")
+
+    async def _loop(self) -> None:
+        a = self.cfg.active
+        assert a is not None
+        # spread workers and upstreams over the interval so probes do not arrive in bursts
+        await asyncio.sleep(random.uniform(0, min(a.interval, 0.1)))
+        while True:
+            started = self._clock()
+            targets = list(self._targets())
+            if targets:
+                await asyncio.gather(*(self.probe_once(t) for t in targets))
+            await asyncio.sleep(max(0.0, a.interval - (self._clock() - started)))
+
+    def start(self) -> None:
+        if self.cfg.active is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- transitions -----------------------------------------------------------------------
+    def _set(self, t: Target, healthy: bool, reason: str) -> None:
+        if t.healthy == healthy:
+            return
+        t.healthy = healthy
+        t.down_reason = "" if healthy else reason
+        self._on_change(t, healthy, reason)
