@@ -16,7 +16,7 @@ from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
 from portway.routing.router import Router
 
-SEGMENTS = ["a", "b", "ab", "a.b", "1"]
+SEGMENTS = ["a", "b", "ab", "1", "a.b"]
 HOSTS = ["a.com", "x.a.com", "y.x.a.com", "b.com", "a.b.com"]
 HOST_PATTERNS = ["a.com", "x.a.com", "*.a.com", "*.x.a.com", "b.com", "*.b.com", "*.com"]
 METHODS = ["GET", "POST", "PUT"]

@@ -7,7 +7,6 @@ import random
 from collections import Counter
 
 import pytest
-from conftest import CtxFactory
 
 from portway.config.schema import CircuitBreakerConfig
 from portway.upstream.balancer import (
@@ -22,6 +21,7 @@ from portway.upstream.balancer import (
 )
 from portway.upstream.breaker import CircuitBreaker
 from portway.upstream.target import Target
+from tests.upstream.support import CtxFactory
 
 KINDS = [
     "round_robin",
@@ -34,8 +34,9 @@ KINDS = [
 
 
 def targets(*weights: int) -> list[Target]:
-    return [Target(id=f"t{i}", host="127.0.0.1", port=9000 + i, weight=w)
-            for i, w in enumerate(weights)]
+    return [
+        Target(id=f"t{i}", host="127.0.0.1", port=9000 + i, weight=w) for i, w in enumerate(weights)
+    ]
 
 
 def test_smooth_wrr_exact_shares_and_smoothness(make_ctx: CtxFactory) -> None:
@@ -91,8 +92,7 @@ def test_round_robin_ignores_weights(make_ctx: CtxFactory) -> None:
 def test_weight_zero_never_picked(kind: str, make_ctx: CtxFactory) -> None:
     ts = targets(1, 0, 1)
     bal = make_balancer(kind, ts)
-    seen = {bal.pick(make_ctx(client_ip=f"10.0.{i % 250}.{i // 250}"), set())
-            for i in range(2000)}
+    seen = {bal.pick(make_ctx(client_ip=f"10.0.{i % 250}.{i // 250}"), set()) for i in range(2000)}
     assert ts[1] not in seen
     assert seen == {ts[0], ts[2]}
 
@@ -127,7 +127,7 @@ def test_least_connections_steers_away_from_slow(make_ctx: CtxFactory) -> None:
     pending: list[tuple[int, Target]] = []
     counts: Counter[Target] = Counter()
     for tick in range(2000):
-        for due, t in [p for p in pending if p[0] <= tick]:
+        for _due, t in [p for p in pending if p[0] <= tick]:
             t.in_flight -= 1
         pending = [p for p in pending if p[0] > tick]
         for _ in range(6):
@@ -225,7 +225,7 @@ def test_hash_keys(make_ctx: CtxFactory) -> None:
     ctx = make_ctx(
         path="/a/b",
         client_ip="1.2.3.4",
-        headers=[("X-User-Id", "u1"), ("Cookie", "a=1; sid=\"s9\"; b=2")],
+        headers=[("X-User-Id", "u1"), ("Cookie", 'a=1; sid="s9"; b=2')],
         consumer="c7",
     )
     assert hash_key(ctx, "ip") == "1.2.3.4"
@@ -240,8 +240,10 @@ def test_hash_keys(make_ctx: CtxFactory) -> None:
 def test_consistent_hash_same_key_same_target_and_fallback(make_ctx: CtxFactory) -> None:
     ts = targets(1, 1, 1)
     bal = ConsistentHashBalancer(ts, "header:x-user-id")
-    picks = {bal.pick(make_ctx(headers=[("x-user-id", "alice")], client_ip=f"9.9.9.{i}"), set())
-             for i in range(50)}
+    picks = {
+        bal.pick(make_ctx(headers=[("x-user-id", "alice")], client_ip=f"9.9.9.{i}"), set())
+        for i in range(50)
+    }
     assert len(picks) == 1
     # without the header the client IP is the key
     no_header = {bal.pick(make_ctx(client_ip="8.8.8.8"), set()) for _ in range(50)}

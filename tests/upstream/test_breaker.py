@@ -16,8 +16,14 @@ class Clock:
 
 def breaker(clock: Clock, **kw: object) -> CircuitBreaker:
     cfg = CircuitBreakerConfig.model_validate(
-        {"failure_ratio": 0.5, "min_requests": 10, "window": "10s", "open_for": "5s",
-         "half_open_probes": 2, **kw}
+        {
+            "failure_ratio": 0.5,
+            "min_requests": 10,
+            "window": "10s",
+            "open_for": "5s",
+            "half_open_probes": 2,
+            **kw,
+        }
     )
     return CircuitBreaker(cfg, clock)
 

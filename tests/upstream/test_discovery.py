@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import CtxFactory, DnsServer
 
 from portway.config.schema import DiscoveryConfig, UpstreamConfig
 from portway.upstream.discovery import DiscoveryError, DnsResolver, Endpoint
 from portway.upstream.target import Target
 from portway.upstream.upstream import Upstream
+from tests.upstream.support import CtxFactory, DnsServer
 
 
 class FakePool:
@@ -36,11 +36,22 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
 def make_upstream(dns: DnsServer, name: str, **kw: Any) -> tuple[Upstream, list[Any]]:
     events: list[Any] = []
     cfg = UpstreamConfig.model_validate(
-        {"discovery": {"dns": name, "port": 9101, "refresh": "40ms",
-                       "nameserver": dns.address, **kw}}
+        {
+            "discovery": {
+                "dns": name,
+                "port": 9101,
+                "refresh": "40ms",
+                "nameserver": dns.address,
+                **kw,
+            }
+        }
     )
-    up = Upstream("orders", cfg, make_pool=FakePool,
-                  on_state_change=lambda u, t, w, v: events.append((t.id, w, v)))
+    up = Upstream(
+        "orders",
+        cfg,
+        make_pool=FakePool,
+        on_state_change=lambda u, t, w, v: events.append((t.id, w, v)),
+    )
     return up, events
 
 
@@ -48,7 +59,9 @@ def ids(up: Upstream) -> list[str]:
     return sorted(t.id for t in up.targets)
 
 
-async def test_a_records_followed_without_reload(dns_server: DnsServer, make_ctx: CtxFactory) -> None:
+async def test_a_records_followed_without_reload(
+    dns_server: DnsServer, make_ctx: CtxFactory
+) -> None:
     dns_server.records["orders.test."] = [("A", "127.0.0.1"), ("A", "127.0.0.2")]
     up, events = make_upstream(dns_server, "orders.test")
     await up.start()
@@ -102,7 +115,9 @@ async def test_failures_keep_last_good_set(dns_server: DnsServer) -> None:
         await up.aclose()
 
 
-async def test_start_with_unresolvable_name_then_recovers(dns_server: DnsServer, make_ctx: CtxFactory) -> None:
+async def test_start_with_unresolvable_name_then_recovers(
+    dns_server: DnsServer, make_ctx: CtxFactory
+) -> None:
     up, _ = make_upstream(dns_server, "later.test")
     await up.start()
     try:
@@ -175,9 +190,15 @@ async def test_system_resolver_for_a_records() -> None:
 async def test_static_targets_kept_alongside_discovered(dns_server: DnsServer) -> None:
     dns_server.records["mix.test."] = [("A", "127.0.0.1"), ("A", "127.0.0.9")]
     cfg = UpstreamConfig.model_validate(
-        {"targets": [{"url": "http://127.0.0.1:9101"}],
-         "discovery": {"dns": "mix.test", "port": 9101, "refresh": "1h",
-                       "nameserver": dns_server.address}}
+        {
+            "targets": [{"url": "http://127.0.0.1:9101"}],
+            "discovery": {
+                "dns": "mix.test",
+                "port": 9101,
+                "refresh": "1h",
+                "nameserver": dns_server.address,
+            },
+        }
     )
     up = Upstream("mix", cfg)
     await up.start()

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import CtxFactory, HttpServer
 
 from portway.config.schema import UpstreamConfig
 from portway.upstream.upstream import Upstream
+from tests.upstream.support import CtxFactory, HttpServer
 
 Servers = Callable[[], Awaitable[HttpServer]]
 
@@ -34,8 +34,13 @@ async def test_active_probe_down_and_up(
         {
             "targets": [{"url": a.url}, {"url": b.url}],
             "health": {
-                "active": {"path": "/healthz", "interval": "30ms", "timeout": "200ms",
-                           "healthy_after": 2, "unhealthy_after": 2},
+                "active": {
+                    "path": "/healthz",
+                    "interval": "30ms",
+                    "timeout": "200ms",
+                    "healthy_after": 2,
+                    "unhealthy_after": 2,
+                },
             },
         }
     )
@@ -74,9 +79,17 @@ async def test_active_probe_down_and_up(
 async def test_probe_thresholds_need_consecutive_results(http_servers: Servers) -> None:
     s = await http_servers()
     cfg = UpstreamConfig.model_validate(
-        {"targets": [{"url": s.url}],
-         "health": {"active": {"interval": "1h", "timeout": "500ms",
-                               "healthy_after": 3, "unhealthy_after": 2}}}
+        {
+            "targets": [{"url": s.url}],
+            "health": {
+                "active": {
+                    "interval": "1h",
+                    "timeout": "500ms",
+                    "healthy_after": 3,
+                    "unhealthy_after": 2,
+                }
+            },
+        }
     )
     up = Upstream("u", cfg)
     (t,) = up.targets
@@ -108,8 +121,10 @@ async def test_probe_timeout_counts_as_failure() -> None:
     server = await asyncio.start_server(mute, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     cfg = UpstreamConfig.model_validate(
-        {"targets": [{"url": f"http://127.0.0.1:{port}"}],
-         "health": {"active": {"interval": "1h", "timeout": "100ms", "unhealthy_after": 1}}}
+        {
+            "targets": [{"url": f"http://127.0.0.1:{port}"}],
+            "health": {"active": {"interval": "1h", "timeout": "100ms", "unhealthy_after": 1}},
+        }
     )
     up = Upstream("u", cfg)
     t0 = asyncio.get_running_loop().time()
@@ -125,8 +140,10 @@ async def test_custom_probe_exception_is_a_failure() -> None:
         raise RuntimeError("boom")
 
     cfg = UpstreamConfig.model_validate(
-        {"targets": [{"url": "http://127.0.0.1:1"}],
-         "health": {"active": {"interval": "1h", "unhealthy_after": 1}}}
+        {
+            "targets": [{"url": "http://127.0.0.1:1"}],
+            "health": {"active": {"interval": "1h", "unhealthy_after": 1}},
+        }
     )
     up = Upstream("u", cfg, probe=broken)
     await up.health.probe_once(up.targets[0])
@@ -144,9 +161,12 @@ class Clock:
 def test_passive_marks_down_after_consecutive_failures(make_ctx: CtxFactory) -> None:
     c = Clock()
     cfg = UpstreamConfig.model_validate(
-        {"targets": [{"url": "http://127.0.0.1:9101"}, {"url": "http://127.0.0.1:9102"}],
-         "health": {"passive": {"unhealthy_after": 3, "on_status": [502, 503],
-                                "recover_after": "10s"}}}
+        {
+            "targets": [{"url": "http://127.0.0.1:9101"}, {"url": "http://127.0.0.1:9102"}],
+            "health": {
+                "passive": {"unhealthy_after": 3, "on_status": [502, 503], "recover_after": "10s"}
+            },
+        }
     )
     up = Upstream("u", cfg, clock=c)
     a, b = up.targets

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 
-from conftest import CtxFactory
-
 from portway.config.schema import RetryConfig, RouteConfig
 from portway.routing.router import RouteMatch
 from portway.upstream.retry import BUDGET_WINDOW, RetryBudget, RetryPolicy
+from tests.upstream.support import CtxFactory
 
 
 class Clock:

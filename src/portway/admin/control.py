@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import yaml
-
+from portway.admin.source import dump_source
 from portway.config.schema import GatewayConfig, RouteConfig
 
 if TYPE_CHECKING:
@@ -58,11 +57,6 @@ class GatewayControl(Protocol):
     def upstreams(self) -> Mapping[str, Any]: ...
 
     def route_table(self) -> list[tuple[int, str, RouteConfig]]: ...
-
-
-def dump_yaml(data: Any) -> str:
-    """YAML text of plain data, keys in insertion order (readable in a written-back file)."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
 def write_atomically(path: str | os.PathLike[str], text: str) -> None:
@@ -131,7 +125,7 @@ class RuntimeControl:
 
                 self._text = read_config_text(self.config_path)
             else:
-                self._text = dump_yaml(self.gateway.config.model_dump(mode="json"))
+                self._text = dump_source(self.gateway.config.model_dump(mode="json"))
         return self._text
 
     def _load(self, text: str) -> tuple[GatewayConfig | None, list[Any]]:

@@ -36,6 +36,8 @@ from portway.pipeline.registry import Registry, UnknownPluginError
 from portway.pipeline.registry import registry as default_registry
 
 __all__ = [
+    "ConfigError",
+    "ConfigIssue",
     "LoadedConfig",
     "config_hash",
     "load_config",

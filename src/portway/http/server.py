@@ -493,9 +493,10 @@ class _SimpleApp:
             request.headers.get_raw(b"connection") or b""
         ).lower()
         body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
-        headers = [(k, v) for k, v in resp.headers.raw() if k not in (b"content-length", b"connection")]
+        headers = [(k, v) for k, v in resp.headers.raw() if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         if not keep:
+            headers = [(k, v) for k, v in headers if k != b"connection"]
             headers.append((b"connection", b"close"))
         conn.write(head_bytes(resp.status, resp.reason, headers))
         if request.method != "HEAD" and body:

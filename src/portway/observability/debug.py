@@ -118,7 +118,9 @@ def _split_events(events: list[TraceEvent]) -> tuple[list[Any], list[Any], list[
         elif ev.what == "attempt":
             attempts.append({"target": ev.name, "ms": round(ev.ms, 3), "outcome": ev.detail})
         else:
-            steps.append({"what": ev.what, "name": ev.name, "ms": round(ev.ms, 3), "detail": ev.detail})
+            steps.append(
+                {"what": ev.what, "name": ev.name, "ms": round(ev.ms, 3), "detail": ev.detail}
+            )
     return plugins, attempts, steps
 
 

@@ -125,7 +125,7 @@ class ReopenableFileHandler(logging.StreamHandler[TextIO]):
         super().__init__(self._open())
 
     def _open(self) -> TextIO:
-        return open(self.path, "a", encoding=self._encoding)  # noqa: SIM115 - handler owns it
+        return open(self.path, "a", encoding=self._encoding)
 
     def reopen(self) -> None:
         """Switch to a fresh file at ``path``; records are never split between the two."""

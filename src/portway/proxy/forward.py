@@ -160,11 +160,14 @@ class Forwarder:
         attempt = 0
         body = ctx.upstream_request.body
         chain = rt.chain
+        last_error: GatewayError | None = None
         while True:
             attempt += 1
             ctx.attempt = attempt
             target = up.pick(ctx, exclude)
             if target is None:
+                if last_error is not None:
+                    raise last_error
                 raise UnavailableError(
                     f"no available target in upstream {up.name}",
                     headers=[("retry-after", str(up.retry_after()))],
@@ -190,6 +193,7 @@ class Forwarder:
                 ):
                     raise a.error from None
                 exclude.add(target)
+                last_error = a.error
                 delay = up.backoff(attempt)
                 if delay > 0:
                     await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))

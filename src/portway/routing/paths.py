@@ -38,9 +38,9 @@ class PathKind(IntEnum):
 
     EXACT = 0
     TEMPLATE = 1
-    CATCHALL = 4  # template ending in {x:path}
+    CATCHALL = 2  # template ending in {x:path}
     PREFIX = 3
-    REGEX = 5
+    REGEX = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,8 @@ def _validate(model: type[M], data: Any, where: str) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         errs = "; ".join(
-            (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "") + err["msg"].removeprefix("Value error, ")
+            (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
             for err in e.errors()
         )
         raise ValueError(f"{where}: {errs}") from None
@@ -106,8 +107,7 @@ def build_consumer_directory(consumers: Sequence[ConsumerConfig]) -> ConsumerDir
             prev_b = basic.get(login)
             if prev_b is not None and prev_b[0].username != cc.username:
                 raise ValueError(
-                    f"{where}: login {login!r} already belongs to consumer "
-                    f"{prev_b[0].username!r}"
+                    f"{where}: login {login!r} already belongs to consumer {prev_b[0].username!r}"
                 )
             if prev_b is None:
                 basic[login] = (consumer, [b.password_hash], where)

@@ -68,7 +68,8 @@ class Upstream:
     ``start()``/``aclose()`` run and stop background work (probes, discovery). ``targets`` is
     the current member list (replaced, never mutated, on a discovery change). ``make_pool`` is
     called for every target created without a pool (static and discovered); pools of targets
-    that discovery removed are closed once they have no request in flight.
+    that discovery removed are closed once they have no request in flight; other pools are
+    the runtime's to close.
     """
 
     def __init__(
@@ -218,11 +219,12 @@ class Upstream:
         error: str | None = None,
     ) -> None:
         now = self._clock()
-        failed = (
-            not ok
-            or error is not None
-            or (status is not None and status in self.health.fail_status)
-        )
+        # a response's status decides on its own, whatever ``ok`` says (callers differ on
+        # whether a 500 is "ok"); without a status, ``ok``/``error`` do
+        if status is not None and error is None:
+            failed = status in self.health.fail_status
+        else:
+            failed = not ok or error is not None
         if latency > 0 and error != "connect_error":
             peak_ewma_observe(target, latency, now)
         self.retry.budget.attempt(now)
@@ -277,10 +279,8 @@ class Upstream:
         await self.health.aclose()
         if self.discovery is not None:
             await self.discovery.aclose()
+        # pools of current targets are the runtime's to close (it shares them across graphs)
         self._reap(force=True)
-        for t in self.targets:
-            if t.discovered:
-                _close_pool(t)
 
     # --- observability ---------------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:
@@ -335,7 +335,6 @@ def _close_pool(t: Target) -> None:
     pool = t.pool
     if pool is None:
         return
-    t.pool = None
     closer = getattr(pool, "aclose", None) or getattr(pool, "close", None)
     if closer is None:
         return

@@ -189,18 +189,29 @@ return {1, n + 1}
 """
 )
 
-#: quota counters: KEYS[1] the period's counter; ARGV = limit, cost, expire-at (unix s).
-#: Reply = {allowed, used}. Rejections consume nothing.
+#: give a concurrency lease back: KEYS[1] the lease set, ARGV[1] the lease id.
+RELEASE = LuaScript("return redis.call('ZREM', KEYS[1], ARGV[1])")
+
+#: quota counters, one per period (day, month) of the same subject, all-or-nothing.
+#: KEYS = counters; ARGV = cost, then (limit, expire-at unix seconds) per key.
+#: Reply = {allowed, used per key} (used after the request when allowed, else before).
 QUOTA = LuaScript(
     r"""
-local used = tonumber(redis.call('GET', KEYS[1])) or 0
-local limit = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
-if used + cost > limit then
-  return {0, used}
+local cost = tonumber(ARGV[1])
+local used = {}
+local allowed = 1
+for i = 1, #KEYS do
+  used[i] = tonumber(redis.call('GET', KEYS[i])) or 0
+  if used[i] + cost > tonumber(ARGV[2 * i]) then allowed = 0 end
 end
-used = redis.call('INCRBY', KEYS[1], cost)
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return {1, used}
+if allowed == 1 then
+  for i = 1, #KEYS do
+    used[i] = redis.call('INCRBY', KEYS[i], cost)
+    redis.call('EXPIREAT', KEYS[i], ARGV[2 * i + 1])
+  end
+end
+local out = {allowed}
+for i = 1, #KEYS do out[#out + 1] = used[i] end
+return out
 """
 )

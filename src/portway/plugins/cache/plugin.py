@@ -188,6 +188,8 @@ class CachePlugin(Plugin[CacheConfig]):
             heuristic_max=c.heuristic_max,
             default_ttl=c.default_ttl,
         )
+        #: wall-clock seconds; replaceable in tests
+        self.clock: Callable[[], float] = time.time
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,7 +243,7 @@ class CachePlugin(Plugin[CacheConfig]):
         ctx.state[CACHE_STATE] = flight
         entry, flight.index = await self._lookup(flight.key, pairs)
         if entry is not None:
-            a = assess(entry, time.time(), self.windows)
+            a = assess(entry, self.clock(), self.windows)
             flight.entry, flight.assessment = entry, a
             decision = reuse(a, rq)
             if decision is Reuse.FRESH:
@@ -295,7 +297,7 @@ class CachePlugin(Plugin[CacheConfig]):
                     await asyncio.wait_for(asyncio.shield(fut), self.config.collapse_timeout)
                 entry, index = await self._lookup(flight.key, pairs)
                 if entry is not None:
-                    a = assess(entry, time.time(), self.windows)
+                    a = assess(entry, self.clock(), self.windows)
                     if reuse(a, rq) in (Reuse.FRESH, Reuse.STALE_OK):
                         self.counters.hit += 1
                         return self._answer(ctx, flight, entry, a.age, "HIT")
@@ -311,7 +313,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 flight.sent_validators = True
         else:
             flight.mode = Mode.MISS
-        flight.request_time = time.time()
+        flight.request_time = self.clock()
         return None
 
     def _answer(
@@ -387,7 +389,7 @@ class CachePlugin(Plugin[CacheConfig]):
             ok = False
             self.counters.too_large += 1
         if ok:
-            now = time.time()
+            now = self.clock()
             flight.pending = CacheEntry(
                 status=resp.status,
                 headers=stored_headers(rpairs, response_time=now),
@@ -473,7 +475,7 @@ class CachePlugin(Plugin[CacheConfig]):
         entry = flight.entry
         if entry is None or self.config.stale_if_error is False:
             return None
-        a = assess(entry, time.time(), self.windows)
+        a = assess(entry, self.clock(), self.windows)
         if not stale_if_error_ok(a, flight.rq):
             return None
         self._settle(flight, False)
@@ -483,7 +485,7 @@ class CachePlugin(Plugin[CacheConfig]):
     async def _store(
         self, key: str, index: VaryIndex | None, req_pairs: Pairs, entry: CacheEntry
     ) -> bool:
-        now = time.time()
+        now = self.clock()
         a = assess(entry, now, self.windows)
         ttl = retention(a, bool(validators(entry)), self.config.retain_stale)
         if ttl <= 0:
@@ -529,7 +531,7 @@ class CachePlugin(Plugin[CacheConfig]):
             stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), updated)
         self._settle(flight, stored)
         self.counters.revalidated += 1
-        a = assess(updated, time.time(), self.windows)
+        a = assess(updated, self.clock(), self.windows)
         answer = self._answer(ctx, flight, updated, a.age, "REVALIDATED")
         # fields the 304 carried but we do not store (e.g. Set-Cookie) still reach this client
         if not self.config.store_set_cookie:
@@ -538,7 +540,7 @@ class CachePlugin(Plugin[CacheConfig]):
         ctx.response = answer
 
     def _merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
-        now = time.time()
+        now = self.clock()
         headers = merge_304(entry.headers, resp304, store_set_cookie=self.config.store_set_cookie)
         names = {k for k, _ in resp304}
         # the 304 is the newest response: its Date and Age (or their absence) now apply
@@ -606,7 +608,7 @@ class CachePlugin(Plugin[CacheConfig]):
     ) -> None:
         self.counters.background_refresh += 1
         try:
-            request_time = time.time()
+            request_time = self.clock()
             resp = await forward(ctx, req)
             body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
             rpairs = resp.headers.raw()
@@ -621,7 +623,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 store_set_cookie=self.config.store_set_cookie,
             )
             if ok and len(body) <= self.config.max_object:
-                now = time.time()
+                now = self.clock()
                 fresh = CacheEntry(
                     status=resp.status,
                     headers=stored_headers(rpairs, response_time=now),

@@ -9,9 +9,13 @@ from pydantic import Field
 from portway.plugins._identity.base import IdentityConfig
 
 
+def _both() -> list[Literal["subject", "san"]]:
+    return ["subject", "san"]
+
+
 class MtlsAuthConfig(IdentityConfig):
     match: list[Literal["subject", "san"]] = Field(
-        default_factory=lambda: ["subject", "san"],
+        default_factory=_both,
         min_length=1,
         description="certificate fields tried, in order, against consumers' mtls credentials",
     )

@@ -86,9 +86,7 @@ class IntrospectionPlugin(IdentityPlugin[IntrospectionConfig]):
         except IntrospectionUnavailable:
             if self.config.on_error == "unauthorized":
                 raise unauthorized(self._invalid, self.name, INVALID_TOKEN) from None
-            raise UnavailableError(
-                "authorization server unavailable", source=self.name
-            ) from None
+            raise UnavailableError("authorization server unavailable", source=self.name) from None
         if verdict is None:
             raise unauthorized(self._invalid, self.name, INVALID_TOKEN)
         return verdict

@@ -1,0 +1,128 @@
+"""Consumer and credential edits for the admin API, as pure functions over config data.
+
+Edits are made on the *source* document (``yaml.safe_load`` of the config text, so ``${ENV}``
+references stay unresolved) and applied through the same validate → build → swap path as
+``PUT /config``. Credential secrets sent in clear are stored hashed: ``key_auth.key`` becomes
+``key_sha256`` and ``basic_auth.password`` becomes an argon2 ``password_hash``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from typing import Any
+
+from portway.admin.redact import credential_fingerprint, redact_credential
+from portway.config.schema import ConsumerConfig
+from portway.errors import GatewayError
+
+KINDS: tuple[str, ...] = ("key_auth", "basic_auth", "jwt", "mtls")
+
+
+class UnprocessableError(GatewayError):
+    status = 422
+    code = "invalid_request"
+
+
+class ConflictError(GatewayError):
+    status = 409
+    code = "conflict"
+
+
+def credential_views(c: ConsumerConfig) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for kind in KINDS:
+        for cred in getattr(c.credentials, kind):
+            out.append(
+                {"id": credential_fingerprint(kind, cred), "kind": kind, **redact_credential(cred)}
+            )
+    return out
+
+
+def consumer_view(c: ConsumerConfig) -> dict[str, Any]:
+    """A consumer as the API shows it: secrets redacted, credentials flattened with ids."""
+    return {
+        "username": c.username,
+        "id": c.id,
+        "groups": list(c.groups),
+        "credentials": credential_views(c),
+    }
+
+
+def find_credential(c: ConsumerConfig, kind: str, cred_id: str) -> int | None:
+    """Index within ``c.credentials.<kind>`` of the credential with id ``cred_id``."""
+    for i, cred in enumerate(getattr(c.credentials, kind)):
+        if credential_fingerprint(kind, cred) == cred_id:
+            return i
+    return None
+
+
+def _sha256_hex(key: str) -> str:
+    try:
+        from portway.plugins._identity.hashing import sha256_hex
+    except ImportError:  # the identity package is optional for the admin API
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return sha256_hex(key)
+
+
+async def _hash_password(password: str) -> str:
+    try:
+        from portway.plugins._identity.hashing import hash_password
+    except ImportError as e:
+        raise UnprocessableError("password hashing is not available; send password_hash") from e
+    # argon2 takes tens of milliseconds of CPU: keep the event loop serving meanwhile
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def prepare_credential(kind: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The credential to store for ``body`` and, for a generated API key, the key in clear."""
+    cred = dict(body)
+    generated: str | None = None
+    if kind == "key_auth":
+        if "key" not in cred and "key_sha256" not in cred:
+            generated = secrets.token_urlsafe(32)
+            cred["key"] = generated
+        key = cred.pop("key", None)
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise UnprocessableError("key_auth.key must be a non-empty string")
+            if "key_sha256" in cred:
+                raise UnprocessableError("give exactly one of key or key_sha256")
+            cred["key_sha256"] = _sha256_hex(key)
+    elif kind == "basic_auth" and "password" in cred:
+        pw = cred.pop("password")
+        if not isinstance(pw, str) or not pw:
+            raise UnprocessableError("basic_auth.password must be a non-empty string")
+        if "password_hash" in cred:
+            raise UnprocessableError("give exactly one of password or password_hash")
+        cred["password_hash"] = await _hash_password(pw)
+    return cred, generated
+
+
+async def prepare_credentials(creds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind, items in creds.items():
+        if kind not in KINDS:
+            raise UnprocessableError(
+                f"unknown credential kind {kind!r}; use one of {', '.join(KINDS)}"
+            )
+        out[kind] = [(await prepare_credential(kind, c))[0] for c in items]
+    return out
+
+
+def source_consumers(doc: dict[str, Any]) -> list[Any]:
+    """The ``consumers`` list of a source document (created when absent)."""
+    cons = doc.get("consumers")
+    if cons is None:
+        cons = doc["consumers"] = []
+    if not isinstance(cons, list):
+        raise ConflictError("the config's consumers section is not a list")
+    return cons
+
+
+def source_index(doc: dict[str, Any], username: str) -> int | None:
+    for i, c in enumerate(source_consumers(doc)):
+        if isinstance(c, dict) and c.get("username") == username:
+            return i
+    return None

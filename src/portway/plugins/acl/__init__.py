@@ -1,0 +1,1 @@
+"""``acl``: allow or deny consumers by group."""

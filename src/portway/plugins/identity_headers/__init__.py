@@ -1,0 +1,1 @@
+"""``identity_headers``: forward token claims to the upstream as headers, unspoofably."""

@@ -1,0 +1,1 @@
+"""``scopes``: require OAuth scopes from a JWT or an introspection result."""
