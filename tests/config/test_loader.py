@@ -461,6 +461,22 @@ def test_listener_address_clashes() -> None:
     assert found[0].message == "address 0.0.0.0:8080 is already used by listeners[0]"
 
 
+def test_client_cert_verification_needs_a_ca() -> None:
+    text = """\
+    listeners:
+      - address: 127.0.0.1:8443
+        tls:
+          cert: server.pem
+          key: server-key.pem
+          client_cert: required
+    """
+    issue = only(text)
+    assert (issue.path, issue.line) == ("listeners[0].tls.client_cert", 6)
+    assert issue.message.startswith("client_cert: required needs client_ca")
+    cfg = load(text + "          client_ca: ca.pem\n")
+    assert cfg.listeners[0].tls is not None
+
+
 def test_admin_without_auth_must_be_loopback() -> None:
     issue = only("admin:\n  address: 0.0.0.0:9901\n  auth: false\n")
     assert (issue.path, issue.line) == ("admin.auth", 3)

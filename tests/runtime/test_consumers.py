@@ -109,7 +109,7 @@ def test_credential_claimed_twice_is_rejected(creds: dict) -> None:
             "mtls": [{"subject": "CN=alice,O=Acme"}],
         },
     }
-    with pytest.raises(ValueError, match="already belongs|duplicate"):
+    with pytest.raises(ValueError, match="already belongs|duplicate|another consumer"):
         build(first, {"username": "mallory", "credentials": creds})
 
 

@@ -50,7 +50,7 @@ async def test_expired_keys_are_swept():
     for i in range(100):
         await s.set(f"k{i}", b"v", ttl=1)
     clock.t += 2
-    for i in range(MemoryStore._SWEEP_EVERY):
+    for _ in range(MemoryStore._SWEEP_EVERY):
         await s.set("live", b"v")
     assert len(s) == 1
 

@@ -48,45 +48,71 @@ def free_port() -> int:
 
 
 class HttpServer:
-    """A minimal HTTP/1.1 server on 127.0.0.1 answering every request with ``status``;
-    ``stop()``/``start()`` take it down and up on the same port."""
+    """A minimal HTTP/1.1 keep-alive server on 127.0.0.1.
+
+    Every request is answered with ``status`` after ``delay`` seconds; with ``reset`` set it
+    reads the request and closes the connection without answering. ``stop()`` closes the
+    listener and every open connection (a crashed backend); ``start()`` brings it back on the
+    same port.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.status = 200
+        self.delay = 0.0
+        self.reset = False
         self.hits = 0
+        self.methods: list[str] = []
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self._writers.add(w)
         try:
             while True:
                 head = await r.readuntil(b"\r\n\r\n")
-                if not head:
-                    break
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v.strip())
+                if length:
+                    await r.readexactly(length)
                 self.hits += 1
+                self.methods.append(head.split(b" ", 1)[0].decode())
+                if self.reset:
+                    break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 body = b"ok"
                 w.write(
                     f"HTTP/1.1 {self.status} X\r\ncontent-length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
                 await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
+            self._writers.discard(w)
             w.close()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+        await asyncio.sleep(0)
 
 
 @dataclass

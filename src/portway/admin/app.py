@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 
@@ -175,7 +175,7 @@ class AdminApp:
         max_body: int = MAX_BODY,
     ) -> None:
         self.control = control
-        self.config = config or AdminConfig()
+        self.config = config or AdminConfig.model_validate({})
         self.metrics = metrics
         self.max_body = max_body
         host = self.config.address.rpartition(":")[0]
@@ -513,9 +513,12 @@ class AdminApp:
         from portway.admin.models import ConsumerInput
 
         data = await self._read_json(request)
-        if isinstance(data, dict) and username is not None:
-            if data.setdefault("username", username) != username:
-                raise cons.UnprocessableError("username in the body differs from the URL")
+        if (
+            isinstance(data, dict)
+            and username is not None
+            and data.setdefault("username", username) != username
+        ):
+            raise cons.UnprocessableError("username in the body differs from the URL")
         try:
             body = ConsumerInput.model_validate(data)
         except ValidationError as e:
@@ -547,7 +550,9 @@ class AdminApp:
 
             await self._edit_source(request, edit)
         return _json(
-            201, cons.consumer_view(self._consumer(name)), [("location", f"/consumers/{name}")]
+            201,
+            cons.consumer_view(self._consumer(name)),
+            [("location", f"/consumers/{quote(name, safe='')}")],
         )
 
     async def put_consumer(self, request: Request, username: str) -> Response:

@@ -3,6 +3,7 @@ models so it cannot drift from what the API validates and returns."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -62,7 +63,7 @@ _ERRORS = {
 def _op(
     op_id: str,
     summary: str,
-    ok: dict[int, tuple[str, dict[str, Any] | None]],
+    ok: Mapping[int, tuple[str, Mapping[str, Any] | None]],
     errors: tuple[int, ...] = (),
     *,
     params: list[dict[str, Any]] | None = None,
@@ -73,7 +74,7 @@ def _op(
     for code, (desc, schema) in ok.items():
         r: dict[str, Any] = {"description": desc}
         if schema is not None:
-            r["content"] = _json(schema)
+            r["content"] = _json(dict(schema))
         responses[str(code)] = r
     for code in sorted({401, *errors}):
         responses[str(code)] = {"description": _ERRORS[code], "content": _json(_ref(m.ErrorBody))}

@@ -117,10 +117,10 @@ def restore_redacted(new: Any, old: Any) -> Any:
         out = []
         for i, item in enumerate(new):
             key = _pair_key(item)
-            if key is not None:
-                counterpart = by_key.get(key)
-            else:
-                counterpart = old[i] if i < len(old) else None
+            if key is None:
+                key = ("#", i)
+                by_key.setdefault(key, old[i] if i < len(old) else None)
+            counterpart = by_key.get(key)
             out.append(restore_redacted(item, counterpart))
         return out
     return new

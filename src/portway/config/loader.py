@@ -102,6 +102,22 @@ def _check_addresses(data: dict[str, Any], report: _Report) -> None:
                 break
 
 
+def _check_tls(data: dict[str, Any], report: _Report) -> None:
+    listeners = data.get("listeners")
+    if not isinstance(listeners, list):
+        return
+    for i, lst in enumerate(listeners):
+        tls = lst.get("tls") if isinstance(lst, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        mode = tls.get("client_cert", "none")
+        if mode in ("optional", "required") and not tls.get("client_ca"):
+            report(
+                ("listeners", i, "tls", "client_cert"),
+                f"client_cert: {mode} needs client_ca (the CA bundle that verifies clients)",
+            )
+
+
 def _check_routes(data: dict[str, Any], report: _Report) -> None:
     routes = data.get("routes")
     upstreams = data.get("upstreams")
@@ -298,6 +314,7 @@ def load_document(
     _check_routes(data, report)
     _check_consumers(data, report)
     _check_addresses(data, report)
+    _check_tls(data, report)
     _check_bindings(data.get("plugins"), ("plugins",), reg, report, validation)
     routes = data.get("routes")
     if isinstance(routes, list):

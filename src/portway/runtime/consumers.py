@@ -141,6 +141,9 @@ def build_consumer_directory(consumers: Sequence[ConsumerConfig]) -> ConsumerDir
             claim("mtls", key, consumer, MtlsEntry(credential_id("mtls", key)), where)
 
     for login, (consumer, hashes, where) in basic.items():
+        if login in by_name and login != consumer.username:
+            # a login equal to another consumer's name would read as that consumer in logs
+            raise ValueError(f"{where}: login {login!r} is another consumer's username")
         entry_b = BasicEntry(tuple(hashes), credential_id("basic_auth", login))
         claim("basic_auth", login, consumer, entry_b, where)
     for iss, (consumer, keys, where) in jwt.items():

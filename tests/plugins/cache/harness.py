@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +104,7 @@ async def run(
             resp = await plugin.on_request(ctx)
             if resp is None:
                 resp = await upstream(ctx.upstream_request)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise UpstreamError("upstream failed") from e
         ctx.response = resp
         await plugin.on_response(ctx)
@@ -113,7 +112,11 @@ async def run(
         ctx.error = err
         alt = await plugin.on_error(ctx, err)
         if alt is None:
-            alt = Response(err.status, Headers.from_pairs([("content-type", "application/json")]), err.body(None))
+            alt = Response(
+                err.status,
+                Headers.from_pairs([("content-type", "application/json")]),
+                err.body(None),
+            )
         ctx.response = alt
         await plugin.on_response(ctx)
     final = ctx.response

@@ -172,9 +172,9 @@ def test_remaining_counts_down_from_burst(rate, per, burst):
 
 
 def test_window_algorithms_reset_and_expiry():
-    ok, st1, rem, reset, _, exp = fixed_window(None, 3, 1000, 0, 250.0, 1)
+    ok, _st1, rem, reset, _, exp = fixed_window(None, 3, 1000, 0, 250.0, 1)
     assert ok and rem == 2 and reset == 750 and exp == 1000
-    ok, st2, rem, reset, _, exp = sliding_window(None, 3, 1000, 0, 250.0, 1)
+    ok, _st2, rem, reset, _, exp = sliding_window(None, 3, 1000, 0, 250.0, 1)
     assert ok and rem == 2 and reset == 1750 and exp == 2000
     # next window: the previous count weighs 75% at 250ms in
     ok, _, rem, *_ = sliding_window([0.0, 3.0, 0.0], 3, 1000, 0, 1250.0, 1)

@@ -193,7 +193,8 @@ return {1, n + 1}
 RELEASE = LuaScript("return redis.call('ZREM', KEYS[1], ARGV[1])")
 
 #: quota counters, one per period (day, month) of the same subject, all-or-nothing.
-#: KEYS = counters; ARGV = cost, then (limit, expire-at unix seconds) per key.
+#: KEYS = counters; ARGV = cost, then (limit, ttl seconds) per key (relative, so a skew
+#: between the gateway and Redis clocks cannot expire a counter early).
 #: Reply = {allowed, used per key} (used after the request when allowed, else before).
 QUOTA = LuaScript(
     r"""
@@ -207,7 +208,7 @@ end
 if allowed == 1 then
   for i = 1, #KEYS do
     used[i] = redis.call('INCRBY', KEYS[i], cost)
-    redis.call('EXPIREAT', KEYS[i], ARGV[2 * i + 1])
+    redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1])
   end
 end
 local out = {allowed}

@@ -265,7 +265,9 @@ class CachePlugin(Plugin[CacheConfig]):
 
     def _key(self, ctx: RequestContext, url: UrlParts) -> str:
         consumer = ctx.consumer.id if ctx.consumer is not None else None
-        return self.keys.primary(ctx.route_name or "-", url, ctx.request, consumer)
+        return self.keys.primary(
+            self.env.route or ctx.route_name or "-", url, ctx.request, consumer
+        )
 
     async def _lookup(self, key: str, pairs: Pairs) -> tuple[CacheEntry | None, VaryIndex | None]:
         obj = await self.store.get(key)
@@ -333,8 +335,8 @@ class CachePlugin(Plugin[CacheConfig]):
         h.set("x-cache", label)
         if self.config.expose_key:
             h.set("x-cache-key", flight.key)
-        body = b"" if req.method == "HEAD" else entry.body
-        return Response(entry.status, h, body)
+        # HEAD keeps the body: the data plane frames Content-Length from it and sends none
+        return Response(entry.status, h, entry.body)
 
     # --- response phases -------------------------------------------------------------------
 

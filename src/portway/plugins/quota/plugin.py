@@ -120,7 +120,7 @@ class QuotaPlugin(Plugin[QuotaConfig]):
             keys = [f"{self._prefix}{{{tag}}}:{pid}" for pid, _, _ in bounds]
             args: list[str | int | float] = [cost]
             for lim, (_, _, end) in zip(limits, bounds, strict=True):
-                args += [lim, int(end) + _KEEP]
+                args += [lim, max(1, int(end - now)) + _KEEP]
             try:
                 reply = await self.store.eval_script(QUOTA, keys, args)
                 allowed, used = int(reply[0]) == 1, [int(x) for x in reply[1:]]

@@ -66,7 +66,9 @@ async def test_memory_prefix_delete_and_clear() -> None:
     assert await s.clear() == 1
 
 
-async def test_redis_store_roundtrip_ttl_and_prefix_delete(redis_url: str, redis_prefix: str) -> None:
+async def test_redis_store_roundtrip_ttl_and_prefix_delete(
+    redis_url: str, redis_prefix: str
+) -> None:
     s = RedisStore(redis_url, redis_prefix)
     try:
         assert await s.put("r1/a", mk(b"body"), 60)

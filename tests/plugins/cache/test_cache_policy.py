@@ -33,7 +33,9 @@ def date(offset: float = 0) -> str:
     return format_http_date(NOW + offset)
 
 
-def entry(*pairs: tuple[str, str], status: int = 200, t: float = NOW, rt: float | None = None) -> CacheEntry:
+def entry(
+    *pairs: tuple[str, str], status: int = 200, t: float = NOW, rt: float | None = None
+) -> CacheEntry:
     return CacheEntry(status, h(*pairs), b"body", rt if rt is not None else t, t, 0.0)
 
 
@@ -63,7 +65,7 @@ def entry(*pairs: tuple[str, str], status: int = 200, t: float = NOW, rt: float 
     ],
 )
 def test_storable_response_rules(status: int, headers: list[tuple[str, str]], ok: bool) -> None:
-    assert storable("GET", status, h(*headers), []) [0] is ok
+    assert storable("GET", status, h(*headers), [])[0] is ok
 
 
 def test_only_get_is_stored_and_request_no_store_prevents_it() -> None:
@@ -184,7 +186,10 @@ def test_request_directives() -> None:
     a = assess(e, NOW + 50)
     assert reuse(a, parse_cache_control(["no-cache"])) is Reuse.VALIDATE
     assert reuse(a, request_directives(h(("Pragma", "no-cache")))) is Reuse.VALIDATE
-    assert reuse(a, request_directives(h(("Pragma", "no-cache"), ("Cache-Control", "max-age=60")))) is Reuse.FRESH
+    assert (
+        reuse(a, request_directives(h(("Pragma", "no-cache"), ("Cache-Control", "max-age=60"))))
+        is Reuse.FRESH
+    )
     assert reuse(a, parse_cache_control(["max-age=10"])) is Reuse.VALIDATE
     assert reuse(a, parse_cache_control(["max-age=60"])) is Reuse.FRESH
     assert reuse(a, parse_cache_control(["min-fresh=60"])) is Reuse.VALIDATE
@@ -196,7 +201,10 @@ def test_request_directives() -> None:
 
 
 def test_must_revalidate_forbids_any_stale_use() -> None:
-    e = entry(("Cache-Control", "max-age=10, must-revalidate, stale-while-revalidate=100"), ("Date", date()))
+    e = entry(
+        ("Cache-Control", "max-age=10, must-revalidate, stale-while-revalidate=100"),
+        ("Date", date()),
+    )
     a = assess(e, NOW + 20)
     assert reuse(a, parse_cache_control(["max-stale"])) is Reuse.VALIDATE
     assert not stale_if_error_ok(a, parse_cache_control([]))
@@ -241,8 +249,15 @@ def test_validators_from_etag_and_last_modified() -> None:
 
 
 def test_merge_304_replaces_fields_but_not_content_length() -> None:
-    stored = h(("Content-Length", "4"), ("Test-Header", "A"), ("Cache-Control", "max-age=1"), ("X", "keep"))
-    fresh = h(("Content-Length", "0"), ("Test-Header", "B"), ("Cache-Control", "max-age=3600"), ("Set-Cookie", "a=c"))
+    stored = h(
+        ("Content-Length", "4"), ("Test-Header", "A"), ("Cache-Control", "max-age=1"), ("X", "keep")
+    )
+    fresh = h(
+        ("Content-Length", "0"),
+        ("Test-Header", "B"),
+        ("Cache-Control", "max-age=3600"),
+        ("Set-Cookie", "a=c"),
+    )
     out = merge_304(stored, fresh)
     d = dict(out)
     assert d[b"test-header"] == b"B"

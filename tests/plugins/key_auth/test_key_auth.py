@@ -1,0 +1,109 @@
+"""key_auth: lookup by digest, sources, hiding, spoofed identity headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from portway.plugins._identity.testing import make_context, make_env
+from portway.plugins.key_auth.config import KeyAuthConfig
+from portway.plugins.key_auth.plugin import KeyAuthPlugin
+from tests.plugins._identity.kit import refused, www_authenticate
+
+CONSUMERS = [
+    {"username": "alice", "groups": ["admin"], "credentials": {"key_auth": [{"key": "alice-key"}]}},
+    {"username": "guest"},
+]
+
+
+def plugin(**cfg: object) -> KeyAuthPlugin:
+    return KeyAuthPlugin(KeyAuthConfig.model_validate(cfg), make_env(CONSUMERS))
+
+
+async def test_valid_key_in_header_sets_consumer_and_headers() -> None:
+    p = plugin()
+    ctx = make_context(headers=[("apikey", "alice-key"), ("x-consumer-username", "root")])
+    assert await p.on_request(ctx) is None
+    assert ctx.consumer is not None and ctx.consumer.username == "alice"
+    assert ctx.consumer.credential is not None and "alice-key" not in ctx.consumer.credential
+    up = ctx.upstream_request.headers
+    assert up.get_all("x-consumer-username") == ["alice"]
+    assert up.get("x-consumer-groups") == "admin"
+    assert "apikey" not in up  # hide_credentials defaults to true
+    assert ctx.request.headers.get("apikey") == "alice-key"  # the client's request is untouched
+
+
+async def test_key_in_query_is_hidden_byte_exact() -> None:
+    p = plugin()
+    ctx = make_context(query=b"a=1&apikey=alice-key&b=%2F")
+    await p.on_request(ctx)
+    assert ctx.consumer is not None and ctx.consumer.username == "alice"
+    assert ctx.upstream_request.query == b"a=1&b=%2F"
+
+
+async def test_percent_encoded_key_in_query() -> None:
+    ctx = make_context(query=b"apikey=alice%2Dkey")
+    await plugin().on_request(ctx)
+    assert ctx.consumer is not None and ctx.consumer.username == "alice"
+
+
+async def test_hide_credentials_false_keeps_key() -> None:
+    ctx = make_context(headers=[("x-api-key", "alice-key")])
+    await plugin(hide_credentials=False).on_request(ctx)
+    assert ctx.upstream_request.headers.get("x-api-key") == "alice-key"
+
+
+async def test_unknown_and_wrong_keys_answer_identically() -> None:
+    p = plugin()
+    e1 = await refused(p, make_context(headers=[("apikey", "nobody")]))
+    e2 = await refused(p, make_context(headers=[("apikey", "alice-kez")]))
+    assert (e1.status, e1.message, e1.headers) == (e2.status, e2.message, e2.headers)
+    assert e1.status == 401 and www_authenticate(e1) == ['Key realm="portway"']
+
+
+async def test_missing_key() -> None:
+    e = await refused(plugin(), make_context())
+    assert e.status == 401 and e.message == "missing credentials"
+    assert www_authenticate(e) == ['Key realm="portway"']
+
+
+async def test_two_different_keys_refused() -> None:
+    ctx = make_context(headers=[("apikey", "alice-key")], query=b"apikey=other")
+    e = await refused(plugin(), ctx)
+    assert e.status == 401
+
+
+async def test_same_key_twice_is_fine() -> None:
+    ctx = make_context(headers=[("apikey", "alice-key"), ("x-api-key", "alice-key")])
+    await plugin().on_request(ctx)
+    assert ctx.consumer is not None
+
+
+async def test_query_disabled() -> None:
+    e = await refused(plugin(query_params=[]), make_context(query=b"apikey=alice-key"))
+    assert e.message == "missing credentials"
+
+
+async def test_oversized_key_refused() -> None:
+    e = await refused(plugin(), make_context(headers=[("apikey", "k" * 5000)]))
+    assert e.status == 401
+
+
+async def test_anonymous_only_when_no_key() -> None:
+    p = plugin(anonymous="guest")
+    ctx = make_context(headers=[("x-anonymous-consumer", "false")])
+    await p.on_request(ctx)
+    assert ctx.consumer is not None and ctx.consumer.anonymous
+    assert ctx.consumer.username == "guest"
+    assert ctx.upstream_request.headers.get_all("x-anonymous-consumer") == ["true"]
+    e = await refused(p, make_context(headers=[("apikey", "wrong")]))
+    assert e.status == 401
+
+
+def test_unknown_anonymous_consumer_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="not defined"):
+        plugin(anonymous="nobody")
+
+
+def test_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError):
+        KeyAuthConfig.model_validate({"header": "x"})

@@ -1,0 +1,211 @@
+"""End-to-end upstream behaviour through a real in-process gateway and real backends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.helpers import run_gateway
+from tests.upstream.support import HttpServer
+
+Servers = Callable[[], Awaitable[HttpServer]]
+
+
+def config(servers: list[HttpServer], route: dict[str, Any] | None = None, **up: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {"name": "r", "match": {"paths": ["/"]}, "upstream": "u"}
+    r.update(route or {})
+    upstream: dict[str, Any] = {"targets": [{"url": s.url} for s in servers]}
+    upstream.update(up)
+    return {"upstreams": {"u": upstream}, "routes": [r]}
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client on one connection (keeps client overhead out of timings)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.r: asyncio.StreamReader | None = None
+        self.w: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str = "GET", path: str = "/", body: bytes = b"") -> tuple[int, dict[str, str]]:
+        if self.w is None or self.w.is_closing():
+            self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.r is not None and self.w is not None
+        head = f"{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {len(body)}\r\n\r\n"
+        self.w.write(head.encode() + body)
+        raw = await self.r.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+        n = int(headers.get("content-length", "0"))
+        if n:
+            await self.r.readexactly(n)
+        if headers.get("connection", "").lower() == "close":
+            self.w.close()
+            self.w = None
+        return status, headers
+
+    def close(self) -> None:
+        if self.w is not None:
+            self.w.close()
+
+
+async def test_failover_under_load_has_no_failed_requests(http_servers: Servers) -> None:
+    a, b, c = await http_servers(), await http_servers(), await http_servers()
+    cfg = config(
+        [a, b, c],
+        balancing="round_robin",
+        retries={"attempts": 3, "on": ["connect_error", "reset", "502", "503", "504"],
+                 "backoff": "1ms"},
+        health={"passive": {"unhealthy_after": 2, "recover_after": "1h"}},
+    )
+    statuses: list[int] = []
+    async with run_gateway(cfg) as gw:
+
+        async def worker(n: int) -> None:
+            cl = Client(gw.port)
+            try:
+                for _ in range(n):
+                    statuses.append((await cl.request())[0])
+            finally:
+                cl.close()
+
+        load = asyncio.gather(*(worker(60) for _ in range(8)))
+        await asyncio.sleep(0.05)
+        await b.stop()  # crash: listener and established connections gone
+        c.status = 503  # and a sick one answering 503
+        await load
+        snap = gw.gateway.graph.upstreams["u"].snapshot()
+    assert len(statuses) == 480
+    assert set(statuses) == {200}
+    by_url = {s["url"]: s for s in snap}
+    assert by_url[b.url]["healthy"] is False
+    assert by_url[c.url]["healthy"] is False
+    assert by_url[a.url]["healthy"] is True
+
+
+async def test_post_not_retried_after_send_but_get_is(http_servers: Servers) -> None:
+    a, b = await http_servers(), await http_servers()
+    a.reset = b.reset = True  # read the request, then hang up without answering
+    cfg = config([a, b], retries={"attempts": 3, "on": ["connect_error", "reset"],
+                                  "backoff": "1ms"}, health={"passive": None})
+    async with run_gateway(cfg) as gw:
+        cl = Client(gw.port)
+        status, _ = await cl.request("POST", "/orders", b'{"n":1}')
+        assert status == 502
+        assert a.hits + b.hits == 1  # sent once, never replayed
+        cl.close()
+        cl = Client(gw.port)
+        status, _ = await cl.request("GET", "/orders")
+        assert status == 502
+        assert a.hits + b.hits == 1 + 2  # GET tried on both targets
+        cl.close()
+
+
+async def test_post_retried_on_connect_error(http_servers: Servers) -> None:
+    a, b = await http_servers(), await http_servers()
+    await a.stop()
+    cfg = config([a, b], balancing="round_robin", health={"passive": None},
+                 retries={"attempts": 2, "on": ["connect_error"], "backoff": "1ms"})
+    async with run_gateway(cfg) as gw:
+        cl = Client(gw.port)
+        for _ in range(4):
+            status, _ = await cl.request("POST", "/orders", b"x")
+            assert status == 200
+        cl.close()
+    assert b.hits == 4 and b.methods == ["POST"] * 4
+
+
+async def test_retry_budget_caps_retries(http_servers: Servers) -> None:
+    a, b = await http_servers(), await http_servers()
+    a.status = b.status = 503
+    cfg = config(
+        [a, b],
+        health={"passive": None},
+        retries={"attempts": 3, "on": ["503"], "backoff": 0, "budget_ratio": 0.1,
+                 "budget_min_per_second": 0},
+    )
+    async with run_gateway(cfg) as gw:
+        cl = Client(gw.port)
+        statuses = [(await cl.request())[0] for _ in range(100)]
+        cl.close()
+    assert set(statuses) == {503}
+    # without a budget this would be 300 upstream requests
+    assert 100 <= a.hits + b.hits <= 112
+
+
+async def test_open_breakers_reject_fast_with_retry_after(http_servers: Servers) -> None:
+    a, b = await http_servers(), await http_servers()
+    a.status = b.status = 502
+    cfg = config(
+        [a, b],
+        health={"passive": None},
+        retries={"attempts": 1},
+        circuit_breaker={"failure_ratio": 0.5, "min_requests": 5, "window": "10s",
+                         "open_for": "30s", "half_open_probes": 1},
+    )
+    async with run_gateway(cfg) as gw:
+        cl = Client(gw.port)
+        for _ in range(10):
+            assert (await cl.request())[0] == 502
+        hits = a.hits + b.hits
+        times: list[float] = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            status, headers = await cl.request()
+            times.append(time.perf_counter() - t0)
+            assert status == 503
+            assert 25 <= int(headers["retry-after"]) <= 30
+        cl.close()
+        snap = gw.gateway.graph.upstreams["u"].snapshot()
+    assert a.hits + b.hits == hits  # nothing reached the backends
+    times.sort()
+    assert times[int(len(times) * 0.99)] < 0.005
+    assert {s["breaker"] for s in snap} == {"open"}
+
+
+async def test_least_latency_avoids_slow_target(http_servers: Servers) -> None:
+    fast, slow = await http_servers(), await http_servers()
+    slow.delay = 0.04
+    cfg = config([fast, slow], balancing="least_latency", health={"passive": None})
+    async with run_gateway(cfg) as gw:
+
+        async def worker() -> None:
+            cl = Client(gw.port)
+            for _ in range(40):
+                assert (await cl.request())[0] == 200
+            cl.close()
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+    assert slow.hits / (fast.hits + slow.hits) <= 0.2
+
+
+async def test_active_health_through_gateway(http_servers: Servers) -> None:
+    a, b = await http_servers(), await http_servers()
+    cfg = config(
+        [a, b],
+        health={"passive": None,
+                "active": {"interval": "30ms", "timeout": "200ms", "healthy_after": 1,
+                           "unhealthy_after": 1}},
+        retries={"attempts": 1},
+    )
+    async with run_gateway(cfg) as gw:
+        b.status = 500
+        up = gw.gateway.graph.upstreams["u"]
+        for _ in range(200):
+            if not up.targets[1].healthy:
+                break
+            await asyncio.sleep(0.01)
+        before = a.hits
+        cl = Client(gw.port)
+        statuses = [(await cl.request())[0] for _ in range(20)]
+        cl.close()
+        # probes keep hitting b; every real request went to a
+        assert statuses == [200] * 20
+        assert a.hits - before >= 20
