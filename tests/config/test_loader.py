@@ -473,7 +473,7 @@ def test_client_cert_verification_needs_a_ca() -> None:
     issue = only(text)
     assert (issue.path, issue.line) == ("listeners[0].tls.client_cert", 6)
     assert issue.message.startswith("client_cert: required needs client_ca")
-    cfg = load(text + "          client_ca: ca.pem\n")
+    cfg = load(text.rstrip() + "\n          client_ca: ca.pem\n")
     assert cfg.listeners[0].tls is not None
 
 

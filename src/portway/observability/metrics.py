@@ -322,7 +322,7 @@ class Metrics:
                 with open(path, "rb") as f:
                     data = orjson.loads(f.read())
                 pid = int(data.get("pid", 0))
-                snap.merge_json(data, alive=pid != self._pid and _pid_alive(pid))
+                snap.merge_json(data, alive=_pid_alive(pid))
             except (OSError, ValueError, TypeError, KeyError) as e:
                 log.warning("skipping metrics file %s: %s", path, e)
         return snap

@@ -82,9 +82,7 @@ async def test_quota_and_rate_limit_headers_combine():
         async with run_gateway(cfg) as gw:
             status, h, _ = await http_get(gw.url + "/")
             assert status == 200
-            assert h.get("ratelimit-policy", "").startswith(
-                '"default";q=100;w=1, "daily";q=1;w='
-            )
+            assert h.get("ratelimit-policy", "").startswith('"default";q=100;w=1, "daily";q=1;w=')
             assert h.get("x-ratelimit-limit") == "1"  # the tightest policy
             status, h, body = await http_get(gw.url + "/")
             assert status == 429 and orjson.loads(body)["code"] == "quota_exceeded"
