@@ -122,7 +122,12 @@ def test_broken_upstream_source_does_not_break_scrape() -> None:
 
     m.set_upstreams_source(boom)
     m.on_request_done(make_ctx())
-    assert samples(m)[("portway_requests_total", L(route="r", upstream="u", method="GET", status_class="2xx"))] == 1
+    assert (
+        samples(m)[
+            ("portway_requests_total", L(route="r", upstream="u", method="GET", status_class="2xx"))
+        ]
+        == 1
+    )
 
 
 def test_openmetrics_negotiation() -> None:

@@ -96,6 +96,19 @@ class _suppress_os:
         return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
+def check_consumers(cfg: GatewayConfig) -> list[Any]:
+    """Credential problems the loader leaves to the graph build, found before applying."""
+    try:
+        from portway.runtime.consumers import build_consumer_directory
+    except ImportError:
+        return []
+    try:
+        build_consumer_directory(cfg.consumers)
+    except ValueError as e:
+        return [{"path": "consumers", "line": None, "column": None, "message": str(e)}]
+    return []
+
+
 class RuntimeControl:
     """:class:`GatewayControl` over a :class:`~portway.runtime.gateway.Gateway`.
 
@@ -133,9 +146,10 @@ class RuntimeControl:
         from portway.config.loader import load_config_text
 
         try:
-            return load_config_text(text, "<admin>"), []
+            cfg = load_config_text(text, "<admin>")
         except ConfigError as e:
             return None, list(e.errors)
+        return cfg, check_consumers(cfg)
 
     async def validate_config_text(self, text: str) -> list[Any]:
         return self._load(text)[1]

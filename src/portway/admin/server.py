@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING, Any
 
 from portway.admin.app import AdminApp, is_loopback
+from portway.config.schema import AdminConfig
+
+if TYPE_CHECKING:
+    from portway.runtime.gateway import Gateway
 
 log = logging.getLogger("portway.admin")
 
@@ -41,3 +46,18 @@ async def serve_admin(
     for sock in server.sockets:
         log.info("admin API listening on %s", sock.getsockname()[:2])
     return server
+
+
+async def start_admin(
+    gateway: Gateway, config: AdminConfig, *, worker: Any = None
+) -> asyncio.Server:
+    """Build the admin API over ``gateway`` and serve it on ``config.address``; also points
+    the process metrics at the gateway's live upstreams for target-state gauges."""
+    from portway.admin.control import RuntimeControl
+    from portway.observability.metrics import get_metrics
+
+    metrics = get_metrics()
+    control = RuntimeControl(gateway, workers=getattr(worker, "workers", None))
+    metrics.set_upstreams_source(control.upstreams)
+    app = AdminApp(control, config, metrics=metrics)
+    return await serve_admin(app)

@@ -226,7 +226,11 @@ def _check_bindings(
         except Exception as e:  # a broken third-party entry point must not crash validation
             report((*where, "name"), f"plugin {name!r} failed to load: {e}")
             continue
-        stage = Stage(cls.stage)
+        try:
+            stage = Stage(cls.stage)
+        except ValueError:
+            report((*where, "name"), f"plugin {name!r} declares an unknown stage {cls.stage!r}")
+            continue
         if highest is not None and stage < highest[0]:
             report(
                 (*where, "name"),

@@ -142,9 +142,10 @@ class ReopenableFileHandler(logging.StreamHandler[TextIO]):
     def close(self) -> None:
         self.acquire()
         try:
-            with contextlib.suppress(OSError):
-                self.stream.flush()
-                self.stream.close()
+            if not self.stream.closed:
+                with contextlib.suppress(OSError):
+                    self.stream.flush()
+                    self.stream.close()
         finally:
             self.release()
         super().close()
@@ -199,3 +200,8 @@ def install_reopen_signal(loop: asyncio.AbstractEventLoop | None = None) -> None
     """Reopen log files on ``SIGUSR1`` (logrotate's ``postrotate`` sends it)."""
     lp = loop or asyncio.get_running_loop()
     lp.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+
+
+def reopen_logs() -> None:
+    """Signal-handler form of :func:`reopen_log_files`."""
+    reopen_log_files()

@@ -581,3 +581,15 @@ def target_snapshot(upstream: Any) -> list[dict[str, Any]]:
 
 def breaker_name(breaker: Any) -> str:
     return {v: k for k, v in CIRCUIT_STATES.items()}[breaker_state_value(breaker)]
+
+
+_default: Metrics | None = None
+
+
+def get_metrics() -> Metrics:
+    """The process-wide :class:`Metrics` (multiprocess mode when the supervisor set
+    ``$PROMETHEUS_MULTIPROC_DIR``). Created on first use, after the worker has forked."""
+    global _default
+    if _default is None:
+        _default = Metrics.from_env()
+    return _default

@@ -196,8 +196,20 @@ class ProxyApp:
         elif req.version == "1.0":
             items.append((b"connection", b"keep-alive"))
         data = head_bytes(status, resp.reason, items)
-        conn.write(data)
         ctx.bytes_out += len(data)
+        if mode == "length" and not transform:
+            # one write for head + whatever body is already here: a syscall per response saved
+            first = body.read_nowait()
+            if first:
+                ctx.bytes_out += len(first)
+                conn.write(data + first)
+                if body.at_eof:
+                    Forwarder.finish_exchange(ctx, ok=True)
+                    return keep
+                ok = await self._stream(conn, ctx, chain, body, mode, transform)
+                Forwarder.finish_exchange(ctx, ok=ok)
+                return keep and ok
+        conn.write(data)
         if mode == "none":
             Forwarder.finish_exchange(ctx, ok=body.at_eof or req.method == "HEAD")
             return keep

@@ -19,7 +19,7 @@ from portway.errors import GatewayError
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin
 
-HS_SECRET = "s3cr3t-for-tests-0123456789abcdef-xyz"  # 38 bytes: enough for HS256
+HS_SECRET = "s3cr3t-for-tests-0123456789abcdef-xyz-padding-to-64-bytes-long!!"
 
 
 def b64(data: bytes) -> str:

@@ -105,14 +105,14 @@ async def test_stale_while_revalidate_refreshes_in_background() -> None:
     async with run_upstream(handler) as up, run_gateway(cfg(up.url)) as gw:
         assert (await http_get(gw.url + "/s"))[2] == b"v1"
         await asyncio.sleep(1.1)
-        s, h, b = await http_get(gw.url + "/s")
+        _s, h, b = await http_get(gw.url + "/s")
         assert (b, h.get("x-cache")) == (b"v1", "STALE")
         for _ in range(50):
             if len(up.requests) == 2:
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)
-        s, h, b = await http_get(gw.url + "/s")
+        _, h, b = await http_get(gw.url + "/s")
         assert (b, h.get("x-cache")) == (b"v2", "HIT")
         assert len(up.requests) == 2
 
@@ -141,6 +141,6 @@ async def test_two_gateways_share_a_redis_tier(redis_url: str) -> None:
         config = cfg(up.url, store="tiered", redis_url=redis_url, redis_prefix=prefix)
         async with run_gateway(config) as a, run_gateway(config) as b:
             assert (await http_get(a.url + "/t"))[1].get("x-cache") == "MISS"
-            s, h, body = await http_get(b.url + "/t")
+            _, h, body = await http_get(b.url + "/t")
             assert (body, h.get("x-cache")) == (b"shared", "HIT")
             assert len(up.requests) == 1

@@ -59,7 +59,7 @@ async def test_concurrency_limit_released_after_each_request():
                 await asyncio.sleep(0.01)
                 if up.requests:
                     break
-            status, h, body = await http_get(gw.url + "/fast")
+            status, _h, body = await http_get(gw.url + "/fast")
             assert status == 429 and orjson.loads(body)["code"] == "concurrency_limited"
             gate.set()
             assert (await first)[0] == 200

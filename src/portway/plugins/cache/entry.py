@@ -9,7 +9,8 @@ the index makes every older variant unreachable even if a store still holds it.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -33,6 +34,8 @@ class CacheEntry:
     request_time: float
     response_time: float
     expires_at: float
+    #: derived freshness data, computed once per entry by the policy (never serialised)
+    meta: Any = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:

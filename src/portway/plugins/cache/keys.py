@@ -89,7 +89,7 @@ class KeyBuilder:
         request: Request,
         consumer: str | None,
     ) -> str:
-        h = hashlib.sha256()
+        out: list[bytes] = []
         for p in self._parts:
             if isinstance(p, QueryKeyConfig):
                 v = _filter_query(url.query, p)
@@ -110,10 +110,9 @@ class KeyBuilder:
                 v = (normalise_field(request.headers.raw(), p[7:].lower()) or "").encode("latin-1")
             else:
                 v = _cookie(request.headers.raw(), p[7:]).encode("latin-1")
-            h.update(p.encode() if isinstance(p, str) else b"query*")
-            h.update(_SEP)
-            h.update(v)
-            h.update(_SEP)
+            out.append(v)
+        # one length-prefixed field per part: no two different part lists hash alike
+        h = hashlib.sha256(b"".join(b"%d:%b" % (len(v), v) for v in out))
         return f"{route}/{h.hexdigest()[:40]}"
 
 

@@ -18,8 +18,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -31,10 +29,10 @@ from portway.errors import (
 )
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from portway.pipeline.context import ContextKey, RequestContext
+from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins.cache.config import CacheConfig
-from portway.plugins.cache.directives import Directives, format_http_date, parse_http_date
+from portway.plugins.cache.directives import format_http_date, parse_http_date
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.keys import (
     KeyBuilder,
@@ -48,7 +46,6 @@ from portway.plugins.cache.policy import (
     CONDITIONAL_FIELDS,
     ERROR_STATUSES,
     SAFE_METHODS,
-    Assessment,
     Pairs,
     Reuse,
     Windows,
@@ -70,6 +67,7 @@ from portway.plugins.cache.policy import (
 )
 from portway.plugins.cache.redis_store import RedisStore
 from portway.plugins.cache.registry import registry
+from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
 from portway.plugins.cache.store import CacheStore
 from portway.plugins.cache.tiered import TieredStore
 
@@ -86,61 +84,6 @@ _UPSTREAM_FAILURES = (
     OSError,
     asyncio.TimeoutError,
 )
-
-
-class Mode(Enum):
-    BYPASS = "bypass"
-    INVALIDATE = "invalidate"
-    MISS = "miss"
-    VALIDATE = "validate"
-    #: answered by the cache; response phases leave it alone
-    DONE = "done"
-
-
-@dataclass
-class Counters:
-    """Monotonic counters, metrics-ready via :meth:`snapshot`."""
-
-    hit: int = 0
-    miss: int = 0
-    stale: int = 0
-    bypass: int = 0
-    revalidated: int = 0
-    stored: int = 0
-    not_storable: int = 0
-    too_large: int = 0
-    collapsed: int = 0
-    invalidated: int = 0
-    stale_if_error: int = 0
-    background_refresh: int = 0
-    refresh_failed: int = 0
-    only_if_cached_miss: int = 0
-
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Flight:
-    """Per-request cache state, kept in ``ctx.state[CACHE_STATE]``."""
-
-    mode: Mode
-    key: str = ""
-    rq: Directives = field(default_factory=Directives)
-    entry: CacheEntry | None = None
-    assessment: Assessment | None = None
-    index: VaryIndex | None = None
-    request_time: float = 0.0
-    sent_validators: bool = False
-    leader: asyncio.Future[bool] | None = None
-    capture: list[bytes] | None = None
-    captured: int = 0
-    expected: int | None = None
-    pending: CacheEntry | None = None
-    resp_pairs: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-CACHE_STATE = ContextKey[Flight]("cache.flight")
 
 
 class CachePlugin(Plugin[CacheConfig]):
@@ -326,15 +269,16 @@ class CachePlugin(Plugin[CacheConfig]):
         self._settle(flight, False)
         req = ctx.request
         if has_conditionals(req.headers.raw()) and not_modified(req.headers.raw(), entry):
-            h = Headers(list(response_headers(entry, age, for_304=True)))
-            h.set("x-cache", label)
-            return Response(304, h, b"")
-        h = Headers(list(response_headers(entry, age)))
+            items = response_headers(entry, age, for_304=True)
+            items.append((b"x-cache", label.encode()))
+            return Response(304, Headers(items), b"")
+        items = response_headers(entry, age)
         if entry.status != 204 and not 100 <= entry.status < 200:
-            h.set("content-length", str(len(entry.body)))
-        h.set("x-cache", label)
+            items.append((b"content-length", str(len(entry.body)).encode()))
+        items.append((b"x-cache", label.encode()))
         if self.config.expose_key:
-            h.set("x-cache-key", flight.key)
+            items.append((b"x-cache-key", flight.key.encode()))
+        h = Headers(items)
         # HEAD keeps the body: the data plane frames Content-Length from it and sends none
         return Response(entry.status, h, entry.body)
 

@@ -8,7 +8,7 @@ conditionals answered from the cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -72,8 +72,13 @@ def response_directives(pairs: Pairs) -> Directives:
     return parse_cache_control(values(pairs, b"cache-control"))
 
 
+_NO_DIRECTIVES = Directives()
+
+
 def request_directives(pairs: Pairs) -> Directives:
     """Request Cache-Control; ``Pragma: no-cache`` counts only without Cache-Control (§5.4)."""
+    if not any(k == b"cache-control" or k == b"pragma" for k, _ in pairs):
+        return _NO_DIRECTIVES
     cc = values(pairs, b"cache-control")
     if not cc:
         pragma = [p.lower() for p in parse_list(values(pairs, b"pragma"))]
@@ -248,17 +253,19 @@ def freshness_lifetime(
     return 0.0
 
 
-def current_age(entry: CacheEntry, now: float) -> float:
-    """RFC 9111 §4.2.3 current_age."""
+def _corrected_initial_age(entry: CacheEntry) -> float:
     date = parse_http_date(entry.header(b"date"))
     date_value = date if date is not None else entry.response_time
     age_value = parse_age(entry.header_values(b"age"))
     apparent_age = max(0.0, entry.response_time - date_value)
     response_delay = max(0.0, entry.response_time - entry.request_time)
     corrected_age_value = age_value + response_delay
-    corrected_initial_age = max(apparent_age, corrected_age_value)
-    resident_time = max(0.0, now - entry.response_time)
-    return corrected_initial_age + resident_time
+    return max(apparent_age, corrected_age_value)
+
+
+def current_age(entry: CacheEntry, now: float) -> float:
+    """RFC 9111 §4.2.3 current_age."""
+    return _corrected_initial_age(entry) + max(0.0, now - entry.response_time)
 
 
 def _window(directive: int | None, setting: bool | float, allow_default: bool) -> float:
@@ -271,19 +278,55 @@ def _window(directive: int | None, setting: bool | float, allow_default: bool) -
     return 0.0
 
 
-def assess(entry: CacheEntry, now: float, windows: Windows = Windows()) -> Assessment:
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """Everything about an entry's freshness that does not depend on the current time;
+    computed once per (entry, windows) so a hit costs no header parsing."""
+
+    windows: Windows
+    initial_age: float
+    lifetime: float
+    no_cache: bool
+    stale_forbidden: bool
+    s_maxage: bool
+    swr: float
+    sie: float
+
+
+def _meta(entry: CacheEntry, windows: Windows) -> _Meta:
+    m = entry.meta
+    if isinstance(m, _Meta) and (m.windows is windows or m.windows == windows):
+        return m
     cc = response_directives(entry.headers)
     no_cache = cc.bare("no-cache")
     s_maxage = cc.has("s-maxage")
-    forbidden = no_cache or cc.has("must-revalidate") or cc.has("proxy-revalidate")
-    return Assessment(
-        age=current_age(entry, now),
+    m = _Meta(
+        windows=windows,
+        initial_age=_corrected_initial_age(entry),
         lifetime=freshness_lifetime(entry.status, entry.headers, entry.response_time, windows),
         no_cache=no_cache,
-        stale_forbidden=forbidden,
+        stale_forbidden=no_cache or cc.has("must-revalidate") or cc.has("proxy-revalidate"),
         s_maxage=s_maxage,
         swr=_window(cc.seconds("stale-while-revalidate"), windows.swr, not s_maxage),
         sie=_window(cc.seconds("stale-if-error"), windows.sie, not s_maxage),
+    )
+    entry.meta = m
+    return m
+
+
+_DEFAULT_WINDOWS = Windows()
+
+
+def assess(entry: CacheEntry, now: float, windows: Windows = _DEFAULT_WINDOWS) -> Assessment:
+    m = _meta(entry, windows)
+    return Assessment(
+        age=m.initial_age + max(0.0, now - entry.response_time),
+        lifetime=m.lifetime,
+        no_cache=m.no_cache,
+        stale_forbidden=m.stale_forbidden,
+        s_maxage=m.s_maxage,
+        swr=m.swr,
+        sie=m.sie,
     )
 
 
@@ -402,14 +445,17 @@ def not_modified(req: Pairs, entry: CacheEntry) -> bool:
     return ref <= ims
 
 
+_REPLACED = frozenset({b"age", b"content-length", *OWN_FIELDS})
+
+
 def response_headers(
     entry: CacheEntry, age: float, *, for_304: bool = False
-) -> Iterable[tuple[bytes, bytes]]:
-    """Header fields to send with a response built from ``entry`` (Age replaced)."""
-    for k, v in entry.headers:
-        if k == b"age":
-            continue
-        if for_304 and k not in _304_FIELDS:
-            continue
-        yield k, v
-    yield b"age", str(int(age)).encode("latin-1")
+) -> list[tuple[bytes, bytes]]:
+    """Header fields to send with a response built from ``entry``: the stored ones with Age
+    replaced (and Content-Length, which the caller frames); only RFC 9110 §15.4.5's for 304."""
+    if for_304:
+        out = [(k, v) for k, v in entry.headers if k in _304_FIELDS]
+    else:
+        out = [(k, v) for k, v in entry.headers if k not in _REPLACED]
+    out.append((b"age", str(int(age)).encode("latin-1")))
+    return out

@@ -69,6 +69,9 @@ class JwksCache:
         self._by_kid: dict[str, list[JwsKey]] = {}
         self._no_kid: list[JwsKey] = []
         self._last_attempt: float | None = None
+        #: last fetch triggered by an unknown kid; scheduled refreshes do not count, so a key
+        #: rotated in just after a scheduled fetch is still picked up at once
+        self._last_on_demand: float | None = None
         self._inflight: asyncio.Task[bool] | None = None
         self._task: asyncio.Task[None] | None = None
         #: completed fetch attempts (successful or not); for metrics and tests
@@ -106,8 +109,11 @@ class JwksCache:
             return self._by_kid[kid] + self._no_kid
         if kid is None and (self._by_kid or self._no_kid):
             return self._lookup(None)
-        last = self._last_attempt
-        if self._inflight is not None or last is None or self._clock() - last >= self._min_refresh:
+        last = self._last_on_demand
+        now = self._clock()
+        if self._inflight is not None or last is None or now - last >= self._min_refresh:
+            if self._inflight is None:
+                self._last_on_demand = now
             await self.refresh()
         return self._lookup(kid)
 
