@@ -105,9 +105,20 @@ def parse_latency(text: str, pct: str) -> float:
 def wrk(port: int, conns: int, duration: int) -> dict[str, float]:
     threads = 1 if conns == 1 else 2
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency",
-         f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(conns),
+            "-d",
+            f"{duration}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -120,14 +131,18 @@ def wrk(port: int, conns: int, duration: int) -> dict[str, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--conns", default="1,64,256")
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
-            print(f"bench: {tool} not found; install with: apt-get install nginx wrk", file=sys.stderr)
+            print(
+                f"bench: {tool} not found; install with: apt-get install nginx wrk", file=sys.stderr
+            )
             return 2
     conns = [int(c) for c in args.conns.split(",")]
     d = tempfile.mkdtemp(prefix="portway-bench-")
@@ -135,9 +150,14 @@ def main() -> int:
     body = "x" * 1024
     procs = [nginx(d, "upstream", up_port, f'location / {{ return 200 "{body}"; }}')]
     procs.append(
-        nginx(d, "proxy", ngx_port,
-              'location / { proxy_pass http://up; proxy_http_version 1.1; '
-              'proxy_set_header Connection ""; }', up=up_port)
+        nginx(
+            d,
+            "proxy",
+            ngx_port,
+            "location / { proxy_pass http://up; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; }',
+            up=up_port,
+        )
     )
     cfg = Path(d) / "portway.yaml"
     cfg.write_text(
@@ -152,11 +172,14 @@ def main() -> int:
     )
     procs.append(pw)
     wait_port(pw_port)
-    targets = {"direct": (up_port, procs[0].pid), "nginx": (ngx_port, procs[1].pid),
-               "portway": (pw_port, pw.pid)}
+    targets = {
+        "direct": (up_port, procs[0].pid),
+        "nginx": (ngx_port, procs[1].pid),
+        "portway": (pw_port, pw.pid),
+    }
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
-        for name, (port, _) in targets.items():  # warm up
+        for port, _ in targets.values():  # warm up
             wrk(port, 16, 1)
         for rnd in range(args.rounds):
             for c in conns:
@@ -178,21 +201,31 @@ def main() -> int:
                     if "direct" in round_res:
                         r["added_p50_us"] = (r["p50"] - round_res["direct"]["p50"]) * 1000
                     results.setdefault((name, c), []).append(r)
-                print(f"round {rnd + 1}/{args.rounds} c{c}: " + ", ".join(
-                    f"{n} {r['rps']:.0f} req/s" for n, r in round_res.items()), file=sys.stderr)
+                print(
+                    f"round {rnd + 1}/{args.rounds} c{c}: "
+                    + ", ".join(f"{n} {r['rps']:.0f} req/s" for n, r in round_res.items()),
+                    file=sys.stderr,
+                )
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(10)
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.duration}s each, 1 KiB body\n")
-    print("| proxy | conns | req/s | ratio vs nginx | p50 ms | p99 ms | CPU µs/req | peak RSS MB | added p50 µs (c1) |")
+    print(
+        "| proxy | conns | req/s | ratio vs nginx | p50 ms | p99 ms | CPU µs/req | peak RSS MB | added p50 µs (c1) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for (name, c), rs in sorted(results.items(), key=lambda x: (x[0][1], x[0][0])):
-        med = lambda k: statistics.median(r[k] for r in rs if k in r)  # noqa: E731
+
+        def med(k: str, rs: list[dict[str, float]] = rs) -> float:
+            return statistics.median(r[k] for r in rs if k in r)
+
         added = f"{med('added_p50_us'):.0f}" if c == 1 and name != "direct" else ""
-        print(f"| {name} | {c} | {med('rps'):.0f} | {med('ratio'):.2f} | {med('p50'):.3f} | "
-              f"{med('p99'):.3f} | {med('cpu_us'):.1f} | {med('rss_mb'):.0f} | {added} |")
+        print(
+            f"| {name} | {c} | {med('rps'):.0f} | {med('ratio'):.2f} | {med('p50'):.3f} | "
+            f"{med('p99'):.3f} | {med('cpu_us'):.1f} | {med('rss_mb'):.0f} | {added} |"
+        )
     return 0
 
 

@@ -7,7 +7,6 @@ only shown with ``PORTWAY_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -35,7 +34,9 @@ def _load(path: str) -> Any:
     try:
         return load_config(path)
     except ConfigError as e:
-        lines = [f"{path}: invalid config ({len(e.errors)} error{'s' if len(e.errors) != 1 else ''})"]
+        lines = [
+            f"{path}: invalid config ({len(e.errors)} error{'s' if len(e.errors) != 1 else ''})"
+        ]
         lines += [f"  {i}" for i in e.errors]
         raise CliError("\n".join(lines), EXIT_CONFIG) from None
 
@@ -144,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("run", help="serve traffic with a config file")
     r.add_argument("-c", "--config", required=True, help="path to portway.yaml")
-    r.add_argument("-w", "--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument(
+        "-w", "--workers", type=int, default=None, help="worker processes (default: CPU count)"
+    )
     r.add_argument("--watch", action="store_true", help="reload when the config file changes")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check a config file and report every error with its line")

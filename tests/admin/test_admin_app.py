@@ -307,6 +307,7 @@ async def test_consumer_body_errors(app: AdminApp) -> None:
         (b'{"username": ""}', "application/json", 422),
         (b'{"username": "a", "extra": 1}', "application/json", 422),
         (b'{"username": "a", "credentials": {"nope": [{}]}}', "application/json", 422),
+        (b'{"username": "a b"}', "application/json", 422),
         (b'{"username": "a", "credentials": {"jwt": [{"issuer": "x"}]}}', "application/json", 422),
     ]
     for body, ct, status in cases:

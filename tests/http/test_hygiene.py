@@ -55,9 +55,11 @@ async def test_limits_431_414() -> None:
     async with run_upstream() as up, run_gateway(simple_config(up.url)) as gw:
         big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n"
         assert _status(await raw_request(gw.port, big)) == 431
-        many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(
-            b"X-%d: 1\r\n" % i for i in range(120)
-        ) + b"\r\n"
+        many = (
+            b"GET / HTTP/1.1\r\nHost: a\r\n"
+            + b"".join(b"X-%d: 1\r\n" % i for i in range(120))
+            + b"\r\n"
+        )
         assert _status(await raw_request(gw.port, many)) == 431
         long = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
         assert _status(await raw_request(gw.port, long)) == 414
@@ -93,7 +95,7 @@ async def test_hop_by_hop_never_cross_either_way() -> None:
         out = await raw_request(gw.port, req)
         assert _status(out) == 200
         head = out.split(b"\r\n\r\n")[0].lower()
-        seen = [ln for ln in head.split(b"\r\n") if ln.startswith(b"x-seen:")][0]
+        seen = next(ln for ln in head.split(b"\r\n") if ln.startswith(b"x-seen:"))
         for hop in (b"x-private", b"keep-alive", b"proxy-connection", b"te", b"connection"):
             assert hop not in seen.split(b": ", 1)[1].split(b","), seen
         assert b"x-keep" in seen
@@ -129,10 +131,13 @@ async def test_path_normalised_before_routing_and_forwarding() -> None:
         }
         async with run_gateway(cfg) as gw:
             for raw in (b"/public/../admin", b"/public/%2e%2e/admin", b"/public/.%2E/admin"):
-                out = await raw_request(gw.port, b"GET " + raw + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                out = await raw_request(
+                    gw.port, b"GET " + raw + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                )
                 assert _status(out) == 404, raw
             out = await raw_request(
-                gw.port, b"GET //public/./a//b/../c?q=%2F..%2f HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                gw.port,
+                b"GET //public/./a//b/../c?q=%2F..%2f HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             )
             data = _body(out)
             assert data["path"] == "/public/a/c"
@@ -140,8 +145,13 @@ async def test_path_normalised_before_routing_and_forwarding() -> None:
 
 
 async def test_encoded_slash_allowed_per_route() -> None:
-    async with run_upstream() as up, run_gateway(simple_config(up.url, allow_encoded_slashes=True)) as gw:
-        out = await raw_request(gw.port, b"GET /a%2fb HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    async with (
+        run_upstream() as up,
+        run_gateway(simple_config(up.url, allow_encoded_slashes=True)) as gw,
+    ):
+        out = await raw_request(
+            gw.port, b"GET /a%2fb HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
         assert _status(out) == 200
         assert _body(out)["path"] == "/a%2Fb"
 
@@ -154,7 +164,9 @@ async def test_slowloris_closed_others_unaffected() -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
             writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
             await writer.drain()
-            fast = await raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            fast = await raw_request(
+                gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
             assert _status(fast) == 200
             async with asyncio.timeout(3):
                 data = await reader.read()
@@ -179,7 +191,9 @@ async def test_upstream_errors_are_json_502_504() -> None:
         cfg = simple_config(up.url)
         cfg["upstreams"]["u"]["timeouts"] = {"read": "200ms", "total": "300ms"}
         async with run_gateway(cfg) as gw:
-            out = await raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            out = await raw_request(
+                gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
             assert _status(out) == 504
 
 

@@ -28,7 +28,11 @@ async def _stream_server(port: int) -> asyncio.Server:
                 writer.write(CHUNK)
                 await writer.drain()
         else:
-            cl = int([ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0].split(b":")[1])
+            cl = int(
+                next(
+                    ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")
+                ).split(b":")[1]
+            )
             got = 0
             while got < cl:
                 data = await reader.read(1 << 20)
@@ -75,7 +79,8 @@ routes: [{{name: r, match: {{paths: ["/"]}}, upstream: u}}]
         f.write(cfg)
     proc = subprocess.Popen(
         [sys.executable, "-m", "portway", "run", "-c", f.name, "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         await _wait_port(gw_port)

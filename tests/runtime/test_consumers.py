@@ -52,7 +52,10 @@ def test_all_kinds_indexed() -> None:
         {
             "username": "alice",
             "credentials": {
-                "basic_auth": [{"password_hash": ARGON}, {"password_hash": ARGON, "username": "al"}],
+                "basic_auth": [
+                    {"password_hash": ARGON},
+                    {"password_hash": ARGON, "username": "al"},
+                ],
                 "jwt": [{"issuer": "alice-app", "secret": "x" * 32}],
                 "mtls": [{"subject": "CN=alice,O=Acme"}, {"san": "Alice@Example.com"}],
             },
@@ -109,7 +112,7 @@ def test_credential_claimed_twice_is_rejected(creds: dict) -> None:
             "mtls": [{"subject": "CN=alice,O=Acme"}],
         },
     }
-    with pytest.raises(ValueError, match="already belongs|duplicate|another consumer"):
+    with pytest.raises(ValueError, match=r"already belongs|duplicate|another consumer"):
         build(first, {"username": "mallory", "credentials": creds})
 
 

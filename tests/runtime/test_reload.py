@@ -25,10 +25,22 @@ def _cfg(a_url: str, b_url: str, flip: bool) -> dict:  # type: ignore[type-arg]
     return {
         "upstreams": {"a": {"targets": [{"url": a_url}]}, "b": {"targets": [{"url": b_url}]}},
         "routes": [
-            {"name": "one", "match": {"paths": ["/one"]}, "upstream": first,
-             "plugins": [{"name": "headers", "config": {"response": {"set": {"x-expect": first}}}}]},
-            {"name": "two", "match": {"paths": ["/two"]}, "upstream": second,
-             "plugins": [{"name": "headers", "config": {"response": {"set": {"x-expect": second}}}}]},
+            {
+                "name": "one",
+                "match": {"paths": ["/one"]},
+                "upstream": first,
+                "plugins": [
+                    {"name": "headers", "config": {"response": {"set": {"x-expect": first}}}}
+                ],
+            },
+            {
+                "name": "two",
+                "match": {"paths": ["/two"]},
+                "upstream": second,
+                "plugins": [
+                    {"name": "headers", "config": {"response": {"set": {"x-expect": second}}}}
+                ],
+            },
         ],
     }
 
@@ -48,9 +60,11 @@ async def test_100_reloads_under_keepalive_traffic_zero_failures() -> None:
                         ln.split(b": ", 1) for ln in head.split(b"\r\n")[1:] if b": " in ln
                     )
                     body = await reader.readexactly(int(lines[b"content-length"]))
-                    if head.startswith(b"HTTP/1.1 200") and lines.get(b"x-backend") == lines.get(
-                        b"x-expect"
-                    ) and body:
+                    if (
+                        head.startswith(b"HTTP/1.1 200")
+                        and lines.get(b"x-backend") == lines.get(b"x-expect")
+                        and body
+                    ):
                         counts["ok"] += 1
                     else:
                         counts["bad"] += 1

@@ -56,7 +56,8 @@ def test_validate_reports_path_and_line_and_exits_nonzero(tmp_path: Path) -> Non
     assert "routes[0].match.paths[0]" in r.stderr and "line 3" in r.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "portway", "run", "-c", str(tmp_path / "none.yaml")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode != 0 and "not found" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -113,7 +114,9 @@ async def test_sighup_reload_and_crashed_worker_restart(tmp_path: Path) -> None:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-                if len(now) == 2 and int(now[0]) not in children or children[0] not in map(int, now) and len(now) == 2:
+                if (len(now) == 2 and int(now[0]) not in children) or (
+                    children[0] not in map(int, now) and len(now) == 2
+                ):
                     break
                 await asyncio.sleep(0.1)
             assert len(now) == 2 and children[0] not in map(int, now)

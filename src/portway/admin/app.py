@@ -510,17 +510,12 @@ class AdminApp:
     async def _consumer_body(self, request: Request, username: str | None) -> dict[str, Any]:
         from pydantic import ValidationError
 
-        from portway.admin.models import ConsumerInput
+        from portway.admin.models import ConsumerInput, ConsumerUpdate
 
         data = await self._read_json(request)
-        if (
-            isinstance(data, dict)
-            and username is not None
-            and data.setdefault("username", username) != username
-        ):
-            raise cons.UnprocessableError("username in the body differs from the URL")
+        model = ConsumerInput if username is None else ConsumerUpdate
         try:
-            body = ConsumerInput.model_validate(data)
+            body = model.model_validate(data)
         except ValidationError as e:
             raise InvalidConfigError(
                 [
@@ -529,13 +524,15 @@ class AdminApp:
                 ],
                 "invalid consumer",
             ) from None
-        out: dict[str, Any] = {"username": body.username}
+        name = body.username if isinstance(body, ConsumerInput) else username
+        out: dict[str, Any] = {"username": name}
         if body.id is not None:
             out["id"] = body.id
         if body.groups:
             out["groups"] = list(body.groups)
-        if body.credentials:
-            out["credentials"] = await cons.prepare_credentials(body.credentials)
+        creds = {k: v for k, v in body.credentials.model_dump().items() if v}
+        if creds:
+            out["credentials"] = await cons.prepare_credentials(creds)
         return out
 
     async def create_consumer(self, request: Request) -> Response:

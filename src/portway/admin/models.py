@@ -138,12 +138,24 @@ class PurgeResult(_Body):
     purged: int = Field(description="cache objects removed")
 
 
-class ConsumerInput(_Body):
-    """Body of ``POST /consumers`` and ``PUT /consumers/{username}``."""
+class CredentialsInput(_Body):
+    """Credentials by kind, as in ``portway.yaml``; clear keys/passwords are stored hashed."""
 
-    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:+-]+$")
+    key_auth: list[dict[str, Any]] = Field(default_factory=list)
+    basic_auth: list[dict[str, Any]] = Field(default_factory=list)
+    jwt: list[dict[str, Any]] = Field(default_factory=list)
+    mtls: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ConsumerUpdate(_Body):
+    """Body of ``PUT /consumers/{username}`` (the URL names the consumer)."""
+
     id: str | None = Field(None, min_length=1, max_length=128)
     groups: list[str] = Field(default_factory=list)
-    credentials: dict[str, list[dict[str, Any]]] = Field(
-        default_factory=dict, description="kind → list of credentials, as in portway.yaml"
-    )
+    credentials: CredentialsInput = Field(default_factory=CredentialsInput)
+
+
+class ConsumerInput(ConsumerUpdate):
+    """Body of ``POST /consumers``."""
+
+    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:+-]+$")

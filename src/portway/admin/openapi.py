@@ -36,6 +36,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     m.CreatedCredential,
     m.PurgeResult,
     m.ConsumerInput,
+    m.ConsumerUpdate,
 )
 
 
@@ -113,7 +114,8 @@ _WRITE_BACK = {
 def _config_body() -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": _ref(GatewayConfig)}}
     for t in YAML_TYPES:
-        content[t] = {"schema": {"type": "string", "description": "portway.yaml text"}}
+        # the document is YAML text; its structure is the same schema as the JSON form
+        content[t] = {"schema": _ref(GatewayConfig)}
     return {"required": True, "content": content}
 
 
@@ -252,7 +254,7 @@ def _paths() -> dict[str, Any]:
                 {200: ("replaced", _ref(m.ConsumerView)), 201: ("created", _ref(m.ConsumerView))},
                 (400, 409, 413, 415, 422),
                 params=[user],
-                body=_json_body(_ref(m.ConsumerInput)),
+                body=_json_body(_ref(m.ConsumerUpdate)),
                 tag="consumers",
             ),
             "delete": _op(

@@ -14,7 +14,14 @@ from typing import Any
 
 import yaml
 
-from portway.errors import BadRequestError
+from portway.errors import BadRequestError, GatewayError
+
+
+class NotAMappingError(GatewayError):
+    """A well-formed YAML document whose top level is not a mapping."""
+
+    status = 422
+    code = "invalid_config"
 
 
 class _SourceLoader(yaml.SafeLoader):
@@ -49,7 +56,7 @@ def load_source(text: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise BadRequestError("the config must be a mapping at the top level", code="invalid_yaml")
+        raise NotAMappingError("the config must be a mapping at the top level")
     return data
 
 

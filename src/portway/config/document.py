@@ -112,38 +112,48 @@ def _resolve_plain(text: str) -> Any:
     return text
 
 
+def _to_bool(text: str) -> bool:
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+def _to_null(text: str) -> None:
+    if text not in _NULLS:
+        raise ValueError(text)
+
+
+#: the standard tags a config may spell out (``!!str 8080``); anything else is refused
+_EXPLICIT: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": _to_int,
+    "float": _to_float,
+    "bool": _to_bool,
+    "null": _to_null,
+}
+
+
 def _scalar(ev: yaml.ScalarEvent, line: int) -> _Scalar:
     text: str = ev.value
     tag = ev.tag
-    plain = ev.style in (None, "")
     node = _Scalar(text, text, line)
-    if tag is None:
-        if plain:
+    if tag is None or tag == "!":
+        # only plain scalars are resolved; quoted and block scalars, and "!", mean a string
+        if tag is None and ev.style in (None, ""):
             node.merge = text == "<<"
             node.value = _resolve_plain(text)
         return node
-    kind = tag[len(_TAG) :] if tag.startswith(_TAG) else None
-    converters: dict[str, Callable[[str], Any]] = {
-        "str": str,
-        "int": _to_int,
-        "float": _to_float,
-        "bool": lambda t: {**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)}[t],
-        "null": lambda t: None if t in _NULLS else _raise(KeyError(t)),
-    }
-    if tag == "!":
-        return node
-    if kind not in converters:
+    convert = _EXPLICIT.get(tag[len(_TAG) :]) if tag.startswith(_TAG) else None
+    if convert is None:
         node.error = f"unsupported YAML tag {tag!r}"
         return node
     try:
-        node.value = converters[kind](text)
-    except (ValueError, KeyError):
-        node.error = f"{text!r} is not a valid !!{kind}"
+        node.value = convert(text)
+    except ValueError:
+        node.error = f"{text!r} is not a valid {tag.replace(_TAG, '!!')}"
     return node
-
-
-def _raise(exc: Exception) -> Any:
-    raise exc
 
 
 def _syntax_issue(exc: yaml.YAMLError, text: str) -> ConfigIssue:

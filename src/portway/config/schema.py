@@ -22,7 +22,7 @@ class Model(BaseModel):
 
 
 def _check_addr(v: str) -> str:
-    host, sep, port = v.rpartition(":")
+    _host, sep, port = v.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"address must be HOST:PORT, got {v!r}")
     return v
@@ -49,7 +49,9 @@ class LimitsConfig(Model):
     max_header_bytes: Size = Field(32 * 1024, description="header section limit (431)")
     max_header_count: int = Field(100, ge=1, description="header field count limit (431)")
     max_uri_bytes: Size = Field(8 * 1024, description="request-target length limit (414)")
-    max_body_bytes: Size | None = Field(None, description="request body limit (413); none = unlimited")
+    max_body_bytes: Size | None = Field(
+        None, description="request body limit (413); none = unlimited"
+    )
     header_timeout: Duration = Field(10.0, description="time allowed to receive the request head")
     idle_timeout: Duration = Field(60.0, description="keep-alive idle time before closing")
     max_pipelined: int = Field(32, ge=1, description="queued pipelined requests per connection")
@@ -157,7 +159,7 @@ class RetryConfig(Model):
     on: list[str] = Field(default_factory=lambda: ["connect_error", "502", "503", "504"])
     backoff: Duration = Field(0.025, description="base of exponential backoff with jitter")
     max_backoff: Duration = Field(1.0)
-    budget_ratio: float = Field(0.2, ge=0, le=1, description="retries ≤ ratio × recent requests")
+    budget_ratio: float = Field(0.2, ge=0, le=1, description="retries ≤ ratio x recent requests")
     budget_min_per_second: float = Field(
         10.0, ge=0, description="retries per second always allowed on top of budget_ratio"
     )
@@ -171,7 +173,9 @@ class RetryConfig(Model):
             ok = {"connect_error", "timeout", "reset"}
             for x in out:
                 if x not in ok and not (x.isdigit() and 500 <= int(x) <= 599):
-                    raise ValueError(f"retry condition {x!r}: use connect_error, timeout, reset or a 5xx status")
+                    raise ValueError(
+                        f"retry condition {x!r}: use connect_error, timeout, reset or a 5xx status"
+                    )
             return out
         return v
 

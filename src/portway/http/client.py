@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast, Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -57,8 +57,8 @@ class UpstreamConnection(asyncio.Protocol):
         "_can_write",
         "_close_delimited",
         "_head_fut",
-        "_headers",
         "_head_only",
+        "_headers",
         "_last_io",
         "_loop",
         "_read_timeout",
@@ -71,8 +71,8 @@ class UpstreamConnection(asyncio.Protocol):
         "message_done",
         "parser",
         "received_any",
-        "tunnel",
         "transport",
+        "tunnel",
         "uses",
     )
 
@@ -149,13 +149,13 @@ class UpstreamConnection(asyncio.Protocol):
                 fut.result().upgrade_tail = tail
         except httptools.HttpParserError as e:
             self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
-        if self._head_only and self.message_done is False and self._head_fut is not None:
-            if self._head_fut.done():
-                # a response to HEAD has no body whatever its framing headers say
-                self.message_done = True
-                self.parser = httptools.HttpResponseParser(self)
-                if self._body is not None:
-                    self._body.feed_eof()
+        fut = self._head_fut
+        if self._head_only and not self.message_done and fut is not None and fut.done():
+            # a response to HEAD has no body whatever its framing headers say
+            self.message_done = True
+            self.parser = httptools.HttpResponseParser(self)
+            if self._body is not None:
+                self._body.feed_eof()
 
     def eof_received(self) -> bool | None:
         return None
@@ -196,9 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
         cl = int(cl_raw) if cl_raw is not None and not chunked else None
         if 100 <= status < 200 and status != 101:
             if self.informational is not None:
-                self.informational(
-                    ResponseHead(status, self._reason, headers, True, False, None)
-                )
+                self.informational(ResponseHead(status, self._reason, headers, True, False, None))
             return
         no_body = self._head_only or status in (204, 304) or status == 101
         self._close_delimited = not no_body and not chunked and cl is None
@@ -327,9 +325,7 @@ async def open_connection(
     return proto
 
 
-def build_request_head(
-    method: str, target: str, headers: list[tuple[bytes, bytes]]
-) -> bytes:
+def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
     parts = [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
     for k, v in headers:
         parts += (k, b": ", v, b"\r\n")
@@ -363,7 +359,10 @@ async def simple_request(
     target = (u.path or "/") + (f"?{u.query}" if u.query else "")
     async with asyncio.timeout(timeout):
         conn = await open_connection(
-            host, port, timeout, ssl=_ssl.create_default_context() if https else None,
+            host,
+            port,
+            timeout,
+            ssl=_ssl.create_default_context() if https else None,
             server_hostname=host,
         )
         try:

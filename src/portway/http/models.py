@@ -79,15 +79,15 @@ class Response:
     upstream: bool = False
 
     @classmethod
-    def json(
-        cls, status: int, data: Any, headers: Headers | None = None
-    ) -> Response:
+    def json(cls, status: int, data: Any, headers: Headers | None = None) -> Response:
         h = headers if headers is not None else Headers()
         h.set("content-type", "application/json")
         return cls(status=status, headers=h, body=orjson.dumps(data))
 
     @classmethod
-    def text(cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+    def text(
+        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
         h = Headers()
         h.set("content-type", content_type)
         return cls(status=status, headers=h, body=text.encode())

@@ -19,9 +19,7 @@ from portway.http.client import UpstreamConnection, open_connection
 class ConnectionPool:
     """Idle keep-alive connections to one ``host:port``."""
 
-    def __init__(
-        self, host: str, port: int, config: PoolConfig, scheme: str = "http"
-    ) -> None:
+    def __init__(self, host: str, port: int, config: PoolConfig, scheme: str = "http") -> None:
         self.host = host
         self.port = port
         self.config = config

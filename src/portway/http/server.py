@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast, Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -456,7 +456,7 @@ def _parse_host(raw: bytes) -> str:
     if rest and not (rest.startswith(b":") and rest[1:].isdigit()):
         raise _Abort(BadRequestError("invalid Host header"))
     for c in name:
-        if not (c in _HOST_CHARS):
+        if c not in _HOST_CHARS:
             raise _Abort(BadRequestError("invalid Host header"))
     return name.decode("ascii")
 
@@ -489,9 +489,11 @@ class _SimpleApp:
             err = GatewayError("internal error")
             resp = Response(500, Headers([(b"content-type", b"application/json")]), err.body(None))
         body_done = request.body is None or request.body.at_eof
-        keep = body_done and request.version == "1.1" and b"close" not in (
-            request.headers.get_raw(b"connection") or b""
-        ).lower()
+        keep = (
+            body_done
+            and request.version == "1.1"
+            and b"close" not in (request.headers.get_raw(b"connection") or b"").lower()
+        )
         body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
         headers = [(k, v) for k, v in resp.headers.raw() if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))

@@ -25,7 +25,6 @@ kinds coarsely (edge < authn < authz < traffic < transform) and config order mus
 
 from __future__ import annotations
 
-
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -172,5 +171,3 @@ PHASES: tuple[str, ...] = (
 def implements(plugin: Plugin[Any], phase: str) -> bool:
     """Whether ``plugin``'s class overrides ``phase``."""
     return getattr(type(plugin), phase) is not getattr(Plugin, phase)
-
-

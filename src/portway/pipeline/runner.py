@@ -23,7 +23,11 @@ def _wrap(plugin: Bound, phase: str, exc: Exception) -> GatewayError:
             exc.source = plugin.name
         return exc
     log.error(
-        "plugin %s failed in %s: %s", plugin.name, phase, exc, exc_info=exc,
+        "plugin %s failed in %s: %s",
+        plugin.name,
+        phase,
+        exc,
+        exc_info=exc,
     )
     return PluginError(f"plugin {plugin.name} failed", source=plugin.name)
 
@@ -47,7 +51,10 @@ class Chain:
 
     def __init__(self, plugins: Sequence[Bound]) -> None:
         self.plugins = tuple(plugins)
-        pick = lambda phase: tuple(p for p in self.plugins if implements(p, phase))  # noqa: E731
+
+        def pick(phase: str) -> tuple[Bound, ...]:
+            return tuple(p for p in self.plugins if implements(p, phase))
+
         self.on_request = pick("on_request")
         self.on_upstream_request = pick("on_upstream_request")
         self.on_response = tuple(reversed(pick("on_response")))

@@ -10,6 +10,7 @@ one without counting as an attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -364,9 +365,7 @@ def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
 
 
-async def _head_or_pump_failure(
-    conn: UpstreamConnection, pump: asyncio.Task[None]
-) -> ResponseHead:
+async def _head_or_pump_failure(conn: UpstreamConnection, pump: asyncio.Task[None]) -> ResponseHead:
     """Wait for the response head; fail early if sending the body failed."""
     head_task = asyncio.ensure_future(conn.read_head())
     done, _ = await asyncio.wait({head_task, pump}, return_when=asyncio.FIRST_COMPLETED)
@@ -393,7 +392,5 @@ def _relay_informational(client: ServerConnection, head: ResponseHead) -> None:
     if head.status == 103:
         from portway.http.wire import head_bytes
 
-        try:
+        with contextlib.suppress(ConnectionError):
             client.write(head_bytes(103, head.reason, head.headers.raw()))
-        except ConnectionError:
-            pass

@@ -293,7 +293,7 @@ class ProxyApp:
             keep = await self._send(conn, ctx, chain)
         except (ConnectionError, GatewayError):
             return False
-        return keep and err.status < 500 or keep and err.status in (502, 503, 504)
+        return (keep and err.status < 500) or (keep and err.status in (502, 503, 504))
 
 
 def _body_done(req: Request) -> bool:

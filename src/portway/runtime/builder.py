@@ -27,7 +27,9 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
 
 def config_digest(cfg: GatewayConfig) -> str:
-    return hashlib.sha256(orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+    return hashlib.sha256(
+        orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()[:12]
 
 
 def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
@@ -61,7 +63,9 @@ def _pool_factory(ctx: BuildContext, cfg_json: str) -> Callable[[Target], Connec
         if pool is None or pool.closed_pool:
             from portway.config.schema import PoolConfig
 
-            pool = ConnectionPool(t.host, t.port, PoolConfig.model_validate_json(cfg_json), t.scheme)
+            pool = ConnectionPool(
+                t.host, t.port, PoolConfig.model_validate_json(cfg_json), t.scheme
+            )
             ctx.pools[key] = pool
         return pool
 
@@ -70,7 +74,7 @@ def _pool_factory(ctx: BuildContext, cfg_json: str) -> Callable[[Target], Connec
 
 def _make_upstream(name: str, cfg: Any, make_pool: Callable[[Target], ConnectionPool]) -> Upstream:
     try:
-        up = Upstream(name, cfg, make_pool=make_pool)  # type: ignore[call-arg]
+        up = Upstream(name, cfg, make_pool=make_pool)
     except TypeError:
         up = Upstream(name, cfg)
     for t in up.targets:
@@ -128,13 +132,17 @@ async def build_graph(
         if prev is not None and prev[0] == cfg_json:
             upstreams[name] = prev[1]
             continue
-        upstreams[name] = _make_upstream(name, ucfg, _pool_factory(bctx, ucfg.pool.model_dump_json()))
+        upstreams[name] = _make_upstream(
+            name, ucfg, _pool_factory(bctx, ucfg.pool.model_dump_json())
+        )
     consumers = _consumers(cfg)
     used: set[str] = set()
     plugins: list[Plugin[Any]] = []
 
     def env_for(route: str | None) -> PluginEnv:
-        env = PluginEnv(route=route, consumers=consumers, settings=cfg, _shared=bctx.shared, _used=used)
+        env = PluginEnv(
+            route=route, consumers=consumers, settings=cfg, _shared=bctx.shared, _used=used
+        )
         env.forward = forward
         return env
 
@@ -144,9 +152,7 @@ async def build_graph(
             p = instantiate(b, env_for(None))
             global_instances[b.name] = p
             plugins.append(p)
-    global_chain = Chain(
-        sorted(global_instances.values(), key=lambda p: int(p.stage))
-    )
+    global_chain = Chain(sorted(global_instances.values(), key=lambda p: int(p.stage)))
     routes: list[RouteRuntime] = []
     for r in cfg.routes:
         chain_plugins: list[Plugin[Any]] = []
@@ -158,7 +164,13 @@ async def build_graph(
                 plugins.append(p)
                 chain_plugins.append(p)
         up = upstreams.get(r.upstream) if r.upstream else None
-        timeouts = r.timeouts or (up.config.timeouts if up is not None else cfg.upstreams[r.upstream].timeouts if r.upstream else None)
+        timeouts = r.timeouts or (
+            up.config.timeouts
+            if up is not None
+            else cfg.upstreams[r.upstream].timeouts
+            if r.upstream
+            else None
+        )
         from portway.config.schema import TimeoutsConfig
 
         preserve = r.preserve_host
@@ -170,7 +182,9 @@ async def build_graph(
                 chain=Chain(chain_plugins),
                 upstream=up,
                 timeouts=timeouts or TimeoutsConfig(),
-                max_body=r.max_body_bytes if r.max_body_bytes is not None else cfg.server.limits.max_body_bytes,
+                max_body=r.max_body_bytes
+                if r.max_body_bytes is not None
+                else cfg.server.limits.max_body_bytes,
                 rewrite=_compile_rewrite(r.rewrite),
                 preserve_host=preserve,
             )
@@ -197,7 +211,9 @@ async def build_graph(
 def remember(bctx: BuildContext, graph: RuntimeGraph) -> None:
     """Record what a graph that went live uses, so the next build can reuse it."""
     cfg = graph.config
-    bctx.upstreams = {n: (cfg.upstreams[n].model_dump_json(), u) for n, u in graph.upstreams.items()}
+    bctx.upstreams = {
+        n: (cfg.upstreams[n].model_dump_json(), u) for n, u in graph.upstreams.items()
+    }
 
 
 async def prune_shared(bctx: BuildContext, live: RuntimeGraph) -> None:

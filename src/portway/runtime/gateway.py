@@ -73,7 +73,11 @@ class Gateway:
     async def _build(self, cfg: GatewayConfig) -> RuntimeGraph:
         self._version += 1
         return await build_graph(
-            cfg, self._bctx, observers=self.observers, version=self._version, forward=self.subrequest
+            cfg,
+            self._bctx,
+            observers=self.observers,
+            version=self._version,
+            forward=self.subrequest,
         )
 
     async def _start_graph(self, g: RuntimeGraph) -> None:

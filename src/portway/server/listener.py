@@ -7,7 +7,7 @@ import socket
 import ssl
 from typing import Any
 
-from portway.config.schema import ListenerConfig, LimitsConfig
+from portway.config.schema import LimitsConfig, ListenerConfig
 from portway.http.forwarded import TrustedProxies
 from portway.http.server import App, ServerConnection
 

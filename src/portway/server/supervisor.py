@@ -8,6 +8,7 @@ on SIGTERM/SIGINT tells every worker to stop accepting and drain, then exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -38,9 +39,7 @@ def run_single(
     watch: bool,
     on_ready: Callable[[Worker], None] | None = None,
 ) -> int:
-    _run_loop(
-        lambda: run_worker(config, config_path=config_path, watch=watch, on_ready=on_ready)
-    )
+    _run_loop(lambda: run_worker(config, config_path=config_path, watch=watch, on_ready=on_ready))
     return 0
 
 
@@ -87,10 +86,8 @@ def run_supervised(
         nonlocal stopping
         stopping = True
         for pid in list(children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     def on_hup(signum: int, _frame: object) -> None:
         nonlocal reload_pending
@@ -107,10 +104,8 @@ def run_supervised(
         if reload_pending:
             reload_pending = False
             for pid in list(children):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)
-                except ProcessLookupError:
-                    pass
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

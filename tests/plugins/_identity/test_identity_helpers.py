@@ -88,15 +88,18 @@ def test_challenge_quoting() -> None:
 
 def test_bearer_sources_and_ambiguity() -> None:
     cfg = BearerSourceConfig(cookie="tok", query_param="access_token")
-    assert bearer_token(make_context(headers=[("authorization", "Bearer abc")]).request, cfg) == "abc"
+    assert (
+        bearer_token(make_context(headers=[("authorization", "Bearer abc")]).request, cfg) == "abc"
+    )
     assert bearer_token(make_context(headers=[("cookie", "x=1; tok=abc")]).request, cfg) == "abc"
     assert bearer_token(make_context(query=b"access_token=abc").request, cfg) == "abc"
     same = make_context(headers=[("authorization", "Bearer abc")], query=b"access_token=abc")
     assert bearer_token(same.request, cfg) == "abc"
     with pytest.raises(AmbiguousCredentialsError):
         bearer_token(
-            make_context(headers=[("authorization", "Bearer a"), ("authorization", "bearer b")])
-            .request,
+            make_context(
+                headers=[("authorization", "Bearer a"), ("authorization", "bearer b")]
+            ).request,
             cfg,
         )
     with pytest.raises(ValueError):
@@ -107,7 +110,8 @@ def test_bearer_sources_and_ambiguity() -> None:
 def test_hide_bearer_everywhere() -> None:
     cfg = BearerSourceConfig(cookie="tok", query_param="t")
     ctx = make_context(
-        headers=[("authorization", "Bearer abc"), ("cookie", "a=1; tok=abc; b=2")], query=b"t=abc&z=1"
+        headers=[("authorization", "Bearer abc"), ("cookie", "a=1; tok=abc; b=2")],
+        query=b"t=abc&z=1",
     )
     hide_bearer(ctx.upstream_request, cfg)
     h = ctx.upstream_request.headers

@@ -24,8 +24,11 @@ CONSUMERS = [
 
 def issuers() -> list[dict[str, Any]]:
     return [
-        {"issuer": "rsa-idp", "algorithms": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
-         "public_key": public_pem(rsa_key())},
+        {
+            "issuer": "rsa-idp",
+            "algorithms": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
+            "public_key": public_pem(rsa_key()),
+        },
         {"issuer": "ec-idp", "algorithms": ["ES256"], "public_key": public_pem(ec_key("P-256"))},
         {"issuer": "ec384-idp", "algorithms": ["ES384"], "public_key": public_pem(ec_key("P-384"))},
         {"issuer": "ed-idp", "algorithms": ["EdDSA"], "public_key": public_pem(ed_key())},

@@ -90,9 +90,16 @@ async def test_rfc7515_a1_hs256_through_the_plugin() -> None:
 
 
 async def test_rfc_vector_expires() -> None:
-    env = make_env([{"username": "joe", "credentials": {"jwt": [
-        {"issuer": "joe", "secret": A1_KEY, "secret_base64": True}
-    ]}}])
+    env = make_env(
+        [
+            {
+                "username": "joe",
+                "credentials": {
+                    "jwt": [{"issuer": "joe", "secret": A1_KEY, "secret_base64": True}]
+                },
+            }
+        ]
+    )
     p = JwtPlugin(JwtConfig(), env, clock=lambda: 1300819380.0 + 31)
     e = await refused(p, make_context(headers=[("authorization", f"Bearer {A1}")]))
     assert e.status == 401 and e.message == "token expired"

@@ -42,7 +42,9 @@ def hs256(header: dict, payload: dict, key: bytes) -> str:
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE", "", None, "HS256 ", "hs256"])
 @pytest.mark.parametrize("sig", [b"", b"\x00", b"sig"])
 async def test_alg_none_and_variants(make_plugin: Make, alg: object, sig: bytes) -> None:
-    await assert_refused(make_plugin(), forge({"alg": alg, "typ": "JWT"}, claims(iss="alice-app"), sig))
+    await assert_refused(
+        make_plugin(), forge({"alg": alg, "typ": "JWT"}, claims(iss="alice-app"), sig)
+    )
 
 
 async def test_unsigned_token_with_trailing_dot_and_two_parts(make_plugin: Make) -> None:
@@ -102,7 +104,9 @@ async def test_hs384_token_against_hs256_credential(make_plugin: Make) -> None:
 async def test_kid_injection(make_plugin: Make, kid: object) -> None:
     # signed with empty / predictable secrets that path traversal or SQLi would select
     for key in (b"", b"\n", b"secret"):
-        await assert_refused(make_plugin(), hs256({"alg": "HS256", "kid": kid}, claims(iss="alice-app"), key))
+        await assert_refused(
+            make_plugin(), hs256({"alg": "HS256", "kid": kid}, claims(iss="alice-app"), key)
+        )
 
 
 async def test_blank_and_weak_hmac_secrets(make_plugin: Make) -> None:
@@ -143,14 +147,18 @@ async def test_embedded_or_remote_keys_never_used(make_plugin: Make, member: str
     tok = mint(claims(iss="ec-idp"), attacker, "ES256", **{member: value})
     await assert_refused(make_plugin(), tok)
     # and even with the real key's signature, the header itself is refused
-    await assert_refused(make_plugin(), mint(claims(iss="ec-idp"), ec_key("P-256"), "ES256", **{member: value}))
+    await assert_refused(
+        make_plugin(), mint(claims(iss="ec-idp"), ec_key("P-256"), "ES256", **{member: value})
+    )
 
 
 async def test_crit_header_refused(make_plugin: Make) -> None:
     tok = mint(claims(iss="alice-app"), HS_SECRET, "HS256", crit=["exp"], exp=1)
     await assert_refused(make_plugin(), tok)
     await assert_refused(make_plugin(), mint(claims(iss="alice-app"), HS_SECRET, "HS256", crit=[]))
-    await assert_refused(make_plugin(), mint(claims(iss="alice-app"), HS_SECRET, "HS256", b64=False))
+    await assert_refused(
+        make_plugin(), mint(claims(iss="alice-app"), HS_SECRET, "HS256", b64=False)
+    )
 
 
 async def test_oversized_token(make_plugin: Make) -> None:

@@ -71,7 +71,8 @@ async def test_every_algorithm(make_plugin: Make, iss: str, alg: str, key: Any) 
 async def test_key_bound_to_its_declared_algorithm(make_plugin: Make) -> None:
     # ec-idp accepts ES256 only; an ES384 token signed by a P-384 key must fail
     e = await refused(
-        make_plugin(), make_context(headers=bearer(mint(claims(iss="ec-idp"), ec_key("P-384"), "ES384")))
+        make_plugin(),
+        make_context(headers=bearer(mint(claims(iss="ec-idp"), ec_key("P-384"), "ES384"))),
     )
     assert e.status == 401 and e.message == "invalid token"
 
@@ -91,7 +92,9 @@ async def test_key_bound_to_its_declared_algorithm(make_plugin: Make) -> None:
     ],
 )
 async def test_claim_refusals(make_plugin: Make, payload: dict, message: str) -> None:
-    e = await refused(make_plugin(), make_context(headers=bearer(mint(payload, HS_SECRET, "HS256"))))
+    e = await refused(
+        make_plugin(), make_context(headers=bearer(mint(payload, HS_SECRET, "HS256")))
+    )
     assert e.status == 401 and e.message == message
     (ch,) = www_authenticate(e)
     assert ch.startswith('Bearer realm="portway", error="invalid_token"')
@@ -112,7 +115,8 @@ async def test_max_age(make_plugin: Make) -> None:
 
 
 @pytest.mark.parametrize(
-    ("aud", "ok"), [("api", True), (["x", "api"], True), ("other", False), (None, False), (5, False)]
+    ("aud", "ok"),
+    [("api", True), (["x", "api"], True), ("other", False), (None, False), (5, False)],
 )
 async def test_audience(make_plugin: Make, aud: Any, ok: bool) -> None:
     tok = mint(claims(iss="alice-app", aud=aud), HS_SECRET, "HS256")
@@ -130,12 +134,16 @@ async def test_issuer_audience_override(make_plugin: Make) -> None:
     iss[4] = {**iss[4], "audiences": ["hs-api"]}
     p = make_plugin(issuers=iss, audiences=["api"])
     await accept(p, mint(claims(iss="hs-idp", aud="hs-api"), "h" * 64, "HS512"))
-    await refused(p, make_context(headers=bearer(mint(claims(iss="hs-idp", aud="api"), "h" * 64, "HS512"))))
+    await refused(
+        p, make_context(headers=bearer(mint(claims(iss="hs-idp", aud="api"), "h" * 64, "HS512")))
+    )
 
 
 async def test_required_claims(make_plugin: Make) -> None:
     p = make_plugin(required_claims=["exp", "sub", "jti"])
-    await refused(p, make_context(headers=bearer(mint(claims(iss="alice-app"), HS_SECRET, "HS256"))))
+    await refused(
+        p, make_context(headers=bearer(mint(claims(iss="alice-app"), HS_SECRET, "HS256")))
+    )
     await accept(p, mint(claims(iss="alice-app", jti="1"), HS_SECRET, "HS256"))
 
 
@@ -170,7 +178,9 @@ async def test_consumer_claim_maps_issuer_tokens_to_consumers(make_plugin: Make)
     assert ctx.consumer.id == "svc-id"
     ctx = await accept(p, mint(claims(iss="hs-idp", sub="svc-id"), "h" * 64, "HS512"))
     assert ctx.consumer.username == "svc"
-    e = await refused(p, make_context(headers=bearer(mint(claims(iss="hs-idp", sub="x"), "h" * 64, "HS512"))))
+    e = await refused(
+        p, make_context(headers=bearer(mint(claims(iss="hs-idp", sub="x"), "h" * 64, "HS512")))
+    )
     assert e.status == 401
 
 
@@ -199,5 +209,10 @@ def test_config_validation() -> None:
         JwtConfig.model_validate({"issuers": [{"issuer": "x", "secret": "x" * 64}]})
     with pytest.raises(ValueError, match="duplicate"):
         JwtConfig.model_validate(
-            {"issuers": [{"issuer": "x", "jwks_url": "http://a/"}, {"issuer": "x", "jwks_url": "http://b/"}]}
+            {
+                "issuers": [
+                    {"issuer": "x", "jwks_url": "http://a/"},
+                    {"issuer": "x", "jwks_url": "http://b/"},
+                ]
+            }
         )

@@ -16,7 +16,11 @@ from portway.plugins.mtls_auth.plugin import MtlsAuthPlugin
 from tests.plugins._identity.kit import make_cert, pem_cert, pem_private, refused, www_authenticate
 
 CONSUMERS = [
-    {"username": "alice", "groups": ["ops"], "credentials": {"mtls": [{"subject": "CN=alice,O=Acme"}]}},
+    {
+        "username": "alice",
+        "groups": ["ops"],
+        "credentials": {"mtls": [{"subject": "CN=alice,O=Acme"}]},
+    },
     {"username": "robot", "credentials": {"mtls": [{"san": "robot.svc.example"}]}},
 ]
 
@@ -26,7 +30,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("pki")
     ca, ca_key = make_cert("Test CA", None, None, ca=True)
     server, server_key = make_cert(
-        "localhost", ca_key, ca.subject, sans=[x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+        "localhost",
+        ca_key,
+        ca.subject,
+        sans=[x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))],
     )
     alice, alice_key = make_cert("alice", ca_key, ca.subject, org="Acme")
     robot, robot_key = make_cert(
@@ -68,10 +75,17 @@ async def handshake(pki: dict[str, Path], client: str | None) -> dict[str, Any] 
     if client is not None:
         cctx.load_cert_chain(f"{pki[client]}.pem", f"{pki[client]}.key")
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=cctx)
-        result = await asyncio.wait_for(got, 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=cctx)
+        # with TLS 1.3 the client finishes first; a server-side refusal shows up as an alert
+        # on read, or as the server never accepting the connection
+        read = asyncio.ensure_future(reader.read())
+        done, _ = await asyncio.wait({got, read}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         writer.close()
-        return result
+        if got in done:
+            read.cancel()
+            return got.result()
+        read.cancel()
+        return None
     except (ssl.SSLError, ConnectionError):
         return None
     finally:
@@ -113,7 +127,7 @@ def ctx_with(cert: dict[str, Any] | None) -> Any:
 
 async def test_certificate_from_another_ca_never_reaches_the_plugin(pki: dict[str, Path]) -> None:
     # the listener's verification refuses it, so no peercert exists and the plugin says 401
-    assert await handshake(pki, "mallory") is None or True
+    assert await handshake(pki, "mallory") is None
     e = await refused(plugin(), ctx_with(None))
     assert e.status == 401 and e.message == "missing credentials"
     assert www_authenticate(e) == ['Certificate realm="portway"']

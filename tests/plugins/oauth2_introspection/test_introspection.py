@@ -77,6 +77,7 @@ async def test_active_token_is_cached(server: Any) -> None:
         assert c.scopes == {"read", "write"} and c.claims["client_id"] == "app-1"
     assert srv.calls == 1
     auth, form = srv.seen[0]
+    assert auth is not None and auth.startswith("Basic ")
     assert form == {"token": ["good"], "token_type_hint": ["access_token"]}
 
 

@@ -218,9 +218,9 @@ async def test_redis_store_exact_and_shared(redis_url, redis_prefix):
             pass
     assert admitted == 5
     assert p1.redis is not None
-    await p1.redis._store.delete(*p1.redis.keys_for("ip:10.0.0.1"))  # type: ignore[attr-defined]
+    await p1.redis.store.delete(*p1.redis.keys_for("ip:10.0.0.1"))
     for q in (p1, p2):
-        await q.redis._store.aclose()  # type: ignore[union-attr,attr-defined]
+        await q.redis.store.aclose()
 
 
 async def test_store_down_allow_falls_back_then_recovers(private_redis, redis_prefix):
@@ -255,7 +255,7 @@ async def test_store_down_allow_falls_back_then_recovers(private_redis, redis_pr
         except TooManyRequestsError:
             pass
     assert ok == 4
-    await p.redis._store.aclose()  # type: ignore[union-attr,attr-defined]
+    await p.redis.store.aclose()
 
 
 async def test_store_down_deny_answers_503():
@@ -269,7 +269,7 @@ async def test_store_down_deny_answers_503():
             await p.on_request(make_ctx())
         assert ei.value.status == 503
         assert dict(ei.value.headers)["retry-after"] == "1"
-    await p.redis._store.aclose()  # type: ignore[union-attr,attr-defined]
+    await p.redis.store.aclose()
 
 
 def test_default_redis_url_from_gateway_settings():
@@ -281,4 +281,4 @@ def test_default_redis_url_from_gateway_settings():
     p = plugin(PluginEnv(route=None, settings=settings), store="redis")
     assert p.redis is not None
     assert p.redis.keys_for("k")[0].startswith("gw:rl:{*|k}")
-    assert p.redis._store.url == "redis://example:6390/2"  # type: ignore[attr-defined]
+    assert p.redis.store.url == "redis://example:6390/2"

@@ -8,7 +8,6 @@ tuple of ``(SHORT_NAME, value)`` pairs, so attribute order and name spelling
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 _SHORT = {
@@ -122,7 +121,9 @@ def cert_subject(peercert: dict[str, Any]) -> CanonicalDN | None:
 def cert_sans(peercert: dict[str, Any]) -> list[str]:
     """Subject alternative name values (DNS, email, URI, IP) of a ``getpeercert()`` dict."""
     out: list[str] = []
-    sans: Iterable[Any] = peercert.get("subjectAltName") or ()
+    sans: Any = peercert.get("subjectAltName") or ()
+    if not isinstance(sans, tuple | list):
+        return out
     for item in sans:
         if isinstance(item, tuple) and len(item) == 2:
             kind, value = item

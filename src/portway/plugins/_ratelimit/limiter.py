@@ -92,6 +92,7 @@ class LocalLimiter:
         self._step = ALGORITHMS[algorithm]
         self.limits = tuple(limits)
         self._params = tuple((lim.rate, lim.per, lim.burst) for lim in self.limits)
+        self._single = self._params[0] if len(self._params) == 1 else None
         self._clock = clock
         self._max_keys = max_keys
         # key -> (expires, states per limit)
@@ -103,17 +104,23 @@ class LocalLimiter:
 
     def decide(self, key: str, cost: float) -> Decision:
         now = self._clock()
-        self._ops += 1
-        if self._ops >= self._SWEEP_EVERY or len(self._entries) > self._max_keys:
-            self._sweep(now)
-        entry = self._entries.get(key)
-        states: list[State | None] = entry[1] if entry is not None else [None] * len(self._params)
+        entries = self._entries
+        entry = entries.get(key)
+        states: list[State | None]
+        if entry is None:
+            # sweeping is amortised over new keys only: a hot key pays nothing for it
+            self._ops += 1
+            if self._ops >= self._SWEEP_EVERY or len(entries) >= self._max_keys:
+                self._sweep(now)
+            states = [None] * len(self._params)
+        else:
+            states = entry[1]
         step = self._step
-        if len(self._params) == 1:
-            rate, per, burst = self._params[0]
-            ok, new, rem, reset, retry, expires = step(states[0], rate, per, burst, now, cost)
+        single = self._single
+        if single is not None:
+            ok, new, rem, reset, retry, expires = step(states[0], *single, now, cost)
             if ok:
-                self._entries[key] = (expires, [new])
+                entries[key] = (expires, [new])
             return Decision(ok, (rem,), (reset,), retry)
         allowed = True
         rems: list[float] = []
@@ -181,7 +188,7 @@ class RedisLimiter:
         key_prefix: str = "portway:rl:",
         scope: str = "*",
     ) -> None:
-        self._store = store
+        self.store = store
         self.algorithm = algorithm
         self.limits = tuple(limits)
         self._prefix = key_prefix
@@ -202,7 +209,7 @@ class RedisLimiter:
             "" if now_us is None else repr(now_us),
             *self._args,
         ]
-        reply = await self._store.eval_script(RATE_LIMIT, self.keys_for(key), args)
+        reply = await self.store.eval_script(RATE_LIMIT, self.keys_for(key), args)
         allowed = int(reply[0]) == 1
         n = len(self.limits)
         rems = [float(reply[1 + 3 * i]) for i in range(n)]

@@ -46,7 +46,7 @@ class _Writer:
     def _open(self) -> IO[bytes]:
         if self.path == "-":
             return sys.stdout.buffer
-        return open(self.path, "ab", buffering=0)  # noqa: SIM115 - owned by the thread
+        return open(self.path, "ab", buffering=0)
 
     def _run(self) -> None:
         fh = self._open()

@@ -73,6 +73,8 @@ class KeyBuilder:
             else:
                 qc = p["query"]
                 self._parts.append(qc if isinstance(qc, QueryKeyConfig) else QueryKeyConfig(**qc))
+        # a different key layout must never read objects stored under another one
+        self._seed = repr(self._parts).encode()
 
     @property
     def url_only(self) -> bool:
@@ -89,7 +91,7 @@ class KeyBuilder:
         request: Request,
         consumer: str | None,
     ) -> str:
-        out: list[bytes] = []
+        out: list[bytes] = [self._seed]
         for p in self._parts:
             if isinstance(p, QueryKeyConfig):
                 v = _filter_query(url.query, p)

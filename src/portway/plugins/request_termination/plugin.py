@@ -30,6 +30,10 @@ class RequestTerminationPlugin(Plugin[RequestTerminationConfig]):
             return Response(c.status, h, c.body.encode())
         return Response.json(
             c.status,
-            {"error": c.message, "code": "terminated", "status": c.status,
-             "request_id": ctx.request_id or None},
+            {
+                "error": c.message,
+                "code": "terminated",
+                "status": c.status,
+                "request_id": ctx.request_id or None,
+            },
         )
