@@ -110,7 +110,9 @@ async def main(rounds: int, calls: int, out: Callable[[str], None] = print) -> N
     for _ in range(rounds):
         for name, (plugin, ctx) in cases.items():
             samples[name].append(await _run(plugin, ctx, calls))
-    out(f"{'method':<22} {'median µs':>10} {'min µs':>8} {'max µs':>8}   ({rounds}×{calls} calls)")
+    out(
+        f"{'method':<22} {'median µs':>10} {'min µs':>8} {'max µs':>8}   ({rounds} x {calls} calls)"
+    )
     for name, s in samples.items():
         out(f"{name:<22} {statistics.median(s):>10.1f} {min(s):>8.1f} {max(s):>8.1f}")
 

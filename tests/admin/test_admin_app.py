@@ -351,12 +351,13 @@ async def test_credentials(app: AdminApp, control: FakeControl) -> None:
         await app.handle(make_request("POST", "/consumers/alice/credentials/oauth"))
     ).status == 404
     assert (await app.handle(make_request("POST", "/consumers/zed/credentials/jwt"))).status == 404
-    r = await app.handle(
-        make_request(
-            "POST", "/consumers/alice/credentials/jwt", b"[]", content_type="application/json"
+    for bad in (b"[]", b"null", b"1"):
+        r = await app.handle(
+            make_request(
+                "POST", "/consumers/alice/credentials/jwt", bad, content_type="application/json"
+            )
         )
-    )
-    assert r.status == 422
+        assert r.status == 422
     r = await app.handle(
         make_request(
             "POST",

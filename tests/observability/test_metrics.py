@@ -206,3 +206,24 @@ def test_hot_path_cost_is_small() -> None:
     # the bench targets 2 µs; leave headroom for a loaded CI machine
     assert best < 10e-6, f"{best * 1e6:.2f} µs per request"
     assert len(DURATION_BUCKETS) > 5
+
+
+def test_cache_plugin_counters_exported(monkeypatch: object) -> None:
+    import types
+
+    import pytest
+
+    mp = monkeypatch
+    assert isinstance(mp, pytest.MonkeyPatch)
+    fake = types.ModuleType("portway.plugins.cache.registry")
+    fake.stats = lambda: {  # type: ignore[attr-defined]
+        "routes": {"r": {"hit": 3, "miss": 2, "Bad Name": 9}},
+        "stores": [],
+    }
+    mp.setitem(sys.modules, "portway.plugins.cache.registry", fake)
+    m = Metrics(include_default_registry=False)
+    m.cache_result("r", "hit")
+    s = samples(m)
+    assert s[("portway_cache_requests_total", L(route="r", result="hit"))] == 4
+    assert s[("portway_cache_requests_total", L(route="r", result="miss"))] == 2
+    assert all("Bad Name" not in str(k) for k in s)

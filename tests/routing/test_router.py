@@ -6,8 +6,9 @@ import dataclasses
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from portway.config.schema import RouteConfig
+from portway.config.schema import MatchConfig, RouteConfig
 from portway.http.headers import Headers
 from portway.routing.router import RouteMatch, Router
 
@@ -193,9 +194,16 @@ class TestInvalidForms:
             ("=/a/{x}", "cannot hold parameters"),
         ],
     )
-    def test_rejected_with_route_name(self, form: str, msg: str) -> None:
+    def test_rejected_by_the_schema(self, form: str, msg: str) -> None:
+        with pytest.raises(ValidationError, match=msg):
+            route("bad", form)
+
+    def test_rejected_by_the_router_with_route_name(self, form: str, msg: str) -> None:
+        unchecked = RouteConfig.model_construct(
+            name="bad", match=MatchConfig.model_construct(paths=[form], hosts=[], headers={})
+        )
         with pytest.raises(ValueError, match=msg) as ei:
-            Router([route("bad", form)])
+            Router([unchecked])
         assert "'bad'" in str(ei.value)
 
 

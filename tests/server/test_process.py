@@ -105,10 +105,12 @@ async def test_sighup_reload_and_crashed_worker_restart(tmp_path: Path) -> None:
                 await asyncio.sleep(0.2)
             assert all(s == 200 for s in results)
             # kill one worker; the supervisor restarts it and traffic keeps flowing
-            children = [
-                int(p)
-                for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            ]
+            children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            for _ in range(100):
+                children = [int(p) for p in children_file.read_text().split()]
+                if len(children) == 2:
+                    break
+                await asyncio.sleep(0.05)
             assert len(children) == 2
             os.kill(children[0], signal.SIGKILL)
             deadline = time.monotonic() + 10

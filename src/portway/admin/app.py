@@ -52,6 +52,8 @@ MAX_BODY = 8 * 1024 * 1024
 _JSON_TYPES = ("application/json",)
 
 Handler = Callable[..., Awaitable[Response]]
+#: what ``_read_json(required=False)`` returns for an empty body (``None`` is JSON ``null``)
+_NO_BODY: Any = object()
 
 
 class UnsupportedMediaTypeError(GatewayError):
@@ -282,7 +284,7 @@ class AdminApp:
         if not raw.strip():
             if required:
                 raise BadRequestError("a JSON body is required", code="empty_body")
-            return None
+            return _NO_BODY
         if mt is None or not (mt in _JSON_TYPES or mt.endswith("+json")):
             raise UnsupportedMediaTypeError(
                 f"send the body as application/json (got {mt or 'no content type'})",
@@ -596,7 +598,7 @@ class AdminApp:
         self._kind(kind)
         self._consumer(username)
         body = await self._read_json(request, required=False)
-        if body is None:
+        if body is _NO_BODY:
             body = {}
         if not isinstance(body, dict):
             raise cons.UnprocessableError("the credential must be a JSON object")

@@ -274,6 +274,11 @@ class MatchConfig(Model):
                     raise ValueError(f"invalid regex {p[1:]!r}: {e}") from e
             elif not p.lstrip("=").startswith("/"):
                 raise ValueError(f"path {p!r} must start with '/', '=/' or '~'")
+            else:
+                # Template syntax ({id}, {rest:path}) is checked by the router's own parser.
+                from portway.routing.paths import parse_path
+
+                parse_path(p)
         return v
 
     @field_validator("headers")

@@ -27,7 +27,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -299,6 +301,8 @@ class Metrics:
             snap.series[k] = c
         snap.rejections = dict(self._rejections)
         snap.cache = dict(self._cache)
+        for k, n in _cache_plugin_counts().items():
+            snap.cache[k] = snap.cache.get(k, 0) + n
         snap.reloads = dict(self._reloads)
         snap.active_connections = self.active_connections
         return snap
@@ -378,6 +382,30 @@ class Metrics:
         else:
             out.append(REGISTRY)
         return out
+
+
+_EVENT_NAME = re.compile(r"^[a-z_]{1,32}$")
+
+
+def _cache_plugin_counts() -> dict[tuple[str, str], int]:
+    """Counters of the running cache plugins (``portway.plugins.cache.registry.stats()``).
+
+    Read only when the cache plugin is loaded (importing it here would load it for nothing);
+    event names come from the plugin's code, so they are bounded."""
+    reg = sys.modules.get("portway.plugins.cache.registry")
+    if reg is None:
+        return {}
+    try:
+        routes = reg.stats().get("routes", {})
+    except Exception as e:  # the cache's bookkeeping must never break a scrape
+        log.warning("cache stats unavailable: %s", e)
+        return {}
+    out: dict[tuple[str, str], int] = {}
+    for route, counters in routes.items():
+        for event, n in dict(counters).items():
+            if isinstance(n, int) and _EVENT_NAME.match(str(event)):
+                out[(str(route), str(event))] = n
+    return out
 
 
 def _pid_alive(pid: int) -> bool:

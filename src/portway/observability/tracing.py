@@ -33,9 +33,8 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from portway.config.schema import Model
 from portway.config.types import Duration
 from portway.http.headers import Headers
 from portway.pipeline.context import ContextKey
@@ -58,8 +57,11 @@ PROPAGATION_HEADERS: dict[str, tuple[str, ...]] = {
 }
 
 
-class TracingConfig(Model):
-    """``tracing:`` section of ``portway.yaml``."""
+class TracingConfig(BaseModel):
+    """``tracing:`` section of ``portway.yaml``. Standalone (not built on
+    ``config.schema.Model``) so the schema can import it without an import cycle."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     enabled: bool = Field(False, description="trace requests and export spans over OTLP")
     service_name: str = Field("portway", description="service.name resource attribute")

@@ -128,6 +128,9 @@ class Plugin(Generic[C]):
     Config: ClassVar[type[PluginConfig]] = EmptyConfig
     #: set when ``on_response_chunk`` needs the whole body: the buffer cap in bytes
     buffer_response: ClassVar[int | None] = None
+    #: set when ``on_response_chunk`` only observes bytes (returns them unchanged): the
+    #: response keeps its Content-Length framing instead of being re-chunked
+    observes_response_chunks: ClassVar[bool] = False
 
     def __init__(self, config: C, env: PluginEnv) -> None:
         self.config = config

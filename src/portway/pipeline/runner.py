@@ -47,6 +47,7 @@ class Chain:
         "on_response_chunk",
         "on_upstream_request",
         "plugins",
+        "transforms_body",
     )
 
     def __init__(self, plugins: Sequence[Bound]) -> None:
@@ -61,6 +62,8 @@ class Chain:
         self.on_response_chunk = tuple(reversed(pick("on_response_chunk")))
         self.on_error = tuple(reversed(pick("on_error")))
         self.on_log = tuple(reversed(pick("on_log")))
+        #: some chunk hook may change the body length, so Content-Length cannot be kept
+        self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]
         self.buffer_cap: int | None = max(caps) if caps else None
 

@@ -161,6 +161,7 @@ class ProxyApp:
         ]
         body = resp.body
         transform = bool(chain.on_response_chunk)
+        reframe = chain.transforms_body
         if isinstance(body, bytes):
             if transform:
                 body = await chain.run_chunk(ctx, body, True)
@@ -180,9 +181,9 @@ class ProxyApp:
         mode: str
         if no_body:
             mode = "none"
-            if cl is not None and not transform:
+            if cl is not None and not reframe:
                 items.append((b"content-length", cl))
-        elif cl is not None and not transform:
+        elif cl is not None and not reframe:
             mode = "length"
             items.append((b"content-length", cl))
         elif req.version == "1.1":

@@ -61,7 +61,8 @@ def run_supervised(
     def spawn(wid: int) -> None:
         pid = os.fork()
         if pid == 0:  # child
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            # a reload signal before the worker installs its handlers must not kill it
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0

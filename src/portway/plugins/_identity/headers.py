@@ -54,7 +54,7 @@ def header_value(value: Any) -> str | None:
             text = orjson.dumps(value).decode()
         except TypeError:
             return None
-    if not all(" " <= c <= "~" for c in text):
+    if not (text.isascii() and text.isprintable()):
         text = quote(text, safe=_SAFE)
     text = text.strip()
     if not text or len(text) > MAX_VALUE:

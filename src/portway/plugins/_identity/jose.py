@@ -8,10 +8,10 @@ parsed once at build time; verification is a single ``cryptography`` call.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,21 +52,26 @@ class JoseKeyError(ValueError):
     """A key that cannot be used (wrong type for its algorithm, too short, malformed)."""
 
 
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64url_decode(data: str | bytes) -> bytes:
-    """Strict base64url without padding (RFC 7515 §2); ``ValueError`` on anything else."""
-    s = data.encode("ascii") if isinstance(data, str) else data
-    if len(s) % 4 == 1 or s.strip(
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    ):
+    """Strict base64url without padding (RFC 7515 §2); ``ValueError`` on anything else,
+    including non-canonical spellings (unused trailing bits set), so one token has one form."""
+    s = data.decode("ascii", "replace") if isinstance(data, bytes) else data
+    rem = len(s) % 4
+    if rem == 1 or not _B64URL.fullmatch(s):
         raise ValueError("invalid base64url")
+    if rem:
+        last = _B64URL_ALPHABET.index(s[-1])
+        if last & (0x0F if rem == 2 else 0x03):
+            raise ValueError("non-canonical base64url")
     try:
-        out = base64.urlsafe_b64decode(s + b"=" * (-len(s) % 4))
+        return binascii.a2b_base64(s.encode("ascii").translate(_TO_STD) + b"=" * (-len(s) % 4))
     except binascii.Error as e:
         raise ValueError("invalid base64url") from e
-    # reject non-canonical encodings (trailing bits set) so one token has one spelling
-    if base64.urlsafe_b64encode(out).rstrip(b"=") != s:
-        raise ValueError("non-canonical base64url")
-    return out
 
 
 @dataclass(frozen=True, slots=True)

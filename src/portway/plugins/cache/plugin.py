@@ -98,6 +98,7 @@ class CachePlugin(Plugin[CacheConfig]):
     name: ClassVar[str] = "cache"
     stage: ClassVar[Stage] = Stage.traffic
     Config: ClassVar[type[CacheConfig]] = CacheConfig
+    observes_response_chunks: ClassVar[bool] = True
 
     def __init__(self, config: CacheConfig, env: PluginEnv) -> None:
         super().__init__(config, env)

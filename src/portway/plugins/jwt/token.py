@@ -81,7 +81,7 @@ def parse(token: str, *, max_bytes: int, algorithms: frozenset[str]) -> ParsedTo
     if kid is not None and (
         not isinstance(kid, str)
         or not 0 < len(kid) <= MAX_KID
-        or not all(" " <= c <= "~" for c in kid)
+        or not (kid.isascii() and kid.isprintable())
     ):
         raise TokenError(detail="malformed kid")
     try:
