@@ -134,3 +134,22 @@ async def test_real_gateway_consumers_config_and_metrics(tmp_path: Path) -> None
                 assert b"portway_upstream_target_up{" in r.body
             finally:
                 server.close()
+
+
+async def test_start_admin_over_worker_gateway() -> None:
+    from portway.admin.server import start_admin
+
+    async with run_upstream() as up, run_gateway(simple_config(up.url)) as gw:
+        assert await start_admin(gw.gateway, AdminConfig.model_validate({})) is None
+        port = free_port()
+        cfg = AdminConfig.model_validate({"token": TOKEN, "address": f"127.0.0.1:{port}"})
+        server = await start_admin(gw.gateway, cfg)
+        assert server is not None
+        try:
+            await http_get(gw.url + "/x")
+            r = await simple_request("GET", f"http://127.0.0.1:{port}/routes", headers=AUTH)
+            assert r.status == 200 and orjson.loads(r.body)["data"][0]["name"] == "r"
+            r = await simple_request("GET", f"http://127.0.0.1:{port}/metrics", headers=AUTH)
+            assert r.status == 200 and b"portway_upstream_target_up{target=" in r.body
+        finally:
+            server.close()

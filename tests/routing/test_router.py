@@ -118,7 +118,12 @@ class TestTemplate:
 
     @pytest.mark.parametrize(
         ("path", "rest"),
-        [("/files/a", "a"), ("/files/a/b/c.txt", "a/b/c.txt"), ("/files/", ""), ("/files/a/", "a/")],
+        [
+            ("/files/a", "a"),
+            ("/files/a/b/c.txt", "a/b/c.txt"),
+            ("/files/", ""),
+            ("/files/a/", "a/"),
+        ],
     )
     def test_catchall_captures_remainder(self, path: str, rest: str) -> None:
         m = hit(self.router, path)
@@ -181,19 +186,20 @@ class TestNormalisation:
         assert name_of(Router([route("t", "=/%7Euser")]), "/~user") == "t"
 
 
+@pytest.mark.parametrize(
+    ("form", "msg"),
+    [
+        ("/a{b}", "whole segment"),
+        ("/a/{b", "whole segment"),
+        ("/a/b}", "whole segment"),
+        ("/{x:path}/y", "last segment"),
+        ("/{x:int}", "unknown converter"),
+        ("/{x}/{x}", "duplicate parameter"),
+        ("/{1x}", "whole segment"),
+        ("=/a/{x}", "cannot hold parameters"),
+    ],
+)
 class TestInvalidForms:
-    @pytest.mark.parametrize(
-        ("form", "msg"),
-        [
-            ("/a{b}", "whole segment"),
-            ("/a/{b", "whole segment"),
-            ("/{x:path}/y", "last segment"),
-            ("/{x:int}", "unknown converter"),
-            ("/{x}/{x}", "duplicate parameter"),
-            ("/{1x}", "whole segment"),
-            ("=/a/{x}", "cannot hold parameters"),
-        ],
-    )
     def test_rejected_by_the_schema(self, form: str, msg: str) -> None:
         with pytest.raises(ValidationError, match=msg):
             route("bad", form)
@@ -264,6 +270,28 @@ class TestPriority:
         r = Router([route("first", "/{x}"), route("second", "/{y}")])
         m = hit(r, "/a")
         assert m is not None and m.route.name == "first" and m.params == {"x": "a"}
+
+    def test_tie_goes_to_more_conditions_before_declared_order(self) -> None:
+        r = Router(
+            [
+                route("plain", "/a"),
+                route("get", "/a", methods=["GET"]),
+                route("hdr", "/a", headers={"x-v": "1"}),
+                route("hdr2", "/a", headers={"x-v": "1", "x-w": "~.+"}),
+                route("longer", "/a/b"),
+            ]
+        )
+        assert name_of(r, "/a") == "get"
+        assert name_of(r, "/a", method="POST") == "plain"
+        v1 = Headers.from_pairs([("x-v", "1")])
+        assert name_of(r, "/a", headers=v1) == "hdr"
+        v1w = Headers.from_pairs([("x-v", "1"), ("x-w", "z")])
+        assert name_of(r, "/a", headers=v1w) == "hdr2"
+        assert name_of(r, "/a/b", headers=v1w) == "longer"  # path specificity comes first
+
+    def test_regex_ignores_conditions_for_order(self) -> None:
+        r = Router([route("first", "~^/a"), route("hdr", "~^/a", headers={"x-v": "1"})])
+        assert name_of(r, "/a", headers=Headers.from_pairs([("x-v", "1")])) == "first"
 
     def test_best_form_within_a_route(self) -> None:
         r = Router([route("multi", "/a", "=/a/b", "/a/{x}")])
@@ -518,3 +546,22 @@ def test_ten_thousand_routes() -> None:
     assert hit(r, "/nope") is None
     m = hit(r, "/svc1/users/2")
     assert m is not None and m.considered <= 2
+
+
+def test_docs_example_config_routes_as_documented() -> None:
+    import pathlib
+
+    import yaml
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "routing.md").read_text()
+    block = text.split("```yaml", 1)[1].split("```", 1)[0]
+    routes = [RouteConfig.model_validate(r) for r in yaml.safe_load(block)["routes"]]
+    r = Router(routes)
+    v2 = Headers.from_pairs([("x-version", "2"), ("x-client", "mobile-ios")])
+    m = r.match("api.example.com", "GET", "/users/7", v2)
+    assert m is not None and m.pattern == "/users/{id}" and m.params == {"id": "7"}
+    m = r.match("eu.api.example.com", "POST", "/files/a/b", v2)
+    assert m is not None and m.params == {"rest": "a/b"}
+    assert r.match("api.example.com", "GET", "/users/7", NO_HEADERS) is None
+    assert r.match("example.com", "GET", "/users/7", v2) is None
+    assert r.allowed_methods("api.example.com", "/users/7", v2) == {"GET", "POST"}

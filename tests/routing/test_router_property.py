@@ -62,6 +62,8 @@ def routes(draw: st.DrawFn) -> list[RouteConfig]:
             match["methods"] = draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=2))
         if draw(st.integers(0, 3)) == 0:
             match["headers"] = {"x-v": draw(st.sampled_from(["1", "2", "~[12]", "~1|3"]))}
+            if draw(st.booleans()):
+                match["headers"]["x-w"] = draw(st.sampled_from(["1", "~.*"]))
         out.append(RouteConfig(name=f"r{i}", match=match))
     return out
 
@@ -104,15 +106,16 @@ def ref_path(form: str, path: str) -> tuple[dict[str, str], str] | None:
     return None
 
 
-def ref_path_key(form: str) -> tuple[int, ...]:
+def ref_path_key(form: str, r: RouteConfig) -> tuple[int, ...]:
+    specific = (-len(r.match.headers), 0 if r.match.methods else 1)
     if form.startswith("="):
-        return (0,)
+        return (0, *specific)
     if form.startswith("~"):
         return (2,)
     if "{" in form:
         literal = len(re.sub(r"\{[^}]*\}", "", form))
-        return (1, -literal, 2 if ":path}" in form else 1)
-    return (1, -len(form.rstrip("/")), 3)
+        return (1, -literal, 2 if ":path}" in form else 1, *specific)
+    return (1, -len(form.rstrip("/")), 3, *specific)
 
 
 def ref_host_tier(hosts: list[str], host: str) -> tuple[int, int] | None:
@@ -149,7 +152,7 @@ def ref_candidates(
         for j, form in enumerate(r.match.paths):
             res = ref_path(form, path)
             if res is not None:
-                key = (tier, ref_path_key(form), i, j)
+                key = (tier, ref_path_key(form, r), i, j)
                 out.append((key, i, form, res[0], res[1], r))
     return out
 
@@ -175,7 +178,9 @@ requests = st.tuples(
     st.sampled_from(HOSTS),
     st.sampled_from(METHODS),
     request_paths(),
-    st.sampled_from([[], [("x-v", "1")], [("x-v", "2")], [("x-v", "3"), ("x-v", "1")]]),
+    st.sampled_from(
+        [[], [("x-v", "1")], [("x-v", "2"), ("x-w", "1")], [("x-v", "3"), ("x-v", "1")]]
+    ),
 )
 
 
@@ -210,5 +215,5 @@ def test_table_lists_every_form_once_with_ranks(rs: list[RouteConfig]) -> None:
         (r.name, f) for r in rs for f in r.match.paths
     )
     hostless = [(f, r) for _, f, r in table if not r.match.hosts]
-    keys = [(ref_path_key(f), rs.index(r)) for f, r in hostless]
+    keys = [(ref_path_key(f, r), rs.index(r)) for f, r in hostless]
     assert keys == sorted(keys)

@@ -331,6 +331,7 @@ def _paths() -> dict[str, Any]:
                         },
                     },
                     "401": {"description": _ERRORS[401], "content": _json(_ref(m.ErrorBody))},
+                    "503": {"description": _ERRORS[503], "content": _json(_ref(m.ErrorBody))},
                 },
             }
         },

@@ -50,9 +50,12 @@ async def serve_admin(
 
 async def start_admin(
     gateway: Gateway, config: AdminConfig, *, worker: Any = None
-) -> asyncio.Server:
+) -> asyncio.Server | None:
     """Build the admin API over ``gateway`` and serve it on ``config.address``; also points
-    the process metrics at the gateway's live upstreams for target-state gauges."""
+    the process metrics at the gateway's live upstreams for target-state gauges.
+
+    An admin section that cannot be served safely (no token, or ``auth: false`` off loopback)
+    is logged as an error and the admin API stays off: the gateway itself still serves."""
     from portway.admin.control import RuntimeControl
     from portway.observability.metrics import get_metrics
 
@@ -60,4 +63,9 @@ async def start_admin(
     control = RuntimeControl(gateway, workers=getattr(worker, "workers", None))
     metrics.set_upstreams_source(control.upstreams)
     app = AdminApp(control, config, metrics=metrics)
+    try:
+        check_admin_config(app)
+    except AdminConfigError as e:
+        log.error("admin API not started: %s", e)
+        return None
     return await serve_admin(app)

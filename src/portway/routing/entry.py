@@ -45,11 +45,27 @@ class Entry:
 
     ``key`` orders entries within a host tier: exact forms, then segment forms (template and
     prefix) by literal length descending, template before catch-all template before prefix,
-    then regex forms; ties go to the route declared first, then the path listed first.
+    then regex forms. Ties among exact and segment forms go to the route with more header
+    conditions, then to one with a methods list; remaining ties (and all regex forms) follow
+    the declared route order, then the order of its paths.
     ``rank`` is the entry's position in that order (0 first), set by the router.
     """
 
-    __slots__ = ("form", "headers", "index", "key", "methods", "path_index", "rank", "route")
+    __slots__ = (
+        "catchall",
+        "form",
+        "headers",
+        "index",
+        "key",
+        "methods",
+        "nseg",
+        "params",
+        "path_index",
+        "pattern",
+        "prefix",
+        "rank",
+        "route",
+    )
 
     def __init__(self, route: RouteConfig, index: int, path_index: int, form: PathForm) -> None:
         self.route = route
@@ -57,16 +73,25 @@ class Entry:
         self.path_index = path_index
         self.form = form
         self.rank = 0
+        # Copied out of the form: the hot path reads them without another indirection.
+        self.pattern = form.raw
+        self.prefix = form.literal if form.kind is PathKind.PREFIX else ""
+        self.params = form.params
+        self.catchall = form.catchall
+        self.nseg = len(form.segments)
         m = route.match
         self.methods: frozenset[str] | None = frozenset(m.methods) if m.methods else None
         self.headers = tuple(HeaderCondition(k, v) for k, v in m.headers.items())
+        # On equal path rank the route with more conditions is the more specific one (as in
+        # Kong): more header conditions first, then a methods list; regex stays declared order.
+        specific = (-len(self.headers), 0 if self.methods else 1)
         if form.kind is PathKind.EXACT:
             cls, length = 0, 0
         elif form.kind is PathKind.REGEX:
-            cls, length = 2, 0
+            cls, length, specific = 2, 0, (0, 0)
         else:
             cls, length = 1, -form.literal_len
-        self.key: tuple[int, int, int, int, int] = (cls, length, form.kind, index, path_index)
+        self.key: tuple[int, ...] = (cls, length, form.kind, *specific, index, path_index)
 
     def accepts(self, method: str, headers: Headers) -> bool:
         """Whether the method and header conditions hold (the path already matched)."""

@@ -9,8 +9,9 @@ from a 404. The full rules are in ``docs/routing.md``; in short:
    (longer suffix first), then routes without hosts; a route whose hosts all fail is skipped;
 2. within a tier, by path form: exact, then template/prefix by literal length (longest first;
    on a tie template, then catch-all template, then prefix), then regex;
-3. ties: the route declared first, then the path form listed first;
-4. methods and headers narrow: a candidate that fails them is skipped for the next one.
+3. ties (except regex): more header conditions first, then routes with a methods list;
+4. then the route declared first, then the path form listed first;
+5. methods and headers narrow: a candidate that fails them is skipped for the next one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any, cast
 from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
 from portway.routing.entry import Entry, compile_entries
-from portway.routing.paths import PathKind
 from portway.routing.tree import PathTable
 
 __all__ = ["RouteMatch", "Router"]
@@ -72,20 +72,19 @@ def _host_pattern(h: str) -> str:
 
 
 def _result(e: Entry, m: re.Match[str] | None, segs: list[str], considered: int) -> RouteMatch:
-    f = e.form
     params: dict[str, str]
     if m is not None:
         params = {k: v for k, v in m.groupdict().items() if v is not None}
     else:
-        params = {name: segs[i] for i, name in f.params} if f.params else {}
-        if f.catchall is not None:
-            params[f.catchall] = "/".join(segs[len(f.segments) :])
+        params = {name: segs[i] for i, name in e.params} if e.params else {}
+        if e.catchall is not None:
+            params[e.catchall] = "/".join(segs[e.nseg :])
     rm: RouteMatch = _new(RouteMatch)
     _set_route(rm, e.route)
     _set_index(rm, e.index)
     _set_params(rm, params)
-    _set_prefix(rm, f.literal if f.kind is PathKind.PREFIX else "")
-    _set_pattern(rm, f.raw)
+    _set_prefix(rm, e.prefix)
+    _set_pattern(rm, e.pattern)
     _set_considered(rm, considered)
     return rm
 
