@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -31,6 +30,16 @@ from portway.admin import consumers as cons
 from portway.admin.control import GatewayControl
 from portway.admin.openapi import CREDENTIAL_KINDS, YAML_TYPES, openapi_spec
 from portway.admin.redact import contains_redacted, redact_config, restore_redacted
+from portway.admin.responses import (
+    InvalidConfigError,
+    UnavailableFeatureError,
+    UnsupportedMediaTypeError,
+    error_response,
+    is_loopback,
+    issue_dict,
+    json_response,
+    media_type,
+)
 from portway.admin.source import dump_source, load_source
 from portway.config.schema import AdminConfig, ConsumerConfig
 from portway.errors import (
@@ -39,7 +48,6 @@ from portway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     UnauthorizedError,
-    error_body,
 )
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
@@ -54,83 +62,6 @@ _JSON_TYPES = ("application/json",)
 Handler = Callable[..., Awaitable[Response]]
 #: what ``_read_json(required=False)`` returns for an empty body (``None`` is JSON ``null``)
 _NO_BODY: Any = object()
-
-
-class UnsupportedMediaTypeError(GatewayError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class InvalidConfigError(GatewayError):
-    """422 with the list of configuration problems."""
-
-    status = 422
-    code = "invalid_config"
-
-    def __init__(self, errors: Sequence[Any], message: str = "the configuration is invalid"):
-        super().__init__(message)
-        self.errors = [issue_dict(e) for e in errors]
-
-
-class UnavailableFeatureError(GatewayError):
-    status = 503
-    code = "feature_unavailable"
-
-
-def issue_dict(e: Any) -> dict[str, Any]:
-    """A config problem as ``{"path", "line", "column", "message"}``."""
-    if isinstance(e, Mapping):
-        return {
-            "path": str(e.get("path", "")),
-            "line": e.get("line"),
-            "column": e.get("column"),
-            "message": str(e.get("message", "")),
-        }
-    to_dict = getattr(e, "to_dict", None)
-    if callable(to_dict):
-        return issue_dict(to_dict())
-    return {"path": "", "line": None, "column": None, "message": str(e)}
-
-
-def is_loopback(host: str) -> bool:
-    h = host.strip("[]")
-    if h == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
-def _json(status: int, data: Any, headers: Sequence[tuple[str, str]] = ()) -> Response:
-    h = Headers.from_pairs(headers)
-    h.set("content-type", "application/json")
-    return Response(status=status, headers=h, body=orjson.dumps(data))
-
-
-def error_response(e: GatewayError) -> Response:
-    if isinstance(e, InvalidConfigError):
-        body = orjson.dumps(
-            {
-                "error": e.message,
-                "code": e.code,
-                "status": e.status,
-                "request_id": None,
-                "errors": e.errors,
-            }
-        )
-    else:
-        body = error_body(e.status, e.message, e.code, None)
-    h = Headers.from_pairs(e.headers)
-    h.set("content-type", "application/json")
-    return Response(status=e.status, headers=h, body=body)
-
-
-def _media_type(request: Request) -> str | None:
-    ct = request.headers.get("content-type")
-    if ct is None:
-        return None
-    return ct.split(";", 1)[0].strip().lower()
 
 
 class _Route:
@@ -280,7 +211,7 @@ class AdminApp:
 
     async def _read_json(self, request: Request, *, required: bool = True) -> Any:
         raw = await self._read(request)
-        mt = _media_type(request)
+        mt = media_type(request)
         if not raw.strip():
             if required:
                 raise BadRequestError("a JSON body is required", code="empty_body")
@@ -298,7 +229,7 @@ class AdminApp:
     async def _read_config_text(self, request: Request) -> str:
         """The config document of the body as YAML text, after restoring redacted secrets."""
         raw = await self._read(request)
-        mt = _media_type(request)
+        mt = media_type(request)
         if not raw.strip():
             raise BadRequestError("a configuration document is required", code="empty_body")
         if mt is not None and (mt in _JSON_TYPES or mt.endswith("+json")):
@@ -348,7 +279,7 @@ class AdminApp:
         errors = await self.control.apply_config_text(text, write_back=write_back)
         if errors:
             raise InvalidConfigError(errors, "the configuration was rejected; nothing changed")
-        return _json(
+        return json_response(
             200,
             {
                 "result": "ok",
@@ -370,10 +301,10 @@ class AdminApp:
         st.setdefault("config_hash", None)
         st["version"] = portway.__version__
         st.setdefault("python", sys.version.split()[0])
-        return _json(200, st)
+        return json_response(200, st)
 
     async def get_config(self, request: Request) -> Response:
-        return _json(200, redact_config(self.control.config().model_dump(mode="json")))
+        return json_response(200, redact_config(self.control.config().model_dump(mode="json")))
 
     async def put_config(self, request: Request) -> Response:
         write_back = self._write_back(request)
@@ -386,7 +317,7 @@ class AdminApp:
         errors = await self.control.validate_config_text(text)
         if errors:
             raise InvalidConfigError(errors)
-        return _json(200, {"valid": True, "errors": []})
+        return json_response(200, {"valid": True, "errors": []})
 
     async def reload(self, request: Request) -> Response:
         if self.control.config_path is None:
@@ -395,7 +326,7 @@ class AdminApp:
             errors = await self.control.reload()
         if errors:
             raise InvalidConfigError(errors, "the reload was rejected; nothing changed")
-        return _json(
+        return json_response(
             200,
             {
                 "result": "ok",
@@ -431,12 +362,12 @@ class AdminApp:
                     "plugins": [b.name for b in r.plugins if b.enabled],
                 }
             )
-        return _json(200, {"data": data})
+        return json_response(200, {"data": data})
 
     async def get_route(self, request: Request, name: str) -> Response:
         for r in self.control.config().routes:
             if r.name == name:
-                return _json(200, redact_config(r.model_dump(mode="json")))
+                return json_response(200, redact_config(r.model_dump(mode="json")))
         raise NotFoundError(f"no route named {name!r}", code="not_found")
 
     def _upstream(self, name: str) -> Any:
@@ -456,10 +387,12 @@ class AdminApp:
 
     async def list_upstreams(self, request: Request) -> Response:
         ups = self.control.upstreams()
-        return _json(200, {"data": [self._upstream_view(n, u) for n, u in sorted(ups.items())]})
+        return json_response(
+            200, {"data": [self._upstream_view(n, u) for n, u in sorted(ups.items())]}
+        )
 
     async def get_upstream(self, request: Request, name: str) -> Response:
-        return _json(200, self._upstream_view(name, self._upstream(name)))
+        return json_response(200, self._upstream_view(name, self._upstream(name)))
 
     def _set_draining(self, name: str, target_id: str, draining: bool) -> Response:
         up = self._upstream(name)
@@ -479,7 +412,7 @@ class AdminApp:
         if not found:
             raise NotFoundError(f"upstream {name!r} has no target {target_id!r}", code="not_found")
         log.info("admin: target %s of upstream %s draining=%s", target_id, name, draining)
-        return _json(200, {"upstream": name, "target": target_id, "draining": draining})
+        return json_response(200, {"upstream": name, "target": target_id, "draining": draining})
 
     async def drain_target(self, request: Request, name: str, target: str) -> Response:
         return self._set_draining(name, target, True)
@@ -502,12 +435,12 @@ class AdminApp:
         await self._apply(dump_source(doc), self._write_back(request))
 
     async def list_consumers(self, request: Request) -> Response:
-        return _json(
+        return json_response(
             200, {"data": [cons.consumer_view(c) for c in self.control.config().consumers]}
         )
 
     async def get_consumer(self, request: Request, username: str) -> Response:
-        return _json(200, cons.consumer_view(self._consumer(username)))
+        return json_response(200, cons.consumer_view(self._consumer(username)))
 
     async def _consumer_body(self, request: Request, username: str | None) -> dict[str, Any]:
         from pydantic import ValidationError
@@ -548,7 +481,7 @@ class AdminApp:
                 cons.source_consumers(doc).append(entry)
 
             await self._edit_source(request, edit)
-        return _json(
+        return json_response(
             201,
             cons.consumer_view(self._consumer(name)),
             [("location", f"/consumers/{quote(name, safe='')}")],
@@ -568,7 +501,7 @@ class AdminApp:
 
             await self._edit_source(request, edit)
         view = cons.consumer_view(self._consumer(username))
-        return _json(201 if created else 200, view)
+        return json_response(201 if created else 200, view)
 
     async def delete_consumer(self, request: Request, username: str) -> Response:
         async with self._lock:
@@ -584,7 +517,7 @@ class AdminApp:
         return Response(204)
 
     async def list_credentials(self, request: Request, username: str) -> Response:
-        return _json(200, {"data": cons.credential_views(self._consumer(username))})
+        return json_response(200, {"data": cons.credential_views(self._consumer(username))})
 
     def _kind(self, kind: str) -> str:
         if kind not in CREDENTIAL_KINDS:
@@ -626,7 +559,7 @@ class AdminApp:
         }
         if generated is not None:
             view["generated_key"] = generated
-        return _json(201, view)
+        return json_response(201, view)
 
     async def delete_credential(
         self, request: Request, username: str, kind: str, cred_id: str
@@ -664,13 +597,13 @@ class AdminApp:
 
     async def purge_cache(self, request: Request) -> Response:
         n = await self._cache_registry().purge_all()
-        return _json(200, {"purged": int(n)})
+        return json_response(200, {"purged": int(n)})
 
     async def purge_cache_key(self, request: Request, key: str) -> Response:
         n = await self._cache_registry().purge_key(key)
         if not n:
             raise NotFoundError(f"nothing cached under {key!r}", code="not_found")
-        return _json(200, {"purged": int(n)})
+        return json_response(200, {"purged": int(n)})
 
     async def get_metrics(self, request: Request) -> Response:
         if self.metrics is None:
@@ -679,4 +612,4 @@ class AdminApp:
         return Response(200, Headers.from_pairs([("content-type", content_type)]), body)
 
     async def get_openapi(self, request: Request) -> Response:
-        return _json(200, openapi_spec())
+        return json_response(200, openapi_spec())

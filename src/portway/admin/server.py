@@ -6,7 +6,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from portway.admin.app import AdminApp, is_loopback
+from portway.admin.app import AdminApp
+from portway.admin.responses import is_loopback
 from portway.config.schema import AdminConfig
 
 if TYPE_CHECKING:

@@ -56,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_body",
         "_can_write",
         "_close_delimited",
+        "_head_deadline",
         "_head_fut",
         "_head_only",
         "_headers",
@@ -98,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel: Callable[[bytes], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
+        self._head_deadline = 0.0
         self._last_io = 0.0
         self._close_delimited = False
 
@@ -240,21 +242,36 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_io = self._loop.time()
         return self._body
 
-    def arm_read_timeout(self) -> None:
-        """Start the between-bytes read timer (after the request head was written)."""
-        if self._read_timeout > 0 and self._timer is None:
+    def arm_read_timeout(self, head_deadline: float = 0.0) -> None:
+        """Start the exchange timer (after the request head was written): between-bytes read
+        timeout, plus an absolute ``head_deadline`` (loop time) for the response head. One
+        self-re-arming timer per exchange, instead of a timer reset per ``data_received``."""
+        self._head_deadline = head_deadline
+        if self._timer is None and (self._read_timeout > 0 or head_deadline > 0):
             self._last_io = self._loop.time()
-            self._timer = self._loop.call_at(self._last_io + self._read_timeout, self._check_read)
+            self._timer = self._loop.call_at(self._next_due(), self._check_read)
+
+    def _next_due(self) -> float:
+        due = self._last_io + self._read_timeout if self._read_timeout > 0 else float("inf")
+        fut = self._head_fut
+        if self._head_deadline > 0 and fut is not None and not fut.done():
+            due = min(due, self._head_deadline)
+        return due
 
     def _check_read(self) -> None:
         self._timer = None
         if self.closed or self.message_done:
             return
+        now = self._loop.time()
+        fut = self._head_fut
+        head_pending = fut is not None and not fut.done()
+        if self._head_deadline > 0 and head_pending and now >= self._head_deadline:
+            self._fail(ReadTimeoutError("upstream response timeout"))
+            return
         body = self._body
         # a body paused by flow control is waiting on the client, not on the upstream
         waiting_on_client = body is not None and body._paused
-        due = self._last_io + self._read_timeout
-        now = self._loop.time()
+        due = self._next_due()
         if waiting_on_client or now < due:
             self._timer = self._loop.call_at(max(due, now + 0.05), self._check_read)
             return

@@ -175,11 +175,20 @@ class Forwarder:
                 )
             ctx.target = target
             if chain.on_upstream_request:
-                await chain.run_upstream_request(ctx)
+                try:
+                    await chain.run_upstream_request(ctx)
+                except BaseException:
+                    up.release(target)
+                    raise
             t0 = loop.time()
             target.in_flight += 1
             try:
                 resp = await self._exchange(ctx, rt, target, client, deadline)
+            except (asyncio.CancelledError, GatewayError):
+                # no outcome to record (client gone, body too large): give back the probe slot
+                target.in_flight -= 1
+                up.release(target)
+                raise
             except _Attempt as a:
                 target.in_flight -= 1
                 latency = loop.time() - t0
@@ -264,7 +273,7 @@ class Forwarder:
                     continue
                 raise _Attempt("reset", False, UpstreamError("upstream reset")) from None
             break
-        conn.arm_read_timeout()
+        conn.arm_read_timeout(deadline)
         if client is not None and ctx.request.version == "1.1":
             conn.informational = lambda h: _relay_informational(client, h)
         pump: asyncio.Task[None] | None = None
@@ -282,17 +291,10 @@ class Forwarder:
                 )
             )
         try:
-            async with asyncio.timeout_at(deadline):
-                if pump is not None:
-                    head = await _head_or_pump_failure(conn, pump)
-                else:
-                    head = await conn.read_head()
-        except TimeoutError:
-            _cancel(pump)
-            conn.abort()
-            raise _Attempt(
-                "timeout", True, UpstreamTimeoutError("upstream timed out", source="upstream")
-            ) from None
+            if pump is not None:
+                head = await _head_or_pump_failure(conn, pump)
+            else:
+                head = await conn.read_head()
         except ReadTimeoutError:
             _cancel(pump)
             conn.abort()
