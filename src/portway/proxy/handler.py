@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -276,6 +277,9 @@ class ProxyApp:
             conn.abort()
             return False
         Forwarder.finish_exchange(ctx, ok=False)
+        if not ctx.request_id:
+            # errors before any plugin ran (no route, bad path) still carry a request id
+            ctx.request_id = _request_id(ctx.request)
         resp: Response | None = None
         if chain.on_error:
             resp = await chain.run_error(ctx, err)
@@ -295,6 +299,16 @@ class ProxyApp:
         except (ConnectionError, GatewayError):
             return False
         return (keep and err.status < 500) or (keep and err.status in (502, 503, 504))
+
+
+_RID_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+def _request_id(req: Request) -> str:
+    rid = req.headers.get_raw(b"x-request-id")
+    if rid is not None and 0 < len(rid) <= 128 and _RID_OK.issuperset(rid):
+        return rid.decode()
+    return os.urandom(16).hex()
 
 
 def _body_done(req: Request) -> bool:
