@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portway.config.types import Duration, Size
+from portway.observability.tracing import TracingConfig
 
 
 class Model(BaseModel):
@@ -351,6 +352,7 @@ class GatewayConfig(Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     plugins: list[PluginBinding] = Field(default_factory=list, description="global bindings")
     consumers: list[ConsumerConfig] = Field(default_factory=list)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
     def _refs(self) -> GatewayConfig:

@@ -70,16 +70,22 @@ class Chain:
     async def run_request(self, ctx: RequestContext) -> Response | None:
         """Run ``on_request`` in order; return the first short-circuit response."""
         trace = ctx.trace
+        tracer = ctx.extra.get("_tracer")
         for p in self.on_request:
             t0 = time.perf_counter() if trace is not None else 0.0
+            tok = tracer.start_phase(ctx, p.name, "on_request") if tracer is not None else None
             try:
                 resp = await p.on_request(ctx)
             except Exception as e:
                 err = _wrap(p, "on_request", e)
+                if tracer is not None:
+                    tracer.end_phase(tok, err)
                 ctx.extra["rejected_by"] = p.name
                 if trace is not None:
                     ctx.record("on_request", p.name, _ms(t0), f"error {err.status}")
                 raise err from e
+            if tracer is not None:
+                tracer.end_phase(tok)
             if trace is not None:
                 ctx.record("on_request", p.name, _ms(t0), "respond" if resp else "continue")
             if resp is not None:
@@ -96,12 +102,19 @@ class Chain:
 
     async def run_response(self, ctx: RequestContext) -> None:
         trace = ctx.trace
+        tracer = ctx.extra.get("_tracer")
         for p in self.on_response:
             t0 = time.perf_counter() if trace is not None else 0.0
+            tok = tracer.start_phase(ctx, p.name, "on_response") if tracer is not None else None
             try:
                 await p.on_response(ctx)
             except Exception as e:
-                raise _wrap(p, "on_response", e) from e
+                err = _wrap(p, "on_response", e)
+                if tracer is not None:
+                    tracer.end_phase(tok, err)
+                raise err from e
+            if tracer is not None:
+                tracer.end_phase(tok)
             if trace is not None:
                 ctx.record("on_response", p.name, _ms(t0))
 

@@ -180,6 +180,10 @@ class Forwarder:
                 except BaseException:
                     up.release(target)
                     raise
+            tracer = self.graph.tracer
+            if tracer.enabled:
+                for k, v in tracer.start_attempt(ctx, target):
+                    ctx.upstream_request.headers.set(k, v)
             t0 = loop.time()
             target.in_flight += 1
             try:
@@ -191,6 +195,8 @@ class Forwarder:
                 raise
             except _Attempt as a:
                 target.in_flight -= 1
+                if tracer.enabled:
+                    tracer.end_attempt(ctx, error=a.error)
                 latency = loop.time() - t0
                 up.record(target, False, latency, None, a.reason)
                 if ctx.trace is not None:
@@ -211,6 +217,8 @@ class Forwarder:
             latency = loop.time() - t0
             ctx.upstream_latency = latency
             status = resp.status
+            if tracer.enabled:
+                tracer.end_attempt(ctx, status=status)
             ok = status < 500
             up.record(target, ok, latency, status, None)
             if ctx.trace is not None:

@@ -78,6 +78,10 @@ class ProxyApp:
         chain: Chain = graph.global_chain
         keep = False
         sent = False
+        tracer = graph.tracer
+        if tracer.enabled:
+            tracer.start_request(ctx)
+            ctx.extra["_tracer"] = tracer
         try:
             if graph.debug_token is not None:
                 tok = req.headers.get_raw(b"x-portway-debug")
@@ -99,6 +103,8 @@ class ProxyApp:
             ctx.response = resp
             if chain.on_response:
                 await chain.run_response(ctx)
+            if ctx.debug:
+                resp.headers.set("x-portway-debug", _debug_header(ctx))
             sent = True
             keep = await self._send(conn, ctx, chain)
         except (ClientDisconnectedError, ConnectionError) as e:
@@ -120,6 +126,8 @@ class ProxyApp:
                     obs.on_request_done(ctx)
                 except Exception:
                     log.exception("observer failed")
+            if tracer.enabled:
+                tracer.end_request(ctx)
             graph.inflight -= 1
         return keep
 
@@ -314,6 +322,12 @@ def _request_id(req: Request) -> str:
 def _body_done(req: Request) -> bool:
     b = req.body
     return b is None or b._eof
+
+
+def _debug_header(ctx: RequestContext) -> str:
+    from portway.observability.debug import debug_header
+
+    return debug_header(ctx)
 
 
 def _explain(ctx: RequestContext) -> Response:

@@ -13,6 +13,7 @@ import orjson
 from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig
 from portway.http.forwarded import TrustedProxies
 from portway.http.pool import ConnectionPool
+from portway.observability.tracing import Tracer, build_tracer
 from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
 from portway.pipeline.registry import registry
 from portway.pipeline.runner import Chain
@@ -54,6 +55,7 @@ class BuildContext:
         self.pools: dict[tuple[str, int, str, str], ConnectionPool] = {}
         self.shared: dict[str, Any] = {}
         self.upstreams: dict[str, tuple[str, Upstream]] = {}
+        self.tracer: tuple[str, Tracer] | None = None
 
 
 def _pool_factory(ctx: BuildContext, cfg_json: str) -> Callable[[Target], ConnectionPool]:
@@ -205,6 +207,11 @@ async def build_graph(
         version=version,
     )
     graph.shared_keys = frozenset(used)
+    tcfg = cfg.tracing.model_dump_json()
+    if bctx.tracer is not None and bctx.tracer[0] == tcfg:
+        graph.tracer = bctx.tracer[1]
+    else:
+        graph.tracer = build_tracer(cfg.tracing)
     return graph
 
 

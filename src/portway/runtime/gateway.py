@@ -88,6 +88,8 @@ class Gateway:
                 await up.start()
         for p in g.plugins:
             await p.start()
+        if old is None or g.tracer is not old.tracer:
+            await g.tracer.start()
 
     async def apply(self, cfg: GatewayConfig) -> RuntimeGraph:
         """Swap in ``cfg``; raises :class:`ReloadError` and keeps the old graph on failure."""
@@ -152,6 +154,8 @@ class Gateway:
                 except Exception:
                     log.exception("closing plugin %s failed", p.name)
         await prune_shared(self._bctx, new)
+        if old.tracer is not new.tracer:
+            await old.tracer.aclose()
 
     async def drain(self, timeout: float) -> None:
         """Wait for in-flight requests of the live graph (graceful shutdown)."""
@@ -176,6 +180,7 @@ class Gateway:
                 await p.aclose()
             except Exception:
                 log.exception("closing plugin %s failed", p.name)
+        await g.tracer.aclose()
 
     async def subrequest(self, ctx: RequestContext, request: Request) -> Response:
         """``PluginEnv.forward``: send ``request`` on ctx's route upstream, body buffered."""

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from portway.config.schema import GatewayConfig, RouteConfig, TimeoutsConfig
 from portway.http.forwarded import TrustedProxies
+from portway.observability.tracing import NOOP_TRACER, Tracer
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin
 from portway.pipeline.runner import Chain
@@ -55,3 +56,4 @@ class RuntimeGraph:
     inflight: int = 0
     version: int = 0
     shared_keys: frozenset[str] = frozenset()
+    tracer: Tracer = NOOP_TRACER

@@ -53,10 +53,14 @@ class Worker:
         except Exception:  # observability is optional at this layer
             metrics = None
         gw = Gateway(self.config, config_path=self.config_path, observers=observers)
-        if metrics is not None and hasattr(metrics, "config_reload"):
+        if metrics is not None:
             gw.reload_listeners.append(metrics.config_reload)
         await gw.start()
         self.gateway = gw
+        if metrics is not None:
+            metrics.set_upstreams_source(lambda: gw.graph.upstreams)
+            await metrics.start()
+            self._closers.append(metrics.aclose)
         app = ProxyApp(
             gw.graph_ref,
             on_open=getattr(metrics, "connection_opened", None),
