@@ -18,6 +18,7 @@ import httptools
 
 from portway.http.body import BodyStream
 from portway.http.headers import Headers
+from portway.http.sweeper import NEVER, sweeper_for
 
 
 class UpstreamResetError(ConnectionError):
@@ -64,9 +65,10 @@ class UpstreamConnection(asyncio.Protocol):
         "_loop",
         "_read_timeout",
         "_reason",
-        "_timer",
+        "_sweeper",
         "closed",
         "created",
+        "deadline",
         "idle_since",
         "informational",
         "message_done",
@@ -97,7 +99,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.informational: Callable[[ResponseHead], None] | None = None
         #: in tunnel mode, bytes from the upstream go straight to this callback
         self.tunnel: Callable[[bytes], None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: loop time of the next timeout check (see ``portway.http.sweeper``)
+        self.deadline = NEVER
+        self._sweeper = sweeper_for(loop)
         self._read_timeout = 0.0
         self._head_deadline = 0.0
         self._last_io = 0.0
@@ -247,9 +251,10 @@ class UpstreamConnection(asyncio.Protocol):
         timeout, plus an absolute ``head_deadline`` (loop time) for the response head. One
         self-re-arming timer per exchange, instead of a timer reset per ``data_received``."""
         self._head_deadline = head_deadline
-        if self._timer is None and (self._read_timeout > 0 or head_deadline > 0):
+        if self._read_timeout > 0 or head_deadline > 0:
             self._last_io = self._loop.time()
-            self._timer = self._loop.call_at(self._next_due(), self._check_read)
+            self.deadline = self._next_due()
+            self._sweeper.watch(self)
 
     def _next_due(self) -> float:
         due = self._last_io + self._read_timeout if self._read_timeout > 0 else float("inf")
@@ -258,14 +263,15 @@ class UpstreamConnection(asyncio.Protocol):
             due = min(due, self._head_deadline)
         return due
 
-    def _check_read(self) -> None:
-        self._timer = None
+    def expired(self, now: float) -> None:
+        """Sweeper callback: fail the exchange if a timeout really passed, else re-arm."""
         if self.closed or self.message_done:
+            self._cancel_timer()
             return
-        now = self._loop.time()
         fut = self._head_fut
         head_pending = fut is not None and not fut.done()
         if self._head_deadline > 0 and head_pending and now >= self._head_deadline:
+            self._cancel_timer()
             self._fail(ReadTimeoutError("upstream response timeout"))
             return
         body = self._body
@@ -273,14 +279,15 @@ class UpstreamConnection(asyncio.Protocol):
         waiting_on_client = body is not None and body._paused
         due = self._next_due()
         if waiting_on_client or now < due:
-            self._timer = self._loop.call_at(max(due, now + 0.05), self._check_read)
+            self.deadline = max(due, now + 0.05)
             return
+        self._cancel_timer()
         self._fail(ReadTimeoutError("upstream read timeout"))
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.deadline != NEVER:
+            self.deadline = NEVER
+            self._sweeper.unwatch(self)
 
     def _fail(self, exc: BaseException) -> None:
         if self._head_fut is not None and not self._head_fut.done():

@@ -30,6 +30,7 @@ from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.path import normalize_path
+from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import head_bytes
 
 log = logging.getLogger("portway.http")
@@ -86,7 +87,9 @@ class ServerConnection(asyncio.Protocol):
         self.extra: dict[str, Any] = {}
         self._queue: deque[Request | GatewayError] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: loop time at which the header/idle timeout fires (checked by the sweeper)
+        self.deadline = NEVER
+        self._sweeper = sweeper_for(self.loop)
         self._can_write: asyncio.Future[None] | None = None
         self._paused = False
         # per-message parse state
@@ -119,6 +122,7 @@ class ServerConnection(asyncio.Protocol):
                 self.extra["peercert"] = cert
                 self.extra["peercert_der"] = ssl_obj.getpeercert(binary_form=True)
         self._arm(self.limits.header_timeout)
+        self._sweeper.watch(self)
         self.app.connection_opened()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -126,6 +130,7 @@ class ServerConnection(asyncio.Protocol):
             return
         self.closed = True
         self._disarm()
+        self._sweeper.unwatch(self)
         if self._body is not None:
             self._body.set_exception(ClientDisconnectedError("client disconnected"))
         w = self._can_write
@@ -162,6 +167,12 @@ class ServerConnection(asyncio.Protocol):
                 self._protocol_error(BadRequestError(f"malformed request: {msg}"))
 
     def eof_received(self) -> bool | None:
+        body = self._body
+        if body is not None:
+            # the client ended mid-body: the message can never be complete, so it must not
+            # be forwarded as if it were (and the upstream need not wait for a timeout)
+            self._body = None
+            body.set_exception(BadRequestError("request body ended before its declared length"))
         # a half-closed client may still be waiting for responses to pipelined requests
         return True if self._task is not None else None
 
@@ -194,9 +205,14 @@ class ServerConnection(asyncio.Protocol):
         if not self._in_headers:
             body = self._body
             if body is not None:
+                lname = name.lower()
+                if lname in _FORBIDDEN_TRAILERS:
+                    # RFC 9110 §6.5.1: an upstream merging trailers into the header section
+                    # must never get framing, routing, auth or forwarding fields from a client
+                    return
                 if body.trailers is None:
                     body.trailers = Headers()
-                body.trailers.add_raw(name.lower(), value)
+                body.trailers.add_raw(lname, value)
             return
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.limits.max_header_bytes:
@@ -258,7 +274,8 @@ class ServerConnection(asyncio.Protocol):
                 u = httptools.parse_url(url)
             except httptools.HttpParserInvalidURLError as e:
                 raise _Abort(BadRequestError("invalid request target")) from e
-            if u.schema not in (b"http", b"https") or not u.host:
+            if u.schema not in (b"http", b"https") or not u.host or u.userinfo:
+                # RFC 9110 §4.2.4: userinfo in an http(s) URI is to be treated as an error
                 raise _Abort(BadRequestError("invalid request target"))
             raw_path = u.path or b"/"
             query = u.query or b""
@@ -280,6 +297,9 @@ class ServerConnection(asyncio.Protocol):
         cl_raw = headers.get_raw(b"content-length")
         chunked = False
         if te is not None:
+            if version == "1.0":
+                # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+                raise _Abort(BadRequestError("Transfer-Encoding in an HTTP/1.0 request"))
             if te.strip().lower() != b"chunked":
                 raise _Abort(BadRequestError("unsupported transfer coding"))
             chunked = True
@@ -401,17 +421,16 @@ class ServerConnection(asyncio.Protocol):
 
     # --- timers -------------------------------------------------------------------------------
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(seconds, self._on_timeout) if seconds > 0 else None
+        self.deadline = self.loop.time() + seconds if seconds > 0 else NEVER
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = NEVER
+
+    def expired(self, now: float) -> None:
+        self.deadline = NEVER
+        self._on_timeout()
 
     def _on_timeout(self) -> None:
-        self._timer = None
         if self._task is not None or self.tunnel is not None:
             return
         if self._in_headers and self.transport is not None and not self.closed:
@@ -460,6 +479,46 @@ def _parse_host(raw: bytes) -> str:
             raise _Abort(BadRequestError("invalid Host header"))
     return name.decode("ascii")
 
+
+#: RFC 9110 §6.5.1 fields a trailer section must not carry (framing, routing, authentication,
+#: request modifiers, content handling) plus what the gateway itself asserts about the client
+_FORBIDDEN_TRAILERS = frozenset(
+    {
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"expect",
+        b"forwarded",
+        b"host",
+        b"if-match",
+        b"if-modified-since",
+        b"if-none-match",
+        b"if-range",
+        b"if-unmodified-since",
+        b"keep-alive",
+        b"max-forwards",
+        b"pragma",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"set-cookie",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+    }
+)
 
 _HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
 
