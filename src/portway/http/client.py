@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from portway.http.body import BodyStream
-from portway.http.headers import Headers
+from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
 
 
@@ -38,6 +38,9 @@ class ReadTimeoutError(TimeoutError):
     pass
 
 
+_SPECIAL = HOP_BY_HOP | {b"via", b"content-length"}
+
+
 @dataclass(slots=True)
 class ResponseHead:
     status: int
@@ -48,6 +51,8 @@ class ResponseHead:
     content_length: int | None
     #: bytes after a 101 response, to be tunnelled
     upgrade_tail: bytes | None = None
+    #: a hop-by-hop field or Via is present (the proxy must rewrite the header list)
+    special: bool = True
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -56,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_can_write",
+        "_cl",
         "_close_delimited",
         "_head_deadline",
         "_head_fut",
@@ -65,7 +71,9 @@ class UpstreamConnection(asyncio.Protocol):
         "_loop",
         "_read_timeout",
         "_reason",
+        "_special",
         "_sweeper",
+        "_te",
         "closed",
         "created",
         "deadline",
@@ -106,6 +114,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_deadline = 0.0
         self._last_io = 0.0
         self._close_delimited = False
+        self._special = False
+        self._te: bytes | None = None
+        self._cl: bytes | None = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,6 +191,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self._special = False
+        self._te = None
+        self._cl = None
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -191,13 +205,21 @@ class UpstreamConnection(asyncio.Protocol):
                 self._body.trailers = Headers()
             self._body.trailers.add_raw(name.lower(), value)
             return
-        self._headers.append((name.lower(), value))
+        n = name.lower()
+        if n in _SPECIAL:
+            if n == b"content-length":
+                self._cl = value
+            else:
+                self._special = True
+                if n == b"transfer-encoding":
+                    self._te = value
+        self._headers.append((n, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         headers = Headers(self._headers)
-        te = headers.get_raw(b"transfer-encoding")
-        cl_raw = headers.get_raw(b"content-length")
+        te = self._te
+        cl_raw = self._cl
         chunked = te is not None and te.strip().lower().endswith(b"chunked")
         cl = int(cl_raw) if cl_raw is not None and not chunked else None
         if 100 <= status < 200 and status != 101:
@@ -213,6 +235,7 @@ class UpstreamConnection(asyncio.Protocol):
             keep_alive=bool(self.parser.should_keep_alive()) and not self._close_delimited,
             chunked=chunked,
             content_length=cl,
+            special=self._special,
         )
         fut = self._head_fut
         if fut is not None and not fut.done():

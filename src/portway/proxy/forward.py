@@ -55,38 +55,72 @@ class _Attempt(Exception):
         self.error = error
 
 
+_ALWAYS_DROP = HOP_BY_HOP | {b"expect", b"x-portway-debug", b"content-length"}
+_FORWARDED = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
+)
+_DROP_UNTRUSTED = _ALWAYS_DROP | _FORWARDED
+# fields the single pass below rewrites rather than copies
+_REWRITTEN = frozenset({b"x-forwarded-for", b"via"})
+
+
 def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph) -> None:
-    """Strip hop-by-hop fields, add X-Forwarded-* and Via, apply strip_prefix/rewrite."""
+    """Build the upstream request in one pass over the client's fields: drop hop-by-hop ones
+    (and those named in ``Connection``), add X-Forwarded-* and Via, set framing, apply
+    strip_prefix/rewrite. Framing is fixed here: a plugin that replaces the body in
+    ``on_upstream_request`` must call :func:`set_request_framing` again."""
     req = ctx.request
     ureq = ctx.upstream_request
-    h = ureq.headers
-    tokens = connection_tokens(h)
-    upgrade = h.get_raw(b"upgrade") if req.upgrade else None
-    drop = HOP_BY_HOP | tokens
-    drop |= {b"expect", b"x-portway-debug"}
-    if not req.trusted_peer:
-        drop |= {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
-    items = [(k, v) for k, v in h.raw() if k not in drop]
-    prior = [v for k, v in items if k == b"x-forwarded-for"]
-    items = [(k, v) for k, v in items if k not in (b"x-forwarded-for",)]
+    drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
+    items: list[tuple[bytes, bytes]] = []
+    append = items.append
+    conn_values: list[bytes] | None = None
+    upgrade: bytes | None = None
+    prior: list[bytes] = []
+    via: bytes | None = None
+    has_xfp = has_xfh = False
+    host: bytes | None = None
+    for k, v in ureq.headers.raw():
+        if k in drop:
+            if k == b"connection":
+                (conn_values := conn_values or []).append(v)
+            elif k == b"upgrade":
+                upgrade = v
+            continue
+        if k in _REWRITTEN:
+            if k == b"via":
+                via = v if via is None else via + b", " + v
+            else:
+                prior.append(v)
+            continue
+        if k == b"host":
+            host = v
+        elif k == b"x-forwarded-proto":
+            has_xfp = True
+        elif k == b"x-forwarded-host":
+            has_xfh = True
+        append((k, v))
+    if conn_values is not None:
+        named = {t.strip().lower() for cv in conn_values for t in cv.split(b",")} - {b""}
+        if named:
+            items = [(k, v) for k, v in items if k not in named]
+            append = items.append
     peer = req.peer_ip.encode()
-    xff = b", ".join([*prior, peer]) if prior else peer
-    items.append((b"x-forwarded-for", xff))
-    if not any(k == b"x-forwarded-proto" for k, _ in items):
-        items.append((b"x-forwarded-proto", req.scheme.encode()))
-    if not any(k == b"x-forwarded-host" for k, _ in items):
-        host = h.get_raw(b"host")
-        if host is not None:
-            items.append((b"x-forwarded-host", host))
+    append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
+    if not has_xfp:
+        append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
+    if not has_xfh and host is not None:
+        append((b"x-forwarded-host", host))
     if graph.via is not None:
-        via = h.get_raw(b"via")
-        mine = b"1.1 " + graph.via if req.version == "1.1" else b"1.0 " + graph.via
-        items = [(k, v) for k, v in items if k != b"via"]
-        items.append((b"via", via + b", " + mine if via else mine))
-    if upgrade is not None:
-        items.append((b"connection", b"upgrade"))
-        items.append((b"upgrade", upgrade))
+        mine = (b"1.1 " if req.version == "1.1" else b"1.0 ") + graph.via
+        append((b"via", via + b", " + mine if via else mine))
+    elif via is not None:
+        append((b"via", via))
+    if upgrade is not None and req.upgrade:
+        append((b"connection", b"upgrade"))
+        append((b"upgrade", upgrade))
     ureq.headers = Headers(items)
+    set_request_framing(ureq)
     m = ctx.match
     if rt.rewrite is not None and m is not None:
         params = m.params
@@ -98,19 +132,19 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
         ureq.path = rest if rest.startswith("/") else "/" + rest
 
 
-def _request_framing(ureq: Request) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Final header list and whether the body is sent chunked."""
-    items = [(k, v) for k, v in ureq.headers.raw() if k not in (b"content-length",)]
-    chunked = False
+def set_request_framing(ureq: Request) -> None:
+    """(Re)write Content-Length / Transfer-Encoding of the upstream request from its body."""
+    h = ureq.headers
+    raw = h.raw()
+    if any(k == b"content-length" or k == b"transfer-encoding" for k, _ in raw):
+        h.remove_many((b"content-length", b"transfer-encoding"))
     if ureq.body is not None:
         if ureq.content_length is not None:
-            items.append((b"content-length", str(ureq.content_length).encode()))
+            h.add_raw(b"content-length", str(ureq.content_length).encode())
         else:
-            chunked = True
-            items.append((b"transfer-encoding", b"chunked"))
+            h.add_raw(b"transfer-encoding", b"chunked")
     elif ureq.method in ("POST", "PUT", "PATCH"):
-        items.append((b"content-length", b"0"))
-    return items, chunked
+        h.add_raw(b"content-length", b"0")
 
 
 async def _pump_body(
@@ -264,7 +298,8 @@ class Forwarder:
                         False,
                         UpstreamConnectError(f"upstream connect {kind}", source="upstream"),
                     ) from None
-            items, chunked = _request_framing(ureq)
+            items = ureq.headers.raw()
+            chunked = ureq.body is not None and ureq.content_length is None
             if rt.preserve_host is False:
                 items = [(k, v) for k, v in items if k != b"host"]
                 items.insert(0, (b"host", target.authority.encode()))
@@ -327,20 +362,32 @@ class Forwarder:
             _cancel(pump)
             conn.abort()
             raise
+        if head.status == 101 and not ctx.request.upgrade:
+            # RFC 9110 §15.2.2: switching to a protocol the client did not ask for; relaying it
+            # would leave the client and the gateway speaking different protocols
+            _cancel(pump)
+            conn.abort()
+            raise _Attempt(
+                "reset",
+                True,
+                UpstreamError("upstream switched protocols unasked", source="upstream"),
+            )
         headers = head.headers
-        tokens = connection_tokens(headers)
-        if head.status == 101:
-            keep_up = {b"upgrade", b"connection"}
-            drop = (HOP_BY_HOP | tokens) - keep_up
-        else:
-            drop = HOP_BY_HOP | tokens
-        if any(k in drop for k, _ in headers.raw()):
-            headers.remove_many(drop)
-        if self.graph.via is not None and head.status != 101:
-            v = headers.get_raw(b"via")
-            mine = b"1.1 " + self.graph.via
-            headers.remove("via")
-            headers.add_raw(b"via", v + b", " + mine if v else mine)
+        via = self.graph.via
+        if head.special:
+            tokens = connection_tokens(headers)
+            if head.status == 101:
+                drop = (HOP_BY_HOP | tokens) - {b"upgrade", b"connection"}
+            else:
+                drop = HOP_BY_HOP | tokens
+            if any(k in drop for k, _ in headers.raw()):
+                headers.remove_many(drop)
+            if via is not None and head.status != 101:
+                v = headers.get_raw(b"via")
+                headers.remove("via")
+                headers.add_raw(b"via", v + b", 1.1 " + via if v else b"1.1 " + via)
+        elif via is not None:
+            headers.add_raw(b"via", b"1.1 " + via)
         resp = Response(
             status=head.status,
             headers=headers,
