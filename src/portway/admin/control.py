@@ -167,6 +167,7 @@ class RuntimeControl:
         self._text = text
         if write_back and self.config_path is not None:
             await asyncio.to_thread(write_atomically, self.config_path, text)
+        await self.gateway.publish(text)
         return []
 
     async def reload(self) -> list[Any]:
@@ -185,6 +186,7 @@ class RuntimeControl:
         except ReloadError as e:
             return list(e.errors)
         self._text = text
+        await self.gateway.publish(None)
         return []
 
     def status(self) -> dict[str, Any]:

@@ -50,6 +50,10 @@ class Gateway:
         self.started = time.time()
         self.last_reload: dict[str, Any] = {"result": "none", "errors": [], "at": None}
         self.reload_listeners: list[Callable[[str], None]] = []
+        #: with several workers: where a config applied through the admin API is written so
+        #: sibling workers can load it, and how they are told (SIGHUP via the supervisor)
+        self.override_path: Path | None = None
+        self.notify_peers: Callable[[], None] | None = None
 
     @property
     def graph(self) -> RuntimeGraph:
@@ -111,10 +115,11 @@ class Gateway:
     async def reload_from_file(self) -> RuntimeGraph:
         from portway.config.loader import ConfigError, load_config
 
-        if self.config_path is None:
+        if self.config_path is None and self.override_path is None:
             raise ReloadError(["no config file to reload from"])
+        path = self._source_path()
         try:
-            cfg = load_config(self.config_path)
+            cfg = load_config(path)
         except ConfigError as e:
             errs = [str(i) for i in e.errors]
             self._record("error", errs)
@@ -124,6 +129,28 @@ class Gateway:
         g = await self.apply(cfg)
         log.info("config reloaded (version %d, %s)", g.version, g.config_hash)
         return g
+
+    def _source_path(self) -> Path:
+        """The config file, or the admin-applied override when that is newer."""
+        o = self.override_path
+        c = self.config_path
+        if (
+            o is not None
+            and o.exists()
+            and (c is None or not c.exists() or o.stat().st_mtime >= c.stat().st_mtime)
+        ):
+            return o
+        assert c is not None
+        return c
+
+    async def publish(self, text: str | None) -> None:
+        """Share a config applied in this worker with its siblings (no-op with one worker)."""
+        if self.override_path is not None and text is not None:
+            tmp = self.override_path.with_suffix(".tmp")
+            await asyncio.to_thread(tmp.write_text, text)
+            await asyncio.to_thread(tmp.replace, self.override_path)
+        if self.notify_peers is not None:
+            self.notify_peers()
 
     def _record(self, result: str, errors: list[str]) -> None:
         self.last_reload = {"result": result, "errors": errors, "at": time.time()}

@@ -54,6 +54,8 @@ def run_supervised(
         return run_single(config, config_path, watch, on_ready)
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portway-metrics-")
+    # config applied through the admin API (worker 0) is shared with siblings through here
+    os.environ["PORTWAY_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="portway-run-")
     children: dict[int, int] = {}  # pid -> worker id
     stopping = False
     reload_pending = False

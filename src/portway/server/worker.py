@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,11 @@ class Worker:
             gw.reload_listeners.append(metrics.config_reload)
         await gw.start()
         self.gateway = gw
+        runtime_dir = os.environ.get("PORTWAY_RUNTIME_DIR")
+        if self.workers > 1 and runtime_dir:
+            gw.override_path = Path(runtime_dir) / "config.yaml"
+            parent = os.getppid()
+            gw.notify_peers = lambda: os.kill(parent, signal.SIGHUP)
         if metrics is not None:
             metrics.set_upstreams_source(lambda: gw.graph.upstreams)
             await metrics.start()
@@ -96,9 +102,15 @@ class Worker:
 
     async def reload(self) -> list[str]:
         assert self.gateway is not None
+        from portway.config.errors import ConfigError
+
         try:
             await self.gateway.reload_from_file()
         except ReloadError as e:
+            if not isinstance(e.__cause__, ConfigError):
+                # config errors were logged line by line by the gateway; build errors were not
+                for line in e.errors:
+                    log.error("reload rejected, old config keeps serving: %s", line)
             return e.errors
         return []
 
@@ -107,12 +119,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        try:
-            from portway.observability.logging import reopen_logs
-
-            loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
-        except ImportError:
-            pass
+        loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
 
     def stop(self) -> None:
         self._stop.set()
@@ -135,6 +142,19 @@ class Worker:
                 await res
         if gw is not None:
             await gw.aclose()
+
+
+def reopen_log_files() -> None:
+    """``SIGUSR1``: reopen the gateway's log file and every access-log file (logrotate)."""
+    try:
+        from portway.observability.logging import reopen_logs
+
+        reopen_logs()
+    except ImportError:
+        pass
+    from portway.plugins.access_log.plugin import reopen_all
+
+    reopen_all()
 
 
 def ports_of(servers: list[asyncio.Server]) -> list[int]:
