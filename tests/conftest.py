@@ -100,9 +100,23 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_prefix() -> str:
-    """A key prefix unique to this test."""
-    return f"test:{uuid.uuid4().hex[:12]}:"
+def redis_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key prefix unique to this test; its keys are deleted afterwards (and only they)."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    if "redis_url" not in request.fixturenames:
+        return
+    import redis
+
+    url = request.getfixturevalue("redis_url")
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except redis.RedisError:
+        pass
 
 
 @pytest.fixture

@@ -339,6 +339,11 @@ class StateConfig(Model):
     backend: Literal["memory", "redis"] = Field("memory", description="default state store")
     redis_url: str = Field("redis://127.0.0.1:6379/0")
     key_prefix: str = Field("portway:")
+    sync_config: bool = Field(
+        False,
+        description="share configs applied through the admin API with every instance that "
+        "uses the same Redis and key_prefix (Redis pub/sub notices)",
+    )
 
 
 class GatewayConfig(Model):

@@ -54,6 +54,8 @@ class Gateway:
         #: sibling workers can load it, and how they are told (SIGHUP via the supervisor)
         self.override_path: Path | None = None
         self.notify_peers: Callable[[], None] | None = None
+        #: with ``state.sync_config``: publishes admin-applied configs to other instances
+        self.cluster: Any = None
 
     @property
     def graph(self) -> RuntimeGraph:
@@ -151,6 +153,8 @@ class Gateway:
             await asyncio.to_thread(tmp.replace, self.override_path)
         if self.notify_peers is not None:
             self.notify_peers()
+        if self.cluster is not None and text is not None:
+            await self.cluster.publish(text)
 
     def _record(self, result: str, errors: list[str]) -> None:
         self.last_reload = {"result": result, "errors": errors, "at": time.time()}

@@ -58,6 +58,13 @@ class Worker:
             gw.reload_listeners.append(metrics.config_reload)
         await gw.start()
         self.gateway = gw
+        if self.config.state.sync_config:
+            from portway.runtime.cluster import ConfigSync
+
+            sync = ConfigSync(gw, self.config.state)
+            await sync.start()
+            gw.cluster = sync
+            self._closers.append(sync.aclose)
         runtime_dir = os.environ.get("PORTWAY_RUNTIME_DIR")
         if self.workers > 1 and runtime_dir:
             gw.override_path = Path(runtime_dir) / "config.yaml"

@@ -1,0 +1,102 @@
+"""Config change notices between gateway instances through Redis.
+
+When ``state.sync_config`` is on, a config applied through the admin API of any instance is
+stored under ``<key_prefix>config:text`` and its hash published on ``<key_prefix>config``.
+Every worker of every instance subscribes; on a notice whose hash differs from what it serves
+it loads the stored text (same validation as a file reload) and applies it. No protocol of our
+own: Redis is the only shared medium. While Redis is unreachable instances keep serving what
+they have and resubscribe with backoff; on (re)subscribe they catch up with the stored text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from portway.config.schema import StateConfig
+
+if TYPE_CHECKING:
+    from portway.runtime.gateway import Gateway
+
+log = logging.getLogger("portway.cluster")
+
+
+class ConfigSync:
+    """Publishes admin-applied configs and applies those published by other instances."""
+
+    def __init__(self, gateway: Gateway, state: StateConfig) -> None:
+        self.gateway = gateway
+        self.channel = f"{state.key_prefix}config"
+        self.text_key = f"{state.key_prefix}config:text"
+        self._redis = aioredis.from_url(
+            state.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.applied = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def publish(self, text: str) -> None:
+        from portway.config.loader import config_hash, load_config_text
+
+        digest = config_hash(load_config_text(text, "<admin>"))
+        try:
+            async with self._redis.pipeline(transaction=True) as p:
+                p.set(self.text_key, text.encode())
+                p.publish(self.channel, digest.encode())
+                await p.execute()
+        except Exception as e:  # the local apply already happened; peers catch up later
+            log.error("could not publish the config to Redis: %s", e)
+
+    async def _catch_up(self) -> None:
+        from portway.config.errors import ConfigError
+        from portway.config.loader import config_hash, load_config_text
+
+        raw = await self._redis.get(self.text_key)
+        if raw is None:
+            return
+        try:
+            text = raw if isinstance(raw, str) else raw.decode()
+            cfg = load_config_text(text, "<redis>")
+        except ConfigError as e:
+            log.error("config published in Redis is invalid: %s", "; ".join(map(str, e.errors)))
+            return
+        if config_hash(cfg) == config_hash(self.gateway.config):
+            return
+        await self.gateway.apply(cfg)
+        self.applied += 1
+        log.info("applied config published by another instance (%s)", config_hash(cfg))
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                await pubsub.subscribe(self.channel)
+                await self._catch_up()
+                delay = 0.5
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        try:
+                            await self._catch_up()
+                        except Exception as e:
+                            log.error("applying a published config failed: %s", e)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("config sync: Redis unavailable (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
