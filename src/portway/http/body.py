@@ -101,15 +101,18 @@ class BodyStream:
         return self._exc is not None
 
     # consumer side --------------------------------------------------------------------------
+    def _pop(self) -> bytes:
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= self._low and self._resume is not None:
+            self._paused = False
+            self._resume()
+        return chunk
+
     async def read(self) -> bytes:
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered <= self._low and self._resume is not None:
-                    self._paused = False
-                    self._resume()
-                return chunk
+                return self._pop()
             if self._exc is not None:
                 raise self._exc
             if self._eof:
@@ -120,12 +123,7 @@ class BodyStream:
     def read_nowait(self) -> bytes | None:
         """A buffered chunk, ``b""`` at EOF, or ``None`` when the caller would have to wait."""
         if self._chunks:
-            chunk = self._chunks.popleft()
-            self._buffered -= len(chunk)
-            if self._paused and self._buffered <= self._low and self._resume is not None:
-                self._paused = False
-                self._resume()
-            return chunk
+            return self._pop()
         if self._exc is not None:
             raise self._exc
         return b"" if self._eof else None

@@ -338,29 +338,18 @@ class Forwarder:
                 head = await _head_or_pump_failure(conn, pump)
             else:
                 head = await conn.read_head()
-        except ReadTimeoutError:
+        except BaseException as e:
+            # whatever went wrong, this exchange is over: stop the body and drop the socket
             _cancel(pump)
             conn.abort()
-            raise _Attempt(
-                "timeout", True, UpstreamTimeoutError("upstream timed out", source="upstream")
-            ) from None
-        except UpstreamResetError as e:
-            _cancel(pump)
-            conn.abort()
-            raise _Attempt(
-                "reset", True, UpstreamError("upstream closed the connection", source="upstream")
-            ) from e
-        except UpstreamProtocolError as e:
-            _cancel(pump)
-            conn.abort()
-            raise _Attempt("reset", True, UpstreamError(str(e), source="upstream")) from e
-        except GatewayError:
-            _cancel(pump)
-            conn.abort()
-            raise
-        except BaseException:
-            _cancel(pump)
-            conn.abort()
+            if isinstance(e, ReadTimeoutError):
+                err: GatewayError = UpstreamTimeoutError("upstream timed out", source="upstream")
+                raise _Attempt("timeout", True, err) from None
+            if isinstance(e, UpstreamResetError):
+                err = UpstreamError("upstream closed the connection", source="upstream")
+                raise _Attempt("reset", True, err) from e
+            if isinstance(e, UpstreamProtocolError):
+                raise _Attempt("reset", True, UpstreamError(str(e), source="upstream")) from e
             raise
         if head.status == 101 and not ctx.request.upgrade:
             # RFC 9110 §15.2.2: switching to a protocol the client did not ask for; relaying it
