@@ -85,14 +85,37 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(cfg: Any) -> None:
+    """Fail fast, with one message, when an address cannot be bound.
+
+    Workers bind with SO_REUSEPORT, which would silently share a port with another gateway
+    already serving it, and a forked worker that cannot bind would be restarted forever; so
+    each address is bound once here *without* SO_REUSEPORT, which fails if anyone holds it.
+    """
+    from portway.server.listener import bind_socket
+
+    addrs = [(f"listener {lc.name!r}", lc.address) for lc in cfg.listeners]
+    if cfg.admin.enabled:
+        addrs.append(("admin API", cfg.admin.address))
+    for what, addr in addrs:
+        try:
+            sock = bind_socket(addr, reuse_port=False)
+        except OSError as e:
+            raise CliError(f"cannot listen on {addr} ({what}): {e.strerror or e}") from None
+        sock.close()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from portway.server.supervisor import run_supervised
 
     cfg = _load(args.config)
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1", EXIT_CONFIG)
+    _preflight(cfg)
     _setup_logging(cfg.server.log_level)
     workers = args.workers or cfg.server.workers or os.cpu_count() or 1
     addrs = ", ".join(lc.address for lc in cfg.listeners)
-    print(f"portway {__version__}: serving on {addrs} with {workers} worker(s)", file=sys.stderr)
+    print(f"portway {__version__}: starting on {addrs} with {workers} worker(s)", file=sys.stderr)
     try:
         return run_supervised(cfg, args.config, args.watch, workers)
     except OSError as e:
@@ -135,31 +158,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
         prog="portway",
+        formatter_class=fmt,
         description="Portway: a fast API gateway. Routes, authenticates, limits, caches and "
         "observes traffic to your services.",
-        epilog="Start with `portway demo`, then write a config and `portway validate` it.",
+        epilog="Start with `portway demo`, then write a config and `portway validate` it.\n"
+        "`portway COMMAND --help` describes each command.",
     )
     p.add_argument("--version", action="version", version=f"portway {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    r = sub.add_parser("run", help="serve traffic with a config file")
-    r.add_argument("-c", "--config", required=True, help="path to portway.yaml")
-    r.add_argument(
-        "-w", "--workers", type=int, default=None, help="worker processes (default: CPU count)"
+    r = sub.add_parser(
+        "run",
+        help="serve traffic with a config file",
+        formatter_class=fmt,
+        description="Serve traffic with a config file until SIGTERM or Ctrl-C (in-flight "
+        "requests finish first).\nSIGHUP reloads the config; a bad config keeps the old one "
+        "serving and logs every error.",
+        epilog="example:\n  portway run -c portway.yaml --workers 2 --watch",
     )
-    r.add_argument("--watch", action="store_true", help="reload when the config file changes")
+    r.add_argument("-c", "--config", required=True, metavar="FILE", help="path to portway.yaml")
+    r.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: server.workers, else the CPU count)",
+    )
+    r.add_argument(
+        "--watch", action="store_true", help="reload when the config file's content changes"
+    )
     r.set_defaults(func=cmd_run)
-    v = sub.add_parser("validate", help="check a config file and report every error with its line")
-    v.add_argument("config", help="path to portway.yaml")
+    v = sub.add_parser(
+        "validate",
+        help="check a config file and report every error with its line",
+        description="Check a config file without starting anything. Prints a summary and "
+        "exits 0, or lists every error with its YAML path and line and exits 2.",
+    )
+    v.add_argument("config", metavar="FILE", help="path to portway.yaml")
     v.set_defaults(func=cmd_validate)
-    t = sub.add_parser("routes", help="print the compiled route table in priority order")
-    t.add_argument("config", help="path to portway.yaml")
+    t = sub.add_parser(
+        "routes",
+        help="print the compiled route table in priority order",
+        description="Print the compiled route table, highest priority first: exact paths, "
+        "then templates and prefixes by literal length, then regexes.",
+    )
+    t.add_argument("config", metavar="FILE", help="path to portway.yaml")
     t.set_defaults(func=cmd_routes)
-    d = sub.add_parser("demo", help="start three demo services and the gateway in front of them")
-    d.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
+    d = sub.add_parser(
+        "demo",
+        help="start three demo services and the gateway in front of them",
+        formatter_class=fmt,
+        description="Start three demo services (users, orders, products) and the gateway on "
+        "the bundled config,\nthen print curl commands to try. Ctrl-C stops everything.",
+        epilog="ports (environment): PORTWAY_PORT (8080), PORTWAY_ADMIN_PORT (9901),\n"
+        "  DEMO_USERS_PORT (9001), DEMO_ORDERS_PORT (9002), DEMO_PRODUCTS_PORT (9003)",
+    )
+    d.add_argument(
+        "--port", type=int, default=None, help="gateway port (default: $PORTWAY_PORT or 8080)"
+    )
     d.set_defaults(func=cmd_demo)
-    ver = sub.add_parser("version", help="print the version")
+    ver = sub.add_parser("version", help="print the version", description="Print the version.")
     ver.set_defaults(func=lambda a: print(f"portway {__version__}") or 0)
     return p
 

@@ -101,6 +101,7 @@ class RequestContext:
         "error",
         "extra",
         "match",
+        "reached",
         "request",
         "request_id",
         "response",
@@ -133,6 +134,9 @@ class RequestContext:
         self.debug = False
         self.trace: list[TraceEvent] | None = None
         self.extra: dict[str, Any] = {}
+        #: binding position of the plugin whose ``on_request`` is running or answered/failed
+        #: (None once every ``on_request`` passed); response phases skip plugins after it
+        self.reached: int | None = None
 
     @property
     def route_name(self) -> str | None:

@@ -38,7 +38,10 @@ class UnknownPluginError(LookupError):
 
 
 class Registry:
-    """Resolves plugin names to classes. Entry points override nothing built in."""
+    """Resolves plugin names to classes: :meth:`register`-ed classes, then built-ins, then the
+    ``portway.plugins`` entry-point group (scanned once, on first use). An entry point never
+    overrides a built-in name. Failures raise :class:`UnknownPluginError` with a message fit
+    for a config error."""
 
     def __init__(self) -> None:
         self._classes: dict[str, type[Plugin[Any]]] = {}
@@ -75,9 +78,20 @@ class Registry:
                 raise UnknownPluginError(
                     f"unknown plugin {name!r}; known: {', '.join(self.names())}"
                 )
-            loaded = ep.load()
+            try:
+                loaded = ep.load()
+            except Exception as e:  # a broken third-party package is a config error, not a crash
+                raise UnknownPluginError(
+                    f"plugin {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
+                ) from e
         if not (isinstance(loaded, type) and issubclass(loaded, Plugin)):
             raise UnknownPluginError(f"plugin {name!r} does not resolve to a Plugin class")
+        if loaded.name != name:
+            # the name is what logs, metrics and errors report: it must be the bound one
+            raise UnknownPluginError(
+                f"plugin {name!r} resolves to a class named {loaded.name!r}; "
+                "a plugin class's `name` must equal its registered name"
+            )
         self._classes[name] = loaded
         return loaded
 

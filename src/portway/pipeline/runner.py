@@ -9,12 +9,14 @@ from typing import Any
 
 from portway.errors import GatewayError, PluginError
 from portway.http.models import Response
-from portway.pipeline.context import RequestContext
+from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, implements
 
 log = logging.getLogger("portway.plugins")
 
 Bound = Plugin[Any]
+
+_PRE_ATTEMPT: ContextKey[list[tuple[bytes, bytes]]] = ContextKey("runner.pre_attempt_headers")
 
 
 def _wrap(plugin: Bound, phase: str, exc: Exception) -> GatewayError:
@@ -39,6 +41,7 @@ class Chain:
     """
 
     __slots__ = (
+        "_pos",
         "buffer_cap",
         "on_error",
         "on_log",
@@ -52,6 +55,8 @@ class Chain:
 
     def __init__(self, plugins: Sequence[Bound]) -> None:
         self.plugins = tuple(plugins)
+        #: binding position of each plugin, to tell which ones a short-circuit never reached
+        self._pos = {id(p): i for i, p in enumerate(self.plugins)}
 
         def pick(phase: str) -> tuple[Bound, ...]:
             return tuple(p for p in self.plugins if implements(p, phase))
@@ -72,6 +77,7 @@ class Chain:
         trace = ctx.trace
         tracer = ctx.extra.get("_tracer")
         for p in self.on_request:
+            ctx.reached = self._pos[id(p)]
             t0 = time.perf_counter() if trace is not None else 0.0
             tok = tracer.start_phase(ctx, p.name, "on_request") if tracer is not None else None
             try:
@@ -91,9 +97,30 @@ class Chain:
             if resp is not None:
                 ctx.extra["rejected_by"] = p.name
                 return resp
+        ctx.reached = None
         return None
 
+    def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
+        """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never
+        reached: as in Envoy, a local reply only passes through filters that saw the request."""
+        cut = ctx.reached
+        if cut is None:
+            return plugins
+        pos = self._pos
+        return tuple(p for p in plugins if pos[id(p)] <= cut)
+
     async def run_upstream_request(self, ctx: RequestContext) -> None:
+        """Run ``on_upstream_request`` in order; called once per attempt.
+
+        Every attempt starts from the headers as they were before the first attempt's hooks,
+        so a retry never carries what a failed attempt added (a duplicated signature, say).
+        """
+        items = ctx.upstream_request.headers.raw()
+        saved = ctx.state.get(_PRE_ATTEMPT)
+        if saved is None:
+            ctx.state[_PRE_ATTEMPT] = list(items)
+        else:
+            items[:] = saved
         for p in self.on_upstream_request:
             try:
                 await p.on_upstream_request(ctx)
@@ -101,9 +128,11 @@ class Chain:
                 raise _wrap(p, "on_upstream_request", e) from e
 
     async def run_response(self, ctx: RequestContext) -> None:
+        """Run ``on_response`` in reverse order, skipping plugins a short-circuit skipped."""
         trace = ctx.trace
         tracer = ctx.extra.get("_tracer")
-        for p in self.on_response:
+        plugins = self.on_response if ctx.reached is None else self._ran(ctx, self.on_response)
+        for p in plugins:
             t0 = time.perf_counter() if trace is not None else 0.0
             tok = tracer.start_phase(ctx, p.name, "on_response") if tracer is not None else None
             try:
@@ -119,11 +148,20 @@ class Chain:
                 ctx.record("on_response", p.name, _ms(t0))
 
     async def run_chunk(self, ctx: RequestContext, chunk: bytes, end: bool) -> bytes:
-        for p in self.on_response_chunk:
-            chunk = await p.on_response_chunk(ctx, chunk, end)
+        """Pass ``chunk`` through ``on_response_chunk`` hooks in reverse order."""
+        plugins = self.on_response_chunk
+        if ctx.reached is not None:
+            plugins = self._ran(ctx, plugins)
+        for p in plugins:
+            try:
+                chunk = await p.on_response_chunk(ctx, chunk, end)
+            except Exception as e:
+                raise _wrap(p, "on_response_chunk", e) from e
         return chunk
 
     async def run_error(self, ctx: RequestContext, exc: BaseException) -> Response | None:
+        """Ask ``on_error`` hooks (reverse order) for a reply; the first one given wins.
+        A hook that raises is logged and skipped."""
         for p in self.on_error:
             try:
                 resp = await p.on_error(ctx, exc)
@@ -135,6 +173,7 @@ class Chain:
         return None
 
     def run_log(self, ctx: RequestContext) -> None:
+        """Run every ``on_log`` hook (reverse order), short-circuit or not; never raises."""
         for p in self.on_log:
             try:
                 p.on_log(ctx)

@@ -8,6 +8,7 @@ dropped and counted rather than growing memory without bound.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -22,6 +23,8 @@ from pydantic import Field
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginConfig, PluginEnv, Stage
 
+log = logging.getLogger("portway.access_log")
+
 _writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
 
 
@@ -31,25 +34,63 @@ class AccessLogConfig(PluginConfig):
 
 
 class _Writer:
+    """Owns one output and the thread writing to it.
+
+    ``put`` never blocks: the queue is bounded, and a full queue drops the line and counts it
+    in ``dropped`` (the thread logs a warning with the count). A file is opened here, on the
+    caller's thread, so an unwritable path fails the config build instead of a silent thread.
+    The file is reopened when ``reopen()`` was called or when the path no longer names the
+    open file (logrotate renamed or deleted it), checked at most once a second.
+    """
+
     def __init__(self, path: str, max_queue: int) -> None:
         self.path = path
-        self.q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.q: queue.Queue[bytes | None] = queue.Queue(max_queue)
         self.max_queue = max_queue
-        self.pending = 0
         self.dropped = 0
+        self.written = 0
+        self._reported = 0
         self._reopen = False
-        self._fh: IO[bytes] | None = None
+        self._checked = 0.0
+        self._fh: IO[bytes] = self._open()
         self._thread = threading.Thread(target=self._run, name="portway-access-log", daemon=True)
         self._thread.start()
         _writers.add(self)
+
+    @property
+    def pending(self) -> int:
+        return self.q.qsize()
 
     def _open(self) -> IO[bytes]:
         if self.path == "-":
             return sys.stdout.buffer
         return open(self.path, "ab", buffering=0)
 
+    def _rotated(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return False
+        self._checked = now
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        own = os.fstat(self._fh.fileno())
+        return (st.st_ino, st.st_dev) != (own.st_ino, own.st_dev)
+
+    def _maybe_reopen(self) -> None:
+        if self.path == "-" or not (self._reopen or self._rotated()):
+            return
+        self._reopen = False
+        try:
+            fh = self._open()
+        except OSError as e:
+            log.error("access log: cannot reopen %s: %s", self.path, e)
+            return
+        self._fh.close()
+        self._fh = fh
+
     def _run(self) -> None:
-        fh = self._open()
         while True:
             item = self.q.get()
             batch = [item]
@@ -60,38 +101,48 @@ class _Writer:
                 pass
             stop = None in batch
             lines = [b for b in batch if b is not None]
-            self.pending -= len(batch)
-            if self._reopen and self.path != "-":
-                self._reopen = False
-                fh.close()
-                fh = self._open()
+            self._maybe_reopen()
             if lines:
                 try:
-                    fh.write(b"".join(lines))
-                    fh.flush()
-                except (OSError, ValueError):
-                    pass
+                    self._fh.write(b"".join(lines))
+                    self._fh.flush()
+                    self.written += len(lines)
+                except (OSError, ValueError) as e:
+                    log.error("access log: write to %s failed: %s", self.path, e)
+            dropped = self.dropped
+            if dropped != self._reported:
+                log.warning(
+                    "access log: %d line(s) dropped (queue of %d full); %d dropped in total",
+                    dropped - self._reported,
+                    self.max_queue,
+                    dropped,
+                )
+                self._reported = dropped
             if stop:
                 if self.path != "-":
-                    fh.close()
+                    self._fh.close()
                 return
 
     def put(self, line: bytes) -> None:
-        if self.pending >= self.max_queue:
+        try:
+            self.q.put_nowait(line)
+        except queue.Full:
             self.dropped += 1
-            return
-        self.pending += 1
-        self.q.put(line)
 
     def reopen(self) -> None:
         self._reopen = True
+        self._checked = 0.0
 
     def close(self, timeout: float = 2.0) -> None:
-        self.q.put(None)
+        try:
+            self.q.put(None, timeout=timeout)
+        except queue.Full:
+            return  # the writer is stuck on its output; it is a daemon thread
         self._thread.join(timeout)
 
 
 def reopen_all() -> None:
+    """Make every access-log writer reopen its file (``SIGUSR1``, after logrotate)."""
     for w in list(_writers):
         w.reopen()
 
@@ -114,8 +165,10 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
         resp = ctx.response
         t = ctx.target
         ua = req.headers.get_raw(b"user-agent")
+        now = time.time()
         rec = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}Z",
             "request_id": ctx.request_id or None,
             "client_ip": req.client_ip,
             "method": req.method,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator
 
 from portway.http.headers import Headers
@@ -9,25 +11,63 @@ from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginConfig, Stage
 
-_FORBIDDEN = {"content-length", "transfer-encoding", "connection", "host"}
+#: framing and hop-by-hop fields are the gateway's job: editing them would desync framing
+#: or smuggle requests (RFC 9110 §7.6.1, RFC 9112 §6); Host is set by routing/preserve_host
+_FORBIDDEN = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.1 field-name
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB (RFC 9110 §5.5)
+
+
+def _name(k: str) -> str:
+    if not _TOKEN.match(k):
+        raise ValueError(f"invalid header name {k!r}")
+    if k.lower() in _FORBIDDEN:
+        raise ValueError(f"header {k!r} is managed by the gateway and cannot be edited")
+    return k
 
 
 class HeaderOps(PluginConfig):
+    """Edits applied in this order: rename, remove, set, add. Names are case-insensitive."""
+
     add: dict[str, str] = Field(default_factory=dict, description="append (keeps existing)")
     set: dict[str, str] = Field(default_factory=dict, description="replace or create")
-    remove: list[str] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list, description="delete every field of a name")
     rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
 
     @field_validator("add", "set")
     @classmethod
     def _values(cls, v: dict[str, str]) -> dict[str, str]:
         for k, val in v.items():
-            if k.lower() in _FORBIDDEN:
-                raise ValueError(f"header {k!r} is managed by the gateway")
-            if any(c in val for c in "\r\n\0"):
-                raise ValueError(f"header {k!r}: value contains CR, LF or NUL")
-            if not k or any(c in k for c in " :\t\r\n\0"):
-                raise ValueError(f"invalid header name {k!r}")
+            _name(k)
+            if _BAD_VALUE.search(val):
+                raise ValueError(f"header {k!r}: value contains CR, LF, NUL or another CTL")
+        return v
+
+    @field_validator("remove")
+    @classmethod
+    def _removed(cls, v: list[str]) -> list[str]:
+        for k in v:
+            _name(k)
+        return v
+
+    @field_validator("rename")
+    @classmethod
+    def _renamed(cls, v: dict[str, str]) -> dict[str, str]:
+        for old, new in v.items():
+            _name(old)
+            _name(new)
         return v
 
     def apply(self, h: Headers) -> None:
@@ -46,13 +86,16 @@ class HeaderOps(PluginConfig):
 
 
 class HeadersConfig(PluginConfig):
-    request: HeaderOps = Field(default_factory=HeaderOps)
-    response: HeaderOps = Field(default_factory=HeaderOps)
+    request: HeaderOps = Field(default_factory=HeaderOps, description="edits sent upstream")
+    response: HeaderOps = Field(default_factory=HeaderOps, description="edits to the response")
 
 
 class HeadersPlugin(Plugin[HeadersConfig]):
-    """Request edits apply to the upstream request; response edits to every response of the
-    route, generated errors included."""
+    """Request edits apply to the upstream request (the client's request is untouched).
+    Response edits apply to every response of the route once this plugin's ``on_request``
+    ran: upstream responses, gateway errors (502, 504, ...) and answers from plugins after it.
+    An answer from a plugin that runs before it (an authn rejection) does not pass through it,
+    as with Envoy's local replies; errors raised before any plugin ran (no route) do."""
 
     name = "headers"
     stage = Stage.transform

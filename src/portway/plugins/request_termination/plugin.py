@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from portway.http.headers import Headers
 from portway.http.models import Response
@@ -11,13 +11,26 @@ from portway.pipeline.plugin import Plugin, PluginConfig, Stage
 
 
 class RequestTerminationConfig(PluginConfig):
-    status: int = Field(503, ge=100, le=599)
+    #: a final status only: 1xx would leave the client waiting for another response
+    status: int = Field(503, ge=200, le=599, description="status of the answer")
     body: str | None = Field(None, description="raw body; default: a JSON error body")
-    content_type: str = Field("application/json")
+    content_type: str = Field("application/json", description="Content-Type of `body`")
     message: str = Field("service unavailable", description="message of the default JSON body")
+
+    @field_validator("content_type")
+    @classmethod
+    def _field_value(cls, v: str) -> str:
+        # a CR/LF here would inject header fields into every answer
+        if not v or any(c in v for c in "\r\n\0") or v != v.strip():
+            raise ValueError("must be a single-line header value, e.g. 'text/plain'")
+        return v
 
 
 class RequestTerminationPlugin(Plugin[RequestTerminationConfig]):
+    """Answers every request it sees with the configured status and body; nothing is sent
+    upstream. Without ``body`` the answer is the gateway's JSON error shape (code
+    ``terminated``) carrying the request id."""
+
     name = "request_termination"
     stage = Stage.edge
     Config = RequestTerminationConfig

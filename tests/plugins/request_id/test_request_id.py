@@ -1,0 +1,89 @@
+"""``request_id`` through a real gateway: accept, replace, echo, forward, log."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import orjson
+
+from tests.helpers import http_get, run_gateway, run_upstream, simple_config
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _sent(body: bytes, name: str = "x-request-id") -> list[str]:
+    return [v for k, v in orjson.loads(body)["headers"] if k == name]
+
+
+async def _log_lines(path: Path, n: int) -> list[dict[str, object]]:
+    for _ in range(200):
+        if path.exists():
+            lines = path.read_bytes().splitlines()
+            if len(lines) >= n:
+                return [orjson.loads(x) for x in lines]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {n} access-log lines in {path}")
+
+
+async def test_accepts_safe_id_replaces_unsafe_echoes_forwards_and_logs(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    async with run_upstream() as up:
+        cfg = simple_config(up.url)
+        cfg["plugins"] = [
+            {"name": "request_id"},
+            {"name": "access_log", "config": {"path": str(log)}},
+        ]
+        async with run_gateway(cfg) as gw:
+            safe = "abc-123.DEF_4:5"
+            s1, h1, b1 = await http_get(gw.url + "/a", headers=[("X-Request-ID", safe)])
+            unsafe = "evil id\t<script>"
+            s2, h2, b2 = await http_get(gw.url + "/b", headers=[("X-Request-ID", unsafe)])
+            too_long = "a" * 129
+            s3, h3, b3 = await http_get(gw.url + "/c", headers=[("X-Request-ID", too_long)])
+            s4, h4, b4 = await http_get(gw.url + "/d")
+            lines = await _log_lines(log, 4)
+    assert s1 == s2 == s3 == s4 == 200
+    assert h1.get("x-request-id") == safe and _sent(b1) == [safe]
+    for h, b in ((h2, b2), (h3, b3), (h4, b4)):
+        rid = h.get("x-request-id")
+        assert rid is not None and HEX32.match(rid)
+        assert _sent(b) == [rid]  # exactly one id upstream: the unsafe one is not forwarded
+    ids = [h.get("x-request-id") for h in (h1, h2, h3, h4)]
+    assert len(set(ids)) == 4
+    assert sorted(str(x["request_id"]) for x in lines) == sorted(str(i) for i in ids)
+
+
+async def test_id_is_on_gateway_errors_and_custom_header(tmp_path: Path) -> None:
+    async with run_upstream() as up:
+        cfg = simple_config(up.url)
+        cfg["plugins"] = [{"name": "request_id", "config": {"header": "X-Correlation-ID"}}]
+        cfg["routes"].append(
+            {
+                "name": "down",
+                "match": {"paths": ["=/down"]},
+                "plugins": [{"name": "request_termination", "config": {"status": 503}}],
+            }
+        )
+        async with run_gateway(cfg) as gw:
+            s1, h1, b1 = await http_get(gw.url + "/x", headers=[("x-correlation-id", "corr-1")])
+            s2, h2, b2 = await http_get(gw.url + "/down", headers=[("x-correlation-id", "c-2")])
+    assert s1 == 200 and h1.get("x-correlation-id") == "corr-1"
+    assert _sent(b1, "x-correlation-id") == ["corr-1"]
+    assert h1.get("x-request-id") is None
+    assert s2 == 503 and h2.get("x-correlation-id") == "c-2"
+    assert orjson.loads(b2)["request_id"] == "c-2"
+
+
+async def test_untrusted_incoming_and_no_echo() -> None:
+    async with run_upstream() as up:
+        cfg = simple_config(
+            up.url,
+            plugins=[{"name": "request_id", "config": {"trust_incoming": False, "echo": False}}],
+        )
+        async with run_gateway(cfg) as gw:
+            s, h, b = await http_get(gw.url + "/x", headers=[("x-request-id", "client-id")])
+    assert s == 200 and h.get("x-request-id") is None
+    (sent,) = _sent(b)
+    assert sent != "client-id" and HEX32.match(sent)
