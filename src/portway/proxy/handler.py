@@ -77,7 +77,7 @@ class ProxyApp:
             ctx.extra.update(conn.extra)
         chain: Chain = graph.global_chain
         keep = False
-        sent = False
+        in_response = False
         tracer = graph.tracer
         if tracer.enabled:
             tracer.start_request(ctx)
@@ -102,20 +102,22 @@ class ProxyApp:
                 resp = await Forwarder(graph).forward(ctx, rt, conn)
             ctx.response = resp
             if chain.on_response:
+                in_response = True
                 await chain.run_response(ctx)
+                in_response = False
             if ctx.debug:
                 resp.headers.set("x-portway-debug", _debug_header(ctx))
-            sent = True
             keep = await self._send(conn, ctx, chain)
         except (ClientDisconnectedError, ConnectionError) as e:
             if isinstance(e, UpstreamError):
                 raise
             keep = False
         except GatewayError as e:
-            keep = await self._fail(conn, ctx, chain, e, sent)
+            keep = await self._fail(conn, ctx, chain, e, in_response)
         except Exception as e:  # a bug must cost one request, not the connection's others
             log.exception("unexpected error while proxying %s %s", req.method, req.path)
-            keep = await self._fail(conn, ctx, chain, GatewayError("internal error"), sent)
+            err = GatewayError("internal error")
+            keep = await self._fail(conn, ctx, chain, err, in_response, close=True)
             ctx.error = e
         finally:
             Forwarder.finish_exchange(ctx, ok=False)
@@ -154,12 +156,15 @@ class ProxyApp:
             raise PayloadTooLargeError("request body too large")
         return rt
 
-    async def _send(self, conn: ServerConnection, ctx: RequestContext, chain: Chain) -> bool:
-        """Write ``ctx.response``; return whether the connection may be reused."""
+    async def _send(
+        self, conn: ServerConnection, ctx: RequestContext, chain: Chain, close: bool = False
+    ) -> bool:
+        """Write ``ctx.response``; return whether the connection may be reused (the response
+        says ``Connection: close`` exactly when it may not)."""
         req = ctx.request
         resp = ctx.response
         assert resp is not None
-        keep = _wants_keep_alive(req) and (req.body is None or req.body.at_eof or _body_done(req))
+        keep = not close and _wants_keep_alive(req) and _body_done(req)
         status = resp.status
         no_body = req.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
         headers = resp.headers
@@ -181,6 +186,7 @@ class ProxyApp:
             elif req.version == "1.0":
                 items.append((b"connection", b"keep-alive"))
             data = head_bytes(status, resp.reason, items)
+            ctx.extra["_head_sent"] = True
             conn.write(data + body if body and not no_body else data)
             ctx.bytes_out += len(data) + (len(body) if not no_body else 0)
             Forwarder.finish_exchange(ctx, ok=True)
@@ -207,6 +213,7 @@ class ProxyApp:
             items.append((b"connection", b"keep-alive"))
         data = head_bytes(status, resp.reason, items)
         ctx.bytes_out += len(data)
+        ctx.extra["_head_sent"] = True
         if mode == "length" and not transform:
             # one write for head + whatever body is already here: a syscall per response saved
             first = body.read_nowait()
@@ -278,10 +285,12 @@ class ProxyApp:
         ctx: RequestContext,
         chain: Chain,
         err: GatewayError,
-        sent: bool,
+        in_response: bool,
+        close: bool = False,
     ) -> bool:
         ctx.error = err
-        if sent or conn.closed:
+        if ctx.extra.get("_head_sent") or conn.closed:
+            # the status line is gone: the only honest signal left is an aborted connection
             conn.abort()
             return False
         Forwarder.finish_exchange(ctx, ok=False)
@@ -297,16 +306,16 @@ class ProxyApp:
                 h.add(k, v)
             resp = Response(err.status, h, err.body(ctx.request_id or None))
         ctx.response = resp
-        if chain.on_response:
+        if chain.on_response and not in_response:
             try:
                 await chain.run_response(ctx)
             except GatewayError as e2:
                 log.warning("on_response failed while answering an error: %s", e2)
         try:
-            keep = await self._send(conn, ctx, chain)
+            return await self._send(conn, ctx, chain, close=close)
         except (ConnectionError, GatewayError):
+            conn.abort()
             return False
-        return (keep and err.status < 500) or (keep and err.status in (502, 503, 504))
 
 
 _RID_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
