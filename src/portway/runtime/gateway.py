@@ -126,7 +126,7 @@ class Gateway:
             errs = [str(i) for i in e.errors]
             self._record("error", errs)
             for line in errs:
-                log.error("reload rejected: %s", line)
+                log.error("reload of %s rejected: %s", path, line)
             raise ReloadError(errs) from e
         g = await self.apply(cfg)
         log.info("config reloaded (version %d, %s)", g.version, g.config_hash)

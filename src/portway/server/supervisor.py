@@ -58,13 +58,16 @@ def run_supervised(
     os.environ["PORTWAY_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="portway-run-")
     children: dict[int, int] = {}  # pid -> worker id
     stopping = False
-    reload_pending = False
+    gave_up = False
+    pending: list[int] = []  # signals to forward to every worker
+    recent_exits: dict[int, list[float]] = {}  # worker id -> times it died
 
     def spawn(wid: int) -> None:
         pid = os.fork()
         if pid == 0:  # child
             # a reload signal before the worker installs its handlers must not kill it
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
@@ -92,23 +95,23 @@ def run_supervised(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    def on_hup(signum: int, _frame: object) -> None:
-        nonlocal reload_pending
-        reload_pending = True
+    def on_forward(signum: int, _frame: object) -> None:
+        pending.append(signum)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGHUP, on_forward)  # reload
+    signal.signal(signal.SIGUSR1, on_forward)  # reopen log files
     for wid in range(workers):
         spawn(wid)
     log.info("supervisor %d started %d workers", os.getpid(), workers)
     deadline: float | None = None
     while children:
-        if reload_pending:
-            reload_pending = False
+        while pending:
+            sig = pending.pop(0)
             for pid in list(children):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
+                    os.kill(pid, sig)
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -124,8 +127,24 @@ def run_supervised(
         wid = children.pop(pid, -1)
         if not stopping and wid >= 0:
             code = os.waitstatus_to_exitcode(status)
-            log.error("worker %d (pid %d) exited with %s; restarting", wid, pid, code)
-            time.sleep(0.2)
+            now = time.monotonic()
+            exits = [t for t in recent_exits.get(wid, []) if now - t < 30] + [now]
+            recent_exits[wid] = exits
+            if len(exits) >= 5:
+                # crashing at start-up again and again: a restart loop would hide the cause
+                log.critical(
+                    "worker %d died %d times in 30s (last exit %s); giving up",
+                    wid,
+                    len(exits),
+                    code,
+                )
+                on_term(signal.SIGTERM, None)
+                continue
+            delay = min(5.0, 0.2 * 2 ** (len(exits) - 1))
+            log.error(
+                "worker %d (pid %d) exited with %s; restarting in %.1fs", wid, pid, code, delay
+            )
+            time.sleep(delay)
             spawn(wid)
     sys.stdout.flush()
-    return 0
+    return 1 if gave_up else 0
