@@ -189,6 +189,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.message_done:
+            # bytes after the end of the response (a lying Content-Length, or an unsolicited
+            # response): reusing this connection would hand them to the next exchange
+            raise UpstreamProtocolError("upstream sent data after the end of the response")
         self._headers = []
         self._reason = b""
         self._special = False
@@ -220,7 +224,11 @@ class UpstreamConnection(asyncio.Protocol):
         headers = Headers(self._headers)
         te = self._te
         cl_raw = self._cl
-        chunked = te is not None and te.strip().lower().endswith(b"chunked")
+        chunked = te is not None
+        if te is not None and te.strip().lower() != b"chunked":
+            # we de-chunk and re-frame, and cannot undo other codings: relaying the body
+            # without its Transfer-Encoding would corrupt it
+            raise UpstreamProtocolError("unsupported transfer coding from upstream")
         cl = int(cl_raw) if cl_raw is not None and not chunked else None
         if 100 <= status < 200 and status != 101:
             if self.informational is not None:
@@ -413,12 +421,11 @@ async def simple_request(
             server_hostname=host,
         )
         try:
-            h: list[tuple[bytes, bytes]] = [
-                (b"host", (host if u.port is None else f"{host}:{port}").encode()),
-                (b"connection", b"close"),
-            ]
-            for k, v in headers or []:
-                h.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+            extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers or []]
+            h: list[tuple[bytes, bytes]] = [(b"connection", b"close")]
+            if not any(k == b"host" for k, _ in extra):
+                h.insert(0, (b"host", (host if u.port is None else f"{host}:{port}").encode()))
+            h += extra
             if body or method in ("POST", "PUT", "PATCH"):
                 h.append((b"content-length", str(len(body)).encode()))
             stream = conn.begin(method == "HEAD", timeout)

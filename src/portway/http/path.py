@@ -6,6 +6,8 @@ a route's match can never reach a different resource upstream (``/public/../admi
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 from portway.errors import BadRequestError
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -24,8 +26,10 @@ def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
     - percent-encoded unreserved characters are decoded (``%7E`` → ``~``, ``%2e`` → ``.``) and
       other escapes upper-cased, so ``%2e%2e`` cannot smuggle a dot segment past the router;
     - ``%2F`` / ``%5C`` are rejected unless ``allow_encoded_slashes``; ``%00`` and malformed
-      escapes always are; a literal backslash or non-ASCII byte is rejected;
-    - dot segments are removed and empty segments (``//``) merged.
+      escapes always are; a literal backslash or non-ASCII byte is rejected, and so are
+      escapes that do not decode to valid UTF-8 (overlong ``%C0%AE``);
+    - dot segments are removed and empty segments (``//``) merged; a dot segment carrying
+      path parameters (``..;x``) is rejected.
     """
     if not raw.startswith(b"/"):
         raise BadRequestError("request target must be an absolute path")
@@ -35,6 +39,7 @@ def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
             raise BadRequestError("invalid character in path")
         return raw.decode("ascii")
     out = bytearray()
+    high = False
     i = 0
     n = len(raw)
     while i < n:
@@ -51,6 +56,7 @@ def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
             if v in _UNRESERVED:
                 out.append(v)
             else:
+                high |= v >= 0x80
                 if v in (0x2F, 0x5C) and not allow_encoded_slashes:
                     raise EncodedSlashError("encoded '/' or '\\' in path is not allowed")
                 out += b"%" + raw[i + 1 : i + 3].upper()
@@ -60,7 +66,18 @@ def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
             raise BadRequestError("invalid character in path")
         out.append(c)
         i += 1
+    if high:
+        _check_utf8(out)
     return _remove_dots(out.decode("ascii"))
+
+
+def _check_utf8(path: bytearray) -> None:
+    # Overlong forms (%C0%AE = ".") and other invalid UTF-8 decode to dots or slashes in
+    # lenient upstream decoders: the escapes stay encoded here, so refuse what is not UTF-8.
+    try:
+        unquote_to_bytes(bytes(path)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError("percent-encoded path is not valid UTF-8") from None
 
 
 def _remove_dots(path: str) -> str:
@@ -73,6 +90,10 @@ def _remove_dots(path: str) -> str:
             if stack:
                 stack.pop()
             continue
+        if seg[0] == "." and ";" in seg and seg.partition(";")[0] in (".", ".."):
+            # "..;x" is a literal segment per RFC 3986 but a dot segment to servers that strip
+            # path parameters first (Tomcat, Jetty, Spring): two readings, so refuse it
+            raise BadRequestError("dot segment with path parameters")
         stack.append(seg)
     trailing = segs[-1] in ("", ".", "..") and len(segs) > 2
     out = "/" + "/".join(stack)

@@ -106,6 +106,7 @@ class ServerConnection(asyncio.Protocol):
         self.requests = 0
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
         self._pending: GatewayError | None = None
+        self._eof_seen = False
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -174,7 +175,10 @@ class ServerConnection(asyncio.Protocol):
             self._body = None
             body.set_exception(BadRequestError("request body ended before its declared length"))
         # a half-closed client may still be waiting for responses to pipelined requests
-        return True if self._task is not None else None
+        if self._task is None:
+            return None
+        self._eof_seen = True
+        return True
 
     def pause_writing(self) -> None:
         if self._can_write is None:
@@ -374,7 +378,8 @@ class ServerConnection(asyncio.Protocol):
         finally:
             self._task = None
             if not self.closed:
-                if self.upgrade_buffer is not None and self.tunnel is None:
+                if (self.upgrade_buffer is not None and self.tunnel is None) or self._eof_seen:
+                    # nothing more can arrive from a half-closed client: do not idle on it
                     self.close()
                 elif self.transport is not None and self.transport.is_closing():
                     pass

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("portway.proxy")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: RFC 9110 §9.2.2: only these may be resent automatically
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _Attempt(Exception):
@@ -196,6 +198,7 @@ class Forwarder:
         body = ctx.upstream_request.body
         chain = rt.chain
         last_error: GatewayError | None = None
+        stale_retried = False
         while True:
             attempt += 1
             ctx.attempt = attempt
@@ -229,6 +232,12 @@ class Forwarder:
                 raise
             except _Attempt as a:
                 target.in_flight -= 1
+                if a.reason == "stale" and not stale_retried:
+                    # a pooled connection the upstream closed as we reused it: not a failure
+                    # of the target, and nothing was processed — one free retry
+                    stale_retried = True
+                    attempt -= 1
+                    continue
                 if tracer.enabled:
                     tracer.end_attempt(ctx, error=a.error)
                 latency = loop.time() - t0
@@ -286,6 +295,7 @@ class Forwarder:
         pool = target.pool
         conn = pool.acquire_idle()
         fresh_tries = 1 if conn is not None else 0
+        reused = conn is not None
         while True:
             if conn is None:
                 remaining = deadline - loop.time()
@@ -311,6 +321,7 @@ class Forwarder:
             except UpstreamResetError:
                 conn.abort()
                 conn = None
+                reused = False
                 if fresh_tries:
                     fresh_tries -= 1
                     continue
@@ -347,6 +358,8 @@ class Forwarder:
                 raise _Attempt("timeout", True, err) from None
             if isinstance(e, UpstreamResetError):
                 err = UpstreamError("upstream closed the connection", source="upstream")
+                if reused and not e.received and body is None and ureq.method in _IDEMPOTENT:
+                    raise _Attempt("stale", True, err) from e
                 raise _Attempt("reset", True, err) from e
             if isinstance(e, UpstreamProtocolError):
                 raise _Attempt("reset", True, UpstreamError(str(e), source="upstream")) from e
