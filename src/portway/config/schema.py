@@ -118,7 +118,7 @@ class TimeoutsConfig(Model):
 
 
 class PoolConfig(Model):
-    max_idle: int = Field(64, ge=0, description="idle keep-alive connections kept per target")
+    max_idle: int = Field(256, ge=0, description="idle keep-alive connections kept per target")
     idle_timeout: Duration = Field(60.0, description="idle connections older than this close")
 
 

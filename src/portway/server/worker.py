@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -184,6 +185,11 @@ async def run_worker(
     w = Worker(config, config_path=config_path, watch=watch, worker_id=worker_id, workers=workers)
     await w.start()
     w.install_signals()
+    # everything built so far lives as long as the process: keep the cyclic GC from
+    # re-scanning it, and collect young garbage less often (fewer pauses per request)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     if on_ready is not None:
         on_ready(w)
     await w.wait()
