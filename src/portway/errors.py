@@ -57,6 +57,11 @@ class MethodNotAllowedError(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeoutError(GatewayError):
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLargeError(GatewayError):
     status = 413
     code = "payload_too_large"

@@ -205,3 +205,31 @@ async def test_upstream_4xx_5xx_pass_through_untouched() -> None:
         out = await raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert _status(out) == 418
         assert out.endswith(b"i am a teapot")
+
+
+async def test_stalled_request_body_gets_408_slow_body_does_not() -> None:
+    async with run_upstream() as up:
+        cfg = simple_config(up.url)
+        cfg["server"] = {"limits": {"body_timeout": "300ms"}}
+        async with run_gateway(cfg) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+            await writer.drain()
+            async with asyncio.timeout(3):
+                out = await reader.read()
+            writer.close()
+            assert _status(out) == 408, out
+            assert b"connection: close" in out.lower()
+            # a body that keeps arriving, slower than the timeout in total, is fine
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+            )
+            for i in range(8):
+                writer.write(b"%d" % i)
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            async with asyncio.timeout(3):
+                out = await reader.read()
+            writer.close()
+            assert _status(out) == 200 and b'"body":"01234567"' in out

@@ -54,6 +54,9 @@ class LimitsConfig(Model):
         None, description="request body limit (413); none = unlimited"
     )
     header_timeout: Duration = Field(10.0, description="time allowed to receive the request head")
+    body_timeout: Duration = Field(
+        60.0, description="max wait between request body bytes from the client (408)"
+    )
     idle_timeout: Duration = Field(60.0, description="keep-alive idle time before closing")
     max_pipelined: int = Field(32, ge=1, description="queued pipelined requests per connection")
 

@@ -23,6 +23,7 @@ from portway.errors import (
     GatewayError,
     HeadersTooLargeError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UriTooLongError,
 )
 from portway.http.body import BodyStream
@@ -104,6 +105,7 @@ class ServerConnection(asyncio.Protocol):
         #: in tunnel mode, client bytes go straight to this callback
         self.tunnel: Callable[[bytes], None] | None = None
         self.requests = 0
+        self._body_seen = -1
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
         self._pending: GatewayError | None = None
         self._eof_seen = False
@@ -256,6 +258,8 @@ class ServerConnection(asyncio.Protocol):
         if self._body is not None:
             self._body.feed_eof()
             self._body = None
+            if self._task is not None:
+                self.deadline = NEVER
 
     # --- request construction ----------------------------------------------------------------
     def _build_request(self) -> Request:
@@ -318,6 +322,8 @@ class ServerConnection(asyncio.Protocol):
             assert t is not None
             body = BodyStream(t.pause_reading, self._resume_body)
             self._body = body
+            self._body_seen = -1
+            self.deadline = self.loop.time() + self.limits.body_timeout
         if self.trusted:
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
@@ -433,6 +439,17 @@ class ServerConnection(asyncio.Protocol):
 
     def expired(self, now: float) -> None:
         self.deadline = NEVER
+        b = self._body
+        if b is not None:
+            # a body in progress: time out only if the client sent nothing since the last
+            # check and we were not the ones holding it back (flow control)
+            if b.received != self._body_seen or b._paused:
+                self._body_seen = b.received
+                self.deadline = now + self.limits.body_timeout
+                return
+            self._body = None
+            b.set_exception(RequestTimeoutError("request body timed out"))
+            return
         self._on_timeout()
 
     def _on_timeout(self) -> None:
