@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cache_bench import _free_port, _upstream, _wrk  # noqa: E402
+from cache_bench import _free_port, _upstream, _wrk
 
 
 async def _bench(seconds: int, conns: int) -> None:
