@@ -141,6 +141,17 @@ async def test_two_gateways_share_a_redis_tier(redis_url: str) -> None:
         config = cfg(up.url, store="tiered", redis_url=redis_url, redis_prefix=prefix)
         async with run_gateway(config) as a, run_gateway(config) as b:
             assert (await http_get(a.url + "/t"))[1].get("x-cache") == "MISS"
+            # the copy reaches Redis as the response completes; wait for it before asking b
+            import redis.asyncio as aioredis
+
+            r = aioredis.from_url(redis_url)
+            try:
+                for _ in range(100):
+                    if [k async for k in r.scan_iter(match=f"{prefix}*")]:
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                await r.aclose()
             _, h, body = await http_get(b.url + "/t")
             assert (body, h.get("x-cache")) == (b"shared", "HIT")
             assert len(up.requests) == 1
