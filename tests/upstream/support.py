@@ -63,6 +63,7 @@ class HttpServer:
         self.reset = False
         self.hits = 0
         self.methods: list[str] = []
+        self.paths: list[str] = []
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -84,6 +85,7 @@ class HttpServer:
                     await r.readexactly(length)
                 self.hits += 1
                 self.methods.append(head.split(b" ", 1)[0].decode())
+                self.paths.append(head.split(b" ", 2)[1].decode())
                 if self.reset:
                     break
                 if self.delay:

@@ -101,6 +101,67 @@ async def test_failover_under_load_has_no_failed_requests(http_servers: Servers)
     assert by_url[a.url]["healthy"] is True
 
 
+async def test_killed_then_restarted_and_hanging_targets_lose_no_request(
+    http_servers: Servers,
+) -> None:
+    """The issue's drill: one target killed and later restarted, another made to hang."""
+    a, b, c = await http_servers(), await http_servers(), await http_servers()
+    cfg = config(
+        [a, b, c],
+        balancing="round_robin",
+        timeouts={"connect": "200ms", "read": "150ms", "total": "3s"},
+        retries={
+            "attempts": 3,
+            "on": ["connect_error", "timeout", "reset", "502", "503", "504"],
+            "backoff": "1ms",
+            "budget_ratio": 1.0,
+        },
+        health={
+            "active": {
+                "path": "/healthz",
+                "interval": "100ms",
+                "timeout": "100ms",
+                "healthy_after": 1,
+                "unhealthy_after": 2,
+            },
+            "passive": {"unhealthy_after": 2},
+        },
+    )
+    statuses: list[int] = []
+    async with run_gateway(cfg) as gw:
+
+        async def worker(n: int) -> None:
+            cl = Client(gw.port)
+            try:
+                for _ in range(n):
+                    statuses.append((await cl.request())[0])
+                    await asyncio.sleep(0.002)
+            finally:
+                cl.close()
+
+        load = asyncio.gather(*(worker(150) for _ in range(6)))
+
+        async def reach(n: int) -> None:
+            while len(statuses) < n:
+                await asyncio.sleep(0.002)
+
+        await reach(100)
+        await b.stop()  # killed
+        await reach(250)
+        c.delay = 5.0  # hangs (longer than the read timeout)
+        await reach(400)
+        seen_before_restart = len(b.paths)
+        await b.start()  # restarted
+        await load
+        b_traffic_after_restart = [p for p in b.paths[seen_before_restart:] if p != "/healthz"]
+        snap = {s["url"]: s for s in gw.gateway.graph.upstreams["u"].snapshot()}
+    assert len(statuses) == 900
+    assert set(statuses) == {200}
+    # the restarted target was brought back by active checks and took client traffic again
+    assert b_traffic_after_restart
+    assert snap[c.url]["healthy"] is False
+
+
 async def test_post_not_retried_after_send_but_get_is(http_servers: Servers) -> None:
     a, b = await http_servers(), await http_servers()
     a.reset = b.reset = True  # read the request, then hang up without answering
