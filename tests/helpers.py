@@ -25,6 +25,21 @@ from portway.http.server import serve_simple
 from portway.server.worker import Worker
 
 
+async def wait_port(port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port`` (a started process)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise RuntimeError(f"nothing listening on port {port}") from None
+            await asyncio.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from tests.helpers import free_port, raw_request, run_gateway, run_upstream, simple_config
+from tests.helpers import (
+    free_port,
+    raw_request,
+    run_gateway,
+    run_upstream,
+    simple_config,
+    wait_port,
+)
 
 GIB = 1 << 30
 CHUNK = b"x" * (1 << 20)
@@ -55,17 +62,6 @@ def _rss_kb(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-async def _wait_port(port: int) -> None:
-    for _ in range(100):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError("gateway did not start")
-
-
 async def test_1gib_upload_and_download_bounded_rss() -> None:
     up_port, gw_port = free_port(), free_port()
     server = await _stream_server(up_port)
@@ -83,7 +79,7 @@ routes: [{{name: r, match: {{paths: ["/"]}}, upstream: u}}]
         stderr=subprocess.DEVNULL,
     )
     try:
-        await _wait_port(gw_port)
+        await wait_port(gw_port)
         base = _rss_kb(proc.pid)
         # download
         reader, writer = await asyncio.open_connection("127.0.0.1", gw_port)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from portway.http.client import simple_request
 from tests.helpers import free_port, run_upstream
-from tests.server.test_process import _wait
+from tests.helpers import wait_port as _wait
 
 
 def _cfg(port: int, admin: int, up: str, paths: list[str]) -> str:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from portway.http.models import Request, Response
-from tests.helpers import free_port, http_get, run_upstream
+from tests.helpers import free_port, http_get, run_upstream, wait_port
 
 
 def _write(path: Path, gw_port: int, up_url: str, route: str = "/") -> None:
@@ -24,17 +24,6 @@ upstreams: {{u: {{targets: [{{url: "{up_url}"}}]}}}}
 routes: [{{name: r, match: {{paths: ["{route}"]}}, upstream: u}}]
 """
     )
-
-
-async def _wait(port: int) -> None:
-    for _ in range(200):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError("not listening")
 
 
 def _run(cfg: Path, workers: int) -> subprocess.Popen[bytes]:
@@ -74,7 +63,7 @@ async def test_graceful_shutdown_finishes_in_flight(tmp_path: Path) -> None:
         _write(cfg, port, up.url)
         proc = _run(cfg, 1)
         try:
-            await _wait(port)
+            await wait_port(port)
             pending = asyncio.create_task(http_get(f"http://127.0.0.1:{port}/x"))
             await asyncio.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
@@ -93,7 +82,7 @@ async def test_sighup_reload_and_crashed_worker_restart(tmp_path: Path) -> None:
         _write(cfg, port, up.url, "/old")
         proc = _run(cfg, 2)
         try:
-            await _wait(port)
+            await wait_port(port)
             assert (await http_get(f"http://127.0.0.1:{port}/old"))[0] == 200
             _write(cfg, port, up.url, "/new")
             proc.send_signal(signal.SIGHUP)

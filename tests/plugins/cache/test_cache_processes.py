@@ -11,7 +11,7 @@ from pathlib import Path
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from tests.helpers import free_port, http_get, run_upstream
-from tests.server.test_process import _wait
+from tests.helpers import wait_port as _wait
 
 
 async def test_two_gateway_processes_share_the_redis_tier(
