@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from portway.http.body import BodyStream
+from portway.http.flow import WriteFlow
 from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
 
@@ -55,7 +56,7 @@ class ResponseHead:
     special: bool = True
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(WriteFlow):
     """One keep-alive connection to a target. Not safe for concurrent exchanges."""
 
     __slots__ = (
@@ -176,16 +177,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None
-
-    def pause_writing(self) -> None:
-        if self._can_write is None:
-            self._can_write = self._loop.create_future()
-
-    def resume_writing(self) -> None:
-        w = self._can_write
-        self._can_write = None
-        if w is not None and not w.done():
-            w.set_result(None)
 
     # --- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -336,11 +327,6 @@ class UpstreamConnection(asyncio.Protocol):
         if t is None or self.closed:
             raise UpstreamResetError("upstream connection is closed")
         t.write(data)
-
-    async def drain(self) -> None:
-        w = self._can_write
-        if w is not None:
-            await w
 
     @property
     def reusable(self) -> bool:

@@ -27,6 +27,7 @@ from portway.errors import (
     UriTooLongError,
 )
 from portway.http.body import BodyStream
+from portway.http.flow import WriteFlow
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
@@ -64,7 +65,7 @@ class _Abort(Exception):
 _TIMEOUT_BODY = b'{"error":"request timeout","code":"request_timeout","status":408}'
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(WriteFlow):
     """One client connection. All methods run on the event loop thread."""
 
     def __init__(
@@ -181,16 +182,6 @@ class ServerConnection(asyncio.Protocol):
             return None
         self._eof_seen = True
         return True
-
-    def pause_writing(self) -> None:
-        if self._can_write is None:
-            self._can_write = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        w = self._can_write
-        self._can_write = None
-        if w is not None and not w.done():
-            w.set_result(None)
 
     # --- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -398,11 +389,6 @@ class ServerConnection(asyncio.Protocol):
         if t is None or self.closed:
             raise ClientDisconnectedError("client disconnected")
         t.write(data)
-
-    async def drain(self) -> None:
-        w = self._can_write
-        if w is not None:
-            await w
 
     def send_error(self, err: GatewayError, *, close: bool, request_id: str | None = None) -> None:
         body = err.body(request_id)
