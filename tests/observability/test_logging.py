@@ -23,7 +23,12 @@ from portway.observability.logging import (
 
 @pytest.fixture
 def reset_logging() -> Iterator[None]:
+    # a RequestContext built by an earlier test in this thread leaves its id current
+    from portway.pipeline.context import request_id_var
+
+    token = request_id_var.set(None)
     yield
+    request_id_var.reset(token)
     log = logging.getLogger("portway")
     for h in list(log.handlers):
         log.removeHandler(h)

@@ -18,14 +18,14 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextvars import ContextVar, Token
+from contextvars import Token
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
 #: id of the request being handled by the current task, ``None`` outside requests
-request_id_var: ContextVar[str | None] = ContextVar("portway_request_id", default=None)
+from portway.pipeline.context import request_id_var
 
 #: LogRecord attributes that are not user-supplied ``extra=`` fields
 _STD_ATTRS = frozenset(

@@ -12,6 +12,7 @@ live (plugins are shared, immutable instances). Plugins share typed values throu
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from portway.routing.router import RouteMatch
 
 T = TypeVar("T")
+
+#: the id of the request the current task is serving (log records pick it up); set through
+#: ``RequestContext.request_id``
+request_id_var: ContextVar[str | None] = ContextVar("portway_request_id", default=None)
 
 
 class ContextKey(Generic[T]):
@@ -93,6 +98,7 @@ class RequestContext:
     """
 
     __slots__ = (
+        "_request_id",
         "attempt",
         "bytes_in",
         "bytes_out",
@@ -103,7 +109,6 @@ class RequestContext:
         "match",
         "reached",
         "request",
-        "request_id",
         "response",
         "start",
         "state",
@@ -126,7 +131,8 @@ class RequestContext:
         self.attempt = 0
         self.error: BaseException | None = None
         self.state = State()
-        self.request_id = request_id
+        self._request_id = request_id
+        request_id_var.set(request_id or None)
         self.start = time.perf_counter()
         self.upstream_latency: float | None = None
         self.bytes_in = 0
@@ -137,6 +143,16 @@ class RequestContext:
         #: binding position of the plugin whose ``on_request`` is running or answered/failed
         #: (None once every ``on_request`` passed); response phases skip plugins after it
         self.reached: int | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The request's id; setting it also tags every log line of this request."""
+        return self._request_id
+
+    @request_id.setter
+    def request_id(self, value: str) -> None:
+        self._request_id = value
+        request_id_var.set(value or None)
 
     @property
     def route_name(self) -> str | None:
