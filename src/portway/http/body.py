@@ -93,6 +93,11 @@ class BodyStream:
                 w.set_result(None)
 
     @property
+    def complete(self) -> bool:
+        """The producer delivered the whole body (it may not all be consumed yet)."""
+        return self._eof
+
+    @property
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
 

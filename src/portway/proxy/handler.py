@@ -330,7 +330,7 @@ def _request_id(req: Request) -> str:
 
 def _body_done(req: Request) -> bool:
     b = req.body
-    return b is None or b._eof
+    return b is None or b.complete
 
 
 def _debug_header(ctx: RequestContext) -> str:
