@@ -42,6 +42,9 @@ class ListenerConfig(Model):
     name: str = Field("public", description="listener name, used in logs and metrics")
     address: str = Field("127.0.0.1:8080", description="HOST:PORT to bind")
     tls: TlsConfig | None = Field(None, description="terminate TLS on this listener")
+    http2: bool = Field(
+        True, description="offer HTTP/2 (ALPN h2 on TLS, prior-knowledge h2c on cleartext)"
+    )
 
     _addr = field_validator("address")(classmethod(lambda cls, v: _check_addr(v)))
 

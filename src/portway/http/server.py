@@ -75,8 +75,12 @@ class ServerConnection(WriteFlow):
         trusted: TrustedProxies,
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
+        http2: bool = False,
     ) -> None:
         self.app = app
+        #: switch to HTTP/2 on ALPN ``h2`` or the h2c prior-knowledge preface
+        self.http2 = http2
+        self._preface = b""
         self.limits = limits
         self.trusted = trusted
         self.scheme = scheme
@@ -128,6 +132,8 @@ class ServerConnection(WriteFlow):
         self._arm(self.limits.header_timeout)
         self._sweeper.watch(self)
         self.app.connection_opened()
+        if self.http2 and ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
+            self._switch_to_h2(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
@@ -150,6 +156,14 @@ class ServerConnection(WriteFlow):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel(data)
+            return
+        if (
+            self.http2
+            and self.requests == 0
+            and not self._in_headers
+            and (self._preface or data[:1] == b"P")
+            and self._maybe_h2(data)
+        ):
             return
         if self.upgrade_buffer is not None:
             self.upgrade_buffer += data
@@ -182,6 +196,43 @@ class ServerConnection(WriteFlow):
             return None
         self._eof_seen = True
         return True
+
+    def _maybe_h2(self, data: bytes) -> bool:
+        """Detect the h2c prior-knowledge preface; True when ``data`` was consumed."""
+        from portway.http.h2 import PREFACE
+
+        buf = self._preface + data
+        n = min(len(buf), len(PREFACE))
+        if buf[:n] != PREFACE[:n]:
+            if self._preface:
+                # the held-back bytes were an HTTP/1.1 request after all
+                self._preface = b""
+                self.data_received(buf)
+                return True
+            return False
+        if n < len(PREFACE):
+            self._preface = buf
+            return True
+        self._preface = b""
+        self._switch_to_h2(buf)
+        return True
+
+    def _switch_to_h2(self, data: bytes) -> None:
+        from portway.http.h2 import H2Connection
+
+        t = self.transport
+        assert t is not None
+        self._disarm()
+        self._sweeper.unwatch(self)
+        self.http2 = False
+        h = H2Connection(self.app, self.limits, self.trusted, self.scheme, self.loop, self.extra)
+        # this protocol is done; the app's connection count moves to the H2Connection
+        self.transport = None
+        self.closed = True
+        t.set_protocol(h)
+        h.connection_made(t)
+        if data:
+            h.data_received(data)
 
     # --- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:

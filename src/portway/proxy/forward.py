@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("portway.proxy")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: RFC 9110 §7.6.3 received-protocol of the client hop
+_VIA_PROTO = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
 #: RFC 9110 §9.2.2: only these may be resent automatically
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -114,7 +116,7 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
     if not has_xfh and host is not None:
         append((b"x-forwarded-host", host))
     if graph.via is not None:
-        mine = (b"1.1 " if req.version == "1.1" else b"1.0 ") + graph.via
+        mine = _VIA_PROTO.get(req.version, b"1.0 ") + graph.via
         append((b"via", via + b", " + mine if via else mine))
     elif via is not None:
         append((b"via", via))
@@ -328,7 +330,7 @@ class Forwarder:
                 raise _Attempt("reset", False, UpstreamError("upstream reset")) from None
             break
         conn.arm_read_timeout(deadline)
-        if client is not None and ctx.request.version == "1.1":
+        if client is not None and ctx.request.version != "1.0":
             conn.informational = lambda h: _relay_informational(client, h)
         pump: asyncio.Task[None] | None = None
         body = ureq.body
@@ -339,7 +341,7 @@ class Forwarder:
                     body,
                     chunked,
                     client,
-                    ctx.request.expect_continue and ctx.request.version == "1.1",
+                    ctx.request.expect_continue and ctx.request.version != "1.0",
                     timeouts.write,
                     rt.max_body,
                 )

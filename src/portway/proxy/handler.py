@@ -36,7 +36,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 def _wants_keep_alive(req: Request) -> bool:
     conn = req.headers.get_raw(b"connection")
-    if req.version == "1.1":
+    if req.version != "1.0":  # HTTP/1.1 and HTTP/2 (persistent by default)
         return conn is None or b"close" not in conn.lower()
     return conn is not None and b"keep-alive" in conn.lower()
 
@@ -201,7 +201,7 @@ class ProxyApp:
         elif cl is not None and not reframe:
             mode = "length"
             items.append((b"content-length", cl))
-        elif req.version == "1.1":
+        elif req.version != "1.0":  # HTTP/2 streams take the chunked framing (and trailers)
             mode = "chunked"
             items.append((b"transfer-encoding", b"chunked"))
         else:

@@ -24,7 +24,7 @@ def make_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(t.cert, t.key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if cfg.http2 else ["http/1.1"])
     if t.client_ca:
         ctx.load_verify_locations(t.client_ca)
     ctx.verify_mode = {
@@ -64,7 +64,7 @@ async def start_listener(
     def factory() -> ServerConnection:
         limits: LimitsConfig = limits_ref()
         trusted: TrustedProxies = trusted_ref()
-        return ServerConnection(app, limits, trusted, scheme, loop)
+        return ServerConnection(app, limits, trusted, scheme, loop, http2=cfg.http2)
 
     if sock is None:
         sock = bind_socket(cfg.address)

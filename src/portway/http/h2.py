@@ -1,0 +1,598 @@
+"""HTTP/2 on the client side (RFC 9113): h2 framing in front of the HTTP/1.1 request handler.
+
+:class:`H2Connection` owns a client connection after the h2c preface or ALPN ``h2``. Each
+stream becomes a :class:`Request` built with the same checks as ``ServerConnection`` and is
+served by the same ``App`` in its own task; the app writes HTTP/1.1 bytes, which the
+per-stream :class:`_StreamWriter` parses back with llhttp into HEADERS/DATA frames. Request
+DATA is acknowledged only as the handler consumes it (one slow upstream holds back one stream);
+response DATA is sent within the peer's windows and ``drain()`` waits for WINDOW_UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import deque
+from typing import Any, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.frame_buffer
+import h2.settings
+import httptools
+
+from portway.config.schema import LimitsConfig
+from portway.errors import (
+    BadRequestError,
+    GatewayError,
+    HeadersTooLargeError,
+    PayloadTooLargeError,
+    UriTooLongError,
+)
+from portway.http.body import BodyStream
+from portway.http.flow import WriteFlow
+from portway.http.forwarded import TrustedProxies
+from portway.http.headers import Headers
+from portway.http.models import Request
+from portway.http.path import normalize_path
+from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
+
+log = logging.getLogger("portway.http.h2")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: per-stream receive window: bounds the request body buffered per stream
+_STREAM_WINDOW = 256 * 1024
+#: connection receive window: large enough that one stalled stream never starves the others
+_CONN_WINDOW = 4 * 1024 * 1024
+_MAX_STREAMS = 128
+#: what h2 raises when a stream (or the whole connection) can no longer carry frames
+_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
+
+#: RFC 9113 §8.2.2: connection-specific fields never appear in HTTP/2
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class _EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
+    """Refuses an oversized frame from its header: h2 alone would first buffer all of it
+    (up to 16 MiB per connection) before answering FRAME_SIZE_ERROR."""
+
+    def __next__(self) -> Any:
+        if len(self._data) >= 9:
+            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        return super().__next__()
+
+
+class _H2Body(BodyStream):
+    """A request body whose consumption releases HTTP/2 flow-control credit."""
+
+    __slots__ = ("_ack", "_first_read")
+
+    def __init__(self, ack: Any, first_read: Any) -> None:
+        super().__init__()
+        self._ack = ack
+        self._first_read = first_read
+
+    def _pop(self) -> bytes:
+        chunk = super()._pop()
+        self._ack(len(chunk))
+        return chunk
+
+    def _started(self) -> None:
+        f = self._first_read
+        if f is not None:
+            self._first_read = None
+            f()
+
+    async def read(self) -> bytes:
+        self._started()
+        return await super().read()
+
+    def read_nowait(self) -> bytes | None:
+        self._started()
+        return super().read_nowait()
+
+
+class _StreamWriter:
+    """The :class:`ServerConnection` surface the handler writes one response through.
+
+    ``write`` takes the HTTP/1.1 serialisation of the response (head, then a body framed by
+    Content-Length, chunked coding or connection close); it is parsed with llhttp and sent as
+    HEADERS, DATA and trailing HEADERS. ``close()`` ends a close-delimited body cleanly and
+    otherwise cancels the stream; ``abort()`` resets it. Neither touches the connection.
+    """
+
+    def __init__(self, conn: H2Connection, stream_id: int, method: str) -> None:
+        self.h2conn = conn
+        self.stream_id = stream_id
+        self.method = method
+        self.closed = False
+        self.extra: dict[str, Any] = dict(conn.extra)
+        self.upgrade_buffer: bytearray | None = None
+        self.body: _H2Body | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._head_sent = False
+        self._framed = False  # Content-Length or chunked: llhttp sees the end itself
+        self._out: deque[bytes] = deque()
+        self._eof_pending = False
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # --- the ServerConnection surface ---------------------------------------------------------
+    @property
+    def _can_write(self) -> object | None:
+        return True if self._out or self.h2conn._can_write is not None else None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            raise ClientDisconnectedError("stream closed")
+        if self._ended:
+            return
+        try:
+            self._parser.feed_data(bytes(data))
+        except httptools.HttpParserError as e:
+            log.error("unparseable response bytes on h2 stream %d: %s", self.stream_id, e)
+            self.abort()
+            return
+        self._flush()
+
+    async def drain(self) -> None:
+        while self._out and not self.closed:
+            self._waiter = self.h2conn.loop.create_future()
+            await self._waiter
+        if self.closed and not self._ended:
+            raise ClientDisconnectedError("stream closed")
+        await self.h2conn.drain()
+
+    def close(self) -> None:
+        if self._ended or self.closed or self._eof_pending:
+            # a complete response still queued behind flow control is not cut short
+            return
+        if self._head_sent and not self._framed and self.method != "HEAD":
+            # a close-delimited body (no length, not chunked) ends here
+            self._eof_pending = True
+            self._flush()
+        else:
+            self.reset(h2.errors.ErrorCodes.CANCEL)
+
+    def abort(self) -> None:
+        if not self._ended and not self.closed:
+            self.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    # --- llhttp callbacks (response side) -----------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        (self._trailers if self._head_sent else self._head).append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        chunked = any(k == b"transfer-encoding" for k, _ in self._head)
+        fields = [(k, v) for k, v in self._head if k not in _HOP_BY_HOP and k != b"te"]
+        self._head = []
+        if status < 200:
+            if status != 101:  # RFC 9113 §8.6: no 101 in HTTP/2
+                self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields])
+            return
+        self._head_sent = True
+        self._framed = chunked or any(k == b"content-length" for k, _ in fields)
+        no_body = self.method == "HEAD" or status in (204, 304)
+        self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields], no_body)
+        if no_body:
+            self._ended = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self._ended:
+            self._out.append(bytes(body))
+
+    def on_message_complete(self) -> None:
+        if self._head_sent:
+            self._eof_pending = True
+
+    # --- sending --------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        c = self.h2conn
+        if self.closed or (self._ended and not self._out):
+            c.flush()
+            return
+        try:
+            while self._out:
+                window = min(
+                    c.h2.local_flow_control_window(self.stream_id), c.h2.max_outbound_frame_size
+                )
+                if window <= 0:
+                    break
+                data = self._out[0]
+                if len(data) <= window:
+                    self._out.popleft()
+                    c.h2.send_data(self.stream_id, data)
+                else:
+                    c.h2.send_data(self.stream_id, data[:window])
+                    self._out[0] = data[window:]
+            if not self._out and self._eof_pending and not self._ended:
+                self._ended = True
+                trailers = [(k, v) for k, v in self._trailers if k not in _HOP_BY_HOP]
+                if trailers:
+                    c.h2.send_headers(self.stream_id, trailers, end_stream=True)
+                else:
+                    c.h2.end_stream(self.stream_id)
+        except _GONE:
+            self.stream_gone()
+        c.flush()
+        if not self._out:
+            self._wake()
+            if self._ended and self.task is None:
+                c._forget(self.stream_id)
+
+    def _wake(self) -> None:
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def reset(self, code: h2.errors.ErrorCodes) -> None:
+        self.h2conn.reset_stream(self.stream_id, code)
+        self.stream_gone()
+
+    def stream_gone(self) -> None:
+        """The stream can carry nothing more (reset by either side, or the connection died)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._out.clear()
+        if self.body is not None and not self.body._eof:
+            self.body.set_exception(ClientDisconnectedError("stream reset"))
+        self._wake()
+
+
+class H2Connection(WriteFlow):
+    """One HTTP/2 client connection; streams are served concurrently, each by ``app``."""
+
+    def __init__(
+        self,
+        app: App,
+        limits: LimitsConfig,
+        trusted: TrustedProxies,
+        scheme: str = "http",
+        loop: asyncio.AbstractEventLoop | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.trusted = trusted
+        self.scheme = scheme
+        self.loop = loop or asyncio.get_running_loop()
+        self.extra: dict[str, Any] = extra or {}
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip, self.peer_port = "", 0
+        self.closed = False
+        self._can_write = None
+        self.streams: dict[int, _StreamWriter] = {}
+        self._idle: asyncio.TimerHandle | None = None
+        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        self.h2 = h2.connection.H2Connection(config=cfg)
+        self.h2.incoming_buffer = _EagerFrameBuffer(server=True)
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start HTTP/2 on ``transport``. The app's ``connection_opened`` is the caller's job
+        (the connection began as a :class:`ServerConnection`, which already counted it)."""
+        t = cast(asyncio.Transport, transport)
+        self.transport = t
+        t.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        peer = t.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(_CONN_WINDOW - 65535)
+        self.flush()
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.transport = None
+        self._cancel_idle()
+        for s in list(self.streams.values()):
+            s.stream_gone()
+            if s.task is not None and not s.task.done():
+                s.task.cancel()
+        self.streams.clear()
+        w = self._can_write
+        if w is not None and not w.done():
+            w.set_exception(ClientDisconnectedError("client disconnected"))
+        self.app.connection_closed()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            # h2 has queued a GOAWAY with the right error code
+            log.debug("HTTP/2 protocol error from %s: %s", self.peer_ip, e)
+            self.flush()
+            self.close()
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                self._on_request(ev)
+            elif isinstance(ev, h2.events.DataReceived):
+                self._on_data(ev)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self._on_end(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                self._on_reset(ev.stream_id)
+            elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+                for s in list(self.streams.values()):
+                    if s._out:
+                        s._flush()
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.close()
+        self.flush()
+
+    # --- streams ----------------------------------------------------------------------------
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        self._cancel_idle()
+        pseudo: dict[bytes, bytes] = {}
+        fields: list[tuple[bytes, bytes]] = []
+        cookies: list[bytes] = []
+        size = 0
+        for k, v in ev.headers or ():
+            k, v = bytes(k), bytes(v)
+            size += len(k) + len(v) + 32
+            if k.startswith(b":"):
+                pseudo[k] = v
+            elif k == b"cookie":
+                cookies.append(v)
+            else:
+                fields.append((k, v))
+        if cookies:
+            # RFC 9113 §8.2.3: crumbs are joined again for an HTTP/1.1 hop
+            fields.append((b"cookie", b"; ".join(cookies)))
+        method = pseudo.get(b":method", b"GET").decode("latin-1")
+        w = _StreamWriter(self, sid, method)
+        self.streams[sid] = w
+        try:
+            if size > self.limits.max_header_bytes:
+                raise HeadersTooLargeError("request header section too large")
+            if len(fields) > self.limits.max_header_count:
+                raise HeadersTooLargeError("too many request header fields")
+            req = self._build_request(w, method, pseudo, fields, ev.stream_ended is not None)
+        except (_Abort, GatewayError) as e:
+            self.send_simple(sid, e.error if isinstance(e, _Abort) else e)
+            return
+        w.task = self.loop.create_task(self._serve(w, req))
+
+    def _build_request(
+        self,
+        w: _StreamWriter,
+        method: str,
+        pseudo: dict[bytes, bytes],
+        fields: list[tuple[bytes, bytes]],
+        ended: bool,
+    ) -> Request:
+        if method == "CONNECT":
+            raise GatewayError("CONNECT over HTTP/2", status=501, code="not_implemented")
+        target = pseudo.get(b":path", b"")
+        if len(target) > self.limits.max_uri_bytes:
+            raise UriTooLongError("request target too long")
+        if not target.startswith(b"/"):
+            raise BadRequestError("invalid request target")
+        if b"#" in target:
+            raise BadRequestError("fragment in request target")
+        raw_path, _, query = target.partition(b"?")
+        headers = Headers(fields)
+        authority = pseudo.get(b":authority")
+        if authority is not None:
+            # RFC 9113 §8.3.1: :authority takes precedence over Host for the HTTP/1.1 hop
+            headers.remove("host")
+            headers.add_raw(b"host", authority)
+        if len(headers.get_all("host")) > 1:
+            raise BadRequestError("multiple Host header fields")
+        host_raw = headers.get_raw(b"host")
+        if host_raw is None:
+            raise BadRequestError("missing :authority")
+        host = _parse_host(host_raw)
+        path = normalize_path(raw_path, allow_encoded_slashes=True)
+        cl: int | None = None
+        cl_raw = headers.get_raw(b"content-length")
+        if cl_raw is not None:
+            if not cl_raw.isdigit():
+                raise BadRequestError("invalid Content-Length")
+            cl = int(cl_raw)
+            limit = self.limits.max_body_bytes
+            if limit is not None and cl > limit:
+                raise PayloadTooLargeError("request body too large")
+        body: _H2Body | None = None
+        expect = headers.get_raw(b"expect")
+        expect_continue = expect is not None and expect.lower() == b"100-continue"
+        headers.remove("expect")
+        if not ended:
+
+            def first_read() -> None:
+                if expect_continue and not w._head_sent and not w.closed:
+                    self.send_headers(w.stream_id, [(b":status", b"100")])
+
+            body = _H2Body(functools.partial(self._ack, w.stream_id), first_read)
+            w.body = body
+        client_ip, trusted = (
+            self.trusted.client_ip(self.peer_ip, headers) if self.trusted else (self.peer_ip, False)
+        )
+        return Request(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            version="2",
+            host=host,
+            client_ip=client_ip,
+            client_port=self.peer_port,
+            scheme=self.scheme,
+            raw_target=target,
+            body=body,
+            content_length=cl,
+            peer_ip=self.peer_ip,
+            trusted_peer=trusted,
+            expect_continue=False,
+            upgrade=False,
+        )
+
+    async def _serve(self, w: _StreamWriter, req: Request) -> None:
+        try:
+            await self.app.handle(cast(ServerConnection, w), req)
+            if not w._ended and not w.closed:
+                # the handler returned without finishing the response (close-delimited body)
+                w.close()
+            # a bytes body larger than the peer's window is still queued: see it out
+            while w._out and not w.closed:
+                await w.drain()
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("unhandled error while serving an HTTP/2 stream")
+            w.abort()
+        finally:
+            w.task = None
+            b = w.body
+            if not w.closed and b is not None and not b._eof:
+                # RFC 9113 §8.1: a complete response may precede the request's end
+                self.reset_stream(w.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                w.stream_gone()
+            self._forget(w.stream_id)
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        sid = ev.stream_id
+        data = ev.data or b""
+        flow = ev.flow_controlled_length or 0
+        w = self.streams.get(sid)
+        b = w.body if w is not None else None
+        if w is None or b is None or w.closed or b._eof or b.failed:
+            # nobody will read it: return the credit at once so other streams keep flowing
+            self._ack(sid, flow)
+            return
+        if flow > len(data):
+            self._ack(sid, flow - len(data))  # padding is never consumed by anyone
+        limit = self.limits.max_body_bytes
+        if limit is not None and b.received + len(data) > limit:
+            self._ack(sid, len(data))
+            b.set_exception(PayloadTooLargeError("request body too large"))
+            return
+        if data:
+            b.feed(data)
+
+    def _on_end(self, sid: int) -> None:
+        w = self.streams.get(sid)
+        if w is not None and w.body is not None and not w.body.failed:
+            w.body.feed_eof()
+
+    def _on_reset(self, sid: int) -> None:
+        w = self.streams.get(sid)
+        if w is None:
+            return
+        w.stream_gone()
+        if w.task is not None and not w.task.done():
+            w.task.cancel()
+        self._forget(sid)
+
+    def _forget(self, sid: int) -> None:
+        w = self.streams.pop(sid, None)
+        if w is not None and w.body is not None:
+            # credit for bytes buffered but never read goes back to the connection window
+            self._ack(sid, w.body._buffered)
+        if not self.streams:
+            self._arm_idle()
+
+    def _ack(self, sid: int, n: int) -> None:
+        if n <= 0 or self.closed:
+            return
+        with contextlib.suppress(*_GONE):
+            self.h2.acknowledge_received_data(n, sid)
+        self.flush()
+
+    # --- frames out ------------------------------------------------------------------------------
+    def send_headers(
+        self, sid: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
+    ) -> None:
+        try:
+            self.h2.send_headers(sid, headers, end_stream=end_stream)
+        except _GONE:
+            w = self.streams.get(sid)
+            if w is not None:
+                w.stream_gone()
+        self.flush()
+
+    def send_simple(self, sid: int, err: GatewayError) -> None:
+        """Answer ``sid`` with ``err``'s JSON error (requests rejected before the handler)."""
+        body = err.body(None)
+        headers = [
+            (b":status", b"%d" % err.status),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
+        w = self.streams.get(sid)
+        self.send_headers(sid, headers)
+        if w is not None and not w.closed:
+            w._head_sent = True
+            w._out.append(body)
+            w._eof_pending = True
+            w._flush()
+            if w.task is None:
+                if w.body is not None and not w.body._eof and not w.closed:
+                    self.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+                    w.stream_gone()
+                if not w._out:
+                    self._forget(sid)
+
+    def reset_stream(self, sid: int, code: h2.errors.ErrorCodes) -> None:
+        with contextlib.suppress(*_GONE):
+            self.h2.reset_stream(sid, code)
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        t = self.transport
+        if data and t is not None and not t.is_closing():
+            t.write(data)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        secs = self.limits.idle_timeout
+        self._idle = self.loop.call_later(secs, self.shutdown) if secs > 0 else None
+
+    def shutdown(self) -> None:
+        """Send GOAWAY(NO_ERROR) and close once nothing is in flight (idle or server exit)."""
+        if self.closed:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection()
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
