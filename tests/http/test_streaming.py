@@ -231,3 +231,32 @@ async def test_websocket_echo_through_tunnel(n: int) -> None:
                 big = "x" * 300_000
                 await ws.send(big)
                 assert await ws.recv() == big
+
+
+async def test_tunnel_passes_half_close_both_ways() -> None:
+    """After a 101, a client that shuts its write side still receives the upstream's reply."""
+    port = free_port()
+
+    async def upgrader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: raw\r\n\r\n"
+        )
+        data = await reader.read()  # until the client's half-close arrives
+        writer.write(b"got " + data + b", bye")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(upgrader, "127.0.0.1", port)
+    async with run_gateway(simple_config(f"http://127.0.0.1:{port}")) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: raw\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        assert head.startswith(b"HTTP/1.1 101")
+        writer.write(b"ping")
+        await writer.drain()
+        writer.write_eof()
+        rest = await asyncio.wait_for(reader.read(), 3)
+        assert rest == b"got ping, bye"
+        writer.close()
+    srv.close()

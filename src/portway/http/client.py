@@ -85,6 +85,7 @@ class UpstreamConnection(WriteFlow):
         "received_any",
         "transport",
         "tunnel",
+        "tunnel_eof",
         "uses",
     )
 
@@ -108,6 +109,8 @@ class UpstreamConnection(WriteFlow):
         self.informational: Callable[[ResponseHead], None] | None = None
         #: in tunnel mode, bytes from the upstream go straight to this callback
         self.tunnel: Callable[[bytes], None] | None = None
+        #: in tunnel mode, called when the upstream half-closes its side
+        self.tunnel_eof: Callable[[], None] | None = None
         #: loop time of the next timeout check (see ``portway.http.sweeper``)
         self.deadline = NEVER
         self._sweeper = sweeper_for(loop)
@@ -176,6 +179,9 @@ class UpstreamConnection(WriteFlow):
                 self._body.feed_eof()
 
     def eof_received(self) -> bool | None:
+        if self.tunnel_eof is not None:
+            self.tunnel_eof()
+            return True
         return None
 
     # --- llhttp callbacks --------------------------------------------------------------------

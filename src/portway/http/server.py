@@ -109,6 +109,8 @@ class ServerConnection(WriteFlow):
         self.upgrade_buffer: bytearray | None = None
         #: in tunnel mode, client bytes go straight to this callback
         self.tunnel: Callable[[bytes], None] | None = None
+        #: in tunnel mode, called when the client half-closes its side
+        self.tunnel_eof: Callable[[], None] | None = None
         self.requests = 0
         self._body_seen = -1
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
@@ -185,6 +187,10 @@ class ServerConnection(WriteFlow):
                 self._protocol_error(BadRequestError(f"malformed request: {msg}"))
 
     def eof_received(self) -> bool | None:
+        if self.tunnel_eof is not None:
+            # a tunnel passes the half-close on and keeps the other direction flowing
+            self.tunnel_eof()
+            return True
         body = self._body
         if body is not None:
             # the client ended mid-body: the message can never be complete, so it must not

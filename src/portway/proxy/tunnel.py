@@ -80,9 +80,20 @@ async def tunnel(
             ut.pause_reading()
             loop.call_later(0.01, _resume_when_drained, ct, ut)
 
+    eofs = {"client": False, "upstream": False}
+
+    def half_close(side: str, dst: asyncio.Transport) -> None:
+        eofs[side] = True
+        if dst.can_write_eof() and not dst.is_closing():
+            dst.write_eof()
+        if all(eofs.values()) and not done.done():
+            done.set_result(None)
+
     loop = asyncio.get_running_loop()
     conn.tunnel = to_client
     client.tunnel = to_upstream
+    client.tunnel_eof = lambda: half_close("client", ut)
+    conn.tunnel_eof = lambda: half_close("upstream", ct)
     buffered = bytes(client.upgrade_buffer or b"")
     client.upgrade_buffer = None
     if buffered:
