@@ -92,7 +92,12 @@ class ServerConnection(WriteFlow):
         self.closed = False
         self.extra: dict[str, Any] = {}
         self._queue: deque[Request | GatewayError] = deque()
+        #: the connection's worker while it is serving requests (None when idle)
         self._task: asyncio.Task[None] | None = None
+        #: one long-lived worker task per connection, parked on ``_waiter`` between requests:
+        #: waking a future is cheaper than creating a task for every request
+        self._worker: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         #: loop time at which the header/idle timeout fires (checked by the sweeper)
         self.deadline = NEVER
         self._sweeper = sweeper_for(self.loop)
@@ -148,8 +153,8 @@ class ServerConnection(WriteFlow):
         w = self._can_write
         if w is not None and not w.done():
             w.set_exception(ClientDisconnectedError("client disconnected"))
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
         if self.tunnel is not None:
             self.tunnel(b"")
         self.app.connection_closed()
@@ -404,14 +409,27 @@ class ServerConnection(WriteFlow):
     def _enqueue(self, item: Request | GatewayError) -> None:
         self._queue.append(item)
         if self._task is None:
-            self._task = self.loop.create_task(self._run())
+            w = self._waiter
+            if w is not None:
+                self._waiter = None
+                self._task = self._worker
+                w.set_result(None)
+            else:
+                self._task = self._worker = self.loop.create_task(self._run())
         elif len(self._queue) > self.limits.max_pipelined and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
     async def _run(self) -> None:
         try:
-            while self._queue and not self.closed:
+            while not self.closed:
+                if not self._queue:
+                    self._task = None
+                    if not self._idle():
+                        return
+                    self._waiter = self.loop.create_future()
+                    await self._waiter
+                    continue
                 item = self._queue.popleft()
                 if self._paused and len(self._queue) <= self.limits.max_pipelined // 2:
                     self._paused = False
@@ -431,14 +449,21 @@ class ServerConnection(WriteFlow):
             self.close()
         finally:
             self._task = None
-            if not self.closed:
-                if (self.upgrade_buffer is not None and self.tunnel is None) or self._eof_seen:
-                    # nothing more can arrive from a half-closed client: do not idle on it
-                    self.close()
-                elif self.transport is not None and self.transport.is_closing():
-                    pass
-                else:
-                    self._arm(self.limits.idle_timeout)
+            self._worker = None
+            self._waiter = None
+
+    def _idle(self) -> bool:
+        """The queue ran dry: arm the idle timeout; False when the connection is done."""
+        if self.closed:
+            return False
+        if (self.upgrade_buffer is not None and self.tunnel is None) or self._eof_seen:
+            # nothing more can arrive from a half-closed client: do not idle on it
+            self.close()
+            return False
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self._arm(self.limits.idle_timeout)
+        return True
 
     # --- writing ---------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
