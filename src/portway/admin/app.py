@@ -596,7 +596,14 @@ class AdminApp:
         return registry
 
     async def purge_cache(self, request: Request) -> Response:
-        n = await self._cache_registry().purge_all()
+        route = None
+        for k, v in parse_qsl(request.query.decode("latin-1"), keep_blank_values=True):
+            if k == "route":
+                if not v:
+                    raise BadRequestError("route must not be empty", code="invalid_query")
+                route = v
+        reg = self._cache_registry()
+        n = await (reg.purge_route(route) if route is not None else reg.purge_all())
         return json_response(200, {"purged": int(n)})
 
     async def purge_cache_key(self, request: Request, key: str) -> Response:

@@ -301,9 +301,18 @@ def _paths() -> dict[str, Any]:
         "/cache": {
             "delete": _op(
                 "purgeCache",
-                "Purge every response cache in this process",
+                "Purge every response cache in this process, or one route's (?route=NAME)",
                 {200: ("purged", _ref(m.PurgeResult))},
-                (503,),
+                (400, 503),
+                params=[
+                    {
+                        "name": "route",
+                        "in": "query",
+                        "required": False,
+                        "description": "purge only what this route cached",
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
                 tag="cache",
             ),
         },
