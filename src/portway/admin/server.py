@@ -29,7 +29,11 @@ def check_admin_config(app: AdminApp) -> None:
             f"admin.auth: false is only allowed on a loopback address, not {cfg.address}"
         )
     if app.auth_required and not cfg.token:
-        raise AdminConfigError("admin.token is required when admin.auth is true")
+        raise AdminConfigError(
+            "admin.token is required when admin.auth is true (set admin.token, e.g. "
+            '"${PORTWAY_ADMIN_TOKEN}", or admin.auth: false on a loopback address, '
+            "or admin.enabled: false)"
+        )
 
 
 async def serve_admin(
@@ -67,6 +71,6 @@ async def start_admin(
     try:
         check_admin_config(app)
     except AdminConfigError as e:
-        log.error("admin API not started: %s", e)
+        log.warning("admin API not started: %s", e)
         return None
     return await serve_admin(app)
