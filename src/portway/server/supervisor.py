@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -52,10 +53,13 @@ def run_supervised(
 ) -> int:
     if workers <= 1:
         return run_single(config, config_path, watch, on_ready)
+    scratch: list[str] = []
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portway-metrics-")
+        scratch.append(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     # config applied through the admin API (worker 0) is shared with siblings through here
     os.environ["PORTWAY_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="portway-run-")
+    scratch.append(os.environ["PORTWAY_RUNTIME_DIR"])
     children: dict[int, int] = {}  # pid -> worker id
     stopping = False
     gave_up = False
@@ -147,4 +151,6 @@ def run_supervised(
             time.sleep(delay)
             spawn(wid)
     sys.stdout.flush()
+    for d in scratch:  # directories this supervisor created for its workers
+        shutil.rmtree(d, ignore_errors=True)
     return 1 if gave_up else 0
