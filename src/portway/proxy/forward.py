@@ -59,6 +59,9 @@ class _Attempt(Exception):
         self.error = error
 
 
+#: Connection tokens that name no extra field to drop (the common "keep-alive" / "close")
+_PLAIN_TOKENS = frozenset({b"keep-alive", b"close"})
+_UPGRADE_FIELDS = frozenset({b"upgrade", b"connection"})
 _ALWAYS_DROP = HOP_BY_HOP | {b"expect", b"x-portway-debug", b"content-length"}
 _FORWARDED = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
@@ -379,17 +382,26 @@ class Forwarder:
         headers = head.headers
         via = self.graph.via
         if head.special:
+            # one pass: drop hop-by-hop fields (and those named in Connection), merge Via
             tokens = connection_tokens(headers)
-            if head.status == 101:
-                drop = (HOP_BY_HOP | tokens) - {b"upgrade", b"connection"}
-            else:
-                drop = HOP_BY_HOP | tokens
-            if any(k in drop for k, _ in headers.raw()):
-                headers.remove_many(drop)
-            if via is not None and head.status != 101:
-                v = headers.get_raw(b"via")
-                headers.remove("via")
-                headers.add_raw(b"via", v + b", 1.1 " + via if v else b"1.1 " + via)
+            drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
+            switching = head.status == 101
+            if switching:
+                drop = drop - _UPGRADE_FIELDS
+            merge_via = via is not None and not switching
+            prior: bytes | None = None
+            kept: list[tuple[bytes, bytes]] = []
+            for k, v in headers.raw():
+                if k in drop:
+                    continue
+                if merge_via and k == b"via":
+                    prior = v if prior is None else prior + b", " + v
+                    continue
+                kept.append((k, v))
+            if merge_via:
+                assert via is not None
+                kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
+            headers = Headers(kept)
         elif via is not None:
             headers.add_raw(b"via", b"1.1 " + via)
         resp = Response(
