@@ -233,3 +233,19 @@ async def test_stalled_request_body_gets_408_slow_body_does_not() -> None:
                 out = await reader.read()
             writer.close()
             assert _status(out) == 200 and b'"body":"01234567"' in out
+
+
+async def test_x_real_ip_port_and_prefix_like_kong() -> None:
+    async with run_upstream() as up:
+        cfg = simple_config(up.url, strip_prefix=True, match={"paths": ["/api"]})
+        async with run_gateway(cfg) as gw:
+            req = (
+                b"GET /api/users HTTP/1.1\r\nHost: a\r\nX-Real-IP: 6.6.6.6\r\n"
+                b"X-Forwarded-Prefix: /evil\r\nX-Forwarded-Port: 1\r\nConnection: close\r\n\r\n"
+            )
+            data = _body(await raw_request(gw.port, req))
+            hdrs = dict(data["headers"])
+            assert data["path"] == "/users"
+            assert hdrs["x-real-ip"] == "127.0.0.1"
+            assert hdrs["x-forwarded-port"] == str(gw.port)
+            assert hdrs["x-forwarded-prefix"] == "/api"

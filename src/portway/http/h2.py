@@ -272,6 +272,7 @@ class H2Connection(WriteFlow):
         self.extra: dict[str, Any] = extra or {}
         self.transport: asyncio.Transport | None = None
         self.peer_ip, self.peer_port = "", 0
+        self.server_port = 0
         self.closed = False
         self._can_write = None
         self.streams: dict[int, _StreamWriter] = {}
@@ -299,6 +300,8 @@ class H2Connection(WriteFlow):
         peer = t.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+        local = transport.get_extra_info("sockname")
+        self.server_port = int(local[1]) if isinstance(local, tuple) else 0
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_CONN_WINDOW - 65535)
         self.flush()
@@ -449,6 +452,7 @@ class H2Connection(WriteFlow):
             body=body,
             content_length=cl,
             peer_ip=self.peer_ip,
+            server_port=self.server_port,
             trusted_peer=trusted,
             expect_continue=False,
             upgrade=False,

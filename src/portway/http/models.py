@@ -35,6 +35,8 @@ class Request:
     #: the TCP peer (a proxy when ``trusted_peer``); ``client_ip`` is already resolved
     peer_ip: str = ""
     trusted_peer: bool = False
+    #: the local port the request arrived on (X-Forwarded-Port)
+    server_port: int = 0
     expect_continue: bool = False
     upgrade: bool = False
 
@@ -59,6 +61,7 @@ class Request:
             content_length=self.content_length,
             peer_ip=self.peer_ip,
             trusted_peer=self.trusted_peer,
+            server_port=self.server_port,
             expect_continue=self.expect_continue,
             upgrade=self.upgrade,
         )

@@ -89,6 +89,7 @@ class ServerConnection(WriteFlow):
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
         self.peer_port = 0
+        self.server_port = 0
         self.closed = False
         self.extra: dict[str, Any] = {}
         self._queue: deque[Request | GatewayError] = deque()
@@ -130,6 +131,8 @@ class ServerConnection(WriteFlow):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+        local = transport.get_extra_info("sockname")
+        self.server_port = int(local[1]) if isinstance(local, tuple) else 0
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             cert = ssl_obj.getpeercert()
@@ -396,6 +399,7 @@ class ServerConnection(WriteFlow):
             body=body,
             content_length=cl if not chunked else None,
             peer_ip=self.peer_ip,
+            server_port=self.server_port,
             trusted_peer=trusted,
             expect_continue=expect is not None and expect.lower() == b"100-continue",
             upgrade=bool(p.should_upgrade()),

@@ -64,7 +64,15 @@ _PLAIN_TOKENS = frozenset({b"keep-alive", b"close"})
 _UPGRADE_FIELDS = frozenset({b"upgrade", b"connection"})
 _ALWAYS_DROP = HOP_BY_HOP | {b"expect", b"x-portway-debug", b"content-length"}
 _FORWARDED = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"forwarded",
+    }
 )
 _DROP_UNTRUSTED = _ALWAYS_DROP | _FORWARDED
 # fields the single pass below rewrites rather than copies
@@ -85,7 +93,7 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
     upgrade: bytes | None = None
     prior: list[bytes] = []
     via: bytes | None = None
-    has_xfp = has_xfh = False
+    has_xfp = has_xfh = has_port = has_real = False
     host: bytes | None = None
     for k, v in ureq.headers.raw():
         if k in drop:
@@ -106,6 +114,10 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
             has_xfp = True
         elif k == b"x-forwarded-host":
             has_xfh = True
+        elif k == b"x-forwarded-port":
+            has_port = True
+        elif k == b"x-real-ip":
+            has_real = True
         append((k, v))
     if conn_values is not None:
         named = {t.strip().lower() for cv in conn_values for t in cv.split(b",")} - {b""}
@@ -118,6 +130,10 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
         append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
     if not has_xfh and host is not None:
         append((b"x-forwarded-host", host))
+    if not has_port and req.server_port:
+        append((b"x-forwarded-port", str(req.server_port).encode()))
+    if not has_real:
+        append((b"x-real-ip", req.client_ip.encode()))
     if graph.via is not None:
         mine = _VIA_PROTO.get(req.version, b"1.0 ") + graph.via
         append((b"via", via + b", " + mine if via else mine))
@@ -137,6 +153,8 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
     elif rt.config.strip_prefix and m is not None and m.prefix:
         rest = ureq.path[len(m.prefix) :]
         ureq.path = rest if rest.startswith("/") else "/" + rest
+        # Kong/Traefik convention: tell the upstream what was stripped (for absolute links)
+        ureq.headers.set("x-forwarded-prefix", m.prefix)
 
 
 def set_request_framing(ureq: Request) -> None:
