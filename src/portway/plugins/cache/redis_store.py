@@ -23,6 +23,9 @@ def glob_escape(s: str) -> str:
     return _GLOB.sub(r"\\\1", s)
 
 
+DOWN_FOR = 1.0
+
+
 class RedisStore:
     """Objects live at ``prefix + key`` with a Redis TTL (``PX``), encoded by
     :func:`~portway.plugins.cache.entry.encode`. Backend errors count as misses."""
@@ -43,15 +46,24 @@ class RedisStore:
         )
         self._errors = 0
         self._last_error_log = 0.0
+        #: after a failure Redis is skipped (every op is a miss) until this loop time, so an
+        #: unreachable Redis costs requests nothing instead of a timeout each
+        self._down_until = 0.0
 
     def _failed(self, op: str, e: BaseException) -> None:
         self._errors += 1
         now = asyncio.get_running_loop().time()
+        self._down_until = now + DOWN_FOR
         if now - self._last_error_log > 10:
             self._last_error_log = now
-            log.warning("cache redis %s failed: %r", op, e)
+            log.warning("cache redis %s failed: %r (skipping Redis for %.0fs)", op, e, DOWN_FOR)
+
+    def _down(self) -> bool:
+        return self._down_until > 0 and asyncio.get_running_loop().time() < self._down_until
 
     async def get(self, key: str) -> Stored | None:
+        if self._down():
+            return None
         try:
             data: Any = await self.client.get(self.prefix + key)
         except _ERRORS as e:
@@ -64,6 +76,8 @@ class RedisStore:
     async def put(self, key: str, obj: Stored, ttl: float) -> bool:
         ms = int(ttl * 1000)
         if ms <= 0:
+            return False
+        if self._down():
             return False
         data = encode(obj)
         if self.max_object is not None and len(data) > self.max_object + 65536:
