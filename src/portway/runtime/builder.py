@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
+from portway.config.loader import config_hash
 from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig
 from portway.http.forwarded import TrustedProxies
 from portway.http.pool import ConnectionPool
@@ -25,12 +23,6 @@ from portway.upstream.upstream import Upstream
 log = logging.getLogger("portway.runtime")
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
-
-
-def config_digest(cfg: GatewayConfig) -> str:
-    return hashlib.sha256(
-        orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()[:12]
 
 
 def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
@@ -202,7 +194,7 @@ async def build_graph(
         trusted=TrustedProxies(s.trusted_proxies),
         via=s.via.encode() if s.via else None,
         debug_token=s.debug_token.encode() if s.debug_token else None,
-        config_hash=config_digest(cfg),
+        config_hash=config_hash(cfg),
         observers=list(observers or []),
         version=version,
     )
