@@ -9,12 +9,13 @@ fingerprint, so an atomic ``rename`` over the file is seen even when size and mt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from portway.tasks import stop_task
 
 log = logging.getLogger("portway.config")
 
@@ -87,10 +88,7 @@ class ConfigWatcher:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def _snapshot(self) -> tuple[_Stat | None, str | None]:
         st = _stat(self.path)

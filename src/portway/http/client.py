@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from portway.http.body import BodyStream
-from portway.http.flow import WriteFlow
+from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
 from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
 
@@ -126,7 +126,7 @@ class UpstreamConnection(WriteFlow):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

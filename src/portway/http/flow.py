@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
+
+#: write-buffer watermarks for client and upstream transports (pause_writing above HIGH)
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+def adopt_transport(transport: asyncio.BaseTransport) -> tuple[asyncio.Transport, str, int, int]:
+    """Set the write watermarks on a new client transport and return it with
+    ``(peer ip, peer port, local port)`` (empty/0 where the socket has no address)."""
+    t = cast(asyncio.Transport, transport)
+    t.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+    peer = t.get_extra_info("peername")
+    local = t.get_extra_info("sockname")
+    peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
+    return t, peer_ip, peer_port, int(local[1]) if isinstance(local, tuple) else 0
 
 
 class WriteFlow(asyncio.Protocol):

@@ -35,7 +35,7 @@ from portway.errors import (
     UriTooLongError,
 )
 from portway.http.body import BodyStream
-from portway.http.flow import WriteFlow
+from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request
@@ -294,14 +294,7 @@ class H2Connection(WriteFlow):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start HTTP/2 on ``transport``. The app's ``connection_opened`` is the caller's job
         (the connection began as a :class:`ServerConnection`, which already counted it)."""
-        t = cast(asyncio.Transport, transport)
-        self.transport = t
-        t.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
-        peer = t.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
-        local = transport.get_extra_info("sockname")
-        self.server_port = int(local[1]) if isinstance(local, tuple) else 0
+        self.transport, self.peer_ip, self.peer_port, self.server_port = adopt_transport(transport)
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_CONN_WINDOW - 65535)
         self.flush()

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import httptools
 
@@ -27,7 +27,7 @@ from portway.errors import (
     UriTooLongError,
 )
 from portway.http.body import BodyStream
-from portway.http.flow import WriteFlow
+from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
@@ -125,14 +125,8 @@ class ServerConnection(WriteFlow):
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
-        local = transport.get_extra_info("sockname")
-        self.server_port = int(local[1]) if isinstance(local, tuple) else 0
+        t, self.peer_ip, self.peer_port, self.server_port = adopt_transport(transport)
+        self.transport = t
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             cert = ssl_obj.getpeercert()

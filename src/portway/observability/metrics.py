@@ -24,7 +24,6 @@ the client went away) or ``other``. Raw paths and consumer ids never become labe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -45,6 +44,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import choose_encoder
+
+from portway.tasks import stop_task
 
 if TYPE_CHECKING:
     from portway.pipeline.context import RequestContext
@@ -356,10 +357,7 @@ class Metrics:
     async def aclose(self) -> None:
         """Stop flushing; the final dump keeps this worker's counters in the merged totals."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         # A clean exit leaves no live connections: gauges must not linger for a dead pid.
         self.active_connections = 0
         self.flush()

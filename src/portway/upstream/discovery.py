@@ -13,7 +13,6 @@ Without ``nameserver`` A/AAAA go through the system resolver (``loop.getaddrinfo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import dns.rdatatype
 import dns.resolver
 
 from portway.config.schema import DiscoveryConfig
+from portway.tasks import stop_task
 
 log = logging.getLogger("portway.upstream")
 
@@ -202,7 +202,4 @@ class Discovery:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)

@@ -9,13 +9,13 @@ marked healthy one failure short of the threshold, so a single failed request se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from portway.config.schema import HealthConfig
+from portway.tasks import stop_task
 from portway.upstream.target import Target
 
 log = logging.getLogger("portway.upstream")
@@ -157,10 +157,7 @@ class HealthChecker:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     # --- transitions -----------------------------------------------------------------------
     def _set(self, t: Target, healthy: bool, reason: str) -> None:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from portway.http.client import simple_request
-from portway.http.headers import Headers
+from portway.http.client import SimpleResponse, simple_request
 
 #: a JWKS document or an introspection answer is small; anything bigger is refused
 MAX_BODY = 1024 * 1024
 
 
-@dataclass(slots=True)
-class FetchResponse:
-    status: int
-    headers: Headers
-    body: bytes
+#: the response type of :func:`http_request` (the shared one-shot client's)
+FetchResponse = SimpleResponse
 
 
 async def http_request(
@@ -31,7 +25,6 @@ async def http_request(
     Raises ``OSError``/``TimeoutError`` (or the client's protocol errors) on failure; callers
     treat any exception as "no answer".
     """
-    r = await simple_request(
+    return await simple_request(
         method, url, headers=headers, body=body, timeout=timeout, max_body=MAX_BODY
     )
-    return FetchResponse(r.status, r.headers, r.body)
