@@ -137,6 +137,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--conns", default="1,64,256")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/proto_proxy.py, the bare callback proxy (what Python can do)",
+    )
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -177,6 +182,19 @@ def main() -> int:
         "nginx": (ngx_port, procs[1].pid),
         "portway": (pw_port, pw.pid),
     }
+    if args.floor:
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("proto_proxy.py")),
+                str(floor_port),
+                str(up_port),
+            ]
+        )
+        procs.append(floor)
+        wait_port(floor_port)
+        targets["floor"] = (floor_port, floor.pid)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for port, _ in targets.values():  # warm up
@@ -185,6 +203,8 @@ def main() -> int:
             for c in conns:
                 round_res: dict[str, dict[str, float]] = {}
                 order = ["nginx", "portway"] if rnd % 2 == 0 else ["portway", "nginx"]
+                if args.floor:
+                    order.append("floor")
                 if c == 1:
                     order = ["direct", *order]
                 for name in order:

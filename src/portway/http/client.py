@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -56,6 +56,44 @@ class ResponseHead:
     special: bool = True
 
 
+class ResponseSink(Protocol):
+    """Receives a response by callbacks instead of ``read_head()`` + a :class:`BodyStream`
+    (the task-free exchange in ``portway.proxy.fast``).
+
+    ``on_head``/``on_info``/``on_body``/``on_trailer``/``on_end`` run inside llhttp callbacks
+    and must not raise nor start another exchange on this connection; ``settle`` runs after
+    each batch of received bytes (outside the parser) and is where a finished exchange may
+    release the connection. ``on_error`` ends the exchange (also outside the parser).
+    ``paused`` tells the read timeout that the client, not the upstream, is holding things up.
+    """
+
+    paused: bool
+
+    def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    def on_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        chunked: bool,
+        content_length: bytes | None,
+        special: bool,
+        connection: bytes | None,
+    ) -> None: ...
+
+    def on_body(self, data: bytes) -> None: ...
+
+    def on_trailer(self, name: bytes, value: bytes) -> None: ...
+
+    def on_end(self) -> None: ...
+
+    def settle(self) -> None: ...
+
+    def on_error(self, exc: BaseException) -> None: ...
+
+
 class UpstreamConnection(WriteFlow):
     """One keep-alive connection to a target. Not safe for concurrent exchanges."""
 
@@ -64,9 +102,11 @@ class UpstreamConnection(WriteFlow):
         "_can_write",
         "_cl",
         "_close_delimited",
+        "_conn_value",
         "_head_deadline",
         "_head_fut",
         "_head_only",
+        "_head_seen",
         "_headers",
         "_last_io",
         "_loop",
@@ -83,6 +123,7 @@ class UpstreamConnection(WriteFlow):
         "message_done",
         "parser",
         "received_any",
+        "sink",
         "transport",
         "tunnel",
         "tunnel_eof",
@@ -100,6 +141,10 @@ class UpstreamConnection(WriteFlow):
         self._can_write: asyncio.Future[None] | None = None
         self._head_fut: asyncio.Future[ResponseHead] | None = None
         self._body: BodyStream | None = None
+        #: callback mode (instead of ``_head_fut`` + ``_body``), see :class:`ResponseSink`
+        self.sink: ResponseSink | None = None
+        #: the final (non-1xx) response head of the current exchange was parsed
+        self._head_seen = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._head_only = False
@@ -121,20 +166,32 @@ class UpstreamConnection(WriteFlow):
         self._special = False
         self._te: bytes | None = None
         self._cl: bytes | None = None
+        self._conn_value: bytes | None = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        # watched for life; an exchange only moves ``deadline`` (no set churn per request)
+        self._sweeper.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        self._sweeper.unwatch(self)
         err = UpstreamResetError(
             f"upstream closed the connection{': ' + str(exc) if exc else ''}",
             received=self.received_any,
         )
+        sink = self.sink
+        if sink is not None and not self.message_done:
+            if self._head_seen and (self._head_only or self._close_delimited):
+                self.message_done = True
+                sink.on_end()
+                sink.settle()
+            else:
+                sink.on_error(err)
         if self._head_fut is not None and not self._head_fut.done():
             self._head_fut.set_exception(err)
         if self._body is not None and not self.message_done:
@@ -170,13 +227,18 @@ class UpstreamConnection(WriteFlow):
                 fut.result().upgrade_tail = tail
         except httptools.HttpParserError as e:
             self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
-        fut = self._head_fut
-        if self._head_only and not self.message_done and fut is not None and fut.done():
+        if self._head_only and not self.message_done and self._head_seen:
             # a response to HEAD has no body whatever its framing headers say
             self.message_done = True
+            self._cancel_timer()
             self.parser = httptools.HttpResponseParser(self)
             if self._body is not None:
                 self._body.feed_eof()
+            if self.sink is not None:
+                self.sink.on_end()
+        sink = self.sink
+        if sink is not None:
+            sink.settle()
 
     def eof_received(self) -> bool | None:
         if self.tunnel_eof is not None:
@@ -195,13 +257,19 @@ class UpstreamConnection(WriteFlow):
         self._special = False
         self._te = None
         self._cl = None
+        self._conn_value = None
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._body is not None and self._head_fut is not None and self._head_fut.done():
+        if self._head_seen:
             # trailer section of a chunked response
+            if self.sink is not None:
+                self.sink.on_trailer(name.lower(), value)
+                return
+            if self._body is None:
+                return
             if self._body.trailers is None:
                 self._body.trailers = Headers()
             self._body.trailers.add_raw(name.lower(), value)
@@ -214,11 +282,13 @@ class UpstreamConnection(WriteFlow):
                 self._special = True
                 if n == b"transfer-encoding":
                     self._te = value
+                elif n == b"connection":
+                    cv = self._conn_value
+                    self._conn_value = value if cv is None else cv + b", " + value
         self._headers.append((n, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        headers = Headers(self._headers)
         te = self._te
         cl_raw = self._cl
         chunked = te is not None
@@ -226,20 +296,39 @@ class UpstreamConnection(WriteFlow):
             # we de-chunk and re-frame, and cannot undo other codings: relaying the body
             # without its Transfer-Encoding would corrupt it
             raise UpstreamProtocolError("unsupported transfer coding from upstream")
-        cl = int(cl_raw) if cl_raw is not None and not chunked else None
+        if cl_raw is not None and chunked:
+            cl_raw = None
         if 100 <= status < 200 and status != 101:
-            if self.informational is not None:
-                self.informational(ResponseHead(status, self._reason, headers, True, False, None))
+            if self.sink is not None:
+                self.sink.on_info(status, self._reason, self._headers)
+            elif self.informational is not None:
+                self.informational(
+                    ResponseHead(status, self._reason, Headers(self._headers), True, False, None)
+                )
             return
         no_body = self._head_only or status in (204, 304) or status == 101
-        self._close_delimited = not no_body and not chunked and cl is None
+        self._close_delimited = not no_body and not chunked and cl_raw is None
+        self._head_seen = True
+        keep_alive = bool(self.parser.should_keep_alive()) and not self._close_delimited
+        if self.sink is not None:
+            self.sink.on_head(
+                status,
+                self._reason,
+                self._headers,
+                keep_alive,
+                chunked,
+                cl_raw,
+                self._special,
+                self._conn_value,
+            )
+            return
         head = ResponseHead(
             status=status,
             reason=self._reason,
-            headers=headers,
-            keep_alive=bool(self.parser.should_keep_alive()) and not self._close_delimited,
+            headers=Headers(self._headers),
+            keep_alive=keep_alive,
             chunked=chunked,
-            content_length=cl,
+            content_length=int(cl_raw) if cl_raw is not None else None,
             special=self._special,
         )
         fut = self._head_fut
@@ -247,32 +336,45 @@ class UpstreamConnection(WriteFlow):
             fut.set_result(head)
 
     def on_body(self, body: bytes) -> None:
-        if self._body is not None:
+        if self.sink is not None:
+            self.sink.on_body(body)
+        elif self._body is not None:
             self._body.feed(body)
 
     def on_message_complete(self) -> None:
-        if self._head_fut is None or not self._head_fut.done():
-            return  # end of a 1xx message
+        if not self._head_seen or self.message_done:
+            return  # end of a 1xx message (or of a HEAD response already ended)
         self.message_done = True
         self._cancel_timer()
-        if self._body is not None:
+        if self.sink is not None:
+            self.sink.on_end()
+        elif self._body is not None:
             self._body.feed_eof()
 
     # --- exchange API ----------------------------------------------------------------------
     def begin(self, head_only: bool, read_timeout: float) -> BodyStream:
         """Prepare for one exchange; returns the body stream the response will fill."""
-        self.uses += 1
-        self.message_done = False
-        self.received_any = False
-        self._close_delimited = False
-        self._head_only = head_only
+        self._reset(head_only, read_timeout)
         self._head_fut = self._loop.create_future()
         t = self.transport
         assert t is not None
         self._body = BodyStream(t.pause_reading, t.resume_reading)
+        return self._body
+
+    def begin_sink(self, sink: ResponseSink, head_only: bool, read_timeout: float) -> None:
+        """Prepare for one exchange whose response goes to ``sink`` by callbacks."""
+        self._reset(head_only, read_timeout)
+        self.sink = sink
+
+    def _reset(self, head_only: bool, read_timeout: float) -> None:
+        self.uses += 1
+        self.message_done = False
+        self.received_any = False
+        self._close_delimited = False
+        self._head_seen = False
+        self._head_only = head_only
         self._read_timeout = read_timeout
         self._last_io = self._loop.time()
-        return self._body
 
     def arm_read_timeout(self, head_deadline: float = 0.0) -> None:
         """Start the exchange timer (after the request head was written): between-bytes read
@@ -282,12 +384,10 @@ class UpstreamConnection(WriteFlow):
         if self._read_timeout > 0 or head_deadline > 0:
             self._last_io = self._loop.time()
             self.deadline = self._next_due()
-            self._sweeper.watch(self)
 
     def _next_due(self) -> float:
         due = self._last_io + self._read_timeout if self._read_timeout > 0 else float("inf")
-        fut = self._head_fut
-        if self._head_deadline > 0 and fut is not None and not fut.done():
+        if self._head_deadline > 0 and not self._head_seen:
             due = min(due, self._head_deadline)
         return due
 
@@ -296,15 +396,17 @@ class UpstreamConnection(WriteFlow):
         if self.closed or self.message_done:
             self._cancel_timer()
             return
-        fut = self._head_fut
-        head_pending = fut is not None and not fut.done()
+        head_pending = not self._head_seen
         if self._head_deadline > 0 and head_pending and now >= self._head_deadline:
             self._cancel_timer()
             self._fail(ReadTimeoutError("upstream response timeout"))
             return
         body = self._body
         # a body paused by flow control is waiting on the client, not on the upstream
-        waiting_on_client = body is not None and body._paused
+        sink = self.sink
+        waiting_on_client = (body is not None and body._paused) or (
+            sink is not None and sink.paused
+        )
         due = self._next_due()
         if waiting_on_client or now < due:
             self.deadline = max(due, now + 0.05)
@@ -313,11 +415,13 @@ class UpstreamConnection(WriteFlow):
         self._fail(ReadTimeoutError("upstream read timeout"))
 
     def _cancel_timer(self) -> None:
-        if self.deadline != NEVER:
-            self.deadline = NEVER
-            self._sweeper.unwatch(self)
+        self.deadline = NEVER
 
     def _fail(self, exc: BaseException) -> None:
+        sink = self.sink
+        if sink is not None and not self.message_done:
+            self.message_done = True
+            sink.on_error(exc)
         if self._head_fut is not None and not self._head_fut.done():
             self._head_fut.set_exception(exc)
         if self._body is not None and not self.message_done:
@@ -342,6 +446,7 @@ class UpstreamConnection(WriteFlow):
         self._cancel_timer()
         self._head_fut = None
         self._body = None
+        self.sink = None
         self.informational = None
 
     def abort(self) -> None:

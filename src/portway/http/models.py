@@ -39,6 +39,8 @@ class Request:
     server_port: int = 0
     expect_continue: bool = False
     upgrade: bool = False
+    #: the client asked to keep the connection open (HTTP/1.1 default, 1.0 keep-alive)
+    keep_alive: bool = True
 
     @property
     def target(self) -> str:
@@ -64,6 +66,7 @@ class Request:
             server_port=self.server_port,
             expect_continue=self.expect_continue,
             upgrade=self.upgrade,
+            keep_alive=self.keep_alive,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -51,9 +52,28 @@ class App(Protocol):
 
     async def handle(self, conn: ServerConnection, request: Request) -> bool: ...
 
+    def try_fast(self, conn: ServerConnection, request: Request) -> bool:
+        """Serve ``request`` without a task when possible (callbacks only); True when taken.
+
+        A taken request must end with exactly one :meth:`ServerConnection.fast_done` or
+        :meth:`ServerConnection.fast_fallback`. Must never raise."""
+        ...
+
     def connection_opened(self) -> None: ...
 
     def connection_closed(self) -> None: ...
+
+
+class Resumed(Protocol):
+    """Work a callback exchange handed back to the connection's worker task."""
+
+    async def run(self, conn: ServerConnection) -> bool: ...
+
+
+class FastExchange(Protocol):
+    """A callback exchange in progress on a connection (see :meth:`App.try_fast`)."""
+
+    def client_lost(self) -> None: ...
 
 
 class _Abort(Exception):
@@ -92,9 +112,11 @@ class ServerConnection(WriteFlow):
         self.server_port = 0
         self.closed = False
         self.extra: dict[str, Any] = {}
-        self._queue: deque[Request | GatewayError] = deque()
-        #: the connection's worker while it is serving requests (None when idle)
-        self._task: asyncio.Task[None] | None = None
+        self._queue: deque[Request | GatewayError | Resumed] = deque()
+        #: a request is being served (by the worker task or by a callback exchange)
+        self._busy = False
+        #: the callback exchange in progress, told when the client goes away
+        self.exchange: FastExchange | None = None
         #: one long-lived worker task per connection, parked on ``_waiter`` between requests:
         #: waking a future is cheaper than creating a task for every request
         self._worker: asyncio.Task[None] | None = None
@@ -108,6 +130,12 @@ class ServerConnection(WriteFlow):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
+        self._host: bytes | None = None
+        self._hosts = 0
+        self._te: bytes | None = None
+        self._cl: bytes | None = None
+        self._expect: bytes | None = None
+        self._conn: bytes | None = None
         self._body: BodyStream | None = None
         self._body_limit: int | None = limits.max_body_bytes
         self._in_headers = False
@@ -152,6 +180,10 @@ class ServerConnection(WriteFlow):
             w.set_exception(ClientDisconnectedError("client disconnected"))
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.client_lost()
         if self.tunnel is not None:
             self.tunnel(b"")
         self.app.connection_closed()
@@ -200,7 +232,7 @@ class ServerConnection(WriteFlow):
             self._body = None
             body.set_exception(BadRequestError("request body ended before its declared length"))
         # a half-closed client may still be waiting for responses to pipelined requests
-        if self._task is None:
+        if not self._busy:
             return None
         self._eof_seen = True
         return True
@@ -248,7 +280,10 @@ class ServerConnection(WriteFlow):
         self._headers = []
         self._header_bytes = 0
         self._in_headers = True
-        if self._task is None:
+        self._host = None
+        self._hosts = 0
+        self._te = self._cl = self._expect = self._conn = None
+        if not self._busy:
             self._arm(self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -277,11 +312,27 @@ class ServerConnection(WriteFlow):
         if len(self._headers) >= self.limits.max_header_count:
             self._pending = HeadersTooLargeError("too many request header fields")
             raise _Abort(self._pending)
-        self._headers.append((name.lower(), value))
+        n = name.lower()
+        self._headers.append((n, value))
+        if n in _GATHERED:
+            # the fields the framing needs, noted while parsing instead of searched for later
+            if n == b"host":
+                self._hosts += 1
+                self._host = value
+            elif n == b"content-length":
+                if self._cl is None:
+                    self._cl = value
+            elif n == b"transfer-encoding":
+                # all codings count: "identity" then "chunked" is not plain chunked
+                self._te = value if self._te is None else self._te + b", " + value
+            elif n == b"connection":
+                self._conn = value if self._conn is None else self._conn + b", " + value
+            elif self._expect is None:
+                self._expect = value
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        if self._task is None:
+        if not self._busy:
             self._disarm()
         try:
             req = self._build_request()
@@ -308,7 +359,7 @@ class ServerConnection(WriteFlow):
         if self._body is not None:
             self._body.feed_eof()
             self._body = None
-            if self._task is not None:
+            if self._busy:
                 self.deadline = NEVER
 
     # --- request construction ----------------------------------------------------------------
@@ -320,9 +371,9 @@ class ServerConnection(WriteFlow):
         method = p.get_method().decode("ascii")
         headers = Headers(self._headers)
         url = self._url
-        host_vals = [v for k, v in self._headers if k == b"host"]
-        if len(host_vals) > 1:
+        if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
+        host_raw = self._host
         if url.startswith(b"/"):
             raw_path, _, query = url.partition(b"?")
         elif url == b"*":
@@ -341,18 +392,18 @@ class ServerConnection(WriteFlow):
             # RFC 9112 §3.2.2: the absolute-form authority replaces Host
             headers.remove("host")
             headers.add_raw(b"host", authority)
-            host_vals = [authority]
-        if not host_vals:
+            host_raw = authority
+        if host_raw is None:
             if version == "1.1":
                 raise _Abort(BadRequestError("missing Host header"))
             host = ""
         else:
-            host = _parse_host(host_vals[0])
+            host = _parse_host(host_raw)
         if b"#" in url:
             raise _Abort(BadRequestError("fragment in request target"))
         path = normalize_path(raw_path, allow_encoded_slashes=True)
-        te = headers.get_raw(b"transfer-encoding")
-        cl_raw = headers.get_raw(b"content-length")
+        te = self._te
+        cl_raw = self._cl
         chunked = False
         if te is not None:
             if version == "1.0":
@@ -378,7 +429,12 @@ class ServerConnection(WriteFlow):
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
             client_ip, trusted = self.peer_ip, False
-        expect = headers.get_raw(b"expect")
+        expect = self._expect
+        conn = self._conn
+        if version != "1.0":
+            keep_alive = conn is None or b"close" not in conn.lower()
+        else:
+            keep_alive = conn is not None and b"keep-alive" in conn.lower()
         return Request(
             method=method,
             path=path,
@@ -397,6 +453,7 @@ class ServerConnection(WriteFlow):
             trusted_peer=trusted,
             expect_continue=expect is not None and expect.lower() == b"100-continue",
             upgrade=bool(p.should_upgrade()),
+            keep_alive=keep_alive,
         )
 
     def _resume_body(self) -> None:
@@ -405,24 +462,64 @@ class ServerConnection(WriteFlow):
 
     # --- request queue -------------------------------------------------------------------------
     def _enqueue(self, item: Request | GatewayError) -> None:
+        if not self._busy:
+            if (
+                isinstance(item, Request)
+                and item.body is None
+                and not self._queue
+                and self.app.try_fast(self, item)
+            ):
+                self._busy = True
+                return
+            self._queue.append(item)
+            self._start_worker()
+            return
         self._queue.append(item)
-        if self._task is None:
-            w = self._waiter
-            if w is not None:
-                self._waiter = None
-                self._task = self._worker
-                w.set_result(None)
-            else:
-                self._task = self._worker = self.loop.create_task(self._run())
-        elif len(self._queue) > self.limits.max_pipelined and self.transport is not None:
+        if len(self._queue) > self.limits.max_pipelined and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
+
+    def _start_worker(self) -> None:
+        self._busy = True
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            w.set_result(None)
+        else:
+            self._worker = self.loop.create_task(self._run())
+
+    def fast_done(self, keep: bool) -> None:
+        """A callback exchange wrote its whole response; serve what queued up meanwhile."""
+        self.exchange = None
+        self._busy = False
+        if not keep or self.closed:
+            self.close()
+            return
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        if not self._queue:
+            self._idle()
+            return
+        item = self._queue[0]
+        if isinstance(item, Request) and item.body is None and self.app.try_fast(self, item):
+            self._queue.popleft()
+            self._busy = True
+            return
+        self._start_worker()
+
+    def fast_fallback(self, resumed: Resumed) -> None:
+        """A callback exchange cannot finish on its own (retry, error before the response
+        head): the worker task takes it over, ahead of anything queued."""
+        self.exchange = None
+        self._queue.appendleft(resumed)
+        self._start_worker()
 
     async def _run(self) -> None:
         try:
             while not self.closed:
                 if not self._queue:
-                    self._task = None
+                    self._busy = False
                     if not self._idle():
                         return
                     self._waiter = self.loop.create_future()
@@ -436,7 +533,10 @@ class ServerConnection(WriteFlow):
                 if isinstance(item, GatewayError):
                     self.send_error(item, close=True)
                     return
-                keep = await self.app.handle(self, item)
+                if isinstance(item, Request):
+                    keep = await self.app.handle(self, item)
+                else:
+                    keep = await item.run(self)
                 if not keep:
                     self.close()
                     return
@@ -446,7 +546,7 @@ class ServerConnection(WriteFlow):
             log.exception("unhandled error while serving a request")
             self.close()
         finally:
-            self._task = None
+            self._busy = False
             self._worker = None
             self._waiter = None
 
@@ -490,7 +590,7 @@ class ServerConnection(WriteFlow):
             self._body = None
         if self.transport is not None:
             self.transport.pause_reading()
-        if self._task is None:
+        if not self._busy:
             self.send_error(err, close=True)
         else:
             # answer after the responses already in progress, then close
@@ -519,7 +619,7 @@ class ServerConnection(WriteFlow):
         self._on_timeout()
 
     def _on_timeout(self) -> None:
-        if self._task is not None or self.tunnel is not None:
+        if self._busy or self.tunnel is not None:
             return
         if self._in_headers and self.transport is not None and not self.closed:
             # slow or stalled request head (slowloris)
@@ -549,6 +649,8 @@ class ServerConnection(WriteFlow):
 
 
 def _parse_host(raw: bytes) -> str:
+    if _PLAIN_HOST.fullmatch(raw) is not None:
+        return raw.lower().partition(b":")[0].decode("ascii")
     h = raw.strip().lower()
     if not h:
         return ""
@@ -608,6 +710,10 @@ _FORBIDDEN_TRAILERS = frozenset(
     }
 )
 
+_GATHERED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
+#: the common Host: a name or IPv4 address with an optional port (anything else takes the
+#: careful path below)
+_PLAIN_HOST = re.compile(rb"[A-Za-z0-9.-]+(?::[0-9]+)?")
 _HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
 
 
@@ -622,6 +728,9 @@ class _SimpleApp:
 
     def connection_closed(self) -> None:
         pass
+
+    def try_fast(self, conn: ServerConnection, request: Request) -> bool:
+        return False
 
     async def handle(self, conn: ServerConnection, request: Request) -> bool:
         if request.expect_continue:

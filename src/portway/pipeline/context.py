@@ -119,9 +119,10 @@ class RequestContext:
         "upstream_request",
     )
 
-    def __init__(self, request: Request, request_id: str = "") -> None:
+    def __init__(self, request: Request, request_id: str = "", *, copy: bool = True) -> None:
         self.request = request
-        self.upstream_request = request.copy_for_upstream()
+        #: ``copy=False`` (the task-free path, where no plugin edits it) shares ``request``
+        self.upstream_request = request.copy_for_upstream() if copy else request
         self.response: Response | None = None
         self.match: RouteMatch | None = None
         self.consumer: Consumer | None = None

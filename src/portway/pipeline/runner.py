@@ -43,6 +43,7 @@ class Chain:
     __slots__ = (
         "_pos",
         "buffer_cap",
+        "callbacks_only",
         "on_error",
         "on_log",
         "on_request",
@@ -71,6 +72,14 @@ class Chain:
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]
         self.buffer_cap: int | None = max(caps) if caps else None
+        #: nothing here needs to await: a request may take the task-free path (proxy/fast.py)
+        self.callbacks_only = not (
+            self.on_request
+            or self.on_upstream_request
+            or self.on_response
+            or self.on_response_chunk
+            or self.on_error
+        )
 
     async def run_request(self, ctx: RequestContext) -> Response | None:
         """Run ``on_request`` in order; return the first short-circuit response."""

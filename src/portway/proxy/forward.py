@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from portway.errors import (
@@ -31,7 +32,7 @@ from portway.http.client import (
     UpstreamResetError,
     build_request_head,
 )
-from portway.http.headers import HOP_BY_HOP, Headers, connection_tokens
+from portway.http.headers import HOP_BY_HOP, Headers, connection_tokens_raw
 from portway.http.models import Request, Response
 from portway.http.wire import chunk, last_chunk
 from portway.pipeline.context import RequestContext
@@ -39,7 +40,9 @@ from portway.upstream.target import Target
 
 if TYPE_CHECKING:
     from portway.http.server import ServerConnection
+    from portway.routing.router import RouteMatch
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
+    from portway.upstream.upstream import Upstream
 
 log = logging.getLogger("portway.proxy")
 
@@ -84,8 +87,35 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
     (and those named in ``Connection``), add X-Forwarded-* and Via, set framing, apply
     strip_prefix/rewrite. Framing is fixed here: a plugin that replaces the body in
     ``on_upstream_request`` must call :func:`set_request_framing` again."""
-    req = ctx.request
     ureq = ctx.upstream_request
+    ureq.headers = Headers(forward_header_items(ctx.request, ureq.headers.raw(), graph.via))
+    set_request_framing(ureq)
+    path, prefix = upstream_path(rt, ctx.match, ureq.path)
+    ureq.path = path
+    if prefix is not None:
+        # Kong/Traefik convention: tell the upstream what was stripped (for absolute links)
+        ureq.headers.set("x-forwarded-prefix", prefix)
+
+
+def upstream_path(rt: RouteRuntime, m: RouteMatch | None, path: str) -> tuple[str, str | None]:
+    """The path to forward after the route's ``rewrite``/``strip_prefix``, and the prefix that
+    was stripped (``None`` when nothing was)."""
+    if rt.rewrite is not None and m is not None:
+        params = m.params
+        out = "".join(params.get(v, "") if is_param else v for is_param, v in rt.rewrite)
+        return (out if out.startswith("/") else "/" + out), None
+    if rt.config.strip_prefix and m is not None and m.prefix:
+        rest = path[len(m.prefix) :]
+        return (rest if rest.startswith("/") else "/" + rest), m.prefix
+    return path, None
+
+
+def forward_header_items(
+    req: Request, raw: list[tuple[bytes, bytes]], via_name: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """The fields to send upstream, from the client's ``raw`` list: hop-by-hop fields (and
+    those named in ``Connection``), Content-Length and, from untrusted peers, X-Forwarded-*
+    dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing."""
     drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
     items: list[tuple[bytes, bytes]] = []
     append = items.append
@@ -95,7 +125,7 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
     via: bytes | None = None
     has_xfp = has_xfh = has_port = has_real = False
     host: bytes | None = None
-    for k, v in ureq.headers.raw():
+    for k, v in raw:
         if k in drop:
             if k == b"connection":
                 (conn_values := conn_values or []).append(v)
@@ -134,27 +164,15 @@ def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: Runti
         append((b"x-forwarded-port", str(req.server_port).encode()))
     if not has_real:
         append((b"x-real-ip", req.client_ip.encode()))
-    if graph.via is not None:
-        mine = _VIA_PROTO.get(req.version, b"1.0 ") + graph.via
+    if via_name is not None:
+        mine = _VIA_PROTO.get(req.version, b"1.0 ") + via_name
         append((b"via", via + b", " + mine if via else mine))
     elif via is not None:
         append((b"via", via))
     if upgrade is not None and req.upgrade:
         append((b"connection", b"upgrade"))
         append((b"upgrade", upgrade))
-    ureq.headers = Headers(items)
-    set_request_framing(ureq)
-    m = ctx.match
-    if rt.rewrite is not None and m is not None:
-        params = m.params
-        ureq.path = "".join(params.get(v, "") if is_param else v for is_param, v in rt.rewrite)
-        if not ureq.path.startswith("/"):
-            ureq.path = "/" + ureq.path
-    elif rt.config.strip_prefix and m is not None and m.prefix:
-        rest = ureq.path[len(m.prefix) :]
-        ureq.path = rest if rest.startswith("/") else "/" + rest
-        # Kong/Traefik convention: tell the upstream what was stripped (for absolute links)
-        ureq.headers.set("x-forwarded-prefix", m.prefix)
+    return items
 
 
 def set_request_framing(ureq: Request) -> None:
@@ -199,6 +217,112 @@ async def _pump_body(
         conn.write(last_chunk(body.trailers))
 
 
+@dataclass(slots=True)
+class Resume:
+    """Where a forward made elsewhere (the callback path) left off: ``attempt`` attempts done,
+    targets to avoid, or ``error`` to answer with when no retry is allowed."""
+
+    attempt: int = 0
+    exclude: set[Target] = field(default_factory=set)
+    last_error: GatewayError | None = None
+    stale_retried: bool = False
+    delay: float = 0.0
+    error: GatewayError | None = None
+
+
+def classify_failure(e: BaseException, stale_ok: bool) -> _Attempt | None:
+    """Map a failed exchange to a retry condition; ``stale_ok``: a reused connection with no
+    request body to replay, for an idempotent method (a silent close is then "stale")."""
+    if isinstance(e, ReadTimeoutError):
+        return _Attempt(
+            "timeout", True, UpstreamTimeoutError("upstream timed out", source="upstream")
+        )
+    if isinstance(e, UpstreamResetError):
+        err = UpstreamError("upstream closed the connection", source="upstream")
+        return _Attempt("stale" if stale_ok and not e.received else "reset", True, err)
+    if isinstance(e, UpstreamProtocolError):
+        return _Attempt("reset", True, UpstreamError(str(e), source="upstream"))
+    return None
+
+
+def after_failure(
+    ctx: RequestContext,
+    up: Upstream,
+    target: Target,
+    a: _Attempt,
+    attempt: int,
+    latency: float,
+    deadline: float,
+) -> float:
+    """Record a failed attempt; return the backoff before the next one, or raise its error
+    when no retry is allowed."""
+    up.record(target, False, latency, None, a.reason)
+    if ctx.trace is not None:
+        ctx.record("attempt", target.id, latency * 1000, a.reason)
+    body = ctx.upstream_request.body
+    body_used = body is not None and (body.received > 0 or body.at_eof)
+    if (
+        (a.sent and body_used)
+        or asyncio.get_running_loop().time() >= deadline
+        or not up.may_retry(ctx, attempt, a.sent, a.reason)
+    ):
+        raise a.error from None
+    return up.backoff(attempt)
+
+
+def retry_on_status(
+    ctx: RequestContext, up: Upstream, status: int, attempt: int, deadline: float
+) -> bool:
+    """Whether a (recorded) response status calls for another attempt."""
+    if status < 500 or str(status) not in up.config.retries.on:
+        return False
+    body = ctx.upstream_request.body
+    return (
+        not (body is not None and (body.received > 0 or body.at_eof))
+        and asyncio.get_running_loop().time() < deadline
+        and up.may_retry(ctx, attempt, True, str(status))
+    )
+
+
+def response_header_items(
+    raw: list[tuple[bytes, bytes]],
+    status: int,
+    via: bytes | None,
+    extra_drop: frozenset[bytes] = frozenset(),
+    connection: bytes | bool | None = True,
+) -> list[tuple[bytes, bytes]]:
+    """One pass over an upstream response's fields: drop hop-by-hop fields (and those named
+    in Connection, and ``extra_drop``), merge Via (not on a 101, which keeps Upgrade).
+    ``connection``: the Connection value(s) when already known (None: absent)."""
+    if connection is True:
+        tokens = connection_tokens_raw(raw)
+    elif connection is None or connection in _PLAIN_TOKENS:
+        tokens = set()
+    else:
+        assert isinstance(connection, bytes)
+        tokens = {t for t in (x.strip().lower() for x in connection.split(b",")) if t}
+    drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
+    switching = status == 101
+    if switching:
+        drop = drop - _UPGRADE_FIELDS
+    if extra_drop:
+        drop = drop | extra_drop
+    merge_via = via is not None and not switching
+    prior: bytes | None = None
+    kept: list[tuple[bytes, bytes]] = []
+    for k, v in raw:
+        if k in drop:
+            continue
+        if merge_via and k == b"via":
+            prior = v if prior is None else prior + b", " + v
+            continue
+        kept.append((k, v))
+    if merge_via:
+        assert via is not None
+        kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
+    return kept
+
+
 class Forwarder:
     """Sends ``ctx.upstream_request`` to ``rt.upstream`` with failover; returns the upstream
     response with a streaming body. The connection goes back to its pool when the body ends
@@ -208,8 +332,13 @@ class Forwarder:
         self.graph = graph
 
     async def forward(
-        self, ctx: RequestContext, rt: RouteRuntime, client: ServerConnection | None
+        self,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        client: ServerConnection | None,
+        resume: Resume | None = None,
     ) -> Response:
+        """``resume`` carries on after attempts made elsewhere (the callback path)."""
         up = rt.upstream
         assert up is not None
         ctx.upstream_name = up.name
@@ -218,10 +347,16 @@ class Forwarder:
         deadline = loop.time() + timeouts.total
         exclude: set[Target] = set()
         attempt = 0
-        body = ctx.upstream_request.body
         chain = rt.chain
         last_error: GatewayError | None = None
         stale_retried = False
+        if resume is not None:
+            if resume.error is not None:
+                raise resume.error
+            attempt, exclude, last_error = resume.attempt, resume.exclude, resume.last_error
+            stale_retried = resume.stale_retried
+            if resume.delay > 0:
+                await asyncio.sleep(min(resume.delay, max(0.0, deadline - loop.time())))
         while True:
             attempt += 1
             ctx.attempt = attempt
@@ -263,20 +398,9 @@ class Forwarder:
                     continue
                 if tracer.enabled:
                     tracer.end_attempt(ctx, error=a.error)
-                latency = loop.time() - t0
-                up.record(target, False, latency, None, a.reason)
-                if ctx.trace is not None:
-                    ctx.record("attempt", target.id, latency * 1000, a.reason)
-                body_used = body is not None and (body.received > 0 or body.at_eof)
-                if (
-                    (a.sent and body_used)
-                    or loop.time() >= deadline
-                    or not up.may_retry(ctx, attempt, a.sent, a.reason)
-                ):
-                    raise a.error from None
+                delay = after_failure(ctx, up, target, a, attempt, loop.time() - t0, deadline)
                 exclude.add(target)
                 last_error = a.error
-                delay = up.backoff(attempt)
                 if delay > 0:
                     await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 continue
@@ -285,17 +409,10 @@ class Forwarder:
             status = resp.status
             if tracer.enabled:
                 tracer.end_attempt(ctx, status=status)
-            ok = status < 500
-            up.record(target, ok, latency, status, None)
+            up.record(target, status < 500, latency, status, None)
             if ctx.trace is not None:
                 ctx.record("attempt", target.id, latency * 1000, str(status))
-            if (
-                not ok
-                and str(status) in up.config.retries.on
-                and not (body is not None and (body.received > 0 or body.at_eof))
-                and loop.time() < deadline
-                and up.may_retry(ctx, attempt, True, str(status))
-            ):
+            if retry_on_status(ctx, up, status, attempt, deadline):
                 self.finish_exchange(ctx, False)
                 exclude.add(target)
                 delay = up.backoff(attempt)
@@ -376,17 +493,10 @@ class Forwarder:
             # whatever went wrong, this exchange is over: stop the body and drop the socket
             _cancel(pump)
             conn.abort()
-            if isinstance(e, ReadTimeoutError):
-                err: GatewayError = UpstreamTimeoutError("upstream timed out", source="upstream")
-                raise _Attempt("timeout", True, err) from None
-            if isinstance(e, UpstreamResetError):
-                err = UpstreamError("upstream closed the connection", source="upstream")
-                if reused and not e.received and body is None and ureq.method in _IDEMPOTENT:
-                    raise _Attempt("stale", True, err) from e
-                raise _Attempt("reset", True, err) from e
-            if isinstance(e, UpstreamProtocolError):
-                raise _Attempt("reset", True, UpstreamError(str(e), source="upstream")) from e
-            raise
+            a = classify_failure(e, reused and body is None and ureq.method in _IDEMPOTENT)
+            if a is None:
+                raise
+            raise a from e
         if head.status == 101 and not ctx.request.upgrade:
             # RFC 9110 §15.2.2: switching to a protocol the client did not ask for; relaying it
             # would leave the client and the gateway speaking different protocols
@@ -400,26 +510,7 @@ class Forwarder:
         headers = head.headers
         via = self.graph.via
         if head.special:
-            # one pass: drop hop-by-hop fields (and those named in Connection), merge Via
-            tokens = connection_tokens(headers)
-            drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
-            switching = head.status == 101
-            if switching:
-                drop = drop - _UPGRADE_FIELDS
-            merge_via = via is not None and not switching
-            prior: bytes | None = None
-            kept: list[tuple[bytes, bytes]] = []
-            for k, v in headers.raw():
-                if k in drop:
-                    continue
-                if merge_via and k == b"via":
-                    prior = v if prior is None else prior + b", " + v
-                    continue
-                kept.append((k, v))
-            if merge_via:
-                assert via is not None
-                kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
-            headers = Headers(kept)
+            headers = Headers(response_header_items(headers.raw(), head.status, via))
         elif via is not None:
             headers.add_raw(b"via", b"1.1 " + via)
         resp = Response(

@@ -23,7 +23,8 @@ from portway.http.server import ClientDisconnectedError, ServerConnection
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
-from portway.proxy.forward import Forwarder, prepare_upstream_request
+from portway.proxy.fast import try_fast
+from portway.proxy.forward import Forwarder, Resume, prepare_upstream_request
 from portway.proxy.tunnel import tunnel
 
 if TYPE_CHECKING:
@@ -32,13 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("portway.proxy")
 
 _NO_BODY_STATUS = frozenset({204, 304})
-
-
-def _wants_keep_alive(req: Request) -> bool:
-    conn = req.headers.get_raw(b"connection")
-    if req.version != "1.0":  # HTTP/1.1 and HTTP/2 (persistent by default)
-        return conn is None or b"close" not in conn.lower()
-    return conn is not None and b"keep-alive" in conn.lower()
 
 
 class ProxyApp:
@@ -69,12 +63,27 @@ class ProxyApp:
         if self._on_close is not None:
             self._on_close()
 
+    def try_fast(self, conn: ServerConnection, req: Request) -> bool:
+        return try_fast(self, conn, req)
+
     async def handle(self, conn: ServerConnection, req: Request) -> bool:
-        graph = self.graph_ref()
-        graph.inflight += 1
         ctx = RequestContext(req)
         if conn.extra:
             ctx.extra.update(conn.extra)
+        return await self.serve(conn, ctx, self.graph_ref())
+
+    async def serve(
+        self,
+        conn: ServerConnection,
+        ctx: RequestContext,
+        graph: RuntimeGraph,
+        rt: RouteRuntime | None = None,
+        resume: Resume | None = None,
+    ) -> bool:
+        """Serve ``ctx.request`` with ``graph``; with ``rt`` and ``resume``, carry on a
+        request the task-free path routed and started (see ``proxy/fast.py``)."""
+        req = ctx.request
+        graph.inflight += 1
         chain: Chain = graph.global_chain
         keep = False
         in_response = False
@@ -88,18 +97,23 @@ class ProxyApp:
                 if tok is not None and hmac.compare_digest(tok, graph.debug_token):
                     ctx.debug = True
                     ctx.trace = []
-            rt = self._route(ctx, graph)
-            chain = rt.chain
-            resp = await chain.run_request(ctx)
-            if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
-                resp = _explain(ctx)
+            if rt is None:
+                rt = self._route(ctx, graph)
+                chain = rt.chain
+                resp = await chain.run_request(ctx)
+                if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
+                    resp = _explain(ctx)
+            else:
+                chain = rt.chain
+                ctx.upstream_request = req.copy_for_upstream()
+                resp = None
             if resp is None:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
                 prepare_upstream_request(ctx, rt, graph)
                 if req.upgrade:
                     return await tunnel(ctx, rt, graph, conn, Forwarder(graph))
-                resp = await Forwarder(graph).forward(ctx, rt, conn)
+                resp = await Forwarder(graph).forward(ctx, rt, conn, resume)
             ctx.response = resp
             if chain.on_response:
                 in_response = True
@@ -164,7 +178,7 @@ class ProxyApp:
         req = ctx.request
         resp = ctx.response
         assert resp is not None
-        keep = not close and _wants_keep_alive(req) and _body_done(req)
+        keep = not close and req.keep_alive and _body_done(req)
         status = resp.status
         no_body = req.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
         headers = resp.headers

@@ -1,0 +1,424 @@
+"""The task-free path: a whole exchange on callbacks, for requests nothing needs to await.
+
+The general path (``handler.ProxyApp.handle``) runs each request in the connection's worker
+task: futures for the response head, a :class:`BodyStream` between the two sockets, plugin
+phases awaited in turn. That costs several loop iterations and a few hundred Python calls
+per request. When a route's chain has no request or response phase (``Chain.callbacks_only``),
+the request has no body and is no upgrade, and the picked target has an idle pooled
+connection, none of that is needed: :func:`try_fast` writes the upstream request from inside
+the client parser's callback and :class:`FastExchange` relays the response from inside the
+upstream parser's callbacks, one client write per batch of upstream bytes.
+
+It is the same proxy, not a lesser one: the same header rules (``forward_header_items``,
+``response_header_items``), the same balancer, breaker and health bookkeeping, the same
+timeouts (the sweeper), flow control (the upstream is paused while the client's write buffer
+is full), ``on_log`` hooks and observers. Anything it does not finish on its own — a failure
+before the response head, a retry on status — goes back to the worker task through
+:class:`Resume`, so retry and error behaviour are the general path's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from portway.errors import GatewayError, UpstreamError
+from portway.http.client import UpstreamConnection, UpstreamResetError, build_request_head
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
+from portway.http.wire import chunk, head_bytes, last_chunk
+from portway.pipeline.context import RequestContext
+from portway.proxy.forward import (
+    Resume,
+    _Attempt,
+    after_failure,
+    classify_failure,
+    forward_header_items,
+    response_header_items,
+    retry_on_status,
+    upstream_path,
+)
+
+if TYPE_CHECKING:
+    from portway.http.server import ServerConnection
+    from portway.proxy.handler import ProxyApp
+    from portway.runtime.graph import RouteRuntime, RuntimeGraph
+    from portway.upstream.target import Target
+    from portway.upstream.upstream import Upstream
+
+log = logging.getLogger("portway.proxy")
+
+_NO_EXCLUDE: frozenset[Target] = frozenset()
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+
+
+def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> bool:
+    """Start ``req`` on the task-free path; False (nothing changed) when it does not qualify.
+
+    Called from inside the client parser's callback, so it must never raise."""
+    try:
+        return _start(app, conn, req)
+    except Exception:
+        log.exception("task-free path failed to start; using the general path")
+        return False
+
+
+def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> bool:
+    graph = app.graph_ref()
+    if req.upgrade or graph.tracer.enabled:
+        return False
+    if graph.debug_token is not None and req.headers.get_raw(b"x-portway-debug") is not None:
+        return False
+    m = graph.router.match(req.host, req.method, req.path, req.headers)
+    if m is None:
+        return False  # 404/405 are the general path's to explain
+    rt = graph.routes[m.index]
+    up = rt.upstream
+    if up is None or not rt.chain.callbacks_only:
+        return False
+    path = req.path
+    if "%" in path and not rt.config.allow_encoded_slashes and ("%2F" in path or "%5C" in path):
+        return False
+    ctx = RequestContext(req, copy=False)
+    ctx.match = m
+    ctx.upstream_name = up.name
+    ctx.attempt = 1
+    if conn.extra:
+        ctx.extra.update(conn.extra)
+    target = up.pick(ctx, _NO_EXCLUDE)
+    if target is None:
+        return False
+    uconn = target.pool.acquire_idle()
+    if uconn is None:
+        # connecting is an await: the general path does it (and fills the pool)
+        up.release(target)
+        return False
+    ctx.target = target
+    head = _request_head(req, rt, graph, target, ctx)
+    ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn)
+    uconn.begin_sink(ex, req.method == "HEAD", rt.timeouts.read)
+    try:
+        uconn.write(head)
+    except UpstreamResetError:
+        uconn.finish()
+        uconn.abort()
+        up.release(target)
+        return False
+    target.in_flight += 1
+    uconn.arm_read_timeout(ex.deadline)
+    graph.inflight += 1
+    conn.exchange = ex
+    return True
+
+
+def _request_head(
+    req: Request, rt: RouteRuntime, graph: RuntimeGraph, target: Target, ctx: RequestContext
+) -> bytes:
+    items = forward_header_items(req, req.headers.raw(), graph.via)
+    path, prefix = upstream_path(rt, ctx.match, req.path)
+    if prefix is not None:
+        items = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
+        items.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
+    if req.method in _NEEDS_LENGTH:
+        items.append((b"content-length", b"0"))
+    if rt.preserve_host is False:
+        items = [kv for kv in items if kv[0] != b"host"]
+        items.insert(0, (b"host", target.authority.encode()))
+    query = req.query
+    return build_request_head(
+        req.method, path + "?" + query.decode("latin-1") if query else path, items
+    )
+
+
+class FastExchange:
+    """One task-free exchange: the upstream connection's :class:`ResponseSink` and the client
+    connection's current exchange. Ends exactly once: ``_finish`` (response relayed, or the
+    client aborted after its head) or ``_fall_back`` (the worker task takes over)."""
+
+    __slots__ = (
+        "app",
+        "chunked_out",
+        "conn",
+        "ctx",
+        "deadline",
+        "done",
+        "ended",
+        "graph",
+        "head_sent",
+        "keep",
+        "mode",
+        "out",
+        "paused",
+        "pending",
+        "rt",
+        "t0",
+        "target",
+        "trailers",
+        "uconn",
+        "up",
+        "up_keep_alive",
+    )
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        graph: RuntimeGraph,
+        conn: ServerConnection,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        up: Upstream,
+        target: Target,
+        uconn: UpstreamConnection,
+    ) -> None:
+        self.app = app
+        self.graph = graph
+        self.conn = conn
+        self.ctx = ctx
+        self.rt = rt
+        self.up = up
+        self.target = target
+        self.uconn = uconn
+        self.t0 = conn.loop.time()
+        self.deadline = self.t0 + rt.timeouts.total
+        self.keep = ctx.request.keep_alive
+        self.out: list[bytes] = []
+        self.mode = ""
+        self.head_sent = False
+        self.ended = False
+        self.done = False
+        self.paused = False
+        self.up_keep_alive = False
+        self.chunked_out = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: a decision taken inside a parser callback, acted on in ``settle``
+        self.pending: Resume | None = None
+
+    # --- ResponseSink (inside the upstream parser) ---------------------------------------------
+    def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if status == 103 and self.ctx.request.version != "1.0" and not self.head_sent:
+            self.out.append(head_bytes(103, reason, headers))
+
+    def on_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        chunked: bool,
+        content_length: bytes | None,
+        special: bool,
+        connection: bytes | None,
+    ) -> None:
+        ctx = self.ctx
+        up = self.up
+        target = self.target
+        latency = self.conn.loop.time() - self.t0
+        if status == 101:
+            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed
+            err = UpstreamError("upstream switched protocols unasked", source="upstream")
+            self.pending = self._after_failure(_Attempt("reset", True, err), latency)
+            return
+        ctx.upstream_latency = latency
+        up.record(target, status < 500, latency, status, None)
+        if retry_on_status(ctx, up, status, 1, self.deadline):
+            self.pending = Resume(attempt=1, exclude={target}, delay=up.backoff(1))
+            return
+        self.up_keep_alive = keep_alive
+        req = ctx.request
+        keep = self.keep
+        via = self.graph.via
+        if special:
+            items = response_header_items(headers, status, via, _FRAMING, connection)
+        else:
+            items = (
+                headers
+                if content_length is None
+                else [kv for kv in headers if kv[0] != b"content-length"]
+            )
+            if via is not None:
+                items.append((b"via", b"1.1 " + via))
+        if req.method == "HEAD" or status in (204, 304) or status < 200:
+            mode = "none"
+            if content_length is not None:
+                items.append((b"content-length", content_length))
+        elif content_length is not None:
+            mode = "length"
+            items.append((b"content-length", content_length))
+        elif req.version != "1.0":
+            mode = "chunked"
+            self.chunked_out = True
+            items.append((b"transfer-encoding", b"chunked"))
+        else:
+            mode = "close"
+            keep = self.keep = False
+        if not keep:
+            items.append((b"connection", b"close"))
+        elif req.version == "1.0":
+            items.append((b"connection", b"keep-alive"))
+        data = head_bytes(status, reason, items)
+        ctx.bytes_out += len(data)
+        self.out.append(data)
+        self.mode = mode
+        self.head_sent = True
+        ctx.response = Response(status, Headers(items), b"", reason, chunked, upstream=True)
+
+    def on_body(self, data: bytes) -> None:
+        if not self.head_sent or self.mode == "none":
+            return
+        self.ctx.bytes_out += len(data)
+        self.out.append(chunk(data) if self.chunked_out else data)
+
+    def on_trailer(self, name: bytes, value: bytes) -> None:
+        (self.trailers if self.trailers is not None else self._new_trailers()).append((name, value))
+
+    def _new_trailers(self) -> list[tuple[bytes, bytes]]:
+        self.trailers = []
+        return self.trailers
+
+    def on_end(self) -> None:
+        self.ended = True
+        if self.chunked_out:
+            self.out.append(last_chunk(Headers(self.trailers) if self.trailers else None))
+
+    # --- outside the parser ------------------------------------------------------------------
+    def settle(self) -> None:
+        if self.done:
+            return
+        if self.pending is not None:
+            self._fall_back(self.pending)
+            return
+        out = self.out
+        if out:
+            conn = self.conn
+            try:
+                conn.write(out[0] if len(out) == 1 else b"".join(out))
+            except ConnectionError:
+                out.clear()
+                self._abort_client()
+                return
+            out.clear()
+            if conn._can_write is not None and not self.paused and not self.ended:
+                # the client is not keeping up: stop reading the upstream until it drains
+                self.paused = True
+                t = self.uconn.transport
+                if t is not None:
+                    t.pause_reading()
+                conn._can_write.add_done_callback(self._resume)
+        if self.ended:
+            self._finish(True)
+
+    def _resume(self, _: asyncio.Future[None]) -> None:
+        self.paused = False
+        t = self.uconn.transport
+        if t is not None and not self.uconn.closed:
+            t.resume_reading()
+
+    def on_error(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        if self.head_sent:
+            if not isinstance(exc, ConnectionError):
+                log.warning("upstream body failed mid-stream: %s", exc)
+            self._abort_client()
+            return
+        latency = self.conn.loop.time() - self.t0
+        req = self.ctx.request
+        a = classify_failure(exc, req.method in _IDEMPOTENT)
+        if a is None:
+            a = _Attempt("reset", True, UpstreamError(str(exc), source="upstream"))
+        if a.reason == "stale":
+            # a pooled connection the upstream closed as we reused it: one free retry
+            self._fall_back(Resume(stale_retried=True))
+            return
+        self._fall_back(self._after_failure(a, latency))
+
+    def _after_failure(self, a: _Attempt, latency: float) -> Resume:
+        try:
+            delay = after_failure(self.ctx, self.up, self.target, a, 1, latency, self.deadline)
+        except GatewayError as e:
+            return Resume(attempt=1, error=e)
+        return Resume(attempt=1, exclude={self.target}, last_error=a.error, delay=delay)
+
+    # --- ServerConnection.exchange --------------------------------------------------------------
+    def client_lost(self) -> None:
+        if self.done:
+            return
+        if not self.head_sent:
+            self.up.release(self.target)
+        self._end(False, notify=False)
+
+    # --- endings ----------------------------------------------------------------------------------
+    def _abort_client(self) -> None:
+        self.conn.abort()
+        self._end(False, notify=False)
+
+    def _finish(self, ok: bool) -> None:
+        self._end(ok, notify=True)
+
+    def _end(self, ok: bool, notify: bool) -> None:
+        self.done = True
+        uconn = self.uconn
+        self.target.in_flight -= 1
+        if self.paused and uconn.transport is not None and not uconn.closed:
+            self.paused = False
+            uconn.transport.resume_reading()
+        if ok and self.up_keep_alive and uconn.reusable:
+            self.target.pool.release(uconn)
+        else:
+            uconn.finish()
+            uconn.abort() if not ok else uconn.close()
+        ctx = self.ctx
+        if not ok:
+            ctx.error = ctx.error or ConnectionError("client connection lost")
+        _log(self.graph, self.rt, ctx)
+        self.graph.inflight -= 1
+        if notify:
+            self.conn.fast_done(self.keep and ok)
+
+    def _fall_back(self, resume: Resume) -> None:
+        """The worker task carries on from here (nothing has reached the client)."""
+        self.done = True
+        uconn = self.uconn
+        self.target.in_flight -= 1
+        uconn.finish()
+        uconn.abort()
+        self.graph.inflight -= 1
+        self.ctx.response = None
+        self.conn.fast_fallback(_Resumed(self.app, self.graph, self.ctx, self.rt, resume))
+
+
+def _log(graph: RuntimeGraph, rt: RouteRuntime, ctx: RequestContext) -> None:
+    chain = rt.chain
+    if chain.on_log:
+        chain.run_log(ctx)
+    for obs in graph.observers:
+        try:
+            obs.on_request_done(ctx)
+        except Exception:
+            log.exception("observer failed")
+
+
+class _Resumed:
+    """A task-free exchange handed back to the worker task."""
+
+    __slots__ = ("app", "ctx", "graph", "resume", "rt")
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        graph: RuntimeGraph,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        resume: Resume,
+    ) -> None:
+        self.app = app
+        self.graph = graph
+        self.ctx = ctx
+        self.rt = rt
+        self.resume = resume
+
+    async def run(self, conn: ServerConnection) -> bool:
+        return await self.app.serve(conn, self.ctx, self.graph, self.rt, self.resume)
