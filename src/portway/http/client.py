@@ -112,6 +112,7 @@ class UpstreamConnection(WriteFlow):
         "_loop",
         "_read_timeout",
         "_reason",
+        "_soon",
         "_special",
         "_sweeper",
         "_te",
@@ -167,6 +168,7 @@ class UpstreamConnection(WriteFlow):
         self._te: bytes | None = None
         self._cl: bytes | None = None
         self._conn_value: bytes | None = None
+        self._soon: list[bytes] | None = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,6 +180,7 @@ class UpstreamConnection(WriteFlow):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.drop_soon_writes()
         self._cancel_timer()
         self._sweeper.unwatch(self)
         err = UpstreamResetError(
@@ -436,6 +439,8 @@ class UpstreamConnection(WriteFlow):
         t = self.transport
         if t is None or self.closed:
             raise UpstreamResetError("upstream connection is closed")
+        if self._soon is not None:
+            self.flush_soon_writes()
         t.write(data)
 
     @property
@@ -451,6 +456,7 @@ class UpstreamConnection(WriteFlow):
 
     def abort(self) -> None:
         self.closed = True
+        self.drop_soon_writes()
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
@@ -459,6 +465,7 @@ class UpstreamConnection(WriteFlow):
         self.closed = True
         self._cancel_timer()
         if self.transport is not None:
+            self.flush_soon_writes()
             self.transport.close()
 
 

@@ -1,8 +1,20 @@
-"""Write-side flow control shared by the server and client protocols."""
+"""Write-side flow control and write batching shared by the server and client protocols.
+
+Batching: on a virtual machine a loopback ``send()`` that wakes an idle peer costs several
+times one that finds it running (``python bench/wakeup_cost.py``). Requests arrive in bursts
+(many sockets readable in one poll); sending each response the moment it is parsed spaces
+the sends out by the parsing time, long enough for the peer to fall asleep in between.
+:meth:`WriteFlow.write_soon` queues small writes and one ``call_soon`` per loop pass sends
+them after every ready socket was handled: back to back, so only the first wakes the peer
+(measured: 16k → 24k req/s and 23 → 10 µs of system time per proxied request). Data is never
+held past the current loop pass, and a direct write or a close sends what is queued first,
+so order is kept.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import cast
 
 #: write-buffer watermarks for client and upstream transports (pause_writing above HIGH)
@@ -21,14 +33,85 @@ def adopt_transport(transport: asyncio.BaseTransport) -> tuple[asyncio.Transport
     return t, peer_ip, peer_port, int(local[1]) if isinstance(local, tuple) else 0
 
 
+#: writes at least this big go out at once (batching is for small responses)
+BATCH_MAX = 16 * 1024
+
+
+class _Batch:
+    """Per-loop list of protocols with queued writes, flushed by one ``call_soon``."""
+
+    __slots__ = ("loop", "pending", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: list[WriteFlow] = []
+        self.scheduled = False
+
+    def flush(self) -> None:
+        self.scheduled = False
+        pending = self.pending
+        self.pending = []
+        for p in pending:
+            p.flush_soon_writes()
+
+
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = weakref.WeakKeyDictionary()
+
+
+def _batch_for(loop: asyncio.AbstractEventLoop) -> _Batch:
+    b = _batches.get(loop)
+    if b is None:
+        b = _batches[loop] = _Batch(loop)
+    return b
+
+
 class WriteFlow(asyncio.Protocol):
-    """Turns ``pause_writing``/``resume_writing`` into an awaitable :meth:`drain`.
+    """Turns ``pause_writing``/``resume_writing`` into an awaitable :meth:`drain`, and
+    batches small writes (:meth:`write_soon`).
 
     Subclasses set ``self._can_write = None`` in ``__init__``; the transport calls
     ``pause_writing`` above its high-water mark and ``resume_writing`` below the low one.
+    Subclasses call :meth:`flush_soon_writes` before any direct ``transport.write`` and
+    before ``close()``, and :meth:`drop_soon_writes` on abort or loss.
     """
 
     _can_write: asyncio.Future[None] | None
+    #: queued writes (None when nothing is queued)
+    _soon: list[bytes] | None = None
+
+    def _out_transport(self) -> asyncio.Transport | None:
+        return cast("asyncio.Transport | None", getattr(self, "transport", None))
+
+    def write_soon(self, data: bytes) -> None:
+        """Write ``data`` at the end of this loop pass (see the module docstring)."""
+        soon = self._soon
+        if soon is not None:
+            soon.append(data)
+            return
+        t = self._out_transport()
+        if t is None:
+            return
+        if len(data) >= BATCH_MAX:
+            t.write(data)
+            return
+        self._soon = [data]
+        b = _batch_for(asyncio.get_running_loop())
+        b.pending.append(self)
+        if not b.scheduled:
+            b.scheduled = True
+            b.loop.call_soon(b.flush)
+
+    def flush_soon_writes(self) -> None:
+        soon = self._soon
+        if soon is None:
+            return
+        self._soon = None
+        t = self._out_transport()
+        if t is not None and not t.is_closing():
+            t.write(soon[0] if len(soon) == 1 else b"".join(soon))
+
+    def drop_soon_writes(self) -> None:
+        self._soon = None
 
     def pause_writing(self) -> None:
         if self._can_write is None:

@@ -133,6 +133,10 @@ class _StreamWriter:
     def _can_write(self) -> object | None:
         return True if self._out or self.h2conn._can_write is not None else None
 
+    def write_soon(self, data: bytes) -> None:
+        """HTTP/2 frames are already coalesced per connection; same as :meth:`write`."""
+        self.write(data)
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closed:
             raise ClientDisconnectedError("stream closed")

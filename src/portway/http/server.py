@@ -171,6 +171,7 @@ class ServerConnection(WriteFlow):
         if self.closed and self.transport is None:
             return
         self.closed = True
+        self.drop_soon_writes()
         self._disarm()
         self._sweeper.unwatch(self)
         if self._body is not None:
@@ -568,6 +569,8 @@ class ServerConnection(WriteFlow):
         t = self.transport
         if t is None or self.closed:
             raise ClientDisconnectedError("client disconnected")
+        if self._soon is not None:
+            self.flush_soon_writes()
         t.write(data)
 
     def send_error(self, err: GatewayError, *, close: bool, request_id: str | None = None) -> None:
@@ -580,6 +583,7 @@ class ServerConnection(WriteFlow):
         if close:
             headers.append((b"connection", b"close"))
         if self.transport is not None and not self.closed:
+            self.flush_soon_writes()
             self.transport.write(head_bytes(err.status, b"", headers) + body)
         if close:
             self.close()
@@ -639,10 +643,12 @@ class ServerConnection(WriteFlow):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.flush_soon_writes()
             self.transport.close()
         self._disarm()
 
     def abort(self) -> None:
+        self.drop_soon_writes()
         if self.transport is not None:
             self.transport.abort()
         self._disarm()

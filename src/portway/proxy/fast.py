@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from portway.errors import GatewayError, UpstreamError
-from portway.http.client import UpstreamConnection, UpstreamResetError, build_request_head
+from portway.http.client import UpstreamConnection, build_request_head
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.wire import chunk, head_bytes, last_chunk
@@ -100,13 +100,11 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> bool:
     head = _request_head(req, rt, graph, target, ctx)
     ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn)
     uconn.begin_sink(ex, req.method == "HEAD", rt.timeouts.read)
-    try:
-        uconn.write(head)
-    except UpstreamResetError:
+    if uconn.closed or uconn.transport is None:
         uconn.finish()
-        uconn.abort()
         up.release(target)
         return False
+    uconn.write_soon(head)
     target.in_flight += 1
     uconn.arm_read_timeout(ex.deadline)
     graph.inflight += 1
@@ -293,12 +291,11 @@ class FastExchange:
         out = self.out
         if out:
             conn = self.conn
-            try:
-                conn.write(out[0] if len(out) == 1 else b"".join(out))
-            except ConnectionError:
+            if conn.closed or conn.transport is None:
                 out.clear()
                 self._abort_client()
                 return
+            conn.write_soon(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
             if conn._can_write is not None and not self.paused and not self.ended:
                 # the client is not keeping up: stop reading the upstream until it drains

@@ -201,7 +201,7 @@ class ProxyApp:
                 items.append((b"connection", b"keep-alive"))
             data = head_bytes(status, resp.reason, items)
             ctx.extra["_head_sent"] = True
-            conn.write(data + body if body and not no_body else data)
+            conn.write_soon(data + body if body and not no_body else data)
             ctx.bytes_out += len(data) + (len(body) if not no_body else 0)
             Forwarder.finish_exchange(ctx, ok=True)
             return keep
@@ -233,7 +233,7 @@ class ProxyApp:
             first = body.read_nowait()
             if first:
                 ctx.bytes_out += len(first)
-                conn.write(data + first)
+                conn.write_soon(data + first)
                 if body.at_eof:
                     Forwarder.finish_exchange(ctx, ok=True)
                     return keep
