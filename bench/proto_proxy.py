@@ -5,7 +5,9 @@ Not Portway. This is the shape DESIGN.md §2 measured (server protocol and clien
 both llhttp, a keep-alive pool, no tasks or futures on the request path). It answers "what
 can Python do here at all" so Portway's numbers can be read against it:
 
-    python bench/proto_proxy.py LISTEN_PORT UPSTREAM_PORT
+    python bench/proto_proxy.py LISTEN_PORT UPSTREAM_PORT [--batch]
+
+``--batch`` sends the writes of one loop pass back to back, as Portway does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,31 @@ import sys
 
 import httptools
 import uvloop
+
+_pending: list[tuple[asyncio.Transport, bytes]] = []
+
+
+def _flush() -> None:
+    global _pending
+    batch, _pending = _pending, []
+    for t, d in batch:
+        if not t.is_closing():
+            t.write(d)
+
+
+def _send_batched(t: asyncio.Transport, data: bytes) -> None:
+    # the writes of one loop pass leave back to back (see portway/http/flow.py)
+    if not _pending:
+        asyncio.get_running_loop().call_soon(_flush)
+    _pending.append((t, data))
+
+
+def _send_now(t: asyncio.Transport, data: bytes) -> None:
+    if not t.is_closing():
+        t.write(data)
+
+
+send = _send_now
 
 
 class Up(asyncio.Protocol):
@@ -35,7 +62,7 @@ class Up(asyncio.Protocol):
         self.parser.feed_data(data)
         if self.out:
             assert client is not None
-            client.transport.write(b"".join(self.out))
+            send(client.transport, b"".join(self.out))
             self.out.clear()
             if self.client is None:
                 client.done()
@@ -49,20 +76,15 @@ class Up(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         code = self.parser.get_status_code()
-        assert self.client is not None
-        self.client.transport.write(b"HTTP/1.1 %d OK\r\n" % code + b"".join(self.headers) + b"\r\n")
+        self.out.append(b"HTTP/1.1 %d OK\r\n" % code + b"".join(self.headers) + b"\r\n")
 
     def on_body(self, body: bytes) -> None:
-        assert self.client is not None
-        self.client.transport.write(body)
+        self.out.append(body)
 
     def on_message_complete(self) -> None:
-        c = self.client
         self.client = None
         if self.parser.should_keep_alive():
             self.pool.append(self)
-        assert c is not None
-        c.done()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self.pool:
@@ -122,7 +144,7 @@ class Server(asyncio.Protocol):
             up = self.pool.pop()
             up.client = self
             assert up.transport is not None
-            up.transport.write(req)
+            send(up.transport, req)
         else:
             self.loop.create_task(self.connect(req))
 
@@ -139,7 +161,10 @@ class Server(asyncio.Protocol):
 
 
 def main() -> None:
+    global send
     listen, upstream = int(sys.argv[1]), int(sys.argv[2])
+    if sys.argv[3:] == ["--batch"]:
+        send = _send_batched
     uvloop.install()
     loop = asyncio.new_event_loop()
     pool: list[Up] = []

@@ -140,7 +140,8 @@ def main() -> int:
     ap.add_argument(
         "--floor",
         action="store_true",
-        help="also measure bench/proto_proxy.py, the bare callback proxy (what Python can do)",
+        help="also measure bench/proto_proxy.py --batch, the bare callback proxy (what Python "
+        "can do at best)",
     )
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
@@ -190,7 +191,9 @@ def main() -> int:
                 str(Path(__file__).with_name("proto_proxy.py")),
                 str(floor_port),
                 str(up_port),
-            ]
+                "--batch",
+            ],
+            stderr=subprocess.DEVNULL,
         )
         procs.append(floor)
         wait_port(floor_port)
