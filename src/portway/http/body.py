@@ -12,10 +12,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from mypy_extensions import mypyc_attr
+
 from portway.errors import PayloadTooLargeError
 from portway.http.headers import Headers
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BodyStream:
     """Single-consumer stream of body chunks. ``read()`` returns ``b""`` at the end."""
 

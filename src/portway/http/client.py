@@ -17,27 +17,12 @@ from urllib.parse import urlsplit
 import httptools
 
 from portway.http.body import BodyStream
+from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
+from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
+from portway.http.exceptions import UpstreamResetError as UpstreamResetError
 from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
 from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
-
-
-class UpstreamResetError(ConnectionError):
-    """The upstream closed or broke the connection (``received`` tells whether any response
-    byte had arrived, which decides if the exchange may be retried)."""
-
-    def __init__(self, msg: str, received: bool = False) -> None:
-        super().__init__(msg)
-        self.received = received
-
-
-class UpstreamProtocolError(ConnectionError):
-    """The upstream sent something that is not valid HTTP/1.1."""
-
-
-class ReadTimeoutError(TimeoutError):
-    pass
-
 
 _SPECIAL = HOP_BY_HOP | {b"via", b"content-length"}
 
@@ -98,6 +83,7 @@ class UpstreamConnection(WriteFlow):
     """One keep-alive connection to a target. Not safe for concurrent exchanges."""
 
     __slots__ = (
+        "_batch",
         "_body",
         "_can_write",
         "_cl",
@@ -169,6 +155,7 @@ class UpstreamConnection(WriteFlow):
         self._cl: bytes | None = None
         self._conn_value: bytes | None = None
         self._soon: list[bytes] | None = None
+        self._batch = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -17,6 +17,8 @@ import asyncio
 import weakref
 from typing import cast
 
+from mypy_extensions import mypyc_attr
+
 #: write-buffer watermarks for client and upstream transports (pause_writing above HIGH)
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -65,6 +67,7 @@ def _batch_for(loop: asyncio.AbstractEventLoop) -> _Batch:
     return b
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WriteFlow(asyncio.Protocol):
     """Turns ``pause_writing``/``resume_writing`` into an awaitable :meth:`drain`, and
     batches small writes (:meth:`write_soon`).
@@ -76,11 +79,10 @@ class WriteFlow(asyncio.Protocol):
     """
 
     _can_write: asyncio.Future[None] | None
+    transport: asyncio.Transport | None
     #: queued writes (None when nothing is queued)
     _soon: list[bytes] | None = None
-
-    def _out_transport(self) -> asyncio.Transport | None:
-        return cast("asyncio.Transport | None", getattr(self, "transport", None))
+    _batch: _Batch | None = None
 
     def write_soon(self, data: bytes) -> None:
         """Write ``data`` at the end of this loop pass (see the module docstring)."""
@@ -88,14 +90,16 @@ class WriteFlow(asyncio.Protocol):
         if soon is not None:
             soon.append(data)
             return
-        t = self._out_transport()
+        t = self.transport
         if t is None:
             return
         if len(data) >= BATCH_MAX:
             t.write(data)
             return
         self._soon = [data]
-        b = _batch_for(asyncio.get_running_loop())
+        b = self._batch
+        if b is None:
+            b = self._batch = _batch_for(asyncio.get_running_loop())
         b.pending.append(self)
         if not b.scheduled:
             b.scheduled = True
@@ -106,7 +110,7 @@ class WriteFlow(asyncio.Protocol):
         if soon is None:
             return
         self._soon = None
-        t = self._out_transport()
+        t = self.transport
         if t is not None and not t.is_closing():
             t.write(soon[0] if len(soon) == 1 else b"".join(soon))
 

@@ -28,6 +28,7 @@ from portway.errors import (
     UriTooLongError,
 )
 from portway.http.body import BodyStream
+from portway.http.exceptions import ClientDisconnectedError as ClientDisconnectedError
 from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
@@ -37,10 +38,6 @@ from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import head_bytes
 
 log = logging.getLogger("portway.http")
-
-
-class ClientDisconnectedError(ConnectionError):
-    pass
 
 
 class App(Protocol):
@@ -62,6 +59,13 @@ class App(Protocol):
     def connection_opened(self) -> None: ...
 
     def connection_closed(self) -> None: ...
+
+
+class ClientWriter(Protocol):
+    """What the forwarder writes to the client through (``100 Continue``, ``103``): an
+    HTTP/1.1 :class:`ServerConnection` or an HTTP/2 stream."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
 
 class Resumed(Protocol):
@@ -381,7 +385,9 @@ class ServerConnection(WriteFlow):
             raise _Abort(BadRequestError("asterisk-form request target is not supported"))
         else:
             try:
-                u = httptools.parse_url(url)
+                # Any: httptools' stubs say bytes where it returns None (no userinfo, no
+                # port), and compiled code would check the stub's types
+                u: Any = httptools.parse_url(url)
             except httptools.HttpParserInvalidURLError as e:
                 raise _Abort(BadRequestError("invalid request target")) from e
             if u.schema not in (b"http", b"https") or not u.host or u.userinfo:
@@ -778,7 +784,7 @@ async def serve_simple(
     """Serve ``handler`` on ``host:port`` with the same hardened HTTP/1.1 framing."""
     loop = asyncio.get_running_loop()
     app = _SimpleApp(handler)
-    lim = limits or LimitsConfig(max_body_bytes=16 * 1024 * 1024)
+    lim = limits or LimitsConfig.model_validate({"max_body_bytes": 16 * 1024 * 1024})
     trusted = TrustedProxies([])
     return await loop.create_server(
         lambda: ServerConnection(app, lim, trusted, "https" if ssl else "http", loop),

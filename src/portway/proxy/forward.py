@@ -39,7 +39,7 @@ from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
-    from portway.http.server import ServerConnection
+    from portway.http.server import ClientWriter
     from portway.routing.router import RouteMatch
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.upstream import Upstream
@@ -194,7 +194,7 @@ async def _pump_body(
     conn: UpstreamConnection,
     body: BodyStream,
     chunked: bool,
-    client: ServerConnection | None,
+    client: ClientWriter | None,
     expect: bool,
     write_timeout: float,
     limit: int | None,
@@ -335,7 +335,7 @@ class Forwarder:
         self,
         ctx: RequestContext,
         rt: RouteRuntime,
-        client: ServerConnection | None,
+        client: ClientWriter | None,
         resume: Resume | None = None,
     ) -> Response:
         """``resume`` carries on after attempts made elsewhere (the callback path)."""
@@ -426,7 +426,7 @@ class Forwarder:
         ctx: RequestContext,
         rt: RouteRuntime,
         target: Target,
-        client: ServerConnection | None,
+        client: ClientWriter | None,
         deadline: float,
     ) -> Response:
         loop = asyncio.get_running_loop()
@@ -570,7 +570,7 @@ async def _head_or_pump_failure(conn: UpstreamConnection, pump: asyncio.Task[Non
     return await head_task
 
 
-def _relay_informational(client: ServerConnection, head: ResponseHead) -> None:
+def _relay_informational(client: ClientWriter, head: ResponseHead) -> None:
     if head.status == 103:
         from portway.http.wire import head_bytes
 

@@ -66,7 +66,7 @@ def run_supervised(
     pending: list[int] = []  # signals to forward to every worker
     recent_exits: dict[int, list[float]] = {}  # worker id -> times it died
 
-    def spawn(wid: int) -> None:
+    def spawn(wid: int, restart: bool = False) -> None:
         pid = os.fork()
         if pid == 0:  # child
             # a reload signal before the worker installs its handlers must not kill it
@@ -84,6 +84,7 @@ def run_supervised(
                         worker_id=wid,
                         workers=workers,
                         on_ready=on_ready if wid == 0 else None,
+                        catch_up=restart,
                     )
                 )
             except BaseException:
@@ -149,7 +150,7 @@ def run_supervised(
                 "worker %d (pid %d) exited with %s; restarting in %.1fs", wid, pid, code, delay
             )
             time.sleep(delay)
-            spawn(wid)
+            spawn(wid, restart=True)
     sys.stdout.flush()
     for d in scratch:  # directories this supervisor created for its workers
         shutil.rmtree(d, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -181,9 +182,20 @@ async def run_worker(
     worker_id: int = 0,
     workers: int = 1,
     on_ready: Callable[[Worker], None] | None = None,
+    catch_up: bool = False,
 ) -> None:
+    """``catch_up``: a restarted worker reloads at once, so that it serves the config its
+    siblings reloaded since start-up, not the one the supervisor was started with."""
+    if catch_up and config_path is not None:
+        from portway.config.loader import ConfigError, load_config
+
+        # before listening, so no request sees the old routes
+        with contextlib.suppress(ConfigError, OSError):
+            config = load_config(config_path)
     w = Worker(config, config_path=config_path, watch=watch, worker_id=worker_id, workers=workers)
     await w.start()
+    if catch_up and config_path is not None:
+        await w.reload()  # an admin-applied override newer than the file wins, as in siblings
     w.install_signals()
     # everything built so far lives as long as the process: keep the cyclic GC from
     # re-scanning it, and collect young garbage less often (fewer pauses per request)
