@@ -19,11 +19,13 @@ from setuptools.command.build_ext import build_ext
 
 #: modules compiled by mypyc: the request path, nothing a plugin subclasses or patches
 HOT_MODULES = [
+    "src/portway/pipeline/context.py",
     "src/portway/http/body.py",
     "src/portway/http/client.py",
     "src/portway/http/flow.py",
     "src/portway/http/forwarded.py",
     "src/portway/http/headers.py",
+    "src/portway/http/models.py",
     "src/portway/http/path.py",
     "src/portway/http/pool.py",
     "src/portway/http/server.py",
@@ -31,7 +33,17 @@ HOT_MODULES = [
     "src/portway/http/wire.py",
     "src/portway/proxy/fast.py",
     "src/portway/proxy/forward.py",
+    "src/portway/upstream/balancer.py",
+    "src/portway/upstream/breaker.py",
+    "src/portway/upstream/health.py",
+    "src/portway/upstream/retry.py",
+    "src/portway/upstream/target.py",
+    "src/portway/upstream/upstream.py",
 ]
+
+
+#: the commands that build what gets installed (a wheel, or in place)
+_BUILDS = {"bdist_wheel", "build", "build_ext", "install"}
 
 
 def _warn(msg: str) -> None:
@@ -40,28 +52,26 @@ def _warn(msg: str) -> None:
 
 class MypycBuildExt(build_ext):  # type: ignore[misc]
     """Compiles :data:`HOT_MODULES` when a wheel is built (only then: the analysis takes
-    about a minute, and metadata or editable builds do not need it). Compiling is an
+    about half a minute, and metadata or editable builds do not need it). Compiling is an
     optimisation: it never fails an install."""
 
+    def _pure(self) -> bool:
+        commands = set(self.distribution.commands or [])
+        if not commands & _BUILDS or "editable_wheel" in commands:
+            # metadata steps finalize this command too; editable installs run the sources
+            # as they are edited
+            return True
+        return bool(getattr(self, "editable_mode", False)) or os.environ.get("PORTWAY_PURE") == "1"
+
+    def finalize_options(self) -> None:
+        if not self._pure():
+            self.distribution.ext_modules = _mypyc_extensions()
+        super().finalize_options()
+
     def run(self) -> None:
-        if getattr(self, "editable_mode", False) or os.environ.get("PORTWAY_PURE") == "1":
-            return  # editable installs run the sources as they are edited
-        try:
-            from mypyc.build import mypycify
-        except ImportError:
-            _warn("mypyc is not available")
+        if self._pure():
             return
         try:
-            # mypyc.ini: the build environment has mypy and pydantic only; the other
-            # dependencies' types are not needed to compile our own code
-            exts = mypycify(["--config-file", "mypyc.ini", *HOT_MODULES], opt_level="3")
-        except (Exception, SystemExit) as e:
-            _warn(f"mypyc could not analyse the sources ({e})")
-            return
-        self.extensions = list(exts)
-        self.distribution.ext_modules = self.extensions
-        try:
-            super().finalize_options()
             super().run()
         except Exception as e:
             _warn(f"compiling with mypyc failed ({e})")
@@ -73,9 +83,24 @@ class MypycBuildExt(build_ext):  # type: ignore[misc]
             _warn(f"compiling {ext.name} failed ({e})")
 
 
+def _mypyc_extensions() -> list[Any]:
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        _warn("mypyc is not available")
+        return []
+    try:
+        # mypyc.ini: the build environment has mypy and pydantic only; the other
+        # dependencies' types are not needed to compile our own code
+        return list(mypycify(["--config-file", "mypyc.ini", *HOT_MODULES], opt_level="3"))
+    except (Exception, SystemExit) as e:
+        _warn(f"mypyc could not analyse the sources ({e})")
+        return []
+
+
 setup(
     # a stand-in so that setuptools runs build_ext and tags the wheel for this platform;
-    # MypycBuildExt replaces it with the real extensions
+    # MypycBuildExt replaces it with the real extensions (or none)
     ext_modules=[Extension("portway._compiled", sources=[])],
     cmdclass={"build_ext": MypycBuildExt},
 )

@@ -17,9 +17,8 @@ from a 404. The full rules are in ``docs/routing.md``; in short:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
@@ -48,23 +47,6 @@ class RouteMatch:
     considered: int = 0
 
 
-# The frozen dataclass __init__ costs ~0.8 µs (one object.__setattr__ per field); setting the
-# slots through their descriptors keeps the immutable public type at half the cost.
-_new = object.__new__
-
-
-def _setter(name: str) -> Callable[[RouteMatch, Any], None]:
-    return cast(Callable[[RouteMatch, Any], None], vars(RouteMatch)[name].__set__)
-
-
-_set_route = _setter("route")
-_set_index = _setter("index")
-_set_params = _setter("params")
-_set_prefix = _setter("prefix")
-_set_pattern = _setter("pattern")
-_set_considered = _setter("considered")
-
-
 def _host_pattern(h: str) -> str:
     # Ports are ignored: the data plane routes on the host name alone (see docs/routing.md).
     name, sep, port = h.rpartition(":")
@@ -79,14 +61,7 @@ def _result(e: Entry, m: re.Match[str] | None, segs: list[str], considered: int)
         params = {name: segs[i] for i, name in e.params} if e.params else {}
         if e.catchall is not None:
             params[e.catchall] = "/".join(segs[e.nseg :])
-    rm: RouteMatch = _new(RouteMatch)
-    _set_route(rm, e.route)
-    _set_index(rm, e.index)
-    _set_params(rm, params)
-    _set_prefix(rm, e.prefix)
-    _set_pattern(rm, e.pattern)
-    _set_considered(rm, considered)
-    return rm
+    return RouteMatch(e.route, e.index, params, e.prefix, e.pattern, considered)
 
 
 class Router:

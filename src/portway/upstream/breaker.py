@@ -72,7 +72,7 @@ class CircuitBreaker:
 
     # --- rolling window -------------------------------------------------------------------
     def _advance(self, now: float) -> None:
-        slot = math.floor(now / self._bucket_len)
+        slot = float(math.floor(now / self._bucket_len))
         if slot == self._head_t:
             return
         steps = slot - self._head_t
