@@ -53,7 +53,8 @@ class App(Protocol):
         """Serve ``request`` without a task when possible (callbacks only); True when taken.
 
         A taken request must end with exactly one :meth:`ServerConnection.fast_done` or
-        :meth:`ServerConnection.fast_fallback`. Must never raise."""
+        :meth:`ServerConnection.fast_fallback` (which may come before this returns). Must
+        never raise."""
         ...
 
     def connection_opened(self) -> None: ...
@@ -509,10 +510,12 @@ class ServerConnection(WriteFlow):
             self._idle()
             return
         item = self._queue[0]
-        if isinstance(item, Request) and item.body is None and self.app.try_fast(self, item):
+        if isinstance(item, Request) and item.body is None:
             self._queue.popleft()
-            self._busy = True
-            return
+            if self.app.try_fast(self, item):
+                self._busy = True
+                return
+            self._queue.appendleft(item)
         self._start_worker()
 
     def fast_fallback(self, resumed: Resumed) -> None:

@@ -55,33 +55,40 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 
 
-def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> bool:
-    """Start ``req`` on the task-free path; False (nothing changed) when it does not qualify.
+#: what :func:`try_fast` did: nothing, started an exchange, or handed the request to the task
+NOT_TAKEN, STARTED, HANDED_OVER = 0, 1, 2
+
+
+def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
+    """Start ``req`` on the task-free path (:data:`STARTED`), or hand it, routed and with its
+    target picked, to the connection's task (:data:`HANDED_OVER`: no idle pooled connection
+    to that target, and connecting is an await); :data:`NOT_TAKEN` (nothing changed) when it
+    does not qualify.
 
     Called from inside the client parser's callback, so it must never raise."""
     try:
         return _start(app, conn, req)
     except Exception:
         log.exception("task-free path failed to start; using the general path")
-        return False
+        return NOT_TAKEN
 
 
-def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> bool:
+def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     graph = app.graph_ref()
     if req.upgrade or graph.tracer.enabled:
-        return False
+        return NOT_TAKEN
     if graph.debug_token is not None and req.headers.get_raw(b"x-portway-debug") is not None:
-        return False
+        return NOT_TAKEN
     m = graph.router.match(req.host, req.method, req.path, req.headers)
     if m is None:
-        return False  # 404/405 are the general path's to explain
+        return NOT_TAKEN  # 404/405 are the general path's to explain
     rt = graph.routes[m.index]
     up = rt.upstream
     if up is None or not rt.chain.callbacks_only:
-        return False
+        return NOT_TAKEN
     path = req.path
     if "%" in path and not rt.config.allow_encoded_slashes and ("%2F" in path or "%5C" in path):
-        return False
+        return NOT_TAKEN
     ctx = RequestContext(req, copy=False)
     ctx.match = m
     ctx.upstream_name = up.name
@@ -90,26 +97,23 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> bool:
         ctx.extra.update(conn.extra)
     target = up.pick(ctx, _NO_EXCLUDE)
     if target is None:
-        return False
+        return NOT_TAKEN
     uconn = target.pool.acquire_idle()
-    if uconn is None:
-        # connecting is an await: the general path does it (and fills the pool)
-        up.release(target)
-        return False
+    if uconn is None or uconn.transport is None:
+        # connecting is an await: the task does it (and fills the pool), with this target —
+        # picking again there would cost the balancer a turn
+        conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume(target=target)))
+        return HANDED_OVER
     ctx.target = target
     head = _request_head(req, rt, graph, target, ctx)
     ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn)
     uconn.begin_sink(ex, req.method == "HEAD", rt.timeouts.read)
-    if uconn.closed or uconn.transport is None:
-        uconn.finish()
-        up.release(target)
-        return False
     uconn.write_soon(head)
     target.in_flight += 1
     uconn.arm_read_timeout(ex.deadline)
     graph.inflight += 1
     conn.exchange = ex
-    return True
+    return STARTED
 
 
 def _request_head(
@@ -384,6 +388,7 @@ class FastExchange:
         uconn.abort()
         self.graph.inflight -= 1
         self.ctx.response = None
+        self.app.fast_fallbacks += 1
         self.conn.fast_fallback(_Resumed(self.app, self.graph, self.ctx, self.rt, resume))
 
 

@@ -228,6 +228,8 @@ class Resume:
     stale_retried: bool = False
     delay: float = 0.0
     error: GatewayError | None = None
+    #: the target already picked for the next attempt
+    target: Target | None = None
 
 
 def classify_failure(e: BaseException, stale_ok: bool) -> _Attempt | None:
@@ -350,7 +352,9 @@ class Forwarder:
         chain = rt.chain
         last_error: GatewayError | None = None
         stale_retried = False
+        preset: Target | None = None
         if resume is not None:
+            preset = resume.target
             if resume.error is not None:
                 raise resume.error
             attempt, exclude, last_error = resume.attempt, resume.exclude, resume.last_error
@@ -360,7 +364,11 @@ class Forwarder:
         while True:
             attempt += 1
             ctx.attempt = attempt
-            target = up.pick(ctx, exclude)
+            if preset is not None:
+                target: Target | None = preset
+                preset = None
+            else:
+                target = up.pick(ctx, exclude)
             if target is None:
                 if last_error is not None:
                     raise last_error

@@ -23,7 +23,7 @@ from portway.http.server import ClientDisconnectedError, ServerConnection
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
-from portway.proxy.fast import try_fast
+from portway.proxy.fast import NOT_TAKEN, STARTED, try_fast
 from portway.proxy.forward import Forwarder, Resume, prepare_upstream_request
 from portway.proxy.tunnel import tunnel
 
@@ -52,6 +52,9 @@ class ProxyApp:
         self._on_open = on_open
         self._on_close = on_close
         self.connections = 0
+        #: requests served by the task-free path, and those it handed back to a task
+        self.fast_requests = 0
+        self.fast_fallbacks = 0
 
     def connection_opened(self) -> None:
         self.connections += 1
@@ -64,7 +67,10 @@ class ProxyApp:
             self._on_close()
 
     def try_fast(self, conn: ServerConnection, req: Request) -> bool:
-        return try_fast(self, conn, req)
+        done = try_fast(self, conn, req)
+        if done == STARTED:
+            self.fast_requests += 1
+        return done != NOT_TAKEN
 
     async def handle(self, conn: ServerConnection, req: Request) -> bool:
         ctx = RequestContext(req)

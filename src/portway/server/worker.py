@@ -40,6 +40,7 @@ class Worker:
         self.worker_id = worker_id
         self.workers = workers
         self.gateway: Gateway | None = None
+        self.app: ProxyApp | None = None
         self.servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Any]] = []
@@ -76,7 +77,7 @@ class Worker:
             metrics.set_upstreams_source(lambda: gw.graph.upstreams)
             await metrics.start()
             self._closers.append(metrics.aclose)
-        app = ProxyApp(
+        app = self.app = ProxyApp(
             gw.graph_ref,
             on_open=getattr(metrics, "connection_opened", None),
             on_close=getattr(metrics, "connection_closed", None),
