@@ -2,7 +2,7 @@
 
 Portway is pure Python and runs as such; compiling the modules on the request path with
 mypyc (the compiler mypy ships, fed by the type hints the code already has) roughly halves
-their CPU per request (``python bench/hotpath_bench.py``: 36 → 19 µs). A regular install
+their CPU per request (``python bench/hotpath_bench.py``: 36 → 17 µs). A regular install
 (``pip install .``) compiles them; an editable install (``pip install -e .``) does not, so a
 compiled module can never shadow the source you are editing. ``PORTWAY_PURE=1`` skips
 compiling; a failure to compile falls back to the pure-Python modules with a warning.
@@ -33,6 +33,9 @@ HOT_MODULES = [
     "src/portway/http/wire.py",
     "src/portway/proxy/fast.py",
     "src/portway/proxy/forward.py",
+    "src/portway/routing/entry.py",
+    "src/portway/routing/router.py",
+    "src/portway/routing/tree.py",
     "src/portway/upstream/balancer.py",
     "src/portway/upstream/breaker.py",
     "src/portway/upstream/health.py",

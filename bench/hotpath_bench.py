@@ -112,6 +112,7 @@ async def main(args: argparse.Namespace) -> None:
     fast = bool(target.pool.idle_count)
     gc.collect()
     gc.freeze()
+    gc.set_threshold(50_000, 20, 100)  # as the worker does (server/worker.py)
     n = args.requests
     prof = cProfile.Profile() if args.profile else None
     if prof:

@@ -20,7 +20,7 @@ from portway.http.body import BodyStream
 from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
 from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
 from portway.http.exceptions import UpstreamResetError as UpstreamResetError
-from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
+from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
 from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
 
@@ -461,14 +461,14 @@ async def open_connection(
 ) -> UpstreamConnection:
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        _, proto = await loop.create_connection(
-            lambda: UpstreamConnection(loop),
+        _, p = await loop.create_connection(
+            lambda: as_protocol(UpstreamConnection(loop)),
             host,
             port,
             ssl=ssl,
             server_hostname=server_hostname if ssl else None,
         )
-    return proto
+    return cast(UpstreamConnection, p)
 
 
 def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -35,6 +35,13 @@ def adopt_transport(transport: asyncio.BaseTransport) -> tuple[asyncio.Transport
     return t, peer_ip, peer_port, int(local[1]) if isinstance(local, tuple) else 0
 
 
+def as_protocol(p: object) -> asyncio.BaseProtocol:
+    """Our protocols implement asyncio's protocol methods without subclassing
+    ``asyncio.Protocol`` (a Python base class would keep mypyc from compiling them as
+    native classes); this tells the type checker what the event loop sees."""
+    return cast(asyncio.BaseProtocol, p)
+
+
 #: writes at least this big go out at once (batching is for small responses)
 BATCH_MAX = 16 * 1024
 
@@ -68,9 +75,10 @@ def _batch_for(loop: asyncio.AbstractEventLoop) -> _Batch:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
-class WriteFlow(asyncio.Protocol):
-    """Turns ``pause_writing``/``resume_writing`` into an awaitable :meth:`drain`, and
-    batches small writes (:meth:`write_soon`).
+class WriteFlow:
+    """An asyncio protocol base (duck-typed, see :func:`as_protocol`). Turns
+    ``pause_writing``/``resume_writing`` into an awaitable :meth:`drain`, and batches small
+    writes (:meth:`write_soon`).
 
     Subclasses set ``self._can_write = None`` in ``__init__``; the transport calls
     ``pause_writing`` above its high-water mark and ``resume_writing`` below the low one.
@@ -83,6 +91,10 @@ class WriteFlow(asyncio.Protocol):
     #: queued writes (None when nothing is queued)
     _soon: list[bytes] | None = None
     _batch: _Batch | None = None
+
+    def eof_received(self) -> bool | None:
+        """The peer half-closed: by default, close our side too (as ``asyncio.Protocol``)."""
+        return None
 
     def write_soon(self, data: bytes) -> None:
         """Write ``data`` at the end of this loop pass (see the module docstring)."""

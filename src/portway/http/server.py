@@ -29,7 +29,7 @@ from portway.errors import (
 )
 from portway.http.body import BodyStream
 from portway.http.exceptions import ClientDisconnectedError as ClientDisconnectedError
-from portway.http.flow import WriteFlow, adopt_transport
+from portway.http.flow import WriteFlow, adopt_transport, as_protocol
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
@@ -275,7 +275,7 @@ class ServerConnection(WriteFlow):
         # this protocol is done; the app's connection count moves to the H2Connection
         self.transport = None
         self.closed = True
-        t.set_protocol(h)
+        t.set_protocol(as_protocol(h))
         h.connection_made(t)
         if data:
             h.data_received(data)
@@ -790,7 +790,7 @@ async def serve_simple(
     lim = limits or LimitsConfig.model_validate({"max_body_bytes": 16 * 1024 * 1024})
     trusted = TrustedProxies([])
     return await loop.create_server(
-        lambda: ServerConnection(app, lim, trusted, "https" if ssl else "http", loop),
+        lambda: as_protocol(ServerConnection(app, lim, trusted, "https" if ssl else "http", loop)),
         host,
         port,
         ssl=ssl,

@@ -8,6 +8,7 @@ import ssl
 from typing import Any
 
 from portway.config.schema import LimitsConfig, ListenerConfig
+from portway.http.flow import as_protocol
 from portway.http.forwarded import TrustedProxies
 from portway.http.server import App, ServerConnection
 
@@ -61,10 +62,10 @@ async def start_listener(
     sslctx = make_ssl_context(cfg)
     scheme = "https" if sslctx else "http"
 
-    def factory() -> ServerConnection:
+    def factory() -> asyncio.BaseProtocol:
         limits: LimitsConfig = limits_ref()
         trusted: TrustedProxies = trusted_ref()
-        return ServerConnection(app, limits, trusted, scheme, loop, http2=cfg.http2)
+        return as_protocol(ServerConnection(app, limits, trusted, scheme, loop, http2=cfg.http2))
 
     if sock is None:
         sock = bind_socket(cfg.address)
