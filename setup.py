@@ -2,7 +2,7 @@
 
 Portway is pure Python and runs as such; compiling the modules on the request path with
 mypyc (the compiler mypy ships, fed by the type hints the code already has) roughly halves
-their CPU per request (``python bench/hotpath_bench.py``: 36 → 17 µs). A regular install
+their CPU per request (``python bench/hotpath_bench.py``: 36 → 15 µs). A regular install
 (``pip install .``) compiles them; an editable install (``pip install -e .``) does not, so a
 compiled module can never shadow the source you are editing. ``PORTWAY_PURE=1`` skips
 compiling; a failure to compile falls back to the pure-Python modules with a warning.
@@ -19,7 +19,9 @@ from setuptools.command.build_ext import build_ext
 
 #: modules compiled by mypyc: the request path, nothing a plugin subclasses or patches
 HOT_MODULES = [
+    "src/portway/observability/metrics.py",
     "src/portway/pipeline/context.py",
+    "src/portway/pipeline/runner.py",
     "src/portway/http/body.py",
     "src/portway/http/client.py",
     "src/portway/http/flow.py",
@@ -36,6 +38,7 @@ HOT_MODULES = [
     "src/portway/routing/entry.py",
     "src/portway/routing/router.py",
     "src/portway/routing/tree.py",
+    "src/portway/runtime/graph.py",
     "src/portway/upstream/balancer.py",
     "src/portway/upstream/breaker.py",
     "src/portway/upstream/health.py",
