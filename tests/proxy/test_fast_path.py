@@ -16,6 +16,10 @@ from typing import Any
 
 import orjson
 
+from portway.http.models import Response
+from portway.pipeline.context import RequestContext
+from portway.pipeline.plugin import EmptyConfig, Plugin
+from portway.pipeline.registry import registry
 from portway.proxy.handler import ProxyApp
 from tests.helpers import free_port, http_get, raw_request, run_gateway, run_upstream
 
@@ -346,3 +350,78 @@ async def test_client_gone_mid_response_does_not_poison_the_pool() -> None:
                 break
             await asyncio.sleep(0.05)
         assert graph.inflight == 0
+
+
+class _Sleepy(Plugin[EmptyConfig]):
+    """Claims ``sync_hooks`` but awaits a timer: a broken promise costs its request a 500."""
+
+    name = "t_fast_sleepy"
+    sync_hooks = True
+    Config = EmptyConfig
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        await asyncio.sleep(0)
+        return None
+
+
+registry.register(_Sleepy)
+
+
+async def test_sync_hook_plugins_run_on_the_task_free_path() -> None:
+    async with run_upstream() as up:
+        cfg = _config(up.url)
+        cfg["plugins"] = [
+            {"name": "request_id"},
+            {
+                "name": "headers",
+                "config": {
+                    "request": {"set": {"x-env": "prod"}, "remove": ["x-secret"]},
+                    "response": {"set": {"x-served-by": "portway"}},
+                },
+            },
+        ]
+        async with run_gateway(cfg) as gw:
+            app = await warm(gw)
+            before = app.fast_requests
+            for i in range(5):
+                status, headers, body = await http_get(
+                    f"{gw.url}/h{i}", headers=[("x-secret", "s"), ("x-request-id", f"rid-{i}")]
+                )
+                assert status == 200
+                sent = dict(orjson.loads(body)["headers"])
+                assert sent["x-env"] == "prod" and "x-secret" not in sent
+                assert sent["x-request-id"] == f"rid-{i}"
+                assert headers.get("x-request-id") == f"rid-{i}"
+                assert headers.get("x-served-by") == "portway"
+            assert app.fast_requests - before == 5
+
+
+async def test_sync_hook_answer_and_broken_promise_go_through_the_task() -> None:
+    async with run_upstream() as up:
+        cfg = _config(up.url)
+        cfg["routes"].append(
+            {
+                "name": "closed",
+                "match": {"paths": ["/closed"]},
+                "upstream": "u",
+                "plugins": [{"name": "request_termination", "config": {"status": 403}}],
+            }
+        )
+        cfg["routes"].append(
+            {
+                "name": "sleepy",
+                "match": {"paths": ["/sleepy"]},
+                "upstream": "u",
+                "plugins": [{"name": "t_fast_sleepy"}],
+            }
+        )
+        async with run_gateway(cfg) as gw:
+            app = await warm(gw)
+            status, _, body = await http_get(gw.url + "/closed")
+            assert status == 403 and orjson.loads(body)["status"] == 403
+            status, headers, body = await http_get(gw.url + "/sleepy")
+            assert status == 500 and orjson.loads(body)["status"] == 500
+            assert headers.get("content-type") == "application/json"
+            assert len(up.requests) == 1  # only the warm-up reached the upstream
+            assert (await http_get(gw.url + "/"))[0] == 200
+            assert app.fast_requests >= 1

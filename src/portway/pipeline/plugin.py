@@ -131,6 +131,11 @@ class Plugin(Generic[C]):
     #: set when ``on_response_chunk`` only observes bytes (returns them unchanged): the
     #: response keeps its Content-Length framing instead of being re-chunked
     observes_response_chunks: ClassVar[bool] = False
+    #: ``on_request`` and ``on_response`` never suspend (no ``await`` that waits on I/O or a
+    #: timer): the gateway may then run them outside a task, on the task-free path
+    #: (``proxy/fast.py``), which costs about half the CPU per request. A hook that
+    #: suspends anyway fails its request with a 500 there.
+    sync_hooks: ClassVar[bool] = False
 
     def __init__(self, config: C, env: PluginEnv) -> None:
         self.config = config

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar, cast
 
 from portway.errors import GatewayError, PluginError
 from portway.http.models import Response
@@ -15,6 +15,7 @@ from portway.pipeline.plugin import Plugin, implements
 log = logging.getLogger("portway.plugins")
 
 Bound = Plugin[Any]
+T = TypeVar("T")
 
 _PRE_ATTEMPT: ContextKey[list[tuple[bytes, bytes]]] = ContextKey("runner.pre_attempt_headers")
 
@@ -72,14 +73,11 @@ class Chain:
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]
         self.buffer_cap: int | None = max(caps) if caps else None
-        #: nothing here needs to await: a request may take the task-free path (proxy/fast.py)
+        #: nothing here needs a task: a request may take the task-free path (proxy/fast.py),
+        #: running the request/response hooks of ``sync_hooks`` plugins with ``*_sync``
         self.callbacks_only = not (
-            self.on_request
-            or self.on_upstream_request
-            or self.on_response
-            or self.on_response_chunk
-            or self.on_error
-        )
+            self.on_upstream_request or self.on_response_chunk or self.on_error
+        ) and all(p.sync_hooks for p in (*self.on_request, *self.on_response))
 
     async def run_request(self, ctx: RequestContext) -> Response | None:
         """Run ``on_request`` in order; return the first short-circuit response."""
@@ -108,6 +106,31 @@ class Chain:
                 return resp
         ctx.reached = None
         return None
+
+    def run_request_sync(self, ctx: RequestContext) -> Response | None:
+        """:meth:`run_request` for a chain of ``sync_hooks`` plugins, outside any task
+        (no tracing or debug trace there: those requests take the task path)."""
+        for p in self.on_request:
+            ctx.reached = self._pos[id(p)]
+            try:
+                resp = drive(p.on_request(ctx))
+            except Exception as e:
+                ctx.extra["rejected_by"] = p.name
+                raise _wrap(p, "on_request", e) from e
+            if resp is not None:
+                ctx.extra["rejected_by"] = p.name
+                return resp
+        ctx.reached = None
+        return None
+
+    def run_response_sync(self, ctx: RequestContext) -> None:
+        """:meth:`run_response` for a chain of ``sync_hooks`` plugins, outside any task."""
+        plugins = self.on_response if ctx.reached is None else self._ran(ctx, self.on_response)
+        for p in plugins:
+            try:
+                drive(p.on_response(ctx))
+            except Exception as e:
+                raise _wrap(p, "on_response", e) from e
 
     def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
         """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never
@@ -188,6 +211,16 @@ class Chain:
                 p.on_log(ctx)
             except Exception as e:  # on_log never breaks a request
                 log.error("plugin %s failed in on_log: %s", p.name, e, exc_info=e)
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to completion, without an event loop step."""
+    try:
+        coro.send(None)
+    except StopIteration as e:
+        return cast(T, e.value)
+    coro.close()
+    raise RuntimeError("a sync_hooks plugin hook suspended (awaited I/O or a timer)")
 
 
 def _ms(t0: float) -> float:

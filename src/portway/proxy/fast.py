@@ -89,15 +89,31 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     path = req.path
     if "%" in path and not rt.config.allow_encoded_slashes and ("%2F" in path or "%5C" in path):
         return NOT_TAKEN
-    ctx = RequestContext(req, copy=False)
+    hooks = bool(rt.chain.on_request)
+    # the upstream request is a copy only when a hook may edit it
+    ctx = RequestContext(req, copy=hooks)
     ctx.match = m
     ctx.upstream_name = up.name
     ctx.attempt = 1
     if conn.extra:
         ctx.extra.update(conn.extra)
+    if hooks:
+        # from here on the request must not go back to the general path's start: the hooks
+        # ran; whatever comes next is handed over with what they decided
+        try:
+            answer = rt.chain.run_request_sync(ctx)
+        except GatewayError as e:
+            conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume(error=e)))
+            return HANDED_OVER
+        if answer is not None:
+            conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume(response=answer)))
+            return HANDED_OVER
     target = up.pick(ctx, _NO_EXCLUDE)
     if target is None:
-        return NOT_TAKEN
+        if not hooks:
+            return NOT_TAKEN
+        conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume()))
+        return HANDED_OVER
     uconn = target.pool.acquire_idle()
     if uconn is None or uconn.transport is None:
         # connecting is an await: the task does it (and fills the pool), with this target —
@@ -119,19 +135,20 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
 def _request_head(
     req: Request, rt: RouteRuntime, graph: RuntimeGraph, target: Target, ctx: RequestContext
 ) -> bytes:
-    items = forward_header_items(req, req.headers.raw(), graph.via)
-    path, prefix = upstream_path(rt, ctx.match, req.path)
+    ureq = ctx.upstream_request  # ``req`` itself unless a hook may have edited it
+    items = forward_header_items(req, ureq.headers.raw(), graph.via)
+    path, prefix = upstream_path(rt, ctx.match, ureq.path)
     if prefix is not None:
         items = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
         items.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
-    if req.method in _NEEDS_LENGTH:
+    if ureq.method in _NEEDS_LENGTH:
         items.append((b"content-length", b"0"))
     if rt.preserve_host is False:
         items = [kv for kv in items if kv[0] != b"host"]
         items.insert(0, (b"host", target.authority.encode()))
-    query = req.query
+    query = ureq.query
     return build_request_head(
-        req.method, path + "?" + query.decode("latin-1") if query else path, items
+        ureq.method, path + "?" + query.decode("latin-1") if query else path, items
     )
 
 
@@ -242,6 +259,17 @@ class FastExchange:
             )
             if via is not None:
                 items.append((b"via", b"1.1 " + via))
+        chain = self.rt.chain
+        if chain.on_response:
+            resp = Response(status, Headers(items), b"", reason, chunked, upstream=True)
+            ctx.response = resp
+            try:
+                chain.run_response_sync(ctx)
+            except GatewayError as e:
+                self.pending = Resume(attempt=1, error=e)
+                return
+            status, reason = resp.status, resp.reason
+            items = [kv for kv in resp.headers.raw() if kv[0] not in _FRAMING]
         if req.method == "HEAD" or status in (204, 304) or status < 200:
             mode = "none"
             if content_length is not None:
@@ -265,7 +293,8 @@ class FastExchange:
         self.out.append(data)
         self.mode = mode
         self.head_sent = True
-        ctx.response = Response(status, Headers(items), b"", reason, chunked, upstream=True)
+        if not chain.on_response:
+            ctx.response = Response(status, Headers(items), b"", reason, chunked, upstream=True)
 
     def on_body(self, data: bytes) -> None:
         if not self.head_sent or self.mode == "none":

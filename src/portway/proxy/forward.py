@@ -230,6 +230,8 @@ class Resume:
     error: GatewayError | None = None
     #: the target already picked for the next attempt
     target: Target | None = None
+    #: the answer an ``on_request`` hook gave (nothing is forwarded)
+    response: Response | None = None
 
 
 def classify_failure(e: BaseException, stale_ok: bool) -> _Attempt | None:

@@ -110,9 +110,11 @@ class ProxyApp:
                 if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
                     resp = _explain(ctx)
             else:
+                # carried on from the task-free path: its request hooks already ran
                 chain = rt.chain
-                ctx.upstream_request = req.copy_for_upstream()
-                resp = None
+                if ctx.upstream_request is req:  # no hook, no copy yet
+                    ctx.upstream_request = req.copy_for_upstream()
+                resp = resume.response if resume is not None else None
             if resp is None:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")

@@ -17,6 +17,7 @@ class AclPlugin(Plugin[AclConfig]):
     anonymous consumer (unless ``allow_anonymous``) → 403; the body never lists groups."""
 
     name = "acl"
+    sync_hooks = True
     stage = Stage.authz
     Config: ClassVar[type[PluginConfig]] = AclConfig
 

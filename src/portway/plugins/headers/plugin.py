@@ -98,6 +98,7 @@ class HeadersPlugin(Plugin[HeadersConfig]):
     as with Envoy's local replies; errors raised before any plugin ran (no route) do."""
 
     name = "headers"
+    sync_hooks = True
     stage = Stage.transform
     Config = HeadersConfig
 

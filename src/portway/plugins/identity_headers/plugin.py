@@ -27,6 +27,7 @@ class IdentityHeadersPlugin(Plugin[IdentityHeadersConfig]):
     """
 
     name = "identity_headers"
+    sync_hooks = True
     stage = Stage.authz
     Config: ClassVar[type[PluginConfig]] = IdentityHeadersConfig
 

@@ -24,6 +24,7 @@ class RequestIdPlugin(Plugin[RequestIdConfig]):
     """Sets ``ctx.request_id`` (used in error bodies and logs)."""
 
     name = "request_id"
+    sync_hooks = True
     stage = Stage.edge
     Config = RequestIdConfig
 

@@ -32,6 +32,7 @@ class RequestTerminationPlugin(Plugin[RequestTerminationConfig]):
     ``terminated``) carrying the request id."""
 
     name = "request_termination"
+    sync_hooks = True
     stage = Stage.edge
     Config = RequestTerminationConfig
 
