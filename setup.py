@@ -35,6 +35,7 @@ HOT_MODULES = [
     "src/portway/http/wire.py",
     "src/portway/proxy/fast.py",
     "src/portway/proxy/forward.py",
+    "src/portway/proxy/handler.py",
     "src/portway/routing/entry.py",
     "src/portway/routing/router.py",
     "src/portway/routing/tree.py",

@@ -62,6 +62,28 @@ class App(Protocol):
     def connection_closed(self) -> None: ...
 
 
+class ClientConnection(Protocol):
+    """What the proxy handler writes one response through: an HTTP/1.1
+    :class:`ServerConnection` or an HTTP/2 stream (compiled code checks argument types, so
+    the handler is typed with this, not with either class)."""
+
+    closed: bool
+    extra: dict[str, Any]
+
+    @property
+    def _can_write(self) -> object | None: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def write_soon(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class ClientWriter(Protocol):
     """What the forwarder writes to the client through (``100 Continue``, ``103``): an
     HTTP/1.1 :class:`ServerConnection` or an HTTP/2 stream."""

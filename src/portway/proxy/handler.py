@@ -19,7 +19,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from portway.http.server import ClientDisconnectedError, ServerConnection
+from portway.http.server import ClientConnection, ClientDisconnectedError, ServerConnection
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
@@ -66,13 +66,13 @@ class ProxyApp:
         if self._on_close is not None:
             self._on_close()
 
-    def try_fast(self, conn: ServerConnection, req: Request) -> bool:
+    def try_fast(self, conn: ServerConnection, req: Request) -> bool:  # HTTP/1.1 only
         done = try_fast(self, conn, req)
         if done == STARTED:
             self.fast_requests += 1
         return done != NOT_TAKEN
 
-    async def handle(self, conn: ServerConnection, req: Request) -> bool:
+    async def handle(self, conn: ClientConnection, req: Request) -> bool:
         ctx = RequestContext(req)
         if conn.extra:
             ctx.extra.update(conn.extra)
@@ -80,7 +80,7 @@ class ProxyApp:
 
     async def serve(
         self,
-        conn: ServerConnection,
+        conn: ClientConnection,
         ctx: RequestContext,
         graph: RuntimeGraph,
         rt: RouteRuntime | None = None,
@@ -119,7 +119,7 @@ class ProxyApp:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
                 prepare_upstream_request(ctx, rt, graph)
-                if req.upgrade:
+                if req.upgrade and isinstance(conn, ServerConnection):  # HTTP/1.1 only
                     return await tunnel(ctx, rt, graph, conn, Forwarder(graph))
                 resp = await Forwarder(graph).forward(ctx, rt, conn, resume)
             ctx.response = resp
@@ -179,7 +179,7 @@ class ProxyApp:
         return rt
 
     async def _send(
-        self, conn: ServerConnection, ctx: RequestContext, chain: Chain, close: bool = False
+        self, conn: ClientConnection, ctx: RequestContext, chain: Chain, close: bool = False
     ) -> bool:
         """Write ``ctx.response``; return whether the connection may be reused (the response
         says ``Connection: close`` exactly when it may not)."""
@@ -258,7 +258,7 @@ class ProxyApp:
 
     async def _stream(
         self,
-        conn: ServerConnection,
+        conn: ClientConnection,
         ctx: RequestContext,
         chain: Chain,
         body: BodyStream,
@@ -303,7 +303,7 @@ class ProxyApp:
 
     async def _fail(
         self,
-        conn: ServerConnection,
+        conn: ClientConnection,
         ctx: RequestContext,
         chain: Chain,
         err: GatewayError,
