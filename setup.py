@@ -10,6 +10,7 @@ compiling; a failure to compile falls back to the pure-Python modules with a war
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -81,13 +82,11 @@ class MypycBuildExt(build_ext):  # type: ignore[misc]
         try:
             super().run()
         except Exception as e:
+            # all or nothing: a module built without mypyc's shared library would not import
+            for out in self.get_outputs():
+                with contextlib.suppress(OSError):
+                    os.remove(out)
             _warn(f"compiling with mypyc failed ({e})")
-
-    def build_extension(self, ext: Any) -> None:
-        try:
-            super().build_extension(ext)
-        except Exception as e:
-            _warn(f"compiling {ext.name} failed ({e})")
 
 
 def _mypyc_extensions() -> list[Any]:

@@ -7,7 +7,8 @@ response into the pooled ``UpstreamConnection``, with in-memory transports, and 
 CPU per request. No kernel, no peers, no noise from the other processes of a wrk run: changes
 of 1 µs show up.
 
-    python bench/hotpath_bench.py [--requests 200000] [--plugins request_id,...] [--profile]
+    python bench/hotpath_bench.py [--requests 200000] [--plugins request_id,...] [--general]
+                                  [--profile]
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ REQUEST = (
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 12:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n\r\n"
-    + b"x" * 1024
+    + b"x"
+    * 1024
 )
 
 
@@ -75,6 +77,25 @@ class MemTransport(asyncio.Transport):
         pass
 
 
+class _GeneralOnly:
+    """The app with the task-free path switched off (to measure the general path)."""
+
+    def __init__(self, app: ProxyApp) -> None:
+        self.app = app
+
+    def try_fast(self, conn: Any, req: Any) -> bool:
+        return False
+
+    async def handle(self, conn: Any, req: Any) -> bool:
+        return await self.app.handle(conn, req)
+
+    def connection_opened(self) -> None:
+        self.app.connection_opened()
+
+    def connection_closed(self) -> None:
+        self.app.connection_closed()
+
+
 async def main(args: argparse.Namespace) -> None:
     plugins = "".join(f"\n  - name: {p}" for p in args.plugins.split(",") if p)
     cfg = load_config_text(
@@ -91,7 +112,8 @@ async def main(args: argparse.Namespace) -> None:
     await gw.start()
     loop = asyncio.get_running_loop()
     app = ProxyApp(gw.graph_ref)
-    conn = ServerConnection(app, cfg.server.limits, TrustedProxies([]), "http", loop)
+    served: Any = _GeneralOnly(app) if args.general else app
+    conn = ServerConnection(served, cfg.server.limits, TrustedProxies([]), "http", loop)
     ct = MemTransport(("127.0.0.1", 40000))
     conn.connection_made(ct)
     target = gw.graph.upstreams["u"].targets[0]
@@ -115,6 +137,7 @@ async def main(args: argparse.Namespace) -> None:
     await one()
     assert ut.out and ct.out and ct.out[-1].startswith(b"HTTP/1.1 200"), (ut.out, ct.out)
     fast = app.fast_requests > 0
+    assert not (fast and args.general)
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)  # as the worker does (server/worker.py)
@@ -144,4 +167,5 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--plugins", default="", help="global plugins by name, comma-separated")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--general", action="store_true", help="switch the task-free path off")
     uvloop.run(main(ap.parse_args()))

@@ -28,8 +28,21 @@ async def _stream_server(port: int) -> asyncio.Server:
     """GET /download → 1 GiB (Content-Length); POST /upload → counts the body."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # keep-alive, so that a warm-up leaves a pooled connection: the download then takes
+        # the task-free path (proxy/fast.py), the upload the general one
+        try:
+            while True:
+                await one(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        if head.startswith(b"GET /download"):
+        if head.startswith(b"GET /warm"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        elif head.startswith(b"GET /download"):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB)
             for _ in range(GIB // len(CHUNK)):
                 writer.write(CHUNK)
@@ -49,7 +62,6 @@ async def _stream_server(port: int) -> asyncio.Server:
             body = str(got).encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()
-        writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
@@ -80,6 +92,8 @@ routes: [{{name: r, match: {{paths: ["/"]}}, upstream: u}}]
     )
     try:
         await wait_port(gw_port)
+        warm = await raw_request(gw_port, b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n", read_all=False)
+        assert warm.startswith(b"HTTP/1.1 200")
         base = _rss_kb(proc.pid)
         # download
         reader, writer = await asyncio.open_connection("127.0.0.1", gw_port)

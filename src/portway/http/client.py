@@ -39,6 +39,8 @@ class ResponseHead:
     upgrade_tail: bytes | None = None
     #: a hop-by-hop field or Via is present (the proxy must rewrite the header list)
     special: bool = True
+    #: the Connection field values, joined (None: no Connection field)
+    connection: bytes | None = None
 
 
 class ResponseSink(Protocol):
@@ -176,7 +178,7 @@ class UpstreamConnection(WriteFlow):
         )
         sink = self.sink
         if sink is not None and not self.message_done:
-            if self._head_seen and (self._head_only or self._close_delimited):
+            if self._head_seen and self._close_delimited:
                 self.message_done = True
                 sink.on_end()
                 sink.settle()
@@ -320,6 +322,7 @@ class UpstreamConnection(WriteFlow):
             chunked=chunked,
             content_length=int(cl_raw) if cl_raw is not None else None,
             special=self._special,
+            connection=self._conn_value,
         )
         fut = self._head_fut
         if fut is not None and not fut.done():
@@ -364,7 +367,6 @@ class UpstreamConnection(WriteFlow):
         self._head_seen = False
         self._head_only = head_only
         self._read_timeout = read_timeout
-        self._last_io = self._loop.time()
 
     def arm_read_timeout(self, head_deadline: float = 0.0) -> None:
         """Start the exchange timer (after the request head was written): between-bytes read

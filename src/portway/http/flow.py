@@ -14,10 +14,11 @@ so order is kept.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import cast
 
 from mypy_extensions import mypyc_attr
+
+from portway.http.loops import PerLoop
 
 #: write-buffer watermarks for client and upstream transports (pause_writing above HIGH)
 HIGH_WATER = 256 * 1024
@@ -64,14 +65,7 @@ class _Batch:
             p.flush_soon_writes()
 
 
-_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = weakref.WeakKeyDictionary()
-
-
-def _batch_for(loop: asyncio.AbstractEventLoop) -> _Batch:
-    b = _batches.get(loop)
-    if b is None:
-        b = _batches[loop] = _Batch(loop)
-    return b
+_batch_for: PerLoop[_Batch] = PerLoop(_Batch)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -108,13 +108,8 @@ class Headers:
 
 def connection_tokens(headers: Headers) -> set[bytes]:
     """Lower-cased tokens of every ``Connection`` field."""
-    return connection_tokens_raw(headers.raw())
-
-
-def connection_tokens_raw(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Lower-cased tokens of every ``Connection`` field in a raw field list."""
     out: set[bytes] = set()
-    for k, v in raw:
+    for k, v in headers.raw():
         if k == b"connection":
             for tok in v.split(b","):
                 tok = tok.strip().lower()

@@ -84,20 +84,13 @@ class ClientConnection(Protocol):
     def abort(self) -> None: ...
 
 
-class ClientWriter(Protocol):
-    """What the forwarder writes to the client through (``100 Continue``, ``103``): an
-    HTTP/1.1 :class:`ServerConnection` or an HTTP/2 stream."""
-
-    def write(self, data: bytes | bytearray | memoryview) -> None: ...
-
-
 class Resumed(Protocol):
     """Work a callback exchange handed back to the connection's worker task."""
 
     async def run(self, conn: ServerConnection) -> bool: ...
 
 
-class FastExchange(Protocol):
+class CallbackExchange(Protocol):
     """A callback exchange in progress on a connection (see :meth:`App.try_fast`)."""
 
     def client_lost(self) -> None: ...
@@ -143,7 +136,7 @@ class ServerConnection(WriteFlow):
         #: a request is being served (by the worker task or by a callback exchange)
         self._busy = False
         #: the callback exchange in progress, told when the client goes away
-        self.exchange: FastExchange | None = None
+        self.exchange: CallbackExchange | None = None
         #: one long-lived worker task per connection, parked on ``_waiter`` between requests:
         #: waking a future is cheaper than creating a task for every request
         self._worker: asyncio.Task[None] | None = None
@@ -492,22 +485,24 @@ class ServerConnection(WriteFlow):
 
     # --- request queue -------------------------------------------------------------------------
     def _enqueue(self, item: Request | GatewayError) -> None:
-        if not self._busy:
-            if (
-                isinstance(item, Request)
-                and item.body is None
-                and not self._queue
-                and self.app.try_fast(self, item)
-            ):
-                self._busy = True
-                return
-            self._queue.append(item)
-            self._start_worker()
-            return
         self._queue.append(item)
-        if len(self._queue) > self.limits.max_pipelined and self.transport is not None:
+        if not self._busy:
+            self._dispatch()
+        elif len(self._queue) > self.limits.max_pipelined and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
+
+    def _dispatch(self) -> None:
+        """Serve the head of the queue (not busy, queue not empty): without a task when the
+        app can, else by the worker task."""
+        item = self._queue[0]
+        if isinstance(item, Request) and item.body is None:
+            self._queue.popleft()
+            if self.app.try_fast(self, item):
+                self._busy = True
+                return
+            self._queue.appendleft(item)
+        self._start_worker()
 
     def _start_worker(self) -> None:
         self._busy = True
@@ -528,17 +523,10 @@ class ServerConnection(WriteFlow):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        if not self._queue:
+        if self._queue:
+            self._dispatch()
+        else:
             self._idle()
-            return
-        item = self._queue[0]
-        if isinstance(item, Request) and item.body is None:
-            self._queue.popleft()
-            if self.app.try_fast(self, item):
-                self._busy = True
-                return
-            self._queue.appendleft(item)
-        self._start_worker()
 
     def fast_fallback(self, resumed: Resumed) -> None:
         """A callback exchange cannot finish on its own (retry, error before the response

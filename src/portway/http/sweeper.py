@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from typing import Protocol
+
+from portway.http.loops import PerLoop
 
 INTERVAL = 0.05
 NEVER = math.inf
@@ -57,13 +58,5 @@ class Sweeper:
         return len(self._items)
 
 
-_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sweeper] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def sweeper_for(loop: asyncio.AbstractEventLoop) -> Sweeper:
-    s = _sweepers.get(loop)
-    if s is None:
-        s = _sweepers[loop] = Sweeper(loop)
-    return s
+#: the sweeper of a loop
+sweeper_for: PerLoop[Sweeper] = PerLoop(Sweeper)

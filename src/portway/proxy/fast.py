@@ -30,8 +30,10 @@ from portway.http.models import Request, Response
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import (
+    IDEMPOTENT,
     Resume,
     _Attempt,
+    add_response_framing,
     after_failure,
     classify_failure,
     forward_header_items,
@@ -51,7 +53,6 @@ log = logging.getLogger("portway.proxy")
 
 _NO_EXCLUDE: frozenset[Target] = frozenset()
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -103,23 +104,19 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         try:
             answer = rt.chain.run_request_sync(ctx)
         except GatewayError as e:
-            conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume(error=e)))
-            return HANDED_OVER
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
         if answer is not None:
-            conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume(response=answer)))
-            return HANDED_OVER
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
     target = up.pick(ctx, _NO_EXCLUDE)
     if target is None:
         if not hooks:
             return NOT_TAKEN
-        conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume()))
-        return HANDED_OVER
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
     uconn = target.pool.acquire_idle()
     if uconn is None or uconn.transport is None:
         # connecting is an await: the task does it (and fills the pool), with this target —
         # picking again there would cost the balancer a turn
-        conn.fast_fallback(_Resumed(app, graph, ctx, rt, Resume(target=target)))
-        return HANDED_OVER
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(target=target)))
     ctx.target = target
     head = _request_head(req, rt, graph, target, ctx)
     ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn)
@@ -130,6 +127,11 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     graph.inflight += 1
     conn.exchange = ex
     return STARTED
+
+
+def _hand_over(conn: ServerConnection, resumed: _Resumed) -> int:
+    conn.fast_fallback(resumed)
+    return HANDED_OVER
 
 
 def _request_head(
@@ -154,8 +156,8 @@ def _request_head(
 
 class FastExchange:
     """One task-free exchange: the upstream connection's :class:`ResponseSink` and the client
-    connection's current exchange. Ends exactly once: ``_finish`` (response relayed, or the
-    client aborted after its head) or ``_fall_back`` (the worker task takes over)."""
+    connection's current exchange. Ends exactly once: ``_end`` (response relayed, or the
+    client gone after its head) or ``_fall_back`` (the worker task takes over)."""
 
     __slots__ = (
         "app",
@@ -247,7 +249,6 @@ class FastExchange:
             return
         self.up_keep_alive = keep_alive
         req = ctx.request
-        keep = self.keep
         via = self.graph.via
         if special:
             items = response_header_items(headers, status, via, _FRAMING, connection)
@@ -259,42 +260,26 @@ class FastExchange:
             )
             if via is not None:
                 items.append((b"via", b"1.1 " + via))
-        chain = self.rt.chain
-        if chain.on_response:
-            resp = Response(status, Headers(items), b"", reason, chunked, upstream=True)
-            ctx.response = resp
+        # ``ctx.response`` shares ``items``: what observers and on_log see is what was sent
+        resp = ctx.response = Response(status, Headers(items), b"", reason, chunked, upstream=True)
+        if self.rt.chain.on_response:
             try:
-                chain.run_response_sync(ctx)
+                self.rt.chain.run_response_sync(ctx)
             except GatewayError as e:
                 self.pending = Resume(attempt=1, error=e)
                 return
             status, reason = resp.status, resp.reason
-            items = [kv for kv in resp.headers.raw() if kv[0] not in _FRAMING]
-        if req.method == "HEAD" or status in (204, 304) or status < 200:
-            mode = "none"
-            if content_length is not None:
-                items.append((b"content-length", content_length))
-        elif content_length is not None:
-            mode = "length"
-            items.append((b"content-length", content_length))
-        elif req.version != "1.0":
-            mode = "chunked"
-            self.chunked_out = True
-            items.append((b"transfer-encoding", b"chunked"))
-        else:
-            mode = "close"
-            keep = self.keep = False
-        if not keep:
-            items.append((b"connection", b"close"))
-        elif req.version == "1.0":
-            items.append((b"connection", b"keep-alive"))
+            items = resp.headers.raw()
+            if any(k in _FRAMING for k, _ in items):
+                items[:] = [kv for kv in items if kv[0] not in _FRAMING]
+        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
+        mode, self.keep = add_response_framing(items, req, no_body, content_length, self.keep)
         data = head_bytes(status, reason, items)
         ctx.bytes_out += len(data)
         self.out.append(data)
         self.mode = mode
+        self.chunked_out = mode == "chunked"
         self.head_sent = True
-        if not chain.on_response:
-            ctx.response = Response(status, Headers(items), b"", reason, chunked, upstream=True)
 
     def on_body(self, data: bytes) -> None:
         if not self.head_sent or self.mode == "none":
@@ -303,11 +288,9 @@ class FastExchange:
         self.out.append(chunk(data) if self.chunked_out else data)
 
     def on_trailer(self, name: bytes, value: bytes) -> None:
-        (self.trailers if self.trailers is not None else self._new_trailers()).append((name, value))
-
-    def _new_trailers(self) -> list[tuple[bytes, bytes]]:
-        self.trailers = []
-        return self.trailers
+        if self.trailers is None:
+            self.trailers = []
+        self.trailers.append((name, value))
 
     def on_end(self) -> None:
         self.ended = True
@@ -338,7 +321,7 @@ class FastExchange:
                     t.pause_reading()
                 conn._can_write.add_done_callback(self._resume)
         if self.ended:
-            self._finish(True)
+            self._end(True, notify=True)
 
     def _resume(self, _: asyncio.Future[None]) -> None:
         self.paused = False
@@ -356,7 +339,7 @@ class FastExchange:
             return
         latency = self.conn.loop.time() - self.t0
         req = self.ctx.request
-        a = classify_failure(exc, req.method in _IDEMPOTENT)
+        a = classify_failure(exc, req.method in IDEMPOTENT)
         if a is None:
             a = _Attempt("reset", True, UpstreamError(str(exc), source="upstream"))
         if a.reason == "stale":
@@ -385,9 +368,6 @@ class FastExchange:
         self.conn.abort()
         self._end(False, notify=False)
 
-    def _finish(self, ok: bool) -> None:
-        self._end(ok, notify=True)
-
     def _end(self, ok: bool, notify: bool) -> None:
         self.done = True
         uconn = self.uconn
@@ -403,7 +383,7 @@ class FastExchange:
         ctx = self.ctx
         if not ok:
             ctx.error = ctx.error or ConnectionError("client connection lost")
-        _log(self.graph, self.rt, ctx)
+        self.graph.request_done(self.rt.chain, ctx)
         self.graph.inflight -= 1
         if notify:
             self.conn.fast_done(self.keep and ok)
@@ -419,17 +399,6 @@ class FastExchange:
         self.ctx.response = None
         self.app.fast_fallbacks += 1
         self.conn.fast_fallback(_Resumed(self.app, self.graph, self.ctx, self.rt, resume))
-
-
-def _log(graph: RuntimeGraph, rt: RouteRuntime, ctx: RequestContext) -> None:
-    chain = rt.chain
-    if chain.on_log:
-        chain.run_log(ctx)
-    for obs in graph.observers:
-        try:
-            obs.on_request_done(ctx)
-        except Exception:
-            log.exception("observer failed")
 
 
 class _Resumed:

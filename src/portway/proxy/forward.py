@@ -32,14 +32,14 @@ from portway.http.client import (
     UpstreamResetError,
     build_request_head,
 )
-from portway.http.headers import HOP_BY_HOP, Headers, connection_tokens_raw
+from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.models import Request, Response
 from portway.http.wire import chunk, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
-    from portway.http.server import ClientWriter
+    from portway.http.server import ClientConnection
     from portway.routing.router import RouteMatch
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.upstream import Upstream
@@ -50,7 +50,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: RFC 9110 §7.6.3 received-protocol of the client hop
 _VIA_PROTO = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
 #: RFC 9110 §9.2.2: only these may be resent automatically
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _Attempt(Exception):
@@ -194,7 +194,7 @@ async def _pump_body(
     conn: UpstreamConnection,
     body: BodyStream,
     chunked: bool,
-    client: ClientWriter | None,
+    client: ClientConnection | None,
     expect: bool,
     write_timeout: float,
     limit: int | None,
@@ -263,15 +263,55 @@ def after_failure(
     up.record(target, False, latency, None, a.reason)
     if ctx.trace is not None:
         ctx.record("attempt", target.id, latency * 1000, a.reason)
-    body = ctx.upstream_request.body
-    body_used = body is not None and (body.received > 0 or body.at_eof)
     if (
-        (a.sent and body_used)
+        (a.sent and _body_used(ctx))
         or asyncio.get_running_loop().time() >= deadline
         or not up.may_retry(ctx, attempt, a.sent, a.reason)
     ):
         raise a.error from None
     return up.backoff(attempt)
+
+
+def _body_used(ctx: RequestContext) -> bool:
+    """Some of the request body was already read (it cannot be sent again)."""
+    body = ctx.upstream_request.body
+    return body is not None and (body.received > 0 or body.at_eof)
+
+
+def add_response_framing(
+    items: list[tuple[bytes, bytes]],
+    req: Request,
+    no_body: bool,
+    content_length: bytes | None,
+    keep: bool,
+) -> tuple[str, bool]:
+    """Append the framing fields of a relayed response to ``items``: its Content-Length when
+    kept (``content_length``), else chunked for HTTP/1.1 clients or close-delimited for 1.0,
+    then Connection. Returns ``(mode, keep)``, mode one of none/length/chunked/close."""
+    if no_body:
+        mode = "none"
+        if content_length is not None:
+            items.append((b"content-length", content_length))
+    elif content_length is not None:
+        mode = "length"
+        items.append((b"content-length", content_length))
+    elif req.version != "1.0":  # HTTP/2 streams take the chunked framing (and trailers)
+        mode = "chunked"
+        items.append((b"transfer-encoding", b"chunked"))
+    else:
+        mode = "close"
+        keep = False
+    add_connection_field(items, req, keep)
+    return mode, keep
+
+
+def add_connection_field(items: list[tuple[bytes, bytes]], req: Request, keep: bool) -> None:
+    """``Connection: close`` exactly when the connection will close; ``keep-alive`` for a
+    persistent HTTP/1.0 client, which would otherwise assume close."""
+    if not keep:
+        items.append((b"connection", b"close"))
+    elif req.version == "1.0":
+        items.append((b"connection", b"keep-alive"))
 
 
 def retry_on_status(
@@ -280,9 +320,8 @@ def retry_on_status(
     """Whether a (recorded) response status calls for another attempt."""
     if status < 500 or str(status) not in up.config.retries.on:
         return False
-    body = ctx.upstream_request.body
     return (
-        not (body is not None and (body.received > 0 or body.at_eof))
+        not _body_used(ctx)
         and asyncio.get_running_loop().time() < deadline
         and up.may_retry(ctx, attempt, True, str(status))
     )
@@ -293,17 +332,14 @@ def response_header_items(
     status: int,
     via: bytes | None,
     extra_drop: frozenset[bytes] = frozenset(),
-    connection: bytes | bool | None = True,
+    connection: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """One pass over an upstream response's fields: drop hop-by-hop fields (and those named
-    in Connection, and ``extra_drop``), merge Via (not on a 101, which keeps Upgrade).
-    ``connection``: the Connection value(s) when already known (None: absent)."""
-    if connection is True:
-        tokens = connection_tokens_raw(raw)
-    elif connection is None or connection in _PLAIN_TOKENS:
-        tokens = set()
+    in ``connection``, the Connection values the parser gathered, and ``extra_drop``), merge
+    Via (not on a 101, which keeps Upgrade)."""
+    if connection is None or connection in _PLAIN_TOKENS:
+        tokens: set[bytes] = set()
     else:
-        assert isinstance(connection, bytes)
         tokens = {t for t in (x.strip().lower() for x in connection.split(b",")) if t}
     drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
     switching = status == 101
@@ -339,7 +375,7 @@ class Forwarder:
         self,
         ctx: RequestContext,
         rt: RouteRuntime,
-        client: ClientWriter | None,
+        client: ClientConnection | None,
         resume: Resume | None = None,
     ) -> Response:
         """``resume`` carries on after attempts made elsewhere (the callback path)."""
@@ -436,7 +472,7 @@ class Forwarder:
         ctx: RequestContext,
         rt: RouteRuntime,
         target: Target,
-        client: ClientWriter | None,
+        client: ClientConnection | None,
         deadline: float,
     ) -> Response:
         loop = asyncio.get_running_loop()
@@ -503,7 +539,7 @@ class Forwarder:
             # whatever went wrong, this exchange is over: stop the body and drop the socket
             _cancel(pump)
             conn.abort()
-            a = classify_failure(e, reused and body is None and ureq.method in _IDEMPOTENT)
+            a = classify_failure(e, reused and body is None and ureq.method in IDEMPOTENT)
             if a is None:
                 raise
             raise a from e
@@ -520,7 +556,9 @@ class Forwarder:
         headers = head.headers
         via = self.graph.via
         if head.special:
-            headers = Headers(response_header_items(headers.raw(), head.status, via))
+            headers = Headers(
+                response_header_items(headers.raw(), head.status, via, connection=head.connection)
+            )
         elif via is not None:
             headers.add_raw(b"via", b"1.1 " + via)
         resp = Response(
@@ -580,7 +618,7 @@ async def _head_or_pump_failure(conn: UpstreamConnection, pump: asyncio.Task[Non
     return await head_task
 
 
-def _relay_informational(client: ClientWriter, head: ResponseHead) -> None:
+def _relay_informational(client: ClientConnection, head: ResponseHead) -> None:
     if head.status == 103:
         from portway.http.wire import head_bytes
 

@@ -24,7 +24,13 @@ from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
 from portway.proxy.fast import NOT_TAKEN, STARTED, try_fast
-from portway.proxy.forward import Forwarder, Resume, prepare_upstream_request
+from portway.proxy.forward import (
+    Forwarder,
+    Resume,
+    add_connection_field,
+    add_response_framing,
+    prepare_upstream_request,
+)
 from portway.proxy.tunnel import tunnel
 
 if TYPE_CHECKING:
@@ -143,13 +149,7 @@ class ProxyApp:
             ctx.error = e
         finally:
             Forwarder.finish_exchange(ctx, ok=False)
-            if chain.on_log:
-                chain.run_log(ctx)
-            for obs in graph.observers:
-                try:
-                    obs.on_request_done(ctx)
-                except Exception:
-                    log.exception("observer failed")
+            graph.request_done(chain, ctx)
             if tracer.enabled:
                 tracer.end_request(ctx)
             graph.inflight -= 1
@@ -203,10 +203,7 @@ class ProxyApp:
                 body = await chain.run_chunk(ctx, body, True)
             if not no_body or req.method == "HEAD":
                 items.append((b"content-length", str(len(body)).encode()))
-            if not keep:
-                items.append((b"connection", b"close"))
-            elif req.version == "1.0":
-                items.append((b"connection", b"keep-alive"))
+            add_connection_field(items, req, keep)
             data = head_bytes(status, resp.reason, items)
             ctx.extra["_head_sent"] = True
             conn.write_soon(data + body if body and not no_body else data)
@@ -214,25 +211,8 @@ class ProxyApp:
             Forwarder.finish_exchange(ctx, ok=True)
             return keep
         # streamed upstream body
-        cl = headers.get_raw(b"content-length")
-        mode: str
-        if no_body:
-            mode = "none"
-            if cl is not None and not reframe:
-                items.append((b"content-length", cl))
-        elif cl is not None and not reframe:
-            mode = "length"
-            items.append((b"content-length", cl))
-        elif req.version != "1.0":  # HTTP/2 streams take the chunked framing (and trailers)
-            mode = "chunked"
-            items.append((b"transfer-encoding", b"chunked"))
-        else:
-            mode = "close"
-            keep = False
-        if not keep:
-            items.append((b"connection", b"close"))
-        elif req.version == "1.0":
-            items.append((b"connection", b"keep-alive"))
+        cl = None if reframe else headers.get_raw(b"content-length")
+        mode, keep = add_response_framing(items, req, no_body, cl, keep)
         data = head_bytes(status, resp.reason, items)
         ctx.bytes_out += len(data)
         ctx.extra["_head_sent"] = True

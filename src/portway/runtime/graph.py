@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +14,8 @@ from portway.pipeline.plugin import Plugin
 from portway.pipeline.runner import Chain
 from portway.routing.router import Router
 from portway.upstream.upstream import Upstream
+
+log = logging.getLogger("portway.proxy")
 
 
 class Observer(Protocol):
@@ -57,3 +60,14 @@ class RuntimeGraph:
     version: int = 0
     shared_keys: frozenset[str] = frozenset()
     tracer: Tracer = NOOP_TRACER
+
+    def request_done(self, chain: Chain, ctx: RequestContext) -> None:
+        """After a request's last byte (whatever path served it): the route's ``on_log``
+        hooks, then the observers. Never raises."""
+        if chain.on_log:
+            chain.run_log(ctx)
+        for obs in self.observers:
+            try:
+                obs.on_request_done(ctx)
+            except Exception:
+                log.exception("observer failed")
