@@ -151,6 +151,17 @@ def main() -> int:
             )
             return 2
     conns = [int(c) for c in args.conns.split(",")]
+    import portway.http.server as _srv
+
+    if not str(_srv.__file__).endswith(".so"):
+        # a failed mypyc build falls back to pure Python silently (an install must not fail);
+        # numbers from that build are not the product's
+        print(
+            "bench: portway is installed as pure Python (editable, PORTWAY_PURE=1, or the mypyc "
+            "build failed: see `pip install -v .`); the numbers below are not the compiled "
+            "build's",
+            file=sys.stderr,
+        )
     d = tempfile.mkdtemp(prefix="portway-bench-")
     up_port, ngx_port, pw_port = free_port(), free_port(), free_port()
     body = "x" * 1024

@@ -476,12 +476,13 @@ class TestHeaders:
 # --- contract details ------------------------------------------------------------------------
 
 
-def test_route_match_is_frozen_and_comparable() -> None:
+def test_route_match_is_comparable_and_replaceable() -> None:
+    # not frozen: a frozen dataclass's __init__ is interpreted even under mypyc, and one
+    # RouteMatch is built per request; it is documented as read-only
     r = Router([route("u", "/users/{id}")])
     m = hit(r, "/users/1")
     assert m is not None
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        m.prefix = "/x"  # type: ignore[misc]
+    assert m.name == "u"
     assert m == RouteMatch(m.route, 0, {"id": "1"}, "", "/users/{id}", m.considered)
     assert dataclasses.replace(m, prefix="/p").prefix == "/p"
 

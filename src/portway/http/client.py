@@ -97,7 +97,6 @@ class UpstreamConnection(WriteFlow):
         "_head_seen",
         "_headers",
         "_last_io",
-        "_loop",
         "_read_timeout",
         "_reason",
         "_soon",
@@ -109,6 +108,7 @@ class UpstreamConnection(WriteFlow):
         "deadline",
         "idle_since",
         "informational",
+        "loop",
         "message_done",
         "parser",
         "received_any",
@@ -120,7 +120,7 @@ class UpstreamConnection(WriteFlow):
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -204,7 +204,7 @@ class UpstreamConnection(WriteFlow):
         return self._close_delimited
 
     def data_received(self, data: bytes) -> None:
-        self._last_io = self._loop.time()
+        self._last_io = self.loop.time()
         if self.tunnel is not None:
             self.tunnel(data)
             return
@@ -348,7 +348,7 @@ class UpstreamConnection(WriteFlow):
     def begin(self, head_only: bool, read_timeout: float) -> BodyStream:
         """Prepare for one exchange; returns the body stream the response will fill."""
         self._reset(head_only, read_timeout)
-        self._head_fut = self._loop.create_future()
+        self._head_fut = self.loop.create_future()
         t = self.transport
         assert t is not None
         self._body = BodyStream(t.pause_reading, t.resume_reading)
@@ -374,7 +374,7 @@ class UpstreamConnection(WriteFlow):
         self-re-arming timer per exchange, instead of a timer reset per ``data_received``."""
         self._head_deadline = head_deadline
         if self._read_timeout > 0 or head_deadline > 0:
-            self._last_io = self._loop.time()
+            self._last_io = self.loop.time()
             self.deadline = self._next_due()
 
     def _next_due(self) -> float:

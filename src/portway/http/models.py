@@ -42,6 +42,48 @@ class Request:
     #: the client asked to keep the connection open (HTTP/1.1 default, 1.0 keep-alive)
     keep_alive: bool = True
 
+    # An explicit __init__: under mypyc the dataclass-generated one runs as interpreted code,
+    # and one Request is built per request.
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Headers,
+        version: str = "1.1",
+        host: str = "",
+        client_ip: str = "",
+        client_port: int = 0,
+        scheme: str = "http",
+        raw_target: bytes = b"",
+        body: BodyStream | None = None,
+        content_length: int | None = None,
+        peer_ip: str = "",
+        trusted_peer: bool = False,
+        server_port: int = 0,
+        expect_continue: bool = False,
+        upgrade: bool = False,
+        keep_alive: bool = True,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.version = version
+        self.host = host
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.scheme = scheme
+        self.raw_target = raw_target
+        self.body = body
+        self.content_length = content_length
+        self.peer_ip = peer_ip
+        self.trusted_peer = trusted_peer
+        self.server_port = server_port
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.keep_alive = keep_alive
+
     @property
     def target(self) -> str:
         """Path plus query as it will be forwarded."""
@@ -83,6 +125,22 @@ class Response:
     chunked: bool = False
     #: True when this response came from the upstream (not generated locally)
     upstream: bool = False
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers | None = None,
+        body: bytes | BodyStream = b"",
+        reason: bytes = b"",
+        chunked: bool = False,
+        upstream: bool = False,
+    ) -> None:
+        self.status = status
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.reason = reason
+        self.chunked = chunked
+        self.upstream = upstream
 
     @classmethod
     def json(cls, status: int, data: Any, headers: Headers | None = None) -> Response:

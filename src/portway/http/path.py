@@ -14,6 +14,8 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # bytes allowed literally in a path by RFC 3986 (pchar + "/"); others must be percent-encoded
 _PATH_OK = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/%")
+#: the same set as bytes, for ``bytes.translate`` (one C pass instead of a Python-level scan)
+_PATH_OK_BYTES = bytes(sorted(_PATH_OK))
 
 
 class EncodedSlashError(BadRequestError):
@@ -34,9 +36,10 @@ def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
     if not raw.startswith(b"/"):
         raise BadRequestError("request target must be an absolute path")
     # every dot segment starts with "/." (raw starts with "/"), so "/a.json" needs no loop
-    fast = b"%" not in raw and b"/." not in raw and b"//" not in raw
+    # (bytes.find, not ``in``: ``x in bytes`` first tries x as an int and formats an error)
+    fast = raw.find(b"%") < 0 and raw.find(b"/.") < 0 and raw.find(b"//") < 0
     if fast:
-        if not _PATH_OK.issuperset(raw):
+        if raw.translate(None, _PATH_OK_BYTES):
             raise BadRequestError("invalid character in path")
         return raw.decode("ascii")
     out = bytearray()

@@ -8,7 +8,6 @@ lazy sweep, so an idle pool costs no timers.
 
 from __future__ import annotations
 
-import asyncio
 import ssl as _ssl
 from typing import Any
 
@@ -23,6 +22,9 @@ class ConnectionPool:
         self.host = host
         self.port = port
         self.config = config
+        # plain copies: read on every acquire/release (pydantic attribute reads are slow)
+        self._idle_timeout = config.idle_timeout
+        self._max_idle = config.max_idle
         self._idle: list[UpstreamConnection] = []
         self._ssl: Any = _ssl.create_default_context() if scheme == "https" else None
         self.opened = 0
@@ -33,14 +35,14 @@ class ConnectionPool:
         idle = self._idle
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
-        limit = self.config.idle_timeout
+        limit = self._idle_timeout
         while idle:
             conn = idle.pop()
             t = conn.transport
             if conn.closed or t is None or t.is_closing():
                 continue
-            if now - conn.idle_since > limit:
+            # the connection's own loop: asyncio.get_running_loop() costs a getpid() syscall
+            if conn.loop.time() - conn.idle_since > limit:
                 conn.close()
                 continue
             return conn
@@ -56,22 +58,21 @@ class ConnectionPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after a complete exchange; closes it if not reusable."""
         conn.finish()
-        if not conn.reusable or self.closed_pool or self.config.max_idle == 0:
+        if not conn.reusable or self.closed_pool or self._max_idle == 0:
             conn.close()
             return
-        loop = asyncio.get_running_loop()
-        conn.idle_since = loop.time()
+        now = conn.idle_since = conn.loop.time()
         idle = self._idle
-        if len(idle) >= self.config.max_idle:
+        if len(idle) >= self._max_idle:
             idle.pop(0).close()
         idle.append(conn)
-        if len(idle) > 1 and loop.time() - idle[0].idle_since > self.config.idle_timeout:
-            self._sweep(loop.time())
+        if len(idle) > 1 and now - idle[0].idle_since > self._idle_timeout:
+            self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         keep = []
         for c in self._idle:
-            if now - c.idle_since > self.config.idle_timeout or c.closed:
+            if now - c.idle_since > self._idle_timeout or c.closed:
                 c.close()
             else:
                 keep.append(c)

@@ -122,6 +122,14 @@ class ServerConnection(WriteFlow):
         self.http2 = http2
         self._preface = b""
         self.limits = limits
+        # copied out of the pydantic model, whose attribute reads cost several times more
+        self._max_uri = limits.max_uri_bytes
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_header_count = limits.max_header_count
+        self._max_pipelined = limits.max_pipelined
+        self._header_timeout = limits.header_timeout
+        self._idle_timeout = limits.idle_timeout
+        self._body_timeout = limits.body_timeout
         self.trusted = trusted
         self.scheme = scheme
         self.loop = loop or asyncio.get_running_loop()
@@ -181,7 +189,7 @@ class ServerConnection(WriteFlow):
             if cert:
                 self.extra["peercert"] = cert
                 self.extra["peercert_der"] = ssl_obj.getpeercert(binary_form=True)
-        self._arm(self.limits.header_timeout)
+        self._arm(self._header_timeout)
         self._sweeper.watch(self)
         self.app.connection_opened()
         if self.http2 and ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
@@ -305,11 +313,11 @@ class ServerConnection(WriteFlow):
         self._hosts = 0
         self._te = self._cl = self._expect = self._conn = None
         if not self._busy:
-            self._arm(self.limits.header_timeout)
+            self._arm(self._header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.limits.max_uri_bytes:
+        if len(self._url) > self._max_uri:
             self._pending = UriTooLongError("request target too long")
             raise _Abort(self._pending)
 
@@ -327,10 +335,10 @@ class ServerConnection(WriteFlow):
                 body.trailers.add_raw(lname, value)
             return
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             self._pending = HeadersTooLargeError("request header section too large")
             raise _Abort(self._pending)
-        if len(self._headers) >= self.limits.max_header_count:
+        if len(self._headers) >= self._max_header_count:
             self._pending = HeadersTooLargeError("too many request header fields")
             raise _Abort(self._pending)
         n = name.lower()
@@ -422,7 +430,7 @@ class ServerConnection(WriteFlow):
             host = ""
         else:
             host = _parse_host(host_raw)
-        if b"#" in url:
+        if url.find(b"#") >= 0:
             raise _Abort(BadRequestError("fragment in request target"))
         path = normalize_path(raw_path, allow_encoded_slashes=True)
         te = self._te
@@ -447,7 +455,7 @@ class ServerConnection(WriteFlow):
             body = BodyStream(t.pause_reading, self._resume_body)
             self._body = body
             self._body_seen = -1
-            self.deadline = self.loop.time() + self.limits.body_timeout
+            self.deadline = self.loop.time() + self._body_timeout
         if self.trusted:
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
@@ -455,9 +463,9 @@ class ServerConnection(WriteFlow):
         expect = self._expect
         conn = self._conn
         if version != "1.0":
-            keep_alive = conn is None or b"close" not in conn.lower()
+            keep_alive = conn is None or conn.lower().find(b"close") < 0
         else:
-            keep_alive = conn is not None and b"keep-alive" in conn.lower()
+            keep_alive = conn is not None and conn.lower().find(b"keep-alive") >= 0
         return Request(
             method=method,
             path=path,
@@ -488,7 +496,7 @@ class ServerConnection(WriteFlow):
         self._queue.append(item)
         if not self._busy:
             self._dispatch()
-        elif len(self._queue) > self.limits.max_pipelined and self.transport is not None:
+        elif len(self._queue) > self._max_pipelined and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
@@ -546,7 +554,7 @@ class ServerConnection(WriteFlow):
                     await self._waiter
                     continue
                 item = self._queue.popleft()
-                if self._paused and len(self._queue) <= self.limits.max_pipelined // 2:
+                if self._paused and len(self._queue) <= self._max_pipelined // 2:
                     self._paused = False
                     if self.transport is not None:
                         self.transport.resume_reading()
@@ -580,7 +588,7 @@ class ServerConnection(WriteFlow):
             return False
         if self.transport is None or self.transport.is_closing():
             return False
-        self._arm(self.limits.idle_timeout)
+        self._arm(self._idle_timeout)
         return True
 
     # --- writing ---------------------------------------------------------------------------
@@ -634,7 +642,7 @@ class ServerConnection(WriteFlow):
             # check and we were not the ones holding it back (flow control)
             if b.received != self._body_seen or b._paused:
                 self._body_seen = b.received
-                self.deadline = now + self.limits.body_timeout
+                self.deadline = now + self._body_timeout
                 return
             self._body = None
             b.set_exception(RequestTimeoutError("request body timed out"))
@@ -674,8 +682,17 @@ class ServerConnection(WriteFlow):
 
 
 def _parse_host(raw: bytes) -> str:
+    # A server sees few distinct Host values; remember the valid plain ones (bounded, so a
+    # client sending random hosts only costs the regex).
+    known = _HOSTS.get(raw)
+    if known is not None:
+        return known
     if _PLAIN_HOST.fullmatch(raw) is not None:
-        return raw.lower().partition(b":")[0].decode("ascii")
+        plain = raw.lower().partition(b":")[0].decode("ascii")
+        if len(_HOSTS) >= 256:
+            _HOSTS.clear()
+        _HOSTS[raw] = plain
+        return plain
     h = raw.strip().lower()
     if not h:
         return ""
@@ -739,6 +756,7 @@ _GATHERED = frozenset({b"host", b"content-length", b"transfer-encoding", b"conne
 #: the common Host: a name or IPv4 address with an optional port (anything else takes the
 #: careful path below)
 _PLAIN_HOST = re.compile(rb"[A-Za-z0-9.-]+(?::[0-9]+)?")
+_HOSTS: dict[bytes, str] = {}
 _HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
 
 

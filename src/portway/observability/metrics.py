@@ -240,7 +240,7 @@ class Metrics:
     # --- hot path --------------------------------------------------------------------------
     def on_request_done(self, ctx: RequestContext) -> None:
         match = ctx.match
-        route = match.route.name if match is not None else ""
+        route = match.name if match is not None else ""
         key = (route, ctx.upstream_name or "")
         s = self._series.get(key)
         if s is None:

@@ -88,7 +88,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     if up is None or not rt.chain.callbacks_only:
         return NOT_TAKEN
     path = req.path
-    if "%" in path and not rt.config.allow_encoded_slashes and ("%2F" in path or "%5C" in path):
+    if "%" in path and not rt.encoded_slashes and ("%2F" in path or "%5C" in path):
         return NOT_TAKEN
     hooks = bool(rt.chain.on_request)
     # the upstream request is a copy only when a hook may edit it
@@ -120,7 +120,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     ctx.target = target
     head = _request_head(req, rt, graph, target, ctx)
     ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn)
-    uconn.begin_sink(ex, req.method == "HEAD", rt.timeouts.read)
+    uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     uconn.write_soon(head)
     target.in_flight += 1
     uconn.arm_read_timeout(ex.deadline)
@@ -203,7 +203,7 @@ class FastExchange:
         self.target = target
         self.uconn = uconn
         self.t0 = conn.loop.time()
-        self.deadline = self.t0 + rt.timeouts.total
+        self.deadline = self.t0 + rt.total_timeout
         self.keep = ctx.request.keep_alive
         self.out: list[bytes] = []
         self.mode = ""

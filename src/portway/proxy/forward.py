@@ -104,7 +104,7 @@ def upstream_path(rt: RouteRuntime, m: RouteMatch | None, path: str) -> tuple[st
         params = m.params
         out = "".join(params.get(v, "") if is_param else v for is_param, v in rt.rewrite)
         return (out if out.startswith("/") else "/" + out), None
-    if rt.config.strip_prefix and m is not None and m.prefix:
+    if rt.strip_prefix and m is not None and m.prefix:
         rest = path[len(m.prefix) :]
         return (rest if rest.startswith("/") else "/" + rest), m.prefix
     return path, None

@@ -58,6 +58,7 @@ class Entry:
         "index",
         "key",
         "methods",
+        "name",
         "nseg",
         "params",
         "path_index",
@@ -69,6 +70,7 @@ class Entry:
 
     def __init__(self, route: RouteConfig, index: int, path_index: int, form: PathForm) -> None:
         self.route = route
+        self.name = route.name
         self.index = index
         self.path_index = path_index
         self.form = form
@@ -97,6 +99,8 @@ class Entry:
         """Whether the method and header conditions hold (the path already matched)."""
         if self.methods is not None and method not in self.methods:
             return False
+        if not self.headers:
+            return True
         return all(cond.satisfied(headers) for cond in self.headers)
 
     def accepts_headers(self, headers: Headers) -> bool:

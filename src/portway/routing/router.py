@@ -28,7 +28,7 @@ from portway.routing.tree import PathTable
 __all__ = ["RouteMatch", "Router"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteMatch:
     """The outcome of matching one request.
 
@@ -45,6 +45,28 @@ class RouteMatch:
     prefix: str = ""
     pattern: str = ""
     considered: int = 0
+    #: the route's name (a copy: cheaper to read than ``route.name`` on the pydantic model)
+    name: str = ""
+
+    # An explicit __init__ (compiled by mypyc; the dataclass one would be interpreted). Treat
+    # a RouteMatch as immutable: it is shared by everything that reads the request context.
+    def __init__(
+        self,
+        route: RouteConfig,
+        index: int,
+        params: dict[str, str] | None = None,
+        prefix: str = "",
+        pattern: str = "",
+        considered: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.route = route
+        self.name = route.name if name is None else name
+        self.index = index
+        self.params = {} if params is None else params
+        self.prefix = prefix
+        self.pattern = pattern
+        self.considered = considered
 
 
 def _host_pattern(h: str) -> str:
@@ -61,7 +83,7 @@ def _result(e: Entry, m: re.Match[str] | None, segs: list[str], considered: int)
         params = {name: segs[i] for i, name in e.params} if e.params else {}
         if e.catchall is not None:
             params[e.catchall] = "/".join(segs[e.nseg :])
-    return RouteMatch(e.route, e.index, params, e.prefix, e.pattern, considered)
+    return RouteMatch(e.route, e.index, params, e.prefix, e.pattern, considered, e.name)
 
 
 class Router:

@@ -175,12 +175,17 @@ async def build_graph(
                 config=r,
                 chain=Chain(chain_plugins),
                 upstream=up,
-                timeouts=timeouts or TimeoutsConfig(),
+                timeouts=(tc := timeouts or TimeoutsConfig()),
                 max_body=r.max_body_bytes
                 if r.max_body_bytes is not None
                 else cfg.server.limits.max_body_bytes,
                 rewrite=_compile_rewrite(r.rewrite),
                 preserve_host=preserve,
+                name=r.name,
+                strip_prefix=r.strip_prefix,
+                encoded_slashes=r.allow_encoded_slashes,
+                read_timeout=tc.read,
+                total_timeout=tc.total,
             )
         )
     s = cfg.server

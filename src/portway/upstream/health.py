@@ -55,17 +55,19 @@ class HealthChecker:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         passive = cfg.passive
+        #: read on every response (a plain copy: pydantic attribute reads are slow)
+        self._passive = passive
         self.fail_status = frozenset(passive.on_status) if passive else DEFAULT_FAIL_STATUS
         #: earliest ``down_until`` among passively-failed targets (inf when none)
         self.next_recovery = float("inf")
 
     # --- passive ---------------------------------------------------------------------------
     def observe(self, t: Target, failed: bool, now: float) -> None:
-        p = self.cfg.passive
-        if p is None:
-            return
         if not failed:
             t.fails = 0
+            return
+        p = self._passive
+        if p is None:
             return
         t.fails += 1
         if t.healthy and t.fails >= p.unhealthy_after:
