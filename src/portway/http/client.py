@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -24,7 +24,7 @@ from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
 from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
 
-_SPECIAL = HOP_BY_HOP | {b"via", b"content-length"}
+_SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
 
 
 @dataclass(slots=True)
@@ -475,8 +475,13 @@ async def open_connection(
 
 def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
     parts = [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+    # appends, not ``parts += (k, b": ", v, CRLF)``: compiled, that builds and concatenates a
+    # tuple per field
     for k, v in headers:
-        parts += (k, b": ", v, b"\r\n")
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(v)
+        parts.append(b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 

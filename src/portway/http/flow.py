@@ -14,15 +14,15 @@ so order is kept.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Final, cast
 
 from mypy_extensions import mypyc_attr
 
 from portway.http.loops import PerLoop
 
 #: write-buffer watermarks for client and upstream transports (pause_writing above HIGH)
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
 
 
 def adopt_transport(transport: asyncio.BaseTransport) -> tuple[asyncio.Transport, str, int, int]:
@@ -44,7 +44,7 @@ def as_protocol(p: object) -> asyncio.BaseProtocol:
 
 
 #: writes at least this big go out at once (batching is for small responses)
-BATCH_MAX = 16 * 1024
+BATCH_MAX: Final = 16 * 1024
 
 
 class _Batch:

@@ -9,9 +9,10 @@ the ``*_raw`` methods are for the data plane.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 #: RFC 9110 §7.6.1 connection-specific fields plus the legacy ones proxies must drop.
-HOP_BY_HOP: frozenset[bytes] = frozenset(
+HOP_BY_HOP: Final[frozenset[bytes]] = frozenset(
     {
         b"connection",
         b"keep-alive",

@@ -6,16 +6,19 @@ a route's match can never reach a different resource upstream (``/public/../admi
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from portway.errors import BadRequestError
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_UNRESERVED: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 # bytes allowed literally in a path by RFC 3986 (pchar + "/"); others must be percent-encoded
-_PATH_OK = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/%")
+_PATH_OK: Final = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/%")
 #: the same set as bytes, for ``bytes.translate`` (one C pass instead of a Python-level scan)
-_PATH_OK_BYTES = bytes(sorted(_PATH_OK))
+_PATH_OK_BYTES: Final = bytes(sorted(_PATH_OK))
 
 
 class EncodedSlashError(BadRequestError):
@@ -23,6 +26,28 @@ class EncodedSlashError(BadRequestError):
 
 
 def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
+    """:func:`normalize` with a bounded memo of recent results (APIs repeat their paths; a
+    lookup costs a fraction of the checks). Only short paths that normalised cleanly are
+    remembered, so the memo is small and cannot change an answer."""
+    memo = _MEMO_ENC if allow_encoded_slashes else _MEMO
+    hit = memo.get(raw)
+    if hit is not None:
+        return hit
+    path = normalize(raw, allow_encoded_slashes)
+    if len(raw) <= _MEMO_MAX_LEN:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[raw] = path
+    return path
+
+
+_MEMO: Final[dict[bytes, str]] = {}
+_MEMO_ENC: Final[dict[bytes, str]] = {}
+_MEMO_SIZE: Final = 1024
+_MEMO_MAX_LEN: Final = 256
+
+
+def normalize(raw: bytes, allow_encoded_slashes: bool = False) -> str:
     """Normalise a raw origin-form path; raise 400 on anything ambiguous.
 
     - percent-encoded unreserved characters are decoded (``%7E`` → ``~``, ``%2e`` → ``.``) and

@@ -14,7 +14,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import httptools
 
@@ -37,7 +37,7 @@ from portway.http.path import normalize_path
 from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import head_bytes
 
-log = logging.getLogger("portway.http")
+log: Final = logging.getLogger("portway.http")
 
 
 class App(Protocol):
@@ -102,7 +102,7 @@ class _Abort(Exception):
         self.error = error
 
 
-_TIMEOUT_BODY = b'{"error":"request timeout","code":"request_timeout","status":408}'
+_TIMEOUT_BODY: Final = b'{"error":"request timeout","code":"request_timeout","status":408}'
 
 
 class ServerConnection(WriteFlow):
@@ -714,7 +714,7 @@ def _parse_host(raw: bytes) -> str:
 
 #: RFC 9110 §6.5.1 fields a trailer section must not carry (framing, routing, authentication,
 #: request modifiers, content handling) plus what the gateway itself asserts about the client
-_FORBIDDEN_TRAILERS = frozenset(
+_FORBIDDEN_TRAILERS: Final = frozenset(
     {
         b"authorization",
         b"cache-control",
@@ -752,12 +752,14 @@ _FORBIDDEN_TRAILERS = frozenset(
     }
 )
 
-_GATHERED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
+_GATHERED: Final = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"}
+)
 #: the common Host: a name or IPv4 address with an optional port (anything else takes the
 #: careful path below)
-_PLAIN_HOST = re.compile(rb"[A-Za-z0-9.-]+(?::[0-9]+)?")
-_HOSTS: dict[bytes, str] = {}
-_HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
+_PLAIN_HOST: Final = re.compile(rb"[A-Za-z0-9.-]+(?::[0-9]+)?")
+_HOSTS: Final[dict[bytes, str]] = {}
+_HOST_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
 
 
 class _SimpleApp:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Protocol
+from typing import Final, Protocol
 
 from portway.http.loops import PerLoop
 
-INTERVAL = 0.05
-NEVER = math.inf
+INTERVAL: Final = 0.05
+NEVER: Final = math.inf
 
 
 class Expiring(Protocol):

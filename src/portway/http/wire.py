@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 from portway.http.headers import Headers
 
-REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
-LAST_CHUNK = b"0\r\n\r\n"
+REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode() for s in HTTPStatus}
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def status_line(status: int, reason: bytes = b"") -> bytes:
@@ -17,8 +18,11 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
 
 def head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     parts = [status_line(status, reason)]
-    for k, v in headers:
-        parts += (k, b": ", v, b"\r\n")
+    for k, v in headers:  # (appends: see client.build_request_head)
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(v)
+        parts.append(b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 

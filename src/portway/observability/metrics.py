@@ -33,7 +33,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from prometheus_client import REGISTRY
@@ -50,9 +50,9 @@ from portway.tasks import stop_task
 if TYPE_CHECKING:
     from portway.pipeline.context import RequestContext
 
-log = logging.getLogger("portway.metrics")
+log: Final = logging.getLogger("portway.metrics")
 
-KNOWN_METHODS: tuple[str, ...] = (
+KNOWN_METHODS: Final[tuple[str, ...]] = (
     "GET",
     "HEAD",
     "POST",
@@ -63,17 +63,17 @@ KNOWN_METHODS: tuple[str, ...] = (
     "TRACE",
     "CONNECT",
 )
-METHOD_LABELS: tuple[str, ...] = (*KNOWN_METHODS, "OTHER")
-STATUS_CLASSES: tuple[str, ...] = ("none", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
-_NC = len(STATUS_CLASSES)
+METHOD_LABELS: Final[tuple[str, ...]] = (*KNOWN_METHODS, "OTHER")
+STATUS_CLASSES: Final[tuple[str, ...]] = ("none", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
+_NC: Final = len(STATUS_CLASSES)
 #: method → index of its first slot in the flat ``requests`` list (method-major)
-_METHOD_BASE: dict[str, int] = {m: i * _NC for i, m in enumerate(KNOWN_METHODS)}
-_OTHER_BASE = len(KNOWN_METHODS) * _NC
-_CLASS_OF: dict[int, int] = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
-_N_REQ = len(METHOD_LABELS) * _NC
+_METHOD_BASE: Final[dict[str, int]] = {m: i * _NC for i, m in enumerate(KNOWN_METHODS)}
+_OTHER_BASE: Final = len(KNOWN_METHODS) * _NC
+_CLASS_OF: Final[dict[int, int]] = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
+_N_REQ: Final = len(METHOD_LABELS) * _NC
 
 #: seconds; tuned for a gateway: sub-millisecond local answers up to slow upstreams
-DURATION_BUCKETS: tuple[float, ...] = (
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.0005,
     0.001,
     0.0025,
@@ -91,9 +91,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
     30.0,
     60.0,
 )
-CACHE_RESULTS: frozenset[str] = frozenset({"hit", "miss", "bypass", "stale", "expired"})
+CACHE_RESULTS: Final[frozenset[str]] = frozenset({"hit", "miss", "bypass", "stale", "expired"})
 #: ``portway_circuit_state`` values
-CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+CIRCUIT_STATES: Final[dict[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class _Series:
@@ -382,7 +382,7 @@ class Metrics:
         return out
 
 
-_EVENT_NAME = re.compile(r"^[a-z_]{1,32}$")
+_EVENT_NAME: Final = re.compile(r"^[a-z_]{1,32}$")
 
 
 def _cache_plugin_counts() -> dict[tuple[str, str], int]:

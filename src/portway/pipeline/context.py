@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from portway.http.models import Request, Response
 
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 #: the id of the request the current task is serving (log records pick it up); set through
 #: ``RequestContext.request_id``
-request_id_var: ContextVar[str | None] = ContextVar("portway_request_id", default=None)
+request_id_var: Final[ContextVar[str | None]] = ContextVar("portway_request_id", default=None)
 
 
 class ContextKey(Generic[T]):
@@ -99,6 +99,7 @@ class RequestContext:
 
     __slots__ = (
         "_request_id",
+        "_state",
         "attempt",
         "bytes_in",
         "bytes_out",
@@ -111,7 +112,6 @@ class RequestContext:
         "request",
         "response",
         "start",
-        "state",
         "target",
         "trace",
         "upstream_latency",
@@ -131,9 +131,11 @@ class RequestContext:
         self.upstream_name: str | None = None
         self.attempt = 0
         self.error: BaseException | None = None
-        self.state = State()
+        self._state: State | None = None
         self._request_id = request_id
-        request_id_var.set(request_id or None)
+        if request_id or request_id_var.get() is not None:
+            # (a ContextVar.set allocates a new context mapping: skip the no-op)
+            request_id_var.set(request_id or None)
         self.start = time.perf_counter()
         self.upstream_latency: float | None = None
         self.bytes_in = 0
@@ -144,6 +146,14 @@ class RequestContext:
         #: binding position of the plugin whose ``on_request`` is running or answered/failed
         #: (None once every ``on_request`` passed); response phases skip plugins after it
         self.reached: int | None = None
+
+    @property
+    def state(self) -> State:
+        """Typed scratch space for plugins (created on first use: most requests need none)."""
+        st = self._state
+        if st is None:
+            st = self._state = State()
+        return st
 
     @property
     def request_id(self) -> str:

@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from portway.errors import GatewayError, PluginError
 from portway.http.models import Response
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, implements
 
-log = logging.getLogger("portway.plugins")
+log: Final = logging.getLogger("portway.plugins")
 
 Bound = Plugin[Any]
 T = TypeVar("T")
 
-_PRE_ATTEMPT: ContextKey[list[tuple[bytes, bytes]]] = ContextKey("runner.pre_attempt_headers")
+_PRE_ATTEMPT: Final[ContextKey[list[tuple[bytes, bytes]]]] = ContextKey(
+    "runner.pre_attempt_headers"
+)
 
 
 def _wrap(plugin: Bound, phase: str, exc: Exception) -> GatewayError:

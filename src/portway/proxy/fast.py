@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portway.errors import GatewayError, UpstreamError
 from portway.http.client import UpstreamConnection, build_request_head
@@ -49,15 +49,17 @@ if TYPE_CHECKING:
     from portway.upstream.target import Target
     from portway.upstream.upstream import Upstream
 
-log = logging.getLogger("portway.proxy")
+log: Final = logging.getLogger("portway.proxy")
 
-_NO_EXCLUDE: frozenset[Target] = frozenset()
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+_NO_EXCLUDE: Final[frozenset[Target]] = frozenset()
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
 
 
 #: what :func:`try_fast` did: nothing, started an exchange, or handed the request to the task
-NOT_TAKEN, STARTED, HANDED_OVER = 0, 1, 2
+NOT_TAKEN: Final = 0
+STARTED: Final = 1
+HANDED_OVER: Final = 2
 
 
 def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
@@ -138,16 +140,14 @@ def _request_head(
     req: Request, rt: RouteRuntime, graph: RuntimeGraph, target: Target, ctx: RequestContext
 ) -> bytes:
     ureq = ctx.upstream_request  # ``req`` itself unless a hook may have edited it
-    items = forward_header_items(req, ureq.headers.raw(), graph.via)
+    new_host = None if rt.preserve_host else target.host_value()
+    items = forward_header_items(req, ureq.headers.raw(), graph.via, new_host)
     path, prefix = upstream_path(rt, ctx.match, ureq.path)
     if prefix is not None:
         items = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
         items.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
     if ureq.method in _NEEDS_LENGTH:
         items.append((b"content-length", b"0"))
-    if rt.preserve_host is False:
-        items = [kv for kv in items if kv[0] != b"host"]
-        items.insert(0, (b"host", target.authority.encode()))
     query = ureq.query
     return build_request_head(
         ureq.method, path + "?" + query.decode("latin-1") if query else path, items

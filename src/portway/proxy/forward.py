@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portway.errors import (
     GatewayError,
@@ -44,13 +44,13 @@ if TYPE_CHECKING:
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.upstream import Upstream
 
-log = logging.getLogger("portway.proxy")
+log: Final = logging.getLogger("portway.proxy")
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: RFC 9110 §7.6.3 received-protocol of the client hop
-_VIA_PROTO = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
+_VIA_PROTO: Final = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
 #: RFC 9110 §9.2.2: only these may be resent automatically
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _Attempt(Exception):
@@ -63,10 +63,10 @@ class _Attempt(Exception):
 
 
 #: Connection tokens that name no extra field to drop (the common "keep-alive" / "close")
-_PLAIN_TOKENS = frozenset({b"keep-alive", b"close"})
-_UPGRADE_FIELDS = frozenset({b"upgrade", b"connection"})
-_ALWAYS_DROP = HOP_BY_HOP | {b"expect", b"x-portway-debug", b"content-length"}
-_FORWARDED = frozenset(
+_PLAIN_TOKENS: Final = frozenset({b"keep-alive", b"close"})
+_UPGRADE_FIELDS: Final = frozenset({b"upgrade", b"connection"})
+_ALWAYS_DROP: Final = HOP_BY_HOP | {b"expect", b"x-portway-debug", b"content-length"}
+_FORWARDED: Final = frozenset(
     {
         b"x-forwarded-for",
         b"x-forwarded-proto",
@@ -77,9 +77,9 @@ _FORWARDED = frozenset(
         b"forwarded",
     }
 )
-_DROP_UNTRUSTED = _ALWAYS_DROP | _FORWARDED
+_DROP_UNTRUSTED: Final = _ALWAYS_DROP | _FORWARDED
 # fields the single pass below rewrites rather than copies
-_REWRITTEN = frozenset({b"x-forwarded-for", b"via"})
+_REWRITTEN: Final = frozenset({b"x-forwarded-for", b"via"})
 
 
 def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph) -> None:
@@ -111,35 +111,42 @@ def upstream_path(rt: RouteRuntime, m: RouteMatch | None, path: str) -> tuple[st
 
 
 def forward_header_items(
-    req: Request, raw: list[tuple[bytes, bytes]], via_name: bytes | None
+    req: Request,
+    raw: list[tuple[bytes, bytes]],
+    via_name: bytes | None,
+    new_host: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The fields to send upstream, from the client's ``raw`` list: hop-by-hop fields (and
     those named in ``Connection``), Content-Length and, from untrusted peers, X-Forwarded-*
-    dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing."""
+    dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing.
+    ``new_host`` replaces the client's Host (which still feeds X-Forwarded-Host), first."""
     drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
-    items: list[tuple[bytes, bytes]] = []
-    append = items.append
+    items: list[tuple[bytes, bytes]] = [] if new_host is None else [(b"host", new_host)]
     conn_values: list[bytes] | None = None
     upgrade: bytes | None = None
     prior: list[bytes] = []
     via: bytes | None = None
     has_xfp = has_xfh = has_port = has_real = False
     host: bytes | None = None
-    for k, v in raw:
+    for kv in raw:
+        k = kv[0]
         if k in drop:
             if k == b"connection":
-                (conn_values := conn_values or []).append(v)
+                (conn_values := conn_values or []).append(kv[1])
             elif k == b"upgrade":
-                upgrade = v
+                upgrade = kv[1]
             continue
         if k in _REWRITTEN:
+            v = kv[1]
             if k == b"via":
                 via = v if via is None else via + b", " + v
             else:
                 prior.append(v)
             continue
         if k == b"host":
-            host = v
+            host = kv[1]
+            if new_host is not None:
+                continue
         elif k == b"x-forwarded-proto":
             has_xfp = True
         elif k == b"x-forwarded-host":
@@ -148,30 +155,29 @@ def forward_header_items(
             has_port = True
         elif k == b"x-real-ip":
             has_real = True
-        append((k, v))
+        items.append(kv)  # the client's own pair: no new tuple
     if conn_values is not None:
         named = {t.strip().lower() for cv in conn_values for t in cv.split(b",")} - {b""}
         if named:
             items = [(k, v) for k, v in items if k not in named]
-            append = items.append
     peer = req.peer_ip.encode()
-    append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
+    items.append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
     if not has_xfp:
-        append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
+        items.append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
     if not has_xfh and host is not None:
-        append((b"x-forwarded-host", host))
+        items.append((b"x-forwarded-host", host))
     if not has_port and req.server_port:
-        append((b"x-forwarded-port", str(req.server_port).encode()))
+        items.append((b"x-forwarded-port", str(req.server_port).encode()))
     if not has_real:
-        append((b"x-real-ip", req.client_ip.encode()))
+        items.append((b"x-real-ip", req.client_ip.encode()))
     if via_name is not None:
         mine = _VIA_PROTO.get(req.version, b"1.0 ") + via_name
-        append((b"via", via + b", " + mine if via else mine))
+        items.append((b"via", via + b", " + mine if via else mine))
     elif via is not None:
-        append((b"via", via))
+        items.append((b"via", via))
     if upgrade is not None and req.upgrade:
-        append((b"connection", b"upgrade"))
-        append((b"upgrade", upgrade))
+        items.append((b"connection", b"upgrade"))
+        items.append((b"upgrade", upgrade))
     return items
 
 
@@ -350,13 +356,15 @@ def response_header_items(
     merge_via = via is not None and not switching
     prior: bytes | None = None
     kept: list[tuple[bytes, bytes]] = []
-    for k, v in raw:
+    for kv in raw:
+        k = kv[0]
         if k in drop:
             continue
         if merge_via and k == b"via":
+            v = kv[1]
             prior = v if prior is None else prior + b", " + v
             continue
-        kept.append((k, v))
+        kept.append(kv)
     if merge_via:
         assert via is not None
         kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
@@ -498,7 +506,7 @@ class Forwarder:
             chunked = ureq.body is not None and ureq.content_length is None
             if rt.preserve_host is False:
                 items = [(k, v) for k, v in items if k != b"host"]
-                items.insert(0, (b"host", target.authority.encode()))
+                items.insert(0, (b"host", target.host_value()))
             head_only = ureq.method == "HEAD"
             stream = conn.begin(head_only, timeouts.read)
             target_str = ureq.path + ("?" + ureq.query.decode("latin-1") if ureq.query else "")

@@ -6,7 +6,7 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portway.errors import (
     BadRequestError,
@@ -36,9 +36,9 @@ from portway.proxy.tunnel import tunnel
 if TYPE_CHECKING:
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
 
-log = logging.getLogger("portway.proxy")
+log: Final = logging.getLogger("portway.proxy")
 
-_NO_BODY_STATUS = frozenset({204, 304})
+_NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
 class ProxyApp:
@@ -320,7 +320,7 @@ class ProxyApp:
             return False
 
 
-_RID_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+_RID_OK: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 
 
 def _request_id(req: Request) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Final
 
 from portway.http.headers import Headers
 from portway.routing.entry import Entry
@@ -21,7 +22,7 @@ from portway.routing.paths import PathKind
 
 __all__ = ["Found", "PathTable"]
 
-_NONE: tuple[Entry, ...] = ()
+_NONE: Final[tuple[Entry, ...]] = ()
 
 #: (best entry or None, its regex match for regex forms, number of entries examined)
 Found = tuple["Entry | None", "re.Match[str] | None", int]

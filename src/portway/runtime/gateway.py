@@ -19,7 +19,7 @@ from portway.errors import GatewayError
 from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.runtime.builder import BuildContext, build_graph, prune_shared, remember
-from portway.runtime.graph import RuntimeGraph
+from portway.runtime.graph import GraphSlot, RuntimeGraph
 
 log = logging.getLogger("portway.runtime")
 
@@ -44,7 +44,8 @@ class Gateway:
         self._initial = config
         self._bctx = BuildContext()
         self._lock = asyncio.Lock()
-        self._graph: RuntimeGraph | None = None
+        #: the serving graph; ``graph_ref()`` (a compiled callable) returns it per request
+        self.graph_ref = GraphSlot()
         self._version = 0
         self.observers: list[Any] = list(observers or [])
         self.started = time.time()
@@ -58,13 +59,16 @@ class Gateway:
         self.cluster: Any = None
 
     @property
-    def graph(self) -> RuntimeGraph:
-        g = self._graph
-        assert g is not None, "gateway not started"
-        return g
+    def _graph(self) -> RuntimeGraph | None:
+        return self.graph_ref.current
 
-    def graph_ref(self) -> RuntimeGraph:
-        return self._graph  # type: ignore[return-value]
+    @_graph.setter
+    def _graph(self, g: RuntimeGraph | None) -> None:
+        self.graph_ref.current = g
+
+    @property
+    def graph(self) -> RuntimeGraph:
+        return self.graph_ref()
 
     @property
     def config(self) -> GatewayConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from portway.config.schema import GatewayConfig, RouteConfig, TimeoutsConfig
 from portway.http.forwarded import TrustedProxies
@@ -15,7 +15,7 @@ from portway.pipeline.runner import Chain
 from portway.routing.router import Router
 from portway.upstream.upstream import Upstream
 
-log = logging.getLogger("portway.proxy")
+log: Final = logging.getLogger("portway.proxy")
 
 
 class Observer(Protocol):
@@ -78,3 +78,21 @@ class RuntimeGraph:
                 obs.on_request_done(ctx)
             except Exception:
                 log.exception("observer failed")
+
+
+class GraphSlot:
+    """Holds the current graph; calling it returns that graph (``ProxyApp``'s ``graph_ref``).
+
+    A compiled class, so reading the current graph for each request is a C call rather than
+    an interpreted method. The gateway swaps ``current`` whole on reload.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: RuntimeGraph | None = None
+
+    def __call__(self) -> RuntimeGraph:
+        g = self.current
+        assert g is not None, "gateway not started"
+        return g

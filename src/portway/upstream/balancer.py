@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
@@ -22,14 +22,14 @@ from portway.upstream.target import Target
 Clock = Callable[[], float]
 
 #: peak-EWMA decay time constant (Linkerd's and Finagle's default is 10 s)
-EWMA_DECAY = 10.0
+EWMA_DECAY: Final = 10.0
 #: load of a target with requests in flight but no latency sample yet: large, so a fresh
 #: target is tried but not flooded (Linkerd's "penalty")
-UNKNOWN_LATENCY_PENALTY = 1.0
+UNKNOWN_LATENCY_PENALTY: Final = 1.0
 #: ring points per unit of weight for consistent hashing
-VNODES = 160
+VNODES: Final = 160
 #: ring size cap; above it every target's point count is scaled down proportionally
-MAX_RING_POINTS = 100_000
+MAX_RING_POINTS: Final = 100_000
 
 
 class Balancer(Protocol):

@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Final
 
 from portway.config.schema import CircuitBreakerConfig
 
-CLOSED = "closed"
-OPEN = "open"
-HALF_OPEN = "half_open"
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
 
 #: the rolling window is kept as this many buckets (counts age out one bucket at a time)
-_BUCKETS = 10
+_BUCKETS: Final = 10
 
 
 class CircuitBreaker:

@@ -13,19 +13,20 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 from portway.config.schema import HealthConfig
 from portway.tasks import stop_task
 from portway.upstream.target import Target
 
-log = logging.getLogger("portway.upstream")
+log: Final = logging.getLogger("portway.upstream")
 
 Probe = Callable[[Target], Awaitable[bool]]
 #: ``(target, healthy, reason)`` — called once per transition
 OnChange = Callable[[Target, bool, str], None]
 
 #: statuses counted as failures when passive checking is off (breaker and retry still need one)
-DEFAULT_FAIL_STATUS = frozenset({502, 503, 504})
+DEFAULT_FAIL_STATUS: Final = frozenset({502, 503, 504})
 
 
 class HealthChecker:

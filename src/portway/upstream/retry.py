@@ -6,16 +6,17 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Final
 
 from portway.config.schema import RetryConfig
 from portway.pipeline.context import RequestContext
 
 #: RFC 9110 §9.2.2 idempotent methods
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 #: the budget looks at this much recent history
-BUDGET_WINDOW = 10.0
-_BUCKETS = 10
+BUDGET_WINDOW: Final = 10.0
+_BUCKETS: Final = 10
 
 
 class RetryBudget:

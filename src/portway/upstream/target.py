@@ -46,6 +46,15 @@ class Target:
     #: created by DNS discovery (removed again when the name stops resolving to it)
     discovered: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``authority`` as a Host field value (filled on first use by the data plane)
+    host_field: bytes = b""
+
+    def host_value(self) -> bytes:
+        """``authority`` encoded, for a Host field (cached: asked for on every request)."""
+        h = self.host_field
+        if not h:
+            h = self.host_field = self.authority.encode()
+        return h
 
     @property
     def authority(self) -> str:

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from portway.config.schema import UpstreamConfig
@@ -23,14 +23,14 @@ from portway.upstream.target import Target
 
 __all__ = ["IDEMPOTENT", "StateListener", "Upstream", "make_target"]
 
-log = logging.getLogger("portway.upstream")
+log: Final = logging.getLogger("portway.upstream")
 
 #: ``(upstream, target, what, value)``; ``what`` is ``"healthy"`` (bool), ``"breaker"``
 #: (``"closed" | "open" | "half_open"``), ``"added"`` or ``"removed"`` (True)
 StateListener = Callable[["Upstream", Target, str, Any], None]
 
 #: upper bound of the ``Retry-After`` we advertise
-MAX_RETRY_AFTER = 300
+MAX_RETRY_AFTER: Final = 300
 
 
 def _target_id(host: str, port: int) -> str:
