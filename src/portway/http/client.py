@@ -110,6 +110,7 @@ class UpstreamConnection(WriteFlow):
         "informational",
         "loop",
         "message_done",
+        "now",
         "parser",
         "received_any",
         "sink",
@@ -121,6 +122,8 @@ class UpstreamConnection(WriteFlow):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        #: ``loop.time`` bound once: compiled code calls it without a method lookup
+        self.now: Callable[[], float] = loop.time
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -204,7 +207,7 @@ class UpstreamConnection(WriteFlow):
         return self._close_delimited
 
     def data_received(self, data: bytes) -> None:
-        self._last_io = self.loop.time()
+        self._last_io = self.now()
         if self.tunnel is not None:
             self.tunnel(data)
             return
@@ -374,7 +377,7 @@ class UpstreamConnection(WriteFlow):
         self-re-arming timer per exchange, instead of a timer reset per ``data_received``."""
         self._head_deadline = head_deadline
         if self._read_timeout > 0 or head_deadline > 0:
-            self._last_io = self.loop.time()
+            self._last_io = self.now()
             self.deadline = self._next_due()
 
     def _next_due(self) -> float:
@@ -473,8 +476,13 @@ async def open_connection(
     return cast(UpstreamConnection, p)
 
 
+def request_line(method: str, target: str) -> list[bytes]:
+    """The pieces of an HTTP/1.1 request line, to append field lines to and join."""
+    return [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+
+
 def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    parts = [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+    parts = request_line(method, target)
     # appends, not ``parts += (k, b": ", v, CRLF)``: compiled, that builds and concatenates a
     # tuple per field
     for k, v in headers:

@@ -42,7 +42,7 @@ class ConnectionPool:
             if conn.closed or t is None or t.is_closing():
                 continue
             # the connection's own loop: asyncio.get_running_loop() costs a getpid() syscall
-            if conn.loop.time() - conn.idle_since > limit:
+            if conn.now() - conn.idle_since > limit:
                 conn.close()
                 continue
             return conn
@@ -61,7 +61,7 @@ class ConnectionPool:
         if not conn.reusable or self.closed_pool or self._max_idle == 0:
             conn.close()
             return
-        now = conn.idle_since = conn.loop.time()
+        now = conn.idle_since = conn.now()
         idle = self._idle
         if len(idle) >= self._max_idle:
             idle.pop(0).close()

@@ -133,6 +133,8 @@ class ServerConnection(WriteFlow):
         self.trusted = trusted
         self.scheme = scheme
         self.loop = loop or asyncio.get_running_loop()
+        #: ``loop.time`` bound once: compiled code calls it without a method lookup
+        self.now: Callable[[], float] = self.loop.time
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
@@ -455,7 +457,7 @@ class ServerConnection(WriteFlow):
             body = BodyStream(t.pause_reading, self._resume_body)
             self._body = body
             self._body_seen = -1
-            self.deadline = self.loop.time() + self._body_timeout
+            self.deadline = self.now() + self._body_timeout
         if self.trusted:
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
@@ -629,7 +631,7 @@ class ServerConnection(WriteFlow):
 
     # --- timers -------------------------------------------------------------------------------
     def _arm(self, seconds: float) -> None:
-        self.deadline = self.loop.time() + seconds if seconds > 0 else NEVER
+        self.deadline = self.now() + seconds if seconds > 0 else NEVER
 
     def _disarm(self) -> None:
         self.deadline = NEVER

@@ -110,6 +110,105 @@ def upstream_path(rt: RouteRuntime, m: RouteMatch | None, path: str) -> tuple[st
     return path, None
 
 
+class _Scan:
+    """One pass over the client's fields (see :func:`_scan`): what is kept, and what the
+    added fields depend on."""
+
+    __slots__ = (
+        "has_port",
+        "has_real",
+        "has_xfh",
+        "has_xfp",
+        "host",
+        "kept",
+        "prior",
+        "upgrade",
+        "via",
+    )
+
+    def __init__(self, kept: list[tuple[bytes, bytes]]) -> None:
+        self.kept = kept
+        self.upgrade: bytes | None = None
+        self.prior: list[bytes] | None = None
+        self.via: bytes | None = None
+        self.host: bytes | None = None
+        self.has_xfp = False
+        self.has_xfh = False
+        self.has_port = False
+        self.has_real = False
+
+
+def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) -> _Scan:
+    """The client's fields minus hop-by-hop ones (and those named in ``Connection``),
+    Content-Length and, from untrusted peers, X-Forwarded-*; prior X-Forwarded-For and Via
+    values set aside to be merged."""
+    drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
+    sc = _Scan([] if new_host is None else [(b"host", new_host)])
+    kept = sc.kept
+    conn_values: list[bytes] | None = None
+    for kv in raw:
+        k = kv[0]
+        if k in drop:
+            if k == b"connection":
+                (conn_values := conn_values or []).append(kv[1])
+            elif k == b"upgrade":
+                sc.upgrade = kv[1]
+            continue
+        if k in _REWRITTEN:
+            v = kv[1]
+            if k == b"via":
+                sc.via = v if sc.via is None else sc.via + b", " + v
+            else:
+                if sc.prior is None:
+                    sc.prior = []
+                sc.prior.append(v)
+            continue
+        if k == b"host":
+            sc.host = kv[1]
+            if new_host is not None:
+                continue
+        elif k == b"x-forwarded-proto":
+            sc.has_xfp = True
+        elif k == b"x-forwarded-host":
+            sc.has_xfh = True
+        elif k == b"x-forwarded-port":
+            sc.has_port = True
+        elif k == b"x-real-ip":
+            sc.has_real = True
+        kept.append(kv)  # the client's own pair: no new tuple
+    if conn_values is not None:
+        named = {t.strip().lower() for cv in conn_values for t in cv.split(b",")} - {b""}
+        if named:
+            sc.kept = [(k, v) for k, v in kept if k not in named]
+    return sc
+
+
+def _added(req: Request, sc: _Scan, via_name: bytes | None) -> list[tuple[bytes, bytes]]:
+    """X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP, Via (and the upgrade pair)."""
+    out: list[tuple[bytes, bytes]] = []
+    peer = req.peer_ip.encode()
+    prior = sc.prior
+    out.append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
+    if not sc.has_xfp:
+        out.append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
+    if not sc.has_xfh and sc.host is not None:
+        out.append((b"x-forwarded-host", sc.host))
+    if not sc.has_port and req.server_port:
+        out.append((b"x-forwarded-port", str(req.server_port).encode()))
+    if not sc.has_real:
+        out.append((b"x-real-ip", req.client_ip.encode()))
+    via = sc.via
+    if via_name is not None:
+        mine = _VIA_PROTO.get(req.version, b"1.0 ") + via_name
+        out.append((b"via", via + b", " + mine if via else mine))
+    elif via is not None:
+        out.append((b"via", via))
+    if sc.upgrade is not None and req.upgrade:
+        out.append((b"connection", b"upgrade"))
+        out.append((b"upgrade", sc.upgrade))
+    return out
+
+
 def forward_header_items(
     req: Request,
     raw: list[tuple[bytes, bytes]],
@@ -120,65 +219,54 @@ def forward_header_items(
     those named in ``Connection``), Content-Length and, from untrusted peers, X-Forwarded-*
     dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing.
     ``new_host`` replaces the client's Host (which still feeds X-Forwarded-Host), first."""
-    drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
-    items: list[tuple[bytes, bytes]] = [] if new_host is None else [(b"host", new_host)]
-    conn_values: list[bytes] | None = None
-    upgrade: bytes | None = None
-    prior: list[bytes] = []
-    via: bytes | None = None
-    has_xfp = has_xfh = has_port = has_real = False
-    host: bytes | None = None
-    for kv in raw:
-        k = kv[0]
-        if k in drop:
-            if k == b"connection":
-                (conn_values := conn_values or []).append(kv[1])
-            elif k == b"upgrade":
-                upgrade = kv[1]
-            continue
-        if k in _REWRITTEN:
-            v = kv[1]
-            if k == b"via":
-                via = v if via is None else via + b", " + v
-            else:
-                prior.append(v)
-            continue
-        if k == b"host":
-            host = kv[1]
-            if new_host is not None:
-                continue
-        elif k == b"x-forwarded-proto":
-            has_xfp = True
-        elif k == b"x-forwarded-host":
-            has_xfh = True
-        elif k == b"x-forwarded-port":
-            has_port = True
-        elif k == b"x-real-ip":
-            has_real = True
-        items.append(kv)  # the client's own pair: no new tuple
-    if conn_values is not None:
-        named = {t.strip().lower() for cv in conn_values for t in cv.split(b",")} - {b""}
-        if named:
-            items = [(k, v) for k, v in items if k not in named]
-    peer = req.peer_ip.encode()
-    items.append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
-    if not has_xfp:
-        items.append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
-    if not has_xfh and host is not None:
-        items.append((b"x-forwarded-host", host))
-    if not has_port and req.server_port:
-        items.append((b"x-forwarded-port", str(req.server_port).encode()))
-    if not has_real:
-        items.append((b"x-real-ip", req.client_ip.encode()))
-    if via_name is not None:
-        mine = _VIA_PROTO.get(req.version, b"1.0 ") + via_name
-        items.append((b"via", via + b", " + mine if via else mine))
-    elif via is not None:
-        items.append((b"via", via))
-    if upgrade is not None and req.upgrade:
-        items.append((b"connection", b"upgrade"))
-        items.append((b"upgrade", upgrade))
+    sc = _scan(req, raw, new_host)
+    items = sc.kept
+    items.extend(_added(req, sc, via_name))
     return items
+
+
+def forward_header_lines(
+    req: Request,
+    raw: list[tuple[bytes, bytes]],
+    via_name: bytes | None,
+    new_host: bytes | None,
+    parts: list[bytes],
+) -> None:
+    """:func:`forward_header_items` serialised: appends ``name: value CRLF`` pieces to
+    ``parts`` (the task-free path's request head). The added fields of a request with no
+    forwarding fields of its own depend only on the connection, Host and version, so their
+    bytes are remembered (bounded) instead of rebuilt per request."""
+    sc = _scan(req, raw, new_host)
+    for k, v in sc.kept:
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(v)
+        parts.append(b"\r\n")
+    plain = (
+        sc.prior is None
+        and sc.via is None
+        and sc.upgrade is None
+        and not (sc.has_xfp or sc.has_xfh or sc.has_port or sc.has_real)
+    )
+    if not plain:
+        for k, v in _added(req, sc, via_name):
+            parts.append(k)
+            parts.append(b": ")
+            parts.append(v)
+            parts.append(b"\r\n")
+        return
+    key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, sc.host, via_name)
+    tail = _TAILS.get(key)
+    if tail is None:
+        tail = b"".join([k + b": " + v + b"\r\n" for k, v in _added(req, sc, via_name)])
+        if len(_TAILS) >= 1024:
+            _TAILS.clear()
+        _TAILS[key] = tail
+    parts.append(tail)
+
+
+#: serialised added fields per (peer, client ip, scheme, port, version, Host, Via name)
+_TAILS: Final[dict[tuple[str, str, str, int, str, bytes | None, bytes | None], bytes]] = {}
 
 
 def set_request_framing(ureq: Request) -> None:
@@ -343,16 +431,19 @@ def response_header_items(
     """One pass over an upstream response's fields: drop hop-by-hop fields (and those named
     in ``connection``, the Connection values the parser gathered, and ``extra_drop``), merge
     Via (not on a 101, which keeps Upgrade)."""
-    if connection is None or connection in _PLAIN_TOKENS:
-        tokens: set[bytes] = set()
-    else:
-        tokens = {t for t in (x.strip().lower() for x in connection.split(b",")) if t}
-    drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
     switching = status == 101
-    if switching:
-        drop = drop - _UPGRADE_FIELDS
-    if extra_drop:
-        drop = drop | extra_drop
+    if (connection is None or connection in _PLAIN_TOKENS) and not switching:
+        # the common case ("Connection: keep-alive" or none): a precomputed set, no unions
+        drop = HOP_BY_HOP if not extra_drop else _drop_with(extra_drop)
+    else:
+        tokens: set[bytes] = set()
+        if connection is not None:
+            tokens = {t for t in (x.strip().lower() for x in connection.split(b",")) if t}
+        drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
+        if switching:
+            drop = drop - _UPGRADE_FIELDS
+        if extra_drop:
+            drop = drop | extra_drop
     merge_via = via is not None and not switching
     prior: bytes | None = None
     kept: list[tuple[bytes, bytes]] = []
@@ -369,6 +460,17 @@ def response_header_items(
         assert via is not None
         kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
     return kept
+
+
+def _drop_with(extra: frozenset[bytes]) -> frozenset[bytes]:
+    d = _DROP_WITH.get(extra)
+    if d is None:
+        d = _DROP_WITH[extra] = HOP_BY_HOP | extra
+    return d
+
+
+#: ``HOP_BY_HOP | extra_drop`` per ``extra_drop`` set seen (callers pass module constants)
+_DROP_WITH: Final[dict[frozenset[bytes], frozenset[bytes]]] = {}
 
 
 class Forwarder:

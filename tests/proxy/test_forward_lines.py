@@ -1,0 +1,65 @@
+"""The task-free path serialises the upstream fields itself (``forward_header_lines``, with
+remembered X-Forwarded-* bytes); it must send exactly what ``forward_header_items`` decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from portway.http.headers import Headers
+from portway.http.models import Request
+from portway.proxy.forward import forward_header_items, forward_header_lines
+
+CASES: list[list[tuple[bytes, bytes]]] = [
+    [(b"host", b"api.example.com"), (b"accept", b"*/*")],
+    [(b"host", b"a"), (b"connection", b"keep-alive, x-drop"), (b"x-drop", b"1"), (b"te", b"x")],
+    [(b"host", b"a"), (b"x-forwarded-for", b"10.0.0.1"), (b"via", b"1.1 edge")],
+    [(b"host", b"a"), (b"x-forwarded-proto", b"https"), (b"x-real-ip", b"9.9.9.9")],
+    [(b"accept", b"*/*")],  # HTTP/1.0 without Host
+    [(b"host", b"a"), (b"content-length", b"0"), (b"keep-alive", b"timeout=5")],
+]
+
+
+def _request(trusted: bool, version: str) -> Request:
+    return Request(
+        "GET",
+        "/x",
+        b"",
+        Headers(),
+        version=version,
+        client_ip="10.1.1.1" if trusted else "127.0.0.1",
+        peer_ip="127.0.0.1",
+        trusted_peer=trusted,
+        server_port=8080,
+    )
+
+
+def _serialised(items: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(k + b": " + v + b"\r\n" for k, v in items)
+
+
+@pytest.mark.parametrize("raw", CASES)
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.parametrize("new_host", [None, b"backend:9000"])
+@pytest.mark.parametrize("via", [None, b"portway"])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_lines_equal_items(
+    raw: list[tuple[bytes, bytes]],
+    trusted: bool,
+    new_host: bytes | None,
+    via: bytes | None,
+    version: str,
+) -> None:
+    req = _request(trusted, version)
+    expected = _serialised(forward_header_items(req, list(raw), via, new_host))
+    for _ in range(2):  # the second time from the remembered bytes
+        parts: list[bytes] = []
+        forward_header_lines(req, list(raw), via, new_host, parts)
+        assert b"".join(parts) == expected
+
+
+def test_remembered_bytes_follow_the_host() -> None:
+    req = _request(False, "1.1")
+    for host in (b"one.example", b"two.example"):
+        parts: list[bytes] = []
+        forward_header_lines(req, [(b"host", host)], b"portway", None, parts)
+        assert b"x-forwarded-host: " + host + b"\r\n" in b"".join(parts)
