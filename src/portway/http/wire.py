@@ -12,8 +12,18 @@ LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def status_line(status: int, reason: bytes = b"") -> bytes:
-    r = reason or REASONS.get(status, b"Unknown")
-    return b"HTTP/1.1 %d %s\r\n" % (status, r)
+    standard = REASONS.get(status, b"Unknown")
+    if not reason or reason == standard:
+        # the usual case, remembered: formatting costs more than the whole lookup
+        line = _LINES.get(status)
+        if line is None:
+            line = _LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, standard)
+        return line
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+#: status lines with the standard reason phrase, by status (at most the 1000 codes)
+_LINES: Final[dict[int, bytes]] = {}
 
 
 def head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
