@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
@@ -69,6 +70,9 @@ class RouteMatch:
         self.considered = considered
 
 
+_MEMO_SIZE: Final = 1024
+
+
 def _host_pattern(h: str) -> str:
     # Ports are ignored: the data plane routes on the host name alone (see docs/routing.md).
     name, sep, port = h.rpartition(":")
@@ -95,7 +99,7 @@ class Router:
     form.
     """
 
-    __slots__ = ("_any", "_entries", "_exact", "_routes", "_wild")
+    __slots__ = ("_any", "_entries", "_exact", "_memo", "_routes", "_wild")
 
     def __init__(self, routes: Sequence[RouteConfig]) -> None:
         self._routes = tuple(routes)
@@ -117,6 +121,12 @@ class Router:
         self._exact = {h: PathTable(v) for h, v in exact.items()}
         self._wild = {s: PathTable(v) for s, v in wild.items()}
         self._any = PathTable(anyhost)
+        #: recent (host, method, path) → (entry, considered) for matches that need neither
+        #: the headers nor captured params (so the key decides the answer); only when no
+        #: route has header conditions. Bounded; a new graph brings a new router.
+        self._memo: dict[tuple[str, str, str], tuple[Entry, int]] | None = (
+            None if any(e.headers for e in entries) else {}
+        )
 
     def _tables(self, host: str) -> list[PathTable]:
         """The host tiers that apply to ``host``, most specific first."""
@@ -144,18 +154,34 @@ class Router:
         """
         if not path.startswith("/"):
             return None
+        memo = self._memo
+        key = (host, method, path)
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None:
+                e0 = hit[0]
+                return RouteMatch(e0.route, e0.index, {}, e0.prefix, e0.pattern, hit[1], e0.name)
         segs = path[1:].split("/")
-        # Fast path: no host-specific routes at all (the common single-site gateway).
-        if not self._exact and not self._wild:
-            e, m, n = self._any.find(method, path, segs, headers)
-            return None if e is None else _result(e, m, segs, n)
+        found: Entry | None = None
+        rx: re.Match[str] | None = None
         considered = 0
-        for table in self._tables(host):
-            e, m, n = table.find(method, path, segs, headers)
-            considered += n
-            if e is not None:
-                return _result(e, m, segs, considered)
-        return None
+        if not self._exact and not self._wild:
+            # the common single-site gateway: no host-specific routes at all
+            found, rx, considered = self._any.find(method, path, segs, headers)
+        else:
+            for table in self._tables(host):
+                e, m, n = table.find(method, path, segs, headers)
+                considered += n
+                if e is not None:
+                    found, rx = e, m
+                    break
+        if found is None:
+            return None
+        if memo is not None and rx is None and not found.params and found.catchall is None:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[key] = (found, considered)
+        return _result(found, rx, segs, considered)
 
     def allowed_methods(self, host: str, path: str, headers: Headers) -> frozenset[str]:
         """After ``match`` returned ``None``: the methods some route would accept for this
