@@ -108,7 +108,10 @@ async def main(args: argparse.Namespace) -> None:
         + (f"plugins:{plugins}\n" if plugins else ""),
         "bench.yaml",
     )
-    gw = Gateway(cfg)
+    from portway.observability.metrics import get_metrics
+
+    # the metrics observer, as `portway run` registers it (it is on every real request)
+    gw = Gateway(cfg, observers=[get_metrics()])
     await gw.start()
     loop = asyncio.get_running_loop()
     app = ProxyApp(gw.graph_ref)
