@@ -28,6 +28,7 @@ HOT_MODULES = [
     "src/portway/http/flow.py",
     "src/portway/http/forwarded.py",
     "src/portway/http/headers.py",
+    "src/portway/http/memo.py",
     "src/portway/http/models.py",
     "src/portway/http/path.py",
     "src/portway/http/pool.py",

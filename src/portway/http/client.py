@@ -23,6 +23,7 @@ from portway.http.exceptions import UpstreamResetError as UpstreamResetError
 from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
 from portway.http.headers import HOP_BY_HOP, Headers
 from portway.http.sweeper import NEVER, sweeper_for
+from portway.http.wire import append_fields
 
 _SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
 
@@ -483,13 +484,7 @@ def request_line(method: str, target: str) -> list[bytes]:
 
 def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
     parts = request_line(method, target)
-    # appends, not ``parts += (k, b": ", v, CRLF)``: compiled, that builds and concatenates a
-    # tuple per field
-    for k, v in headers:
-        parts.append(k)
-        parts.append(b": ")
-        parts.append(v)
-        parts.append(b"\r\n")
+    append_fields(parts, headers)
     parts.append(b"\r\n")
     return b"".join(parts)
 

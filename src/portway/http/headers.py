@@ -112,11 +112,14 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     out: set[bytes] = set()
     for k, v in headers.raw():
         if k == b"connection":
-            for tok in v.split(b","):
-                tok = tok.strip().lower()
-                if tok:
-                    out.add(tok)
+            out |= value_tokens(v)
     return out
+
+
+def value_tokens(value: bytes) -> set[bytes]:
+    """Lower-cased, non-empty tokens of one comma-separated field value (e.g. the
+    ``Connection`` values the parser gathered, joined with ``", "``)."""
+    return {t for t in (x.strip().lower() for x in value.split(b",")) if t}
 
 
 def strip_hop_by_hop(headers: Headers) -> set[bytes]:

@@ -10,6 +10,7 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from portway.errors import BadRequestError
+from portway.http.memo import remember
 
 _UNRESERVED: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
@@ -35,9 +36,7 @@ def normalize_path(raw: bytes, allow_encoded_slashes: bool = False) -> str:
         return hit
     path = normalize(raw, allow_encoded_slashes)
     if len(raw) <= _MEMO_MAX_LEN:
-        if len(memo) >= _MEMO_SIZE:
-            memo.clear()
-        memo[raw] = path
+        remember(memo, raw, path, _MEMO_SIZE)
     return path
 
 

@@ -32,6 +32,7 @@ from portway.http.exceptions import ClientDisconnectedError as ClientDisconnecte
 from portway.http.flow import WriteFlow, adopt_transport, as_protocol
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
+from portway.http.memo import remember
 from portway.http.models import Request, Response
 from portway.http.path import normalize_path
 from portway.http.sweeper import NEVER, sweeper_for
@@ -690,11 +691,7 @@ def _parse_host(raw: bytes) -> str:
     if known is not None:
         return known
     if _PLAIN_HOST.fullmatch(raw) is not None:
-        plain = raw.lower().partition(b":")[0].decode("ascii")
-        if len(_HOSTS) >= 256:
-            _HOSTS.clear()
-        _HOSTS[raw] = plain
-        return plain
+        return remember(_HOSTS, raw, raw.lower().partition(b":")[0].decode("ascii"), 256)
     h = raw.strip().lower()
     if not h:
         return ""

@@ -26,13 +26,20 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
 _LINES: Final[dict[int, bytes]] = {}
 
 
-def head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    parts = [status_line(status, reason)]
-    for k, v in headers:  # (appends: see client.build_request_head)
+def append_fields(parts: list[bytes], fields: list[tuple[bytes, bytes]]) -> None:
+    """Append ``name: value CRLF`` pieces for ``fields`` to ``parts`` (to be joined once).
+    Appends, not ``parts += (k, b": ", v, CRLF)``: compiled, that builds and concatenates a
+    tuple per field."""
+    for k, v in fields:
         parts.append(k)
         parts.append(b": ")
         parts.append(v)
         parts.append(b"\r\n")
+
+
+def head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    parts = [status_line(status, reason)]
+    append_fields(parts, headers)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -45,8 +52,7 @@ def last_chunk(trailers: Headers | None) -> bytes:
     if not trailers:
         return LAST_CHUNK
     parts = [b"0\r\n"]
-    for k, v in trailers.raw():
-        parts += (k, b": ", v, b"\r\n")
+    append_fields(parts, trailers.raw())
     parts.append(b"\r\n")
     return b"".join(parts)
 

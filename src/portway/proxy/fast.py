@@ -30,6 +30,7 @@ from portway.http.models import Request, Response
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import (
+    FRAMING,
     IDEMPOTENT,
     Resume,
     _Attempt,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("portway.proxy")
 
 _NO_EXCLUDE: Final[frozenset[Target]] = frozenset()
-_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -258,7 +258,9 @@ class FastExchange:
         req = ctx.request
         via = self.graph.via
         if special:
-            items = response_header_items(headers, status, via, _FRAMING, connection)
+            items = response_header_items(
+                headers, status, via, drop_framing=True, connection=connection
+            )
         else:
             items = (
                 headers
@@ -277,8 +279,8 @@ class FastExchange:
                 return
             status, reason = resp.status, resp.reason
             items = resp.headers.raw()
-            if any(k in _FRAMING for k, _ in items):
-                items[:] = [kv for kv in items if kv[0] not in _FRAMING]
+            if any(k in FRAMING for k, _ in items):
+                items[:] = [kv for kv in items if kv[0] not in FRAMING]
         no_body = req.method == "HEAD" or status in (204, 304) or status < 200
         mode, self.keep = add_response_framing(items, req, no_body, content_length, self.keep)
         data = head_bytes(status, reason, items)

@@ -32,9 +32,10 @@ from portway.http.client import (
     UpstreamResetError,
     build_request_head,
 )
-from portway.http.headers import HOP_BY_HOP, Headers
+from portway.http.headers import HOP_BY_HOP, Headers, value_tokens
+from portway.http.memo import remember
 from portway.http.models import Request, Response
-from portway.http.wire import chunk, last_chunk
+from portway.http.wire import append_fields, chunk, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
 
@@ -80,6 +81,9 @@ _FORWARDED: Final = frozenset(
 _DROP_UNTRUSTED: Final = _ALWAYS_DROP | _FORWARDED
 # fields the single pass below rewrites rather than copies
 _REWRITTEN: Final = frozenset({b"x-forwarded-for", b"via"})
+#: the relayed response's framing fields, which the gateway writes itself
+FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_HOP_AND_FRAMING: Final = HOP_BY_HOP | FRAMING
 
 
 def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph) -> None:
@@ -145,12 +149,13 @@ def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) 
     drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
     sc = _Scan([] if new_host is None else [(b"host", new_host)])
     kept = sc.kept
-    conn_values: list[bytes] | None = None
+    conn_value: bytes | None = None
     for kv in raw:
         k = kv[0]
         if k in drop:
             if k == b"connection":
-                (conn_values := conn_values or []).append(kv[1])
+                v = kv[1]
+                conn_value = v if conn_value is None else conn_value + b", " + v
             elif k == b"upgrade":
                 sc.upgrade = kv[1]
             continue
@@ -176,10 +181,10 @@ def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) 
         elif k == b"x-real-ip":
             sc.has_real = True
         kept.append(kv)  # the client's own pair: no new tuple
-    if conn_values is not None:
-        named = {t.strip().lower() for cv in conn_values for t in cv.split(b",")} - {b""}
+    if conn_value is not None:
+        named = value_tokens(conn_value)
         if named:
-            sc.kept = [(k, v) for k, v in kept if k not in named]
+            sc.kept = [kv for kv in kept if kv[0] not in named]
     return sc
 
 
@@ -237,11 +242,7 @@ def forward_header_lines(
     forwarding fields of its own depend only on the connection, Host and version, so their
     bytes are remembered (bounded) instead of rebuilt per request."""
     sc = _scan(req, raw, new_host)
-    for k, v in sc.kept:
-        parts.append(k)
-        parts.append(b": ")
-        parts.append(v)
-        parts.append(b"\r\n")
+    append_fields(parts, sc.kept)
     plain = (
         sc.prior is None
         and sc.via is None
@@ -249,19 +250,14 @@ def forward_header_lines(
         and not (sc.has_xfp or sc.has_xfh or sc.has_port or sc.has_real)
     )
     if not plain:
-        for k, v in _added(req, sc, via_name):
-            parts.append(k)
-            parts.append(b": ")
-            parts.append(v)
-            parts.append(b"\r\n")
+        append_fields(parts, _added(req, sc, via_name))
         return
     key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, sc.host, via_name)
     tail = _TAILS.get(key)
     if tail is None:
-        tail = b"".join([k + b": " + v + b"\r\n" for k, v in _added(req, sc, via_name)])
-        if len(_TAILS) >= 1024:
-            _TAILS.clear()
-        _TAILS[key] = tail
+        lines: list[bytes] = []
+        append_fields(lines, _added(req, sc, via_name))
+        tail = remember(_TAILS, key, b"".join(lines), 1024)
     parts.append(tail)
 
 
@@ -425,25 +421,22 @@ def response_header_items(
     raw: list[tuple[bytes, bytes]],
     status: int,
     via: bytes | None,
-    extra_drop: frozenset[bytes] = frozenset(),
+    drop_framing: bool = False,
     connection: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """One pass over an upstream response's fields: drop hop-by-hop fields (and those named
-    in ``connection``, the Connection values the parser gathered, and ``extra_drop``), merge
-    Via (not on a 101, which keeps Upgrade)."""
+    """One pass over an upstream response's fields: drop hop-by-hop fields, those named in
+    ``connection`` (the Connection values the parser gathered) and, with ``drop_framing``,
+    :data:`FRAMING` (the caller writes its own); merge Via (not on a 101, which keeps
+    Upgrade)."""
     switching = status == 101
+    base = _HOP_AND_FRAMING if drop_framing else HOP_BY_HOP
     if (connection is None or connection in _PLAIN_TOKENS) and not switching:
-        # the common case ("Connection: keep-alive" or none): a precomputed set, no unions
-        drop = HOP_BY_HOP if not extra_drop else _drop_with(extra_drop)
+        drop = base  # the common case ("Connection: keep-alive" or none): no set built
     else:
-        tokens: set[bytes] = set()
-        if connection is not None:
-            tokens = {t for t in (x.strip().lower() for x in connection.split(b",")) if t}
-        drop = HOP_BY_HOP if tokens <= _PLAIN_TOKENS else HOP_BY_HOP | tokens
+        tokens = value_tokens(connection) if connection is not None else set()
+        drop = base if tokens <= _PLAIN_TOKENS else base | tokens
         if switching:
             drop = drop - _UPGRADE_FIELDS
-        if extra_drop:
-            drop = drop | extra_drop
     merge_via = via is not None and not switching
     prior: bytes | None = None
     kept: list[tuple[bytes, bytes]] = []
@@ -460,17 +453,6 @@ def response_header_items(
         assert via is not None
         kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
     return kept
-
-
-def _drop_with(extra: frozenset[bytes]) -> frozenset[bytes]:
-    d = _DROP_WITH.get(extra)
-    if d is None:
-        d = _DROP_WITH[extra] = HOP_BY_HOP | extra
-    return d
-
-
-#: ``HOP_BY_HOP | extra_drop`` per ``extra_drop`` set seen (callers pass module constants)
-_DROP_WITH: Final[dict[frozenset[bytes], frozenset[bytes]]] = {}
 
 
 class Forwarder:

@@ -23,6 +23,7 @@ from typing import Final
 
 from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
+from portway.http.memo import remember
 from portway.routing.entry import Entry, compile_entries
 from portway.routing.tree import PathTable
 
@@ -71,6 +72,8 @@ class RouteMatch:
 
 
 _MEMO_SIZE: Final = 1024
+#: what ``_result`` gets for a memoised match (no params to read from segments)
+_NO_SEGS: Final[list[str]] = []
 
 
 def _host_pattern(h: str) -> str:
@@ -155,12 +158,10 @@ class Router:
         if not path.startswith("/"):
             return None
         memo = self._memo
-        key = (host, method, path)
         if memo is not None:
-            hit = memo.get(key)
+            hit = memo.get((host, method, path))
             if hit is not None:
-                e0 = hit[0]
-                return RouteMatch(e0.route, e0.index, {}, e0.prefix, e0.pattern, hit[1], e0.name)
+                return _result(hit[0], None, _NO_SEGS, hit[1])
         segs = path[1:].split("/")
         found: Entry | None = None
         rx: re.Match[str] | None = None
@@ -178,9 +179,7 @@ class Router:
         if found is None:
             return None
         if memo is not None and rx is None and not found.params and found.catchall is None:
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            memo[key] = (found, considered)
+            remember(memo, (host, method, path), (found, considered), _MEMO_SIZE)
         return _result(found, rx, segs, considered)
 
     def allowed_methods(self, host: str, path: str, headers: Headers) -> frozenset[str]:

@@ -181,7 +181,6 @@ async def build_graph(
                 else cfg.server.limits.max_body_bytes,
                 rewrite=_compile_rewrite(r.rewrite),
                 preserve_host=preserve,
-                name=r.name,
                 strip_prefix=r.strip_prefix,
                 encoded_slashes=r.allow_encoded_slashes,
                 read_timeout=tc.read,

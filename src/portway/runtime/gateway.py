@@ -59,14 +59,6 @@ class Gateway:
         self.cluster: Any = None
 
     @property
-    def _graph(self) -> RuntimeGraph | None:
-        return self.graph_ref.current
-
-    @_graph.setter
-    def _graph(self, g: RuntimeGraph | None) -> None:
-        self.graph_ref.current = g
-
-    @property
     def graph(self) -> RuntimeGraph:
         return self.graph_ref()
 
@@ -77,7 +69,7 @@ class Gateway:
     async def start(self) -> None:
         g = await self._build(self._initial)
         await self._start_graph(g)
-        self._graph = g
+        self.graph_ref.current = g
         remember(self._bctx, g)
 
     async def _build(self, cfg: GatewayConfig) -> RuntimeGraph:
@@ -91,7 +83,7 @@ class Gateway:
         )
 
     async def _start_graph(self, g: RuntimeGraph) -> None:
-        old = self._graph
+        old = self.graph_ref.current
         old_ups = set(old.upstreams.values()) if old else set()
         for up in g.upstreams.values():
             if up not in old_ups:
@@ -110,8 +102,8 @@ class Gateway:
             except Exception as e:
                 self._record("error", [f"{type(e).__name__}: {e}"])
                 raise ReloadError([str(e)]) from e
-            old = self._graph
-            self._graph = g
+            old = self.graph_ref.current
+            self.graph_ref.current = g
             remember(self._bctx, g)
             self._record("ok", [])
             if old is not None:
@@ -195,14 +187,14 @@ class Gateway:
     async def drain(self, timeout: float) -> None:
         """Wait for in-flight requests of the live graph (graceful shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._graph is not None and self._graph.inflight > 0:
+        while (g := self.graph_ref.current) is not None and g.inflight > 0:
             if time.monotonic() >= deadline:
-                log.warning("shutdown timeout with %d requests in flight", self._graph.inflight)
+                log.warning("shutdown timeout with %d requests in flight", g.inflight)
                 return
             await asyncio.sleep(0.02)
 
     async def aclose(self) -> None:
-        g = self._graph
+        g = self.graph_ref.current
         if g is None:
             return
         for up in g.upstreams.values():

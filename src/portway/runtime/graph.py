@@ -34,13 +34,12 @@ class RouteRuntime:
     #: ``rewrite`` split into literal/param parts for cheap formatting
     rewrite: tuple[tuple[bool, str], ...] | None
     preserve_host: bool
-    # copied out of the pydantic models: attribute reads on those cost several times more
-    # than on this compiled class, and the task-free path reads them on every request
-    name: str = ""
-    strip_prefix: bool = False
-    encoded_slashes: bool = False
-    read_timeout: float = 0.0
-    total_timeout: float = 0.0
+    # copied out of ``config`` and ``timeouts`` by the builder: attribute reads on pydantic
+    # models cost several times more, and the task-free path reads these on every request
+    strip_prefix: bool
+    encoded_slashes: bool
+    read_timeout: float
+    total_timeout: float
 
 
 @dataclass(eq=False)
