@@ -16,6 +16,14 @@ CASES: list[list[tuple[bytes, bytes]]] = [
     [(b"host", b"a"), (b"x-forwarded-proto", b"https"), (b"x-real-ip", b"9.9.9.9")],
     [(b"accept", b"*/*")],  # HTTP/1.0 without Host
     [(b"host", b"a"), (b"content-length", b"0"), (b"keep-alive", b"timeout=5")],
+    # the one-pass form's own branches: plain Connection values, a field named "close",
+    # Upgrade, a second Connection field, Proxy-Authorization, untrusted forwarding fields
+    [(b"host", b"a"), (b"connection", b"close"), (b"close", b"x"), (b"accept", b"1")],
+    [(b"host", b"a"), (b"connection", b"Keep-Alive"), (b"connection", b"close")],
+    [(b"host", b"a"), (b"connection", b"upgrade"), (b"upgrade", b"websocket")],
+    [(b"host", b"a"), (b"proxy-authorization", b"x"), (b"expect", b"100-continue")],
+    [(b"x-forwarded-host", b"h"), (b"host", b"a"), (b"x-forwarded-port", b"1"), (b"a", b"b")],
+    [(b"host", b"a"), (b"host", b"b")],
 ]
 
 

@@ -173,6 +173,7 @@ class UpstreamConnection(WriteFlow):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.closing = True
         self.drop_soon_writes()
         self._cancel_timer()
         self._sweeper.unwatch(self)
@@ -240,6 +241,7 @@ class UpstreamConnection(WriteFlow):
         if self.tunnel_eof is not None:
             self.tunnel_eof()
             return True
+        self.closing = True  # the transport closes itself on this answer
         return None
 
     # --- llhttp callbacks --------------------------------------------------------------------
@@ -321,7 +323,7 @@ class UpstreamConnection(WriteFlow):
         head = ResponseHead(
             status=status,
             reason=self._reason,
-            headers=Headers(self._headers),
+            headers=Headers.adopt(self._headers),
             keep_alive=keep_alive,
             chunked=chunked,
             content_length=int(cl_raw) if cl_raw is not None else None,
@@ -451,6 +453,7 @@ class UpstreamConnection(WriteFlow):
         self.closed = True
         self.drop_soon_writes()
         self._cancel_timer()
+        self.closing = True
         if self.transport is not None:
             self.transport.abort()
 
@@ -459,6 +462,7 @@ class UpstreamConnection(WriteFlow):
         self._cancel_timer()
         if self.transport is not None:
             self.flush_soon_writes()
+            self.closing = True
             self.transport.close()
 
 

@@ -77,7 +77,8 @@ class WriteFlow:
     Subclasses set ``self._can_write = None`` in ``__init__``; the transport calls
     ``pause_writing`` above its high-water mark and ``resume_writing`` below the low one.
     Subclasses call :meth:`flush_soon_writes` before any direct ``transport.write`` and
-    before ``close()``, and :meth:`drop_soon_writes` on abort or loss.
+    before ``close()``, and :meth:`drop_soon_writes` on abort or loss; they set ``closing``
+    once the transport is closing.
     """
 
     _can_write: asyncio.Future[None] | None
@@ -85,6 +86,9 @@ class WriteFlow:
     #: queued writes (None when nothing is queued)
     _soon: list[bytes] | None = None
     _batch: _Batch | None = None
+    #: the transport is closing or closed (set by ``close``/``abort``, the peer's EOF and
+    #: ``connection_lost``): what ``transport.is_closing()`` says, without a method call
+    closing: bool = False
 
     def eof_received(self) -> bool | None:
         """The peer half-closed: by default, close our side too (as ``asyncio.Protocol``)."""
@@ -117,7 +121,7 @@ class WriteFlow:
             return
         self._soon = None
         t = self.transport
-        if t is not None and not t.is_closing():
+        if t is not None and not self.closing:
             t.write(soon[0] if len(soon) == 1 else b"".join(soon))
 
     def drop_soon_writes(self) -> None:

@@ -39,6 +39,14 @@ class Headers:
     def __init__(self, items: Iterable[tuple[bytes, bytes]] | None = None) -> None:
         self._items: list[tuple[bytes, bytes]] = list(items) if items is not None else []
 
+    @staticmethod
+    def adopt(items: list[tuple[bytes, bytes]]) -> Headers:
+        """Headers over ``items`` itself, not a copy: for a fresh list nobody else keeps
+        (the parsers' per-message lists)."""
+        h = Headers()
+        h._items = items
+        return h
+
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Headers:
         return cls((_b(k), v.encode("latin-1")) for k, v in pairs)

@@ -38,8 +38,7 @@ class ConnectionPool:
         limit = self._idle_timeout
         while idle:
             conn = idle.pop()
-            t = conn.transport
-            if conn.closed or t is None or t.is_closing():
+            if conn.closed or conn.closing or conn.transport is None:
                 continue
             # the connection's own loop: asyncio.get_running_loop() costs a getpid() syscall
             if conn.now() - conn.idle_since > limit:

@@ -103,6 +103,12 @@ class _Abort(Exception):
         self.error = error
 
 
+#: llhttp's method names as the ``str`` a Request carries (llhttp knows a fixed set)
+_METHODS: Final[dict[bytes, str]] = {
+    m: m.decode()
+    for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")
+}
+
 _TIMEOUT_BODY: Final = b'{"error":"request timeout","code":"request_timeout","status":408}'
 
 
@@ -181,6 +187,14 @@ class ServerConnection(WriteFlow):
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
         self._pending: GatewayError | None = None
         self._eof_seen = False
+        #: the bytes being parsed, and whether they began at a message boundary (the
+        #: request-line shortcut in ``on_message_begin``)
+        self._chunk = b""
+        self._fresh = False
+        #: the parser is between messages (the last one completed, the next not begun)
+        self._boundary = True
+        #: the bytes the current message began at the start of, or b"" (see ``_version``)
+        self._line = b""
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,6 +216,7 @@ class ServerConnection(WriteFlow):
         if self.closed and self.transport is None:
             return
         self.closed = True
+        self.closing = True
         self.drop_soon_writes()
         self._disarm()
         self._sweeper.unwatch(self)
@@ -236,6 +251,8 @@ class ServerConnection(WriteFlow):
         if self.upgrade_buffer is not None:
             self.upgrade_buffer += data
             return
+        self._chunk = data
+        self._fresh = self._boundary
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -251,6 +268,7 @@ class ServerConnection(WriteFlow):
             else:
                 msg = str(e.args[0] if e.args else e)
                 self._protocol_error(BadRequestError(f"malformed request: {msg}"))
+        self._chunk = b""  # not kept past the read (it may be large)
 
     def eof_received(self) -> bool | None:
         if self.tunnel_eof is not None:
@@ -265,6 +283,7 @@ class ServerConnection(WriteFlow):
             body.set_exception(BadRequestError("request body ended before its declared length"))
         # a half-closed client may still be waiting for responses to pipelined requests
         if not self._busy:
+            self.closing = True  # the transport closes itself on this answer
             return None
         self._eof_seen = True
         return True
@@ -315,6 +334,11 @@ class ServerConnection(WriteFlow):
         self._host = None
         self._hosts = 0
         self._te = self._cl = self._expect = self._conn = None
+        self._boundary = False
+        # The first message of bytes that began at a message boundary starts at their first
+        # byte; ``_build_request`` reads its version there (see ``_version``).
+        self._line = self._chunk if self._fresh else b""
+        self._fresh = False
         if not self._busy:
             self._arm(self._header_timeout)
 
@@ -388,6 +412,7 @@ class ServerConnection(WriteFlow):
             raise _Abort(self._pending)
 
     def on_message_complete(self) -> None:
+        self._boundary = True
         if self._body is not None:
             self._body.feed_eof()
             self._body = None
@@ -397,17 +422,23 @@ class ServerConnection(WriteFlow):
     # --- request construction ----------------------------------------------------------------
     def _build_request(self) -> Request:
         p = self.parser
-        version = p.get_http_version()
+        raw_method = p.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii")
+        version = self._version(raw_method)
         if version not in ("1.1", "1.0"):
             raise _Abort(BadRequestError(f"unsupported HTTP version {version}"))
-        method = p.get_method().decode("ascii")
-        headers = Headers(self._headers)
+        headers = Headers.adopt(self._headers)
         url = self._url
         if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
         host_raw = self._host
         if url.startswith(b"/"):
-            raw_path, _, query = url.partition(b"?")
+            if 63 in url:  # b"?"
+                raw_path, _, query = url.partition(b"?")
+            else:
+                raw_path, query = url, b""
         elif url == b"*":
             raise _Abort(BadRequestError("asterisk-form request target is not supported"))
         else:
@@ -433,7 +464,7 @@ class ServerConnection(WriteFlow):
             host = ""
         else:
             host = _parse_host(host_raw)
-        if url.find(b"#") >= 0:
+        if 35 in url:  # b"#"; an int is a byte search, a bytes needle goes through an exception
             raise _Abort(BadRequestError("fragment in request target"))
         path = normalize_path(raw_path, allow_encoded_slashes=True)
         te = self._te
@@ -489,6 +520,20 @@ class ServerConnection(WriteFlow):
             upgrade=bool(p.should_upgrade()),
             keep_alive=keep_alive,
         )
+
+    def _version(self, raw_method: bytes) -> str:
+        """The request's HTTP version. httptools only offers it as a freshly formatted
+        string (~3k instructions); when the request line is the first line of the bytes being
+        parsed (``_line``), llhttp accepted exactly ``method SP target SP version CRLF``
+        there, so the version sits right after the target it reported. Anything else (a
+        line split across reads, leading empty lines, a pipelined request) asks the parser."""
+        line = self._line
+        if line:
+            self._line = b""
+            k = len(raw_method) + len(self._url) + 1
+            if line[k : k + 11] == b" HTTP/1.1\r\n":
+                return "1.1"
+        return self.parser.get_http_version()
 
     def _resume_body(self) -> None:
         if not self._paused and self.transport is not None:
@@ -589,7 +634,7 @@ class ServerConnection(WriteFlow):
             # nothing more can arrive from a half-closed client: do not idle on it
             self.close()
             return False
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.closing:
             return False
         self._arm(self._idle_timeout)
         return True
@@ -672,13 +717,15 @@ class ServerConnection(WriteFlow):
         self.close()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.closing:
             self.flush_soon_writes()
+            self.closing = True
             self.transport.close()
         self._disarm()
 
     def abort(self) -> None:
         self.drop_soon_writes()
+        self.closing = True
         if self.transport is not None:
             self.transport.abort()
         self._disarm()

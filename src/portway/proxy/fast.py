@@ -270,7 +270,8 @@ class FastExchange:
             if via is not None:
                 items.append((b"via", b"1.1 " + via))
         # ``ctx.response`` shares ``items``: what observers and on_log see is what was sent
-        resp = ctx.response = Response(status, Headers(items), b"", reason, chunked, upstream=True)
+        resp = Response(status, Headers.adopt(items), b"", reason, chunked, upstream=True)
+        ctx.response = resp
         if self.rt.chain.on_response:
             try:
                 self.rt.chain.run_response_sync(ctx)

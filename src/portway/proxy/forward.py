@@ -238,27 +238,71 @@ def forward_header_lines(
     parts: list[bytes],
 ) -> None:
     """:func:`forward_header_items` serialised: appends ``name: value CRLF`` pieces to
-    ``parts`` (the task-free path's request head). The added fields of a request with no
-    forwarding fields of its own depend only on the connection, Host and version, so their
-    bytes are remembered (bounded) instead of rebuilt per request."""
-    sc = _scan(req, raw, new_host)
-    append_fields(parts, sc.kept)
-    plain = (
-        sc.prior is None
-        and sc.via is None
-        and sc.upgrade is None
-        and not (sc.has_xfp or sc.has_xfh or sc.has_port or sc.has_real)
-    )
+    ``parts`` (the task-free path's request head).
+
+    The usual request (no Via, no forwarding fields to keep, no Upgrade, a plain Connection
+    value) is written in one pass with no field list, and the added fields, which then
+    depend only on the connection, Host and version, come from remembered bytes (bounded).
+    Anything else is undone and written by the general :func:`_scan`."""
+    start = len(parts)
+    if new_host is not None:
+        parts.append(b"host: ")
+        parts.append(new_host)
+        parts.append(b"\r\n")
+    trusted = req.trusted_peer
+    host: bytes | None = None
+    plain = True
+    for kv in raw:
+        k = kv[0]
+        if k in _LOOK:
+            if k == b"host":
+                host = kv[1]
+                if new_host is not None:
+                    continue
+            elif k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+                plain = False
+                break
+            elif k == b"connection":
+                if kv[1] not in _PLAIN_CONNECTION:
+                    plain = False
+                    break
+                continue
+            else:
+                continue  # hop-by-hop, Content-Length, Expect, untrusted X-Forwarded-*
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(kv[1])
+        parts.append(b"\r\n")
     if not plain:
+        del parts[start:]
+        sc = _scan(req, raw, new_host)
+        append_fields(parts, sc.kept)
         append_fields(parts, _added(req, sc, via_name))
         return
-    key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, sc.host, via_name)
+    key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, host, via_name)
     tail = _TAILS.get(key)
     if tail is None:
         lines: list[bytes] = []
-        append_fields(lines, _added(req, sc, via_name))
+        append_fields(lines, _added(req, _Scan([]) if host is None else _host_scan(host), via_name))
         tail = remember(_TAILS, key, b"".join(lines), 1024)
     parts.append(tail)
+
+
+def _host_scan(host: bytes) -> _Scan:
+    sc = _Scan([])
+    sc.host = host
+    return sc
+
+
+#: fields :func:`forward_header_lines` looks at rather than copies
+_LOOK: Final = _DROP_UNTRUSTED | _REWRITTEN | {b"host", b"close"}
+#: fields that make a request not "usual" for :func:`forward_header_lines` ("close": a
+#: field of that name goes when Connection says close, which the general path sorts out)
+_NOT_PLAIN: Final = frozenset({b"via", b"upgrade", b"close"})
+#: Connection values naming no field to drop (others take the general path)
+_PLAIN_CONNECTION: Final = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"keep-alive, close"}
+)
 
 
 #: serialised added fields per (peer, client ip, scheme, port, version, Host, Via name)
