@@ -77,25 +77,6 @@ class MemTransport(asyncio.Transport):
         pass
 
 
-class _GeneralOnly:
-    """The app with the task-free path switched off (to measure the general path)."""
-
-    def __init__(self, app: ProxyApp) -> None:
-        self.app = app
-
-    def try_fast(self, conn: Any, req: Any) -> bool:
-        return False
-
-    async def handle(self, conn: Any, req: Any) -> bool:
-        return await self.app.handle(conn, req)
-
-    def connection_opened(self) -> None:
-        self.app.connection_opened()
-
-    def connection_closed(self) -> None:
-        self.app.connection_closed()
-
-
 async def main(args: argparse.Namespace) -> None:
     plugins = "".join(f"\n  - name: {p}" for p in args.plugins.split(",") if p)
     cfg = load_config_text(
@@ -115,8 +96,8 @@ async def main(args: argparse.Namespace) -> None:
     await gw.start()
     loop = asyncio.get_running_loop()
     app = ProxyApp(gw.graph_ref)
-    served: Any = _GeneralOnly(app) if args.general else app
-    conn = ServerConnection(served, cfg.server.limits, TrustedProxies([]), "http", loop)
+    app.fast = not args.general
+    conn = ServerConnection(app, cfg.server.limits, TrustedProxies([]), "http", loop)
     ct = MemTransport(("127.0.0.1", 40000))
     conn.connection_made(ct)
     target = gw.graph.upstreams["u"].targets[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -44,20 +44,27 @@ class ResponseHead:
     connection: bytes | None = None
 
 
-class ResponseSink(Protocol):
+class ResponseSink:
     """Receives a response by callbacks instead of ``read_head()`` + a :class:`BodyStream`
-    (the task-free exchange in ``portway.proxy.fast``).
+    (the task-free exchange in ``portway.proxy.fast`` subclasses it).
 
     ``on_head``/``on_info``/``on_body``/``on_trailer``/``on_end`` run inside llhttp callbacks
     and must not raise nor start another exchange on this connection; ``settle`` runs after
     each batch of received bytes (outside the parser) and is where a finished exchange may
     release the connection. ``on_error`` ends the exchange (also outside the parser).
     ``paused`` tells the read timeout that the client, not the upstream, is holding things up.
+
+    A base class, not a ``Protocol``: compiled, calls through it are direct (a protocol-typed
+    call is a Python method call with argument parsing, five of them per response).
     """
 
-    paused: bool
+    __slots__ = ("paused",)
 
-    def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def __init__(self) -> None:
+        self.paused = False
+
+    def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        raise NotImplementedError
 
     def on_head(
         self,
@@ -69,17 +76,23 @@ class ResponseSink(Protocol):
         content_length: bytes | None,
         special: bool,
         connection: bytes | None,
-    ) -> None: ...
+    ) -> None:
+        raise NotImplementedError
 
-    def on_body(self, data: bytes) -> None: ...
+    def on_body(self, data: bytes) -> None:
+        raise NotImplementedError
 
-    def on_trailer(self, name: bytes, value: bytes) -> None: ...
+    def on_trailer(self, name: bytes, value: bytes) -> None:
+        raise NotImplementedError
 
-    def on_end(self) -> None: ...
+    def on_end(self) -> None:
+        raise NotImplementedError
 
-    def settle(self) -> None: ...
+    def settle(self) -> None:
+        raise NotImplementedError
 
-    def on_error(self, exc: BaseException) -> None: ...
+    def on_error(self, exc: BaseException) -> None:
+        raise NotImplementedError
 
 
 class UpstreamConnection(WriteFlow):

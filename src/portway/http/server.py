@@ -41,14 +41,17 @@ from portway.http.wire import head_bytes
 log: Final = logging.getLogger("portway.http")
 
 
-class App(Protocol):
-    """What a :class:`ServerConnection` serves.
+class App:
+    """What a :class:`ServerConnection` serves (subclass it).
 
     ``handle`` must write one complete response for ``request`` through the connection
     (``write``/``drain``) and return whether the connection may be kept alive.
+
+    A base class, not a ``Protocol``: compiled, the per-request calls through it are direct.
     """
 
-    async def handle(self, conn: ServerConnection, request: Request) -> bool: ...
+    async def handle(self, conn: ServerConnection, request: Request) -> bool:
+        raise NotImplementedError
 
     def try_fast(self, conn: ServerConnection, request: Request) -> bool:
         """Serve ``request`` without a task when possible (callbacks only); True when taken.
@@ -56,11 +59,13 @@ class App(Protocol):
         A taken request must end with exactly one :meth:`ServerConnection.fast_done` or
         :meth:`ServerConnection.fast_fallback` (which may come before this returns). Must
         never raise."""
-        ...
+        return False
 
-    def connection_opened(self) -> None: ...
+    def connection_opened(self) -> None:
+        pass
 
-    def connection_closed(self) -> None: ...
+    def connection_closed(self) -> None:
+        pass
 
 
 class ClientConnection(Protocol):
@@ -808,20 +813,11 @@ _HOSTS: Final[dict[bytes, str]] = {}
 _HOST_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
 
 
-class _SimpleApp:
+class _SimpleApp(App):
     """Adapter serving ``handler(request) -> Response`` (admin API, small internal servers)."""
 
     def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
         self.handler = handler
-
-    def connection_opened(self) -> None:
-        pass
-
-    def connection_closed(self) -> None:
-        pass
-
-    def try_fast(self, conn: ServerConnection, request: Request) -> bool:
-        return False
 
     async def handle(self, conn: ServerConnection, request: Request) -> bool:
         if request.expect_continue:

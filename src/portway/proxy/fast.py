@@ -24,9 +24,15 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from portway.errors import GatewayError, UpstreamError
-from portway.http.client import UpstreamConnection, build_request_head, request_line
+from portway.http.client import (
+    ResponseSink,
+    UpstreamConnection,
+    build_request_head,
+    request_line,
+)
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
+from portway.http.pool import ConnectionPool
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import (
@@ -115,7 +121,10 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         if not hooks:
             return NOT_TAKEN
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
-    uconn = target.pool.acquire_idle()
+    # typed locally: ``Target.pool`` is ``Any`` (no import of the pool there), which would
+    # make every pool call a Python method call
+    pool: ConnectionPool = target.pool
+    uconn = pool.acquire_idle()
     if uconn is None or uconn.transport is None:
         # connecting is an await: the task does it (and fills the pool), with this target —
         # picking again there would cost the balancer a turn
@@ -161,7 +170,7 @@ def _request_head(
     return b"".join(parts)
 
 
-class FastExchange:
+class FastExchange(ResponseSink):
     """One task-free exchange: the upstream connection's :class:`ResponseSink` and the client
     connection's current exchange. Ends exactly once: ``_end`` (response relayed, or the
     client gone after its head) or ``_fall_back`` (the worker task takes over)."""
@@ -179,7 +188,6 @@ class FastExchange:
         "keep",
         "mode",
         "out",
-        "paused",
         "pending",
         "rt",
         "t0",
@@ -201,6 +209,7 @@ class FastExchange:
         target: Target,
         uconn: UpstreamConnection,
     ) -> None:
+        self.paused = False
         self.app = app
         self.graph = graph
         self.conn = conn
@@ -217,7 +226,6 @@ class FastExchange:
         self.head_sent = False
         self.ended = False
         self.done = False
-        self.paused = False
         self.up_keep_alive = False
         self.chunked_out = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
@@ -386,7 +394,8 @@ class FastExchange:
             self.paused = False
             uconn.transport.resume_reading()
         if ok and self.up_keep_alive and uconn.reusable:
-            self.target.pool.release(uconn)
+            pool: ConnectionPool = self.target.pool
+            pool.release(uconn)
         else:
             uconn.finish()
             uconn.abort() if not ok else uconn.close()

@@ -19,7 +19,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from portway.http.server import ClientConnection, ClientDisconnectedError, ServerConnection
+from portway.http.server import App, ClientConnection, ClientDisconnectedError, ServerConnection
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
@@ -41,7 +41,7 @@ log: Final = logging.getLogger("portway.proxy")
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
-class ProxyApp:
+class ProxyApp(App):
     """Serves client connections with the current :class:`RuntimeGraph`.
 
     ``graph_ref()`` returns the graph to use for a new request; a request keeps that graph
@@ -61,6 +61,8 @@ class ProxyApp:
         #: requests served by the task-free path, and those it handed back to a task
         self.fast_requests = 0
         self.fast_fallbacks = 0
+        #: the task-free path may be used (``bench/hotpath_bench.py --general`` turns it off)
+        self.fast = True
 
     def connection_opened(self) -> None:
         self.connections += 1
@@ -73,6 +75,8 @@ class ProxyApp:
             self._on_close()
 
     def try_fast(self, conn: ServerConnection, req: Request) -> bool:  # HTTP/1.1 only
+        if not self.fast:
+            return False
         done = try_fast(self, conn, req)
         if done == STARTED:
             self.fast_requests += 1

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol
+from typing import Final
 
 from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
@@ -32,16 +32,16 @@ VNODES: Final = 160
 MAX_RING_POINTS: Final = 100_000
 
 
-class Balancer(Protocol):
-    """Chooses a target for a request.
+class Balancer:
+    """Chooses a target for a request (subclass it).
 
     ``pick`` returns a target from the snapshot that is not in ``exclude`` and whose breaker
-    would let a request through, or ``None`` when there is none. It must not block.
+    would let a request through, or ``None`` when there is none. It must not block. A base
+    class, not a ``Protocol``, so that compiled code calls ``pick`` directly.
     """
 
-    def pick(
-        self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]
-    ) -> Target | None: ...
+    def pick(self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]) -> Target | None:
+        raise NotImplementedError
 
 
 def usable(t: Target, exclude: set[Target] | frozenset[Target]) -> bool:
@@ -52,7 +52,7 @@ def usable(t: Target, exclude: set[Target] | frozenset[Target]) -> bool:
     return b is None or bool(b.available())
 
 
-class RoundRobinBalancer:
+class RoundRobinBalancer(Balancer):
     """Plain rotation; weights other than 0 are ignored."""
 
     def __init__(self, targets: Sequence[Target]) -> None:
@@ -69,7 +69,7 @@ class RoundRobinBalancer:
         return None
 
 
-class WeightedRoundRobinBalancer:
+class WeightedRoundRobinBalancer(Balancer):
     """nginx's smooth weighted round robin: over any window of ``sum(weights)`` picks each
     target gets exactly its share, and picks of a heavy target are spread out rather than
     bunched (weights 5:1:1 give ``a a b a c a a``, not ``a a a a a b c``)."""
@@ -97,7 +97,7 @@ class WeightedRoundRobinBalancer:
         return self._t[best]
 
 
-class RandomBalancer:
+class RandomBalancer(Balancer):
     """Weighted random choice."""
 
     def __init__(self, targets: Sequence[Target]) -> None:
@@ -123,7 +123,7 @@ class RandomBalancer:
         return random.choices(cands, weights=[t.weight for t in cands])[0]
 
 
-class LeastConnectionsBalancer:
+class LeastConnectionsBalancer(Balancer):
     """Fewest ``in_flight / weight``; ties broken at random so equal targets share load."""
 
     def __init__(self, targets: Sequence[Target]) -> None:
@@ -167,7 +167,7 @@ def peak_ewma_load(t: Target, now: float) -> float:
     return cost * (t.in_flight + 1) / t.weight
 
 
-class LeastLatencyBalancer:
+class LeastLatencyBalancer(Balancer):
     """Peak-EWMA with power of two choices (Finagle / Linkerd): draw two distinct usable
     targets at random and take the one with the lower :func:`peak_ewma_load`."""
 
@@ -215,7 +215,7 @@ def hash_key(ctx: RequestContext, hash_on: str) -> str | None:
     return None
 
 
-class ConsistentHashBalancer:
+class ConsistentHashBalancer(Balancer):
     """Hash ring with ``VNODES * weight`` virtual nodes per target (ketama style).
 
     Removing one of N targets remaps only the keys that lived on it (about 1/N); an unusable
