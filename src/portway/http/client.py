@@ -110,7 +110,6 @@ class UpstreamConnection(WriteFlow):
         "_head_only",
         "_head_seen",
         "_headers",
-        "_last_io",
         "_read_timeout",
         "_reason",
         "_soon",
@@ -122,6 +121,7 @@ class UpstreamConnection(WriteFlow):
         "deadline",
         "idle_since",
         "informational",
+        "last_io",
         "loop",
         "message_done",
         "now",
@@ -167,7 +167,7 @@ class UpstreamConnection(WriteFlow):
         self._sweeper = sweeper_for(loop)
         self._read_timeout = 0.0
         self._head_deadline = 0.0
-        self._last_io = 0.0
+        self.last_io = 0.0
         self._close_delimited = False
         self._special = False
         self._te: bytes | None = None
@@ -222,7 +222,7 @@ class UpstreamConnection(WriteFlow):
         return self._close_delimited
 
     def data_received(self, data: bytes) -> None:
-        self._last_io = self.now()
+        self.last_io = self.now()
         if self.tunnel is not None:
             self.tunnel(data)
             return
@@ -387,17 +387,18 @@ class UpstreamConnection(WriteFlow):
         self._head_only = head_only
         self._read_timeout = read_timeout
 
-    def arm_read_timeout(self, head_deadline: float = 0.0) -> None:
+    def arm_read_timeout(self, head_deadline: float = 0.0, now: float = -1.0) -> None:
         """Start the exchange timer (after the request head was written): between-bytes read
         timeout, plus an absolute ``head_deadline`` (loop time) for the response head. One
-        self-re-arming timer per exchange, instead of a timer reset per ``data_received``."""
+        self-re-arming timer per exchange, instead of a timer reset per ``data_received``.
+        ``now``: the loop time, when the caller has just read it."""
         self._head_deadline = head_deadline
         if self._read_timeout > 0 or head_deadline > 0:
-            self._last_io = self.now()
+            self.last_io = now if now >= 0 else self.now()
             self.deadline = self._next_due()
 
     def _next_due(self) -> float:
-        due = self._last_io + self._read_timeout if self._read_timeout > 0 else float("inf")
+        due = self.last_io + self._read_timeout if self._read_timeout > 0 else float("inf")
         if self._head_deadline > 0 and not self._head_seen:
             due = min(due, self._head_deadline)
         return due

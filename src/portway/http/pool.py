@@ -30,8 +30,9 @@ class ConnectionPool:
         self.opened = 0
         self.closed_pool = False
 
-    def acquire_idle(self) -> UpstreamConnection | None:
-        """A live idle connection, or ``None``."""
+    def acquire_idle(self, now: float = -1.0) -> UpstreamConnection | None:
+        """A live idle connection, or ``None``. ``now``: the loop time, when the caller has
+        just read it."""
         idle = self._idle
         if not idle:
             return None
@@ -41,7 +42,7 @@ class ConnectionPool:
             if conn.closed or conn.closing or conn.transport is None:
                 continue
             # the connection's own loop: asyncio.get_running_loop() costs a getpid() syscall
-            if conn.now() - conn.idle_since > limit:
+            if (now if now >= 0 else conn.now()) - conn.idle_since > limit:
                 conn.close()
                 continue
             return conn

@@ -26,15 +26,18 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
 _LINES: Final[dict[int, bytes]] = {}
 
 
-def append_fields(parts: list[bytes], fields: list[tuple[bytes, bytes]]) -> None:
-    """Append ``name: value CRLF`` pieces for ``fields`` to ``parts`` (to be joined once).
-    Appends, not ``parts += (k, b": ", v, CRLF)``: compiled, that builds and concatenates a
-    tuple per field."""
+def append_fields(parts: list[bytes], fields: list[tuple[bytes, bytes]]) -> int:
+    """Append ``name: value CRLF`` pieces for ``fields`` to ``parts`` (to be joined once);
+    return their length in bytes. Appends, not ``parts += (k, b": ", v, CRLF)``: compiled,
+    that builds and concatenates a tuple per field."""
+    size = 0
     for k, v in fields:
         parts.append(k)
         parts.append(b": ")
         parts.append(v)
         parts.append(b"\r\n")
+        size += len(k) + len(v)
+    return size + 4 * len(fields)
 
 
 def head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:

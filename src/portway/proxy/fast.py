@@ -33,7 +33,7 @@ from portway.http.client import (
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
-from portway.http.wire import chunk, head_bytes, last_chunk
+from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import (
     FRAMING,
@@ -124,18 +124,19 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     # typed locally: ``Target.pool`` is ``Any`` (no import of the pool there), which would
     # make every pool call a Python method call
     pool: ConnectionPool = target.pool
-    uconn = pool.acquire_idle()
+    now = conn.now()
+    uconn = pool.acquire_idle(now)
     if uconn is None or uconn.transport is None:
         # connecting is an await: the task does it (and fills the pool), with this target —
         # picking again there would cost the balancer a turn
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(target=target)))
     ctx.target = target
     head = _request_head(req, rt, graph, target, ctx)
-    ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn)
+    ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
     uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     uconn.write_soon(head)
     target.in_flight += 1
-    uconn.arm_read_timeout(ex.deadline)
+    uconn.arm_read_timeout(ex.deadline, now)
     graph.inflight += 1
     conn.exchange = ex
     return STARTED
@@ -208,6 +209,7 @@ class FastExchange(ResponseSink):
         up: Upstream,
         target: Target,
         uconn: UpstreamConnection,
+        t0: float,
     ) -> None:
         self.paused = False
         self.app = app
@@ -218,7 +220,8 @@ class FastExchange(ResponseSink):
         self.up = up
         self.target = target
         self.uconn = uconn
-        self.t0 = conn.now()
+        #: loop time the exchange started
+        self.t0 = t0
         self.deadline = self.t0 + rt.total_timeout
         self.keep = ctx.request.keep_alive
         self.out: list[bytes] = []
@@ -251,7 +254,8 @@ class FastExchange(ResponseSink):
         ctx = self.ctx
         up = self.up
         target = self.target
-        latency = self.conn.now() - self.t0
+        # the upstream connection read the clock as these bytes arrived
+        latency = self.uconn.last_io - self.t0
         if status == 101:
             # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed
             err = UpstreamError("upstream switched protocols unasked", source="upstream")
@@ -292,9 +296,13 @@ class FastExchange(ResponseSink):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
         no_body = req.method == "HEAD" or status in (204, 304) or status < 200
         mode, self.keep = add_response_framing(items, req, no_body, content_length, self.keep)
-        data = head_bytes(status, reason, items)
-        ctx.bytes_out += len(data)
-        self.out.append(data)
+        # the head's pieces go straight into the batch ``settle`` joins once (no head bytes
+        # of their own)
+        out = self.out
+        line = status_line(status, reason)
+        out.append(line)
+        ctx.bytes_out += len(line) + append_fields(out, items) + 2
+        out.append(b"\r\n")
         self.mode = mode
         self.chunked_out = mode == "chunked"
         self.head_sent = True
