@@ -174,6 +174,34 @@ async def test_slowloris_closed_others_unaffected() -> None:
             writer.close()
 
 
+async def test_trickled_head_after_a_keep_alive_request_gets_408() -> None:
+    # the header timeout runs from the first incomplete read of a head, also on a connection
+    # that served a request before (its idle timer gives way), and trickling bytes does not
+    # extend it
+    async with run_upstream() as up:
+        cfg = simple_config(up.url)
+        cfg["server"] = {"limits": {"header_timeout": "500ms", "idle_timeout": "30s"}}
+        async with run_gateway(cfg) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(n)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            writer.write(b"GET / HTTP/1.1\r\n")
+            for i in range(3):  # a header line every 150 ms, the last at 450 ms
+                await asyncio.sleep(0.15)
+                writer.write(b"X-%d: y\r\n" % i)
+            async with asyncio.timeout(3):
+                data = await reader.read()
+            elapsed = loop.time() - started
+            assert data.startswith(b"HTTP/1.1 408"), data
+            # from the first partial read (~0.5 s), not from the last one (>= 0.95 s)
+            assert elapsed < 0.85, elapsed
+            writer.close()
+
+
 async def test_upstream_errors_are_json_502_504() -> None:
     from tests.helpers import free_port
 

@@ -197,6 +197,7 @@ class UpstreamConnection(WriteFlow):
         sink = self.sink
         if sink is not None and not self.message_done:
             if self._head_seen and self._close_delimited:
+                self.last_io = self.now()  # the response ends now
                 self.message_done = True
                 sink.on_end()
                 sink.settle()
@@ -498,6 +499,23 @@ async def open_connection(
 def request_line(method: str, target: str) -> list[bytes]:
     """The pieces of an HTTP/1.1 request line, to append field lines to and join."""
     return [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+
+
+def request_line_parts(method: str, path: str, query: bytes) -> list[bytes]:
+    """:func:`request_line` for a path and a raw query (``b""``: none), without building the
+    target string first."""
+    m = _METHOD_BYTES.get(method)
+    parts = [m if m is not None else method.encode("ascii"), b" ", path.encode("latin-1")]
+    if query:
+        parts.append(b"?")
+        parts.append(query)
+    parts.append(b" HTTP/1.1\r\n")
+    return parts
+
+
+_METHOD_BYTES: Final = {
+    m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
+}
 
 
 def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -50,12 +50,14 @@ BATCH_MAX: Final = 16 * 1024
 class _Batch:
     """Per-loop list of protocols with queued writes, flushed by one ``call_soon``."""
 
-    __slots__ = ("loop", "pending", "scheduled")
+    __slots__ = ("flush_cb", "loop", "pending", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pending: list[WriteFlow] = []
         self.scheduled = False
+        #: ``flush`` bound once (a bound method per ``call_soon`` is an allocation)
+        self.flush_cb = self.flush
 
     def flush(self) -> None:
         self.scheduled = False
@@ -113,7 +115,7 @@ class WriteFlow:
         b.pending.append(self)
         if not b.scheduled:
             b.scheduled = True
-            b.loop.call_soon(b.flush)
+            b.loop.call_soon(b.flush_cb)
 
     def flush_soon_writes(self) -> None:
         soon = self._soon

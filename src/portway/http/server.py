@@ -200,6 +200,8 @@ class ServerConnection(WriteFlow):
         self._boundary = True
         #: the bytes the current message began at the start of, or b"" (see ``_version``)
         self._line = b""
+        #: the header timeout is armed for the current (incomplete) request head
+        self._head_timer = False
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -211,6 +213,7 @@ class ServerConnection(WriteFlow):
             if cert:
                 self.extra["peercert"] = cert
                 self.extra["peercert_der"] = ssl_obj.getpeercert(binary_form=True)
+        self._head_timer = True  # the first request's head, from the connection on
         self._arm(self._header_timeout)
         self._sweeper.watch(self)
         self.app.connection_opened()
@@ -274,6 +277,12 @@ class ServerConnection(WriteFlow):
                 msg = str(e.args[0] if e.args else e)
                 self._protocol_error(BadRequestError(f"malformed request: {msg}"))
         self._chunk = b""  # not kept past the read (it may be large)
+        if self._in_headers and not self._head_timer and not self._busy:
+            # a request head is incomplete after this read: from now on the header timeout
+            # runs (armed here rather than at its first byte, so a head that arrives whole,
+            # the usual case, never reads the clock for it)
+            self._head_timer = True
+            self._arm(self._header_timeout)
 
     def eof_received(self) -> bool | None:
         if self.tunnel_eof is not None:
@@ -344,8 +353,6 @@ class ServerConnection(WriteFlow):
         # byte; ``_build_request`` reads its version there (see ``_version``).
         self._line = self._chunk if self._fresh else b""
         self._fresh = False
-        if not self._busy:
-            self._arm(self._header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -393,6 +400,7 @@ class ServerConnection(WriteFlow):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._head_timer = False
         if not self._busy:
             self._disarm()
         try:
@@ -574,8 +582,9 @@ class ServerConnection(WriteFlow):
         else:
             self._worker = self.loop.create_task(self._run())
 
-    def fast_done(self, keep: bool) -> None:
-        """A callback exchange wrote its whole response; serve what queued up meanwhile."""
+    def fast_done(self, keep: bool, now: float = -1.0) -> None:
+        """A callback exchange wrote its whole response; serve what queued up meanwhile.
+        ``now``: the loop time, when the caller has just read it."""
         self.exchange = None
         self._busy = False
         if not keep or self.closed:
@@ -587,7 +596,7 @@ class ServerConnection(WriteFlow):
         if self._queue:
             self._dispatch()
         else:
-            self._idle()
+            self._idle(now)
 
     def fast_fallback(self, resumed: Resumed) -> None:
         """A callback exchange cannot finish on its own (retry, error before the response
@@ -631,8 +640,9 @@ class ServerConnection(WriteFlow):
             self._worker = None
             self._waiter = None
 
-    def _idle(self) -> bool:
-        """The queue ran dry: arm the idle timeout; False when the connection is done."""
+    def _idle(self, now: float = -1.0) -> bool:
+        """The queue ran dry: arm the idle timeout; False when the connection is done.
+        ``now``: the loop time, when the caller has just read it."""
         if self.closed:
             return False
         if (self.upgrade_buffer is not None and self.tunnel is None) or self._eof_seen:
@@ -641,7 +651,8 @@ class ServerConnection(WriteFlow):
             return False
         if self.transport is None or self.closing:
             return False
-        self._arm(self._idle_timeout)
+        self._head_timer = False
+        self._arm(self._idle_timeout, now)
         return True
 
     # --- writing ---------------------------------------------------------------------------
@@ -681,8 +692,11 @@ class ServerConnection(WriteFlow):
             self._queue.append(err)
 
     # --- timers -------------------------------------------------------------------------------
-    def _arm(self, seconds: float) -> None:
-        self.deadline = self.now() + seconds if seconds > 0 else NEVER
+    def _arm(self, seconds: float, now: float = -1.0) -> None:
+        if seconds <= 0:
+            self.deadline = NEVER
+        else:
+            self.deadline = (now if now >= 0 else self.now()) + seconds
 
     def _disarm(self) -> None:
         self.deadline = NEVER

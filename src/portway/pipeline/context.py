@@ -11,9 +11,9 @@ live (plugins are shared, immutable instances). Plugins share typed values throu
 
 from __future__ import annotations
 
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from portway.http.models import Request, Response
@@ -136,7 +136,7 @@ class RequestContext:
         if request_id or request_id_var.get() is not None:
             # (a ContextVar.set allocates a new context mapping: skip the no-op)
             request_id_var.set(request_id or None)
-        self.start = time.perf_counter()
+        self.start = perf_counter()
         self.upstream_latency: float | None = None
         self.bytes_in = 0
         self.bytes_out = 0

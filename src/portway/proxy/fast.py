@@ -28,7 +28,7 @@ from portway.http.client import (
     ResponseSink,
     UpstreamConnection,
     build_request_head,
-    request_line,
+    request_line_parts,
 )
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
@@ -154,8 +154,8 @@ def _request_head(
     new_host = None if rt.preserve_host else target.host_value()
     path, prefix = upstream_path(rt, ctx.match, ureq.path)
     query = ureq.query
-    target_s = path + "?" + query.decode("latin-1") if query else path
     if prefix is not None:
+        target_s = path + "?" + query.decode("latin-1") if query else path
         items = forward_header_items(req, ureq.headers.raw(), graph.via, new_host)
         items = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
         items.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
@@ -163,7 +163,7 @@ def _request_head(
             items.append((b"content-length", b"0"))
         return build_request_head(ureq.method, target_s, items)
     # the common case straight into bytes: no field list, fewer pieces to join
-    parts = request_line(ureq.method, target_s)
+    parts = request_line_parts(ureq.method, path, query)
     forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts)
     if ureq.method in _NEEDS_LENGTH:
         parts.append(b"content-length: 0\r\n")
@@ -413,7 +413,8 @@ class FastExchange(ResponseSink):
         self.graph.request_done(self.rt.chain, ctx)
         self.graph.inflight -= 1
         if notify:
-            self.conn.fast_done(self.keep and ok)
+            # the response went out as the upstream's bytes arrived: their time is now
+            self.conn.fast_done(self.keep and ok, uconn.last_io)
 
     def _fall_back(self, resume: Resume) -> None:
         """The worker task carries on from here (nothing has reached the client)."""
