@@ -487,12 +487,19 @@ def test_route_match_is_comparable_and_replaceable() -> None:
     assert dataclasses.replace(m, prefix="/p").prefix == "/p"
 
 
-def test_each_match_gets_its_own_params() -> None:
-    r = Router([route("a", "/a")])
+def test_no_match_can_change_another_requests_params() -> None:
+    # a match that captured nothing is shared (memoised): its params refuse changes
+    r = Router([route("a", "/a"), route("b", "/b/{id}")])
     m1, m2 = hit(r, "/a"), hit(r, "/a")
     assert m1 is not None and m2 is not None
-    m1.params["x"] = "1"
+    with pytest.raises(TypeError):
+        m1.params["x"] = "1"
     assert m2.params == {}
+    # one that captured params has its own
+    m3, m4 = hit(r, "/b/1"), hit(r, "/b/1")
+    assert m3 is not None and m4 is not None
+    m3.params["x"] = "1"
+    assert m4.params == {"id": "1"}
 
 
 def test_non_origin_form_path_matches_nothing() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from portway.config.schema import MatchConfig, RouteConfig
 from portway.http.headers import Headers
 from portway.routing import router as router_mod
@@ -20,7 +22,7 @@ def name(r: Router, path: str, method: str = "GET", host: str = "", **h: str) ->
     return None if m is None else m.route.name
 
 
-def test_repeated_matches_agree_and_params_are_fresh() -> None:
+def test_repeated_matches_agree_and_shared_params_are_read_only() -> None:
     r = Router([route("items", "/items"), route("one", "/items/{id}"), route("all", "/")])
     for _ in range(3):
         assert name(r, "/items") == "items"
@@ -29,7 +31,25 @@ def test_repeated_matches_agree_and_params_are_fresh() -> None:
     a = r.match("", "GET", "/items", Headers())
     b = r.match("", "GET", "/items", Headers())
     assert a is not None and b is not None
-    assert a == b and a is not b and a.params is not b.params
+    # a memoised match is one object for every request that hits it: nothing may change it
+    assert a is b and a.params == {} and isinstance(a.params, dict)
+    for mutate in (
+        lambda p: p.__setitem__("id", "1"),
+        lambda p: p.update(id="1"),
+        lambda p: p.setdefault("id", "1"),
+        lambda p: p.pop("id", None),
+        lambda p: p.clear(),
+    ):
+        with pytest.raises(TypeError):
+            mutate(a.params)
+    assert b.params == {}
+    # matches that capture params are built per request
+    c = r.match("", "GET", "/items/7", Headers())
+    d = r.match("", "GET", "/items/7", Headers())
+    assert c is not None and d is not None
+    assert c.params == {"id": "7"} and c is not d and c.params is not d.params
+    c.params["id"] = "8"
+    assert d.params == {"id": "7"}
 
 
 def test_method_and_host_are_part_of_the_answer() -> None:

@@ -25,6 +25,7 @@ from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
 from portway.http.memo import remember
 from portway.routing.entry import Entry, compile_entries
+from portway.routing.params import NO_PARAMS
 from portway.routing.tree import PathTable
 
 __all__ = ["RouteMatch", "Router"]
@@ -51,7 +52,8 @@ class RouteMatch:
     name: str = ""
 
     # An explicit __init__ (compiled by mypyc; the dataclass one would be interpreted). Treat
-    # a RouteMatch as immutable: it is shared by everything that reads the request context.
+    # a RouteMatch as immutable: it is shared by everything that reads the request context,
+    # and a memoised match by every request that hits the memo (its params are read-only).
     def __init__(
         self,
         route: RouteConfig,
@@ -72,8 +74,6 @@ class RouteMatch:
 
 
 _MEMO_SIZE: Final = 1024
-#: what ``_result`` gets for a memoised match (no params to read from segments)
-_NO_SEGS: Final[list[str]] = []
 
 
 def _host_pattern(h: str) -> str:
@@ -124,10 +124,11 @@ class Router:
         self._exact = {h: PathTable(v) for h, v in exact.items()}
         self._wild = {s: PathTable(v) for s, v in wild.items()}
         self._any = PathTable(anyhost)
-        #: recent (host, method, path) → (entry, considered) for matches that need neither
-        #: the headers nor captured params (so the key decides the answer); only when no
-        #: route has header conditions. Bounded; a new graph brings a new router.
-        self._memo: dict[tuple[str, str, str], tuple[Entry, int]] | None = (
+        #: recent (host, method, path) → the match, for matches that need neither the headers
+        #: nor captured params (so the key decides the answer); only when no route has header
+        #: conditions. The match is shared by the requests that hit it (its params are a
+        #: read-only empty dict). Bounded; a new graph brings a new router.
+        self._memo: dict[tuple[str, str, str], RouteMatch] | None = (
             None if any(e.headers for e in entries) else {}
         )
 
@@ -161,7 +162,7 @@ class Router:
         if memo is not None:
             hit = memo.get((host, method, path))
             if hit is not None:
-                return _result(hit[0], None, _NO_SEGS, hit[1])
+                return hit  # shared: read-only by contract, its params cannot change
         segs = path[1:].split("/")
         found: Entry | None = None
         rx: re.Match[str] | None = None
@@ -179,7 +180,16 @@ class Router:
         if found is None:
             return None
         if memo is not None and rx is None and not found.params and found.catchall is None:
-            remember(memo, (host, method, path), (found, considered), _MEMO_SIZE)
+            shared = RouteMatch(
+                found.route,
+                found.index,
+                NO_PARAMS,
+                found.prefix,
+                found.pattern,
+                considered,
+                found.name,
+            )
+            return remember(memo, (host, method, path), shared, _MEMO_SIZE)
         return _result(found, rx, segs, considered)
 
     def allowed_methods(self, host: str, path: str, headers: Headers) -> frozenset[str]:
