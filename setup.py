@@ -21,6 +21,7 @@ from setuptools.command.build_ext import build_ext
 #: modules compiled by mypyc: the request path, nothing a plugin subclasses or patches
 HOT_MODULES = [
     "src/portway/observability/metrics.py",
+    "src/portway/observability/observer.py",
     "src/portway/pipeline/context.py",
     "src/portway/pipeline/runner.py",
     "src/portway/http/body.py",

@@ -26,6 +26,10 @@ from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import append_fields
 
 _SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
+#: whether a name of that length can be in ``_SPECIAL`` (none is 20 bytes or longer)
+_SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in _SPECIAL) for i in range(20))
+#: Connection values that name no field to drop
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 @dataclass(slots=True)
@@ -53,6 +57,9 @@ class ResponseSink:
     each batch of received bytes (outside the parser) and is where a finished exchange may
     release the connection. ``on_error`` ends the exchange (also outside the parser).
     ``paused`` tells the read timeout that the client, not the upstream, is holding things up.
+    ``on_head`` gets ``special`` when the head has hop-by-hop fields, Via, or a Connection
+    value naming other fields (what a plain ``Connection: keep-alive``/``close`` and
+    Content-Length need, dropping two names, the sink does itself).
 
     A base class, not a ``Protocol``: compiled, calls through it are direct (a protocol-typed
     call is a Python method call with argument parsing, five of them per response).
@@ -110,6 +117,7 @@ class UpstreamConnection(WriteFlow):
         "_head_only",
         "_head_seen",
         "_headers",
+        "_hop",
         "_read_timeout",
         "_reason",
         "_soon",
@@ -170,6 +178,7 @@ class UpstreamConnection(WriteFlow):
         self.last_io = 0.0
         self._close_delimited = False
         self._special = False
+        self._hop = False
         self._te: bytes | None = None
         self._cl: bytes | None = None
         self._conn_value: bytes | None = None
@@ -267,6 +276,7 @@ class UpstreamConnection(WriteFlow):
         self._headers = []
         self._reason = b""
         self._special = False
+        self._hop = False
         self._te = None
         self._cl = None
         self._conn_value = None
@@ -287,16 +297,22 @@ class UpstreamConnection(WriteFlow):
             self._body.trailers.add_raw(name.lower(), value)
             return
         n = name.lower()
-        if n in _SPECIAL:
+        size = len(n)
+        # the length first: most names (Date, Server, Content-Type) are then never hashed
+        if size < 20 and _SPECIAL_SIZES[size] and n in _SPECIAL:
             if n == b"content-length":
                 self._cl = value
             else:
                 self._special = True
-                if n == b"transfer-encoding":
-                    self._te = value
-                elif n == b"connection":
+                if n == b"connection":
                     cv = self._conn_value
                     self._conn_value = value if cv is None else cv + b", " + value
+                    if value not in _PLAIN_CONNECTION:
+                        self._hop = True
+                else:
+                    self._hop = True
+                    if n == b"transfer-encoding":
+                        self._te = value
         self._headers.append((n, value))
 
     def on_headers_complete(self) -> None:
@@ -330,7 +346,7 @@ class UpstreamConnection(WriteFlow):
                 keep_alive,
                 chunked,
                 cl_raw,
-                self._special,
+                self._hop,
                 self._conn_value,
             )
             return

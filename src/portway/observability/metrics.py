@@ -44,6 +44,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from portway.observability.observer import Observer
 from portway.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def _bucket(bounds: tuple[float, ...], v: float) -> int:
     return lo
 
 
-class Metrics:
+class Metrics(Observer):
     """The gateway's metrics sink; one per process.
 
     Contract for the data plane:
@@ -229,6 +230,9 @@ class Metrics:
         self.buckets: tuple[float, ...] = tuple(sorted(buckets))
         self._nb = len(self.buckets)
         self._series: dict[tuple[str, str], _Series] = {}
+        #: the same series by route, then upstream: two lookups of strings whose hashes are
+        #: cached, where the pair key is a new tuple to hash per request
+        self._by_route: dict[str, dict[str, _Series]] = {}
         self._rejections: dict[tuple[str, str, str], int] = {}
         self._cache: dict[tuple[str, str], int] = {}
         self._reloads: dict[str, int] = {}
@@ -254,10 +258,13 @@ class Metrics:
     def on_request_done(self, ctx: RequestContext) -> None:
         match = ctx.match
         route = match.name if match is not None else ""
-        key = (route, ctx.upstream_name or "")
-        s = self._series.get(key)
+        upstream = ctx.upstream_name or ""
+        per = self._by_route.get(route)
+        if per is None:
+            per = self._by_route[route] = {}
+        s = per.get(upstream)
         if s is None:
-            s = self._series[key] = _Series(self._nb)
+            s = per[upstream] = self._series[(route, upstream)] = _Series(self._nb)
         resp = ctx.response
         if resp is None:
             status = 0

@@ -274,10 +274,12 @@ class FastExchange(ResponseSink):
                 headers, status, via, drop_framing=True, connection=connection
             )
         else:
+            # at most a plain Connection field and Content-Length to drop: compared by
+            # equality, no set (the names were never hashed)
             items = (
                 headers
-                if content_length is None
-                else [kv for kv in headers if kv[0] != b"content-length"]
+                if content_length is None and connection is None
+                else [kv for kv in headers if kv[0] != b"content-length" and kv[0] != b"connection"]
             )
             if via is not None:
                 items.append((b"via", b"1.1 " + via))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from portway.config.schema import GatewayConfig, RouteConfig, TimeoutsConfig
 from portway.http.forwarded import TrustedProxies
+from portway.observability.observer import Observer
 from portway.observability.tracing import NOOP_TRACER, Tracer
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin
@@ -16,12 +17,6 @@ from portway.routing.router import Router
 from portway.upstream.upstream import Upstream
 
 log: Final = logging.getLogger("portway.proxy")
-
-
-class Observer(Protocol):
-    """Called once per request after its last byte (metrics, tracing export)."""
-
-    def on_request_done(self, ctx: RequestContext) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
