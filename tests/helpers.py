@@ -169,3 +169,45 @@ def simple_config(upstream_url: str, **route: Any) -> dict[str, Any]:
     r: dict[str, Any] = {"name": "r", "match": {"paths": ["/"]}, "upstream": "u"}
     r.update(route)
     return {"upstreams": {"u": {"targets": [{"url": upstream_url}]}}, "routes": [r]}
+
+
+Handler = Callable[[bytes, asyncio.StreamWriter, int], Awaitable[bool]]
+
+
+@asynccontextmanager
+async def raw_upstream(handler: Handler) -> AsyncIterator[str]:
+    """An HTTP/1.1 upstream written byte by byte: ``handler(head, writer, n)`` answers the
+    n-th (bodiless) request on a connection and returns whether to keep the connection open."""
+
+    async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                n += 1
+                if not await handler(head, writer, n):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(conn, "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+def answering(data: bytes, keep: bool = True) -> Handler:
+    """A handler that answers every request with ``data``."""
+
+    async def handler(head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        w.write(data)
+        await w.drain()
+        return keep
+
+    return handler

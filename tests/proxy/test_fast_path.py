@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -21,48 +19,14 @@ from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import EmptyConfig, Plugin
 from portway.pipeline.registry import registry
 from portway.proxy.handler import ProxyApp
-from tests.helpers import free_port, http_get, raw_request, run_gateway, run_upstream
-
-Handler = Callable[[bytes, asyncio.StreamWriter, int], Awaitable[bool]]
-
-
-@asynccontextmanager
-async def raw_upstream(handler: Handler) -> AsyncIterator[str]:
-    """An HTTP/1.1 upstream written byte by byte: ``handler(head, writer, n)`` answers the
-    n-th (bodiless) request on a connection and returns whether to keep the connection open."""
-
-    async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        n = 0
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                if not head:
-                    break
-                n += 1
-                if not await handler(head, writer, n):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    port = free_port()
-    server = await asyncio.start_server(conn, "127.0.0.1", port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-
-
-def answering(data: bytes, keep: bool = True) -> Handler:
-    """A handler that answers every request with ``data``."""
-
-    async def handler(head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
-        w.write(data)
-        await w.drain()
-        return keep
-
-    return handler
+from tests.helpers import (
+    answering,
+    http_get,
+    raw_request,
+    raw_upstream,
+    run_gateway,
+    run_upstream,
+)
 
 
 async def warm(gw: Any) -> ProxyApp:

@@ -5,34 +5,10 @@ general filter; either way nothing connection-specific reaches the client."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
-from tests.helpers import free_port, run_gateway, simple_config
-
-
-@asynccontextmanager
-async def raw_upstream(response: bytes) -> AsyncIterator[str]:
-    """An upstream answering every request head with ``response`` on a kept-alive socket."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(response)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    port = free_port()
-    server = await asyncio.start_server(serve, "127.0.0.1", port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
+from tests.helpers import answering, raw_upstream, run_gateway, simple_config
 
 
 def _head_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
@@ -76,7 +52,7 @@ async def test_connection_fields_never_reach_the_client(
     response = (
         b"HTTP/1.1 200 OK\r\nServer: up\r\n" + fields + b"Content-Length: 2\r\nX-Kept: k\r\n\r\nok"
     )
-    async with raw_upstream(response) as url, run_gateway(simple_config(url)) as gw:
+    async with raw_upstream(answering(response)) as url, run_gateway(simple_config(url)) as gw:
         for raw in await _twice(gw.port):
             assert raw.startswith(b"HTTP/1.1 200 ")
             assert raw.endswith(b"\r\n\r\nok")
@@ -93,7 +69,7 @@ async def test_connection_fields_never_reach_the_client(
 
 async def test_upstream_close_is_not_relayed_and_connection_not_reused() -> None:
     response = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
-    async with raw_upstream(response) as url, run_gateway(simple_config(url)) as gw:
+    async with raw_upstream(answering(response)) as url, run_gateway(simple_config(url)) as gw:
         for raw in await _twice(gw.port):
             assert raw.endswith(b"\r\n\r\nok")
             assert b"connection" not in [k for k, _ in _head_fields(raw)]
