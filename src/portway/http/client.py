@@ -282,7 +282,7 @@ class UpstreamConnection(WriteFlow):
         self._conn_value = None
 
     def on_status(self, status: bytes) -> None:
-        self._reason += status
+        self._reason = self._reason + status if self._reason else status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_seen:

@@ -554,6 +554,15 @@ class ServerConnection(WriteFlow):
 
     # --- request queue -------------------------------------------------------------------------
     def _enqueue(self, item: Request | GatewayError) -> None:
+        if not self._busy and not self._queue and isinstance(item, Request) and item.body is None:
+            # the usual keep-alive request: nothing queued, nothing in progress, so the queue
+            # would only be pushed and popped
+            if self.app.try_fast(self, item):
+                self._busy = True
+                return
+            self._queue.append(item)
+            self._start_worker()
+            return
         self._queue.append(item)
         if not self._busy:
             self._dispatch()

@@ -80,6 +80,9 @@ class WeightedRoundRobinBalancer(Balancer):
         self._cur = [0] * len(self._t)
 
     def pick(self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]) -> Target | None:
+        if len(self._t) == 1:
+            t = self._t[0]  # one target: nothing to rotate
+            return t if usable(t, exclude) else None
         best = -1
         total = 0
         cur = self._cur
