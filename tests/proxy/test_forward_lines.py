@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from portway.http.forwarded import ForwardMemo
 from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.proxy.forward import forward_header_items, forward_header_lines
@@ -59,10 +60,26 @@ def test_lines_equal_items(
 ) -> None:
     req = _request(trusted, version)
     expected = _serialised(forward_header_items(req, list(raw), via, new_host))
-    for _ in range(2):  # the second time from the remembered bytes
+    memo = ForwardMemo()
+    for i in range(4):  # later times from the shared memo, then the connection's memo
         parts: list[bytes] = []
-        forward_header_lines(req, list(raw), via, new_host, parts)
+        forward_header_lines(req, list(raw), via, new_host, parts, memo if i > 1 else None)
         assert b"".join(parts) == expected
+
+
+def test_connection_memo_follows_what_the_bytes_depend_on() -> None:
+    # one connection's memo, requests that differ in Host, version, Via name and client
+    memo = ForwardMemo()
+    for version in ("1.1", "1.0", "1.1"):
+        for via in (b"portway", None, b"edge"):
+            for host in (b"one.example", b"two.example", b"one.example"):
+                for trusted in (False, True, False):
+                    req = _request(trusted, version)
+                    raw = [(b"host", host), (b"accept", b"*/*")]
+                    expected = _serialised(forward_header_items(req, list(raw), via, None))
+                    parts: list[bytes] = []
+                    forward_header_lines(req, list(raw), via, None, parts, memo)
+                    assert b"".join(parts) == expected
 
 
 def test_remembered_bytes_follow_the_host() -> None:

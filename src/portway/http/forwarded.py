@@ -48,3 +48,19 @@ class TrustedProxies:
                 except ValueError:
                     return peer, True
         return (hops[0] if hops else peer), True
+
+
+class ForwardMemo:
+    """The X-Forwarded-*/Via bytes last added to a request of one client connection, and
+    what they depended on besides the connection itself (``forward_header_lines`` in
+    ``portway.proxy.forward``): keep-alive requests of a connection usually repeat them, and
+    a few comparisons cost less than the shared memo's tuple key."""
+
+    __slots__ = ("client_ip", "host", "tail", "version", "via")
+
+    def __init__(self) -> None:
+        self.tail = b""  # b"": nothing remembered yet
+        self.host: bytes | None = None
+        self.version = ""
+        self.client_ip = ""
+        self.via: bytes | None = None

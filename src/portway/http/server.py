@@ -30,7 +30,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.exceptions import ClientDisconnectedError as ClientDisconnectedError
 from portway.http.flow import WriteFlow, adopt_transport, as_protocol
-from portway.http.forwarded import TrustedProxies
+from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.headers import Headers
 from portway.http.memo import remember
 from portway.http.models import Request, Response
@@ -143,6 +143,8 @@ class ServerConnection(WriteFlow):
         self._idle_timeout = limits.idle_timeout
         self._body_timeout = limits.body_timeout
         self.trusted = trusted
+        #: this connection's memo of added X-Forwarded-*/Via bytes (``forward_header_lines``)
+        self.forward_memo = ForwardMemo()
         self.scheme = scheme
         self.loop = loop or asyncio.get_running_loop()
         #: ``loop.time`` bound once: compiled code calls it without a method lookup

@@ -30,6 +30,7 @@ from portway.http.client import (
     build_request_head,
     request_line_parts,
 )
+from portway.http.forwarded import ForwardMemo
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
@@ -131,7 +132,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         # picking again there would cost the balancer a turn
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(target=target)))
     ctx.target = target
-    head = _request_head(req, rt, graph, target, ctx)
+    head = _request_head(req, rt, graph, target, ctx, conn.forward_memo)
     ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
     uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     uconn.write_soon(head)
@@ -148,7 +149,12 @@ def _hand_over(conn: ServerConnection, resumed: _Resumed) -> int:
 
 
 def _request_head(
-    req: Request, rt: RouteRuntime, graph: RuntimeGraph, target: Target, ctx: RequestContext
+    req: Request,
+    rt: RouteRuntime,
+    graph: RuntimeGraph,
+    target: Target,
+    ctx: RequestContext,
+    memo: ForwardMemo,
 ) -> bytes:
     ureq = ctx.upstream_request  # ``req`` itself unless a hook may have edited it
     new_host = None if rt.preserve_host else target.host_value()
@@ -164,7 +170,7 @@ def _request_head(
         return build_request_head(ureq.method, target_s, items)
     # the common case straight into bytes: no field list, fewer pieces to join
     parts = request_line_parts(ureq.method, path, query)
-    forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts)
+    forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts, memo)
     if ureq.method in _NEEDS_LENGTH:
         parts.append(b"content-length: 0\r\n")
     parts.append(b"\r\n")

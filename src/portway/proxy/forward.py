@@ -32,6 +32,7 @@ from portway.http.client import (
     UpstreamResetError,
     build_request_head,
 )
+from portway.http.forwarded import ForwardMemo
 from portway.http.headers import HOP_BY_HOP, Headers, value_tokens
 from portway.http.memo import remember
 from portway.http.models import Request, Response
@@ -236,9 +237,11 @@ def forward_header_lines(
     via_name: bytes | None,
     new_host: bytes | None,
     parts: list[bytes],
+    memo: ForwardMemo | None = None,
 ) -> None:
     """:func:`forward_header_items` serialised: appends ``name: value CRLF`` pieces to
-    ``parts`` (the task-free path's request head).
+    ``parts`` (the task-free path's request head). ``memo``: the client connection's own
+    memo of the added fields (see :class:`ForwardMemo`).
 
     The usual request (no Via, no forwarding fields to keep, no Upgrade, a plain Connection
     value) is written in one pass with no field list, and the added fields, which then
@@ -279,6 +282,17 @@ def forward_header_lines(
         append_fields(parts, sc.kept)
         append_fields(parts, _added(req, sc, via_name))
         return
+    if (
+        memo is not None
+        and memo.tail
+        and memo.host == host
+        and memo.version == req.version
+        and memo.client_ip == req.client_ip
+        and memo.via == via_name
+    ):
+        # the connection's peer, scheme and port are the same for all its requests
+        parts.append(memo.tail)
+        return
     key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, host, via_name)
     tail = _TAILS.get(key)
     if tail is None:
@@ -286,6 +300,12 @@ def forward_header_lines(
         append_fields(lines, _added(req, _Scan([]) if host is None else _host_scan(host), via_name))
         tail = remember(_TAILS, key, b"".join(lines), 1024)
     parts.append(tail)
+    if memo is not None:
+        memo.tail = tail
+        memo.host = host
+        memo.version = req.version
+        memo.client_ip = req.client_ip
+        memo.via = via_name
 
 
 def _host_scan(host: bytes) -> _Scan:
