@@ -194,8 +194,8 @@ class ServerConnection(WriteFlow):
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
         self._pending: GatewayError | None = None
         self._eof_seen = False
-        #: the bytes being parsed, and whether they began at a message boundary (the
-        #: request-line shortcut in ``on_message_begin``)
+        #: the bytes being parsed, and whether they began at a message boundary (for the
+        #: request-line shortcut of ``_version``)
         self._chunk = b""
         self._fresh = False
         #: the parser is between messages (the last one completed, the next not begun)
