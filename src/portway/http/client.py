@@ -21,15 +21,13 @@ from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
 from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
 from portway.http.exceptions import UpstreamResetError as UpstreamResetError
 from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
-from portway.http.headers import HOP_BY_HOP, Headers
+from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, Headers
 from portway.http.sweeper import NEVER, sweeper_for
-from portway.http.wire import append_fields
+from portway.http.wire import METHODS, append_fields
 
 _SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
 #: whether a name of that length can be in ``_SPECIAL`` (none is 20 bytes or longer)
 _SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in _SPECIAL) for i in range(20))
-#: Connection values that name no field to drop
-_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 @dataclass(slots=True)
@@ -67,8 +65,8 @@ class ResponseSink:
 
     __slots__ = ("paused",)
 
-    def __init__(self) -> None:
-        self.paused = False
+    #: set by the subclass's ``__init__`` (False)
+    paused: bool
 
     def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         raise NotImplementedError
@@ -121,7 +119,6 @@ class UpstreamConnection(WriteFlow):
         "_read_timeout",
         "_reason",
         "_soon",
-        "_special",
         "_sweeper",
         "_te",
         "closed",
@@ -177,7 +174,8 @@ class UpstreamConnection(WriteFlow):
         self._head_deadline = 0.0
         self.last_io = 0.0
         self._close_delimited = False
-        self._special = False
+        #: a hop-by-hop field other than a plain Connection value, or Via (the head must be
+        #: filtered field by field); ``special`` for the general path adds any Connection
         self._hop = False
         self._te: bytes | None = None
         self._cl: bytes | None = None
@@ -275,7 +273,6 @@ class UpstreamConnection(WriteFlow):
             raise UpstreamProtocolError("upstream sent data after the end of the response")
         self._headers = []
         self._reason = b""
-        self._special = False
         self._hop = False
         self._te = None
         self._cl = None
@@ -303,11 +300,10 @@ class UpstreamConnection(WriteFlow):
             if n == b"content-length":
                 self._cl = value
             else:
-                self._special = True
                 if n == b"connection":
                     cv = self._conn_value
                     self._conn_value = value if cv is None else cv + b", " + value
-                    if value not in _PLAIN_CONNECTION:
+                    if value not in PLAIN_CONNECTION:
                         self._hop = True
                 else:
                     self._hop = True
@@ -357,7 +353,7 @@ class UpstreamConnection(WriteFlow):
             keep_alive=keep_alive,
             chunked=chunked,
             content_length=int(cl_raw) if cl_raw is not None else None,
-            special=self._special,
+            special=self._hop or self._conn_value is not None,
             connection=self._conn_value,
         )
         fut = self._head_fut
@@ -529,9 +525,7 @@ def request_line_parts(method: str, path: str, query: bytes) -> list[bytes]:
     return parts
 
 
-_METHOD_BYTES: Final = {
-    m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
-}
+_METHOD_BYTES: Final = {m: m.encode() for m in METHODS}
 
 
 def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -27,6 +27,13 @@ HOP_BY_HOP: Final[frozenset[bytes]] = frozenset(
 )
 
 
+#: Connection field values (as received, or several joined with ", ") that name no field to
+#: drop: the usual ones, recognised without splitting them into tokens
+PLAIN_CONNECTION: Final[frozenset[bytes]] = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"keep-alive, close"}
+)
+
+
 def _b(name: str | bytes) -> bytes:
     return name.lower() if isinstance(name, bytes) else name.lower().encode("latin-1")
 

@@ -36,7 +36,7 @@ from portway.http.memo import remember
 from portway.http.models import Request, Response
 from portway.http.path import normalize_path
 from portway.http.sweeper import NEVER, sweeper_for
-from portway.http.wire import head_bytes
+from portway.http.wire import METHODS, head_bytes
 
 log: Final = logging.getLogger("portway.http")
 
@@ -108,11 +108,8 @@ class _Abort(Exception):
         self.error = error
 
 
-#: llhttp's method names as the ``str`` a Request carries (llhttp knows a fixed set)
-_METHODS: Final[dict[bytes, str]] = {
-    m: m.decode()
-    for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")
-}
+#: llhttp's method names as the ``str`` a Request carries
+_METHODS: Final[dict[bytes, str]] = {m.encode(): m for m in METHODS}
 
 _TIMEOUT_BODY: Final = b'{"error":"request timeout","code":"request_timeout","status":408}'
 
@@ -194,10 +191,9 @@ class ServerConnection(WriteFlow):
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
         self._pending: GatewayError | None = None
         self._eof_seen = False
-        #: the bytes being parsed, and whether they began at a message boundary (for the
+        #: the bytes being parsed when they began at a message boundary, else b"" (for the
         #: request-line shortcut of ``_version``)
         self._chunk = b""
-        self._fresh = False
         #: the parser is between messages (the last one completed, the next not begun)
         self._boundary = True
         #: the bytes the current message began at the start of, or b"" (see ``_version``)
@@ -261,8 +257,8 @@ class ServerConnection(WriteFlow):
         if self.upgrade_buffer is not None:
             self.upgrade_buffer += data
             return
-        self._chunk = data
-        self._fresh = self._boundary
+        # only bytes that begin at a message boundary can begin with a request line
+        self._chunk = data if self._boundary else b""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -353,8 +349,8 @@ class ServerConnection(WriteFlow):
         self._boundary = False
         # The first message of bytes that began at a message boundary starts at their first
         # byte; ``_build_request`` reads its version there (see ``_version``).
-        self._line = self._chunk if self._fresh else b""
-        self._fresh = False
+        self._line = self._chunk
+        self._chunk = b""  # a later message of these bytes does not start at their start
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -556,14 +552,9 @@ class ServerConnection(WriteFlow):
 
     # --- request queue -------------------------------------------------------------------------
     def _enqueue(self, item: Request | GatewayError) -> None:
-        if not self._busy and not self._queue and isinstance(item, Request) and item.body is None:
-            # the usual keep-alive request: nothing queued, nothing in progress, so the queue
-            # would only be pushed and popped
-            if self.app.try_fast(self, item):
-                self._busy = True
-                return
-            self._queue.append(item)
-            self._start_worker()
+        if not self._busy and not self._queue:
+            # the usual keep-alive request: the queue would only be pushed and popped
+            self._serve(item)
             return
         self._queue.append(item)
         if not self._busy:
@@ -573,15 +564,16 @@ class ServerConnection(WriteFlow):
             self.transport.pause_reading()
 
     def _dispatch(self) -> None:
-        """Serve the head of the queue (not busy, queue not empty): without a task when the
-        app can, else by the worker task."""
-        item = self._queue[0]
-        if isinstance(item, Request) and item.body is None:
-            self._queue.popleft()
-            if self.app.try_fast(self, item):
-                self._busy = True
-                return
-            self._queue.appendleft(item)
+        """Serve the head of the queue (not busy, queue not empty)."""
+        self._serve(self._queue.popleft())
+
+    def _serve(self, item: Request | GatewayError | Resumed) -> None:
+        """Serve ``item`` (not busy; it was next): without a task when the app can, else by
+        the worker task, at the head of the queue."""
+        if isinstance(item, Request) and item.body is None and self.app.try_fast(self, item):
+            self._busy = True
+            return
+        self._queue.appendleft(item)
         self._start_worker()
 
     def _start_worker(self) -> None:

@@ -7,6 +7,9 @@ from typing import Final
 
 from portway.http.headers import Headers
 
+#: the request methods the data plane keeps ready-made ``str``/``bytes`` forms of (others
+#: are decoded/encoded per request)
+METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
 REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode() for s in HTTPStatus}
 LAST_CHUNK: Final = b"0\r\n\r\n"
 

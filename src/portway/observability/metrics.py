@@ -229,9 +229,8 @@ class Metrics(Observer):
     ) -> None:
         self.buckets: tuple[float, ...] = tuple(sorted(buckets))
         self._nb = len(self.buckets)
-        self._series: dict[tuple[str, str], _Series] = {}
-        #: the same series by route, then upstream: two lookups of strings whose hashes are
-        #: cached, where the pair key is a new tuple to hash per request
+        #: series by route, then upstream: two lookups of strings whose hashes are cached,
+        #: where a (route, upstream) key would be a new tuple to hash per request
         self._by_route: dict[str, dict[str, _Series]] = {}
         self._rejections: dict[tuple[str, str, str], int] = {}
         self._cache: dict[tuple[str, str], int] = {}
@@ -264,7 +263,7 @@ class Metrics(Observer):
             per = self._by_route[route] = {}
         s = per.get(upstream)
         if s is None:
-            s = per[upstream] = self._series[(route, upstream)] = _Series(self._nb)
+            s = per[upstream] = _Series(self._nb)
         resp = ctx.response
         if resp is None:
             status = 0
@@ -316,10 +315,11 @@ class Metrics(Observer):
     def snapshot(self) -> Snapshot:
         """A copy of this process's values (safe to merge into)."""
         snap = Snapshot(self.buckets)
-        for k, s in self._series.items():
-            c = _Series(self._nb)
-            c.add(s.dump())
-            snap.series[k] = c
+        for route, per in self._by_route.items():
+            for upstream, s in per.items():
+                c = _Series(self._nb)
+                c.add(s.dump())
+                snap.series[(route, upstream)] = c
         snap.rejections = dict(self._rejections)
         snap.cache = dict(self._cache)
         for k, n in _cache_plugin_counts().items():

@@ -33,7 +33,7 @@ from portway.http.client import (
     build_request_head,
 )
 from portway.http.forwarded import ForwardMemo
-from portway.http.headers import HOP_BY_HOP, Headers, value_tokens
+from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, Headers, value_tokens
 from portway.http.memo import remember
 from portway.http.models import Request, Response
 from portway.http.wire import append_fields, chunk, last_chunk
@@ -266,7 +266,7 @@ def forward_header_lines(
                 plain = False
                 break
             elif k == b"connection":
-                if kv[1] not in _PLAIN_CONNECTION:
+                if kv[1] not in PLAIN_CONNECTION:
                     plain = False
                     break
                 continue
@@ -296,8 +296,10 @@ def forward_header_lines(
     key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, host, via_name)
     tail = _TAILS.get(key)
     if tail is None:
+        sc = _Scan([])  # a usual request: its Host is all the added fields depend on
+        sc.host = host
         lines: list[bytes] = []
-        append_fields(lines, _added(req, _Scan([]) if host is None else _host_scan(host), via_name))
+        append_fields(lines, _added(req, sc, via_name))
         tail = remember(_TAILS, key, b"".join(lines), 1024)
     parts.append(tail)
     if memo is not None:
@@ -308,21 +310,11 @@ def forward_header_lines(
         memo.via = via_name
 
 
-def _host_scan(host: bytes) -> _Scan:
-    sc = _Scan([])
-    sc.host = host
-    return sc
-
-
 #: fields :func:`forward_header_lines` looks at rather than copies
 _LOOK: Final = _DROP_UNTRUSTED | _REWRITTEN | {b"host", b"close"}
 #: fields that make a request not "usual" for :func:`forward_header_lines` ("close": a
 #: field of that name goes when Connection says close, which the general path sorts out)
 _NOT_PLAIN: Final = frozenset({b"via", b"upgrade", b"close"})
-#: Connection values naming no field to drop (others take the general path)
-_PLAIN_CONNECTION: Final = frozenset(
-    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"keep-alive, close"}
-)
 
 
 #: serialised added fields per (peer, client ip, scheme, port, version, Host, Via name)
@@ -494,7 +486,7 @@ def response_header_items(
     Upgrade)."""
     switching = status == 101
     base = _HOP_AND_FRAMING if drop_framing else HOP_BY_HOP
-    if (connection is None or connection in _PLAIN_TOKENS) and not switching:
+    if (connection is None or connection in PLAIN_CONNECTION) and not switching:
         drop = base  # the common case ("Connection: keep-alive" or none): no set built
     else:
         tokens = value_tokens(connection) if connection is not None else set()
