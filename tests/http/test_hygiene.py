@@ -104,6 +104,25 @@ async def test_hop_by_hop_never_cross_either_way() -> None:
         assert b"proxy-connection" not in head
 
 
+async def test_field_values_lose_trailing_whitespace_both_ways() -> None:
+    """RFC 9110 §5.5: OWS around a field value is not part of it (llhttp drops the leading
+    OWS only)."""
+
+    async def handler(req: Request) -> Response:
+        h = Headers()
+        h.set("x-seen", repr(req.headers.get_raw(b"x-pad")))
+        return Response(200, h, b"ok")
+
+    async with run_upstream(handler) as up, run_gateway(simple_config(up.url)) as gw:
+        for _ in range(2):  # the second on a pooled connection (the task-free path)
+            out = await raw_request(
+                gw.port,
+                b"GET / HTTP/1.1\r\nHost: a \r\nX-Pad: \t1 2 \t \r\nConnection: close\r\n\r\n",
+            )
+            assert _status(out) == 200, out
+            assert b"x-seen: b'1 2'\r\n" in out.lower()
+
+
 async def test_x_forwarded_untrusted_replaced_trusted_appended() -> None:
     async with run_upstream() as up:
         cfg = simple_config(up.url)

@@ -198,7 +198,7 @@ async def test_chunked_upstream_with_trailers_is_rechunked() -> None:
             gw.port, b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n"
         )
         head, _, body = out.partition(b"\r\n\r\n")
-        assert b"transfer-encoding: chunked" in head.lower()
+        assert b"transfer-encoding: chunked" in head.lower(), out
         assert b"trailer:" not in head.lower()  # hop-by-hop
         assert body == b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 42\r\n\r\n"
         assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1

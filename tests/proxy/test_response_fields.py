@@ -8,7 +8,27 @@ import asyncio
 
 import pytest
 
+from portway.pipeline.context import RequestContext
+from portway.pipeline.plugin import Plugin, PluginConfig
+from portway.pipeline.registry import registry
 from tests.helpers import answering, raw_upstream, run_gateway, simple_config
+
+#: response fields as ``on_log`` saw them, one list per request
+LOGGED: list[list[tuple[bytes, bytes]]] = []
+
+
+class HeadLogger(Plugin[PluginConfig]):
+    """Reads the relayed response's fields in ``on_log`` (they are parsed on first read)."""
+
+    name = "t_head_logger"
+    Config = PluginConfig
+
+    def on_log(self, ctx: RequestContext) -> None:
+        assert ctx.response is not None
+        LOGGED.append(list(ctx.response.headers.raw()))
+
+
+registry.register(HeadLogger)
 
 
 def _head_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
@@ -73,3 +93,136 @@ async def test_upstream_close_is_not_relayed_and_connection_not_reused() -> None
         for raw in await _twice(gw.port):
             assert raw.endswith(b"\r\n\r\nok")
             assert b"connection" not in [k for k, _ in _head_fields(raw)]
+
+
+# --- the lite head: the upstream connection's llhttp parser without per-field callbacks ------
+
+
+async def test_plain_head_keeps_the_upstreams_spelling_and_order() -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\nServer: up\r\nX-Mixed-Case: A b\r\nContent-Length: 2\r\n"
+        b"Connection: keep-alive\r\nX-Last: z\r\n\r\nok"
+    )
+    async with raw_upstream(answering(response)) as url, run_gateway(simple_config(url)) as gw:
+        _, second = await _twice(gw.port)
+        # the second rode a pooled connection: the task-free path, lines passed whole
+        assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1
+        assert b"\r\nServer: up\r\nX-Mixed-Case: A b\r\n" in second
+        assert b"\r\nX-Last: z\r\n" in second
+        assert _head_fields(second) == [
+            (b"server", b"up"),
+            (b"x-mixed-case", b"A b"),
+            (b"x-last", b"z"),
+            (b"via", b"1.1 portway"),
+            (b"content-length", b"2"),
+        ]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b"CONTENT-LENGTH: 2\r\n", b"content-length:\t2 \t\r\n", b"Content-Length:2\r\n"],
+)
+async def test_content_length_in_any_spelling_frames_the_body(framing: bytes) -> None:
+    response = b"HTTP/1.1 200 OK\r\n" + framing + b"X-A: 1\r\n\r\nok"
+    async with raw_upstream(answering(response)) as url, run_gateway(simple_config(url)) as gw:
+        for raw in await _twice(gw.port):
+            assert raw.endswith(b"\r\n\r\nok")
+            fields = _head_fields(raw)
+            assert fields.count((b"content-length", b"2")) == 1
+            assert (b"x-a", b"1") in fields
+
+
+async def test_head_trickled_byte_by_byte_is_relayed() -> None:
+    response = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok"
+
+    async def trickle(head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        for i in range(len(response)):
+            w.write(response[i : i + 1])
+            await w.drain()
+            await asyncio.sleep(0)
+        return True
+
+    async with raw_upstream(trickle) as url, run_gateway(simple_config(url)) as gw:
+        for raw in await _twice(gw.port):
+            assert raw.endswith(b"\r\n\r\nok")
+            fields = _head_fields(raw)
+            assert (b"server", b"up") in fields and (b"x-a", b"1") in fields
+        assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1
+
+
+@pytest.mark.parametrize(
+    ("response", "expect"),
+    [
+        # 1xx first: the whole message is parsed again field by field
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            [b"HTTP/1.1 103 Early Hints\r\n", b"link: </a.css>; rel=preload"],
+        ),
+        # a Via from the upstream is extended, not repeated
+        (
+            b"HTTP/1.1 200 OK\r\nVia: 1.0 cache\r\nContent-Length: 2\r\n\r\nok",
+            [b"via: 1.0 cache, 1.1 portway"],
+        ),
+        # chunked with a trailer: the trailer reaches the client
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n",
+            [b"transfer-encoding: chunked", b"2\r\nok\r\n0\r\nx-sum: 1\r\n\r\n"],
+        ),
+    ],
+)
+async def test_heads_the_lite_parse_does_not_take_are_parsed_again(
+    response: bytes, expect: list[bytes]
+) -> None:
+    async with raw_upstream(answering(response)) as url, run_gateway(simple_config(url)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            for _ in range(2):
+                writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n")
+                data = b""
+                while not (data.endswith(b"\r\n\r\nok") or data.endswith(b"0\r\nx-sum: 1\r\n\r\n")):
+                    more = await asyncio.wait_for(reader.read(65536), 5)
+                    assert more, data
+                    data += more
+                for piece in expect:
+                    assert piece in data.replace(b"X-Sum", b"x-sum").replace(b"Via:", b"via:")
+        finally:
+            writer.close()
+        assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1
+
+
+async def test_http10_upstream_connection_is_not_reused() -> None:
+    seen: list[int] = []
+
+    async def http10(head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        seen.append(n)
+        w.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        return True  # the upstream would keep it: the gateway must not, HTTP/1.0 said close
+
+    async with raw_upstream(http10) as url, run_gateway(simple_config(url)) as gw:
+        for _ in range(2):
+            for raw in await _twice(gw.port):
+                assert raw.endswith(b"\r\n\r\nok")
+    assert seen == [1, 1, 1, 1]
+
+
+async def test_on_log_sees_the_fields_that_were_sent() -> None:
+    LOGGED.clear()
+    response = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 2\r\nX-A:  1 \r\n\r\nok"
+    cfg = simple_config("", plugins=[{"name": "t_head_logger", "config": {}}])
+    async with raw_upstream(answering(response)) as url:
+        cfg["upstreams"]["u"]["targets"][0]["url"] = url
+        async with run_gateway(cfg) as gw:
+            for raw in await _twice(gw.port):
+                assert raw.endswith(b"\r\n\r\nok")
+            assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1
+    assert len(LOGGED) == 2
+    # the general path (the first request) and the task-free one (the second) agree
+    for fields in LOGGED:
+        assert sorted(fields) == [
+            (b"content-length", b"2"),
+            (b"server", b"up"),
+            (b"via", b"1.1 portway"),
+            (b"x-a", b"1"),
+        ]

@@ -30,6 +30,41 @@ _SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
 _SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in _SPECIAL) for i in range(20))
 
 
+def _special_length(line: bytes, size: int) -> int:
+    """The length of the name of the header ``line`` if that name may be in ``_SPECIAL``
+    (by its first letter and a colon where that name would end it), else 0. Most lines are
+    passed over without finding their colon or slicing their name."""
+    c = line[0] | 0x20
+    if c == 99:  # connection, content-length
+        if size > 10 and line[10] == 58:
+            return 10
+        if size > 14 and line[14] == 58:
+            return 14
+    elif c == 116:  # te, trailer, transfer-encoding
+        if line[1] != 58 and line[2] == 58:
+            return 2
+        if size > 7 and line[7] == 58:
+            return 7
+        if size > 17 and line[17] == 58:
+            return 17
+    elif c == 112:  # proxy-connection, proxy-authenticate, proxy-authorization
+        for n in (16, 18, 19):
+            if size > n and line[n] == 58:
+                return n
+    elif c == 107 or c == 117:  # keep-alive, upgrade
+        n = 10 if c == 107 else 7
+        if size > n and line[n] == 58:
+            return n
+    elif c == 118 and size > 3 and line[3] == 58:  # via
+        return 3
+    return 0
+
+
+class _Reparse(Exception):
+    """Raised in the lite parser's callback (with ``UpstreamConnection._redo`` set): this head
+    takes the field-by-field parse."""
+
+
 @dataclass(slots=True)
 class ResponseHead:
     status: int
@@ -59,14 +94,21 @@ class ResponseSink:
     value naming other fields (what a plain ``Connection: keep-alive``/``close`` and
     Content-Length need, dropping two names, the sink does itself).
 
+    A sink with ``raw_head`` set takes a plain response head (no hop-by-hop field but a plain
+    Connection value, no Via, no Transfer-Encoding, not 1xx) as ``on_head_raw``: its header
+    lines as llhttp validated them, whole, without a callback per field (see
+    :class:`_Lite`); any other head still comes as ``on_head``.
+
     A base class, not a ``Protocol``: compiled, calls through it are direct (a protocol-typed
     call is a Python method call with argument parsing, five of them per response).
     """
 
-    __slots__ = ("paused",)
+    __slots__ = ("paused", "raw_head")
 
     #: set by the subclass's ``__init__`` (False)
     paused: bool
+    #: set by the subclass's ``__init__``: whether ``on_head_raw`` may be used
+    raw_head: bool
 
     def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         raise NotImplementedError
@@ -82,6 +124,19 @@ class ResponseSink:
         special: bool,
         connection: bytes | None,
     ) -> None:
+        raise NotImplementedError
+
+    def on_head_raw(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[bytes],
+        keep_alive: bool,
+        content_length: bytes | None,
+    ) -> None:
+        """``fields``: runs of whole ``name: value CRLF`` lines, in order, without the
+        Content-Length and Connection lines (their values are ``content_length`` and what
+        ``keep_alive`` says)."""
         raise NotImplementedError
 
     def on_body(self, data: bytes) -> None:
@@ -100,6 +155,32 @@ class ResponseSink:
         raise NotImplementedError
 
 
+class _Lite:
+    """The protocol object of an upstream connection's second llhttp parser: it has no
+    ``on_status``/``on_header`` callbacks, so llhttp validates a response head without a
+    call into Python per field, and ``on_headers_complete`` takes the validated head's bytes
+    whole (``UpstreamConnection._lite_head``). Trailers need ``on_header``: a chunked
+    response is handed to the full parser before its body starts."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+
+    def on_message_begin(self) -> None:
+        if self.conn.message_done:
+            raise UpstreamProtocolError("upstream sent data after the end of the response")
+
+    def on_headers_complete(self) -> None:
+        self.conn._lite_head()
+
+    def on_body(self, body: bytes) -> None:
+        self.conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.conn.on_message_complete()
+
+
 class UpstreamConnection(WriteFlow):
     """One keep-alive connection to a target. Not safe for concurrent exchanges."""
 
@@ -110,14 +191,20 @@ class UpstreamConnection(WriteFlow):
         "_cl",
         "_close_delimited",
         "_conn_value",
+        "_cur",
+        "_full",
+        "_head_chunks",
         "_head_deadline",
         "_head_fut",
         "_head_only",
         "_head_seen",
         "_headers",
         "_hop",
+        "_lite",
+        "_raw",
         "_read_timeout",
         "_reason",
+        "_redo",
         "_soon",
         "_sweeper",
         "_te",
@@ -144,7 +231,18 @@ class UpstreamConnection(WriteFlow):
         #: ``loop.time`` bound once: compiled code calls it without a method lookup
         self.now: Callable[[], float] = loop.time
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        #: the parser in use: ``_full`` (a callback per field), or ``_lite`` for a sink that
+        #: takes raw heads (created on first use, dropped when it stops mid-message)
+        self.parser = self._full = httptools.HttpResponseParser(self)
+        self._lite: httptools.HttpResponseParser | None = None
+        #: this exchange reads its head through ``_lite``
+        self._raw = False
+        #: the bytes being fed (``_lite_head`` reads the head out of them)
+        self._cur = b""
+        #: the received pieces of a raw head that has not ended yet
+        self._head_chunks: list[bytes] | None = None
+        #: the lite parser stopped on a head it does not take (see ``_Reparse``)
+        self._redo = False
         self.closed = False
         self.created = loop.time()
         self.idle_since = self.created
@@ -235,6 +333,31 @@ class UpstreamConnection(WriteFlow):
             self.tunnel(data)
             return
         self.received_any = True
+        self._feed(data)
+        if self._head_only and not self.message_done and self._head_seen:
+            # a response to HEAD has no body whatever its framing headers say
+            self.message_done = True
+            self._cancel_timer()
+            if self._raw:
+                self._lite = None
+            else:
+                self._full = httptools.HttpResponseParser(self)
+            self.parser = self._full
+            if self._body is not None:
+                self._body.feed_eof()
+            if self.sink is not None:
+                self.sink.on_end()
+        sink = self.sink
+        if sink is not None:
+            sink.settle()
+
+    def _feed(self, data: bytes) -> None:
+        raw = self._raw and not self._head_seen
+        if raw:
+            chunks = self._head_chunks
+            if chunks is not None:
+                chunks.append(data)
+            self._cur = data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -244,19 +367,27 @@ class UpstreamConnection(WriteFlow):
             if fut is not None and fut.done() and not fut.cancelled():
                 fut.result().upgrade_tail = tail
         except httptools.HttpParserError as e:
+            if raw and self._redo:
+                # (a flag, not ``e.__context__``: raising sets that to whatever exception
+                # is being handled around the loop's callback, if any)
+                self._reparse()
+                return
             self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
-        if self._head_only and not self.message_done and self._head_seen:
-            # a response to HEAD has no body whatever its framing headers say
-            self.message_done = True
-            self._cancel_timer()
-            self.parser = httptools.HttpResponseParser(self)
-            if self._body is not None:
-                self._body.feed_eof()
-            if self.sink is not None:
-                self.sink.on_end()
-        sink = self.sink
-        if sink is not None:
-            sink.settle()
+            return
+        if raw and not self._head_seen and self._head_chunks is None:
+            self._head_chunks = [data]
+
+    def _reparse(self) -> None:
+        """The lite parser met a head it does not take (1xx, a hop-by-hop field, Via,
+        Transfer-Encoding): parse the response again from its first byte, field by field."""
+        chunks = self._head_chunks
+        data = b"".join(chunks) if chunks is not None else self._cur
+        self._head_chunks = None
+        self._redo = False
+        self._lite = None  # it stopped mid-message
+        self._raw = False
+        self.parser = self._full
+        self._feed(data)
 
     def eof_received(self) -> bool | None:
         if self.tunnel_eof is not None:
@@ -282,6 +413,9 @@ class UpstreamConnection(WriteFlow):
         self._reason = self._reason + status if self._reason else status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if value and value[-1] <= 32:
+            # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
+            value = value.rstrip(b" \t")
         if self._head_seen:
             # trailer section of a chunked response
             if self.sink is not None:
@@ -376,6 +510,77 @@ class UpstreamConnection(WriteFlow):
         elif self._body is not None:
             self._body.feed_eof()
 
+    def _lite_head(self) -> None:
+        """The lite parser's ``on_headers_complete``: llhttp has validated the head (every
+        line ``token ":" value CRLF``, no bare CR or LF, no obs-fold), so its bytes are
+        split here without checks, and only the lines whose name may need handling are
+        looked at: a plain head goes to ``sink.on_head_raw`` as runs of whole lines.
+        Anything else (1xx, 101, another version, a field to drop or rewrite) raises
+        :class:`_Reparse`."""
+        chunks = self._head_chunks
+        buf = b"".join(chunks) if chunks is not None else self._cur
+        self._head_chunks = None
+        # one search and one split: a ``find`` per line costs more than the callbacks saved
+        lines = buf[: buf.find(b"\r\n\r\n")].split(b"\r\n")
+        first = lines[0]
+        size = len(first)
+        # "HTTP/1.x NNN[ reason]", as llhttp accepted it
+        if size < 12 or buf[5] != 49 or buf[8] != 32 or (size > 12 and buf[12] != 32):
+            raise self._stop()
+        minor = buf[7]
+        status = (buf[9] - 48) * 100 + (buf[10] - 48) * 10 + buf[11] - 48
+        if status < 200 or (minor != 49 and minor != 48):
+            raise self._stop()  # 1xx and 101 take the field-by-field path (rare)
+        reason = first[13:] if size > 13 else b""
+        fields: list[bytes] = []
+        cl: bytes | None = None
+        cv: bytes | None = None
+        pos = run = size + 2
+        for i in range(1, len(lines)):
+            line = lines[i]
+            size = len(line)
+            n = _special_length(line, size)
+            if n:
+                name = line[:n]
+                if name != b"Content-Length" and name != b"Connection":
+                    name = name.lower()
+                    if name not in _SPECIAL:
+                        pos += size + 2
+                        continue
+                # the value without OWS on either side (llhttp allows no other control byte)
+                value = line[n + 2 :] if size > n + 2 and line[n + 1] == 32 else line[n + 1 :]
+                if value and (value[0] <= 32 or value[-1] <= 32):
+                    value = value.strip(b" \t")
+                if (name == b"Content-Length" or name == b"content-length") and cl is None:
+                    cl = value
+                elif (name == b"Connection" or name == b"connection") and cv is None:
+                    if value not in PLAIN_CONNECTION:
+                        raise self._stop()
+                    cv = value
+                else:
+                    raise self._stop()
+                if pos > run:
+                    fields.append(buf[run:pos])
+                run = pos + size + 2
+            pos += size + 2
+        if pos > run:
+            fields.append(buf[run:pos])
+        self._head_seen = True
+        no_body = self._head_only or status == 204 or status == 304
+        self._close_delimited = close = not no_body and cl is None
+        # what llhttp's should_keep_alive says of a plain head
+        if cv is None:
+            keep_alive = minor == 49 and not close
+        else:
+            keep_alive = (cv == b"keep-alive" or cv == b"Keep-Alive") and not close
+        sink = self.sink
+        assert sink is not None
+        sink.on_head_raw(status, reason, fields, keep_alive, cl)
+
+    def _stop(self) -> _Reparse:
+        self._redo = True
+        return _Reparse()
+
     # --- exchange API ----------------------------------------------------------------------
     def begin(self, head_only: bool, read_timeout: float) -> BodyStream:
         """Prepare for one exchange; returns the body stream the response will fill."""
@@ -390,8 +595,17 @@ class UpstreamConnection(WriteFlow):
         """Prepare for one exchange whose response goes to ``sink`` by callbacks."""
         self._reset(head_only, read_timeout)
         self.sink = sink
+        if sink.raw_head:
+            lite = self._lite
+            if lite is None:
+                lite = self._lite = httptools.HttpResponseParser(_Lite(self))
+            self.parser = lite
+            self._raw = True
 
     def _reset(self, head_only: bool, read_timeout: float) -> None:
+        self.parser = self._full
+        self._raw = False
+        self._head_chunks = None
         self.uses += 1
         self.message_done = False
         self.received_any = False

@@ -378,6 +378,9 @@ class ServerConnection(WriteFlow):
         if len(self._headers) >= self._max_header_count:
             self._pending = HeadersTooLargeError("too many request header fields")
             raise _Abort(self._pending)
+        if value and value[-1] <= 32:
+            # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
+            value = value.rstrip(b" \t")
         n = name.lower()
         self._headers.append((n, value))
         if n in _GATHERED:

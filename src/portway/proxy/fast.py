@@ -218,6 +218,8 @@ class FastExchange(ResponseSink):
         t0: float,
     ) -> None:
         self.paused = False
+        # response hooks edit parsed fields; without any, the head's lines pass whole
+        self.raw_head = not rt.chain.on_response
         self.app = app
         self.graph = graph
         self.conn = conn
@@ -257,22 +259,9 @@ class FastExchange(ResponseSink):
         special: bool,
         connection: bytes | None,
     ) -> None:
+        if not self._admit(status, keep_alive):
+            return
         ctx = self.ctx
-        up = self.up
-        target = self.target
-        # the upstream connection read the clock as these bytes arrived
-        latency = self.uconn.last_io - self.t0
-        if status == 101:
-            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed
-            err = UpstreamError("upstream switched protocols unasked", source="upstream")
-            self.pending = self._after_failure(_Attempt("reset", True, err), latency)
-            return
-        ctx.upstream_latency = latency
-        up.record(target, status < 500, latency, status, None)
-        if retry_on_status(ctx, up, status, 1, self.deadline):
-            self.pending = Resume(attempt=1, exclude={target}, delay=up.backoff(1))
-            return
-        self.up_keep_alive = keep_alive
         req = ctx.request
         via = self.graph.via
         if special:
@@ -310,6 +299,62 @@ class FastExchange(ResponseSink):
         line = status_line(status, reason)
         out.append(line)
         ctx.bytes_out += len(line) + append_fields(out, items) + 2
+        out.append(b"\r\n")
+        self.mode = mode
+        self.chunked_out = mode == "chunked"
+        self.head_sent = True
+
+    def _admit(self, status: int, keep_alive: bool) -> bool:
+        """Record the response head's arrival; False when it is not to be relayed (a
+        decision for ``settle`` is in ``pending``)."""
+        ctx = self.ctx
+        up = self.up
+        target = self.target
+        # the upstream connection read the clock as these bytes arrived
+        latency = self.uconn.last_io - self.t0
+        if status == 101:
+            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed
+            err = UpstreamError("upstream switched protocols unasked", source="upstream")
+            self.pending = self._after_failure(_Attempt("reset", True, err), latency)
+            return False
+        ctx.upstream_latency = latency
+        up.record(target, status < 500, latency, status, None)
+        if retry_on_status(ctx, up, status, 1, self.deadline):
+            self.pending = Resume(attempt=1, exclude={target}, delay=up.backoff(1))
+            return False
+        self.up_keep_alive = keep_alive
+        return True
+
+    def on_head_raw(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[bytes],
+        keep_alive: bool,
+        content_length: bytes | None,
+    ) -> None:
+        if not self._admit(status, keep_alive):
+            return
+        ctx = self.ctx
+        req = ctx.request
+        extra: list[tuple[bytes, bytes]] = []
+        via = self.graph.via
+        if via is not None:
+            extra.append((b"via", b"1.1 " + via))
+        no_body = req.method == "HEAD" or status == 204 or status == 304
+        mode, self.keep = add_response_framing(extra, req, no_body, content_length, self.keep)
+        resp = Response(status, None, b"", reason, False, True)
+        resp.set_raw_fields(fields, extra)
+        ctx.response = resp
+        # the upstream's lines go out as they came, a run of them per piece
+        out = self.out
+        line = status_line(status, reason)
+        out.append(line)
+        size = len(line) + 2
+        for run in fields:
+            out.append(run)
+            size += len(run)
+        ctx.bytes_out += size + append_fields(out, extra)
         out.append(b"\r\n")
         self.mode = mode
         self.chunked_out = mode == "chunked"

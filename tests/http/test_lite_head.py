@@ -1,0 +1,64 @@
+"""The upstream connection's lite head scan (``portway.http.client._special_length``) and the
+lazy parse of relayed response fields (``portway.http.models.parse_fields``): pure logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from portway.http.client import _SPECIAL, _special_length
+from portway.http.models import Response, parse_fields
+
+
+@pytest.mark.parametrize("name", sorted(_SPECIAL))
+def test_every_special_name_is_caught_in_any_case(name: bytes) -> None:
+    for spelled in (name, name.upper(), name.title()):
+        line = spelled + b": v"
+        assert _special_length(line, len(line)) == len(name)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"Content-Type: text/plain",
+        b"Date: Wed, 02 Dec 2026 12:00:00 GMT",
+        b"Server: nginx",
+        b"T: x",
+        b"Tx:",
+        b"Vary: te",
+        b"Cache-Control: no-cache: x",
+        b"X-Connection: close",
+    ],
+)
+def test_ordinary_names_are_passed_over(line: bytes) -> None:
+    n = _special_length(line, len(line))
+    # either no candidate at all, or one whose name is not special (the caller checks)
+    assert n == 0 or line[:n].lower() not in _SPECIAL
+
+
+def test_parse_fields_lowercases_names_and_trims_values() -> None:
+    runs = [b"Server: up\r\nX-A:\tb \t\r\n", b"Empty:\r\nX-Colon: a:b\r\n"]
+    assert parse_fields(runs) == [
+        (b"server", b"up"),
+        (b"x-a", b"b"),
+        (b"empty", b""),
+        (b"x-colon", b"a:b"),
+    ]
+
+
+def test_response_headers_are_parsed_on_first_read_and_then_kept() -> None:
+    r = Response(200, None, b"", b"OK", False, True)
+    r.set_raw_fields([b"Server: up\r\n"], [(b"content-length", b"2")])
+    h = r.headers
+    assert h.raw() == [(b"server", b"up"), (b"content-length", b"2")]
+    h.set("x-added", "1")
+    assert r.headers is h and r.headers.get("x-added") == "1"
+
+
+def test_assigned_headers_replace_raw_fields() -> None:
+    from portway.http.headers import Headers
+
+    r = Response(200)
+    r.set_raw_fields([b"Server: up\r\n"], [])
+    r.headers = Headers([(b"a", b"b")])
+    assert r.headers.raw() == [(b"a", b"b")]
+    assert Response(204).headers.raw() == []
