@@ -135,8 +135,8 @@ class ResponseSink:
         content_length: bytes | None,
     ) -> None:
         """``fields``: runs of whole ``name: value CRLF`` lines, in order, without the
-        Content-Length and Connection lines (their values are ``content_length`` and what
-        ``keep_alive`` says)."""
+        Connection lines (``keep_alive`` says what they meant); a Content-Length line is
+        among them, its value is ``content_length``. The list is the sink's."""
         raise NotImplementedError
 
     def on_body(self, data: bytes) -> None:
@@ -196,6 +196,7 @@ class UpstreamConnection(WriteFlow):
         "_head_chunks",
         "_head_deadline",
         "_head_fut",
+        "_head_lines",
         "_head_only",
         "_head_seen",
         "_headers",
@@ -241,6 +242,8 @@ class UpstreamConnection(WriteFlow):
         self._cur = b""
         #: the received pieces of a raw head that has not ended yet
         self._head_chunks: list[bytes] | None = None
+        #: lines of the last raw head on this connection, the empty one included
+        self._head_lines = 0
         #: the lite parser stopped on a head it does not take (see ``_Reparse``)
         self._redo = False
         self.closed = False
@@ -520,8 +523,18 @@ class UpstreamConnection(WriteFlow):
         chunks = self._head_chunks
         buf = b"".join(chunks) if chunks is not None else self._cur
         self._head_chunks = None
-        # one search and one split: a ``find`` per line costs more than the callbacks saved
-        lines = buf[: buf.find(b"\r\n\r\n")].split(b"\r\n")
+        # a ``find`` per line would cost more than the callbacks saved: one split, that stops
+        # after the head when it has as many lines as the last one on this connection (the
+        # usual case; the rest of the bytes come back as one piece), else a search and a split
+        count = self._head_lines
+        lines: list[bytes] | None = None
+        if count and len(buf) <= 8192:
+            lines = buf.split(b"\r\n", count)
+            if len(lines) <= count or lines[count - 1]:
+                lines = None
+        if lines is None:
+            lines = buf[: buf.find(b"\r\n\r\n")].split(b"\r\n")
+            lines.append(b"")
         first = lines[0]
         size = len(first)
         # "HTTP/1.x NNN[ reason]", as llhttp accepted it
@@ -536,9 +549,13 @@ class UpstreamConnection(WriteFlow):
         cl: bytes | None = None
         cv: bytes | None = None
         pos = run = size + 2
-        for i in range(1, len(lines)):
+        i = 1
+        while True:
             line = lines[i]
             size = len(line)
+            if not size:
+                break  # the empty line that ends the head
+            i += 1
             n = _special_length(line, size)
             if n:
                 name = line[:n]
@@ -553,8 +570,15 @@ class UpstreamConnection(WriteFlow):
                     value = value.strip(b" \t")
                 if (name == b"Content-Length" or name == b"content-length") and cl is None:
                     cl = value
+                    pos += size + 2
+                    continue  # the line stays in its run: the sink relays it
                 elif (name == b"Connection" or name == b"connection") and cv is None:
-                    if value not in PLAIN_CONNECTION:
+                    # the usual values by equality (a set lookup hashes the fresh bytes)
+                    if (
+                        value != b"keep-alive"
+                        and value != b"close"
+                        and value not in PLAIN_CONNECTION
+                    ):
                         raise self._stop()
                     cv = value
                 else:
@@ -565,6 +589,7 @@ class UpstreamConnection(WriteFlow):
             pos += size + 2
         if pos > run:
             fields.append(buf[run:pos])
+        self._head_lines = i + 1
         self._head_seen = True
         no_body = self._head_only or status == 204 or status == 304
         self._close_delimited = close = not no_body and cl is None

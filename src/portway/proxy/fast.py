@@ -337,14 +337,17 @@ class FastExchange(ResponseSink):
             return
         ctx = self.ctx
         req = ctx.request
-        extra: list[tuple[bytes, bytes]] = []
-        via = self.graph.via
-        if via is not None:
-            extra.append((b"via", b"1.1 " + via))
         no_body = req.method == "HEAD" or status == 204 or status == 304
-        mode, self.keep = add_response_framing(extra, req, no_body, content_length, self.keep)
+        # the upstream's Content-Length line is among ``fields``, relayed as it is
+        framing: list[tuple[bytes, bytes]] = []
+        mode, self.keep = add_response_framing(
+            framing, req, no_body, content_length, self.keep, length_sent=True
+        )
+        via_line = self.graph.via_line
+        if via_line:
+            fields.append(via_line)
         resp = Response(status, None, b"", reason, False, True)
-        resp.set_raw_fields(fields, extra)
+        resp.set_raw_fields(fields, framing)
         ctx.response = resp
         # the upstream's lines go out as they came, a run of them per piece
         out = self.out
@@ -354,7 +357,9 @@ class FastExchange(ResponseSink):
         for run in fields:
             out.append(run)
             size += len(run)
-        ctx.bytes_out += size + append_fields(out, extra)
+        if framing:
+            size += append_fields(out, framing)
+        ctx.bytes_out += size
         out.append(b"\r\n")
         self.mode = mode
         self.chunked_out = mode == "chunked"

@@ -430,17 +430,20 @@ def add_response_framing(
     no_body: bool,
     content_length: bytes | None,
     keep: bool,
+    length_sent: bool = False,
 ) -> tuple[str, bool]:
     """Append the framing fields of a relayed response to ``items``: its Content-Length when
-    kept (``content_length``), else chunked for HTTP/1.1 clients or close-delimited for 1.0,
+    kept (``content_length``; not appended when ``length_sent``: the caller relays the
+    upstream's own line), else chunked for HTTP/1.1 clients or close-delimited for 1.0,
     then Connection. Returns ``(mode, keep)``, mode one of none/length/chunked/close."""
     if no_body:
         mode = "none"
-        if content_length is not None:
+        if content_length is not None and not length_sent:
             items.append((b"content-length", content_length))
     elif content_length is not None:
         mode = "length"
-        items.append((b"content-length", content_length))
+        if not length_sent:
+            items.append((b"content-length", content_length))
     elif req.version != "1.0":  # HTTP/2 streams take the chunked framing (and trailers)
         mode = "chunked"
         items.append((b"transfer-encoding", b"chunked"))

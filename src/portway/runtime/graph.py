@@ -61,6 +61,12 @@ class RuntimeGraph:
     version: int = 0
     shared_keys: frozenset[str] = frozenset()
     tracer: Tracer = NOOP_TRACER
+    #: the Via line this gateway adds to relayed responses (built once, not per response;
+    #: empty without ``via``)
+    via_line: bytes = field(init=False, default=b"")
+
+    def __post_init__(self) -> None:
+        self.via_line = b"via: 1.1 " + self.via + b"\r\n" if self.via is not None else b""
 
     def request_done(self, chain: Chain, ctx: RequestContext) -> None:
         """After a request's last byte (whatever path served it): the route's ``on_log``
