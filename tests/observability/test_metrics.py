@@ -223,3 +223,14 @@ def test_cache_plugin_counters_exported(monkeypatch: object) -> None:
     assert s[("portway_cache_requests_total", L(route="r", result="hit"))] == 4
     assert s[("portway_cache_requests_total", L(route="r", result="miss"))] == 2
     assert all("Bad Name" not in str(k) for k in s)
+
+
+def test_bucket_is_bisect_left() -> None:
+    import bisect
+
+    from portway.observability.metrics import _bucket
+
+    bounds = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    for v in (0.0, 0.001, 0.005, 0.0050001, 0.01, 0.3, 1.0, 9.99, 10.0, 11.0, 1e9):
+        assert _bucket(bounds, v) == bisect.bisect_left(bounds, v)
+    assert _bucket((), 1.0) == 0

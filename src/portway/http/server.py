@@ -383,21 +383,25 @@ class ServerConnection(WriteFlow):
             value = value.rstrip(b" \t")
         n = name.lower()
         self._headers.append((n, value))
-        if n in _GATHERED:
-            # the fields the framing needs, noted while parsing instead of searched for later
+        # the fields the framing needs, noted while parsing instead of searched for later;
+        # told apart by first letter and equality (a set lookup would hash every new name)
+        c = n[0]
+        if c == 104:  # h
             if n == b"host":
                 self._hosts += 1
                 self._host = value
-            elif n == b"content-length":
+        elif c == 99:  # c
+            if n == b"content-length":
                 if self._cl is None:
                     self._cl = value
-            elif n == b"transfer-encoding":
-                # all codings count: "identity" then "chunked" is not plain chunked
-                self._te = value if self._te is None else self._te + b", " + value
             elif n == b"connection":
                 self._conn = value if self._conn is None else self._conn + b", " + value
-            elif self._expect is None:
-                self._expect = value
+        elif c == 116:  # t
+            if n == b"transfer-encoding":
+                # all codings count: "identity" then "chunked" is not plain chunked
+                self._te = value if self._te is None else self._te + b", " + value
+        elif c == 101 and n == b"expect" and self._expect is None:
+            self._expect = value
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -823,9 +827,6 @@ _FORBIDDEN_TRAILERS: Final = frozenset(
     }
 )
 
-_GATHERED: Final = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"}
-)
 #: the common Host: a name or IPv4 address with an optional port (anything else takes the
 #: careful path below)
 _PLAIN_HOST: Final = re.compile(rb"[A-Za-z0-9.-]+(?::[0-9]+)?")
