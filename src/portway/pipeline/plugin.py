@@ -134,8 +134,10 @@ class Plugin(Generic[C]):
     #: ``on_request`` and ``on_response`` never suspend (no ``await`` that waits on I/O or a
     #: timer): the gateway may then run them outside a task, on the task-free path
     #: (``proxy/fast.py``), which costs about 40 % less CPU per request. A hook that
-    #: suspends anyway fails its request with a 500 there.
-    sync_hooks: ClassVar[bool] = False
+    #: suspends anyway fails its request with a 500 there. A class attribute, or set per
+    #: instance in ``__init__`` when it depends on the config (``rate_limit``: only the
+    #: in-memory store is synchronous).
+    sync_hooks: bool = False
 
     def __init__(self, config: C, env: PluginEnv) -> None:
         self.config = config

@@ -90,6 +90,13 @@ async def test_end_to_end() -> None:
         assert s == 200
         h = upstream_headers(body)
         assert h["x-consumer-username"] == ["alice"] and "apikey" not in h
+        # key_auth declares sync_hooks: with a pooled upstream connection, the task-free path
+        app = gw.worker.app
+        assert app is not None
+        before = app.fast_requests
+        s, _, body = await get(gw.url + "/key", [("apikey", "bob-key")])
+        assert s == 200 and upstream_headers(body)["x-consumer-username"] == ["bob"]
+        assert app.fast_requests == before + 1
 
         s, headers, body = await get(gw.url + "/key", [("apikey", "wrong")])
         assert s == 401 and headers.get("www-authenticate") == 'Key realm="portway"'

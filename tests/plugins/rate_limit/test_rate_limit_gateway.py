@@ -38,6 +38,24 @@ async def test_rate_limit_through_gateway():
             assert h.get("x-ratelimit-remaining") == "0"
             assert len(h.get_all("ratelimit")) == 1
             assert len(up.requests) == 2
+            # the in-memory store decides without awaiting: the second request took the
+            # task-free path (the first opened the pooled upstream connection)
+            assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1
+
+
+def test_only_the_in_memory_store_is_synchronous() -> None:
+    from portway.pipeline.plugin import PluginEnv
+    from portway.plugins.rate_limit.config import RateLimitConfig
+    from portway.plugins.rate_limit.plugin import RateLimitPlugin
+
+    def plugin(**cfg: object) -> RateLimitPlugin:
+        return RateLimitPlugin(
+            RateLimitConfig.model_validate({"limits": [{"rate": 1, "per": "1s"}], **cfg}),
+            PluginEnv(),
+        )
+
+    assert plugin().sync_hooks
+    assert not plugin(store="redis", redis={"url": "redis://127.0.0.1:1"}).sync_hooks
 
 
 async def test_concurrency_limit_released_after_each_request():

@@ -24,6 +24,8 @@ class KeyAuthPlugin(IdentityPlugin[KeyAuthConfig]):
 
     name = "key_auth"
     scheme = "Key"
+    # the key's digest is looked up in memory: nothing awaits
+    sync_hooks = True
     Config: ClassVar[type[PluginConfig]] = KeyAuthConfig
 
     def __init__(self, config: KeyAuthConfig, env: PluginEnv) -> None:

@@ -89,6 +89,8 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
                 c.headers,
             )
         self._store_down = False
+        # the in-memory store decides without awaiting: such routes may take the task-free path
+        self.sync_hooks = self.redis is None
 
     async def decide(self, key: str, cost: int) -> Decision:
         """Decide one request; raises :class:`UnavailableError` under ``deny`` when the store
