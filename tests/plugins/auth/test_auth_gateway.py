@@ -120,6 +120,11 @@ async def test_end_to_end() -> None:
             gw.url + "/jwt", [("authorization", f"Bearer {good}"), ("x-user-id", "spoof")]
         )
         assert s == 200 and upstream_headers(body)["x-user-id"] == ["u-42"]
+        # jwt (consumers' HS keys: nothing to fetch) and scopes: the task-free path
+        before = app.fast_requests
+        s, _, body = await get(gw.url + "/jwt", [("authorization", f"Bearer {good}")])
+        assert s == 200 and upstream_headers(body)["x-user-id"] == ["u-42"]
+        assert app.fast_requests == before + 1
         noscope = mint(claims(iss="alice-app"), HS_SECRET, "HS256")
         s, headers, body = await get(gw.url + "/jwt", [("authorization", f"Bearer {noscope}")])
         assert s == 403 and "insufficient_scope" in headers.get("www-authenticate", "")

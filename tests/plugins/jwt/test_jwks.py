@@ -149,3 +149,9 @@ async def test_jwk_algorithm_binding() -> None:
             await refused(p, ctx_for(mint(claims(iss="idp"), k1, "RS256", kid="a")))
         finally:
             await p.aclose()
+
+
+def test_a_jwks_issuer_keeps_the_route_off_the_task_free_path() -> None:
+    # a JWKS may have to be fetched (an await); static and consumers' keys never are
+    assert not plugin("http://127.0.0.1:1/jwks").sync_hooks
+    assert JwtPlugin(JwtConfig.model_validate({}), make_env()).sync_hooks

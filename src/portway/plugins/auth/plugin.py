@@ -62,6 +62,7 @@ class AuthPlugin(Plugin[AuthConfig]):
             self._members.append(plugin)
         self._anonymous = anonymous_consumer(env, config.anonymous)
         self._all = config.all_of is not None
+        self.sync_hooks = all(m.sync_hooks for m in self._members)
 
     async def start(self) -> None:
         for m in self._members:

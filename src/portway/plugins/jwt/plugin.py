@@ -84,6 +84,8 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
                 credential_id("jwt", ic.issuer),
             )
         self._by_id = {c.id: c for c in env.consumers.all()}
+        # static keys and consumers' keys verify without awaiting; a JWKS may have to be fetched
+        self.sync_hooks = all(i.jwks is None for i in self._issuers.values())
 
     async def start(self) -> None:
         for i in self._issuers.values():

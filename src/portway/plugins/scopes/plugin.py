@@ -20,6 +20,8 @@ class ScopesPlugin(Plugin[ScopesConfig]):
     """
 
     name = "scopes"
+    # reads the consumer's scopes only
+    sync_hooks = True
     stage = Stage.authz
     Config: ClassVar[type[PluginConfig]] = ScopesConfig
 
