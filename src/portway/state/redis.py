@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+
+if TYPE_CHECKING:
+    # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
+    # gateway without Redis never needs)
+    import redis.asyncio as aioredis
 
 T = TypeVar("T")
 
@@ -88,6 +88,13 @@ class RedisStore:
         backoff_max: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import NoScriptError, RedisError
+
+        self._errors = (TimeoutError, RedisError, OSError)
+        self._no_script = NoScriptError
         self.url = url
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             url,
@@ -115,11 +122,11 @@ class RedisStore:
             raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
         try:
             result = await fn()
-        except (TimeoutError, RedisError, OSError) as e:
+        except self._errors as e:
             if self._backoff.failure(self._clock()):
                 # pooled sockets to a restarted server are all dead; drop them so the probe
                 # after the backoff opens a fresh connection instead of failing on a stale one
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*self._errors[1:]):
                     await self._client.connection_pool.disconnect()
             raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
         self._backoff.success()
@@ -136,7 +143,7 @@ class RedisStore:
         async def run() -> Any:
             try:
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
+            except self._no_script:
                 # the server lost its script cache (restart, failover, other node): EVAL runs
                 # it in the same round trip and caches it for the next EVALSHA
                 return await self._client.eval(script.source, len(keys), *keys, *args)

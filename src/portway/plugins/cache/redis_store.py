@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import logging
 import re
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from portway.plugins.cache.entry import Stored, decode, encode
+
+if TYPE_CHECKING:
+    # imported when a store is built: a gateway without a Redis cache never loads redis-py
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("portway.cache")
 
 _GLOB = re.compile(r"([*?\[\]\\])")
-_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def glob_escape(s: str) -> str:
@@ -39,6 +39,15 @@ class RedisStore:
         max_object: int | None = None,
         client: aioredis.Redis | None = None,
     ) -> None:
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        #: what a backend failure raises (counted as a miss)
+        self.failures: tuple[type[BaseException], ...] = (
+            RedisError,
+            OSError,
+            asyncio.TimeoutError,
+        )
         self.prefix = prefix
         self.max_object = max_object
         self.client: aioredis.Redis = client or aioredis.Redis.from_url(
@@ -66,7 +75,7 @@ class RedisStore:
             return None
         try:
             data: Any = await self.client.get(self.prefix + key)
-        except _ERRORS as e:
+        except self.failures as e:
             self._failed("get", e)
             return None
         if not isinstance(data, bytes):
@@ -84,7 +93,7 @@ class RedisStore:
             return False
         try:
             await self.client.set(self.prefix + key, data, px=ms)
-        except _ERRORS as e:
+        except self.failures as e:
             self._failed("set", e)
             return False
         return True
@@ -94,7 +103,7 @@ class RedisStore:
             return 0
         try:
             n: Any = await self.client.delete(*(self.prefix + k for k in keys))
-        except _ERRORS as e:
+        except self.failures as e:
             self._failed("delete", e)
             return 0
         return int(n)
@@ -111,7 +120,7 @@ class RedisStore:
                     batch = []
             if batch:
                 total += int(await self.client.delete(*batch))
-        except _ERRORS as e:
+        except self.failures as e:
             self._failed("delete_prefix", e)
         return total
 
@@ -122,7 +131,7 @@ class RedisStore:
         return None
 
     async def aclose(self) -> None:
-        with contextlib.suppress(*_ERRORS):
+        with contextlib.suppress(*self.failures):
             await self.client.aclose()
 
     def stats(self) -> dict[str, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from portway.plugins.cache.entry import Stored
 from portway.plugins.cache.memory import MemoryStore
-from portway.plugins.cache.redis_store import _ERRORS, RedisStore
+from portway.plugins.cache.redis_store import RedisStore
 
 log = logging.getLogger("portway.cache")
 
@@ -49,7 +49,7 @@ class TieredStore:
     async def _publish(self, message: bytes) -> None:
         try:
             await self.back.client.publish(self.channel, message)
-        except _ERRORS as e:
+        except self.back.failures as e:
             self.back._failed("publish", e)
 
     async def delete(self, *keys: str) -> int:
