@@ -33,6 +33,7 @@ HOT_MODULES = [
     "src/portway/http/models.py",
     "src/portway/http/path.py",
     "src/portway/http/pool.py",
+    "src/portway/http/rawhead.py",
     "src/portway/http/server.py",
     "src/portway/http/sweeper.py",
     "src/portway/http/wire.py",

@@ -1,19 +1,19 @@
-"""The upstream connection's lite head scan (``portway.http.client._special_length``) and the
+"""The lite head scan (``portway.http.rawhead.special_length``) and the
 lazy parse of relayed response fields (``portway.http.models.parse_fields``): pure logic."""
 
 from __future__ import annotations
 
 import pytest
 
-from portway.http.client import _SPECIAL, _special_length
 from portway.http.models import Response, parse_fields
+from portway.http.rawhead import SPECIAL, special_length
 
 
-@pytest.mark.parametrize("name", sorted(_SPECIAL))
+@pytest.mark.parametrize("name", sorted(SPECIAL))
 def test_every_special_name_is_caught_in_any_case(name: bytes) -> None:
     for spelled in (name, name.upper(), name.title()):
         line = spelled + b": v"
-        assert _special_length(line, len(line)) == len(name)
+        assert special_length(line, len(line)) == len(name)
 
 
 @pytest.mark.parametrize(
@@ -30,9 +30,9 @@ def test_every_special_name_is_caught_in_any_case(name: bytes) -> None:
     ],
 )
 def test_ordinary_names_are_passed_over(line: bytes) -> None:
-    n = _special_length(line, len(line))
+    n = special_length(line, len(line))
     # either no candidate at all, or one whose name is not special (the caller checks)
-    assert n == 0 or line[:n].lower() not in _SPECIAL
+    assert n == 0 or line[:n].lower() not in SPECIAL
 
 
 def test_parse_fields_lowercases_names_and_trims_values() -> None:

@@ -21,48 +21,14 @@ from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
 from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
 from portway.http.exceptions import UpstreamResetError as UpstreamResetError
 from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
-from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, Headers
+from portway.http.headers import PLAIN_CONNECTION, Headers
+from portway.http.rawhead import SPECIAL, RawHead, Reparse, scan_head
 from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import METHODS, append_fields
 
-_SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
+_SPECIAL: Final = SPECIAL
 #: whether a name of that length can be in ``_SPECIAL`` (none is 20 bytes or longer)
 _SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in _SPECIAL) for i in range(20))
-
-
-def _special_length(line: bytes, size: int) -> int:
-    """The length of the name of the header ``line`` if that name may be in ``_SPECIAL``
-    (by its first letter and a colon where that name would end it), else 0. Most lines are
-    passed over without finding their colon or slicing their name."""
-    c = line[0] | 0x20
-    if c == 99:  # connection, content-length
-        if size > 10 and line[10] == 58:
-            return 10
-        if size > 14 and line[14] == 58:
-            return 14
-    elif c == 116:  # te, trailer, transfer-encoding
-        if line[1] != 58 and line[2] == 58:
-            return 2
-        if size > 7 and line[7] == 58:
-            return 7
-        if size > 17 and line[17] == 58:
-            return 17
-    elif c == 112:  # proxy-connection, proxy-authenticate, proxy-authorization
-        for n in (16, 18, 19):
-            if size > n and line[n] == 58:
-                return n
-    elif c == 107 or c == 117:  # keep-alive, upgrade
-        n = 10 if c == 107 else 7
-        if size > n and line[n] == 58:
-            return n
-    elif c == 118 and size > 3 and line[3] == 58:  # via
-        return 3
-    return 0
-
-
-class _Reparse(Exception):
-    """Raised in the lite parser's callback (with ``UpstreamConnection._redo`` set): this head
-    takes the field-by-field parse."""
 
 
 @dataclass(slots=True)
@@ -193,10 +159,10 @@ class UpstreamConnection(WriteFlow):
         "_conn_value",
         "_cur",
         "_full",
+        "_head",
         "_head_chunks",
         "_head_deadline",
         "_head_fut",
-        "_head_lines",
         "_head_only",
         "_head_seen",
         "_headers",
@@ -242,9 +208,9 @@ class UpstreamConnection(WriteFlow):
         self._cur = b""
         #: the received pieces of a raw head that has not ended yet
         self._head_chunks: list[bytes] | None = None
-        #: lines of the last raw head on this connection, the empty one included
-        self._head_lines = 0
-        #: the lite parser stopped on a head it does not take (see ``_Reparse``)
+        #: the last raw head read on this connection (reused)
+        self._head = RawHead()
+        #: the lite parser stopped on a head it does not take (see ``Reparse``)
         self._redo = False
         self.closed = False
         self.created = loop.time()
@@ -514,97 +480,23 @@ class UpstreamConnection(WriteFlow):
             self._body.feed_eof()
 
     def _lite_head(self) -> None:
-        """The lite parser's ``on_headers_complete``: llhttp has validated the head (every
-        line ``token ":" value CRLF``, no bare CR or LF, no obs-fold), so its bytes are
-        split here without checks, and only the lines whose name may need handling are
-        looked at: a plain head goes to ``sink.on_head_raw`` as runs of whole lines.
-        Anything else (1xx, 101, another version, a field to drop or rewrite) raises
-        :class:`_Reparse`."""
+        """The lite parser's ``on_headers_complete``: the head's bytes go to
+        :func:`~portway.http.rawhead.scan_head`; a plain head to ``sink.on_head_raw``,
+        anything else back to the field-by-field parser (:class:`Reparse`, ``_redo``)."""
         chunks = self._head_chunks
         buf = b"".join(chunks) if chunks is not None else self._cur
         self._head_chunks = None
-        # a ``find`` per line would cost more than the callbacks saved: one split, that stops
-        # after the head when it has as many lines as the last one on this connection (the
-        # usual case; the rest of the bytes come back as one piece), else a search and a split
-        count = self._head_lines
-        lines: list[bytes] | None = None
-        if count and len(buf) <= 8192:
-            lines = buf.split(b"\r\n", count)
-            if len(lines) <= count or lines[count - 1]:
-                lines = None
-        if lines is None:
-            lines = buf[: buf.find(b"\r\n\r\n")].split(b"\r\n")
-            lines.append(b"")
-        first = lines[0]
-        size = len(first)
-        # "HTTP/1.x NNN[ reason]", as llhttp accepted it
-        if size < 12 or buf[5] != 49 or buf[8] != 32 or (size > 12 and buf[12] != 32):
-            raise self._stop()
-        minor = buf[7]
-        status = (buf[9] - 48) * 100 + (buf[10] - 48) * 10 + buf[11] - 48
-        if status < 200 or (minor != 49 and minor != 48):
-            raise self._stop()  # 1xx and 101 take the field-by-field path (rare)
-        reason = first[13:] if size > 13 else b""
-        fields: list[bytes] = []
-        cl: bytes | None = None
-        cv: bytes | None = None
-        pos = run = size + 2
-        i = 1
-        while True:
-            line = lines[i]
-            size = len(line)
-            if not size:
-                break  # the empty line that ends the head
-            i += 1
-            n = _special_length(line, size)
-            if n:
-                name = line[:n]
-                if name != b"Content-Length" and name != b"Connection":
-                    name = name.lower()
-                    if name not in _SPECIAL:
-                        pos += size + 2
-                        continue
-                # the value without OWS on either side (llhttp allows no other control byte)
-                value = line[n + 2 :] if size > n + 2 and line[n + 1] == 32 else line[n + 1 :]
-                if value and (value[0] <= 32 or value[-1] <= 32):
-                    value = value.strip(b" \t")
-                if (name == b"Content-Length" or name == b"content-length") and cl is None:
-                    cl = value
-                    pos += size + 2
-                    continue  # the line stays in its run: the sink relays it
-                elif (name == b"Connection" or name == b"connection") and cv is None:
-                    # the usual values by equality (a set lookup hashes the fresh bytes)
-                    if (
-                        value != b"keep-alive"
-                        and value != b"close"
-                        and value not in PLAIN_CONNECTION
-                    ):
-                        raise self._stop()
-                    cv = value
-                else:
-                    raise self._stop()
-                if pos > run:
-                    fields.append(buf[run:pos])
-                run = pos + size + 2
-            pos += size + 2
-        if pos > run:
-            fields.append(buf[run:pos])
-        self._head_lines = i + 1
+        h = self._head
+        try:
+            scan_head(buf, self._head_only, h)
+        except Reparse:
+            self._redo = True
+            raise
         self._head_seen = True
-        no_body = self._head_only or status == 204 or status == 304
-        self._close_delimited = close = not no_body and cl is None
-        # what llhttp's should_keep_alive says of a plain head
-        if cv is None:
-            keep_alive = minor == 49 and not close
-        else:
-            keep_alive = (cv == b"keep-alive" or cv == b"Keep-Alive") and not close
+        self._close_delimited = h.close_delimited
         sink = self.sink
         assert sink is not None
-        sink.on_head_raw(status, reason, fields, keep_alive, cl)
-
-    def _stop(self) -> _Reparse:
-        self._redo = True
-        return _Reparse()
+        sink.on_head_raw(h.status, h.reason, h.fields, h.keep_alive, h.content_length)
 
     # --- exchange API ----------------------------------------------------------------------
     def begin(self, head_only: bool, read_timeout: float) -> BodyStream:

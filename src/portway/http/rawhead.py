@@ -1,0 +1,165 @@
+"""A response head that llhttp has validated, read without a Python call per field.
+
+The upstream connection's lite parser (``http/client.py:_Lite``) has no ``on_status`` /
+``on_header`` callbacks: llhttp checks the whole head (token names, no obs-fold, no bare CR
+or LF, no control bytes, framing) and :func:`scan_head` then takes its bytes as they are.
+Only lines whose first letter and colon position say the name may be hop-by-hop, Via or
+Content-Length are looked at (:func:`special_length`); a plain head comes back as runs of
+the upstream's own lines. Anything else raises :class:`Reparse`: the response is then parsed
+again, field by field. See docs/architecture.md, "The lite response head".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION
+
+#: names a relayed head must not pass on as they are
+SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
+
+
+class Reparse(Exception):
+    """The head needs the field-by-field parse (1xx, 101, another version, a hop-by-hop
+    field other than a plain Connection, Via, Transfer-Encoding, a repeated field)."""
+
+
+class RawHead:
+    """A plain response head, filled by :func:`scan_head` (one per connection, reused: no
+    object per response). ``fields`` are runs of whole ``name: value CRLF`` lines in the
+    upstream's order and spelling, without its Connection lines (``keep_alive`` says what
+    they meant) and with its Content-Length line (``content_length`` is the value);
+    ``lines`` counts the head's lines, the empty one included."""
+
+    __slots__ = (
+        "close_delimited",
+        "content_length",
+        "fields",
+        "keep_alive",
+        "lines",
+        "reason",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.fields: list[bytes] = []
+        self.content_length: bytes | None = None
+        self.keep_alive = False
+        #: the body ends when the connection closes (no framing, a body allowed)
+        self.close_delimited = False
+        self.lines = 0
+
+
+def special_length(line: bytes, size: int) -> int:
+    """The length of the name of the header ``line`` if that name may be in ``SPECIAL``
+    (by its first letter and a colon where that name would end it), else 0. Most lines are
+    passed over without finding their colon or slicing their name."""
+    c = line[0] | 0x20
+    if c == 99:  # connection, content-length
+        if size > 10 and line[10] == 58:
+            return 10
+        if size > 14 and line[14] == 58:
+            return 14
+    elif c == 116:  # te, trailer, transfer-encoding
+        if line[1] != 58 and line[2] == 58:
+            return 2
+        if size > 7 and line[7] == 58:
+            return 7
+        if size > 17 and line[17] == 58:
+            return 17
+    elif c == 112:  # proxy-connection, proxy-authenticate, proxy-authorization
+        for n in (16, 18, 19):
+            if size > n and line[n] == 58:
+                return n
+    elif c == 107 or c == 117:  # keep-alive, upgrade
+        n = 10 if c == 107 else 7
+        if size > n and line[n] == 58:
+            return n
+    elif c == 118 and size > 3 and line[3] == 58:  # via
+        return 3
+    return 0
+
+
+def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
+    """Read the head at the start of ``buf`` (llhttp has accepted it whole) into ``out``,
+    whose ``lines`` (the line count of the connection's last head, 0 for none) is a guess
+    that saves a search; ``head_only``: the response answers a HEAD request. Raises
+    :class:`Reparse`."""
+    count = out.lines
+    # a ``find`` per line would cost more than the callbacks saved: one split, that stops
+    # after the head when it has as many lines as the last one on this connection (the
+    # usual case; the rest of the bytes come back as one piece), else a search and a split
+    lines: list[bytes] | None = None
+    if count and len(buf) <= 8192:
+        lines = buf.split(b"\r\n", count)
+        if len(lines) <= count or lines[count - 1]:
+            lines = None
+    if lines is None:
+        lines = buf[: buf.find(b"\r\n\r\n")].split(b"\r\n")
+        lines.append(b"")
+    first = lines[0]
+    size = len(first)
+    # "HTTP/1.x NNN[ reason]", as llhttp accepted it
+    if size < 12 or buf[5] != 49 or buf[8] != 32 or (size > 12 and buf[12] != 32):
+        raise Reparse
+    minor = buf[7]
+    status = (buf[9] - 48) * 100 + (buf[10] - 48) * 10 + buf[11] - 48
+    if status < 200 or (minor != 49 and minor != 48):
+        raise Reparse  # 1xx and 101 take the field-by-field path (rare)
+    reason = first[13:] if size > 13 else b""
+    fields: list[bytes] = []
+    cl: bytes | None = None
+    cv: bytes | None = None
+    pos = run = size + 2
+    i = 1
+    while True:
+        line = lines[i]
+        size = len(line)
+        if not size:
+            break  # the empty line that ends the head
+        i += 1
+        n = special_length(line, size)
+        if n:
+            name = line[:n]
+            if name != b"Content-Length" and name != b"Connection":
+                name = name.lower()
+                if name not in SPECIAL:
+                    pos += size + 2
+                    continue
+            # the value without OWS on either side (llhttp allows no other control byte)
+            value = line[n + 2 :] if size > n + 2 and line[n + 1] == 32 else line[n + 1 :]
+            if value and (value[0] <= 32 or value[-1] <= 32):
+                value = value.strip(b" \t")
+            if (name == b"Content-Length" or name == b"content-length") and cl is None:
+                cl = value
+                pos += size + 2
+                continue  # the line stays in its run: the sink relays it
+            elif (name == b"Connection" or name == b"connection") and cv is None:
+                # the usual values by equality (a set lookup hashes the fresh bytes)
+                if value != b"keep-alive" and value != b"close" and value not in PLAIN_CONNECTION:
+                    raise Reparse
+                cv = value
+            else:
+                raise Reparse
+            if pos > run:
+                fields.append(buf[run:pos])
+            run = pos + size + 2
+        pos += size + 2
+    if pos > run:
+        fields.append(buf[run:pos])
+    no_body = head_only or status == 204 or status == 304
+    close = not no_body and cl is None
+    # what llhttp's should_keep_alive says of a plain head
+    if cv is None:
+        keep_alive = minor == 49 and not close
+    else:
+        keep_alive = (cv == b"keep-alive" or cv == b"Keep-Alive") and not close
+    out.status = status
+    out.reason = reason
+    out.fields = fields
+    out.content_length = cl
+    out.keep_alive = keep_alive
+    out.close_delimited = close
+    out.lines = i + 1
