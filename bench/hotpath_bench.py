@@ -7,8 +7,8 @@ response into the pooled ``UpstreamConnection``, with in-memory transports, and 
 CPU per request. No kernel, no peers, no noise from the other processes of a wrk run: changes
 of 1 µs show up.
 
-    python bench/hotpath_bench.py [--requests 200000] [--plugins request_id,...] [--general]
-                                  [--profile]
+    python bench/hotpath_bench.py [--requests 200000] [--plugins 'request_id;NAME={json}']
+                                  [--general] [--profile]
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ class MemTransport(asyncio.Transport):
 
 
 async def main(args: argparse.Namespace) -> None:
-    plugins = "".join(f"\n  - name: {p}" for p in args.plugins.split(",") if p)
+    # "name" or "name={json config}" (JSON is YAML flow syntax), separated by ";"
+    plugins = "".join(
+        f"\n  - {{name: {name}, config: {cfg or '{}'}}}"
+        for name, _, cfg in (p.partition("=") for p in args.plugins.split(";") if p)
+    )
     cfg = load_config_text(
         "listeners: [{name: public, address: '127.0.0.1:0'}]\n"
         "admin: {enabled: false}\n"
@@ -149,7 +153,11 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=200_000)
-    ap.add_argument("--plugins", default="", help="global plugins by name, comma-separated")
+    ap.add_argument(
+        "--plugins",
+        default="",
+        help="global plugins, ';'-separated: a name, or name={json config}",
+    )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--general", action="store_true", help="switch the task-free path off")
     uvloop.run(main(ap.parse_args()))

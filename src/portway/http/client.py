@@ -26,9 +26,8 @@ from portway.http.rawhead import SPECIAL, RawHead, Reparse, scan_head
 from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import METHODS, append_fields
 
-_SPECIAL: Final = SPECIAL
-#: whether a name of that length can be in ``_SPECIAL`` (none is 20 bytes or longer)
-_SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in _SPECIAL) for i in range(20))
+#: whether a name of that length can be in ``SPECIAL`` (none is 20 bytes or longer)
+_SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in SPECIAL) for i in range(20))
 
 
 @dataclass(slots=True)
@@ -168,7 +167,6 @@ class UpstreamConnection(WriteFlow):
         "_headers",
         "_hop",
         "_lite",
-        "_raw",
         "_read_timeout",
         "_reason",
         "_redo",
@@ -202,8 +200,6 @@ class UpstreamConnection(WriteFlow):
         #: takes raw heads (created on first use, dropped when it stops mid-message)
         self.parser = self._full = httptools.HttpResponseParser(self)
         self._lite: httptools.HttpResponseParser | None = None
-        #: this exchange reads its head through ``_lite``
-        self._raw = False
         #: the bytes being fed (``_lite_head`` reads the head out of them)
         self._cur = b""
         #: the received pieces of a raw head that has not ended yet
@@ -307,7 +303,7 @@ class UpstreamConnection(WriteFlow):
             # a response to HEAD has no body whatever its framing headers say
             self.message_done = True
             self._cancel_timer()
-            if self._raw:
+            if self.parser is self._lite:
                 self._lite = None
             else:
                 self._full = httptools.HttpResponseParser(self)
@@ -321,7 +317,8 @@ class UpstreamConnection(WriteFlow):
             sink.settle()
 
     def _feed(self, data: bytes) -> None:
-        raw = self._raw and not self._head_seen
+        # this exchange reads its head through the lite parser, and the head has not ended
+        raw = not self._head_seen and self.parser is self._lite
         if raw:
             chunks = self._head_chunks
             if chunks is not None:
@@ -354,7 +351,6 @@ class UpstreamConnection(WriteFlow):
         self._head_chunks = None
         self._redo = False
         self._lite = None  # it stopped mid-message
-        self._raw = False
         self.parser = self._full
         self._feed(data)
 
@@ -399,7 +395,7 @@ class UpstreamConnection(WriteFlow):
         n = name.lower()
         size = len(n)
         # the length first: most names (Date, Server, Content-Type) are then never hashed
-        if size < 20 and _SPECIAL_SIZES[size] and n in _SPECIAL:
+        if size < 20 and _SPECIAL_SIZES[size] and n in SPECIAL:
             if n == b"content-length":
                 self._cl = value
             else:
@@ -517,11 +513,9 @@ class UpstreamConnection(WriteFlow):
             if lite is None:
                 lite = self._lite = httptools.HttpResponseParser(_Lite(self))
             self.parser = lite
-            self._raw = True
 
     def _reset(self, head_only: bool, read_timeout: float) -> None:
         self.parser = self._full
-        self._raw = False
         self._head_chunks = None
         self.uses += 1
         self.message_done = False

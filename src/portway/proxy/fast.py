@@ -62,6 +62,8 @@ log: Final = logging.getLogger("portway.proxy")
 
 _NO_EXCLUDE: Final[frozenset[Target]] = frozenset()
 _NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
+#: no runs of upstream lines (a head relayed field by field); never mutated
+_NO_RUNS: Final[list[bytes]] = []
 
 
 #: what :func:`try_fast` did: nothing, started an exchange, or handed the request to the task
@@ -293,16 +295,7 @@ class FastExchange(ResponseSink):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
         no_body = req.method == "HEAD" or status in (204, 304) or status < 200
         mode, self.keep = add_response_framing(items, req, no_body, content_length, self.keep)
-        # the head's pieces go straight into the batch ``settle`` joins once (no head bytes
-        # of their own)
-        out = self.out
-        line = status_line(status, reason)
-        out.append(line)
-        ctx.bytes_out += len(line) + append_fields(out, items) + 2
-        out.append(b"\r\n")
-        self.mode = mode
-        self.chunked_out = mode == "chunked"
-        self.head_sent = True
+        self._emit_head(status, reason, _NO_RUNS, items, mode)
 
     def _admit(self, status: int, keep_alive: bool) -> bool:
         """Record the response head's arrival; False when it is not to be relayed (a
@@ -349,17 +342,28 @@ class FastExchange(ResponseSink):
         resp = Response(status, None, b"", reason, False, True)
         resp.set_raw_fields(fields, framing)
         ctx.response = resp
-        # the upstream's lines go out as they came, a run of them per piece
+        self._emit_head(status, reason, fields, framing, mode)
+
+    def _emit_head(
+        self,
+        status: int,
+        reason: bytes,
+        runs: list[bytes],
+        items: list[tuple[bytes, bytes]],
+        mode: str,
+    ) -> None:
+        """Queue the head for the one join in ``settle`` (no head bytes of their own): the
+        status line, ``runs`` of whole lines as the upstream sent them, ``items``."""
         out = self.out
         line = status_line(status, reason)
         out.append(line)
         size = len(line) + 2
-        for run in fields:
+        for run in runs:
             out.append(run)
             size += len(run)
-        if framing:
-            size += append_fields(out, framing)
-        ctx.bytes_out += size
+        if items:
+            size += append_fields(out, items)
+        self.ctx.bytes_out += size
         out.append(b"\r\n")
         self.mode = mode
         self.chunked_out = mode == "chunked"

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def redis_failures() -> tuple[type[BaseException], ...]:
+    """What a call to Redis raises when the server is down, slow or gone (imports redis-py:
+    call it when a client is built, not at import)."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
+
+
 class Backoff:
     """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
 
@@ -91,9 +99,9 @@ class RedisStore:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import NoScriptError
 
-        self._errors = (TimeoutError, RedisError, OSError)
+        self._errors = redis_failures()
         self._no_script = NoScriptError
         self.url = url
         self._client: aioredis.Redis = aioredis.Redis.from_url(
@@ -126,7 +134,7 @@ class RedisStore:
             if self._backoff.failure(self._clock()):
                 # pooled sockets to a restarted server are all dead; drop them so the probe
                 # after the backoff opens a fresh connection instead of failing on a stale one
-                with contextlib.suppress(*self._errors[1:]):
+                with contextlib.suppress(*self._errors):
                     await self._client.connection_pool.disconnect()
             raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
         self._backoff.success()

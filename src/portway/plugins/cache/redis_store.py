@@ -9,6 +9,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from portway.plugins.cache.entry import Stored, decode, encode
+from portway.state.redis import redis_failures
 
 if TYPE_CHECKING:
     # imported when a store is built: a gateway without a Redis cache never loads redis-py
@@ -40,14 +41,9 @@ class RedisStore:
         client: aioredis.Redis | None = None,
     ) -> None:
         import redis.asyncio as aioredis
-        from redis.exceptions import RedisError
 
         #: what a backend failure raises (counted as a miss)
-        self.failures: tuple[type[BaseException], ...] = (
-            RedisError,
-            OSError,
-            asyncio.TimeoutError,
-        )
+        self.failures = redis_failures()
         self.prefix = prefix
         self.max_object = max_object
         self.client: aioredis.Redis = client or aioredis.Redis.from_url(
