@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 
@@ -204,7 +204,8 @@ class RedisStore:
                 if msg is not None and msg.get("type") == "message":
                     yield bytes(msg["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            # typed in newer redis-py, untyped in older: call through Any for both
+            await cast(Any, pubsub).aclose()
 
     async def ping(self) -> bool:
         async def run() -> bool:
