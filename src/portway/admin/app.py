@@ -28,6 +28,7 @@ import orjson
 import portway
 from portway.admin import consumers as cons
 from portway.admin.control import GatewayControl
+from portway.admin.dashboard.api import is_public
 from portway.admin.openapi import CREDENTIAL_KINDS, YAML_TYPES, openapi_spec
 from portway.admin.redact import contains_redacted, redact_config, restore_redacted
 from portway.admin.responses import (
@@ -149,11 +150,17 @@ class AdminApp:
             _Route("/metrics", {"GET": self.get_metrics}),
             _Route("/openapi.json", {"GET": self.get_openapi}),
         ]
+        from portway.admin.dashboard.api import DashboardApi
+
+        #: the operator dashboard (``/dashboard``): static page + read-only aggregates
+        self.dashboard = DashboardApi(self)
+        self._routes += [_Route(p, h) for p, h in self.dashboard.routes()]
 
     # --- dispatch --------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         try:
-            self._authorize(request)
+            if not is_public(request.path):
+                self._authorize(request)
             resp = await self._dispatch(request)
         except GatewayError as e:
             resp = error_response(e)

@@ -73,4 +73,5 @@ async def start_admin(
     except AdminConfigError as e:
         log.warning("admin API not started: %s", e)
         return None
+    await app.dashboard.start()
     return await serve_admin(app)

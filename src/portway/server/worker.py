@@ -56,6 +56,12 @@ class Worker:
             observers.append(metrics)
         except Exception:  # observability is optional at this layer
             metrics = None
+        from portway.admin.dashboard.errors import get_recent_errors
+
+        recent = get_recent_errors()  # the dashboard's "recent errors", from every worker
+        observers.append(recent)
+        await recent.start()
+        self._closers.append(recent.aclose)
         gw = Gateway(self.config, config_path=self.config_path, observers=observers)
         if metrics is not None:
             gw.reload_listeners.append(metrics.config_reload)
