@@ -143,6 +143,7 @@ def _demo_env() -> dict[str, str]:
         "DEMO_USERS_PORT",
         "DEMO_ORDERS_PORT",
         "DEMO_PRODUCTS_PORT",
+        "DEMO_FLAKY_PORT",
     ):
         env[k] = str(free_port())
     return env
@@ -193,6 +194,13 @@ def test_demo_answers_every_printed_curl_and_stops_cleanly(sig: signal.Signals) 
         assert by_path["nowhere"] == "404"
         assert by_path["users?explain"] == "200"
         assert by_path["status"] == "200"
+        assert sorted(
+            code for cmd, code in codes.items() if cmd.endswith("/secure")
+        ) == ["200", "401"]
+        assert by_path["limited"] == "200" and by_path["cached"] == "200"
+        assert by_path["flaky"] in ("200", "503")
+        dash = next(ln for ln in lines if "Dashboard:" in ln)
+        assert f"http://127.0.0.1:{env['PORTWAY_ADMIN_PORT']}/dashboard" in dash
     finally:
         proc.send_signal(sig)
         try:

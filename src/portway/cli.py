@@ -129,6 +129,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.port:
         os.environ["PORTWAY_PORT"] = str(args.port)
+    if not os.environ.get("PORTWAY_ADMIN_TOKEN"):
+        import secrets
+
+        # a fresh token per demo run: the dashboard and the admin API are never open
+        os.environ["PORTWAY_ADMIN_TOKEN"] = secrets.token_urlsafe(12)
+    token = os.environ["PORTWAY_ADMIN_TOKEN"]
     cfg = load_config_text(demo_config_text(), "demo.yaml")
     _setup_logging("warning")
 
@@ -145,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         w.install_signals()
         port = int(cfg.listeners[0].address.rsplit(":", 1)[1])
         admin_port = int(cfg.admin.address.rsplit(":", 1)[1])
-        print(banner(port, admin_port), flush=True)
+        print(banner(port, admin_port, token), flush=True)
         await w.wait()
         await w.shutdown()
         for b in backends:
@@ -209,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_routes)
     d = sub.add_parser(
         "demo",
-        help="start three demo services and the gateway in front of them",
+        help="start four demo services, the gateway and its dashboard",
         formatter_class=fmt,
-        description="Start three demo services (users, orders, products) and the gateway on "
-        "the bundled config,\nthen print curl commands to try. Ctrl-C stops everything.",
+        description="Start four demo services (users, orders, products, flaky) and the gateway "
+        "on the bundled config\n(key auth, a rate limit, a cache), then print curl commands "
+        "to try and the dashboard's\naddress and token. Ctrl-C stops everything.",
         epilog="ports (environment): PORTWAY_PORT (8080), PORTWAY_ADMIN_PORT (9901),\n"
-        "  DEMO_USERS_PORT (9001), DEMO_ORDERS_PORT (9002), DEMO_PRODUCTS_PORT (9003)",
+        "  DEMO_USERS_PORT (9001), DEMO_ORDERS_PORT (9002), DEMO_PRODUCTS_PORT (9003),\n"
+        "  DEMO_FLAKY_PORT (9004); PORTWAY_ADMIN_TOKEN (default: a random token)",
     )
     d.add_argument(
         "--port", type=int, default=None, help="gateway port (default: $PORTWAY_PORT or 8080)"

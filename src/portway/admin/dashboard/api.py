@@ -218,12 +218,31 @@ class DashboardApi:
             raise NotFoundError(f"no recent error {id!r}", code="not_found")
         return json_response(200, rec)
 
+    def _config_view(self) -> tuple[str, bool]:
+        """The running config's text as the page shows it: the operator's own file (comments
+        kept) unless it holds secrets, which are then replaced by ``<redacted>`` (an apply
+        restores them, as ``PUT /config`` does for a document fetched with ``GET /config``)."""
+        from portway.admin.redact import redact_config
+        from portway.admin.source import dump_source, load_source
+
+        text = self.app.control.config_text()
+        try:
+            data = load_source(text)
+        except GatewayError:
+            return text, False
+        redacted = redact_config(data)
+        if redacted == data:
+            return text, False
+        return dump_source(redacted), True
+
     async def config_source(self, request: Request) -> Response:
         st = self.app.control.status()
+        text, redacted = self._config_view()
         return json_response(
             200,
             {
-                "yaml": self.app.control.config_text(),
+                "yaml": text,
+                "redacted": redacted,
                 "config_hash": st.get("config_hash"),
                 "config_version": st.get("config_version"),
                 "config_path": st.get("config_path"),
@@ -236,7 +255,7 @@ class DashboardApi:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise BadRequestError("the body is not valid UTF-8", code="invalid_yaml") from None
-        running = self.app.control.config_text()
+        running = self._config_view()[0]
         diff = difflib.unified_diff(
             running.splitlines(keepends=True),
             text.splitlines(keepends=True),

@@ -35,7 +35,7 @@ function pill(text, kind) { return h("span", { class: `pill ${kind}` }, text); }
 function stat(k, v, id) { return h("div", { class: "stat", "data-stat": id || k }, h("div", { class: "k" }, k), h("div", { class: "v" }, v)); }
 function table(headers, rows, attrs) {
   return h("table", attrs || {},
-    h("thead", {}, h("tr", {}, headers.map((c) => h("th", { class: /^(req|rps|p\d|err|in-flight|ewma|weight|hit)/i.test(c) ? "num" : null, scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, headers.map((c) => h("th", { class: /^(req|rps|p\d|err|in-flight|ewma|weight|hit|[245]xx|rank)/i.test(c) ? "num" : null, scope: "col" }, c)))),
     h("tbody", {}, rows));
 }
 
@@ -105,10 +105,13 @@ function spark(series, key, cls) {
   return svg;
 }
 
+const rate = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(1));
+
 function routeRows(list) {
   return list.map((r) => h("tr", {},
-    h("td", {}, r.route), h("td", { class: "num" }, fmt(r.requests)), h("td", { class: "num" }, fmt(r.rps)),
-    h("td", { class: "num" }, pct(r.error_rate)), h("td", { class: "num" }, fmt(r.p95_ms, " ms"))));
+    h("td", {}, r.route), h("td", { class: "num" }, fmt(r.requests)), h("td", { class: "num" }, rate(r.rps)),
+    h("td", { class: "num" }, fmt(r.status["4xx"])), h("td", { class: "num" }, fmt(r.status["5xx"])),
+    h("td", { class: "num" }, fmt(r.p95_ms, " ms"))));
 }
 
 pages.overview = {
@@ -123,16 +126,16 @@ pages.overview = {
         stat("Config version", `v${s.config_version}`, "config"),
         stat("Config hash", (s.config_hash || "").slice(0, 12)),
         stat("Last reload", lr.result === "none" ? "none" : `${lr.result} ${when(lr.at)}`, "reload"),
-        stat("Requests/s", fmt(t.rps), "rps"), stat("Error rate (5xx)", pct(t.error_rate), "errors"),
+        stat(`Requests (${Math.round(d.window_s)} s)`, t.requests, "requests"), stat("Requests/s", rate(t.rps), "rps"), stat("Error rate (5xx)", pct(t.error_rate), "errors"),
         stat("p50", fmt(t.p50_ms, " ms")), stat("p95", fmt(t.p95_ms, " ms")), stat("p99", fmt(t.p99_ms, " ms")),
         stat("In flight", s.in_flight), stat("Recent errors", d.recent_errors)),
       h("div", { class: "card" }, h("h2", {}, `Requests/s, last ${Math.round(d.window_s)} s`), spark(d.series, "rps"),
         h("h2", {}, "5xx/s"), spark(d.series, "errors_ps", "err")),
       h("div", { class: "split" },
         h("div", {}, h("h2", {}, "Top routes by traffic"),
-          table(["Route", "Requests", "Req/s", "Errors", "p95"], routeRows(d.top_routes))),
+          table(["Route", "Requests", "Req/s", "4xx", "5xx", "p95"], routeRows(d.top_routes))),
         h("div", {}, h("h2", {}, "Top routes by errors"),
-          table(["Route", "Requests", "Req/s", "Errors", "p95"], routeRows(d.top_error_routes)))),
+          table(["Route", "Requests", "Req/s", "4xx", "5xx", "p95"], routeRows(d.top_error_routes)))),
     );
   },
 };
@@ -192,7 +195,7 @@ pages.routes = {
           Object.keys(r.headers).length ? `headers ${JSON.stringify(r.headers)}` : null].filter(Boolean).join(" · ");
         return h("tr", { "data-route": r.name }, h("td", { class: "num" }, r.rank), h("td", {}, h("strong", {}, r.name)),
           h("td", { class: "mono" }, match), h("td", {}, r.plugins.map((p) => p.name).join(", ") || "–"),
-          h("td", {}, r.upstream || "–"), h("td", { class: "num" }, fmt(l.rps)), h("td", { class: "num" }, fmt(l.p95_ms, " ms")),
+          h("td", {}, r.upstream || "–"), h("td", { class: "num" }, rate(l.rps)), h("td", { class: "num" }, fmt(l.p95_ms, " ms")),
           h("td", { class: "num" }, fmt(l.status["2xx"] || 0)), h("td", { class: "num" }, fmt(l.status["4xx"] || 0)),
           h("td", { class: "num" }, fmt(l.status["5xx"] || 0)));
       }), { "aria-label": "Routes in priority order" }));
@@ -318,7 +321,8 @@ pages.config = {
     root.replaceChildren(
       h("h1", {}, "Configuration"),
       h("p", { class: "muted" }, `Running version v${d.config_version}, hash ${(d.config_hash || "").slice(0, 12)}`,
-        d.config_path ? `, file ${d.config_path}` : "", ". Secrets never leave the gateway: edit and apply as shown."),
+        d.config_path ? `, file ${d.config_path}` : "",
+        d.redacted ? ". Secrets are shown as <redacted>: leave them so and the running values are kept on apply." : "."),
       h("div", { class: "editor" }, gutter, area),
       h("div", { class: "row actions" },
         h("button", { type: "button", id: "btn-validate", onclick: validate }, "Validate"),
