@@ -95,8 +95,14 @@ async def main(args: argparse.Namespace) -> None:
     )
     from portway.observability.metrics import get_metrics
 
-    # the metrics observer, as `portway run` registers it (it is on every real request)
-    gw = Gateway(cfg, observers=[get_metrics()])
+    # the observers `portway run` registers (they are on every real request): metrics and
+    # the dashboard's recent-errors recorder (``--no-dashboard`` leaves the latter out)
+    observers: list[object] = [get_metrics()]
+    if not args.no_dashboard:
+        from portway.admin.dashboard.errors import RecentErrors
+
+        observers.append(RecentErrors())
+    gw = Gateway(cfg, observers=observers)
     await gw.start()
     loop = asyncio.get_running_loop()
     app = ProxyApp(gw.graph_ref)
@@ -159,5 +165,8 @@ if __name__ == "__main__":
         help="global plugins, ';'-separated: a name, or name={json config}",
     )
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--no-dashboard", action="store_true", help="without the recent-errors observer"
+    )
     ap.add_argument("--general", action="store_true", help="switch the task-free path off")
     uvloop.run(main(ap.parse_args()))
