@@ -13,6 +13,8 @@ from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins.redirect.config import RedirectConfig
 
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
+#: what a path keeps unencoded (RFC 3986 pchar and "/"; "%" since the path is already encoded)
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
 
 
 def is_https(req: Request) -> bool:
@@ -35,8 +37,8 @@ class RedirectPlugin(Plugin[RedirectConfig]):
     """``https: true``: a request that did not arrive over https (see :func:`is_https`) is
     answered with ``status`` and ``Location: https://HOST/path?query`` (the Host's port is
     dropped unless ``https_port`` names one); https requests pass on. ``to``: every request is
-    answered with the template filled in (``{path}`` and ``{params.NAME}`` percent-encoded
-    where needed, ``{query}`` raw); the query is appended when the template does not place
+    answered with the template filled in (``{path}`` and ``{params.NAME}`` as routed, still
+    percent-encoded, anything outside RFC 3986 pchar encoded; ``{query}`` raw); the query is appended when the template does not place
     it and ``keep_query`` is on. The answer has a small JSON body naming the location."""
 
     name = "redirect"
@@ -63,12 +65,13 @@ class RedirectPlugin(Plugin[RedirectConfig]):
         def fill(m: re.Match[str]) -> str:
             name = m.group(1)
             if name == "path":
-                return quote(req.path, safe="/:@!$&'()*+,;=-._~%")
+                return quote(req.path, safe=_PATH_SAFE)
             if name == "query":
                 return query
             if name == "host":
                 return req.host
-            return quote(params.get(name[7:], ""), safe="")
+            # params are path segments as routed (still percent-encoded where they were)
+            return quote(params.get(name[7:], ""), safe=_PATH_SAFE)
 
         loc = _PLACEHOLDER.sub(fill, c.to)
         if self._has_query:
