@@ -38,8 +38,9 @@ class RedirectPlugin(Plugin[RedirectConfig]):
     answered with ``status`` and ``Location: https://HOST/path?query`` (the Host's port is
     dropped unless ``https_port`` names one); https requests pass on. ``to``: every request is
     answered with the template filled in (``{path}`` and ``{params.NAME}`` as routed, still
-    percent-encoded, anything outside RFC 3986 pchar encoded; ``{query}`` raw); the query is appended when the template does not place
-    it and ``keep_query`` is on. The answer has a small JSON body naming the location."""
+    percent-encoded, anything outside RFC 3986 pchar encoded; ``{query}`` raw); the query is
+    appended when the template does not place it and ``keep_query`` is on. The answer has a
+    small JSON body naming the location."""
 
     name = "redirect"
     stage = Stage.edge
