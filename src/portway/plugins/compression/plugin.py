@@ -7,6 +7,7 @@ from typing import Final
 from portway.http.models import Response
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins._http.vary import add_vary
 from portway.plugins.compression.codecs import Encoder, EncoderFactory
 from portway.plugins.compression.config import CompressionConfig
 from portway.plugins.compression.negotiate import (
@@ -15,7 +16,6 @@ from portway.plugins.compression.negotiate import (
     type_allowed,
     weaken_etag,
 )
-from portway.plugins.cors.plugin import add_vary
 
 _ENCODER: Final = ContextKey[Encoder]("compression.encoder")
 #: statuses whose body is absent or must not be re-encoded (206: ranges of the identity body)

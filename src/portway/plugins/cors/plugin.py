@@ -8,6 +8,7 @@ from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins._http.vary import add_vary
 from portway.plugins.cors.config import CorsConfig, OriginMatcher
 
 #: set when this plugin answered the request's preflight itself
@@ -32,18 +33,6 @@ def is_preflight(headers: Headers, method: str) -> bool:
         and headers.get_raw(b"origin") is not None
         and headers.get_raw(b"access-control-request-method") is not None
     )
-
-
-def add_vary(headers: Headers, *names: str) -> None:
-    """Add ``names`` to the response's Vary unless it already lists them (or ``*``)."""
-    present = {
-        t.strip().lower() for v in headers.get_all(b"vary") for t in v.split(",") if t.strip()
-    }
-    if "*" in present:
-        return
-    missing = [n for n in names if n.lower() not in present]
-    if missing:
-        headers.add("vary", ", ".join(missing))
 
 
 class CorsPlugin(Plugin[CorsConfig]):
