@@ -118,6 +118,25 @@ async def test_ipv6_client() -> None:
     assert v6 == 200 and v4[0] == 403 and v6_refused == 403
 
 
+async def test_ipv4_mapped_peer_on_a_v6_socket() -> None:
+    """An IPv6 socket accepting IPv4 clients reports them as ::ffff:a.b.c.d: IPv4 rules
+    still apply to them."""
+    port = free_port()
+    listeners = [{"name": "public"}, {"name": "mapped", "address": f"[::ffff:127.0.0.1]:{port}"}]
+    url = f"http://127.0.0.1:{port}"
+    async with run_upstream() as up:
+        cfg = config(up.url, {"allow": ["127.0.0.0/8"]}, listeners=listeners)
+        async with run_gateway(cfg) as gw:
+            allowed = await get(url + "/allowed")
+        cfg = config(up.url, {"deny": ["127.0.0.1/32"]}, listeners=listeners)
+        async with run_gateway(cfg) as gw:
+            denied = await get(url + "/denied")
+            plain_v4 = await get(gw.url + "/plain")  # the IPv4 listener: same rule, same answer
+        assert [r.path for r in up.requests] == ["/allowed"]
+        assert up.requests[0].headers.get("x-real-ip") == "::ffff:127.0.0.1"
+    assert allowed[0] == 200 and denied[0] == 403 and plain_v4[0] == 403
+
+
 def test_client_address_ipv6_and_mapped() -> None:
     def req(ip: str) -> Request:
         return Request("GET", "/", b"", Headers(), client_ip=ip)

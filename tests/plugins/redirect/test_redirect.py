@@ -106,6 +106,7 @@ async def test_to_template_without_upstream() -> None:
         ("{to: 'https://x{nope}'}", "to", "unknown placeholder"),
         ("{https: true, to: 'https://x'}", "config", "exactly one"),
         ("{}", "config", "exactly one"),
+        ("{to: 'https://exämple.com{path}'}", "to", "ASCII"),
     ],
 )
 def test_bad_config_rejected_with_path_and_line(cfg: str, where: str, message: str) -> None:

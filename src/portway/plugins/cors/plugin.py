@@ -15,14 +15,16 @@ from portway.plugins.cors.config import CorsConfig, OriginMatcher
 _PREFLIGHT: Final = ContextKey[bool]("cors.preflight")
 
 #: CORS fields an upstream may send that this plugin owns on the routes it is bound to
-_OWNED: Final = (
-    b"access-control-allow-origin",
-    b"access-control-allow-credentials",
-    b"access-control-expose-headers",
-    b"access-control-allow-methods",
-    b"access-control-allow-headers",
-    b"access-control-max-age",
-    b"access-control-allow-private-network",
+_OWNED: Final = frozenset(
+    {
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-expose-headers",
+        b"access-control-allow-methods",
+        b"access-control-allow-headers",
+        b"access-control-max-age",
+        b"access-control-allow-private-network",
+    }
 )
 
 
@@ -108,11 +110,10 @@ class CorsPlugin(Plugin[CorsConfig]):
 
     async def on_response(self, ctx: RequestContext) -> None:
         resp = ctx.response
-        if resp is None or ctx.state.get(_PREFLIGHT):
+        if resp is None or (ctx.request.method == "OPTIONS" and ctx.state.get(_PREFLIGHT)):
             return
         h = resp.headers
-        for name in _OWNED:
-            h.remove(name)
+        h.remove_many(_OWNED)
         if not self._star:
             add_vary(h, "Origin")
         origin = ctx.request.headers.get("origin")

@@ -35,8 +35,11 @@ class RedirectConfig(PluginConfig):
     def _template(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        if not v or any(c in v for c in "\r\n\0 \t"):
-            raise ValueError("must be a non-empty URL without spaces or control characters")
+        if not v or not v.isascii() or any(c in v for c in "\r\n\0 \t"):
+            raise ValueError(
+                "must be a non-empty ASCII URL without spaces or control characters "
+                "(percent-encode anything else)"
+            )
         rest = _PLACEHOLDER.sub("", v)
         if "{" in rest or "}" in rest:
             raise ValueError("unbalanced { } in template")
