@@ -122,7 +122,7 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
     routes = data.get("routes")
     upstreams = data.get("upstreams")
     names = set(upstreams) if isinstance(upstreams, dict) else set()
-    global_termination = _binds(data.get("plugins"), "request_termination")
+    global_termination = _answers_all(data.get("plugins"))
     if not isinstance(routes, list):
         return
     first: dict[str, int] = {}
@@ -153,13 +153,26 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
                     )
                 )
                 report(("routes", i, "upstream"), msg)
-        elif up is None and not (
-            global_termination or _binds(route.get("plugins"), "request_termination")
-        ):
+        elif up is None and not (global_termination or _answers_all(route.get("plugins"))):
             report(
                 ("routes", i, "upstream"),
-                "route needs an upstream (only routes bound to request_termination may omit it)",
+                "route needs an upstream (only routes bound to request_termination, mock or "
+                "redirect with `to` may omit it)",
             )
+
+
+def _answers_all(bindings: Any) -> bool:
+    """Some binding answers every request itself, so the route needs no upstream."""
+    if _binds(bindings, "request_termination") or _binds(bindings, "mock"):
+        return True
+    return isinstance(bindings, list) and any(
+        isinstance(b, dict)
+        and b.get("name") == "redirect"
+        and _as_bool(b.get("enabled"), True)
+        and isinstance(b.get("config"), dict)
+        and b["config"].get("to") is not None
+        for b in bindings
+    )
 
 
 def _binds(bindings: Any, plugin: str) -> bool:

@@ -30,6 +30,11 @@ BUILTINS: dict[str, str] = {
     "concurrency_limit": "portway.plugins.concurrency_limit.plugin:ConcurrencyLimitPlugin",
     "quota": "portway.plugins.quota.plugin:QuotaPlugin",
     "cache": "portway.plugins.cache.plugin:CachePlugin",
+    "cors": "portway.plugins.cors.plugin:CorsPlugin",
+    "ip_restriction": "portway.plugins.ip_restriction.plugin:IpRestrictionPlugin",
+    "redirect": "portway.plugins.redirect.plugin:RedirectPlugin",
+    "mock": "portway.plugins.mock.plugin:MockPlugin",
+    "compression": "portway.plugins.compression.plugin:CompressionPlugin",
 }
 
 

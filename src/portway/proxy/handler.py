@@ -34,6 +34,7 @@ from portway.proxy.forward import (
 from portway.proxy.tunnel import tunnel
 
 if TYPE_CHECKING:
+    from portway.routing.router import RouteMatch
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
 
 log: Final = logging.getLogger("portway.proxy")
@@ -162,6 +163,8 @@ class ProxyApp(App):
     def _route(self, ctx: RequestContext, graph: RuntimeGraph) -> RouteRuntime:
         req = ctx.request
         m = graph.router.match(req.host, req.method, req.path, req.headers)
+        if m is None and req.method == "OPTIONS":
+            m = _preflight_match(graph, req)
         if m is None:
             allowed = getattr(graph.router, "allowed_methods", None)
             methods = allowed(req.host, req.path, req.headers) if allowed is not None else None
@@ -325,6 +328,21 @@ class ProxyApp(App):
 
 
 _RID_OK: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+def _preflight_match(graph: RuntimeGraph, req: Request) -> RouteMatch | None:
+    """A CORS preflight routes by the method it announces (Access-Control-Request-Method),
+    onto a route that binds ``cors`` (which answers it): routes need not list OPTIONS."""
+    acrm = req.headers.get_raw(b"access-control-request-method")
+    if acrm is None or req.headers.get_raw(b"origin") is None:
+        return None
+    m = graph.router.match(req.host, acrm.decode("latin-1").strip(), req.path, req.headers)
+    if m is None:
+        return None
+    for p in graph.routes[m.index].chain.plugins:
+        if p.name == "cors":
+            return m
+    return None
 
 
 def _request_id(req: Request) -> str:

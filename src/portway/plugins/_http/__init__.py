@@ -1,0 +1,1 @@
+"""Small HTTP field helpers shared by the edge plugins (cors, compression)."""
