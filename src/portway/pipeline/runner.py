@@ -229,4 +229,4 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-EMPTY_CHAIN = Chain(())
+EMPTY_CHAIN: Final = Chain(())
