@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
+
+
+def named(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """An upstream handler answering 200 with ``X-Backend: name``."""
+
+    async def h(req: Request) -> Response:
+        return Response(200, Headers([(b"x-backend", name.encode())]), orjson.dumps({"b": name}))
+
+    return h
 
 
 class KeepAlive:

@@ -11,8 +11,7 @@ from prometheus_client import REGISTRY
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from tests.helpers import free_port, run_gateway, run_upstream
-from tests.proxy.keepalive import KeepAlive
-from tests.proxy.test_split import named
+from tests.proxy.keepalive import KeepAlive, named
 
 
 def mirror_cfg(primary: str, shadow: str, route: str, **mirror: Any) -> dict[str, Any]:

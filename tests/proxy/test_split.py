@@ -7,22 +7,12 @@ import json
 from collections import Counter
 from typing import Any
 
-import orjson
 from prometheus_client import REGISTRY
 
 from portway.config.traffic import SplitConfig
-from portway.http.headers import Headers
-from portway.http.models import Request, Response
 from portway.proxy.split import Arm, Splitter, bucket_of
 from tests.helpers import run_gateway, run_upstream
-from tests.proxy.keepalive import KeepAlive
-
-
-def named(name: str):  # type: ignore[no-untyped-def]
-    async def h(req: Request) -> Response:
-        return Response(200, Headers([(b"x-backend", name.encode())]), orjson.dumps({"b": name}))
-
-    return h
+from tests.proxy.keepalive import KeepAlive, named
 
 
 async def wait_lines(path: Any, n: int) -> list[dict[str, Any]]:

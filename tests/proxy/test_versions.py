@@ -9,8 +9,7 @@ import orjson
 import pytest
 
 from tests.helpers import run_gateway, run_upstream
-from tests.proxy.keepalive import KeepAlive
-from tests.proxy.test_split import named
+from tests.proxy.keepalive import KeepAlive, named
 
 
 def versions_cfg(v1: str, v2: str, source: str, **extra: Any) -> dict[str, Any]:
