@@ -194,3 +194,25 @@ async def test_variant_in_access_log_metrics_and_explain(tmp_path: Any) -> None:
         variants = Counter(x["variant"] for x in lines if x["route"] == "visible")
         assert variants["v1"] + variants["v2"] == 22
         assert variants["v1"] >= 10 and variants["v2"] >= 10
+
+
+async def test_sticky_header_and_ip_keys_are_stable_and_follow_the_buckets() -> None:
+    async with run_upstream(named("v1")) as a, run_upstream(named("v2")) as b:
+        async with run_gateway(split_cfg(a.url, b.url, percent=50, sticky="header:x-user")) as gw:
+            ref = _splitter([50])
+            c = await KeepAlive.open(gw.port)
+            try:
+                for user in ("ada", "linus", "grace", "ken", "barbara", "dennis"):
+                    want = "v2" if ref.by_bucket(bucket_of(user.encode())).name == "c0" else "v1"
+                    for _ in range(5):
+                        status, h, _ = await c.get("/checkout", {"x-user": user})
+                        assert (status, h["x-backend"]) == (200, want)
+                        assert "set-cookie" not in h
+                # no key on the request: per-request round robin (exact halves)
+                got = Counter([(await c.get("/checkout"))[1]["x-backend"] for _ in range(10)])
+                assert got == {"v1": 5, "v2": 5}
+            finally:
+                await c.aclose()
+        async with run_gateway(split_cfg(a.url, b.url, percent=50, sticky="ip")) as gw:
+            want = "v2" if _splitter([50]).by_bucket(bucket_of(b"127.0.0.1")).name == "c0" else "v1"
+            assert await count_backends(gw.port, 20, conns=2) == {want: 20}
