@@ -168,3 +168,33 @@ async def test_sampling_is_exact_and_large_bodies_are_dropped() -> None:
                 assert sample("portway_mirror_dropped_total", labels) == before + 1
             finally:
                 await c.aclose()
+
+
+async def test_expect_100_continue_body_is_held_and_copied() -> None:
+    got: list[bytes] = []
+
+    async def shadow(req: Request) -> Response:
+        got.append(await req.body.read_all() if req.body is not None else b"")
+        return Response(204, Headers(), b"")
+
+    async with run_upstream() as live, run_upstream(shadow) as sh:
+        async with run_gateway(mirror_cfg(live.url, sh.url, "expect")) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            try:
+                writer.write(
+                    b"POST /api/up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert first.startswith(b"HTTP/1.1 100 ")
+                writer.write(b"hello")
+                head = b""
+                while not head.startswith(b"HTTP/1.1 200"):  # further 100s may come first
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = orjson.loads(await reader.readexactly(length))
+                assert body["body"] == "hello"
+                await asyncio.wait_for(asyncio.gather(*mirror_of(gw).tasks), 5)
+                assert got == [b"hello"]
+            finally:
+                writer.close()
