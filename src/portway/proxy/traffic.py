@@ -163,7 +163,7 @@ class RoutePolicy:
             resp = await fwd.forward(ctx, c.rt, conn, resume)
         else:
             resp = await self._with_fallback(ctx, fwd, c, conn, resume, held)
-        for k, v in st_choice(ctx, c).headers:
+        for k, v in _final_choice(ctx, c).headers:
             resp.headers.add(k, v)
         return resp
 
@@ -245,7 +245,7 @@ class RoutePolicy:
         return out
 
 
-def st_choice(ctx: RequestContext, default: Choice) -> Choice:
+def _final_choice(ctx: RequestContext, default: Choice) -> Choice:
     """The request's final choice (a fallback replaces the first one)."""
     c = ctx.state.get(CHOICE)
     return c if c is not None else default
