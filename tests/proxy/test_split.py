@@ -122,7 +122,9 @@ async def test_force_header_overrides_the_weights() -> None:
             }
 
 
-async def test_sticky_cookie_keeps_every_client_on_its_variant_across_3_reloads() -> None:
+async def test_sticky_cookie_keeps_every_client_on_its_variant_across_reloads_and_instances() -> (
+    None
+):
     async with run_upstream(named("v1")) as a, run_upstream(named("v2")) as b:
         async with run_gateway(
             split_cfg(a.url, b.url, percent=30, sticky="cookie:pw_canary")
@@ -154,6 +156,16 @@ async def test_sticky_cookie_keeps_every_client_on_its_variant_across_3_reloads(
                             assert "set-cookie" not in h
             finally:
                 await c.aclose()
+            # another instance (a second gateway with the same config) agrees: hash, not memory
+            cfg = split_cfg(a.url, b.url, percent=30, sticky="cookie:pw_canary")
+            async with run_gateway(cfg) as other:
+                c2 = await KeepAlive.open(other.port)
+                try:
+                    for value, backend in clients.items():
+                        h = (await c2.get("/checkout", {"cookie": f"pw_canary={value}"}))[1]
+                        assert h["x-backend"] == backend
+                finally:
+                    await c2.aclose()
 
 
 async def test_variant_in_access_log_metrics_and_explain(tmp_path: Any) -> None:
