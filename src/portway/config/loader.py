@@ -31,6 +31,7 @@ from portway.config.errors import (
     suggest,
 )
 from portway.config.schema import GatewayConfig
+from portway.config.traffic import referenced_upstreams
 from portway.pipeline.plugin import Stage
 from portway.pipeline.registry import Registry, UnknownPluginError
 from portway.pipeline.registry import registry as default_registry
@@ -139,20 +140,12 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
             else:
                 first[name] = i
         up = route.get("upstream")
+        for sub, ref in referenced_upstreams(route):
+            if ref not in names:
+                report(("routes", i, *sub), _unknown_upstream(ref, names))
         if isinstance(up, str):
             if up not in names:
-                msg = f"unknown upstream {up!r}"
-                close = suggest(up, names)
-                msg += (
-                    f"; did you mean {close!r}?"
-                    if close
-                    else (
-                        f"; defined: {', '.join(sorted(names))}"
-                        if names
-                        else "; no upstreams are defined"
-                    )
-                )
-                report(("routes", i, "upstream"), msg)
+                report(("routes", i, "upstream"), _unknown_upstream(up, names))
         elif up is None and not (global_termination or _answers_all(route.get("plugins"))):
             report(
                 ("routes", i, "upstream"),
@@ -173,6 +166,15 @@ def _answers_all(bindings: Any) -> bool:
         and b["config"].get("to") is not None
         for b in bindings
     )
+
+
+def _unknown_upstream(up: str, names: set[str]) -> str:
+    close = suggest(up, names)
+    if close:
+        return f"unknown upstream {up!r}; did you mean {close!r}?"
+    if names:
+        return f"unknown upstream {up!r}; defined: {', '.join(sorted(names))}"
+    return f"unknown upstream {up!r}; no upstreams are defined"
 
 
 def _binds(bindings: Any, plugin: str) -> bool:

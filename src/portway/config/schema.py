@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from portway.config.traffic import FallbackConfig, MirrorConfig, SplitConfig, VersionsConfig
 from portway.config.types import Duration, Size
 from portway.observability.tracing import TracingConfig
 
@@ -318,6 +319,10 @@ class RouteConfig(Model):
     retry_non_idempotent: bool = Field(False)
     timeouts: TimeoutsConfig | None = Field(None, description="overrides the upstream's")
     preserve_host: bool | None = None
+    split: SplitConfig | None = Field(None, description="weighted canary / blue-green")
+    mirror: MirrorConfig | None = Field(None, description="copy requests to a shadow upstream")
+    fallback: FallbackConfig | None = Field(None, description="strangler fig: a second upstream")
+    versions: VersionsConfig | None = Field(None, description="API version routing")
 
     @field_validator("name")
     @classmethod
@@ -325,6 +330,14 @@ class RouteConfig(Model):
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", v):
             raise ValueError("route names use letters, digits, _ . : -")
         return v
+
+    @model_validator(mode="after")
+    def _traffic(self) -> RouteConfig:
+        if self.split is not None and self.versions is not None:
+            raise ValueError("a route takes split or versions, not both (split per version route)")
+        if (self.split or self.mirror or self.fallback or self.versions) and self.upstream is None:
+            raise ValueError("split, mirror, fallback and versions need the route's upstream")
+        return self
 
 
 class CredentialsConfig(Model):

@@ -130,7 +130,9 @@ def explain(ctx: RequestContext) -> dict[str, Any]:
     Keys: ``request_id``, ``request`` (method, path, host, query), ``route`` (``None`` when no
     route matched; else name, pattern, params, routes considered and what matched), ``consumer``
     (username or ``None``; never credentials), ``plugins`` (phase timings and decisions),
-    ``upstream`` (name, chosen target, attempts), ``steps``, ``response`` and ``total_ms``.
+    ``upstream`` (name, chosen target, attempts), ``traffic`` (the variant chosen by the
+    route's split/versions/fallback rules and why, or ``None``), ``steps``, ``response`` and
+    ``total_ms``.
     """
     req = ctx.request
     plugins, attempts, steps = _split_events(ctx.trace or [])
@@ -159,6 +161,7 @@ def explain(ctx: RequestContext) -> dict[str, Any]:
             "latency_ms": None if ctx.upstream_latency is None else _ms(ctx.upstream_latency),
             "tries": attempts,
         },
+        "traffic": _traffic(ctx),
         "steps": steps,
         "response": None if resp is None else {"status": resp.status, "upstream": resp.upstream},
         "rejected_by": ctx.extra.get("rejected_by"),
@@ -166,6 +169,16 @@ def explain(ctx: RequestContext) -> dict[str, Any]:
         "total_ms": _ms(time.perf_counter() - ctx.start),
     }
     return out
+
+
+def _traffic(ctx: RequestContext) -> dict[str, Any] | None:
+    """The variant a route's traffic rules chose (split, versions, fallback)."""
+    from portway.upstream.choice import CHOICE
+
+    if ctx._state is None:
+        return None
+    c = ctx.state.get(CHOICE)
+    return None if c is None else c.describe()
 
 
 def _safe(v: object) -> str:
@@ -183,6 +196,9 @@ def debug_header(ctx: RequestContext) -> str:
     parts = [f"route={_safe(ctx.route_name or '-')}"]
     if ctx.upstream_name is not None:
         parts.append(f"upstream={_safe(ctx.upstream_name)}")
+    t = _traffic(ctx)
+    if t is not None:
+        parts.append(f"variant={_safe(t['variant'])}")
     target = ctx.target
     if target is not None:
         parts.append(f"target={_safe(getattr(target, 'id', target))}")

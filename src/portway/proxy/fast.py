@@ -99,6 +99,9 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     up = rt.upstream
     if up is None or not rt.chain.callbacks_only:
         return NOT_TAKEN
+    tr = rt.traffic
+    if tr is not None and not tr.fast_ok:
+        return NOT_TAKEN  # mirror / fallback need a task
     path = req.path
     if "%" in path and not rt.encoded_slashes and ("%2F" in path or "%5C" in path):
         return NOT_TAKEN
@@ -119,9 +122,21 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
         if answer is not None:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
+    if tr is not None:
+        # the variant (split / versions) is chosen now, once; the task carries on with it
+        try:
+            choice = tr.choose(ctx)
+        except GatewayError as e:
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
+        if choice.headers:  # a cookie or Deprecation fields to add: the general path does
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
+        rt = choice.rt
+        up = rt.upstream
+        assert up is not None
+        ctx.upstream_name = up.name
     target = up.pick(ctx, _NO_EXCLUDE)
     if target is None:
-        if not hooks:
+        if not hooks and tr is None:
             return NOT_TAKEN
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
     # typed locally: ``Target.pool`` is ``Any`` (no import of the pool there), which would

@@ -119,6 +119,8 @@ class ProxyApp(App):
                 chain = rt.chain
                 resp = await chain.run_request(ctx)
                 if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
+                    if rt.traffic is not None:
+                        rt.traffic.choose(ctx)  # explain shows the variant
                     resp = _explain(ctx)
             else:
                 # carried on from the task-free path: its request hooks already ran
@@ -130,9 +132,14 @@ class ProxyApp(App):
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
                 prepare_upstream_request(ctx, rt, graph)
+                tr = rt.traffic
                 if req.upgrade and isinstance(conn, ServerConnection):  # HTTP/1.1 only
-                    return await tunnel(ctx, rt, graph, conn, Forwarder(graph))
-                resp = await Forwarder(graph).forward(ctx, rt, conn, resume)
+                    urt = rt if tr is None else tr.choose(ctx).rt
+                    return await tunnel(ctx, urt, graph, conn, Forwarder(graph))
+                if tr is None:
+                    resp = await Forwarder(graph).forward(ctx, rt, conn, resume)
+                else:  # split / versions / mirror / fallback: proxy/traffic.py
+                    resp = await tr.forward(ctx, graph, conn, resume)
             ctx.response = resp
             if chain.on_response:
                 in_response = True

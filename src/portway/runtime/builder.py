@@ -15,6 +15,7 @@ from portway.observability.tracing import Tracer, build_tracer
 from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
 from portway.pipeline.registry import registry
 from portway.pipeline.runner import Chain
+from portway.proxy.traffic import RoutePolicy
 from portway.routing.router import Router
 from portway.runtime.graph import RouteRuntime, RuntimeGraph
 from portway.upstream.target import Target
@@ -110,6 +111,66 @@ def merged_bindings(
     return sorted(out, key=stage)
 
 
+def _route_runtime(
+    cfg: GatewayConfig,
+    r: RouteConfig,
+    chain: Chain,
+    up: Upstream | None,
+    traffic: RoutePolicy | None = None,
+) -> RouteRuntime:
+    """``r`` served by ``up`` (its own upstream, or a variant of a traffic rule): timeouts and
+    Host handling from the route when it sets them, else from ``up``."""
+    from portway.config.schema import TimeoutsConfig
+
+    timeouts = r.timeouts or (
+        up.config.timeouts
+        if up is not None
+        else cfg.upstreams[r.upstream].timeouts
+        if r.upstream
+        else None
+    )
+    preserve = r.preserve_host
+    if preserve is None:
+        preserve = up is None or up.config.host_header == "preserve"
+    tc = timeouts or TimeoutsConfig()
+    return RouteRuntime(
+        config=r,
+        chain=chain,
+        upstream=up,
+        timeouts=tc,
+        max_body=r.max_body_bytes
+        if r.max_body_bytes is not None
+        else cfg.server.limits.max_body_bytes,
+        rewrite=_compile_rewrite(r.rewrite),
+        preserve_host=preserve,
+        strip_prefix=r.strip_prefix,
+        encoded_slashes=r.allow_encoded_slashes,
+        read_timeout=tc.read,
+        total_timeout=tc.total,
+        traffic=traffic,
+    )
+
+
+def _with_traffic(
+    cfg: GatewayConfig, r: RouteConfig, rt: RouteRuntime, upstreams: dict[str, Upstream]
+) -> RouteRuntime:
+    """``rt`` with its :class:`RoutePolicy`; each upstream the rules name gets a runtime of
+    its own (same chain, that upstream's timeouts and Host handling), built once."""
+    assert rt.upstream is not None
+    variants: dict[str, RouteRuntime] = {rt.upstream.name: rt}
+
+    def variant(name: str) -> RouteRuntime:
+        v = variants.get(name)
+        if v is None:
+            v = variants[name] = _route_runtime(cfg, r, rt.chain, upstreams[name])
+        return v
+
+    policy = RoutePolicy(r, rt, variant)
+    # ``rt`` stays the plain runtime of the route's own upstream (a variant like the others);
+    # what the router hands out is a twin carrying the policy
+    return _route_runtime(cfg, r, rt.chain, rt.upstream, policy)
+
+
 async def build_graph(
     cfg: GatewayConfig,
     bctx: BuildContext,
@@ -158,35 +219,11 @@ async def build_graph(
                 plugins.append(p)
                 chain_plugins.append(p)
         up = upstreams.get(r.upstream) if r.upstream else None
-        timeouts = r.timeouts or (
-            up.config.timeouts
-            if up is not None
-            else cfg.upstreams[r.upstream].timeouts
-            if r.upstream
-            else None
-        )
-        from portway.config.schema import TimeoutsConfig
-
-        preserve = r.preserve_host
-        if preserve is None:
-            preserve = up is None or up.config.host_header == "preserve"
-        routes.append(
-            RouteRuntime(
-                config=r,
-                chain=Chain(chain_plugins),
-                upstream=up,
-                timeouts=(tc := timeouts or TimeoutsConfig()),
-                max_body=r.max_body_bytes
-                if r.max_body_bytes is not None
-                else cfg.server.limits.max_body_bytes,
-                rewrite=_compile_rewrite(r.rewrite),
-                preserve_host=preserve,
-                strip_prefix=r.strip_prefix,
-                encoded_slashes=r.allow_encoded_slashes,
-                read_timeout=tc.read,
-                total_timeout=tc.total,
-            )
-        )
+        chain = Chain(chain_plugins)
+        rt = _route_runtime(cfg, r, chain, up)
+        if r.split or r.versions or r.mirror or r.fallback:
+            rt = _with_traffic(cfg, r, rt, upstreams)
+        routes.append(rt)
     s = cfg.server
     graph = RuntimeGraph(
         config=cfg,

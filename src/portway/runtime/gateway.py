@@ -164,6 +164,7 @@ class Gateway:
         deadline = time.monotonic() + grace
         while old.inflight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        await _close_traffic(old)
         live_ups = set(new.upstreams.values())
         for up in old.upstreams.values():
             if up not in live_ups:
@@ -197,6 +198,7 @@ class Gateway:
         g = self.graph_ref.current
         if g is None:
             return
+        await _close_traffic(g)
         for up in g.upstreams.values():
             await up.aclose()
             for t in up.targets:
@@ -232,3 +234,14 @@ class Gateway:
             Forwarder.finish_exchange(sub, ok=False)
             raise
         return Response(resp.status, resp.headers, body, resp.reason, upstream=True)
+
+
+async def _close_traffic(g: RuntimeGraph) -> None:
+    """Cancel the mirrored copies a graph still has in flight (fire-and-forget: nobody waits
+    on them)."""
+    for rt in g.routes:
+        if rt.traffic is not None:
+            try:
+                await rt.traffic.aclose()
+            except Exception:
+                log.exception("closing traffic rules of route %s failed", rt.config.name)

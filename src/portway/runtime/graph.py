@@ -13,6 +13,7 @@ from portway.observability.tracing import NOOP_TRACER, Tracer
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin
 from portway.pipeline.runner import Chain
+from portway.proxy.traffic import RoutePolicy
 from portway.routing.router import Router
 from portway.upstream.upstream import Upstream
 
@@ -35,6 +36,8 @@ class RouteRuntime:
     encoded_slashes: bool
     read_timeout: float
     total_timeout: float
+    #: split / versions / mirror / fallback (``proxy/traffic.py``); ``None`` for most routes
+    traffic: RoutePolicy | None = None
 
 
 @dataclass(eq=False)

@@ -38,6 +38,7 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "upstream_latency_ms": (int, float),
     "user_agent": str,
     "consumer": type(None),
+    "variant": type(None),
 }
 
 

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginConfig, PluginEnv, Stage
+from portway.upstream.choice import variant_of
 
 log = logging.getLogger("portway.access_log")
 
@@ -157,7 +158,8 @@ def reopen_all() -> None:
 
 class AccessLogPlugin(Plugin[AccessLogConfig]):
     """Fields: time, request_id, client_ip, method, path, route, upstream, target, status,
-    bytes_in, bytes_out, latency_ms, upstream_latency_ms, user_agent, consumer."""
+    bytes_in, bytes_out, latency_ms, upstream_latency_ms, user_agent, consumer, variant (the
+    upstream a route's split/versions/fallback rules chose; null on other routes)."""
 
     name = "access_log"
     stage = Stage.edge
@@ -193,6 +195,7 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
             else None,
             "user_agent": ua.decode("latin-1") if ua is not None else None,
             "consumer": ctx.consumer.username if ctx.consumer is not None else None,
+            "variant": variant_of(ctx),
         }
         self._writer.writer.put(orjson.dumps(rec) + b"\n")
 
