@@ -30,6 +30,11 @@ BUILTINS: dict[str, str] = {
     "concurrency_limit": "portway.plugins.concurrency_limit.plugin:ConcurrencyLimitPlugin",
     "quota": "portway.plugins.quota.plugin:QuotaPlugin",
     "cache": "portway.plugins.cache.plugin:CachePlugin",
+    "request_validation": "portway.plugins.request_validation.plugin:RequestValidationPlugin",
+    "request_transformer": "portway.plugins.request_transformer.plugin:RequestTransformerPlugin",
+    "response_transformer": (
+        "portway.plugins.response_transformer.plugin:ResponseTransformerPlugin"
+    ),
 }
 
 
