@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from portway.errors import GatewayError, PayloadTooLargeError
+from portway.errors import (
+    BadRequestError,
+    GatewayError,
+    PayloadTooLargeError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from portway.http.body import BodyStream
 from portway.http.models import Response
 from portway.pipeline.context import ContextKey, RequestContext
@@ -102,7 +108,13 @@ async def buffer_request_body(ctx: RequestContext, limit: int) -> bytes | None:
     if ureq.content_length is not None and ureq.content_length > limit:
         raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
     _send_continue(ctx)
-    data = await body.read_all(limit)
+    try:
+        data = await body.read_all(limit)
+    except ConnectionError:
+        # the client left mid-body: its failure, not a plugin's (no 500, no traceback)
+        raise BadRequestError(
+            "client closed the connection while sending the body", code="client_disconnected"
+        ) from None
     replace_request_body(ctx, data)
     return data
 
@@ -132,6 +144,12 @@ async def buffer_response_body(ctx: RequestContext, limit: int) -> bytes:
     except PayloadTooLargeError:
         raise UpstreamBodyTooLargeError(
             f"response body exceeds {limit} bytes", source="upstream"
+        ) from None
+    except TimeoutError:
+        raise UpstreamTimeoutError("upstream response body timed out", source="upstream") from None
+    except ConnectionError:
+        raise UpstreamError(
+            "upstream closed the connection while sending the body", source="upstream"
         ) from None
     # (a bytes response is sent with Content-Length: trailers of a chunked body are dropped)
     _bytes_body(resp, data)
