@@ -208,3 +208,31 @@ def test_bad_config_rejected_with_path_and_line(
     [err] = ei.value.errors
     assert f"routes[0].plugins[0].config.{where}" in str(err) and fragment in str(err), str(err)
     assert err.line is not None and err.line > 1
+
+
+async def test_upstream_failing_mid_body_is_attributed_to_the_upstream() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    stalled = asyncio.Event()
+
+    async def cut(h: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        w.write(head + b'{"a": 1,')
+        await w.drain()
+        return False  # closes the connection 92 bytes short
+
+    async def stall(h: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        w.write(head + b'{"a": 1,')
+        await w.drain()
+        await stalled.wait()  # never sends the rest
+        return False
+
+    plugins = [{"name": "response_transformer", "config": {"json": {"remove": ["a"]}}}]
+    async with raw_upstream(cut) as url:
+        async with run_gateway(simple_config(url, plugins=plugins)) as gw:
+            r = await simple_request("GET", gw.url + "/x")
+    assert r.status == 502 and orjson.loads(r.body)["code"] == "bad_gateway"
+    async with raw_upstream(stall) as url:
+        cfg = simple_config(url, plugins=plugins, timeouts={"read": "300ms"})
+        async with run_gateway(cfg) as gw:
+            r = await simple_request("GET", gw.url + "/x")
+        stalled.set()
+    assert r.status == 504 and orjson.loads(r.body)["code"] == "upstream_timeout"
