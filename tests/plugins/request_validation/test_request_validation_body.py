@@ -225,3 +225,24 @@ async def test_expect_100_continue_is_answered_before_reading() -> None:
     assert rest.startswith(b"HTTP/1.1 200")
     assert b"100 Continue" not in rest  # the forwarder did not send a second one
     assert up.requests[0].headers.get("expect") is None
+
+
+async def test_violations_are_capped_and_marked_truncated() -> None:
+    schema = {"type": "array", "items": {"type": "integer"}}
+    [(s, a, _)] = await _post(schema, [["x"] * 150])
+    assert s == 400 and len(a["violations"]) == 100 and a["truncated"] is True
+    assert a["error"] == "request validation failed (150 violations)"
+
+
+async def test_empty_chunked_body_counts_as_missing() -> None:
+    async with run_upstream() as up:
+        async with run_gateway(_cfg(up.url, {"type": "object"})) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(
+                b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b'"keyword":"required"' in answer and not up.requests

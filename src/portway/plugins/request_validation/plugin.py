@@ -124,20 +124,8 @@ class RequestValidationPlugin(Plugin[RequestValidationConfig]):
         self, ctx: RequestContext, validator: Any, required: bool | None, operation: Any = None
     ) -> list[Violation]:
         ureq = ctx.upstream_request
-        has_body = ureq.body is not None and ureq.content_length != 0
-        if not has_body:
-            if required is None:
-                required = ctx.request.method in _BODY_METHODS
-            if required:
-                return [
-                    {
-                        "in": "body",
-                        "pointer": "",
-                        "message": "a request body is required",
-                        "keyword": "required",
-                    }
-                ]
-            return []
+        if ureq.body is None or ureq.content_length == 0:
+            return self._missing(ctx, required)
         mt = media_type(ureq.headers.get_raw(b"content-type")).decode("latin-1")
         if operation is not None:
             declared, validator = body_schema_for(operation, mt)
@@ -152,8 +140,10 @@ class RequestValidationPlugin(Plugin[RequestValidationConfig]):
                 f"content type {mt or '(none)'!r} is not JSON (application/json expected)"
             )
         data = await buffer_request_body(ctx, self.limit.of(ctx))
+        if not data:  # an empty chunked body
+            return self._missing(ctx, required)
         try:
-            doc = orjson.loads(data or b"")
+            doc = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise InvalidJsonError(f"request body is not valid JSON: {e}") from None
         if depth_exceeds(doc, self.config.max_depth):
@@ -161,3 +151,18 @@ class RequestValidationPlugin(Plugin[RequestValidationConfig]):
         if validator is None:
             return []
         return violations(validator, doc, "body")
+
+    @staticmethod
+    def _missing(ctx: RequestContext, required: bool | None) -> list[Violation]:
+        if required is None:
+            required = ctx.request.method in _BODY_METHODS
+        if not required:
+            return []
+        return [
+            {
+                "in": "body",
+                "pointer": "",
+                "message": "a request body is required",
+                "keyword": "required",
+            }
+        ]
