@@ -224,3 +224,23 @@ def test_bad_config_rejected_with_path_and_line(
     [err] = ei.value.errors
     assert f"routes[0].plugins[0].config.{where}" in str(err) and fragment in str(err), str(err)
     assert err.line is not None and err.line > 1
+
+
+async def test_validation_then_transformation_read_the_body_once() -> None:
+    plugins = [
+        {"name": "request_validation", "config": {"body_schema": {"required": ["user_id"]}}},
+        {"name": "request_transformer", "config": {"json": {"rename": {"user_id": "userId"}}}},
+    ]
+    async with run_upstream() as up:
+        async with run_gateway(simple_config(up.url, plugins=plugins)) as gw:
+            ok = await simple_request(
+                "POST",
+                gw.url + "/x",
+                headers=[("content-type", "application/json")],
+                body=b'{"user_id": 1}',
+            )
+            bad = await simple_request(
+                "POST", gw.url + "/x", headers=[("content-type", "application/json")], body=b"{}"
+            )
+    assert ok.status == 200 and orjson.loads(orjson.loads(ok.body)["body"]) == {"userId": 1}
+    assert bad.status == 400 and len(up.requests) == 1

@@ -99,11 +99,18 @@ FAMILIES: dict[str, tuple[Any, Any, Any, list[tuple[str, str]]]] = {
                     "uniqueItems": True,
                 },
                 "few": {"maxItems": 1},
+                "some": {"minItems": 2, "contains": {"const": 0}},
             }
         },
-        {"tags": ["a", "b"], "few": [1]},
-        {"tags": ["a", 2, "a"], "few": [1, 2]},
-        [("/few", "maxItems"), ("/tags", "uniqueItems"), ("/tags/1", "type")],
+        {"tags": ["a", "b"], "few": [1], "some": [0, 1]},
+        {"tags": ["a", 2, "a"], "few": [1, 2], "some": [1]},
+        [
+            ("/few", "maxItems"),
+            ("/some", "contains"),
+            ("/some", "minItems"),
+            ("/tags", "uniqueItems"),
+            ("/tags/1", "type"),
+        ],
     ),
     "oneOf/anyOf/allOf": (
         {
