@@ -236,3 +236,13 @@ async def test_upstream_failing_mid_body_is_attributed_to_the_upstream() -> None
             r = await simple_request("GET", gw.url + "/x")
         stalled.set()
     assert r.status == 504 and orjson.loads(r.body)["code"] == "upstream_timeout"
+
+
+async def test_big_integers_are_kept_exact() -> None:
+    raw = b'{"id": 123456789012345678901234567890, "password": "p"}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    async with raw_upstream(answering(head % len(raw) + raw)) as url:
+        plugins = [{"name": "response_transformer", "config": {"json": {"remove": ["password"]}}}]
+        async with run_gateway(simple_config(url, plugins=plugins)) as gw:
+            r = await simple_request("GET", gw.url + "/x")
+    assert r.body == b'{"id":123456789012345678901234567890}'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -60,8 +61,12 @@ class JsonRules(PluginConfig):
     @field_validator("set")
     @classmethod
     def _check_set(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for p in v:
+        for p, value in v.items():
             paths.parse(p)
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise ValueError(f"set {p!r}: {value!r} is not a JSON value") from None
         return v
 
     def model_post_init(self, context: Any, /) -> None:

@@ -15,8 +15,6 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, quote_plus, unquote_plus
 
-import orjson
-
 from portway.http.models import Response
 from portway.pipeline.buffering import (
     BodyLimit,
@@ -26,6 +24,7 @@ from portway.pipeline.buffering import (
 )
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins._json import codec
 from portway.plugins._transform.template import Template, compile_template
 from portway.plugins.request_transformer.config import QueryRules, RequestTransformerConfig
 
@@ -107,8 +106,8 @@ class RequestTransformerPlugin(Plugin[RequestTransformerConfig]):
         if not data:
             return
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
+            doc, exact = codec.loads(data)
+        except codec.JsonCodecError as e:
             log.warning(
                 "request_transformer: %s body is not valid JSON (%s): passed through unchanged",
                 ctx.route_name,
@@ -116,7 +115,7 @@ class RequestTransformerPlugin(Plugin[RequestTransformerConfig]):
             )
             return
         rules.apply(doc, lambda v: _json_template(v).render(ctx))
-        replace_request_body(ctx, orjson.dumps(doc))
+        replace_request_body(ctx, codec.dumps(doc, exact))
 
     async def on_upstream_request(self, ctx: RequestContext) -> None:
         tpl = self.config._path

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-import orjson
-
 from portway.pipeline.buffering import (
     BodyLimit,
     buffer_response_body,
@@ -25,6 +23,7 @@ from portway.pipeline.buffering import (
 )
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins._json import codec
 from portway.plugins.response_transformer.config import ResponseTransformerConfig
 
 log: Final = logging.getLogger("portway.plugins")
@@ -86,8 +85,8 @@ class ResponseTransformerPlugin(Plugin[ResponseTransformerConfig]):
         if not data:
             return
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
+            doc, exact = codec.loads(data)
+        except codec.JsonCodecError as e:
             log.warning(
                 "response_transformer: %s: body is not valid JSON (%s): passed through unchanged",
                 ctx.route_name,
@@ -95,4 +94,4 @@ class ResponseTransformerPlugin(Plugin[ResponseTransformerConfig]):
             )
             return
         self._json.apply(doc)
-        replace_response_body(resp, orjson.dumps(doc))
+        replace_response_body(resp, codec.dumps(doc, exact))
