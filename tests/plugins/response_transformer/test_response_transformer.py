@@ -246,3 +246,17 @@ async def test_big_integers_are_kept_exact() -> None:
         async with run_gateway(simple_config(url, plugins=plugins)) as gw:
             r = await simple_request("GET", gw.url + "/x")
     assert r.body == b'{"id":123456789012345678901234567890}'
+
+
+async def test_status_map_and_headers_apply_to_gateway_errors() -> None:
+    from tests.helpers import free_port
+
+    conf = {"status_map": {"502": 503}, "headers": {"add": {"x-edge": "1"}}}
+    cfg = simple_config(
+        f"http://127.0.0.1:{free_port()}",
+        plugins=[{"name": "response_transformer", "config": conf}],
+    )
+    async with run_gateway(cfg) as gw:
+        r = await simple_request("GET", gw.url + "/x")
+    assert r.status == 503 and r.headers.get("x-edge") == "1"
+    assert orjson.loads(r.body)["code"] == "upstream_connect_failed"  # body untouched
