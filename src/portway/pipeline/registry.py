@@ -36,6 +36,11 @@ BUILTINS: dict[str, str] = {
     "mock": "portway.plugins.mock.plugin:MockPlugin",
     "compression": "portway.plugins.compression.plugin:CompressionPlugin",
     "fault_injection": "portway.plugins.fault_injection.plugin:FaultInjectionPlugin",
+    "request_validation": "portway.plugins.request_validation.plugin:RequestValidationPlugin",
+    "request_transformer": "portway.plugins.request_transformer.plugin:RequestTransformerPlugin",
+    "response_transformer": (
+        "portway.plugins.response_transformer.plugin:ResponseTransformerPlugin"
+    ),
 }
 
 

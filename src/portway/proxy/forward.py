@@ -676,7 +676,8 @@ class Forwarder:
                     body,
                     chunked,
                     client,
-                    ctx.request.expect_continue and ctx.request.version != "1.0",
+                    # ureq: a plugin that buffered the body has sent the 100 already
+                    ureq.expect_continue and ctx.request.version != "1.0",
                     timeouts.write,
                     rt.max_body,
                 )

@@ -117,6 +117,10 @@ class ProxyApp(App):
             if rt is None:
                 rt = self._route(ctx, graph)
                 chain = rt.chain
+                if req.expect_continue:
+                    # a plugin that reads the body first sends the 100 through it
+                    # (pipeline/buffering.py)
+                    ctx.extra["_client"] = conn
                 resp = await chain.run_request(ctx)
                 if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
                     if rt.traffic is not None:

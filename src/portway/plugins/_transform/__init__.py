@@ -1,0 +1,1 @@
+"""Pieces shared by ``request_transformer`` and ``response_transformer``."""
