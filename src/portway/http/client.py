@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from portway.errors import RequestTimeoutError
 from portway.http.body import BodyStream
 from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
 from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
@@ -173,6 +174,7 @@ class UpstreamConnection(WriteFlow):
         "_soon",
         "_sweeper",
         "_te",
+        "awaiting_client",
         "closed",
         "created",
         "deadline",
@@ -245,6 +247,9 @@ class UpstreamConnection(WriteFlow):
         self._conn_value: bytes | None = None
         self._soon: list[bytes] | None = None
         self._batch = None
+        #: the request body's sender is waiting for the client's next bytes: the upstream is
+        #: not the one holding the exchange up (no read timeout; see ``expired``)
+        self.awaiting_client = False
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -549,13 +554,19 @@ class UpstreamConnection(WriteFlow):
         head_pending = not self._head_seen
         if self._head_deadline > 0 and head_pending and now >= self._head_deadline:
             self._cancel_timer()
-            self._fail(ReadTimeoutError("upstream response timeout"))
+            if self.awaiting_client:
+                # the total time ran out while the client was still sending its body
+                self._fail(RequestTimeoutError("request body not received in time"))
+            else:
+                self._fail(ReadTimeoutError("upstream response timeout"))
             return
         body = self._body
         # a body paused by flow control is waiting on the client, not on the upstream
         sink = self.sink
-        waiting_on_client = (body is not None and body._paused) or (
-            sink is not None and sink.paused
+        waiting_on_client = (
+            self.awaiting_client
+            or (body is not None and body._paused)
+            or (sink is not None and sink.paused)
         )
         due = self._next_due()
         if waiting_on_client or now < due:

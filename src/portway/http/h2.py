@@ -40,7 +40,9 @@ from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.http.path import normalize_path
+from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
+from portway.http.validate import check_fields, check_method, check_target
 
 log = logging.getLogger("portway.http.h2")
 
@@ -366,7 +368,8 @@ class H2Connection(WriteFlow):
         if cookies:
             # RFC 9113 §8.2.3: crumbs are joined again for an HTTP/1.1 hop
             fields.append((b"cookie", b"; ".join(cookies)))
-        method = pseudo.get(b":method", b"GET").decode("latin-1")
+        raw_method = pseudo.get(b":method", b"GET")
+        method = raw_method.decode("latin-1")
         w = _StreamWriter(self, sid, method)
         self.streams[sid] = w
         try:
@@ -374,9 +377,18 @@ class H2Connection(WriteFlow):
                 raise HeadersTooLargeError("request header section too large")
             if len(fields) > self.limits.max_header_count:
                 raise HeadersTooLargeError("too many request header fields")
+            # the rules the HTTP/1.1 listener's parser applies (http/validate.py): this
+            # request is forwarded on an HTTP/1.1 hop, where these bytes would reframe it
+            check_method(raw_method)
+            check_fields(fields, h2=True)
             req = self._build_request(w, method, pseudo, fields, ev.stream_ended is not None)
         except (_Abort, GatewayError) as e:
-            self.send_simple(sid, e.error if isinstance(e, _Abort) else e)
+            self.send_simple(sid, e.error if isinstance(e, _Abort) else e, fields)
+            return
+        except Exception:
+            # a bug in Portway: logged with its traceback, a 500 (not the client's fault)
+            log.exception("internal error while reading an HTTP/2 request")
+            self.send_simple(sid, GatewayError("internal error"), fields)
             return
         w.task = self.loop.create_task(self._serve(w, req))
 
@@ -395,6 +407,7 @@ class H2Connection(WriteFlow):
             raise UriTooLongError("request target too long")
         if not target.startswith(b"/"):
             raise BadRequestError("invalid request target")
+        check_target(target)
         if 35 in target:  # b"#" (an int needle is a plain byte search)
             raise BadRequestError("fragment in request target")
         raw_path, _, query = target.partition(b"?")
@@ -539,13 +552,18 @@ class H2Connection(WriteFlow):
                 w.stream_gone()
         self.flush()
 
-    def send_simple(self, sid: int, err: GatewayError) -> None:
-        """Answer ``sid`` with ``err``'s JSON error (requests rejected before the handler)."""
-        body = err.body(None)
+    def send_simple(
+        self, sid: int, err: GatewayError, fields: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Answer ``sid`` with ``err``'s JSON error (requests rejected before the handler);
+        ``fields``: the request's, for the client's X-Request-ID."""
+        rid = request_id_of(fields or [])
+        body = err.body(rid)
         headers = [
             (b":status", b"%d" % err.status),
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", rid.encode("ascii")),
         ]
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
         w = self.streams.get(sid)

@@ -306,7 +306,9 @@ class FastExchange(ResponseSink):
         # the upstream connection read the clock as these bytes arrived
         latency = self.uconn.last_io - self.t0
         if status == 101:
-            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed
+            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed (no
+            # upgrade takes this path); both connections end (http/upgrade.py)
+            ctx.request.keep_alive = False
             err = UpstreamError("upstream switched protocols unasked", source="upstream")
             self.pending = self._after_failure(_Attempt("reset", True, err), latency)
             return False

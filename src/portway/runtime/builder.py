@@ -25,6 +25,11 @@ log = logging.getLogger("portway.runtime")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
 
+def _buffer_max(r: RouteConfig, cfg: GatewayConfig) -> int | None:
+    rb = r.request_buffering or cfg.server.limits.request_buffering
+    return rb.max if rb is not None else None
+
+
 def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
     if template is None:
         return None
@@ -185,6 +190,8 @@ async def build_graph(
                 encoded_slashes=r.allow_encoded_slashes,
                 read_timeout=tc.read,
                 total_timeout=tc.total,
+                websocket=r.websocket,
+                buffer_max=_buffer_max(r, cfg),
             )
         )
     s = cfg.server

@@ -35,6 +35,10 @@ class RouteRuntime:
     encoded_slashes: bool
     read_timeout: float
     total_timeout: float
+    #: WebSocket upgrades are tunnelled on this route
+    websocket: bool = True
+    #: request bodies up to this many bytes are read whole before forwarding (None: stream)
+    buffer_max: int | None = None
 
 
 @dataclass(eq=False)
