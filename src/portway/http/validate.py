@@ -5,11 +5,11 @@ One statement of what a request the gateway forwards may contain, whatever proto
 it. Both listeners end up forwarding the request on an HTTP/1.1 hop, so a byte that would
 change how that hop's request line or header section reads must never get through:
 
-- the request target (``:path``) is visible ASCII only (``0x21``–``0x7e``): no space (which
+- the request target (``:path``) is visible ASCII only (``0x21``-``0x7e``): no space (which
   would end the target and let the rest read as a version), no control, no byte ≥ 0x80;
 - a field name is a token (RFC 9110 §5.1), lower-case on HTTP/2 (RFC 9113 §8.2.1);
-- a field value has no control byte but HTAB (0x00–0x08, 0x0a–0x1f) and no DEL (0x7f); obs-text
-  (0x80–0xff) stays allowed as RFC 9110 §5.5 allows it. On HTTP/2 a value also has no leading
+- a field value has no control byte but HTAB (0x00-0x08, 0x0a-0x1f) and no DEL (0x7f); obs-text
+  (0x80-0xff) stays allowed as RFC 9110 §5.5 allows it. On HTTP/2 a value also has no leading
   or trailing whitespace.
 
 On HTTP/1.1, llhttp in strict mode already enforces exactly these byte rules for the request
@@ -51,7 +51,7 @@ def _byte(b: int) -> str:
 
 def check_target(target: bytes) -> None:
     """Refuse a request target with a byte outside visible ASCII (space, controls, DEL,
-    0x80–0xff); the message names the first such byte and where it is."""
+    0x80-0xff); the message names the first such byte and where it is."""
     if target.translate(None, TARGET_OK):
         bad = next(i for i, b in enumerate(target) if b < 0x21 or b > 0x7E)
         where = "query" if 63 in target[:bad] else "path"
