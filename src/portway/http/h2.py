@@ -39,6 +39,7 @@ from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request
+from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
 from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
@@ -269,8 +270,11 @@ class H2Connection(WriteFlow):
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
         extra: dict[str, Any] | None = None,
+        underscores: bool | None = None,
     ) -> None:
         self.app = app
+        #: the listener's ``underscores_in_headers`` (see ``http/owned.py``)
+        self.underscores = underscores
         self.limits = limits
         self.trusted = trusted
         self.scheme = scheme
@@ -363,6 +367,12 @@ class H2Connection(WriteFlow):
                 pseudo[k] = v
             elif k == b"cookie":
                 cookies.append(v)
+            elif (
+                95 in k
+                and self.underscores is not None
+                and drop_underscored(k.lower(), self.underscores, self.app.owned_headers())
+            ):
+                continue  # the rule of the HTTP/1.1 listener (http/owned.py)
             else:
                 fields.append((k, v))
         if cookies:

@@ -34,6 +34,7 @@ from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.headers import Headers
 from portway.http.memo import remember
 from portway.http.models import Request, Response
+from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
 from portway.http.requestid import request_id_of
 from portway.http.sweeper import NEVER, sweeper_for
@@ -63,6 +64,11 @@ class App:
         :meth:`ServerConnection.fast_fallback` (which may come before this returns). Must
         never raise."""
         return False
+
+    def owned_headers(self) -> frozenset[bytes]:
+        """Request header names the current configuration makes the gateway set, beyond
+        ``http/owned.py:OWNED`` (asked only for names containing ``_``)."""
+        return frozenset()
 
     def connection_opened(self) -> None:
         pass
@@ -126,8 +132,12 @@ class ServerConnection(WriteFlow):
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
         http2: bool = False,
+        underscores: bool | None = None,
     ) -> None:
         self.app = app
+        #: the listener's ``underscores_in_headers`` (``http/owned.py``); None: no rule
+        #: (the admin API and other internal servers see fields as sent)
+        self.underscores = underscores
         #: switch to HTTP/2 on ALPN ``h2`` or the h2c prior-knowledge preface
         self.http2 = http2
         self._preface = b""
@@ -335,7 +345,15 @@ class ServerConnection(WriteFlow):
         self._disarm()
         self._sweeper.unwatch(self)
         self.http2 = False
-        h = H2Connection(self.app, self.limits, self.trusted, self.scheme, self.loop, self.extra)
+        h = H2Connection(
+            self.app,
+            self.limits,
+            self.trusted,
+            self.scheme,
+            self.loop,
+            self.extra,
+            self.underscores,
+        )
         # this protocol is done; the app's connection count moves to the H2Connection
         self.transport = None
         self.closed = True
@@ -389,6 +407,9 @@ class ServerConnection(WriteFlow):
             # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
             value = value.rstrip(b" \t")
         n = name.lower()
+        if 95 in n and self.underscores is not None:  # b"_" (an int needle: a byte search)
+            if drop_underscored(n, self.underscores, self.app.owned_headers()):
+                return
         self._headers.append((n, value))
         # the fields the framing needs, noted while parsing instead of searched for later;
         # told apart by first letter and equality (a set lookup would hash every new name)

@@ -427,6 +427,12 @@ class FastExchange(ResponseSink):
                 log.warning("upstream body failed mid-stream: %s", exc)
             self._abort_client()
             return
+        if isinstance(exc, GatewayError):
+            # ours (a bug while reading the response, a client's timeout): no outcome of
+            # the target's, nothing recorded against it
+            self.up.release(self.target)
+            self._fall_back(Resume(attempt=1, error=exc))
+            return
         latency = self.conn.now() - self.t0
         req = self.ctx.request
         a = classify_failure(exc, req.method in IDEMPOTENT)

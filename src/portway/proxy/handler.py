@@ -65,6 +65,9 @@ class ProxyApp(App):
         #: the task-free path may be used (``bench/hotpath_bench.py --general`` turns it off)
         self.fast = True
 
+    def owned_headers(self) -> frozenset[bytes]:
+        return self.graph_ref().owned_headers
+
     def connection_opened(self) -> None:
         self.connections += 1
         if self._on_open is not None:

@@ -65,6 +65,9 @@ class RuntimeGraph:
     version: int = 0
     shared_keys: frozenset[str] = frozenset()
     tracer: Tracer = NOOP_TRACER
+    #: request header names the configuration makes the gateway set (identity_headers
+    #: claims, request_id's header) beyond ``http/owned.py:OWNED``
+    owned_headers: frozenset[bytes] = frozenset()
     #: the Via line this gateway adds to relayed responses (built once, not per response;
     #: empty without ``via``)
     via_line: bytes = field(init=False, default=b"")
