@@ -407,9 +407,12 @@ class ServerConnection(WriteFlow):
             # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
             value = value.rstrip(b" \t")
         n = name.lower()
-        if 95 in n and self.underscores is not None:  # b"_" (an int needle: a byte search)
-            if drop_underscored(n, self.underscores, self.app.owned_headers()):
-                return
+        if (
+            95 in n  # b"_" (an int needle: a byte search)
+            and self.underscores is not None
+            and drop_underscored(n, self.underscores, self.app.owned_headers())
+        ):
+            return
         self._headers.append((n, value))
         # the fields the framing needs, noted while parsing instead of searched for later;
         # told apart by first letter and equality (a set lookup would hash every new name)
