@@ -217,16 +217,21 @@ async def test_a_bug_inside_the_request_parser_callback_is_a_logged_500(
 ) -> None:
     from portway.http import server
 
-    def broken(self: Any) -> Any:
+    def broken(_: Any) -> Any:
         raise TypeError("a bug")
 
-    monkeypatch.setattr(server.ServerConnection, "_build_request", broken)
+    # a module global (compiled code looks those up too; its classes cannot be patched),
+    # called while building the request of an upgrade, inside llhttp's callback
+    monkeypatch.setattr(server, "is_websocket", broken)
     async with (
         raw_upstream(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) as url,
         run_gateway(_cfg(url)) as gw,
     ):
         with caplog.at_level(logging.ERROR, "portway.http"):
-            out = await raw_request(gw.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            out = await raw_request(
+                gw.port,
+                b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            )
         resp = parse_responses(out)[0]
         assert resp.status == 500
         assert orjson.loads(resp.body)["code"] == "internal_error"
