@@ -93,3 +93,50 @@ async def test_request_buffering_sends_the_whole_body_with_a_length() -> None:
             assert echoed["body"] == "hello"
             names = {k for k, _ in echoed["headers"]}
             assert "content-length" in names and "transfer-encoding" not in names
+
+
+async def test_stalled_http2_body_is_a_client_408() -> None:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    async with run_upstream() as up, run_gateway(_cfg(up.url)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        c = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        c.initiate_connection()
+        sid = c.get_next_available_stream_id()
+        c.send_headers(
+            sid,
+            [
+                (b":method", b"POST"),
+                (b":path", b"/slow"),
+                (b":scheme", b"http"),
+                (b":authority", b"a"),
+                (b"content-length", b"10"),
+            ],
+        )
+        c.send_data(sid, b"x")
+        writer.write(c.data_to_send())
+        status, body = 0, b""
+        async with asyncio.timeout(5):
+            while True:
+                data = await reader.read(65536)
+                assert data
+                events = c.receive_data(data)
+                writer.write(c.data_to_send())
+                for ev in events:
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        status = int(dict(ev.headers)[b":status"])
+                    elif isinstance(ev, h2.events.DataReceived):
+                        body += ev.data
+                if status and any(
+                    isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset) for ev in events
+                ):
+                    break
+        writer.close()
+        assert status == 408, body
+        assert orjson.loads(body)["code"] == "request_timeout"
+        for _ in range(2):
+            assert (await http_get(gw.url + "/after"))[0] == 200

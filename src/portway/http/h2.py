@@ -32,6 +32,7 @@ from portway.errors import (
     GatewayError,
     HeadersTooLargeError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UriTooLongError,
 )
 from portway.http.body import BodyStream
@@ -76,12 +77,15 @@ class _EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
 class _H2Body(BodyStream):
     """A request body whose consumption releases HTTP/2 flow-control credit."""
 
-    __slots__ = ("_ack", "_first_read")
+    __slots__ = ("_ack", "_first_read", "_timeout")
 
-    def __init__(self, ack: Any, first_read: Any) -> None:
+    def __init__(self, ack: Any, first_read: Any, timeout: float = 0.0) -> None:
         super().__init__()
         self._ack = ack
         self._first_read = first_read
+        #: ``limits.body_timeout``: the longest wait for the client's next DATA (credit is
+        #: returned as the body is read, so a reader waiting is waiting on the client)
+        self._timeout = timeout
 
     def _pop(self) -> bytes:
         chunk = super()._pop()
@@ -96,7 +100,16 @@ class _H2Body(BodyStream):
 
     async def read(self) -> bytes:
         self._started()
-        return await super().read()
+        if self._chunks or self._eof or self._exc is not None or self._timeout <= 0:
+            return await super().read()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await super().read()
+        except TimeoutError:
+            # the client stalled its body: its fault (408), as on HTTP/1.1
+            err = RequestTimeoutError("request body timed out")
+            self.set_exception(err)
+            raise err from None
 
     def read_nowait(self) -> bytes | None:
         self._started()
@@ -453,7 +466,9 @@ class H2Connection(WriteFlow):
                 if expect_continue and not w._head_sent and not w.closed:
                     self.send_headers(w.stream_id, [(b":status", b"100")])
 
-            body = _H2Body(functools.partial(self._ack, w.stream_id), first_read)
+            body = _H2Body(
+                functools.partial(self._ack, w.stream_id), first_read, self.limits.body_timeout
+            )
             w.body = body
         client_ip, trusted = (
             self.trusted.client_ip(self.peer_ip, headers) if self.trusted else (self.peer_ip, False)
