@@ -21,6 +21,116 @@ H2C = (
 )
 
 
+class H2cServer:
+    """A real h2c upstream (the ``h2`` library): answers ``Upgrade: h2c`` with 101 and then
+    serves HTTP/2 on the same connection, every stream answered "secret" — what a client
+    holding a smuggled tunnel would reach, routing and plugins bypassed."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.plain: list[bytes] = []
+        self.h2_paths: list[bytes] = []
+
+    async def conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import base64
+
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.plain.append(head)
+                lower = head.lower()
+                if b"upgrade: h2c" not in lower:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npublic")
+                    await writer.drain()
+                    continue
+                settings = b""
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"http2-settings:"):
+                        settings = line.split(b":", 1)[1].strip()
+                c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+                c.initiate_upgrade_connection(base64.urlsafe_b64decode(settings + b"=="))
+                writer.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: h2c\r\n\r\n" + c.data_to_send()
+                )
+                while data := await reader.read(65536):
+                    for ev in c.receive_data(data):
+                        if isinstance(ev, h2.events.RequestReceived):
+                            self.h2_paths.append(dict(ev.headers)[b":path"])
+                            c.send_headers(ev.stream_id, [(":status", "200")])
+                            c.send_data(ev.stream_id, b"secret", end_stream=True)
+                    writer.write(c.data_to_send())
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _smuggling_request(connection: bytes) -> bytes:
+    """An h2c upgrade of an allowed request, then (as HTTP/2 over the hoped-for tunnel) the
+    preface, SETTINGS and a request for what the gateway refuses."""
+    import h2.config
+    import h2.connection
+
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(
+        3,
+        [(":method", "GET"), (":path", "/admin/secret"), (":scheme", "http"), (":authority", "a")],
+        end_stream=True,
+    )
+    return (
+        b"GET /public/x HTTP/1.1\r\nHost: a\r\nConnection: " + connection + b"\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n" + c.data_to_send()
+    )
+
+
+@pytest.mark.parametrize("connection", [b"Upgrade, HTTP2-Settings", b"Upgrade"])
+@pytest.mark.parametrize("warm", [False, True], ids=["general", "task_free"])
+async def test_h2c_smuggling_cannot_reach_a_refused_route(warm: bool, connection: bytes) -> None:
+    up = H2cServer()
+    server = await asyncio.start_server(up.conn, "127.0.0.1", up.port)
+    url = f"http://127.0.0.1:{up.port}"
+    cfg = {
+        "upstreams": {"u": {"targets": [{"url": url}]}},
+        "routes": [
+            {"name": "public", "match": {"paths": ["/public"]}, "upstream": "u"},
+            {
+                "name": "admin",
+                "match": {"paths": ["/admin"]},
+                "upstream": "u",
+                "plugins": [{"name": "request_termination", "config": {"status": 403}}],
+            },
+        ],
+    }
+    try:
+        async with run_gateway(cfg) as gw:
+            app = gw.worker.app
+            assert app is not None
+            if warm:
+                out, _ = await _exchange(
+                    gw.port, b"GET /public/w HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                )
+                assert out.endswith(b"public")
+            before = app.fast_requests
+            out, closed = await _exchange(gw.port, _smuggling_request(connection))
+            assert b"secret" not in out
+            resps = parse_responses(out)
+            assert [r.status for r in resps] == [200] and resps[0].body == b"public"
+            assert closed
+            assert up.h2_paths == []
+            assert (app.fast_requests > before) == warm
+            assert all(b"upgrade" not in h.lower() for h in up.plain)
+            assert all(b"http2-settings" not in h.lower() for h in up.plain)
+    finally:
+        server.close()
+
+
 class H2cUpstream:
     """A real upstream that switches to h2c whenever asked (answers 101 and then holds the
     connection as HTTP/2 would), else answers 200; ``always_101`` switches unasked too."""
