@@ -140,3 +140,22 @@ async def test_stalled_http2_body_is_a_client_408() -> None:
         assert orjson.loads(body)["code"] == "request_timeout"
         for _ in range(2):
             assert (await http_get(gw.url + "/after"))[0] == 200
+
+
+async def test_request_buffering_streams_a_longer_chunked_body_whole() -> None:
+    async with run_upstream() as up:
+        async with run_gateway(_cfg(up.url, request_buffering={"max": "1KiB"})) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            chunks = [bytes([65 + i]) * 600 for i in range(3)]
+            writer.write(
+                b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n"
+                + b"".join(b"258\r\n" + c + b"\r\n" for c in chunks)
+                + b"0\r\n\r\n"
+            )
+            out = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            echoed = orjson.loads(parse_responses(out)[0].body)
+            assert echoed["body"] == b"".join(chunks).decode()
+            names = {k for k, _ in echoed["headers"]}
+            assert "transfer-encoding" in names  # longer than max: streamed, still chunked
