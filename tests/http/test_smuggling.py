@@ -393,8 +393,9 @@ async def test_unsolicited_101_is_not_relayed() -> None:
             b"Connection: close\r\n\r\n",
         )
         resps = parse_responses(out)
-        # each pipelined request is answered 502 on its own fresh upstream connection
-        assert [r.status for r in resps] == [502, 502], out
+        # answered 502, and both connections end there (http/upgrade.py): the pipelined
+        # request behind it is never read
+        assert [r.status for r in resps] == [502], out
         assert closed
-        assert [m.target for m in up.messages] == [b"/x", b"/y"]
-        assert len(up.raw) == 2
+        assert [m.target for m in up.messages] == [b"/x"]
+        assert len(up.raw) == 1

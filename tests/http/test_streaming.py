@@ -254,7 +254,7 @@ async def test_tunnel_passes_half_close_both_ways() -> None:
     async def upgrader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: raw\r\n\r\n"
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
         )
         data = await reader.read()  # until the client's half-close arrives
         writer.write(b"got " + data + b", bye")
@@ -264,7 +264,10 @@ async def test_tunnel_passes_half_close_both_ways() -> None:
     srv = await asyncio.start_server(upgrader, "127.0.0.1", port)
     async with run_gateway(simple_config(f"http://127.0.0.1:{port}")) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: raw\r\n\r\n")
+        # (WebSocket: the only upgrade tunnelled, http/upgrade.py)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
         assert head.startswith(b"HTTP/1.1 101")
         writer.write(b"ping")

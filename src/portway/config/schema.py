@@ -46,8 +46,22 @@ class ListenerConfig(Model):
     http2: bool = Field(
         True, description="offer HTTP/2 (ALPN h2 on TLS, prior-knowledge h2c on cleartext)"
     )
+    underscores_in_headers: bool = Field(
+        False,
+        description="keep request header fields whose name contains '_' (default: drop them, "
+        "as nginx does: servers that fold '_' into '-' would read X_User_ID as X-User-ID); "
+        "underscore spellings of headers the gateway sets are dropped either way",
+    )
 
     _addr = field_validator("address")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class RequestBufferingConfig(Model):
+    max: Size = Field(
+        1024 * 1024,
+        description="request bodies up to this size are read whole before an upstream "
+        "connection is taken; larger (or longer) ones stream",
+    )
 
 
 class LimitsConfig(Model):
@@ -63,6 +77,9 @@ class LimitsConfig(Model):
     )
     idle_timeout: Duration = Field(60.0, description="keep-alive idle time before closing")
     max_pipelined: int = Field(32, ge=1, description="queued pipelined requests per connection")
+    request_buffering: RequestBufferingConfig | None = Field(
+        None, description="default request_buffering of routes that set none (none: stream)"
+    )
 
 
 class ServerConfig(Model):
@@ -323,6 +340,17 @@ class RouteConfig(Model):
     mirror: MirrorConfig | None = Field(None, description="copy requests to a shadow upstream")
     fallback: FallbackConfig | None = Field(None, description="strangler fig: a second upstream")
     versions: VersionsConfig | None = Field(None, description="API version routing")
+    websocket: bool = Field(
+        True,
+        description="tunnel WebSocket upgrades (Upgrade: websocket) on this route; other "
+        "upgrade protocols (h2c, ...) are never tunnelled",
+    )
+    request_buffering: RequestBufferingConfig | None = Field(
+        None,
+        description="read request bodies up to max whole before taking an upstream connection "
+        "(a slow client then holds no upstream connection); default: "
+        "server.limits.request_buffering",
+    )
 
     @field_validator("name")
     @classmethod

@@ -9,6 +9,7 @@ into a flow-controlled :class:`~portway.http.body.BodyStream`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from portway.errors import GatewayError, RequestTimeoutError
 from portway.http.body import BodyStream
 from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
 from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
@@ -25,6 +27,8 @@ from portway.http.headers import PLAIN_CONNECTION, Headers
 from portway.http.rawhead import SPECIAL, RawHead, Reparse, scan_head
 from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import METHODS, append_fields
+
+log: Final = logging.getLogger("portway.http")
 
 #: whether a name of that length can be in ``SPECIAL`` (none is 20 bytes or longer)
 _SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in SPECIAL) for i in range(20))
@@ -173,6 +177,7 @@ class UpstreamConnection(WriteFlow):
         "_soon",
         "_sweeper",
         "_te",
+        "awaiting_client",
         "closed",
         "created",
         "deadline",
@@ -245,6 +250,11 @@ class UpstreamConnection(WriteFlow):
         self._conn_value: bytes | None = None
         self._soon: list[bytes] | None = None
         self._batch = None
+        #: the request body's sender is waiting for the client's next bytes: the upstream is
+        #: not the one holding the exchange up (no read timeout; see ``expired``)
+        self.awaiting_client = False
+        #: an unexpected exception (a Portway bug) raised inside a parser callback
+        self._bug: Exception | None = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -338,6 +348,16 @@ class UpstreamConnection(WriteFlow):
                 # is being handled around the loop's callback, if any)
                 self._reparse()
                 return
+            bug, self._bug = self._bug, None
+            if bug is not None:
+                # a bug in Portway, not an invalid response: never blamed on the target
+                # (a GatewayError is no upstream outcome: a logged 500, no health record)
+                log.error(
+                    "internal error while reading an upstream response",
+                    exc_info=(type(bug), bug, bug.__traceback__),
+                )
+                self._fail(GatewayError("internal error"))
+                return
             self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
             return
         if raw and not self._head_seen and self._head_chunks is None:
@@ -411,6 +431,19 @@ class UpstreamConnection(WriteFlow):
         self._headers.append((n, value))
 
     def on_headers_complete(self) -> None:
+        try:
+            self._headers_complete()
+        except Exception as exc:
+            self._note(exc)
+            raise
+
+    def _note(self, exc: Exception) -> None:
+        """Keep an exception raised inside a parser callback that is not one of ours about
+        the response (httptools re-wraps it as a parse error): it is a bug."""
+        if not isinstance(exc, (UpstreamProtocolError, Reparse)):
+            self._bug = exc
+
+    def _headers_complete(self) -> None:
         status = self.parser.get_status_code()
         te = self._te
         cl_raw = self._cl
@@ -461,7 +494,11 @@ class UpstreamConnection(WriteFlow):
 
     def on_body(self, body: bytes) -> None:
         if self.sink is not None:
-            self.sink.on_body(body)
+            try:
+                self.sink.on_body(body)
+            except Exception as exc:
+                self._note(exc)
+                raise
         elif self._body is not None:
             self._body.feed(body)
 
@@ -471,7 +508,11 @@ class UpstreamConnection(WriteFlow):
         self.message_done = True
         self._cancel_timer()
         if self.sink is not None:
-            self.sink.on_end()
+            try:
+                self.sink.on_end()
+            except Exception as exc:
+                self._note(exc)
+                raise
         elif self._body is not None:
             self._body.feed_eof()
 
@@ -492,7 +533,11 @@ class UpstreamConnection(WriteFlow):
         self._close_delimited = h.close_delimited
         sink = self.sink
         assert sink is not None
-        sink.on_head_raw(h.status, h.reason, h.fields, h.keep_alive, h.content_length)
+        try:
+            sink.on_head_raw(h.status, h.reason, h.fields, h.keep_alive, h.content_length)
+        except Exception as exc:
+            self._note(exc)
+            raise
 
     # --- exchange API ----------------------------------------------------------------------
     def begin(self, head_only: bool, read_timeout: float) -> BodyStream:
@@ -549,13 +594,19 @@ class UpstreamConnection(WriteFlow):
         head_pending = not self._head_seen
         if self._head_deadline > 0 and head_pending and now >= self._head_deadline:
             self._cancel_timer()
-            self._fail(ReadTimeoutError("upstream response timeout"))
+            if self.awaiting_client:
+                # the total time ran out while the client was still sending its body
+                self._fail(RequestTimeoutError("request body not received in time"))
+            else:
+                self._fail(ReadTimeoutError("upstream response timeout"))
             return
         body = self._body
         # a body paused by flow control is waiting on the client, not on the upstream
         sink = self.sink
-        waiting_on_client = (body is not None and body._paused) or (
-            sink is not None and sink.paused
+        waiting_on_client = (
+            self.awaiting_client
+            or (body is not None and body._paused)
+            or (sink is not None and sink.paused)
         )
         due = self._next_due()
         if waiting_on_client or now < due:

@@ -32,6 +32,7 @@ from portway.errors import (
     GatewayError,
     HeadersTooLargeError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UriTooLongError,
 )
 from portway.http.body import BodyStream
@@ -39,8 +40,11 @@ from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.models import Request
+from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
+from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
+from portway.http.validate import check_fields, check_method, check_target
 
 log = logging.getLogger("portway.http.h2")
 
@@ -73,12 +77,15 @@ class _EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
 class _H2Body(BodyStream):
     """A request body whose consumption releases HTTP/2 flow-control credit."""
 
-    __slots__ = ("_ack", "_first_read")
+    __slots__ = ("_ack", "_first_read", "_timeout")
 
-    def __init__(self, ack: Any, first_read: Any) -> None:
+    def __init__(self, ack: Any, first_read: Any, timeout: float = 0.0) -> None:
         super().__init__()
         self._ack = ack
         self._first_read = first_read
+        #: ``limits.body_timeout``: the longest wait for the client's next DATA (credit is
+        #: returned as the body is read, so a reader waiting is waiting on the client)
+        self._timeout = timeout
 
     def _pop(self) -> bytes:
         chunk = super()._pop()
@@ -93,7 +100,16 @@ class _H2Body(BodyStream):
 
     async def read(self) -> bytes:
         self._started()
-        return await super().read()
+        if self._chunks or self._eof or self._exc is not None or self._timeout <= 0:
+            return await super().read()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await super().read()
+        except TimeoutError:
+            # the client stalled its body: its fault (408), as on HTTP/1.1
+            err = RequestTimeoutError("request body timed out")
+            self.set_exception(err)
+            raise err from None
 
     def read_nowait(self) -> bytes | None:
         self._started()
@@ -267,8 +283,11 @@ class H2Connection(WriteFlow):
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
         extra: dict[str, Any] | None = None,
+        underscores: bool | None = None,
     ) -> None:
         self.app = app
+        #: the listener's ``underscores_in_headers`` (see ``http/owned.py``)
+        self.underscores = underscores
         self.limits = limits
         self.trusted = trusted
         self.scheme = scheme
@@ -361,12 +380,19 @@ class H2Connection(WriteFlow):
                 pseudo[k] = v
             elif k == b"cookie":
                 cookies.append(v)
+            elif (
+                95 in k
+                and self.underscores is not None
+                and drop_underscored(k.lower(), self.underscores, self.app.owned_headers())
+            ):
+                continue  # the rule of the HTTP/1.1 listener (http/owned.py)
             else:
                 fields.append((k, v))
         if cookies:
             # RFC 9113 §8.2.3: crumbs are joined again for an HTTP/1.1 hop
             fields.append((b"cookie", b"; ".join(cookies)))
-        method = pseudo.get(b":method", b"GET").decode("latin-1")
+        raw_method = pseudo.get(b":method", b"GET")
+        method = raw_method.decode("latin-1")
         w = _StreamWriter(self, sid, method)
         self.streams[sid] = w
         try:
@@ -374,9 +400,18 @@ class H2Connection(WriteFlow):
                 raise HeadersTooLargeError("request header section too large")
             if len(fields) > self.limits.max_header_count:
                 raise HeadersTooLargeError("too many request header fields")
+            # the rules the HTTP/1.1 listener's parser applies (http/validate.py): this
+            # request is forwarded on an HTTP/1.1 hop, where these bytes would reframe it
+            check_method(raw_method)
+            check_fields(fields, h2=True)
             req = self._build_request(w, method, pseudo, fields, ev.stream_ended is not None)
         except (_Abort, GatewayError) as e:
-            self.send_simple(sid, e.error if isinstance(e, _Abort) else e)
+            self.send_simple(sid, e.error if isinstance(e, _Abort) else e, fields)
+            return
+        except Exception:
+            # a bug in Portway: logged with its traceback, a 500 (not the client's fault)
+            log.exception("internal error while reading an HTTP/2 request")
+            self.send_simple(sid, GatewayError("internal error"), fields)
             return
         w.task = self.loop.create_task(self._serve(w, req))
 
@@ -395,6 +430,7 @@ class H2Connection(WriteFlow):
             raise UriTooLongError("request target too long")
         if not target.startswith(b"/"):
             raise BadRequestError("invalid request target")
+        check_target(target)
         if 35 in target:  # b"#" (an int needle is a plain byte search)
             raise BadRequestError("fragment in request target")
         raw_path, _, query = target.partition(b"?")
@@ -430,7 +466,9 @@ class H2Connection(WriteFlow):
                 if expect_continue and not w._head_sent and not w.closed:
                     self.send_headers(w.stream_id, [(b":status", b"100")])
 
-            body = _H2Body(functools.partial(self._ack, w.stream_id), first_read)
+            body = _H2Body(
+                functools.partial(self._ack, w.stream_id), first_read, self.limits.body_timeout
+            )
             w.body = body
         client_ip, trusted = (
             self.trusted.client_ip(self.peer_ip, headers) if self.trusted else (self.peer_ip, False)
@@ -539,13 +577,18 @@ class H2Connection(WriteFlow):
                 w.stream_gone()
         self.flush()
 
-    def send_simple(self, sid: int, err: GatewayError) -> None:
-        """Answer ``sid`` with ``err``'s JSON error (requests rejected before the handler)."""
-        body = err.body(None)
+    def send_simple(
+        self, sid: int, err: GatewayError, fields: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Answer ``sid`` with ``err``'s JSON error (requests rejected before the handler);
+        ``fields``: the request's, for the client's X-Request-ID."""
+        rid = request_id_of(fields or [])
+        body = err.body(rid)
         headers = [
             (b":status", b"%d" % err.status),
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", rid.encode("ascii")),
         ]
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
         w = self.streams.get(sid)

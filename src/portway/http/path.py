@@ -64,7 +64,7 @@ def normalize(raw: bytes, allow_encoded_slashes: bool = False) -> str:
     fast = raw.find(b"%") < 0 and raw.find(b"/.") < 0 and raw.find(b"//") < 0
     if fast:
         if raw.translate(None, _PATH_OK_BYTES):
-            raise BadRequestError("invalid character in path")
+            raise BadRequestError(_bad_char(raw))
         return raw.decode("ascii")
     out = bytearray()
     high = False
@@ -73,14 +73,11 @@ def normalize(raw: bytes, allow_encoded_slashes: bool = False) -> str:
     while i < n:
         c = raw[i]
         if c == 0x25:  # %
-            if i + 2 >= n:
-                raise BadRequestError("malformed percent-encoding in path")
-            h1, h2 = raw[i + 1], raw[i + 2]
-            if h1 not in _HEX or h2 not in _HEX:
-                raise BadRequestError("malformed percent-encoding in path")
+            if i + 2 >= n or raw[i + 1] not in _HEX or raw[i + 2] not in _HEX:
+                raise BadRequestError(_bad_escape(raw, i))
             v = int(raw[i + 1 : i + 3], 16)
             if v == 0:
-                raise BadRequestError("NUL in path")
+                raise BadRequestError("percent-encoded NUL (%00) in path")
             if v in _UNRESERVED:
                 out.append(v)
             else:
@@ -91,12 +88,33 @@ def normalize(raw: bytes, allow_encoded_slashes: bool = False) -> str:
             i += 3
             continue
         if c not in _PATH_OK:
-            raise BadRequestError("invalid character in path")
+            raise BadRequestError(_bad_char(raw))
         out.append(c)
         i += 1
     if high:
         _check_utf8(out)
     return _remove_dots(out.decode("ascii"))
+
+
+def _bad_char(raw: bytes) -> str:
+    """The message for the first byte of ``raw`` not allowed literally in a path."""
+    i = 0
+    while raw[i] in _PATH_OK:
+        i += 1
+    c = raw[i]
+    if c == 0x5C:
+        return "backslash ('\\') in path is not allowed"
+    shown = f"'{chr(c)}' " if 0x21 <= c < 0x7F else ""
+    return f"invalid character {shown}(0x{c:02x}) at offset {i} of the path"
+
+
+def _bad_escape(raw: bytes, i: int) -> str:
+    """The message for a '%' at ``i`` not followed by two hex digits (``%uff0e``: the
+    IIS-only %u form)."""
+    got = raw[i : i + 3].decode("ascii", "replace")
+    if raw[i + 1 : i + 2] in (b"u", b"U"):
+        return f"'%u' escape ({got}...) in path is not allowed: use UTF-8 percent-encoding"
+    return f"malformed percent-encoding {got!r} in path: '%' must be followed by two hex digits"
 
 
 def _check_utf8(path: bytearray) -> None:
@@ -105,7 +123,9 @@ def _check_utf8(path: bytearray) -> None:
     try:
         unquote_to_bytes(bytes(path)).decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequestError("percent-encoded path is not valid UTF-8") from None
+        raise BadRequestError(
+            "percent-encoded path is not valid UTF-8 (overlong or invalid byte sequence)"
+        ) from None
 
 
 def _remove_dots(path: str) -> str:
@@ -121,7 +141,9 @@ def _remove_dots(path: str) -> str:
         if seg[0] == "." and ";" in seg and seg.partition(";")[0] in (".", ".."):
             # "..;x" is a literal segment per RFC 3986 but a dot segment to servers that strip
             # path parameters first (Tomcat, Jetty, Spring): two readings, so refuse it
-            raise BadRequestError("dot segment with path parameters")
+            raise BadRequestError(
+                "dot segment with path parameters ('..;' or '.;') in path is not allowed"
+            )
         stack.append(seg)
     trailing = segs[-1] in ("", ".", "..") and len(segs) > 2
     out = "/" + "/".join(stack)

@@ -34,8 +34,12 @@ from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.headers import Headers
 from portway.http.memo import remember
 from portway.http.models import Request, Response
+from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
+from portway.http.requestid import request_id_of
 from portway.http.sweeper import NEVER, sweeper_for
+from portway.http.upgrade import is_websocket
+from portway.http.validate import INVALID_TARGET
 from portway.http.wire import METHODS, head_bytes
 
 log: Final = logging.getLogger("portway.http")
@@ -60,6 +64,11 @@ class App:
         :meth:`ServerConnection.fast_fallback` (which may come before this returns). Must
         never raise."""
         return False
+
+    def owned_headers(self) -> frozenset[bytes]:
+        """Request header names the current configuration makes the gateway set, beyond
+        ``http/owned.py:OWNED`` (asked only for names containing ``_``)."""
+        return frozenset()
 
     def connection_opened(self) -> None:
         pass
@@ -111,8 +120,6 @@ class _Abort(Exception):
 #: llhttp's method names as the ``str`` a Request carries
 _METHODS: Final[dict[bytes, str]] = {m.encode(): m for m in METHODS}
 
-_TIMEOUT_BODY: Final = b'{"error":"request timeout","code":"request_timeout","status":408}'
-
 
 class ServerConnection(WriteFlow):
     """One client connection. All methods run on the event loop thread."""
@@ -125,8 +132,12 @@ class ServerConnection(WriteFlow):
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
         http2: bool = False,
+        underscores: bool | None = None,
     ) -> None:
         self.app = app
+        #: the listener's ``underscores_in_headers`` (``http/owned.py``); None: no rule
+        #: (the admin API and other internal servers see fields as sent)
+        self.underscores = underscores
         #: switch to HTTP/2 on ALPN ``h2`` or the h2c prior-knowledge preface
         self.http2 = http2
         self._preface = b""
@@ -177,6 +188,7 @@ class ServerConnection(WriteFlow):
         self._cl: bytes | None = None
         self._expect: bytes | None = None
         self._conn: bytes | None = None
+        self._upgrade: bytes | None = None
         self._body: BodyStream | None = None
         self._body_limit: int | None = limits.max_body_bytes
         self._in_headers = False
@@ -190,6 +202,8 @@ class ServerConnection(WriteFlow):
         self._body_seen = -1
         #: error raised inside an llhttp callback (httptools re-wraps callback exceptions)
         self._pending: GatewayError | None = None
+        #: an unexpected exception (a bug) raised inside an llhttp callback
+        self._bug: Exception | None = None
         self._eof_seen = False
         #: the bytes being parsed when they began at a message boundary, else b"" (for the
         #: request-line shortcut of ``_version``)
@@ -266,11 +280,14 @@ class ServerConnection(WriteFlow):
             self.upgrade_buffer = bytearray(data[offset:])
             self.transport.pause_reading() if self.transport else None
         except httptools.HttpParserInvalidURLError:
-            self._protocol_error(BadRequestError("invalid request target"))
+            self._protocol_error(BadRequestError(INVALID_TARGET))
         except httptools.HttpParserError as e:
             pending, self._pending = self._pending, None
+            bug, self._bug = self._bug, None
             if pending is not None:
                 self._protocol_error(pending)
+            elif bug is not None:
+                self._internal_error(bug)
             else:
                 msg = str(e.args[0] if e.args else e)
                 self._protocol_error(BadRequestError(f"malformed request: {msg}"))
@@ -328,7 +345,15 @@ class ServerConnection(WriteFlow):
         self._disarm()
         self._sweeper.unwatch(self)
         self.http2 = False
-        h = H2Connection(self.app, self.limits, self.trusted, self.scheme, self.loop, self.extra)
+        h = H2Connection(
+            self.app,
+            self.limits,
+            self.trusted,
+            self.scheme,
+            self.loop,
+            self.extra,
+            self.underscores,
+        )
         # this protocol is done; the app's connection count moves to the H2Connection
         self.transport = None
         self.closed = True
@@ -345,7 +370,7 @@ class ServerConnection(WriteFlow):
         self._in_headers = True
         self._host = None
         self._hosts = 0
-        self._te = self._cl = self._expect = self._conn = None
+        self._te = self._cl = self._expect = self._conn = self._upgrade = None
         self._boundary = False
         # The first message of bytes that began at a message boundary starts at their first
         # byte; ``_build_request`` reads its version there (see ``_version``).
@@ -382,6 +407,12 @@ class ServerConnection(WriteFlow):
             # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
             value = value.rstrip(b" \t")
         n = name.lower()
+        if (
+            95 in n  # b"_" (an int needle: a byte search)
+            and self.underscores is not None
+            and drop_underscored(n, self.underscores, self.app.owned_headers())
+        ):
+            return
         self._headers.append((n, value))
         # the fields the framing needs, noted while parsing instead of searched for later;
         # told apart by first letter and equality (a set lookup would hash every new name)
@@ -402,19 +433,26 @@ class ServerConnection(WriteFlow):
                 self._te = value if self._te is None else self._te + b", " + value
         elif c == 101 and n == b"expect" and self._expect is None:
             self._expect = value
+        elif c == 117 and n == b"upgrade":  # u
+            self._upgrade = value if self._upgrade is None else self._upgrade + b", " + value
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._head_timer = False
         if not self._busy:
             self._disarm()
+        # (one handler and distinct names: compiled, two ``except ... as e`` clauses share one
+        # variable typed by the first, and the second's assignment raised a TypeError)
         try:
             req = self._build_request()
-        except _Abort as e:
-            self._pending = e.error
-            raise
-        except GatewayError as e:
-            self._pending = e
+        except Exception as exc:
+            if isinstance(exc, _Abort):
+                self._pending = exc.error
+            elif isinstance(exc, GatewayError):
+                self._pending = exc
+            else:
+                # a bug in Portway, not the client's fault: kept for a logged 500
+                self._bug = exc
             raise
         self.requests += 1
         self._enqueue(req)
@@ -447,6 +485,11 @@ class ServerConnection(WriteFlow):
         version = self._version(raw_method)
         if version not in ("1.1", "1.0"):
             raise _Abort(BadRequestError(f"unsupported HTTP version {version}"))
+        if method == "CONNECT":
+            # a proxy tunnel to any host: not what a gateway offers (HTTP/2 answers the same)
+            raise _Abort(
+                GatewayError("CONNECT is not supported", status=501, code="not_implemented")
+            )
         headers = Headers.adopt(self._headers)
         url = self._url
         if self._hosts > 1:
@@ -518,6 +561,14 @@ class ServerConnection(WriteFlow):
             keep_alive = conn is None or conn.lower().find(b"close") < 0
         else:
             keep_alive = conn is not None and conn.lower().find(b"keep-alive") >= 0
+        upgrade = False
+        if p.should_upgrade():
+            if is_websocket(self._upgrade):
+                upgrade = True
+            else:
+                # not tunnelled (h2c, ...: http/upgrade.py): served as a plain request, and
+                # the connection ends with it, since llhttp reads nothing after an upgrade
+                keep_alive = False
         return Request(
             method=method,
             path=path,
@@ -535,7 +586,7 @@ class ServerConnection(WriteFlow):
             server_port=self.server_port,
             trusted_peer=trusted,
             expect_continue=expect is not None and expect.lower() == b"100-continue",
-            upgrade=bool(p.should_upgrade()),
+            upgrade=upgrade,
             keep_alive=keep_alive,
         )
 
@@ -675,10 +726,14 @@ class ServerConnection(WriteFlow):
         t.write(data)
 
     def send_error(self, err: GatewayError, *, close: bool, request_id: str | None = None) -> None:
-        body = err.body(request_id)
+        """Answer ``err`` as JSON; every answer carries a request id (the client's own
+        X-Request-ID when it sent a well-formed one before the error, else a new one)."""
+        rid = request_id or request_id_of(self._headers)
+        body = err.body(rid)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode("ascii")),
         ]
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
         if close:
@@ -688,6 +743,16 @@ class ServerConnection(WriteFlow):
             self.transport.write(head_bytes(err.status, b"", headers) + body)
         if close:
             self.close()
+
+    def _internal_error(self, exc: Exception) -> None:
+        """A bug raised inside a parser callback: logged with its traceback and answered 500
+        (never a 400 blaming the client); the connection closes, as its parse state is lost."""
+        log.error(
+            "internal error while parsing a request from %s",
+            self.peer_ip,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        self._protocol_error(GatewayError("internal error"))
 
     def _protocol_error(self, err: GatewayError) -> None:
         if self._body is not None:
@@ -731,18 +796,7 @@ class ServerConnection(WriteFlow):
             return
         if self._in_headers and self.transport is not None and not self.closed:
             # slow or stalled request head (slowloris)
-            self.transport.write(
-                head_bytes(
-                    408,
-                    b"",
-                    [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(_TIMEOUT_BODY)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                )
-                + _TIMEOUT_BODY
-            )
+            self.send_error(RequestTimeoutError("request head not received in time"), close=True)
         self.close()
 
     def close(self) -> None:

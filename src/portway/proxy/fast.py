@@ -321,7 +321,9 @@ class FastExchange(ResponseSink):
         # the upstream connection read the clock as these bytes arrived
         latency = self.uconn.last_io - self.t0
         if status == 101:
-            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed
+            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed (no
+            # upgrade takes this path); both connections end (http/upgrade.py)
+            ctx.request.keep_alive = False
             err = UpstreamError("upstream switched protocols unasked", source="upstream")
             self.pending = self._after_failure(_Attempt("reset", True, err), latency)
             return False
@@ -439,6 +441,12 @@ class FastExchange(ResponseSink):
             if not isinstance(exc, ConnectionError):
                 log.warning("upstream body failed mid-stream: %s", exc)
             self._abort_client()
+            return
+        if isinstance(exc, GatewayError):
+            # ours (a bug while reading the response, a client's timeout): no outcome of
+            # the target's, nothing recorded against it
+            self.up.release(self.target)
+            self._fall_back(Resume(attempt=1, error=exc))
             return
         latency = self.conn.now() - self.t0
         req = self.ctx.request

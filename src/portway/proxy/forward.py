@@ -36,6 +36,7 @@ from portway.http.forwarded import ForwardMemo
 from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, Headers, value_tokens
 from portway.http.memo import remember
 from portway.http.models import Request, Response
+from portway.http.upgrade import is_websocket
 from portway.http.wire import append_fields, chunk, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
@@ -67,7 +68,14 @@ class _Attempt(Exception):
 #: Connection tokens that name no extra field to drop (the common "keep-alive" / "close")
 _PLAIN_TOKENS: Final = frozenset({b"keep-alive", b"close"})
 _UPGRADE_FIELDS: Final = frozenset({b"upgrade", b"connection"})
-_ALWAYS_DROP: Final = HOP_BY_HOP | {b"expect", b"x-portway-debug", b"content-length"}
+#: http2-settings: RFC 7540 §3.2.1 connection-specific, meaningful only with "Upgrade: h2c",
+#: which is never forwarded (http/upgrade.py)
+_ALWAYS_DROP: Final = HOP_BY_HOP | {
+    b"expect",
+    b"x-portway-debug",
+    b"content-length",
+    b"http2-settings",
+}
 _FORWARDED: Final = frozenset(
     {
         b"x-forwarded-for",
@@ -349,7 +357,17 @@ async def _pump_body(
         client.write(_CONTINUE)
     sent = 0
     while True:
-        data = await body.read()
+        data = body.read_nowait()
+        if data is None:
+            # waiting on the client: the upstream's read timeout does not run meanwhile
+            # (a client stalling its body gets the 408 of server.limits.body_timeout, which
+            # is never counted against the upstream)
+            conn.awaiting_client = True
+            try:
+                data = await body.read()
+            finally:
+                conn.awaiting_client = False
+                conn.last_io = conn.now()
         if not data:
             break
         sent += len(data)
@@ -682,6 +700,10 @@ class Forwarder:
                     rt.max_body,
                 )
             )
+            # its failure is acted on through the head wait or ``finish_exchange``; one that
+            # ends after both (the response relayed first) is still retrieved, not logged as
+            # "Task exception was never retrieved"
+            pump.add_done_callback(_retrieve)
         try:
             if pump is not None:
                 head = await _head_or_pump_failure(conn, pump)
@@ -695,11 +717,15 @@ class Forwarder:
             if a is None:
                 raise
             raise a from e
-        if head.status == 101 and not ctx.request.upgrade:
-            # RFC 9110 §15.2.2: switching to a protocol the client did not ask for; relaying it
-            # would leave the client and the gateway speaking different protocols
+        if head.status == 101 and not (
+            ctx.request.upgrade and is_websocket(head.headers.get_raw(b"upgrade"))
+        ):
+            # RFC 9110 §15.2.2: switching to a protocol the client did not ask for (or not to
+            # the WebSocket asked for, http/upgrade.py); relaying it would leave the client and
+            # the gateway speaking different protocols. Both connections end.
             _cancel(pump)
             conn.abort()
+            ctx.request.keep_alive = False
             raise _Attempt(
                 "reset",
                 True,
@@ -732,7 +758,9 @@ class Forwarder:
             return
         conn, pool, pump, head, target = ex
         target.in_flight -= 1
-        if pump is not None and not pump.done():
+        if pump is not None and (not pump.done() or pump.cancelled() or pump.exception()):
+            # the request body was not all sent: the upstream still expects the rest, so
+            # the connection can never carry another request
             pump.cancel()
             conn.abort()
             return
@@ -740,6 +768,11 @@ class Forwarder:
             pool.release(conn)
         else:
             conn.abort() if not ok else conn.close()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -19,10 +18,12 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
+from portway.http.requestid import new_request_id, well_formed
 from portway.http.server import App, ClientConnection, ClientDisconnectedError, ServerConnection
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
+from portway.proxy.buffering import buffer_request_body
 from portway.proxy.fast import NOT_TAKEN, STARTED, try_fast
 from portway.proxy.forward import (
     Forwarder,
@@ -64,6 +65,9 @@ class ProxyApp(App):
         self.fast_fallbacks = 0
         #: the task-free path may be used (``bench/hotpath_bench.py --general`` turns it off)
         self.fast = True
+
+    def owned_headers(self) -> frozenset[bytes]:
+        return self.graph_ref().owned_headers
 
     def connection_opened(self) -> None:
         self.connections += 1
@@ -135,6 +139,15 @@ class ProxyApp(App):
             if resp is None:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
+                if req.upgrade and not rt.websocket:
+                    # the route does not tunnel WebSocket: a plain request without the upgrade
+                    # (http/upgrade.py), and the connection ends with it (llhttp reads
+                    # nothing after an upgrade request)
+                    req.upgrade = False
+                    req.keep_alive = False
+                    ctx.upstream_request.upgrade = False
+                if req.body is not None and rt.buffer_max is not None:
+                    await buffer_request_body(ctx, rt.buffer_max, conn)
                 prepare_upstream_request(ctx, rt, graph)
                 tr = rt.traffic
                 if req.upgrade and isinstance(conn, ServerConnection):  # HTTP/1.1 only
@@ -338,9 +351,6 @@ class ProxyApp(App):
             return False
 
 
-_RID_OK: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
-
-
 def _preflight_match(graph: RuntimeGraph, req: Request) -> RouteMatch | None:
     """A CORS preflight routes by the method it announces (Access-Control-Request-Method),
     onto a route that binds ``cors`` (which answers it): routes need not list OPTIONS."""
@@ -358,9 +368,9 @@ def _preflight_match(graph: RuntimeGraph, req: Request) -> RouteMatch | None:
 
 def _request_id(req: Request) -> str:
     rid = req.headers.get_raw(b"x-request-id")
-    if rid is not None and 0 < len(rid) <= 128 and _RID_OK.issuperset(rid):
+    if rid is not None and well_formed(rid):
         return rid.decode()
-    return os.urandom(16).hex()
+    return new_request_id()
 
 
 def _body_done(req: Request) -> bool:

@@ -26,6 +26,27 @@ log = logging.getLogger("portway.runtime")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
 
+def _owned_headers(cfg: GatewayConfig) -> frozenset[bytes]:
+    """Request header names this configuration makes the gateway set beyond
+    ``http/owned.py:OWNED`` (their underscore spellings are dropped on entry)."""
+    names: set[bytes] = set()
+    for b in [*cfg.plugins, *(b for r in cfg.routes for b in r.plugins)]:
+        if b.name == "identity_headers":
+            claims = b.config.get("claims")
+            if isinstance(claims, dict):
+                names.update(str(v).lower().encode("latin-1") for v in claims.values())
+        elif b.name == "request_id":
+            header = b.config.get("header")
+            if isinstance(header, str):
+                names.add(header.lower().encode("latin-1"))
+    return frozenset(names)
+
+
+def _buffer_max(r: RouteConfig, cfg: GatewayConfig) -> int | None:
+    rb = r.request_buffering or cfg.server.limits.request_buffering
+    return rb.max if rb is not None else None
+
+
 def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
     if template is None:
         return None
@@ -148,6 +169,8 @@ def _route_runtime(
         read_timeout=tc.read,
         total_timeout=tc.total,
         traffic=traffic,
+        websocket=r.websocket,
+        buffer_max=_buffer_max(r, cfg),
     )
 
 
@@ -240,6 +263,7 @@ async def build_graph(
         version=version,
     )
     graph.shared_keys = frozenset(used)
+    graph.owned_headers = _owned_headers(cfg)
     tcfg = cfg.tracing.model_dump_json()
     if bctx.tracer is not None and bctx.tracer[0] == tcfg:
         graph.tracer = bctx.tracer[1]

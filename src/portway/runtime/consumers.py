@@ -95,7 +95,11 @@ def build_consumer_directory(consumers: Sequence[ConsumerConfig]) -> ConsumerDir
             where = f"{base}.credentials.key_auth[{j}]"
             k = _validate(KeyAuthCredential, raw, where)
             digest = (k.key_sha256 or sha256_hex(k.key or "")).lower()
-            entry = KeyEntry(digest, credential_id("key_auth", digest))
+            # the identifier names the consumer's j-th key, not the key: one derived from the
+            # key's digest would let whoever sees X-Credential-Identifier (upstreams, logs)
+            # test guessed keys offline. It is the same in every worker and every instance
+            # built from the same config (rate-limit keys in a shared store rely on that).
+            entry = KeyEntry(digest, credential_id("key_auth", f"{cid}:{j}"))
             if ("key_auth", digest) in creds:
                 raise ValueError(f"{where}: duplicate API key")
             claim("key_auth", digest, consumer, entry, where)

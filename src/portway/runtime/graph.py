@@ -36,6 +36,10 @@ class RouteRuntime:
     encoded_slashes: bool
     read_timeout: float
     total_timeout: float
+    #: WebSocket upgrades are tunnelled on this route
+    websocket: bool = True
+    #: request bodies up to this many bytes are read whole before forwarding (None: stream)
+    buffer_max: int | None = None
     #: split / versions / mirror / fallback (``proxy/traffic.py``); ``None`` for most routes
     traffic: RoutePolicy | None = None
 
@@ -64,6 +68,9 @@ class RuntimeGraph:
     version: int = 0
     shared_keys: frozenset[str] = frozenset()
     tracer: Tracer = NOOP_TRACER
+    #: request header names the configuration makes the gateway set (identity_headers
+    #: claims, request_id's header) beyond ``http/owned.py:OWNED``
+    owned_headers: frozenset[bytes] = frozenset()
     #: the Via line this gateway adds to relayed responses (built once, not per response;
     #: empty without ``via``)
     via_line: bytes = field(init=False, default=b"")

@@ -129,3 +129,43 @@ async def test_verification_does_not_block_the_loop() -> None:
     t.cancel()
     # the loop kept ticking during the hash (at least a third of the possible ticks)
     assert ticks >= (elapsed / 0.005) / 3
+
+
+@pytest.mark.parametrize(
+    ("hashes", "expected"),
+    [
+        ([BCRYPT, BCRYPT, ARGON], "bcrypt$2b$04"),
+        ([ARGON], "argon2id$v=19$m=8192,t=1,p=1"),
+        ([bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=5, prefix=b"2a")).decode()], "bcrypt$2a$05"),
+    ],
+)
+async def test_unknown_users_verify_a_dummy_of_the_configured_scheme_and_cost(
+    monkeypatch: pytest.MonkeyPatch, hashes: list[str], expected: str
+) -> None:
+    """An unknown user costs what a real user costs: the dummy hash has the scheme and cost
+    of the configured hashes (a bcrypt-cost-4 account next to an argon2 dummy answered in a
+    fraction of the unknown-user time, telling which usernames exist)."""
+    verified: list[str] = []
+    real = hashing.verify_password
+
+    def spying(h: str, pw: str) -> bool:
+        verified.append(h)
+        return real(h, pw)
+
+    monkeypatch.setattr(basic_module, "verify_password", spying)
+    consumers = [
+        {"username": f"u{i}", "credentials": {"basic_auth": [{"password_hash": h}]}}
+        for i, h in enumerate(hashes)
+    ]
+    p = BasicAuthPlugin(BasicAuthConfig.model_validate({}), make_env(consumers))
+    assert p.dummy_params() == expected
+    await refused(p, make_context(headers=[basic("nobody", "pw")]))
+    assert len(verified) == 1
+    dummy = verified[0]
+    assert dummy not in hashes and hashing.hash_params(dummy) == expected
+    if expected.startswith("bcrypt"):
+        # the cost really is the configured one (bcrypt's cost is the work factor itself)
+        assert dummy.split("$")[2] == expected.split("$")[2]
+    # a known user with a wrong password verifies its own hash: same scheme and cost
+    await refused(p, make_context(headers=[basic("u0", "wrong")]))
+    assert hashing.hash_params(verified[1]) == hashing.hash_params(hashes[0])

@@ -155,3 +155,33 @@ def test_a_jwks_issuer_keeps_the_route_off_the_task_free_path() -> None:
     # a JWKS may have to be fetched (an await); static and consumers' keys never are
     assert not plugin("http://127.0.0.1:1/jwks").sync_hooks
     assert JwtPlugin(JwtConfig.model_validate({}), make_env()).sync_hooks
+
+
+async def test_key_ops_must_allow_verify() -> None:
+    """RFC 7517 §4.3: a key whose key_ops lack "verify" (here: an encryption key without
+    ``use``) never verifies a signature; keys allowing verify, or naming no key_ops, do."""
+    srv = JwksServer()
+    enc, ver, plain, sig_enc = rsa_key(), rsa_key(), rsa_key(), rsa_key()
+    srv.keys = [
+        {**public_jwk(enc, kid="enc"), "key_ops": ["encrypt"]},
+        {**public_jwk(ver, kid="ver"), "key_ops": ["verify"]},
+        public_jwk(plain, kid="plain"),
+        {**public_jwk(sig_enc, kid="bad-ops"), "key_ops": "verify"},  # not a list
+        {**public_jwk(rsa_key(), kid="use-enc"), "use": "enc"},
+    ]
+    assert [k.kid for k in parse_jwks(orjson.dumps({"keys": srv.keys}), frozenset({"RS256"}))] == [
+        "ver",
+        "plain",
+    ]
+    async with run_upstream(srv) as up:
+        p = plugin(up.url + "/jwks")
+        await p.start()
+        try:
+            await refused(p, ctx_for(mint(claims(iss="idp"), enc, "RS256", kid="enc")))
+            await refused(p, ctx_for(mint(claims(iss="idp"), sig_enc, "RS256", kid="bad-ops")))
+            for key, kid in ((ver, "ver"), (plain, "plain")):
+                c = ctx_for(mint(claims(iss="idp"), key, "RS256", kid=kid))
+                await p.on_request(c)
+                assert c.consumer is not None
+        finally:
+            await p.aclose()

@@ -107,3 +107,47 @@ def test_unknown_anonymous_consumer_is_a_config_error() -> None:
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError):
         KeyAuthConfig.model_validate({"header": "x"})
+
+
+async def test_credential_identifier_cannot_be_tested_offline() -> None:
+    """X-Credential-Identifier names the consumer's key, not the key: it is not a function of
+    the key (whoever sees it cannot check guessed keys), and every worker or instance built
+    from the same config computes the same one (shared rate-limit keys rely on it)."""
+    from portway.plugins._identity.hashing import credential_id, sha256_hex
+    from tests.helpers import run_gateway, run_upstream
+
+    ctx = make_context(headers=[("apikey", "alice-key")])
+    await plugin().on_request(ctx)
+    assert ctx.consumer is not None
+    cred = ctx.consumer.credential
+    assert cred is not None and cred.startswith("key_auth:")
+    assert cred != credential_id("key_auth", sha256_hex("alice-key"))
+    assert cred != credential_id("key_auth", "alice-key")
+    # a second, independent build (another worker) names it the same
+    ctx2 = make_context(headers=[("apikey", "alice-key")])
+    await plugin().on_request(ctx2)
+    assert ctx2.consumer is not None and ctx2.consumer.credential == cred
+    # the same key held by another consumer gets another identifier
+    other = KeyAuthPlugin(
+        KeyAuthConfig.model_validate({}),
+        make_env([{"username": "bob", "credentials": {"key_auth": [{"key": "alice-key"}]}}]),
+    )
+    ctx3 = make_context(headers=[("apikey", "alice-key")])
+    await other.on_request(ctx3)
+    assert ctx3.consumer is not None and ctx3.consumer.credential != cred
+    # what reaches the upstream, on the general path (cold pool) and the task-free path
+    async with run_upstream() as up:
+        cfg = {
+            "upstreams": {"u": {"targets": [{"url": up.url}]}},
+            "routes": [{"name": "r", "match": {"paths": ["/"]}, "upstream": "u"}],
+            "consumers": CONSUMERS,
+            "plugins": [{"name": "key_auth"}],
+        }
+        async with run_gateway(cfg) as gw:
+            from tests.helpers import http_get
+
+            for _ in range(2):
+                status, _, _ = await http_get(gw.url + "/x", headers=[("apikey", "alice-key")])
+                assert status == 200
+            sent = [r.headers.get("x-credential-identifier") for r in up.requests]
+            assert sent == [cred, cred]

@@ -12,10 +12,12 @@ import functools
 import hashlib
 import hmac
 import secrets
+from collections import Counter
+from collections.abc import Iterable
 from typing import Literal
 
 import bcrypt
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 PasswordScheme = Literal["argon2", "bcrypt"]
@@ -32,8 +34,10 @@ def sha256_hex(secret: str | bytes) -> str:
 def credential_id(kind: str, material: str | bytes) -> str:
     """A stable, non-reversible identifier for a credential, e.g. ``key_auth:3f2a…``.
 
-    It is derived from a hash of the credential material, so logs and upstream headers can
-    name the credential without exposing it.
+    It is derived from a hash of ``material``, so logs and upstream headers can name the
+    credential without exposing it. ``material`` must never be a secret (or a digest of one):
+    the hash is unkeyed, so a secret could be guessed offline from the identifier (API keys
+    are named by their owner and position instead, see ``runtime/consumers.py``).
     """
     data = material.encode("utf-8") if isinstance(material, str) else material
     return f"{kind}:{hashlib.sha256(b'portway-credential:' + data).hexdigest()[:16]}"
@@ -91,8 +95,49 @@ def hash_password(password: str, scheme: PasswordScheme = "argon2") -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
 
 
+def hash_params(password_hash: str) -> str:
+    """What a hash's verification cost depends on: its scheme and parameters, e.g.
+    ``bcrypt$2b$12`` or ``argon2id$v=19$m=65536,t=3,p=4`` (the salt and digest left out)."""
+    if password_hash.startswith("$argon2"):
+        parts = password_hash.split("$")  # "", variant, version, params, salt, digest
+        if len(parts) == 6:
+            return f"{parts[1]}${parts[2]}${parts[3]}"
+        return "argon2"
+    parts = password_hash.split("$")  # "", prefix, cost, salt+digest
+    if len(parts) == 4:
+        return f"bcrypt${parts[1]}${parts[2]}"
+    return "bcrypt"
+
+
 @functools.cache
-def dummy_hash() -> str:
-    """A throwaway argon2 hash verified when the user is unknown, so response time does not
-    reveal which usernames exist (computed on first use: hashing costs ~0.1 s)."""
-    return _ARGON2.hash(secrets.token_hex(16))
+def dummy_hash(params: str = "") -> str:
+    """A throwaway hash verified when the user is unknown, so response time does not reveal
+    which usernames exist. ``params`` (from :func:`hash_params`) gives its scheme and cost, to
+    cost what verifying a real user's hash costs; "" is argon2 with the library defaults.
+    Computed once per ``params`` (hashing costs up to ~0.1 s)."""
+    secret = secrets.token_hex(16)
+    if params.startswith("bcrypt$"):
+        _, prefix, cost = params.split("$")
+        salt = bcrypt.gensalt(rounds=int(cost), prefix=prefix.encode("ascii"))
+        return bcrypt.hashpw(secret.encode("ascii"), salt).decode("ascii")
+    if params.startswith("argon2"):
+        variant, _, costs = params.split("$")
+        kv = dict(x.split("=", 1) for x in costs.split(","))
+        hasher = PasswordHasher(
+            time_cost=int(kv["t"]),
+            memory_cost=int(kv["m"]),
+            parallelism=int(kv["p"]),
+            type={"argon2id": Type.ID, "argon2i": Type.I, "argon2d": Type.D}[variant],
+        )
+        return hasher.hash(secret)
+    return _ARGON2.hash(secret)
+
+
+def dummy_params(hashes: Iterable[str]) -> str:
+    """The parameters the dummy hash should have for a set of configured hashes: the most
+    common ones (ties broken by sorted order, so every worker picks the same); "" for none."""
+    counts = Counter(hash_params(h) for h in hashes)
+    if not counts:
+        return ""
+    top = max(counts.values())
+    return sorted(p for p, n in counts.items() if n == top)[0]

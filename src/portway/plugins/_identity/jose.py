@@ -183,7 +183,8 @@ def _b64_int(v: Any) -> int:
 
 
 def jwk_key(jwk: Mapping[str, Any], allowed: frozenset[str] | None = None) -> JwsKey:
-    """A verification key from a public JWK (RFC 7517); symmetric (``oct``) keys are refused.
+    """A verification key from a public JWK (RFC 7517); symmetric (``oct``) keys are refused,
+    and so are keys whose ``use`` is not ``sig`` or whose ``key_ops`` lack ``verify``.
 
     The key verifies only its own ``alg`` when the JWK names one, otherwise every algorithm
     its type supports (intersected with ``allowed``).
@@ -194,6 +195,11 @@ def jwk_key(jwk: Mapping[str, Any], allowed: frozenset[str] | None = None) -> Jw
         raise JoseKeyError("kid must be a string")
     if jwk.get("use") not in (None, "sig"):
         raise JoseKeyError("not a signature key")
+    ops = jwk.get("key_ops")
+    # RFC 7517 §4.3: a key whose key_ops are given may be used only for those operations;
+    # verifying a JWS signature is "verify" (a malformed member is a key not to trust)
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        raise JoseKeyError("key_ops does not allow verify")
     alg = jwk.get("alg")
     if any(k in jwk for k in ("d", "p", "q", "dp", "dq", "qi", "k")):
         raise JoseKeyError("private or symmetric key material in a JWKS")

@@ -13,7 +13,12 @@ from portway.plugins._identity.base import IdentityPlugin
 from portway.plugins._identity.cache import TtlLru
 from portway.plugins._identity.credentials import BasicEntry
 from portway.plugins._identity.errors import missing, unauthorized
-from portway.plugins._identity.hashing import dummy_hash, keyed_digest, verify_password
+from portway.plugins._identity.hashing import (
+    dummy_hash,
+    dummy_params,
+    keyed_digest,
+    verify_password,
+)
 from portway.plugins._identity.tokens import AmbiguousCredentialsError, scheme_credentials
 from portway.plugins.basic_auth.config import BasicAuthConfig
 
@@ -28,8 +33,8 @@ def _verify_any(hashes: tuple[str, ...], password: str) -> bool:
     return ok
 
 
-def _verify_dummy(password: str) -> None:
-    verify_password(dummy_hash(), password)
+def _verify_dummy(params: str, password: str) -> None:
+    verify_password(dummy_hash(params), password)
 
 
 class BasicAuthPlugin(IdentityPlugin[BasicAuthConfig]):
@@ -38,8 +43,10 @@ class BasicAuthPlugin(IdentityPlugin[BasicAuthConfig]):
     Verification runs in a worker thread (bounded by ``max_concurrent_verifications``) so the
     event loop never blocks on a hash; recent successes are remembered in a bounded LRU keyed
     by a keyed BLAKE2b digest of user and password, so a client that keeps its connection busy
-    pays the hash cost once per ``cache_ttl``. Unknown users are checked against a dummy hash,
-    so a response's timing does not reveal whether the user exists.
+    pays the hash cost once per ``cache_ttl``. Unknown users are checked against a dummy hash
+    of the scheme and cost most configured hashes have (a bcrypt account is not told apart
+    from an unknown user by an argon2 dummy's different cost), so a response's timing does
+    not reveal whether the user exists.
     """
 
     name = "basic_auth"
@@ -50,6 +57,21 @@ class BasicAuthPlugin(IdentityPlugin[BasicAuthConfig]):
         super().__init__(config, env)
         self._cache: TtlLru[bytes, Consumer] = TtlLru(config.cache_size)
         self._sem = asyncio.Semaphore(config.max_concurrent_verifications)
+        #: the consumer directory ``_dummy`` was computed for, and the dummy's parameters
+        self._dummy_for: object = None
+        self._dummy = ""
+
+    def dummy_params(self) -> str:
+        """Scheme and cost of the hash unknown users are verified against (see
+        :func:`~portway.plugins._identity.hashing.hash_params`)."""
+        directory = self.env.consumers
+        if directory is not self._dummy_for:
+            entries = directory.credentials_of_kind("basic_auth")
+            self._dummy = dummy_params(
+                h for _, _, e in entries if isinstance(e, BasicEntry) for h in e.hashes
+            )
+            self._dummy_for = directory
+        return self._dummy
 
     def _decode(self, ctx: RequestContext) -> tuple[str, str]:
         try:
@@ -79,7 +101,7 @@ class BasicAuthPlugin(IdentityPlugin[BasicAuthConfig]):
         entry = hit[1] if hit is not None else None
         if hit is None or not isinstance(entry, BasicEntry):
             async with self._sem:
-                await asyncio.to_thread(_verify_dummy, password)
+                await asyncio.to_thread(_verify_dummy, self.dummy_params(), password)
             raise unauthorized(self._challenges, self.name)
         async with self._sem:
             ok = await asyncio.to_thread(_verify_any, entry.hashes, password)
