@@ -68,7 +68,7 @@ from portway.plugins.cache.policy import (
 from portway.plugins.cache.redis_store import RedisStore
 from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
-from portway.plugins.cache.store import CacheStore
+from portway.plugins.cache.store import GUARD_MAX_AGE, CacheStore, Guard
 from portway.plugins.cache.tiered import TieredStore
 
 log = logging.getLogger("portway.cache")
@@ -185,7 +185,7 @@ class CachePlugin(Plugin[CacheConfig]):
         rq = request_directives(pairs)
         flight = Flight(Mode.MISS, key=self._key(ctx, request_url(req)), rq=rq)
         ctx.state[CACHE_STATE] = flight
-        entry, flight.index = await self._lookup(flight.key, pairs)
+        entry, flight.index = await self._lookup(flight, pairs)
         if entry is not None:
             a = assess(entry, self.clock(), self.windows)
             flight.entry, flight.assessment = entry, a
@@ -213,12 +213,33 @@ class CachePlugin(Plugin[CacheConfig]):
             self.env.route or ctx.route_name or "-", url, ctx.request, consumer
         )
 
-    async def _lookup(self, key: str, pairs: Pairs) -> tuple[CacheEntry | None, VaryIndex | None]:
-        obj = await self.store.get(key)
+    async def _lookup(
+        self, flight: Flight, pairs: Pairs
+    ) -> tuple[CacheEntry | None, VaryIndex | None]:
+        """The stored response for this request (and the Vary index it came through); also
+        records the key's invalidation version on ``flight`` (see ``store.py``)."""
+        key = flight.key
+        obj, version = await self.store.lookup(key)
+        if version is not None:
+            flight.version, flight.version_at = version, time.monotonic()
         if obj is None or isinstance(obj, CacheEntry):
             return obj, None
         found = await self.store.get(variant_key(key, obj.gen, obj.names, pairs))
         return (found if isinstance(found, CacheEntry) else None), obj
+
+    async def _read_version(self, flight: Flight) -> None:
+        # before the request goes upstream: an invalidation after this point must win
+        if flight.version is None:
+            flight.version = await self.store.version(flight.key)
+            flight.version_at = time.monotonic()
+
+    @staticmethod
+    def _guard(flight: Flight) -> Guard | None:
+        """What stores of this request's response are checked against; ``None`` when the
+        version is unknown or too old to prove that no invalidation came in between."""
+        if flight.version is None or time.monotonic() - flight.version_at > GUARD_MAX_AGE:
+            return None
+        return Guard(flight.key, flight.version)
 
     async def _go_upstream(self, ctx: RequestContext, flight: Flight) -> Response | None:
         req = ctx.request
@@ -241,7 +262,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 self.counters.collapsed += 1
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), self.config.collapse_timeout)
-                entry, index = await self._lookup(flight.key, pairs)
+                entry, index = await self._lookup(flight, pairs)
                 if entry is not None:
                     a = assess(entry, self.clock(), self.windows)
                     if reuse(a, rq) in (Reuse.FRESH, Reuse.STALE_OK):
@@ -259,6 +280,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 flight.sent_validators = True
         else:
             flight.mode = Mode.MISS
+        await self._read_version(flight)
         flight.request_time = self.clock()
         return None
 
@@ -371,6 +393,10 @@ class CachePlugin(Plugin[CacheConfig]):
                 self._settle(flight, False)
                 return chunk
             flight.capture.append(bytes(chunk))
+            if flight.captured == flight.expected:
+                # the last byte of a Content-Length body: store before the handler sends it,
+                # so a client that has the whole response finds it stored (read-your-writes)
+                end = True
         if end:
             parts, flight.capture = flight.capture, None
             if flight.pending is not None:
@@ -385,7 +411,7 @@ class CachePlugin(Plugin[CacheConfig]):
         if flight.expected is not None and len(entry.body) != flight.expected:
             self._settle(flight, False)
             return
-        stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), entry)
+        stored = await self._store(flight, ctx.request.headers.raw(), entry)
         self._settle(flight, stored)
 
     async def on_error(self, ctx: RequestContext, exc: BaseException) -> Response | None:
@@ -429,9 +455,24 @@ class CachePlugin(Plugin[CacheConfig]):
         self.counters.stale_if_error += 1
         return self._answer(ctx, flight, entry, a.age, "STALE")
 
-    async def _store(
-        self, key: str, index: VaryIndex | None, req_pairs: Pairs, entry: CacheEntry
+    async def _store(self, flight: Flight, req_pairs: Pairs, entry: CacheEntry) -> bool:
+        guard = self._guard(flight)
+        if guard is None:
+            self.counters.store_raced += 1
+            return False
+        return await self._store_guarded(flight.key, flight.index, req_pairs, entry, guard)
+
+    async def _store_guarded(
+        self,
+        key: str,
+        index: VaryIndex | None,
+        req_pairs: Pairs,
+        entry: CacheEntry,
+        guard: Guard,
     ) -> bool:
+        """Store ``entry`` (and its Vary index); every write is refused once ``guard``'s
+        version is stale, so an invalidation that came after the request went upstream
+        always wins over this store."""
         now = self.clock()
         a = assess(entry, now, self.windows)
         ttl = retention(a, bool(validators(entry)), self.config.retain_stale)
@@ -444,7 +485,7 @@ class CachePlugin(Plugin[CacheConfig]):
             return False
         all_names = tuple(sorted(set(names) | set(self.config.vary_headers)))
         if not all_names:
-            ok = await self.store.put(key, entry, ttl)
+            ok = await self.store.put(key, entry, ttl, guard)
         else:
             if index is None:
                 current = await self.store.get(key)
@@ -452,11 +493,15 @@ class CachePlugin(Plugin[CacheConfig]):
             gen = index.gen if index is not None else secrets.token_hex(6)
             keep = max(ttl, index.expires_at - now) if index is not None else ttl
             new_index = VaryIndex(all_names, gen, now + keep)
-            ok = await self.store.put(variant_key(key, gen, all_names, req_pairs), entry, ttl)
+            ok = await self.store.put(
+                variant_key(key, gen, all_names, req_pairs), entry, ttl, guard
+            )
             if ok:
-                ok = await self.store.put(key, new_index, keep)
+                ok = await self.store.put(key, new_index, keep, guard)
         if ok:
             self.counters.stored += 1
+        elif guard.version != await self.store.version(guard.key):
+            self.counters.store_raced += 1
         else:
             self.counters.too_large += 1
         return ok
@@ -475,7 +520,7 @@ class CachePlugin(Plugin[CacheConfig]):
         )
         stored = False
         if ok:
-            stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), updated)
+            stored = await self._store(flight, ctx.request.headers.raw(), updated)
         self._settle(flight, stored)
         self.counters.revalidated += 1
         a = assess(updated, self.clock(), self.windows)
@@ -517,7 +562,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 target = resolve_location(base, v)
                 if target is not None:
                     keys.add(self._key(ctx, target))
-        n = await self.store.delete(*keys)
+        n = await self.store.invalidate(*keys)
         self.counters.invalidated += n
 
     def _refresh_in_background(self, ctx: RequestContext, flight: Flight) -> bool:
@@ -537,7 +582,9 @@ class CachePlugin(Plugin[CacheConfig]):
             req.headers.add(name, value)
         client_pairs = list(ctx.request.headers.raw())
         task = asyncio.create_task(
-            self._refresh(forward, ctx, req, flight.key, index, entry, client_pairs)
+            self._refresh(
+                forward, ctx, req, flight.key, index, entry, client_pairs, self._guard(flight)
+            )
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -552,15 +599,19 @@ class CachePlugin(Plugin[CacheConfig]):
         index: VaryIndex | None,
         entry: CacheEntry,
         client_pairs: list[tuple[bytes, bytes]],
+        guard: Guard | None,
     ) -> None:
         self.counters.background_refresh += 1
         try:
+            if guard is None:
+                guard = Guard(key, await self.store.version(key))
             request_time = self.clock()
             resp = await forward(ctx, req)
             body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
             rpairs = resp.headers.raw()
             if resp.status == 304 and validator_matches(entry, rpairs):
-                await self._store(key, index, client_pairs, self._merged(entry, rpairs, 0.0))
+                merged = self._merged(entry, rpairs, 0.0)
+                await self._store_guarded(key, index, client_pairs, merged, guard)
                 return
             ok, _ = storable(
                 "GET",
@@ -579,7 +630,7 @@ class CachePlugin(Plugin[CacheConfig]):
                     response_time=now,
                     expires_at=0.0,
                 )
-                await self._store(key, index, client_pairs, fresh)
+                await self._store_guarded(key, index, client_pairs, fresh, guard)
         except Exception as e:
             self.counters.refresh_failed += 1
             log.debug("cache background refresh of %s failed: %r", key, e)
@@ -595,4 +646,4 @@ class CachePlugin(Plugin[CacheConfig]):
         parts = UrlParts(u.scheme or "http", h, u.path or "/", u.query.encode("latin-1"))
         dummy = Request(method="GET", path=parts.path, query=parts.query, headers=Headers())
         key = self.keys.primary(self.env.route, parts, dummy, None)
-        return await self.store.delete(key)
+        return await self.store.invalidate(key)
