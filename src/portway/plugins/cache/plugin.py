@@ -125,12 +125,20 @@ class CachePlugin(Plugin[CacheConfig]):
         self.route_label = env.route or "*"
         self.counters: Counters = env.shared(f"cache.counters:{self.route_label}", Counters)
         self.keys = KeyBuilder(c.key)
+        #: RFC 9213 target list, and the targeted fields never sent to clients
+        self.targets: tuple[bytes, ...] = tuple(
+            n.lower().encode("latin-1") for n in c.targeted_cache_control
+        )
+        self._strip: tuple[bytes, ...] = tuple(
+            n.lower().encode("latin-1") for n in c.strip_targeted_cache_control
+        )
         self.windows = Windows(
             swr=c.stale_while_revalidate,
             sie=c.stale_if_error,
             heuristic=c.heuristic,
             heuristic_max=c.heuristic_max,
             default_ttl=c.default_ttl,
+            targets=self.targets,
         )
         #: wall-clock seconds; replaceable in tests
         self.clock: Callable[[], float] = time.time
@@ -296,6 +304,8 @@ class CachePlugin(Plugin[CacheConfig]):
             items.append((b"x-cache", label.encode()))
             return Response(304, Headers(items), b"")
         items = response_headers(entry, age)
+        if self._strip:
+            items = [(k, v) for k, v in items if k not in self._strip]
         if entry.status != 204 and not 100 <= entry.status < 200:
             items.append((b"content-length", str(len(entry.body)).encode()))
         items.append((b"x-cache", label.encode()))
@@ -308,6 +318,16 @@ class CachePlugin(Plugin[CacheConfig]):
     # --- response phases -------------------------------------------------------------------
 
     async def on_response(self, ctx: RequestContext) -> None:
+        try:
+            await self._on_response(ctx)
+        finally:
+            resp = ctx.response
+            if self._strip and resp is not None and resp.upstream:
+                # fields that address this cache alone (RFC 9213 §3: a cache MAY remove a
+                # targeted field that is of no use downstream); stored copies keep them
+                resp.headers.remove_many(self._strip)
+
+    async def _on_response(self, ctx: RequestContext) -> None:
         flight = ctx.state.get(CACHE_STATE)
         resp = ctx.response
         if flight is None or resp is None or flight.mode is Mode.DONE:
@@ -349,6 +369,7 @@ class CachePlugin(Plugin[CacheConfig]):
             rpairs,
             req.headers.raw(),
             store_set_cookie=self.config.store_set_cookie,
+            targets=self.targets,
         )
         expected: int | None = None
         cl = first(rpairs, b"content-length")
@@ -361,7 +382,7 @@ class CachePlugin(Plugin[CacheConfig]):
             now = self.clock()
             flight.pending = CacheEntry(
                 status=resp.status,
-                headers=stored_headers(rpairs, response_time=now),
+                headers=stored_headers(rpairs, response_time=now, targets=self.targets),
                 body=b"",
                 request_time=flight.request_time or now,
                 response_time=now,
@@ -517,6 +538,7 @@ class CachePlugin(Plugin[CacheConfig]):
             updated.headers,
             ctx.request.headers.raw(),
             store_set_cookie=self.config.store_set_cookie,
+            targets=self.targets,
         )
         stored = False
         if ok:
@@ -533,7 +555,12 @@ class CachePlugin(Plugin[CacheConfig]):
 
     def _merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
         now = self.clock()
-        headers = merge_304(entry.headers, resp304, store_set_cookie=self.config.store_set_cookie)
+        headers = merge_304(
+            entry.headers,
+            resp304,
+            store_set_cookie=self.config.store_set_cookie,
+            targets=self.targets,
+        )
         names = {k for k, _ in resp304}
         # the 304 is the newest response: its Date and Age (or their absence) now apply
         if b"date" not in names or parse_http_date(first(resp304, b"date")) is None:
@@ -619,12 +646,13 @@ class CachePlugin(Plugin[CacheConfig]):
                 rpairs,
                 client_pairs,
                 store_set_cookie=self.config.store_set_cookie,
+                targets=self.targets,
             )
             if ok and len(body) <= self.config.max_object:
                 now = self.clock()
                 fresh = CacheEntry(
                     status=resp.status,
-                    headers=stored_headers(rpairs, response_time=now),
+                    headers=stored_headers(rpairs, response_time=now, targets=self.targets),
                     body=body,
                     request_time=request_time,
                     response_time=now,
