@@ -63,8 +63,10 @@ from portway.plugins.cache.policy import (
     stored_headers,
     validator_matches,
     validators,
+    values,
     vary_names,
 )
+from portway.plugins.cache.ranges import ByteRange, byte_range, if_range_matches
 from portway.plugins.cache.redis_store import RedisStore
 from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
@@ -74,6 +76,9 @@ from portway.plugins.cache.tiered import TieredStore
 log = logging.getLogger("portway.cache")
 
 Forward = Callable[[RequestContext, Request], Awaitable[Response]]
+
+#: fields describing a stored body, left off a 416 (whose body is not that representation)
+_REPRESENTATION_FIELDS = frozenset({b"content-type", b"content-encoding", b"content-language"})
 
 #: exceptions that mean "the upstream failed" (stale-if-error applies), as opposed to errors
 #: raised by other plugins
@@ -186,10 +191,12 @@ class CachePlugin(Plugin[CacheConfig]):
             ctx.state[CACHE_STATE] = Flight(Mode.INVALIDATE)
             return None
         pairs = req.headers.raw()
-        if req.method not in self.config.methods or any(k == b"range" for k, _ in pairs):
+        if req.method not in self.config.methods:
             ctx.state[CACHE_STATE] = Flight(Mode.BYPASS)
             self.counters.bypass += 1
             return None
+        # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
+        ranges = values(pairs, b"range") if req.method == "GET" else []
         rq = request_directives(pairs)
         flight = Flight(Mode.MISS, key=self._key(ctx, request_url(req)), rq=rq)
         ctx.state[CACHE_STATE] = flight
@@ -198,15 +205,24 @@ class CachePlugin(Plugin[CacheConfig]):
             a = assess(entry, self.clock(), self.windows)
             flight.entry, flight.assessment = entry, a
             decision = reuse(a, rq)
+            label = ""
             if decision is Reuse.FRESH:
                 self.counters.hit += 1
-                return self._answer(ctx, flight, entry, a.age, "HIT")
-            if decision is Reuse.STALE_OK:
+                label = "HIT"
+            elif decision is Reuse.STALE_OK or (
+                decision is Reuse.STALE_REFRESH and self._refresh_in_background(ctx, flight)
+            ):
                 self.counters.stale += 1
-                return self._answer(ctx, flight, entry, a.age, "STALE")
-            if decision is Reuse.STALE_REFRESH and self._refresh_in_background(ctx, flight):
-                self.counters.stale += 1
-                return self._answer(ctx, flight, entry, a.age, "STALE")
+                label = "STALE"
+            if label:
+                if ranges:
+                    return self._answer_range(ctx, flight, entry, a.age, label, ranges)
+                return self._answer(ctx, flight, entry, a.age, label)
+        if ranges:
+            # not answerable from the cache: the origin answers the range, nothing is stored
+            flight.mode = Mode.BYPASS
+            self.counters.bypass += 1
+            return None
         if rq.has("only-if-cached"):
             self.counters.only_if_cached_miss += 1
             flight.mode = Mode.DONE
@@ -314,6 +330,47 @@ class CachePlugin(Plugin[CacheConfig]):
         h = Headers(items)
         # HEAD keeps the body: the data plane frames Content-Length from it and sends none
         return Response(entry.status, h, entry.body)
+
+    def _answer_range(
+        self,
+        ctx: RequestContext,
+        flight: Flight,
+        entry: CacheEntry,
+        age: float,
+        label: str,
+        ranges: list[str],
+    ) -> Response:
+        """A Range request answered from a stored complete response: 206 with the one range
+        asked for, 416 when it is unsatisfiable, the whole response (200, or 304 to a
+        matching conditional) when the Range is ignored or If-Range does not match."""
+        pairs = ctx.request.headers.raw()
+        if_range = first(pairs, b"if-range")
+        whole = (
+            entry.status != 200
+            or (has_conditionals(pairs) and not_modified(pairs, entry))
+            or (if_range is not None and not if_range_matches(if_range, entry))
+        )
+        r = None if whole else byte_range(ranges, len(entry.body))
+        if r is None:
+            return self._answer(ctx, flight, entry, age, label)
+        flight.mode = Mode.DONE
+        self._settle(flight, False)
+        self.counters.partial += 1
+        items = [
+            (k, v)
+            for k, v in response_headers(entry, age)
+            if k not in self._strip and k != b"content-range"
+        ]
+        items.append((b"x-cache", label.encode()))
+        if self.config.expose_key:
+            items.append((b"x-cache-key", flight.key.encode()))
+        if isinstance(r, ByteRange):
+            items.append((b"content-range", r.content_range))
+            return Response(206, Headers(items), entry.body[r.first : r.last + 1])
+        # 416 carries the representation's length; its body is not the stored one
+        items = [(k, v) for k, v in items if k not in _REPRESENTATION_FIELDS]
+        items.append((b"content-range", b"bytes */%d" % len(entry.body)))
+        return Response(416, Headers(items), b"")
 
     # --- response phases -------------------------------------------------------------------
 

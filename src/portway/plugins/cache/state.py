@@ -39,6 +39,8 @@ class Counters:
     background_refresh: int = 0
     refresh_failed: int = 0
     only_if_cached_miss: int = 0
+    #: Range requests answered 206/416 from a stored complete response
+    partial: int = 0
     #: stores refused because the URL was invalidated while the response was in flight
     store_raced: int = 0
 
