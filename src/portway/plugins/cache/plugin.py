@@ -17,22 +17,17 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from portway.errors import (
-    GatewayError,
-    UnavailableError,
-    UpstreamError,
-    UpstreamTimeoutError,
-)
+from portway.errors import GatewayError, UnavailableError, UpstreamError, UpstreamTimeoutError
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
-from portway.plugins.cache.directives import format_http_date, parse_http_date
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.keys import (
     KeyBuilder,
@@ -52,10 +47,7 @@ from portway.plugins.cache.policy import (
     assess,
     first,
     has_conditionals,
-    merge_304,
-    not_modified,
     request_directives,
-    response_headers,
     retention,
     reuse,
     stale_if_error_ok,
@@ -66,8 +58,8 @@ from portway.plugins.cache.policy import (
     values,
     vary_names,
 )
-from portway.plugins.cache.ranges import ByteRange, byte_range, if_range_matches
 from portway.plugins.cache.redis_store import RedisStore
+from portway.plugins.cache.refresh import Refresher
 from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
 from portway.plugins.cache.store import GUARD_MAX_AGE, CacheStore, Guard
@@ -75,13 +67,10 @@ from portway.plugins.cache.tiered import TieredStore
 
 log = logging.getLogger("portway.cache")
 
-Forward = Callable[[RequestContext, Request], Awaitable[Response]]
-
-#: fields describing a stored body, left off a 416 (whose body is not that representation)
-_REPRESENTATION_FIELDS = frozenset({b"content-type", b"content-encoding", b"content-language"})
 
 #: exceptions that mean "the upstream failed" (stale-if-error applies), as opposed to errors
-#: raised by other plugins
+#: raised by other plugins: connect failures, resets, protocol errors mid-head and timeouts
+#: all arrive as these (``proxy/forward.py:classify_failure``)
 _UPSTREAM_FAILURES = (
     UpstreamError,
     UpstreamTimeoutError,
@@ -148,8 +137,7 @@ class CachePlugin(Plugin[CacheConfig]):
         #: wall-clock seconds; replaceable in tests
         self.clock: Callable[[], float] = time.time
         self._inflight: dict[str, asyncio.Future[bool]] = {}
-        self._refreshing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.refresher = Refresher(self)
 
     def _make_store(self) -> CacheStore:
         c = self.config
@@ -170,11 +158,7 @@ class CachePlugin(Plugin[CacheConfig]):
 
     async def aclose(self) -> None:
         registry.unregister(self)
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        await self.refresher.aclose()
         for fut in self._inflight.values():
             if not fut.done():
                 fut.set_result(False)
@@ -210,7 +194,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 self.counters.hit += 1
                 label = "HIT"
             elif decision is Reuse.STALE_OK or (
-                decision is Reuse.STALE_REFRESH and self._refresh_in_background(ctx, flight)
+                decision is Reuse.STALE_REFRESH and self.refresher.start(ctx, flight)
             ):
                 self.counters.stale += 1
                 label = "STALE"
@@ -258,7 +242,7 @@ class CachePlugin(Plugin[CacheConfig]):
             flight.version_at = time.monotonic()
 
     @staticmethod
-    def _guard(flight: Flight) -> Guard | None:
+    def guard(flight: Flight) -> Guard | None:
         """What stores of this request's response are checked against; ``None`` when the
         version is unknown or too old to prove that no invalidation came in between."""
         if flight.version is None or time.monotonic() - flight.version_at > GUARD_MAX_AGE:
@@ -314,22 +298,8 @@ class CachePlugin(Plugin[CacheConfig]):
         """A response built from ``entry``: 304 when the client's conditionals match."""
         flight.mode = Mode.DONE
         self._settle(flight, False)
-        req = ctx.request
-        if has_conditionals(req.headers.raw()) and not_modified(req.headers.raw(), entry):
-            items = response_headers(entry, age, for_304=True)
-            items.append((b"x-cache", label.encode()))
-            return Response(304, Headers(items), b"")
-        items = response_headers(entry, age)
-        if self._strip:
-            items = [(k, v) for k, v in items if k not in self._strip]
-        if entry.status != 204 and not 100 <= entry.status < 200:
-            items.append((b"content-length", str(len(entry.body)).encode()))
-        items.append((b"x-cache", label.encode()))
-        if self.config.expose_key:
-            items.append((b"x-cache-key", flight.key.encode()))
-        h = Headers(items)
-        # HEAD keeps the body: the data plane frames Content-Length from it and sends none
-        return Response(entry.status, h, entry.body)
+        key = flight.key if self.config.expose_key else None
+        return answer(entry, age, label, ctx.request.headers.raw(), self._strip, key)
 
     def _answer_range(
         self,
@@ -340,37 +310,15 @@ class CachePlugin(Plugin[CacheConfig]):
         label: str,
         ranges: list[str],
     ) -> Response:
-        """A Range request answered from a stored complete response: 206 with the one range
-        asked for, 416 when it is unsatisfiable, the whole response (200, or 304 to a
-        matching conditional) when the Range is ignored or If-Range does not match."""
-        pairs = ctx.request.headers.raw()
-        if_range = first(pairs, b"if-range")
-        whole = (
-            entry.status != 200
-            or (has_conditionals(pairs) and not_modified(pairs, entry))
-            or (if_range is not None and not if_range_matches(if_range, entry))
-        )
-        r = None if whole else byte_range(ranges, len(entry.body))
-        if r is None:
+        """A Range request answered from a stored complete response (see ``answers.py``)."""
+        key = flight.key if self.config.expose_key else None
+        resp = range_answer(entry, age, label, ctx.request.headers.raw(), ranges, self._strip, key)
+        if resp is None:
             return self._answer(ctx, flight, entry, age, label)
         flight.mode = Mode.DONE
         self._settle(flight, False)
         self.counters.partial += 1
-        items = [
-            (k, v)
-            for k, v in response_headers(entry, age)
-            if k not in self._strip and k != b"content-range"
-        ]
-        items.append((b"x-cache", label.encode()))
-        if self.config.expose_key:
-            items.append((b"x-cache-key", flight.key.encode()))
-        if isinstance(r, ByteRange):
-            items.append((b"content-range", r.content_range))
-            return Response(206, Headers(items), entry.body[r.first : r.last + 1])
-        # 416 carries the representation's length; its body is not the stored one
-        items = [(k, v) for k, v in items if k not in _REPRESENTATION_FIELDS]
-        items.append((b"content-range", b"bytes */%d" % len(entry.body)))
-        return Response(416, Headers(items), b"")
+        return resp
 
     # --- response phases -------------------------------------------------------------------
 
@@ -534,13 +482,13 @@ class CachePlugin(Plugin[CacheConfig]):
         return self._answer(ctx, flight, entry, a.age, "STALE")
 
     async def _store(self, flight: Flight, req_pairs: Pairs, entry: CacheEntry) -> bool:
-        guard = self._guard(flight)
+        guard = self.guard(flight)
         if guard is None:
             self.counters.store_raced += 1
             return False
-        return await self._store_guarded(flight.key, flight.index, req_pairs, entry, guard)
+        return await self.store_guarded(flight.key, flight.index, req_pairs, entry, guard)
 
-    async def _store_guarded(
+    async def store_guarded(
         self,
         key: str,
         index: VaryIndex | None,
@@ -588,7 +536,7 @@ class CachePlugin(Plugin[CacheConfig]):
         """Merge a 304 into the stored response, store it, and answer from it."""
         entry = flight.entry
         assert entry is not None
-        updated = self._merged(entry, resp.headers.raw(), flight.request_time)
+        updated = self.merged(entry, resp.headers.raw(), flight.request_time)
         ok, _ = storable(
             "GET",
             updated.status,
@@ -610,28 +558,14 @@ class CachePlugin(Plugin[CacheConfig]):
                 answer.headers.add("set-cookie", v)
         ctx.response = answer
 
-    def _merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
-        now = self.clock()
-        headers = merge_304(
-            entry.headers,
+    def merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
+        return merged_entry(
+            entry,
             resp304,
+            request_time,
+            self.clock(),
             store_set_cookie=self.config.store_set_cookie,
             targets=self.targets,
-        )
-        names = {k for k, _ in resp304}
-        # the 304 is the newest response: its Date and Age (or their absence) now apply
-        if b"date" not in names or parse_http_date(first(resp304, b"date")) is None:
-            headers = [(k, v) for k, v in headers if k != b"date"]
-            headers.append((b"date", format_http_date(now).encode("latin-1")))
-        if b"age" not in names:
-            headers = [(k, v) for k, v in headers if k != b"age"]
-        return CacheEntry(
-            status=entry.status,
-            headers=headers,
-            body=entry.body,
-            request_time=request_time or now,
-            response_time=now,
-            expires_at=0.0,
         )
 
     async def _invalidate(self, ctx: RequestContext, resp: Response) -> None:
@@ -648,79 +582,6 @@ class CachePlugin(Plugin[CacheConfig]):
                     keys.add(self._key(ctx, target))
         n = await self.store.invalidate(*keys)
         self.counters.invalidated += n
-
-    def _refresh_in_background(self, ctx: RequestContext, flight: Flight) -> bool:
-        """Start one background revalidation for the key; ``False`` when that is impossible
-        (no ``env.forward``), in which case the caller validates in the foreground."""
-        forward: Forward | None = getattr(self.env, "forward", None)
-        if forward is None or flight.entry is None:
-            return False
-        if flight.key in self._refreshing:
-            return True
-        self._refreshing.add(flight.key)
-        entry, index = flight.entry, flight.index
-        req = ctx.upstream_request.copy_for_upstream()
-        req.method, req.body, req.content_length = "GET", None, None
-        req.headers.remove_many(CONDITIONAL_FIELDS)
-        for name, value in validators(entry):
-            req.headers.add(name, value)
-        client_pairs = list(ctx.request.headers.raw())
-        task = asyncio.create_task(
-            self._refresh(
-                forward, ctx, req, flight.key, index, entry, client_pairs, self._guard(flight)
-            )
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def _refresh(
-        self,
-        forward: Forward,
-        ctx: RequestContext,
-        req: Request,
-        key: str,
-        index: VaryIndex | None,
-        entry: CacheEntry,
-        client_pairs: list[tuple[bytes, bytes]],
-        guard: Guard | None,
-    ) -> None:
-        self.counters.background_refresh += 1
-        try:
-            if guard is None:
-                guard = Guard(key, await self.store.version(key))
-            request_time = self.clock()
-            resp = await forward(ctx, req)
-            body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
-            rpairs = resp.headers.raw()
-            if resp.status == 304 and validator_matches(entry, rpairs):
-                merged = self._merged(entry, rpairs, 0.0)
-                await self._store_guarded(key, index, client_pairs, merged, guard)
-                return
-            ok, _ = storable(
-                "GET",
-                resp.status,
-                rpairs,
-                client_pairs,
-                store_set_cookie=self.config.store_set_cookie,
-                targets=self.targets,
-            )
-            if ok and len(body) <= self.config.max_object:
-                now = self.clock()
-                fresh = CacheEntry(
-                    status=resp.status,
-                    headers=stored_headers(rpairs, response_time=now, targets=self.targets),
-                    body=body,
-                    request_time=request_time,
-                    response_time=now,
-                    expires_at=0.0,
-                )
-                await self._store_guarded(key, index, client_pairs, fresh, guard)
-        except Exception as e:
-            self.counters.refresh_failed += 1
-            log.debug("cache background refresh of %s failed: %r", key, e)
-        finally:
-            self._refreshing.discard(key)
 
     async def purge_url(self, url: str, host: str | None = None) -> int:
         """Drop the stored response for ``url`` on this plugin's route (admin helper)."""
