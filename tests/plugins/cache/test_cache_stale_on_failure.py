@@ -9,6 +9,7 @@ no-cache or s-maxage forbid serving it stale.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -25,6 +26,8 @@ class Origin:
         self.cache_control = cache_control
         self.failure = ""
         self.failed = asyncio.Event()
+        #: set when the test is done with a hanging answer
+        self.release = asyncio.Event()
 
     async def __call__(self, head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
         if not self.failure:
@@ -44,7 +47,9 @@ class Origin:
             w.write(b"HTTP/1.1 200 OK\r\nCache-Con")
             await w.drain()
         elif self.failure == "timeout":
-            await asyncio.sleep(3)  # longer than the gateway's read timeout
+            # hang past the gateway's read timeout, until the test has its answer
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 5)
         return False
 
 
@@ -87,6 +92,7 @@ async def fail_after_stale(
             else:
                 origin.failure = failure
             s, h, b = await http_get(gw.url + "/x")
+            origin.release.set()
             if failure != "refused":
                 assert origin.failed.is_set()  # the stale copy was sent for validation
             return s, h.get("x-cache"), b
