@@ -73,7 +73,16 @@ async def test_failover_under_load_has_no_failed_requests(http_servers: Servers)
             "on": ["connect_error", "reset", "502", "503", "504"],
             "backoff": "1ms",
         },
-        health={"passive": {"unhealthy_after": 2, "recover_after": "1h"}},
+        # 503s count as ill health here, and two of three targets may go (no panic mode)
+        health={
+            "passive": {
+                "unhealthy_after": 2,
+                "recover_after": "1h",
+                "on_status": [502, 503, 504],
+                "max_ejection_percent": 100,
+            },
+            "min_healthy_percent": 0,
+        },
     )
     statuses: list[int] = []
     async with run_gateway(cfg) as gw:

@@ -157,15 +157,42 @@ class ActiveHealthConfig(Model):
 
 class PassiveHealthConfig(Model):
     unhealthy_after: int = Field(5, ge=1, description="consecutive failures before marking down")
-    on_status: list[int] = Field(default_factory=lambda: [502, 503, 504])
+    on_status: list[int] = Field(
+        default_factory=list,
+        description="upstream statuses that also count as failures (default none: only "
+        "connect failures, resets and timeouts do; an origin's own 5xx are not ill health)",
+    )
     recover_after: Duration = Field(
         10.0, description="with no active check, retry a passively-failed target after this"
     )
+    max_ejection_percent: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="at most this share of the targets is out of service through passive "
+        "checks at once (at least one target when > 0; 0 = passive checks never eject); the "
+        "last healthy target is never ejected",
+    )
+
+    @field_validator("on_status")
+    @classmethod
+    def _statuses(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 100 <= s <= 599]
+        if bad:
+            raise ValueError(f"not HTTP statuses: {bad}")
+        return v
 
 
 class HealthConfig(Model):
     active: ActiveHealthConfig | None = None
     passive: PassiveHealthConfig | None = Field(default_factory=PassiveHealthConfig)
+    min_healthy_percent: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="panic threshold: when fewer than this percentage of the targets are "
+        "healthy, requests go to all targets regardless of health (0 disables panic mode)",
+    )
 
 
 class CircuitBreakerConfig(Model):

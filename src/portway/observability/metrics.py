@@ -146,6 +146,8 @@ class Snapshot:
     rejections: dict[tuple[str, str, str], int] = field(default_factory=dict)
     cache: dict[tuple[str, str], int] = field(default_factory=dict)
     reloads: dict[str, int] = field(default_factory=dict)
+    #: (upstream, reason) → targets ejected (``portway.upstream.ejections``)
+    ejections: dict[tuple[str, str], int] = field(default_factory=dict)
     active_connections: int = 0
 
     def to_json(self, pid: int) -> bytes:
@@ -157,6 +159,7 @@ class Snapshot:
                 "rejections": [[*k, v] for k, v in self.rejections.items()],
                 "cache": [[*k, v] for k, v in self.cache.items()],
                 "reloads": self.reloads,
+                "ejections": [[*k, v] for k, v in self.ejections.items()],
                 "active_connections": self.active_connections,
             }
         )
@@ -178,6 +181,9 @@ class Snapshot:
         for r, res, n in data.get("cache", ()):
             k2 = (str(r), str(res))
             self.cache[k2] = self.cache.get(k2, 0) + int(n)
+        for u, why, n in data.get("ejections", ()):
+            k2 = (str(u), str(why))
+            self.ejections[k2] = self.ejections.get(k2, 0) + int(n)
         for res, n in dict(data.get("reloads", {})).items():
             self.reloads[str(res)] = self.reloads.get(str(res), 0) + int(n)
         if alive:
@@ -323,6 +329,7 @@ class Metrics(Observer):
         for k, n in _cache_plugin_counts().items():
             snap.cache[k] = snap.cache.get(k, 0) + n
         snap.reloads = dict(self._reloads)
+        snap.ejections = _ejection_counts()
         snap.active_connections = self.active_connections
         return snap
 
@@ -424,6 +431,15 @@ def _cache_plugin_counts() -> dict[tuple[str, str], int]:
     return out
 
 
+def _ejection_counts() -> dict[tuple[str, str], int]:
+    """Ejections counted by ``portway.upstream.ejections`` (read only when loaded)."""
+    mod = sys.modules.get("portway.upstream.ejections")
+    if mod is None:
+        return {}
+    counts: dict[tuple[str, str], int] = mod.counts()
+    return counts
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -502,6 +518,15 @@ class GatewayCollector:
         for (r, res), n in sorted(snap.cache.items()):
             cache.add_metric([r, res], n)
         yield cache
+        ej = CounterMetricFamily(
+            "portway_upstream_ejections",
+            "Targets taken out of service by health checks, by reason (active, connect_error, "
+            "timeout, reset, status)",
+            labels=["upstream", "reason"],
+        )
+        for (u, why), n in sorted(snap.ejections.items()):
+            ej.add_metric([u, why], n)
+        yield ej
         reloads = CounterMetricFamily(
             "portway_config_reloads", "Configuration reload attempts", labels=["result"]
         )

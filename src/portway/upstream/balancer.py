@@ -4,6 +4,10 @@ Every balancer is built over an immutable snapshot: the targets that are members
 draining and of weight > 0 (the :class:`~portway.upstream.upstream.Upstream` rebuilds it on any
 membership or health change). At pick time a balancer still skips targets in ``exclude`` and
 targets whose circuit breaker is open, since breakers change with time alone.
+
+A balancer built with ``panic=True`` (too few healthy targets: see ``min_healthy_percent``)
+is built over every member and ignores health flags, as Envoy's panic mode does; exclusions,
+draining, weights and breakers still apply.
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ class Balancer:
         raise NotImplementedError
 
 
-def usable(t: Target, exclude: set[Target] | frozenset[Target]) -> bool:
+def usable(t: Target, exclude: set[Target] | frozenset[Target], panic: bool = False) -> bool:
     # health and draining are re-checked: a snapshot may be a moment older than the flags
-    if t in exclude or not t.healthy or t.draining or t.weight <= 0:
+    if t in exclude or (not t.healthy and not panic) or t.draining or t.weight <= 0:
         return False
     b = t.breaker
     return b is None or bool(b.available())
@@ -55,8 +59,9 @@ def usable(t: Target, exclude: set[Target] | frozenset[Target]) -> bool:
 class RoundRobinBalancer(Balancer):
     """Plain rotation; weights other than 0 are ignored."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], panic: bool = False) -> None:
         self._t = tuple(targets)
+        self._panic = panic
         self._i = random.randrange(len(self._t)) if self._t else 0
 
     def pick(self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]) -> Target | None:
@@ -64,7 +69,7 @@ class RoundRobinBalancer(Balancer):
         for _ in range(n):
             t = self._t[self._i % n]
             self._i = (self._i + 1) % n
-            if usable(t, exclude):
+            if usable(t, exclude, self._panic):
                 return t
         return None
 
@@ -74,20 +79,21 @@ class WeightedRoundRobinBalancer(Balancer):
     target gets exactly its share, and picks of a heavy target are spread out rather than
     bunched (weights 5:1:1 give ``a a b a c a a``, not ``a a a a a b c``)."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], panic: bool = False) -> None:
         self._t = tuple(targets)
+        self._panic = panic
         self._w = [t.weight for t in self._t]
         self._cur = [0] * len(self._t)
 
     def pick(self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]) -> Target | None:
         if len(self._t) == 1:
             t = self._t[0]  # one target: nothing to rotate
-            return t if usable(t, exclude) else None
+            return t if usable(t, exclude, self._panic) else None
         best = -1
         total = 0
         cur = self._cur
         for i, t in enumerate(self._t):
-            if not usable(t, exclude):
+            if not usable(t, exclude, self._panic):
                 continue
             w = self._w[i]
             cur[i] += w
@@ -103,8 +109,9 @@ class WeightedRoundRobinBalancer(Balancer):
 class RandomBalancer(Balancer):
     """Weighted random choice."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], panic: bool = False) -> None:
         self._t = tuple(targets)
+        self._panic = panic
         acc = 0
         self._cum: list[int] = []
         for t in self._t:
@@ -118,9 +125,9 @@ class RandomBalancer(Balancer):
         # a few blind draws first: almost always enough, and O(log n)
         for _ in range(3):
             t = self._t[bisect.bisect_right(self._cum, random.randrange(self._total))]
-            if usable(t, exclude):
+            if usable(t, exclude, self._panic):
                 return t
-        cands = [t for t in self._t if usable(t, exclude)]
+        cands = [t for t in self._t if usable(t, exclude, self._panic)]
         if not cands:
             return None
         return random.choices(cands, weights=[t.weight for t in cands])[0]
@@ -129,14 +136,15 @@ class RandomBalancer(Balancer):
 class LeastConnectionsBalancer(Balancer):
     """Fewest ``in_flight / weight``; ties broken at random so equal targets share load."""
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], panic: bool = False) -> None:
         self._t = tuple(targets)
+        self._panic = panic
 
     def pick(self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]) -> Target | None:
         best: list[Target] = []
         best_score = math.inf
         for t in self._t:
-            if not usable(t, exclude):
+            if not usable(t, exclude, self._panic):
                 continue
             score = t.in_flight / t.weight
             if score < best_score:
@@ -174,12 +182,15 @@ class LeastLatencyBalancer(Balancer):
     """Peak-EWMA with power of two choices (Finagle / Linkerd): draw two distinct usable
     targets at random and take the one with the lower :func:`peak_ewma_load`."""
 
-    def __init__(self, targets: Sequence[Target], clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, targets: Sequence[Target], clock: Clock = time.monotonic, panic: bool = False
+    ) -> None:
         self._t = tuple(targets)
         self._clock = clock
+        self._panic = panic
 
     def pick(self, ctx: RequestContext, exclude: set[Target] | frozenset[Target]) -> Target | None:
-        cands = [t for t in self._t if usable(t, exclude)]
+        cands = [t for t in self._t if usable(t, exclude, self._panic)]
         n = len(cands)
         if n <= 1:
             return cands[0] if cands else None
@@ -228,9 +239,10 @@ class ConsistentHashBalancer(Balancer):
     fall back to the client IP, then to a random target.
     """
 
-    def __init__(self, targets: Sequence[Target], hash_on: str) -> None:
+    def __init__(self, targets: Sequence[Target], hash_on: str, panic: bool = False) -> None:
         self._t = tuple(targets)
         self.hash_on = hash_on
+        self._panic = panic
         total = VNODES * sum(t.weight for t in self._t)
         scale = min(1.0, MAX_RING_POINTS / total) if total else 1.0
         points: list[tuple[int, int]] = []
@@ -255,7 +267,7 @@ class ConsistentHashBalancer(Balancer):
             if owner in tried:
                 continue
             t = self._t[owner]
-            if usable(t, exclude):
+            if usable(t, exclude, self._panic):
                 return t
             tried.add(owner)
             if len(tried) == self._n_owners:
@@ -267,26 +279,31 @@ class ConsistentHashBalancer(Balancer):
         if key is None:
             key = ctx.request.client_ip or None
         if key is None:
-            cands = [t for t in self._t if usable(t, exclude)]
+            cands = [t for t in self._t if usable(t, exclude, self._panic)]
             return random.choice(cands) if cands else None
         return self.pick_key(key, exclude)
 
 
 def make_balancer(
-    kind: str, targets: Sequence[Target], hash_on: str = "ip", clock: Clock = time.monotonic
+    kind: str,
+    targets: Sequence[Target],
+    hash_on: str = "ip",
+    clock: Clock = time.monotonic,
+    panic: bool = False,
 ) -> Balancer:
     """Build the balancer named by ``UpstreamConfig.balancing`` over ``targets``: members of
-    weight > 0 that are healthy and not draining (all members for ``consistent_hash``)."""
+    weight > 0 that are healthy and not draining (all members for ``consistent_hash``, and
+    in panic mode)."""
     if kind == "round_robin":
-        return RoundRobinBalancer(targets)
+        return RoundRobinBalancer(targets, panic)
     if kind == "weighted_round_robin":
-        return WeightedRoundRobinBalancer(targets)
+        return WeightedRoundRobinBalancer(targets, panic)
     if kind == "least_connections":
-        return LeastConnectionsBalancer(targets)
+        return LeastConnectionsBalancer(targets, panic)
     if kind == "least_latency":
-        return LeastLatencyBalancer(targets, clock)
+        return LeastLatencyBalancer(targets, clock, panic)
     if kind == "consistent_hash":
-        return ConsistentHashBalancer(targets, hash_on)
+        return ConsistentHashBalancer(targets, hash_on, panic)
     if kind == "random":
-        return RandomBalancer(targets)
+        return RandomBalancer(targets, panic)
     raise ValueError(f"unknown balancing {kind!r}")

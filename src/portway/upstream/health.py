@@ -4,6 +4,13 @@ Both feed one ``healthy`` flag per target. A target goes down after ``unhealthy_
 consecutive failures of either kind and comes back after ``healthy_after`` consecutive good
 probes (active) or, with no active checker, after ``passive.recover_after`` as a trial: it is
 marked healthy one failure short of the threshold, so a single failed request sends it back.
+
+Passive ejection is bounded (Envoy's outlier detection, nginx's single-server rule): the last
+healthy target is never ejected, and at most ``passive.max_ejection_percent`` of the targets
+are passively ejected at once. Passive failures are connect errors, resets and timeouts; an
+upstream status counts only when listed in ``passive.on_status`` (default: none), because an
+origin answering 503 for its own reasons is alive and ejecting it turns its errors into an
+outage. The breaker still counts 502/503/504 (:data:`DEFAULT_FAIL_STATUS`).
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ from portway.upstream.target import Target
 log: Final = logging.getLogger("portway.upstream")
 
 Probe = Callable[[Target], Awaitable[bool]]
-#: ``(target, healthy, reason)`` — called once per transition
+#: ``(target, healthy, reason)`` — called once per transition; ``reason`` is ``"active"``,
+#: ``"trial"`` (back after ``recover_after``) or, for a passive ejection, what the failure that
+#: tripped it was: ``"connect_error" | "timeout" | "reset" | "status"``
 OnChange = Callable[[Target, bool, str], None]
+#: ``(target, reason, why_not)`` — a passive ejection that the limits held back
+OnHeld = Callable[[Target, str, str], None]
 
-#: statuses counted as failures when passive checking is off (breaker and retry still need one)
+#: statuses the circuit breaker counts as failures, besides ``passive.on_status``
 DEFAULT_FAIL_STATUS: Final = frozenset({502, 503, 504})
 
 
@@ -46,24 +57,31 @@ class HealthChecker:
         targets: Callable[[], Sequence[Target]],
         on_change: OnChange,
         *,
+        on_held: OnHeld | None = None,
         probe: Probe | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self._targets = targets
         self._on_change = on_change
+        self._on_held = on_held
         self._probe = probe or self._http_probe
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         passive = cfg.passive
         #: read on every response (a plain copy: pydantic attribute reads are slow)
         self._passive = passive
-        self.fail_status = frozenset(passive.on_status) if passive else DEFAULT_FAIL_STATUS
+        #: statuses that count against passive health
+        self.fail_status: frozenset[int] = frozenset(passive.on_status) if passive else frozenset()
+        #: statuses that count against the circuit breaker
+        self.breaker_fail_status: frozenset[int] = DEFAULT_FAIL_STATUS | self.fail_status
+        self._max_eject_pct = passive.max_ejection_percent if passive else 0.0
         #: earliest ``down_until`` among passively-failed targets (inf when none)
         self.next_recovery = float("inf")
 
     # --- passive ---------------------------------------------------------------------------
-    def observe(self, t: Target, failed: bool, now: float) -> None:
+    def observe(self, t: Target, failed: bool, now: float, reason: str = "status") -> None:
+        """One request's outcome; ``reason`` says what kind of failure it was."""
         if not failed:
             t.fails = 0
             return
@@ -72,11 +90,38 @@ class HealthChecker:
             return
         t.fails += 1
         if t.healthy and t.fails >= p.unhealthy_after:
+            held = self._hold_ejection(t)
+            if held:
+                # reported once per streak of failures, not per failed request
+                if t.fails == p.unhealthy_after and self._on_held is not None:
+                    self._on_held(t, reason, held)
+                return
             t.oks = 0
             if self.cfg.active is None:
                 t.down_until = now + p.recover_after
                 self.next_recovery = min(self.next_recovery, t.down_until)
-            self._set(t, False, "passive")
+            self._set(t, False, reason, "passive")
+
+    def _hold_ejection(self, t: Target) -> str:
+        """Why ``t`` must stay in service despite its failures ("" when it may go)."""
+        members = 0
+        healthy = 0
+        ejected = 0
+        for o in self._targets():
+            if o.weight <= 0 or o.draining:
+                continue
+            members += 1
+            if o.healthy:
+                healthy += 1
+            elif o.down_reason == "passive":
+                ejected += 1
+        if healthy <= 1:
+            return "last healthy target"
+        pct = self._max_eject_pct
+        limit = max(1, int(members * pct / 100.0)) if pct > 0 else 0
+        if ejected + 1 > limit:
+            return "max_ejection_percent"
+        return ""
 
     def tick(self, now: float) -> None:
         p = self.cfg.passive
@@ -140,7 +185,7 @@ class HealthChecker:
             t.oks = 0
             t.probe_fails += 1
             if t.healthy and t.probe_fails >= a.unhealthy_after:
-                self._set(t, False, "active")
+                self._set(t, False, "active", "active")
 
     async def _loop(self) -> None:
         a = self.cfg.active
@@ -163,9 +208,9 @@ class HealthChecker:
         await stop_task(task)
 
     # --- transitions -----------------------------------------------------------------------
-    def _set(self, t: Target, healthy: bool, reason: str) -> None:
+    def _set(self, t: Target, healthy: bool, reason: str, kind: str = "") -> None:
         if t.healthy == healthy:
             return
         t.healthy = healthy
-        t.down_reason = "" if healthy else reason
+        t.down_reason = "" if healthy else kind
         self._on_change(t, healthy, reason)

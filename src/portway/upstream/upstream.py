@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from portway.config.schema import UpstreamConfig
 from portway.pipeline.context import RequestContext
+from portway.upstream import ejections
 from portway.upstream.balancer import Balancer, make_balancer, peak_ewma_observe
 from portway.upstream.breaker import CircuitBreaker
 from portway.upstream.discovery import Discovery, DnsResolver, Endpoint
@@ -31,6 +32,8 @@ StateListener = Callable[["Upstream", Target, str, Any], None]
 
 #: upper bound of the ``Retry-After`` we advertise
 MAX_RETRY_AFTER: Final = 300
+#: failure kinds ``record`` passes on as ejection reasons (anything else is a connect error)
+_FAILURE_KINDS: Final = frozenset({"connect_error", "timeout", "reset"})
 
 
 def _target_id(host: str, port: int) -> str:
@@ -58,8 +61,8 @@ class Upstream:
     3. ``record(t, ok, latency, status, error)`` once per attempt: ``ok`` is False when no
        response head arrived (``error`` then says ``"connect_error" | "timeout" | "reset"``);
        ``status`` is the upstream status otherwise; ``latency`` is seconds to the response
-       head. Statuses in ``health.passive.on_status`` count as failures for passive health and
-       the breaker.
+       head. Statuses in ``health.passive.on_status`` (default none) count as failures for
+       passive health; the breaker counts those and 502/503/504.
     4. On failure: ``may_retry(ctx, attempt, sent, reason)`` with ``attempt`` = attempts made
        so far and ``reason`` the error or the status as a string; if True, sleep
        ``backoff(attempt)`` and go to 1 with the failed target added to ``exclude``.
@@ -97,8 +100,16 @@ class Upstream:
             self.targets.append(self._init_target(t))
         self._retired: list[Target] = []
         self.health = HealthChecker(
-            config.health, lambda: self.targets, self._health_changed, probe=probe, clock=clock
+            config.health,
+            lambda: self.targets,
+            self._health_changed,
+            on_held=self._ejection_held,
+            probe=probe,
+            clock=clock,
         )
+        #: panic threshold (percent of members that must be healthy) and whether it is crossed
+        self._min_healthy = config.health.min_healthy_percent
+        self.panic = False
         r = config.retries
         self.retry = RetryPolicy(r, RetryBudget(r.budget_ratio, r.budget_min_per_second, clock))
         self.discovery: Discovery | None = None
@@ -117,13 +128,22 @@ class Upstream:
 
     def _rebuild(self, membership: bool) -> None:
         members = [t for t in self.targets if t.weight > 0 and not t.draining]
+        healthy = [t for t in members if t.healthy]
+        panic = len(healthy) * 100.0 < self._min_healthy * len(members)
+        if panic != self.panic:
+            self.panic = panic
+            self._panic_changed(panic, len(healthy), len(members))
+            membership = True
         if self._kind == "consistent_hash":
             # the ring skips unhealthy targets itself; rebuilding it would only cost time
             if membership or self._balancer is None:
-                self._balancer = make_balancer(self._kind, members, self.config.hash_on)
+                self._balancer = make_balancer(
+                    self._kind, members, self.config.hash_on, panic=panic
+                )
             return
-        healthy = [t for t in members if t.healthy]
-        self._balancer = make_balancer(self._kind, healthy, self.config.hash_on, self._clock)
+        self._balancer = make_balancer(
+            self._kind, members if panic else healthy, self.config.hash_on, self._clock, panic
+        )
 
     def apply_endpoints(self, endpoints: list[Endpoint]) -> None:
         """Make the discovered targets equal ``endpoints``. Targets present before and after
@@ -222,9 +242,15 @@ class Upstream:
         # a response's status decides on its own, whatever ``ok`` says (callers differ on
         # whether a 500 is "ok"); without a status, ``ok``/``error`` do
         if status is not None and error is None:
-            failed = status in self.health.fail_status
+            failed = status in self.health.breaker_fail_status
+            sick = status in self.health.fail_status
+            reason = "status"
         else:
-            failed = not ok or error is not None
+            failed = sick = not ok or error is not None
+            if error in _FAILURE_KINDS:
+                reason = str(error)
+            else:
+                reason = "reset" if error == "stale" else "connect_error"
         if latency > 0 and error != "connect_error":
             peak_ewma_observe(target, latency, now)
         self.retry.budget.attempt(now)
@@ -234,7 +260,7 @@ class Upstream:
             b.record(not failed, now)
             if b.state != before:
                 self._breaker_changed(target, before, b.state)
-        self.health.observe(target, failed, now)
+        self.health.observe(target, sick, now, reason)
         if self._retired and target.draining and target.in_flight <= 0:
             self._reap()
 
@@ -318,12 +344,59 @@ class Upstream:
             log.exception("upstream state listener failed")
 
     def _health_changed(self, t: Target, healthy: bool, reason: str) -> None:
+        fields = {"event": "", "upstream": self.name, "target": t.id, "reason": reason}
         if healthy:
-            log.info("upstream %s: target %s is healthy (%s)", self.name, t.id, reason)
+            fields["event"] = "upstream_target_healthy"
+            log.info(
+                "upstream %s: target %s is healthy (%s)", self.name, t.id, reason, extra=fields
+            )
         else:
-            log.warning("upstream %s: target %s is unhealthy (%s)", self.name, t.id, reason)
+            fields["event"] = "upstream_ejection"
+            ejections.record(self.name, reason)
+            log.warning(
+                "upstream %s: target %s is unhealthy, ejected (%s)",
+                self.name,
+                t.id,
+                reason,
+                extra=fields,
+            )
         self._rebuild(membership=False)
         self._notify(t, "healthy", healthy)
+
+    def _ejection_held(self, t: Target, reason: str, why: str) -> None:
+        log.warning(
+            "upstream %s: target %s keeps failing (%s) but stays in service: %s",
+            self.name,
+            t.id,
+            reason,
+            why,
+            extra={
+                "event": "upstream_ejection_held",
+                "upstream": self.name,
+                "target": t.id,
+                "reason": reason,
+                "held_by": why,
+            },
+        )
+
+    def _panic_changed(self, panic: bool, healthy: int, members: int) -> None:
+        fields = {
+            "event": "upstream_panic" if panic else "upstream_panic_over",
+            "upstream": self.name,
+            "healthy": healthy,
+            "targets": members,
+        }
+        if panic:
+            log.warning(
+                "upstream %s: %d of %d targets healthy, below min_healthy_percent: "
+                "routing to all targets (panic mode)",
+                self.name,
+                healthy,
+                members,
+                extra=fields,
+            )
+        else:
+            log.info("upstream %s: panic mode over", self.name, extra=fields)
 
     def _breaker_changed(self, t: Target, before: str, after: str) -> None:
         level = logging.WARNING if after == "open" else logging.INFO

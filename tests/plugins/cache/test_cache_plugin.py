@@ -353,7 +353,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once() -> None:
     clock.t += 20
     results = await asyncio.gather(*(run(p, up) for _ in range(5)))
     assert all(r.h("x-cache") == "STALE" for r in results)
-    await asyncio.gather(*p._tasks)
+    await asyncio.gather(*p.refresher.tasks)
     assert len(calls) == 1 and calls[0].headers.get("if-none-match") == '"a"'
     r = await run(p, up)
     assert r.h("x-cache") == "HIT" and r.h("age") == "0"

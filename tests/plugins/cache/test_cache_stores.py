@@ -9,6 +9,7 @@ import pytest
 from portway.plugins.cache.entry import CacheEntry, VaryIndex, decode, encode
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.redis_store import RedisStore
+from portway.plugins.cache.store import Guard
 from portway.plugins.cache.tiered import TieredStore
 
 
@@ -138,3 +139,48 @@ async def test_tiered_instances_share_objects_and_purges(redis_url: str, redis_p
         await a.clear()
         await a.aclose()
         await b.aclose()
+
+
+async def _guarded_put_and_invalidate(s: MemoryStore | RedisStore | TieredStore) -> None:
+    obj, version = await s.lookup("r1/k")
+    assert obj is None and version == ""
+    assert await s.put("r1/k", mk(b"v1"), 60, Guard("r1/k", version))
+    assert await s.invalidate("r1/k") == 1
+    assert await s.get("r1/k") is None
+    # a store guarded by the version read before the invalidation is refused
+    assert not await s.put("r1/k", mk(b"late"), 60, Guard("r1/k", version))
+    assert await s.get("r1/k") is None
+    obj, newer = await s.lookup("r1/k")
+    assert obj is None and newer not in ("", None)
+    assert await s.version("r1/k") == newer
+    assert await s.put("r1/k", mk(b"v2"), 60, Guard("r1/k", newer))
+    got = await s.get("r1/k")
+    assert isinstance(got, CacheEntry) and got.body == b"v2"
+    # unguarded writes (and other keys) are not affected
+    assert await s.put("r1/other", mk(), 60)
+
+
+async def test_memory_guarded_put() -> None:
+    await _guarded_put_and_invalidate(MemoryStore(10**6, 10**5))
+
+
+async def test_redis_guarded_put(redis_url: str, redis_prefix: str) -> None:
+    s = RedisStore(redis_url, redis_prefix)
+    try:
+        await _guarded_put_and_invalidate(s)
+        assert s.stats()["redis_guard_refused"] == 1
+    finally:
+        await s.aclose()
+
+
+async def test_tiered_guarded_put_skips_the_memory_tier(redis_url: str, redis_prefix: str) -> None:
+    back = RedisStore(redis_url, redis_prefix)
+    s = TieredStore(MemoryStore(10**6, 10**5), back)
+    await s.start()
+    try:
+        await _guarded_put_and_invalidate(s)
+        assert s.front.get_nowait("r1/k") is not None  # the accepted write reached memory
+        obj, version = await s.lookup("r1/k")
+        assert obj is not None and version is None  # a memory hit does not read Redis
+    finally:
+        await s.aclose()

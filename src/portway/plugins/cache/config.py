@@ -11,6 +11,7 @@ from portway.config.types import Duration, Size, parse_duration
 from portway.pipeline.plugin import PluginConfig
 
 _SIMPLE_KEY_PARTS = frozenset({"method", "scheme", "host", "path", "query", "consumer"})
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.!#$%&'*+^`|~-]+$")
 _HEADER_PART = re.compile(r"^(header|cookie):[A-Za-z0-9_.!#$%&'*+^`|~-]+$")
 
 
@@ -87,6 +88,17 @@ class CacheConfig(PluginConfig):
         5.0, description="tiered: the memory tier keeps an object at most this long"
     )
     expose_key: bool = Field(False, description="add X-Cache-Key (the key purge_key takes)")
+    targeted_cache_control: list[str] = Field(
+        default_factory=lambda: ["Portway-Cache-Control", "CDN-Cache-Control"],
+        description="RFC 9213 target list, most specific first: the first of these response "
+        "fields that is present and valid replaces Cache-Control and Expires for this cache "
+        "([] = obey Cache-Control only)",
+    )
+    strip_targeted_cache_control: list[str] = Field(
+        default_factory=lambda: ["Portway-Cache-Control"],
+        description="targeted fields removed from responses to clients (they address this "
+        "cache alone); CDN-Cache-Control is passed on for caches further down",
+    )
 
     _stale = field_validator("stale_while_revalidate", "stale_if_error", mode="before")(
         classmethod(lambda cls, v: _stale_setting(v))
@@ -121,6 +133,14 @@ class CacheConfig(PluginConfig):
         if not out:
             raise ValueError("the cache key needs at least one part")
         return out
+
+    @field_validator("targeted_cache_control", "strip_targeted_cache_control")
+    @classmethod
+    def _field_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _FIELD_NAME.match(name):
+                raise ValueError(f"not a header field name: {name!r}")
+        return v
 
     @field_validator("vary_headers")
     @classmethod

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from portway.plugins.cache.entry import Stored
+from portway.plugins.cache.store import VERSION_TTL, Guard
 
 
 class MemoryStore:
@@ -15,6 +17,9 @@ class MemoryStore:
     Objects larger than ``max_object`` are refused. Expired objects are dropped when touched
     and evicted first in LRU order otherwise; ``clock`` is monotonic seconds (injectable for
     tests).
+
+    Invalidation versions (see :mod:`portway.plugins.cache.store`) live in a dict of their
+    own, outside the byte budget (a few dozen bytes each), swept when it doubles.
     """
 
     def __init__(
@@ -31,6 +36,10 @@ class MemoryStore:
         self._bytes = 0
         self._evictions = 0
         self._refused = 0
+        self._guard_refused = 0
+        #: key → (invalidation version, monotonic deadline)
+        self._versions: dict[str, tuple[str, float]] = {}
+        self._sweep_at = 1024
 
     @property
     def bytes(self) -> int:
@@ -57,7 +66,35 @@ class MemoryStore:
             return None
         return item[0]
 
-    async def put(self, key: str, obj: Stored, ttl: float) -> bool:
+    async def lookup(self, key: str) -> tuple[Stored | None, str | None]:
+        return await self.get(key), self.version_nowait(key)
+
+    async def version(self, key: str) -> str:
+        return self.version_nowait(key)
+
+    def version_nowait(self, key: str) -> str:
+        v = self._versions.get(key)
+        if v is None:
+            return ""
+        if v[1] <= self._clock():
+            del self._versions[key]
+            return ""
+        return v[0]
+
+    async def invalidate(self, *keys: str) -> int:
+        deadline = self._clock() + VERSION_TTL
+        for k in keys:
+            self._versions[k] = (secrets.token_hex(8), deadline)
+        if len(self._versions) >= self._sweep_at:
+            now = self._clock()
+            self._versions = {k: v for k, v in self._versions.items() if v[1] > now}
+            self._sweep_at = max(1024, 2 * len(self._versions))
+        return await self.delete(*keys)
+
+    async def put(self, key: str, obj: Stored, ttl: float, guard: Guard | None = None) -> bool:
+        if guard is not None and self.version_nowait(guard.key) != guard.version:
+            self._guard_refused += 1
+            return False
         size = obj.size + len(key)
         if size > self.max_object + 65536 or size > self.max_bytes or ttl <= 0:
             self._refused += 1
@@ -104,4 +141,5 @@ class MemoryStore:
             "memory_objects": len(self._items),
             "memory_evictions": self._evictions,
             "memory_refused": self._refused,
+            "memory_guard_refused": self._guard_refused,
         }

@@ -17,22 +17,17 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from portway.errors import (
-    GatewayError,
-    UnavailableError,
-    UpstreamError,
-    UpstreamTimeoutError,
-)
+from portway.errors import GatewayError, UnavailableError, UpstreamError, UpstreamTimeoutError
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
+from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
-from portway.plugins.cache.directives import format_http_date, parse_http_date
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.keys import (
     KeyBuilder,
@@ -52,10 +47,7 @@ from portway.plugins.cache.policy import (
     assess,
     first,
     has_conditionals,
-    merge_304,
-    not_modified,
     request_directives,
-    response_headers,
     retention,
     reuse,
     stale_if_error_ok,
@@ -63,20 +55,22 @@ from portway.plugins.cache.policy import (
     stored_headers,
     validator_matches,
     validators,
+    values,
     vary_names,
 )
 from portway.plugins.cache.redis_store import RedisStore
+from portway.plugins.cache.refresh import Refresher
 from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
-from portway.plugins.cache.store import CacheStore
+from portway.plugins.cache.store import GUARD_MAX_AGE, CacheStore, Guard
 from portway.plugins.cache.tiered import TieredStore
 
 log = logging.getLogger("portway.cache")
 
-Forward = Callable[[RequestContext, Request], Awaitable[Response]]
 
 #: exceptions that mean "the upstream failed" (stale-if-error applies), as opposed to errors
-#: raised by other plugins
+#: raised by other plugins: connect failures, resets, protocol errors mid-head and timeouts
+#: all arrive as these (``proxy/forward.py:classify_failure``)
 _UPSTREAM_FAILURES = (
     UpstreamError,
     UpstreamTimeoutError,
@@ -125,18 +119,25 @@ class CachePlugin(Plugin[CacheConfig]):
         self.route_label = env.route or "*"
         self.counters: Counters = env.shared(f"cache.counters:{self.route_label}", Counters)
         self.keys = KeyBuilder(c.key)
+        #: RFC 9213 target list, and the targeted fields never sent to clients
+        self.targets: tuple[bytes, ...] = tuple(
+            n.lower().encode("latin-1") for n in c.targeted_cache_control
+        )
+        self._strip: tuple[bytes, ...] = tuple(
+            n.lower().encode("latin-1") for n in c.strip_targeted_cache_control
+        )
         self.windows = Windows(
             swr=c.stale_while_revalidate,
             sie=c.stale_if_error,
             heuristic=c.heuristic,
             heuristic_max=c.heuristic_max,
             default_ttl=c.default_ttl,
+            targets=self.targets,
         )
         #: wall-clock seconds; replaceable in tests
         self.clock: Callable[[], float] = time.time
         self._inflight: dict[str, asyncio.Future[bool]] = {}
-        self._refreshing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.refresher = Refresher(self)
 
     def _make_store(self) -> CacheStore:
         c = self.config
@@ -157,11 +158,7 @@ class CachePlugin(Plugin[CacheConfig]):
 
     async def aclose(self) -> None:
         registry.unregister(self)
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        await self.refresher.aclose()
         for fut in self._inflight.values():
             if not fut.done():
                 fut.set_result(False)
@@ -178,27 +175,38 @@ class CachePlugin(Plugin[CacheConfig]):
             ctx.state[CACHE_STATE] = Flight(Mode.INVALIDATE)
             return None
         pairs = req.headers.raw()
-        if req.method not in self.config.methods or any(k == b"range" for k, _ in pairs):
+        if req.method not in self.config.methods:
             ctx.state[CACHE_STATE] = Flight(Mode.BYPASS)
             self.counters.bypass += 1
             return None
+        # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
+        ranges = values(pairs, b"range") if req.method == "GET" else []
         rq = request_directives(pairs)
         flight = Flight(Mode.MISS, key=self._key(ctx, request_url(req)), rq=rq)
         ctx.state[CACHE_STATE] = flight
-        entry, flight.index = await self._lookup(flight.key, pairs)
+        entry, flight.index = await self._lookup(flight, pairs)
         if entry is not None:
             a = assess(entry, self.clock(), self.windows)
             flight.entry, flight.assessment = entry, a
             decision = reuse(a, rq)
+            label = ""
             if decision is Reuse.FRESH:
                 self.counters.hit += 1
-                return self._answer(ctx, flight, entry, a.age, "HIT")
-            if decision is Reuse.STALE_OK:
+                label = "HIT"
+            elif decision is Reuse.STALE_OK or (
+                decision is Reuse.STALE_REFRESH and self.refresher.start(ctx, flight)
+            ):
                 self.counters.stale += 1
-                return self._answer(ctx, flight, entry, a.age, "STALE")
-            if decision is Reuse.STALE_REFRESH and self._refresh_in_background(ctx, flight):
-                self.counters.stale += 1
-                return self._answer(ctx, flight, entry, a.age, "STALE")
+                label = "STALE"
+            if label:
+                if ranges:
+                    return self._answer_range(ctx, flight, entry, a.age, label, ranges)
+                return self._answer(ctx, flight, entry, a.age, label)
+        if ranges:
+            # not answerable from the cache: the origin answers the range, nothing is stored
+            flight.mode = Mode.BYPASS
+            self.counters.bypass += 1
+            return None
         if rq.has("only-if-cached"):
             self.counters.only_if_cached_miss += 1
             flight.mode = Mode.DONE
@@ -213,12 +221,33 @@ class CachePlugin(Plugin[CacheConfig]):
             self.env.route or ctx.route_name or "-", url, ctx.request, consumer
         )
 
-    async def _lookup(self, key: str, pairs: Pairs) -> tuple[CacheEntry | None, VaryIndex | None]:
-        obj = await self.store.get(key)
+    async def _lookup(
+        self, flight: Flight, pairs: Pairs
+    ) -> tuple[CacheEntry | None, VaryIndex | None]:
+        """The stored response for this request (and the Vary index it came through); also
+        records the key's invalidation version on ``flight`` (see ``store.py``)."""
+        key = flight.key
+        obj, version = await self.store.lookup(key)
+        if version is not None:
+            flight.version, flight.version_at = version, time.monotonic()
         if obj is None or isinstance(obj, CacheEntry):
             return obj, None
         found = await self.store.get(variant_key(key, obj.gen, obj.names, pairs))
         return (found if isinstance(found, CacheEntry) else None), obj
+
+    async def _read_version(self, flight: Flight) -> None:
+        # before the request goes upstream: an invalidation after this point must win
+        if flight.version is None:
+            flight.version = await self.store.version(flight.key)
+            flight.version_at = time.monotonic()
+
+    @staticmethod
+    def guard(flight: Flight) -> Guard | None:
+        """What stores of this request's response are checked against; ``None`` when the
+        version is unknown or too old to prove that no invalidation came in between."""
+        if flight.version is None or time.monotonic() - flight.version_at > GUARD_MAX_AGE:
+            return None
+        return Guard(flight.key, flight.version)
 
     async def _go_upstream(self, ctx: RequestContext, flight: Flight) -> Response | None:
         req = ctx.request
@@ -241,7 +270,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 self.counters.collapsed += 1
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), self.config.collapse_timeout)
-                entry, index = await self._lookup(flight.key, pairs)
+                entry, index = await self._lookup(flight, pairs)
                 if entry is not None:
                     a = assess(entry, self.clock(), self.windows)
                     if reuse(a, rq) in (Reuse.FRESH, Reuse.STALE_OK):
@@ -259,6 +288,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 flight.sent_validators = True
         else:
             flight.mode = Mode.MISS
+        await self._read_version(flight)
         flight.request_time = self.clock()
         return None
 
@@ -268,24 +298,41 @@ class CachePlugin(Plugin[CacheConfig]):
         """A response built from ``entry``: 304 when the client's conditionals match."""
         flight.mode = Mode.DONE
         self._settle(flight, False)
-        req = ctx.request
-        if has_conditionals(req.headers.raw()) and not_modified(req.headers.raw(), entry):
-            items = response_headers(entry, age, for_304=True)
-            items.append((b"x-cache", label.encode()))
-            return Response(304, Headers(items), b"")
-        items = response_headers(entry, age)
-        if entry.status != 204 and not 100 <= entry.status < 200:
-            items.append((b"content-length", str(len(entry.body)).encode()))
-        items.append((b"x-cache", label.encode()))
-        if self.config.expose_key:
-            items.append((b"x-cache-key", flight.key.encode()))
-        h = Headers(items)
-        # HEAD keeps the body: the data plane frames Content-Length from it and sends none
-        return Response(entry.status, h, entry.body)
+        key = flight.key if self.config.expose_key else None
+        return answer(entry, age, label, ctx.request.headers.raw(), self._strip, key)
+
+    def _answer_range(
+        self,
+        ctx: RequestContext,
+        flight: Flight,
+        entry: CacheEntry,
+        age: float,
+        label: str,
+        ranges: list[str],
+    ) -> Response:
+        """A Range request answered from a stored complete response (see ``answers.py``)."""
+        key = flight.key if self.config.expose_key else None
+        resp = range_answer(entry, age, label, ctx.request.headers.raw(), ranges, self._strip, key)
+        if resp is None:
+            return self._answer(ctx, flight, entry, age, label)
+        flight.mode = Mode.DONE
+        self._settle(flight, False)
+        self.counters.partial += 1
+        return resp
 
     # --- response phases -------------------------------------------------------------------
 
     async def on_response(self, ctx: RequestContext) -> None:
+        try:
+            await self._on_response(ctx)
+        finally:
+            resp = ctx.response
+            if self._strip and resp is not None and resp.upstream:
+                # fields that address this cache alone (RFC 9213 §3: a cache MAY remove a
+                # targeted field that is of no use downstream); stored copies keep them
+                resp.headers.remove_many(self._strip)
+
+    async def _on_response(self, ctx: RequestContext) -> None:
         flight = ctx.state.get(CACHE_STATE)
         resp = ctx.response
         if flight is None or resp is None or flight.mode is Mode.DONE:
@@ -327,6 +374,7 @@ class CachePlugin(Plugin[CacheConfig]):
             rpairs,
             req.headers.raw(),
             store_set_cookie=self.config.store_set_cookie,
+            targets=self.targets,
         )
         expected: int | None = None
         cl = first(rpairs, b"content-length")
@@ -339,7 +387,7 @@ class CachePlugin(Plugin[CacheConfig]):
             now = self.clock()
             flight.pending = CacheEntry(
                 status=resp.status,
-                headers=stored_headers(rpairs, response_time=now),
+                headers=stored_headers(rpairs, response_time=now, targets=self.targets),
                 body=b"",
                 request_time=flight.request_time or now,
                 response_time=now,
@@ -371,6 +419,10 @@ class CachePlugin(Plugin[CacheConfig]):
                 self._settle(flight, False)
                 return chunk
             flight.capture.append(bytes(chunk))
+            if flight.captured == flight.expected:
+                # the last byte of a Content-Length body: store before the handler sends it,
+                # so a client that has the whole response finds it stored (read-your-writes)
+                end = True
         if end:
             parts, flight.capture = flight.capture, None
             if flight.pending is not None:
@@ -385,7 +437,7 @@ class CachePlugin(Plugin[CacheConfig]):
         if flight.expected is not None and len(entry.body) != flight.expected:
             self._settle(flight, False)
             return
-        stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), entry)
+        stored = await self._store(flight, ctx.request.headers.raw(), entry)
         self._settle(flight, stored)
 
     async def on_error(self, ctx: RequestContext, exc: BaseException) -> Response | None:
@@ -429,9 +481,24 @@ class CachePlugin(Plugin[CacheConfig]):
         self.counters.stale_if_error += 1
         return self._answer(ctx, flight, entry, a.age, "STALE")
 
-    async def _store(
-        self, key: str, index: VaryIndex | None, req_pairs: Pairs, entry: CacheEntry
+    async def _store(self, flight: Flight, req_pairs: Pairs, entry: CacheEntry) -> bool:
+        guard = self.guard(flight)
+        if guard is None:
+            self.counters.store_raced += 1
+            return False
+        return await self.store_guarded(flight.key, flight.index, req_pairs, entry, guard)
+
+    async def store_guarded(
+        self,
+        key: str,
+        index: VaryIndex | None,
+        req_pairs: Pairs,
+        entry: CacheEntry,
+        guard: Guard,
     ) -> bool:
+        """Store ``entry`` (and its Vary index); every write is refused once ``guard``'s
+        version is stale, so an invalidation that came after the request went upstream
+        always wins over this store."""
         now = self.clock()
         a = assess(entry, now, self.windows)
         ttl = retention(a, bool(validators(entry)), self.config.retain_stale)
@@ -444,7 +511,7 @@ class CachePlugin(Plugin[CacheConfig]):
             return False
         all_names = tuple(sorted(set(names) | set(self.config.vary_headers)))
         if not all_names:
-            ok = await self.store.put(key, entry, ttl)
+            ok = await self.store.put(key, entry, ttl, guard)
         else:
             if index is None:
                 current = await self.store.get(key)
@@ -452,11 +519,15 @@ class CachePlugin(Plugin[CacheConfig]):
             gen = index.gen if index is not None else secrets.token_hex(6)
             keep = max(ttl, index.expires_at - now) if index is not None else ttl
             new_index = VaryIndex(all_names, gen, now + keep)
-            ok = await self.store.put(variant_key(key, gen, all_names, req_pairs), entry, ttl)
+            ok = await self.store.put(
+                variant_key(key, gen, all_names, req_pairs), entry, ttl, guard
+            )
             if ok:
-                ok = await self.store.put(key, new_index, keep)
+                ok = await self.store.put(key, new_index, keep, guard)
         if ok:
             self.counters.stored += 1
+        elif guard.version != await self.store.version(guard.key):
+            self.counters.store_raced += 1
         else:
             self.counters.too_large += 1
         return ok
@@ -465,17 +536,18 @@ class CachePlugin(Plugin[CacheConfig]):
         """Merge a 304 into the stored response, store it, and answer from it."""
         entry = flight.entry
         assert entry is not None
-        updated = self._merged(entry, resp.headers.raw(), flight.request_time)
+        updated = self.merged(entry, resp.headers.raw(), flight.request_time)
         ok, _ = storable(
             "GET",
             updated.status,
             updated.headers,
             ctx.request.headers.raw(),
             store_set_cookie=self.config.store_set_cookie,
+            targets=self.targets,
         )
         stored = False
         if ok:
-            stored = await self._store(flight.key, flight.index, ctx.request.headers.raw(), updated)
+            stored = await self._store(flight, ctx.request.headers.raw(), updated)
         self._settle(flight, stored)
         self.counters.revalidated += 1
         a = assess(updated, self.clock(), self.windows)
@@ -486,23 +558,14 @@ class CachePlugin(Plugin[CacheConfig]):
                 answer.headers.add("set-cookie", v)
         ctx.response = answer
 
-    def _merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
-        now = self.clock()
-        headers = merge_304(entry.headers, resp304, store_set_cookie=self.config.store_set_cookie)
-        names = {k for k, _ in resp304}
-        # the 304 is the newest response: its Date and Age (or their absence) now apply
-        if b"date" not in names or parse_http_date(first(resp304, b"date")) is None:
-            headers = [(k, v) for k, v in headers if k != b"date"]
-            headers.append((b"date", format_http_date(now).encode("latin-1")))
-        if b"age" not in names:
-            headers = [(k, v) for k, v in headers if k != b"age"]
-        return CacheEntry(
-            status=entry.status,
-            headers=headers,
-            body=entry.body,
-            request_time=request_time or now,
-            response_time=now,
-            expires_at=0.0,
+    def merged(self, entry: CacheEntry, resp304: Pairs, request_time: float) -> CacheEntry:
+        return merged_entry(
+            entry,
+            resp304,
+            request_time,
+            self.clock(),
+            store_set_cookie=self.config.store_set_cookie,
+            targets=self.targets,
         )
 
     async def _invalidate(self, ctx: RequestContext, resp: Response) -> None:
@@ -517,74 +580,8 @@ class CachePlugin(Plugin[CacheConfig]):
                 target = resolve_location(base, v)
                 if target is not None:
                     keys.add(self._key(ctx, target))
-        n = await self.store.delete(*keys)
+        n = await self.store.invalidate(*keys)
         self.counters.invalidated += n
-
-    def _refresh_in_background(self, ctx: RequestContext, flight: Flight) -> bool:
-        """Start one background revalidation for the key; ``False`` when that is impossible
-        (no ``env.forward``), in which case the caller validates in the foreground."""
-        forward: Forward | None = getattr(self.env, "forward", None)
-        if forward is None or flight.entry is None:
-            return False
-        if flight.key in self._refreshing:
-            return True
-        self._refreshing.add(flight.key)
-        entry, index = flight.entry, flight.index
-        req = ctx.upstream_request.copy_for_upstream()
-        req.method, req.body, req.content_length = "GET", None, None
-        req.headers.remove_many(CONDITIONAL_FIELDS)
-        for name, value in validators(entry):
-            req.headers.add(name, value)
-        client_pairs = list(ctx.request.headers.raw())
-        task = asyncio.create_task(
-            self._refresh(forward, ctx, req, flight.key, index, entry, client_pairs)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def _refresh(
-        self,
-        forward: Forward,
-        ctx: RequestContext,
-        req: Request,
-        key: str,
-        index: VaryIndex | None,
-        entry: CacheEntry,
-        client_pairs: list[tuple[bytes, bytes]],
-    ) -> None:
-        self.counters.background_refresh += 1
-        try:
-            request_time = self.clock()
-            resp = await forward(ctx, req)
-            body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all()
-            rpairs = resp.headers.raw()
-            if resp.status == 304 and validator_matches(entry, rpairs):
-                await self._store(key, index, client_pairs, self._merged(entry, rpairs, 0.0))
-                return
-            ok, _ = storable(
-                "GET",
-                resp.status,
-                rpairs,
-                client_pairs,
-                store_set_cookie=self.config.store_set_cookie,
-            )
-            if ok and len(body) <= self.config.max_object:
-                now = self.clock()
-                fresh = CacheEntry(
-                    status=resp.status,
-                    headers=stored_headers(rpairs, response_time=now),
-                    body=body,
-                    request_time=request_time,
-                    response_time=now,
-                    expires_at=0.0,
-                )
-                await self._store(key, index, client_pairs, fresh)
-        except Exception as e:
-            self.counters.refresh_failed += 1
-            log.debug("cache background refresh of %s failed: %r", key, e)
-        finally:
-            self._refreshing.discard(key)
 
     async def purge_url(self, url: str, host: str | None = None) -> int:
         """Drop the stored response for ``url`` on this plugin's route (admin helper)."""
@@ -595,4 +592,4 @@ class CachePlugin(Plugin[CacheConfig]):
         parts = UrlParts(u.scheme or "http", h, u.path or "/", u.query.encode("latin-1"))
         dummy = Request(method="GET", path=parts.path, query=parts.query, headers=Headers())
         key = self.keys.primary(self.env.route, parts, dummy, None)
-        return await self.store.delete(key)
+        return await self.store.invalidate(key)

@@ -25,6 +25,7 @@ from portway.plugins.cache.directives import (
     weak_match,
 )
 from portway.plugins.cache.entry import CacheEntry
+from portway.plugins.cache.targeted import select
 
 Pairs = Sequence[tuple[bytes, bytes]]
 
@@ -68,8 +69,18 @@ def first(pairs: Pairs, name: bytes) -> str | None:
     return None
 
 
-def response_directives(pairs: Pairs) -> Directives:
-    return parse_cache_control(values(pairs, b"cache-control"))
+def policy_of(pairs: Pairs, targets: Sequence[bytes] = ()) -> tuple[Directives, bool]:
+    """The response's cache directives for this cache and whether they came from a targeted
+    field (RFC 9213: then Cache-Control and Expires are ignored)."""
+    if targets:
+        d = select(targets, pairs)
+        if d is not None:
+            return d, True
+    return parse_cache_control(values(pairs, b"cache-control")), False
+
+
+def response_directives(pairs: Pairs, targets: Sequence[bytes] = ()) -> Directives:
+    return policy_of(pairs, targets)[0]
 
 
 _NO_DIRECTIVES = Directives()
@@ -117,13 +128,15 @@ def storable(
     *,
     store_set_cookie: bool = False,
     default_ttl: float = 0.0,
+    targets: Sequence[bytes] = (),
 ) -> tuple[bool, str]:
-    """Whether a shared cache may store this response; the reason when it may not."""
+    """Whether a shared cache may store this response; the reason when it may not.
+    ``targets`` is the target list of RFC 9213 (lower-cased field names)."""
     if method != "GET":
         return False, "method"
     if status < 200 or status in (206, 304):
         return False, "status"
-    cc = response_directives(resp)
+    cc, targeted = policy_of(resp, targets)
     rq = request_directives(req)
     if rq.has("no-store"):
         return False, "request no-store"
@@ -146,7 +159,7 @@ def storable(
         cc.has("max-age")
         or cc.has("s-maxage")
         or cc.has("public")
-        or any(k == b"expires" for k, _ in resp)
+        or (not targeted and any(k == b"expires" for k, _ in resp))
     )
     if not explicit and status not in HEURISTIC_STATUSES:
         return False, "not cacheable by default"
@@ -154,13 +167,15 @@ def storable(
     return True, ""
 
 
-def stored_headers(resp: Pairs, *, response_time: float) -> list[tuple[bytes, bytes]]:
+def stored_headers(
+    resp: Pairs, *, response_time: float, targets: Sequence[bytes] = ()
+) -> list[tuple[bytes, bytes]]:
     """The header fields to store: hop-by-hop fields, fields named in Connection or in a
     qualified no-cache/private directive, and our own fields removed; Date added if absent."""
     drop = set(HOP_BY_HOP) | OWN_FIELDS
     for v in values(resp, b"connection"):
         drop.update(t.strip().lower().encode("latin-1") for t in v.split(",") if t.strip())
-    cc = response_directives(resp)
+    cc = response_directives(resp, targets)
     for name in cc.field_names("no-cache") | cc.field_names("private"):
         drop.add(name.encode("latin-1"))
     out = [(k, v) for k, v in resp if k not in drop]
@@ -171,7 +186,7 @@ def stored_headers(resp: Pairs, *, response_time: float) -> list[tuple[bytes, by
 
 
 def merge_304(
-    stored: Pairs, fresh: Pairs, *, store_set_cookie: bool = False
+    stored: Pairs, fresh: Pairs, *, store_set_cookie: bool = False, targets: Sequence[bytes] = ()
 ) -> list[tuple[bytes, bytes]]:
     """Stored fields updated from a 304 (RFC 9111 §3.2 / §4.3.4): every field of the 304
     replaces the stored lines of the same name, except Content-Length and framing fields."""
@@ -180,7 +195,7 @@ def merge_304(
         drop.update(t.strip().lower().encode("latin-1") for t in v.split(",") if t.strip())
     if not store_set_cookie:
         drop.add(b"set-cookie")
-    cc = response_directives(fresh)
+    cc = response_directives(fresh, targets)
     for name in cc.field_names("no-cache") | cc.field_names("private"):
         drop.add(name.encode("latin-1"))
     updates = [(k, v) for k, v in fresh if k not in drop]
@@ -201,6 +216,8 @@ class Windows:
     heuristic: bool = True
     heuristic_max: float = 86400.0
     default_ttl: float = 0.0
+    #: RFC 9213 target list, most specific first (lower-cased field names)
+    targets: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +247,7 @@ class Assessment:
 def freshness_lifetime(
     status: int, pairs: Pairs, response_time: float, windows: Windows = Windows()
 ) -> float:
-    cc = response_directives(pairs)
+    cc, targeted = policy_of(pairs, windows.targets)
     for name in ("s-maxage", "max-age"):
         n = cc.seconds(name)
         if n is not None:
@@ -238,7 +255,7 @@ def freshness_lifetime(
             return float(max(n, 0))
     date = parse_http_date(first(pairs, b"date"))
     date_value = date if date is not None else response_time
-    expires = values(pairs, b"expires")
+    expires = [] if targeted else values(pairs, b"expires")
     if expires:
         exp = parse_http_date(expires[0])
         # §5.3: an invalid Expires (e.g. "0") means already expired
@@ -297,7 +314,7 @@ def _meta(entry: CacheEntry, windows: Windows) -> _Meta:
     m = entry.meta
     if isinstance(m, _Meta) and (m.windows is windows or m.windows == windows):
         return m
-    cc = response_directives(entry.headers)
+    cc = response_directives(entry.headers, windows.targets)
     no_cache = cc.bare("no-cache")
     s_maxage = cc.has("s-maxage")
     m = _Meta(

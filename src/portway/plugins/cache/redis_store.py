@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+import secrets
+from typing import TYPE_CHECKING, Any, Final
 
 from portway.plugins.cache.entry import Stored, decode, encode
+from portway.plugins.cache.store import VERSION_TTL, Guard
 from portway.state.redis import redis_failures
 
 if TYPE_CHECKING:
@@ -26,10 +29,41 @@ def glob_escape(s: str) -> str:
 
 DOWN_FOR = 1.0
 
+#: the object and its key's invalidation version in one round trip
+_LOOKUP: Final = """
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+#: KEYS: object, version of the guarding key; ARGV: data, px, expected version
+_PUT_GUARDED: Final = """
+local v = redis.call('GET', KEYS[2]) or ''
+if v ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: KEYS: n objects then their n version keys; ARGV: new version, its px
+_INVALIDATE: Final = """
+local n = 0
+local half = #KEYS / 2
+for i = 1, half do
+  n = n + redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[half + i], ARGV[1], 'PX', ARGV[2])
+end
+return n
+"""
+_VERSION_PX: Final = int(VERSION_TTL * 1000)
+#: put outcomes (the tiered store tells a refusal from an outage)
+STORED: Final = "stored"
+REFUSED: Final = "refused"
+FAILED: Final = "failed"
+
 
 class RedisStore:
     """Objects live at ``prefix + key`` with a Redis TTL (``PX``), encoded by
-    :func:`~portway.plugins.cache.entry.encode`. Backend errors count as misses."""
+    :func:`~portway.plugins.cache.entry.encode`; a key's invalidation version lives at
+    ``prefix + "v:" + key``. Guarded puts and invalidations are Lua scripts, so a version
+    check and the write it allows are one atomic step. Backend errors count as misses.
+
+    Not for Redis Cluster as is: an object and its version key are not in one hash slot."""
 
     def __init__(
         self,
@@ -41,7 +75,9 @@ class RedisStore:
         client: aioredis.Redis | None = None,
     ) -> None:
         import redis.asyncio as aioredis
+        from redis.exceptions import NoScriptError
 
+        self._no_script = NoScriptError
         #: what a backend failure raises (counted as a miss)
         self.failures = redis_failures()
         self.prefix = prefix
@@ -50,6 +86,7 @@ class RedisStore:
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._errors = 0
+        self._guard_refused = 0
         self._last_error_log = 0.0
         #: after a failure Redis is skipped (every op is a miss) until this loop time, so an
         #: unreachable Redis costs requests nothing instead of a timeout each
@@ -78,21 +115,81 @@ class RedisStore:
             return None
         return decode(data)
 
-    async def put(self, key: str, obj: Stored, ttl: float) -> bool:
+    def _vkey(self, key: str) -> str:
+        return self.prefix + "v:" + key
+
+    async def _script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        sha = _sha(source)
+        try:
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except self._no_script:
+            # a restarted server lost its script cache: EVAL runs and caches it in one trip
+            return await self.client.eval(source, len(keys), *keys, *args)
+
+    async def lookup(self, key: str) -> tuple[Stored | None, str | None]:
+        if self._down():
+            return None, ""
+        try:
+            data, ver = await self._script(_LOOKUP, [self.prefix + key, self._vkey(key)], [])
+        except self.failures as e:
+            self._failed("lookup", e)
+            return None, ""
+        obj = decode(data) if isinstance(data, bytes) else None
+        return obj, ver.decode() if isinstance(ver, bytes) else ""
+
+    async def version(self, key: str) -> str:
+        if self._down():
+            return ""
+        try:
+            ver: Any = await self.client.get(self._vkey(key))
+        except self.failures as e:
+            self._failed("version", e)
+            return ""
+        return ver.decode() if isinstance(ver, bytes) else ""
+
+    async def put(self, key: str, obj: Stored, ttl: float, guard: Guard | None = None) -> bool:
+        return await self.put_outcome(key, obj, ttl, guard) == STORED
+
+    async def put_outcome(
+        self, key: str, obj: Stored, ttl: float, guard: Guard | None = None
+    ) -> str:
+        """:data:`STORED`, :data:`REFUSED` (too large, or the guard's version is stale) or
+        :data:`FAILED` (Redis unavailable)."""
         ms = int(ttl * 1000)
         if ms <= 0:
-            return False
+            return REFUSED
         if self._down():
-            return False
+            return FAILED
         data = encode(obj)
         if self.max_object is not None and len(data) > self.max_object + 65536:
-            return False
+            return REFUSED
         try:
-            await self.client.set(self.prefix + key, data, px=ms)
+            if guard is None:
+                await self.client.set(self.prefix + key, data, px=ms)
+                return STORED
+            done = await self._script(
+                _PUT_GUARDED,
+                [self.prefix + key, self._vkey(guard.key)],
+                [data, ms, guard.version],
+            )
         except self.failures as e:
             self._failed("set", e)
-            return False
-        return True
+            return FAILED
+        if int(done) == 1:
+            return STORED
+        self._guard_refused += 1
+        return REFUSED
+
+    async def invalidate(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        names = [self.prefix + k for k in keys] + [self._vkey(k) for k in keys]
+        try:
+            n = await self._script(_INVALIDATE, names, [secrets.token_hex(8), _VERSION_PX])
+        except self.failures as e:
+            self._failed("invalidate", e)
+            return 0
+        return int(n)
 
     async def delete(self, *keys: str) -> int:
         if not keys:
@@ -131,4 +228,14 @@ class RedisStore:
             await self.client.aclose()
 
     def stats(self) -> dict[str, int]:
-        return {"redis_errors": self._errors}
+        return {"redis_errors": self._errors, "redis_guard_refused": self._guard_refused}
+
+
+def _sha(source: str) -> str:
+    sha = _SHAS.get(source)
+    if sha is None:
+        sha = _SHAS[source] = hashlib.sha1(source.encode()).hexdigest()
+    return sha
+
+
+_SHAS: dict[str, str] = {}

@@ -45,7 +45,7 @@ class CacheRegistry:
         """Drop one primary key (as shown in ``X-Cache-Key``) and all its variants."""
         n = 0
         for s in self._stores():
-            n += await s.delete(key)
+            n += await s.invalidate(key)
             n += await s.delete_prefix(key + "#")
         return n
 

@@ -39,6 +39,10 @@ class Counters:
     background_refresh: int = 0
     refresh_failed: int = 0
     only_if_cached_miss: int = 0
+    #: Range requests answered 206/416 from a stored complete response
+    partial: int = 0
+    #: stores refused because the URL was invalidated while the response was in flight
+    store_raced: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -62,6 +66,10 @@ class Flight:
     expected: int | None = None
     pending: CacheEntry | None = None
     resp_pairs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: the key's invalidation version read before going upstream (None: not read yet) and
+    #: when it was read (monotonic): what a store of this request's response is guarded by
+    version: str | None = None
+    version_at: float = 0.0
 
 
 CACHE_STATE = ContextKey[Flight]("cache.flight")

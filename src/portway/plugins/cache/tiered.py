@@ -15,13 +15,18 @@ from typing import Any
 
 from portway.plugins.cache.entry import Stored
 from portway.plugins.cache.memory import MemoryStore
-from portway.plugins.cache.redis_store import RedisStore
+from portway.plugins.cache.redis_store import REFUSED, STORED, RedisStore
+from portway.plugins.cache.store import Guard
 
 log = logging.getLogger("portway.cache")
 
 
 class TieredStore:
-    """Reads memory first, then Redis (filling memory); writes and deletes go to both."""
+    """Reads memory first, then Redis (filling memory); writes and deletes go to both.
+
+    Invalidation versions are Redis's: a guarded write goes to Redis first and reaches the
+    memory tier only when Redis did not refuse it (an unavailable Redis still lets the memory
+    tier cache, bounded by ``front_ttl``)."""
 
     def __init__(self, front: MemoryStore, back: RedisStore, *, front_ttl: float = 5.0) -> None:
         self.front = front
@@ -42,9 +47,34 @@ class TieredStore:
                 await self.front.put(key, obj, min(remaining, self.front_ttl))
         return obj
 
-    async def put(self, key: str, obj: Stored, ttl: float) -> bool:
+    async def lookup(self, key: str) -> tuple[Stored | None, str | None]:
+        obj = await self.front.get(key)
+        if obj is not None:
+            # answered without Redis; the caller asks version() only if it goes upstream
+            return obj, None
+        obj, ver = await self.back.lookup(key)
+        if obj is not None:
+            remaining = obj.expires_at - time.time()
+            if remaining > 0:
+                await self.front.put(key, obj, min(remaining, self.front_ttl))
+        return obj, ver
+
+    async def version(self, key: str) -> str:
+        return await self.back.version(key)
+
+    async def put(self, key: str, obj: Stored, ttl: float, guard: Guard | None = None) -> bool:
+        outcome = await self.back.put_outcome(key, obj, ttl, guard)
+        if outcome == REFUSED:
+            return False
         await self.front.put(key, obj, min(ttl, self.front_ttl))
-        return await self.back.put(key, obj, ttl)
+        return outcome == STORED
+
+    async def invalidate(self, *keys: str) -> int:
+        await self.front.invalidate(*keys)
+        n = await self.back.invalidate(*keys)
+        for k in keys:
+            await self._publish(b"k" + k.encode())
+        return n
 
     async def _publish(self, message: bytes) -> None:
         try:
