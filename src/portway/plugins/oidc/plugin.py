@@ -365,7 +365,8 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
         if self.config.public_url is not None:
             return self.config.public_url
         req = ctx.request
-        return f"{req.scheme}://{req.host}"
+        # the Host field as sent (with its port); Request.host is the bare name
+        return f"{req.scheme}://{req.headers.get('host') or req.host}"
 
     def _redirect_uri(self, ctx: RequestContext) -> str:
         return self._base(ctx) + self.config.redirect_path
@@ -447,7 +448,11 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
         id_token = session.id_token
         new_id_token = data.get("id_token")
         if isinstance(new_id_token, str):
-            claims = await self._check_id_token(new_id_token, None, now)
+            try:
+                claims = await self._check_id_token(new_id_token, None, now)
+            except InvalidToken as e:
+                log.warning("refreshed ID token refused (%s): session ended", e.detail)
+                return None
             if claims.get("sub") != session.sub:
                 log.warning("refreshed ID token names another subject: session ended")
                 return None

@@ -76,7 +76,7 @@ def _validate(registry: JWTClaimsRegistry, claims: dict[str, Any]) -> None:
     try:
         registry.validate(claims)
     except ExpiredTokenError:
-        raise InvalidToken("expired", expired=True) from None
+        raise InvalidToken(f"expired (exp {claims.get('exp')})", expired=True) from None
     except JoseError as e:
         raise InvalidToken(str(e)) from None
 

@@ -1,0 +1,322 @@
+"""End to end: the gateway's ``oidc`` plugin against a real OpenID provider (oidc-provider).
+
+Each test drives the provider's own login and consent pages with a cookie-keeping HTTP
+client, through the gateway, to a real upstream that echoes what it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from portway.http.client import simple_request
+from tests.helpers import run_upstream
+from tests.plugins.oidc.conftest import (
+    Browser,
+    Idp,
+    Reply,
+    gateway_config,
+    oidc_config,
+    run_gateway_on,
+)
+
+
+def upstream_headers(reply: Reply) -> dict[str, str]:
+    assert reply.status == 200, (reply.status, reply.body[:300])
+    return {k: v for k, v in reply.json()["headers"]}
+
+
+async def login(b: Browser, idp: Idp, path: str = "/app", user: str = "alice") -> Reply:
+    """Sign in from ``path``; returns the gateway's answer to the callback."""
+    r = await b.get(idp.gateway + path)
+    assert r.status == 302, (r.status, r.body[:200])
+    assert r.location.startswith(idp.issuer + "/auth?")
+    back = await b.provider_login(r, user)
+    assert back.location.startswith(idp.gateway + "/oauth2/callback?")
+    return await b.get(back.location)
+
+
+def plugins(idp: Idp, **over: Any) -> list[dict[str, Any]]:
+    return [{"name": "oidc", "config": oidc_config(idp, **over)}]
+
+
+async def test_browser_login_reaches_upstream_with_identity(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        b = Browser()
+        r = await b.get(idp.gateway + "/app/page?x=1")
+        assert r.status == 302
+        q = parse_qs(urlsplit(r.location).query)
+        assert q["response_type"] == ["code"] and q["client_id"] == ["portal"]
+        assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) == 43
+        assert q["redirect_uri"] == [idp.gateway + "/oauth2/callback"]
+        assert q["state"][0] and q["nonce"][0] and q["state"] != q["nonce"]
+        assert "pw_session_login" in r.headers.get("set-cookie", "")
+        back = await b.provider_login(r)
+        cb = await b.get(back.location)
+        assert cb.status == 302 and cb.location == idp.gateway + "/app/page?x=1"
+        session_cookies = [
+            c for c in cb.headers.get_all("set-cookie") if c.startswith("pw_session=")
+        ]
+        assert len(session_cookies) == 1
+        attrs = [a.strip() for a in session_cookies[0].split(";")]
+        assert {"HttpOnly", "Secure", "SameSite=Lax", "Path=/"} <= set(attrs)
+        # the login cookie is spent
+        assert any(c.startswith("pw_session_login=;") for c in cb.headers.get_all("set-cookie"))
+
+        forged = [
+            ("x-consumer-id", "mallory"),
+            ("x-consumer-username", "mallory"),
+            ("x-user-email", "mallory@evil.test"),
+            ("x-id-token", "forged"),
+        ]
+        r = await b.get(cb.location, headers=forged)
+        h = upstream_headers(r)
+        assert h["x-consumer-id"] == "alice" and h["x-consumer-username"] == "alice"
+        assert h["x-user-email"] == "alice@example.test"
+        assert h["authorization"].startswith("Bearer ey")
+        assert h["x-id-token"].count(".") == 2 and h["x-id-token"] != "forged"
+        assert "pw_session" not in h.get("cookie", "")
+        assert len(up.requests) == 1
+
+
+async def test_unauthenticated_modes_and_xhr(idp: Idp) -> None:
+    async with run_upstream() as up:
+        async with run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))):
+            b = Browser()
+            # XHR and JSON clients get a 401 rather than a redirect they cannot follow
+            for hdrs in (
+                [("x-requested-with", "XMLHttpRequest")],
+                [("accept", "application/json")],
+            ):
+                r = await simple_request("GET", idp.gateway + "/app", headers=hdrs)
+                assert r.status == 401, r.status
+                assert orjson.loads(r.body)["code"] == "unauthorized"
+                assert r.headers.get("www-authenticate", "").startswith("Bearer")
+            r = await simple_request(
+                "POST", idp.gateway + "/app", headers=[("accept", "text/html")]
+            )
+            assert r.status == 401
+            r = await b.get(idp.gateway + "/app")
+            assert r.status == 302
+        async with run_gateway_on(
+            idp.gateway_port, gateway_config(up.url, plugins(idp, unauthenticated="401"))
+        ):
+            r = await Browser().get(idp.gateway + "/app")
+            assert r.status == 401
+        async with run_gateway_on(
+            idp.gateway_port, gateway_config(up.url, plugins(idp, unauthenticated="pass"))
+        ):
+            r = await Browser().get(idp.gateway + "/app", headers=[("x-consumer-id", "forged")])
+            h = upstream_headers(r)
+            assert "x-consumer-id" not in h
+
+
+async def test_logout_clears_session_and_ends_it_at_the_provider(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        b = Browser()
+        cb = await login(b, idp)
+        assert (await b.get(cb.location)).status == 200
+        stolen = dict(b.cookies(idp.gateway))
+        r = await b.get(idp.gateway + "/logout")
+        assert r.status == 302
+        end = urlsplit(r.location)
+        assert r.location.startswith(idp.issuer + "/session/end?")
+        q = parse_qs(end.query)
+        assert q["post_logout_redirect_uri"] == [idp.gateway + "/"]
+        assert q["id_token_hint"][0].count(".") == 2
+        assert "pw_session" not in b.cookies(idp.gateway)
+        # RP-initiated logout at the provider: its confirmation form, then back to the gateway
+        r = await b.get(r.location)
+        assert r.status == 200
+        # the browser no longer has a session: a new login starts
+        r = await b.get(idp.gateway + "/app")
+        assert r.status == 302 and r.location.startswith(idp.issuer)
+        # with the cookie store, a copy of the old cookie still opens the session until its
+        # timeouts (documented); the Redis store revokes it (test_oidc_redis.py)
+        assert "pw_session" in stolen
+
+
+async def test_tampered_cookie_is_refused_and_cleared(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        b = Browser()
+        cb = await login(b, idp)
+        jar = b.cookies(idp.gateway)
+        value = jar["pw_session"].value
+        raw = bytearray(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        raw[len(raw) // 2] ^= 0x01
+        jar["pw_session"].value = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+        b.accept = "application/json"
+        r = await b.get(cb.location)
+        assert r.status == 401
+        assert any(c.startswith("pw_session=;") for c in r.headers.get_all("set-cookie"))
+        assert "pw_session" not in jar
+        assert up.requests == []
+
+
+async def test_replayed_state_is_refused(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        b = Browser()
+        r = await b.get(idp.gateway + "/app")
+        login_cookie = b.cookies(idp.gateway)["pw_session_login"].value
+        back = await b.provider_login(r)
+        assert (await b.get(back.location)).status == 302
+        # the same callback URL again, with the cookie as it was before the first use
+        attacker = Browser()
+        attacker.cookies(idp.gateway)["pw_session_login"] = b.cookies(idp.gateway).get(
+            "pw_session_login"
+        ) or type(next(iter(b.cookies(idp.gateway).values())))(login_cookie, "/", {})
+        attacker.cookies(idp.gateway)["pw_session_login"].value = login_cookie
+        r = await attacker.get(back.location)
+        assert r.status == 400, (r.status, r.body[:200])
+        assert b"already used" in r.body and b"<html" in r.body
+        assert "pw_session" not in attacker.cookies(idp.gateway)
+        # without any login cookie (a forged callback): refused too, never a redirect
+        r = await Browser(accept="application/json").get(back.location)
+        assert r.status == 400 and r.json()["code"] == "invalid_state"
+        assert up.requests == []
+
+
+async def test_wrong_nonce_is_refused(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        b = Browser()
+        r = await b.get(idp.gateway + "/app")
+        loc = r.location
+        q = parse_qs(urlsplit(loc).query)
+        r.headers.set("location", loc.replace("nonce=" + q["nonce"][0], "nonce=attacker-chosen"))
+        back = await b.provider_login(r)
+        r = await b.get(back.location)
+        assert r.status == 401, (r.status, r.body[:200])
+        assert b"identity token was not valid" in r.body
+        assert "pw_session" not in b.cookies(idp.gateway)
+        assert up.requests == []
+
+
+async def test_open_redirect_attempts_return_to_same_origin_paths(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        for path, expected in (
+            ("//evil.example/x", "/evil.example/x"),
+            ("/%2F%2Fevil.example", None),
+        ):
+            b = Browser()
+            r = await b.get(idp.gateway + path)
+            if expected is None:
+                assert r.status == 400  # encoded slashes never reach the plugin
+                continue
+            back = await b.provider_login(r)
+            cb = await b.get(back.location)
+            assert cb.status == 302
+            assert cb.headers.get("location") == expected
+            assert urlsplit(cb.location).netloc == urlsplit(idp.gateway).netloc
+    assert up is not None
+
+
+async def test_expired_session_needs_a_new_login(idp: Idp) -> None:
+    # refresh off: the provider's tokens (5 min access, 1 h ID) would expire on the way
+    over = {"session": {"idle_timeout": "10m", "absolute_timeout": "1h"}, "refresh": False}
+    cfg = gateway_config("", plugins(idp, **over))
+    async with run_upstream() as up:
+        cfg["upstreams"]["app"]["targets"] = [{"url": up.url}]
+        async with run_gateway_on(idp.gateway_port, cfg) as gw:
+            plugin = gw.plugin()
+            now = [plugin.clock()]
+            plugin.clock = lambda: now[0]
+            b = Browser()
+            cb = await login(b, idp)
+            assert (await b.get(cb.location)).status == 200
+            now[0] += 11 * 60  # idle too long
+            r = await b.get(cb.location)
+            assert r.status == 302 and r.location.startswith(idp.issuer)
+            assert "pw_session" not in b.cookies(idp.gateway)
+            # absolute timeout: active every 9 minutes, still over after an hour
+            b = Browser()
+            cb = await login(b, idp)
+            for _ in range(6):
+                now[0] += 9 * 60
+                r = await b.get(cb.location)
+                assert r.status == 200
+            now[0] += 9 * 60
+            r = await b.get(cb.location)
+            assert r.status == 302 and r.location.startswith(idp.issuer)
+
+
+async def test_refresh_before_expiry_once_for_concurrent_requests(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))) as gw,
+    ):
+        plugin = gw.plugin()
+        b = Browser()
+        cb = await login(b, idp)
+        first = upstream_headers(await b.get(cb.location))["authorization"]
+        real = plugin.clock
+        plugin.clock = lambda: real() + 290  # the access token (300 s) is about to expire
+        cookie = b._header(cb.location)
+        assert cookie is not None
+        replies = await asyncio.gather(
+            *(simple_request("GET", cb.location, headers=[("cookie", cookie)]) for _ in range(8))
+        )
+        assert plugin.refreshes == 1
+        tokens = set()
+        for r in replies:
+            assert r.status == 200
+            tokens.add(dict(orjson.loads(r.body)["headers"])["authorization"])
+            assert any(c.startswith("pw_session=") for c in r.headers.get_all("set-cookie"))
+        assert len(tokens) == 1 and first not in tokens
+        b._store(cb.location, replies[0].headers)
+        h = upstream_headers(await b.get(cb.location))
+        assert h["authorization"] in tokens and plugin.refreshes == 1
+
+
+async def test_api_client_with_bearer_token_on_the_same_route(idp: Idp) -> None:
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp))),
+    ):
+        basic = base64.b64encode(b"api-client:api-client-secret").decode()
+        r = await simple_request(
+            "POST",
+            idp.issuer + "/token",
+            headers=[
+                ("authorization", "Basic " + basic),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            body=b"grant_type=client_credentials&scope=api&resource=urn%3Aportway%3Aapi",
+        )
+        assert r.status == 200, r.body
+        token = orjson.loads(r.body)["access_token"]
+        r = await simple_request(
+            "GET", idp.gateway + "/app", headers=[("authorization", f"Bearer {token}")]
+        )
+        assert r.status == 200, r.body
+        h = dict(orjson.loads(r.body)["headers"])
+        assert h["x-consumer-id"] == "api-client"
+        assert h["authorization"] == f"Bearer {token}"
+        # a tampered token and a foreign token are refused with a Bearer challenge
+        bad = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        r = await simple_request(
+            "GET", idp.gateway + "/app", headers=[("authorization", f"Bearer {bad}")]
+        )
+        assert r.status == 401 and 'error="invalid_token"' in r.headers.get("www-authenticate", "")
+        assert len(up.requests) == 1
