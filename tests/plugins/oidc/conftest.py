@@ -10,6 +10,7 @@ gateway on that port.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
+from joserfc.jwk import RSAKey
 
 from portway.http.client import simple_request
 from portway.http.headers import Headers
@@ -43,6 +45,13 @@ class Idp:
     port: int
     gateway_port: int
     proc: subprocess.Popen[bytes]
+    #: private key (PEM) of the ``portal-pkjwt`` client (client_auth: private_key_jwt)
+    client_key_pem: bytes = b""
+
+    def client_key_file(self, tmp: Path) -> str:
+        path = tmp / "client-key.pem"
+        path.write_bytes(self.client_key_pem)
+        return str(path)
 
     @property
     def gateway(self) -> str:
@@ -61,6 +70,7 @@ def _npm_ci() -> None:
 def start_idp(gateway_port: int, access_ttl: int = 300) -> Idp:
     _npm_ci()
     port = free_port()
+    client_key = RSAKey.generate_key(2048, private=True, parameters={"kid": "gw-1"})
     gw = f"http://127.0.0.1:{gateway_port}"
     env = dict(
         os.environ,
@@ -70,6 +80,7 @@ def start_idp(gateway_port: int, access_ttl: int = 300) -> Idp:
         IDP_ACCESS_TTL=str(access_ttl),
         IDP_CLIENT_SECRET=CLIENT_SECRET,
         IDP_RESOURCE=RESOURCE,
+        IDP_PKJWT_JWKS=json.dumps({"keys": [client_key.as_dict(private=False)]}),
         NODE_ENV="development",
     )
     proc = subprocess.Popen(
@@ -87,7 +98,8 @@ def start_idp(gateway_port: int, access_ttl: int = 300) -> Idp:
         if ready:
             line = proc.stdout.readline()
             if line.startswith(b"READY "):
-                return Idp(line.split()[1].decode(), port, gateway_port, proc)
+                issuer = line.split()[1].decode()
+                return Idp(issuer, port, gateway_port, proc, client_key.as_pem(private=True))
         if proc.poll() is not None:
             break
     proc.kill()

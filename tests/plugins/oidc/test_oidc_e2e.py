@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -320,3 +321,23 @@ async def test_api_client_with_bearer_token_on_the_same_route(idp: Idp) -> None:
         )
         assert r.status == 401 and 'error="invalid_token"' in r.headers.get("www-authenticate", "")
         assert len(up.requests) == 1
+
+
+async def test_private_key_jwt_client_authentication(idp: Idp, tmp_path: Path) -> None:
+    over = {
+        "client_id": "portal-pkjwt",
+        "client_secret": None,
+        "client_auth": "private_key_jwt",
+        "private_key_file": idp.client_key_file(tmp_path),
+    }
+    cfg = oidc_config(idp, **over)
+    del cfg["client_secret"]
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, [{"name": "oidc", "config": cfg}])),
+    ):
+        b = Browser()
+        cb = await login(b, idp, "/pk", user="dave")
+        assert cb.status == 302, (cb.status, cb.body[:300])
+        h = upstream_headers(await b.get(cb.location))
+        assert h["x-consumer-id"] == "dave"

@@ -206,6 +206,9 @@ class OidcConfig(IdentityConfig):
                 raise ValueError("client_auth: private_key_jwt needs private_key_file")
             if self.private_key_alg not in SIGNING_ALGS:
                 raise ValueError(f"private_key_alg must be one of {', '.join(SIGNING_ALGS)}")
+            from portway.plugins.oidc.provider import load_signing_key
+
+            load_signing_key(self.private_key_file, self.private_key_alg)
         elif self.client_secret is None:
             raise ValueError(f"client_auth: {self.client_auth} needs client_secret")
         if self.logout.path == self.redirect_path:

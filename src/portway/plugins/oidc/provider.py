@@ -98,6 +98,23 @@ def parse_metadata(body: bytes, issuer: str) -> Metadata:
     return Metadata(issuer, auth, token, jwks, url("end_session_endpoint", False), usable)
 
 
+def load_signing_key(path: str, alg: str) -> jwk.Key:
+    """The private key of ``client_auth: private_key_jwt``; ``ValueError`` when unusable."""
+    cls: type[jwk.RSAKey | jwk.ECKey | jwk.OKPKey] = (
+        jwk.RSAKey if alg[0] in "RP" else jwk.ECKey if alg.startswith("ES") else jwk.OKPKey
+    )
+    try:
+        with open(path, "rb") as f:
+            key = cls.import_key(f.read())
+    except OSError as e:
+        raise ValueError(f"private_key_file {path!r} cannot be read: {e.strerror}") from None
+    except (JoseError, ValueError, TypeError) as e:
+        raise ValueError(f"private_key_file {path!r} is not a {alg} private key: {e}") from None
+    if not key.is_private:
+        raise ValueError(f"private_key_file {path!r} holds a public key")
+    return key
+
+
 class ProviderKeys(RotatingKeys[jwk.Key]):
     """The provider's public signature keys (``joserfc`` keys)."""
 
@@ -114,7 +131,7 @@ class ProviderKeys(RotatingKeys[jwk.Key]):
             if any(k in item for k in ("d", "p", "q", "dp", "dq", "qi")):
                 continue  # private key material published by mistake: refuse to use it
             try:
-                keys.append(jwk.import_key(item))
+                keys.append(jwk.import_key(item, item["kty"]))
             except (JoseError, ValueError, TypeError) as e:
                 log.debug("skipping JWK %r: %s", item.get("kid"), e)
         return keys
@@ -144,8 +161,7 @@ class Provider:
         self._signing_key: jwk.Key | None = None
         if config.client_auth == "private_key_jwt":
             assert config.private_key_file is not None
-            with open(config.private_key_file, "rb") as f:
-                self._signing_key = jwk.import_key(f.read())
+            self._signing_key = load_signing_key(config.private_key_file, config.private_key_alg)
         #: discovery fetches attempted; for tests
         self.discovery_fetches = 0
 

@@ -23,6 +23,16 @@ const config = {
       token_endpoint_auth_method: 'client_secret_basic',
     },
     {
+      // the gateway authenticating with a signed assertion (client_auth: private_key_jwt)
+      client_id: 'portal-pkjwt',
+      redirect_uris: redirectUris,
+      post_logout_redirect_uris: logoutUris,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: JSON.parse(process.env.IDP_PKJWT_JWKS || '{"keys": []}'),
+    },
+    {
       client_id: 'api-client',
       client_secret: 'api-client-secret',
       redirect_uris: [],
@@ -75,6 +85,7 @@ const config = {
 const provider = new Provider(issuer, config);
 provider.proxy = false;
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('grant.error', (ctx, err) => console.error('grant.error', err.error_detail || err.message));
 const server = provider.listen(port, '127.0.0.1', () => {
   process.stdout.write(`READY ${issuer}\n`);
 });
