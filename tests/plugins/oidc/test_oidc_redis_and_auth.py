@@ -48,13 +48,26 @@ async def test_redis_sessions_are_revoked_on_logout(
             assert 0 < await client.ttl(keys[0]) <= 1800
             r = await b.get(cb.location)
             assert r.status == 200
-            stolen = b._header(cb.location)
-            assert stolen is not None
 
+            # a login completed by a browser that already carries a session cookie mints a
+            # new session id and ends the old one (no fixation)
+            a = Browser()
+            back2 = await a.provider_login(await a.get(idp.gateway + "/x"), "bob")
+            a.cookies(idp.gateway)["pw_session"] = b.cookies(idp.gateway)["pw_session"]
+            cb2 = await a.get(back2.location)
+            assert cb2.status == 302
+            assert a.cookies(idp.gateway)["pw_session"].value != value
+            keys_now = [k async for k in client.scan_iter(match=f"{redis_prefix}session:*")]
+            assert keys[0] not in keys_now and len(keys_now) == 1
+            r = await Browser(jar=b.jar, accept="application/json").get(cb.location)
+            assert r.status == 401  # b's (the replaced) session is over
+            b.jar = {k: dict(v) for k, v in a.jar.items()}
             r = await b.get(idp.gateway + "/logout")
             assert r.status == 302
             assert [k async for k in client.scan_iter(match=f"{redis_prefix}session:*")] == []
             # a copy of the cookie taken before logout no longer opens anything
+            stolen = a._header(cb.location)
+            assert stolen is not None and "pw_session=" in stolen
             r = await simple_request(
                 "GET", cb.location, headers=[("cookie", stolen), ("accept", "application/json")]
             )

@@ -613,7 +613,10 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
         except SessionStoreError:
             old, present = None, len(cookies.keys() & set(chunk_names(self.sessions.name)))
         if old is not None:
-            await self._end(ctx, old, 0)
+            try:
+                await self.sessions.revoke(old)
+            except SessionStoreError:
+                log.warning("could not revoke the replaced oidc session (store unavailable)")
         rt = data.get("refresh_token")
         session = Session(
             sid=new_id(),

@@ -96,6 +96,9 @@ class CookieSessions:
     async def delete(self, session: Session | None, present: int) -> list[str]:
         return clear_chunked(self.name, self.opts.cookie, present)
 
+    async def revoke(self, session: Session) -> None:
+        """End ``session`` in the store (its cookie is replaced by the caller)."""
+
 
 class RedisSessions(CookieSessions):
     """Sessions kept (sealed) in Redis; the cookie holds the sealed session id."""
@@ -145,8 +148,11 @@ class RedisSessions(CookieSessions):
 
     async def delete(self, session: Session | None, present: int) -> list[str]:
         if session is not None:
-            try:
-                await self._store.delete(self._key(session.sid))
-            except StoreUnavailableError as e:
-                raise SessionStoreError("session store unavailable") from e
+            await self.revoke(session)
         return clear_chunked(self.name, self.opts.cookie, present)
+
+    async def revoke(self, session: Session) -> None:
+        try:
+            await self._store.delete(self._key(session.sid))
+        except StoreUnavailableError as e:
+            raise SessionStoreError("session store unavailable") from e
