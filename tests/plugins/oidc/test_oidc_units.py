@@ -299,3 +299,16 @@ def test_discovery_issuer_must_match_exactly() -> None:
             orjson.dumps({**doc, "id_token_signing_alg_values_supported": ["HS256", "none"]}),
             "https://idp.example.com",
         )
+
+
+def test_documented_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from portway.config.loader import load_config
+
+    monkeypatch.setenv("OIDC_SECRET", "portal-secret")
+    monkeypatch.setenv("SESSION_SECRET", "s" * 32)
+    example = Path(__file__).resolve().parents[3] / "examples" / "oidc.yaml"
+    cfg = load_config(str(example))
+    oidc = next(p for p in cfg.plugins if p.name == "oidc")
+    assert oidc.config["bearer"] is True
