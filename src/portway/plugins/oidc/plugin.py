@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, ClassVar
@@ -39,6 +38,7 @@ from portway.plugins.oidc.login import (
     state_digest,
 )
 from portway.plugins.oidc.provider import GrantRejected, Provider, ProviderError
+from portway.plugins.oidc.refresh import Refresher, expiry
 from portway.plugins.oidc.seal import Sealer
 from portway.plugins.oidc.sessions import (
     CookieSessions,
@@ -66,8 +66,6 @@ SESSION = ContextKey[Session]("oidc.session")
 _CLAIM_ONCE = LuaScript(
     "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 else return 0 end"
 )
-#: how long the outcome of a refresh is reused for requests still carrying the old cookie
-_REFRESHED_FOR = 120.0
 _BEARER = BearerSourceConfig()
 
 
@@ -114,8 +112,6 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
         self._login = LoginCookie(config, sealer)
         self._cookie_names = frozenset([*chunk_names(opts.cookie.name), self._login.name])
         self._used: TtlLru[str, bool] = TtlLru(100_000)
-        self._inflight: dict[str, asyncio.Future[Session | None]] = {}
-        self._refreshed: TtlLru[str, tuple[Session | None]] = TtlLru(10_000)
         self._touch_every = min(60.0, opts.idle_timeout / 4)
         self._audiences = config.bearer_audiences or [config.client_id]
         self._by_id = {c.id: c for c in env.consumers.all()}
@@ -133,8 +129,15 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
             )
         ]
         self._bearer_algs = SIGNING_ALGS
-        #: refresh grants sent to the provider; for tests and metrics
-        self.refreshes = 0
+        # (the clock read through the plugin, which tests may replace)
+        self.refresher = Refresher(
+            self.provider, self.sessions, self._check_id_token, lambda: self.clock()
+        )
+
+    @property
+    def refreshes(self) -> int:
+        """Refresh grants sent to the provider; for tests and metrics."""
+        return self.refresher.refreshes
 
     async def start(self) -> None:
         await self.provider.start()
@@ -388,23 +391,14 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
             return session
         if session.expires_at - now > cfg.refresh_before:
             return session
-        key = state_digest(rt)
-        hit = self._refreshed.get(key)
-        if hit is not None:
-            new = hit[0]
-        else:
-            fut = self._inflight.get(key)
-            try:
-                if fut is not None:
-                    new = await asyncio.shield(fut)
-                else:
-                    new = await self._single_refresh(key, session)
-            except ProviderError as e:
-                if session.expires_at > now:
-                    return session  # still valid: try again on a later request
-                raise UnavailableError(
-                    "identity provider unavailable", status=e.status, source=self.name
-                ) from e
+        try:
+            new = await self.refresher.refreshed(session)
+        except ProviderError as e:
+            if session.expires_at > now:
+                return session  # still valid: try again on a later request
+            raise UnavailableError(
+                "identity provider unavailable", status=e.status, source=self.name
+            ) from e
         if new is None:
             await self._end(ctx, session, present)
             return None
@@ -412,73 +406,8 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
         await self._save(ctx, new, now, present)
         return new
 
-    async def _single_refresh(self, key: str, session: Session) -> Session | None:
-        fut: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            new = await self._refresh(session)
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            fut.set_result(new)
-            self._refreshed.put(key, (new,), _REFRESHED_FOR)
-            return new
-        finally:
-            del self._inflight[key]
-
-    async def _refresh(self, session: Session) -> Session | None:
-        assert session.refresh_token is not None
-        self.refreshes += 1
-        try:
-            data = await self.provider.token_request(
-                {"grant_type": "refresh_token", "refresh_token": session.refresh_token}
-            )
-        except GrantRejected as e:
-            log.info("refresh refused by the provider (%s): session ended", e.error)
-            if isinstance(self.sessions, RedisSessions):
-                # another instance may have refreshed first (rotating refresh tokens)
-                latest = await self._reload(session)
-                if latest is not None and latest.refresh_token != session.refresh_token:
-                    return latest
-            return None
-        now = self.clock()
-        claims = session.claims
-        id_token = session.id_token
-        new_id_token = data.get("id_token")
-        if isinstance(new_id_token, str):
-            try:
-                claims = await self._check_id_token(new_id_token, None, now)
-            except InvalidToken as e:
-                log.warning("refreshed ID token refused (%s): session ended", e.detail)
-                return None
-            if claims.get("sub") != session.sub:
-                log.warning("refreshed ID token names another subject: session ended")
-                return None
-            id_token = new_id_token
-        rt = data.get("refresh_token")
-        return Session(
-            sid=session.sid,
-            sub=session.sub,
-            claims=claims,
-            created=session.created,
-            seen=now,
-            access_token=data["access_token"],
-            expires_at=_expiry(data, now),
-            refresh_token=rt if isinstance(rt, str) else session.refresh_token,
-            id_token=id_token,
-            extra={"scope": data.get("scope", session.extra.get("scope"))},
-        )
-
-    async def _reload(self, session: Session) -> Session | None:
-        assert isinstance(self.sessions, RedisSessions)
-        try:
-            return await self.sessions.load_id(session.sid)
-        except SessionStoreError:
-            return None
-
     async def _check_id_token(self, token: str, nonce: str | None, now: float) -> dict[str, Any]:
+        """The claims of a valid ID token (``nonce`` checked unless ``None``: refreshes)."""
         meta = await self.provider.metadata()
         _, claims = await verify_signature(self.provider, token, meta.algorithms)
         check_id_token(
@@ -625,7 +554,7 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
             created=now,
             seen=now,
             access_token=data["access_token"],
-            expires_at=_expiry(data, now),
+            expires_at=expiry(data, now),
             refresh_token=rt if isinstance(rt, str) else None,
             id_token=id_token,
             extra={"scope": data.get("scope")},
@@ -661,10 +590,3 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
                 sep = "&" if "?" in meta.end_session_endpoint else "?"
                 location = meta.end_session_endpoint + sep + urlencode(params)
         return pages.redirect(location)
-
-
-def _expiry(data: dict[str, Any], now: float) -> float | None:
-    v = data.get("expires_in")
-    if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
-        return now + float(v)
-    return None
