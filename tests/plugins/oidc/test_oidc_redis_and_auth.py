@@ -13,10 +13,17 @@ from tests.helpers import run_upstream
 from tests.plugins.oidc.conftest import (
     Browser,
     Idp,
+    Reply,
     gateway_config,
     oidc_config,
     run_gateway_on,
 )
+
+
+async def login(b: Browser, idp: Idp, path: str, user: str) -> Reply:
+    r = await b.get(idp.gateway + path)
+    back = await b.provider_login(r, user)
+    return await b.get(back.location)
 
 
 def redis_plugins(idp: Idp, url: str, prefix: str) -> list[dict[str, Any]]:
@@ -127,3 +134,38 @@ async def test_oidc_inside_auth_any_with_key_auth(idp: Idp) -> None:
             h = dict(orjson.loads(r.body)["headers"])
             # "alice" is a configured consumer: her groups apply
             assert h["x-consumer-username"] == "alice" and h["x-consumer-groups"] == "staff"
+
+
+async def test_oidc_with_acl_rate_limit_and_identity_headers(idp: Idp) -> None:
+    """Alice (a configured consumer in group staff) passes acl and has her own rate limit;
+    bob (not configured, no groups) is refused by acl; identity_headers forwards claims."""
+    plugins_ = [
+        {"name": "oidc", "config": oidc_config(idp)},
+        {"name": "identity_headers", "config": {"claims": {"name": "X-User-Name"}}},
+        {"name": "acl", "config": {"allow": ["staff"]}},
+        {
+            "name": "rate_limit",
+            "config": {
+                "algorithm": "sliding_window",
+                "limits": [{"rate": 2, "per": "1h"}],
+                "key": ["consumer"],
+            },
+        },
+    ]
+    async with run_upstream() as up:
+        cfg = gateway_config(up.url, plugins_)
+        cfg["consumers"] = [{"username": "alice", "groups": ["staff"]}]
+        async with run_gateway_on(idp.gateway_port, cfg):
+            alice = Browser()
+            cb = await login(alice, idp, "/a", user="alice")
+            r = await alice.get(cb.location, headers=[("x-user-name", "forged")])
+            assert r.status == 200
+            h = dict(orjson.loads(r.body)["headers"])
+            assert h["x-user-name"] == "alice" and h["x-consumer-groups"] == "staff"
+            assert (await alice.get(cb.location)).status == 200
+            assert (await alice.get(cb.location)).status == 429  # her own limit: 2 per hour
+            bob = Browser()
+            cb = await login(bob, idp, "/b", user="bob")
+            r = await bob.get(cb.location)
+            assert r.status == 403  # signed in, but not in an allowed group
+            assert len(up.requests) == 2
