@@ -321,6 +321,8 @@ class OidcPlugin(IdentityPlugin[OidcConfig]):
                 now=self.clock(),
                 leeway=cfg.leeway,
             )
+            if not header_value(lookup_claim(claims, cfg.consumer_claim)):
+                raise InvalidToken(f"no {cfg.consumer_claim} claim to name the consumer")
         except InvalidToken as e:
             ctx.extra["auth_failure"] = e.detail
             headers = self._expired if e.expired else self._invalid
