@@ -341,3 +341,62 @@ async def test_private_key_jwt_client_authentication(idp: Idp, tmp_path: Path) -
         assert cb.status == 302, (cb.status, cb.body[:300])
         h = upstream_headers(await b.get(cb.location))
         assert h["x-consumer-id"] == "dave"
+
+
+async def test_same_site_strict_continues_with_a_page(idp: Idp) -> None:
+    strict = {"session": {"cookie": {"name": "pw_session", "same_site": "strict"}}}
+    async with (
+        run_upstream() as up,
+        run_gateway_on(idp.gateway_port, gateway_config(up.url, plugins(idp, **strict))),
+    ):
+        b = Browser()
+        r = await b.get(idp.gateway + "/s?q=1")
+        # the login cookie must come back on the provider's cross-site redirect: Lax
+        assert "SameSite=Lax" in r.headers.get("set-cookie", "")
+        back = await b.provider_login(r)
+        cb = await b.get(back.location)
+        # not a redirect (the browser would not send a Strict cookie on it) but a page that
+        # moves on by itself, from the gateway's own origin
+        assert cb.status == 200 and b'http-equiv="refresh"' in cb.body
+        assert b'url=/s?q=1"' in cb.body
+        session = next(c for c in cb.headers.get_all("set-cookie") if c.startswith("pw_session="))
+        assert "SameSite=Strict" in session
+        assert upstream_headers(await b.get(idp.gateway + "/s?q=1"))["x-consumer-id"] == "alice"
+
+
+async def test_secret_rotation(idp: Idp) -> None:
+    old, new = "o" * 32, "n" * 32
+    async with run_upstream() as up:
+
+        def cfg(secrets: list[str]) -> dict[str, Any]:
+            return gateway_config(
+                up.url, plugins(idp, session={"secret": None, "secrets": secrets})
+            )
+
+        async with run_gateway_on(idp.gateway_port, _drop_none(cfg([old]))) as gw:
+            b = Browser()
+            cb = await login(b, idp)
+            assert (await b.get(cb.location)).status == 200
+            # rotation: the new secret first, the old one still opens existing sessions
+            await gw.worker.gateway.apply(_gateway_cfg(idp, _drop_none(cfg([new, old]))))
+            assert (await b.get(cb.location)).status == 200
+            b2 = Browser()
+            cb2 = await login(b2, idp, user="erin")
+            # once the old secret is dropped, sessions sealed with it are over; new ones live
+            await gw.worker.gateway.apply(_gateway_cfg(idp, _drop_none(cfg([new]))))
+            r = await b.get(cb.location)
+            assert r.status == 302 and r.location.startswith(idp.issuer)
+            assert upstream_headers(await b2.get(cb2.location))["x-consumer-id"] == "erin"
+
+
+def _drop_none(cfg: dict[str, Any]) -> dict[str, Any]:
+    session = cfg["plugins"][0]["config"]["session"]
+    for k in [k for k, v in session.items() if v is None]:
+        del session[k]
+    return cfg
+
+
+def _gateway_cfg(idp: Idp, cfg: dict[str, Any]) -> Any:
+    from tests.helpers import _config
+
+    return _config(cfg, idp.gateway_port)
