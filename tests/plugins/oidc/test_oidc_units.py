@@ -312,3 +312,21 @@ def test_documented_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> Non
     cfg = load_config(str(example))
     oidc = next(p for p in cfg.plugins if p.name == "oidc")
     assert oidc.config["bearer"] is True
+
+
+def test_documented_plugin_block_loads() -> None:
+    """The oidc block of docs/authentication.md is a valid binding, as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "authentication.md").read_text()
+    block = next(
+        b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.startswith("- name: oidc")
+    )
+    text = (
+        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:1'}]}}\n"
+        "routes: [{name: r, match: {paths: ['/']}, upstream: u}]\n"
+        "plugins:\n" + "".join("  " + line + "\n" for line in block.splitlines())
+    )
+    cfg = load_config_text(text, "docs", env={"OIDC_SECRET": "s", "SESSION_SECRET": "k" * 32})
+    assert cfg.plugins[0].name == "oidc"
