@@ -294,6 +294,9 @@ def test_discovery_issuer_must_match_exactly() -> None:
     assert meta.algorithms == ("RS256",) and meta.end_session_endpoint is None
     with pytest.raises(ValueError, match="does not match"):
         parse_metadata(orjson.dumps(doc), "https://idp.example.com/")
+    with pytest.raises(ValueError, match="plain URL"):
+        bad = {**doc, "authorization_endpoint": "https://idp.example.com/a\r\nSet-Cookie: x=1"}
+        parse_metadata(orjson.dumps(bad), "https://idp.example.com")
     with pytest.raises(ValueError, match="signing algorithm"):
         parse_metadata(
             orjson.dumps({**doc, "id_token_signing_alg_values_supported": ["HS256", "none"]}),

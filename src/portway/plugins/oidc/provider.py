@@ -85,6 +85,9 @@ def parse_metadata(body: bytes, issuer: str) -> Metadata:
             return None
         if not isinstance(v, str) or not v.startswith(("https://", "http://")):
             raise ValueError(f"{name} missing or not an http(s) URL")
+        if not (v.isascii() and v.isprintable()) or " " in v:
+            # these end up in Location fields: nothing that could split or bend a header
+            raise ValueError(f"{name} is not a plain URL")
         return v
 
     algs = doc.get("id_token_signing_alg_values_supported") or ["RS256"]
