@@ -400,3 +400,22 @@ def _gateway_cfg(idp: Idp, cfg: dict[str, Any]) -> Any:
     from tests.helpers import _config
 
     return _config(cfg, idp.gateway_port)
+
+
+async def test_large_session_is_chunked_over_cookies(idp: Idp) -> None:
+    cfg = plugins(idp, groups_claim="groups")
+    async with run_upstream() as up, run_gateway_on(idp.gateway_port, gateway_config(up.url, cfg)):
+        b = Browser()
+        cb = await login(b, idp, "/big", user="big-bertha")
+        chunks = [c for c in cb.headers.get_all("set-cookie") if c.startswith("pw_session")]
+        names = [c.split("=", 1)[0] for c in chunks if not c.startswith("pw_session_login")]
+        assert names[:2] == ["pw_session", "pw_session.1"], names
+        assert all(len(c) < 4096 for c in chunks)
+        h = upstream_headers(await b.get(cb.location))
+        assert h["x-consumer-id"] == "big-bertha"
+        assert "group-with-a-long-name-119" in h["x-consumer-groups"]
+        # logout clears every chunk
+        r = await b.get(idp.gateway + "/logout")
+        cleared = [c.split("=", 1)[0] for c in r.headers.get_all("set-cookie") if "Max-Age=0" in c]
+        assert set(names) <= set(cleared)
+        assert not any(n.startswith("pw_session") for n in b.cookies(idp.gateway))

@@ -64,11 +64,20 @@ const config = {
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: true,
   conformIdTokenClaims: false,
-  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'groups'] },
   scopes: ['openid', 'offline_access', 'profile', 'email', 'api'],
   findAccount: async (ctx, id) => ({
     accountId: id,
-    claims: async () => ({ sub: id, email: `${id}@example.test`, email_verified: true, name: id }),
+    claims: async () => ({
+      sub: id,
+      email: `${id}@example.test`,
+      email_verified: true,
+      name: id,
+      // users named big-… are members of many groups: their ID token (and session) is large
+      groups: id.startsWith('big-')
+        ? Array.from({ length: 120 }, (_, i) => `group-with-a-long-name-${i}`)
+        : ['users'],
+    }),
   }),
   ttl: {
     AccessToken: accessTtl,
