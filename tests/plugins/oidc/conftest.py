@@ -16,6 +16,7 @@ import re
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -83,12 +84,9 @@ def start_idp(gateway_port: int, access_ttl: int = 300) -> Idp:
         IDP_PKJWT_JWKS=json.dumps({"keys": [client_key.as_dict(private=False)]}),
         NODE_ENV="development",
     )
+    err = tempfile.TemporaryFile()  # noqa: SIM115 (the provider writes to it while it runs)
     proc = subprocess.Popen(
-        ["node", "server.mjs"],
-        cwd=IDP_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        ["node", "server.mjs"], cwd=IDP_DIR, env=env, stdout=subprocess.PIPE, stderr=err
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -103,7 +101,11 @@ def start_idp(gateway_port: int, access_ttl: int = 300) -> Idp:
         if proc.poll() is not None:
             break
     proc.kill()
-    raise RuntimeError(f"oidc-provider did not start (last line {line!r})")
+    err.seek(0)
+    # e.g. a Node.js older than oidc-provider needs (^20.19, ^22.12 or >= 24)
+    raise RuntimeError(
+        f"oidc-provider did not start: {err.read()[-2000:].decode(errors='replace')}"
+    )
 
 
 def stop_idp(idp: Idp) -> None:
