@@ -138,6 +138,9 @@ class Plugin(Generic[C]):
     #: instance in ``__init__`` when it depends on the config (``rate_limit``: only the
     #: in-memory store is synchronous).
     sync_hooks: bool = False
+    #: phases this instance does not need although its class implements them (a combinator
+    #: whose members need none); the runner leaves them out of the chain
+    unused_phases: frozenset[str] = frozenset()
 
     def __init__(self, config: C, env: PluginEnv) -> None:
         self.config = config
@@ -179,5 +182,8 @@ PHASES: tuple[str, ...] = (
 
 
 def implements(plugin: Plugin[Any], phase: str) -> bool:
-    """Whether ``plugin``'s class overrides ``phase``."""
-    return getattr(type(plugin), phase) is not getattr(Plugin, phase)
+    """Whether ``plugin``'s class overrides ``phase`` (and the instance did not opt out)."""
+    return (
+        getattr(type(plugin), phase) is not getattr(Plugin, phase)
+        and phase not in plugin.unused_phases
+    )

@@ -22,6 +22,7 @@ BUILTINS: dict[str, str] = {
     "jwt": "portway.plugins.jwt.plugin:JwtPlugin",
     "oauth2_introspection": "portway.plugins.oauth2_introspection.plugin:IntrospectionPlugin",
     "mtls_auth": "portway.plugins.mtls_auth.plugin:MtlsAuthPlugin",
+    "oidc": "portway.plugins.oidc.plugin:OidcPlugin",
     "auth": "portway.plugins.auth.plugin:AuthPlugin",
     "acl": "portway.plugins.acl.plugin:AclPlugin",
     "scopes": "portway.plugins.scopes.plugin:ScopesPlugin",

@@ -83,6 +83,13 @@ class IdentityPlugin(Plugin[C]):
     def hide(self, ctx: RequestContext) -> None:
         """Remove this method's credential from ``ctx.upstream_request``."""
 
+    async def intercept(self, ctx: RequestContext) -> Response | None:
+        """Answer a request addressed to the method itself (a login callback, a logout path)
+        before authentication; ``None`` for every other request. Methods with such paths
+        override it and call it from their ``on_request``; the ``auth`` combinator calls it
+        on its members that override it."""
+        return None
+
     async def on_request(self, ctx: RequestContext) -> Response | None:
         strip_identity(ctx.upstream_request.headers)
         current = ctx.consumer

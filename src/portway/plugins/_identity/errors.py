@@ -35,6 +35,15 @@ class MissingCredentialsError(UnauthorizedError):
     ``anonymous`` fallback treat this differently from a rejected credential)."""
 
 
+class LoginRequiredError(MissingCredentialsError):
+    """No credential, and the method can get one interactively (a browser login): the answer
+    is a redirect to the login page (``location`` among the headers) instead of a 401. The
+    ``auth`` combinator raises it when no member found a credential."""
+
+    status = 302
+    code = "login_required"
+
+
 def missing(challenges: Sequence[str], source: str) -> MissingCredentialsError:
     return MissingCredentialsError(
         MISSING, headers=[("www-authenticate", c) for c in challenges], source=source

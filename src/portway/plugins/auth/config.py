@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from portway.pipeline.plugin import PluginConfig
 
-MethodName = Literal["key_auth", "basic_auth", "jwt", "oauth2_introspection", "mtls_auth"]
+MethodName = Literal["key_auth", "basic_auth", "jwt", "oauth2_introspection", "mtls_auth", "oidc"]
 
 
 class MemberConfig(PluginConfig):

@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 from portway.errors import GatewayError, UnauthorizedError
 from portway.http.models import Response
 from portway.pipeline.context import Consumer, RequestContext
-from portway.pipeline.plugin import Plugin, PluginConfig, PluginEnv, Stage
+from portway.pipeline.plugin import Plugin, PluginConfig, PluginEnv, Stage, implements
 from portway.pipeline.registry import registry
 from portway.plugins._identity.base import IdentityPlugin, admit, anonymous_consumer
-from portway.plugins._identity.errors import MISSING, MissingCredentialsError
+from portway.plugins._identity.errors import MISSING, LoginRequiredError, MissingCredentialsError
 from portway.plugins._identity.headers import strip_identity
 from portway.plugins.auth.config import AuthConfig
 
@@ -45,6 +45,10 @@ class AuthPlugin(Plugin[AuthConfig]):
     and claims of the others merged in.
 
     Members' own ``anonymous`` settings are ignored; their ``hide_credentials`` apply.
+    Members with paths of their own (``oidc``'s callback and logout) answer them first; when
+    no member found a credential and one of them can start a login (``oidc``), the answer is
+    its login redirect rather than a 401. Members' ``on_response`` hooks (``oidc`` sets its
+    session cookies there) run as part of this plugin's.
     """
 
     name = "auth"
@@ -63,6 +67,12 @@ class AuthPlugin(Plugin[AuthConfig]):
         self._anonymous = anonymous_consumer(env, config.anonymous)
         self._all = config.all_of is not None
         self.sync_hooks = all(m.sync_hooks for m in self._members)
+        self._interceptors = [
+            m for m in self._members if type(m).intercept is not IdentityPlugin.intercept
+        ]
+        self._responders = [m for m in self._members if implements(m, "on_response")]
+        if not self._responders:
+            self.unused_phases = frozenset({"on_response"})
 
     async def start(self) -> None:
         for m in self._members:
@@ -74,6 +84,10 @@ class AuthPlugin(Plugin[AuthConfig]):
                 await m.aclose()
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
+        for m in self._interceptors:
+            resp = await m.intercept(ctx)
+            if resp is not None:
+                return resp
         strip_identity(ctx.upstream_request.headers)
         consumer = await (self._authenticate_all(ctx) if self._all else self._authenticate_any(ctx))
         for m in self._members:
@@ -82,14 +96,21 @@ class AuthPlugin(Plugin[AuthConfig]):
         admit(ctx, consumer)
         return None
 
+    async def on_response(self, ctx: RequestContext) -> None:
+        for m in self._responders:
+            await m.on_response(ctx)
+
     async def _authenticate_any(self, ctx: RequestContext) -> Consumer:
         challenges: list[str] = []
         rejected: UnauthorizedError | None = None
         undecided: GatewayError | None = None
+        login: LoginRequiredError | None = None
         for m in self._members:
             try:
                 return await m.authenticate(ctx)
             except MissingCredentialsError as e:
+                if isinstance(e, LoginRequiredError):
+                    login = login or e
                 challenges.extend(_challenges(e))
             except UnauthorizedError as e:
                 challenges.extend(_challenges(e))
@@ -101,6 +122,8 @@ class AuthPlugin(Plugin[AuthConfig]):
             raise undecided
         if rejected is None and self._anonymous is not None:
             return self._anonymous
+        if rejected is None and login is not None:
+            raise login
         raise UnauthorizedError(
             rejected.message if rejected is not None else MISSING,
             headers=_one_per_scheme(challenges),
@@ -118,6 +141,9 @@ class AuthPlugin(Plugin[AuthConfig]):
         if missing:
             if not found and self._anonymous is not None:
                 return self._anonymous
+            login = next((e for e in missing if isinstance(e, LoginRequiredError)), None)
+            if login is not None:
+                raise login
             raise UnauthorizedError(
                 MISSING,
                 headers=_one_per_scheme([c for e in missing for c in _challenges(e)]),

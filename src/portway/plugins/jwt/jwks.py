@@ -1,9 +1,12 @@
 """A cached JSON Web Key Set (RFC 7517) fetched from an issuer's ``jwks_uri``.
 
-Keys are refreshed on a schedule and when a token names an unknown ``kid`` (key rotation),
-but fetches triggered by unknown kids are rate-limited to one per ``min_refresh`` seconds and
-concurrent triggers share one fetch, so random kids cannot turn the gateway into a request
-amplifier. A failed fetch keeps the last good key set.
+:class:`RotatingKeys` holds the fetching and rotation rules and is generic in the key type (the
+``oidc`` plugin keeps ``joserfc`` keys in it); :class:`JwksCache` holds this package's
+:class:`~portway.plugins._identity.jose.JwsKey`. Keys are refreshed on a schedule and when a
+token names an unknown ``kid`` (key rotation), but fetches triggered by unknown kids are rate-
+limited to one per ``min_refresh`` seconds and concurrent triggers share one fetch, so random
+kids cannot turn the gateway into a request amplifier. A failed fetch keeps the last good key
+set.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -45,14 +48,24 @@ def parse_jwks(body: bytes, allowed: frozenset[str]) -> list[JwsKey]:
     return keys
 
 
-class JwksCache:
-    """Keys of one JWKS URL. ``start()`` fetches once and schedules refreshes."""
+class _HasKid(Protocol):
+    @property
+    def kid(self) -> str | None: ...
+
+
+K = TypeVar("K", bound=_HasKid)
+
+
+class RotatingKeys(Generic[K]):
+    """Keys of one JWKS URL. ``start()`` fetches once and schedules refreshes.
+
+    Subclasses implement :meth:`parse` (a JWKS body → its usable keys; ``ValueError`` when it
+    is not one)."""
 
     def __init__(
         self,
         url: str,
         *,
-        allowed: frozenset[str],
         refresh: float = 300.0,
         min_refresh: float = 10.0,
         timeout: float = 3.0,
@@ -60,14 +73,13 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
-        self._allowed = allowed
         self._refresh_every = refresh
         self._min_refresh = min_refresh
         self._timeout = timeout
         self._fetch = fetch
         self._clock = clock
-        self._by_kid: dict[str, list[JwsKey]] = {}
-        self._no_kid: list[JwsKey] = []
+        self._by_kid: dict[str, list[K]] = {}
+        self._no_kid: list[K] = []
         self._last_attempt: float | None = None
         #: last fetch triggered by an unknown kid; scheduled refreshes do not count, so a key
         #: rotated in just after a scheduled fetch is still picked up at once
@@ -97,12 +109,12 @@ class JwksCache:
             await asyncio.sleep(wait)
             await self.refresh()
 
-    def _lookup(self, kid: str | None) -> list[JwsKey]:
+    def _lookup(self, kid: str | None) -> list[K]:
         if kid is None:
             return [k for ks in self._by_kid.values() for k in ks] + self._no_kid
         return self._by_kid.get(kid, []) + self._no_kid
 
-    async def keys_for(self, kid: str | None) -> list[JwsKey]:
+    async def keys_for(self, kid: str | None) -> list[K]:
         """Keys that may have signed a token with ``kid`` (refreshing once, rate-limited, when
         the kid is unknown)."""
         if kid is not None and kid in self._by_kid:
@@ -128,6 +140,9 @@ class JwksCache:
             if task.done() and self._inflight is task:
                 self._inflight = None
 
+    def parse(self, body: bytes) -> list[K]:
+        raise NotImplementedError
+
     async def _do_refresh(self) -> bool:
         self._last_attempt = self._clock()
         try:
@@ -136,7 +151,7 @@ class JwksCache:
             )
             if r.status != 200:
                 raise ValueError(f"HTTP {r.status}")
-            keys = parse_jwks(r.body, self._allowed)
+            keys = self.parse(r.body)
             if not keys:
                 raise ValueError("no usable keys")
         except Exception as e:  # any failure keeps the last good keys
@@ -144,8 +159,8 @@ class JwksCache:
             return False
         finally:
             self.fetches += 1
-        by_kid: dict[str, list[JwsKey]] = {}
-        no_kid: list[JwsKey] = []
+        by_kid: dict[str, list[K]] = {}
+        no_kid: list[K] = []
         for k in keys:
             if k.kid is None:
                 no_kid.append(k)
@@ -154,3 +169,14 @@ class JwksCache:
         self._by_kid, self._no_kid = by_kid, no_kid
         self.loaded = True
         return True
+
+
+class JwksCache(RotatingKeys[JwsKey]):
+    """:class:`RotatingKeys` of :class:`JwsKey`, each bound to algorithms in ``allowed``."""
+
+    def __init__(self, url: str, *, allowed: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._allowed = allowed
+
+    def parse(self, body: bytes) -> list[JwsKey]:
+        return parse_jwks(body, self._allowed)

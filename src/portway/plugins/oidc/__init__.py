@@ -1,0 +1,1 @@
+"""``oidc``: OpenID Connect login (authorization code + PKCE), sessions and bearer tokens."""
