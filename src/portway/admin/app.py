@@ -394,31 +394,24 @@ class AdminApp:
     async def get_upstream(self, request: Request, name: str) -> Response:
         return json_response(200, self._upstream_view(name, self._upstream(name)))
 
-    def _set_draining(self, name: str, target_id: str, draining: bool) -> Response:
+    async def _set_draining(self, name: str, target_id: str, draining: bool) -> Response:
         up = self._upstream(name)
-        setter = getattr(up, "set_draining", None)
-        if callable(setter):
-            found = bool(setter(target_id, draining))
-        else:
-            found = False
-            for t in getattr(up, "targets", ()):
-                if t.id == target_id:
-                    t.draining = draining
-                    found = True
-            # Balancers keep a member snapshot; without set_draining rebuild it directly.
-            rebuild = getattr(up, "_rebuild", None)
-            if found and callable(rebuild):
-                rebuild(membership=True)
-        if not found:
+        if not up.set_draining(target_id, draining):
             raise NotFoundError(f"upstream {name!r} has no target {target_id!r}", code="not_found")
         log.info("admin: target %s of upstream %s draining=%s", target_id, name, draining)
-        return json_response(200, {"upstream": name, "target": target_id, "draining": draining})
+        lagging = await self.control.share(
+            {"op": "drain", "upstream": name, "target": target_id, "draining": draining}
+        )
+        return json_response(
+            200,
+            {"upstream": name, "target": target_id, "draining": draining, "lagging": lagging},
+        )
 
     async def drain_target(self, request: Request, name: str, target: str) -> Response:
-        return self._set_draining(name, target, True)
+        return await self._set_draining(name, target, True)
 
     async def undrain_target(self, request: Request, name: str, target: str) -> Response:
-        return self._set_draining(name, target, False)
+        return await self._set_draining(name, target, False)
 
     # --- consumers -------------------------------------------------------------------------
     def _consumer(self, username: str) -> ConsumerConfig:
@@ -604,10 +597,13 @@ class AdminApp:
                 route = v
         reg = self._cache_registry()
         n = await (reg.purge_route(route) if route is not None else reg.purge_all())
+        await self.control.share({"op": "purge", "route": route})
         return json_response(200, {"purged": int(n)})
 
     async def purge_cache_key(self, request: Request, key: str) -> Response:
         n = await self._cache_registry().purge_key(key)
+        # other workers (memory stores) may hold the key even when this one does not
+        await self.control.share({"op": "purge", "key": key})
         if not n:
             raise NotFoundError(f"nothing cached under {key!r}", code="not_found")
         return json_response(200, {"purged": int(n)})

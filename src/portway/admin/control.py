@@ -38,6 +38,8 @@ class GatewayControl(Protocol):
     - ``upstreams()`` maps names to live :class:`~portway.upstream.upstream.Upstream` objects
       (``snapshot()``, ``targets``); ``route_table()`` lists ``(rank, path form, route)`` in
       matching priority order.
+    - ``share(op)`` makes a runtime change already applied in this process (a drain, a cache
+      purge) reach the other workers and instances; returns the workers that lag behind.
     """
 
     config_path: str | None
@@ -57,6 +59,8 @@ class GatewayControl(Protocol):
     def upstreams(self) -> Mapping[str, Any]: ...
 
     def route_table(self) -> list[tuple[int, str, RouteConfig]]: ...
+
+    async def share(self, op: dict[str, Any]) -> list[int]: ...
 
 
 def write_atomically(path: str | os.PathLike[str], text: str) -> None:
@@ -215,3 +219,6 @@ class RuntimeControl:
     def route_table(self) -> list[tuple[int, str, RouteConfig]]:
         g = self.gateway.graph_ref()
         return g.router.table() if g is not None else []
+
+    async def share(self, op: dict[str, Any]) -> list[int]:
+        return await self.gateway.share(op)

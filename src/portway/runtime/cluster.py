@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from portway.config.schema import StateConfig
@@ -53,6 +54,25 @@ class ConfigSync:
         except Exception as e:  # the local apply already happened; peers catch up later
             log.error("could not publish the config to Redis: %s", e)
 
+    async def publish_op(self, op: dict[str, Any]) -> None:
+        """Send a runtime change (a target drain, a cache purge) to every worker of every
+        instance; the message is the op as a JSON object (a config notice is a bare hash)."""
+        data = {k: v for k, v in op.items() if k != "from"}
+        try:
+            await self._redis.publish(self.channel, orjson.dumps(data))
+        except Exception as e:
+            log.error("could not publish %s to Redis: %s", op.get("op"), e)
+
+    async def _on_message(self, data: Any) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        if isinstance(raw, bytes) and raw.startswith(b"{"):
+            op = orjson.loads(raw)
+            if isinstance(op, dict):
+                # also this instance's own message: drains and purges are idempotent
+                await self.gateway.apply_shared(op)
+            return
+        await self._catch_up()
+
     async def _catch_up(self) -> None:
         from portway.config.errors import ConfigError
         from portway.config.loader import config_hash, load_config_text
@@ -83,7 +103,7 @@ class ConfigSync:
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":
                         try:
-                            await self._catch_up()
+                            await self._on_message(msg.get("data"))
                         except Exception as e:
                             log.error("applying a published config failed: %s", e)
             except asyncio.CancelledError:

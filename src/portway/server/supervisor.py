@@ -72,6 +72,7 @@ def run_supervised(
             # a reload signal before the worker installs its handlers must not kill it
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
@@ -107,6 +108,7 @@ def run_supervised(
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_forward)  # reload
     signal.signal(signal.SIGUSR1, on_forward)  # reopen log files
+    signal.signal(signal.SIGUSR2, on_forward)  # a worker shared a runtime change (peers.py)
     for wid in range(workers):
         spawn(wid)
     log.info("supervisor %d started %d workers", os.getpid(), workers)

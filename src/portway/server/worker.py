@@ -70,9 +70,17 @@ class Worker:
             self._closers.append(sync.aclose)
         runtime_dir = os.environ.get("PORTWAY_RUNTIME_DIR")
         if self.workers > 1 and runtime_dir:
+            from portway.runtime.peers import PeerLog
+
             gw.override_path = Path(runtime_dir) / "config.yaml"
             parent = os.getppid()
-            gw.notify_peers = lambda: os.kill(parent, signal.SIGHUP)
+            gw.peers = PeerLog(
+                Path(runtime_dir),
+                self.worker_id,
+                self.workers,
+                lambda: os.kill(parent, signal.SIGUSR2),
+                self._apply_shared,
+            )
         if metrics is not None:
             metrics.set_upstreams_source(lambda: gw.graph.upstreams)
             await metrics.start()
@@ -104,7 +112,9 @@ class Worker:
         from portway.config.watcher import ConfigWatcher
 
         async def changed() -> None:
-            await self.reload()
+            # applied here first; siblings only follow a config that was accepted
+            if not await self.reload():
+                await gw.share({"op": "reload"})
 
         w = ConfigWatcher(self.config_path, changed)  # type: ignore[arg-type]
         await w.start()
@@ -124,9 +134,19 @@ class Worker:
             return e.errors
         return []
 
+    async def _apply_shared(self, op: dict[str, Any]) -> None:
+        """A change made by a sibling worker (see :mod:`portway.runtime.peers`)."""
+        if op.get("op") == "reload":
+            await self.reload()
+        elif self.gateway is not None:
+            await self.gateway.apply_shared(op)
+
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        peers = self.gateway.peers if self.gateway is not None else None
+        if peers is not None:
+            loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(peers.catch_up()))
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
@@ -198,6 +218,10 @@ async def run_worker(
     if catch_up and config_path is not None:
         await w.reload()  # an admin-applied override newer than the file wins, as in siblings
     w.install_signals()
+    if w.gateway is not None and w.gateway.peers is not None:
+        # drains and purges made before this worker (re)started; then anything signalled
+        # while the signal was still ignored
+        await w.gateway.peers.catch_up(replay=True)
     # everything built so far lives as long as the process: keep the cyclic GC from
     # re-scanning it, and collect young garbage less often (fewer pauses per request)
     gc.collect()
