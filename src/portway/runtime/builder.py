@@ -25,6 +25,11 @@ log = logging.getLogger("portway.runtime")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
 
+def _try_timeout(up: Upstream | None, total: float) -> float:
+    per_try = up.config.retries.per_try_timeout if up is not None else None
+    return total if per_try is None else min(per_try, total)
+
+
 def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
     if template is None:
         return None
@@ -185,6 +190,7 @@ async def build_graph(
                 encoded_slashes=r.allow_encoded_slashes,
                 read_timeout=tc.read,
                 total_timeout=tc.total,
+                try_timeout=_try_timeout(up, tc.total),
             )
         )
     s = cfg.server

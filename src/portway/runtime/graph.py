@@ -35,6 +35,9 @@ class RouteRuntime:
     encoded_slashes: bool
     read_timeout: float
     total_timeout: float
+    #: how long one attempt may wait for its response head: ``retries.per_try_timeout``
+    #: when set (capped by the total), else the total
+    try_timeout: float
 
 
 @dataclass(eq=False)
