@@ -90,10 +90,25 @@ def _consumers(cfg: GatewayConfig) -> ConsumerDirectory:
     return build_consumer_directory(cfg.consumers)
 
 
+def plugin_config(cls: type[Plugin[Any]], raw: dict[str, Any], settings: Any) -> Any:
+    """Validate a binding's config; a plugin whose ``store`` is not set follows
+    ``state.backend`` (``redis`` → ``store: redis``), so one line moves every limit and cache
+    of a cluster to Redis. An explicit ``store`` always wins."""
+    state = getattr(settings, "state", None)
+    field = cls.Config.model_fields.get("store")
+    if (
+        field is not None
+        and "store" not in raw
+        and getattr(state, "backend", "memory") == "redis"
+        and "redis" in str(field.annotation)
+    ):
+        raw = {**raw, "store": "redis"}
+    return cls.Config.model_validate(raw)
+
+
 def instantiate(binding: PluginBinding, env: PluginEnv) -> Plugin[Any]:
     cls = registry.get(binding.name)
-    conf = cls.Config.model_validate(binding.config)
-    return cls(conf, env)
+    return cls(plugin_config(cls, binding.config or {}, env.settings), env)
 
 
 def merged_bindings(
