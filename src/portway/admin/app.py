@@ -65,17 +65,23 @@ _NO_BODY: Any = object()
 
 
 class _Route:
-    __slots__ = ("handlers", "parts")
+    """One resource pattern: literal segments, ``{name}`` (one segment) and, last only,
+    ``{name:path}`` (the rest of the path, ``/`` included — cache keys are ``route/hash``)."""
+
+    __slots__ = ("handlers", "parts", "rest")
 
     def __init__(self, pattern: str, handlers: dict[str, Handler]) -> None:
-        self.parts: tuple[str | None, ...] = tuple(
-            None if p.startswith("{") else p for p in pattern.strip("/").split("/")
-        )
+        parts = pattern.strip("/").split("/")
+        self.rest = parts[-1].endswith(":path}")
+        self.parts: tuple[str | None, ...] = tuple(None if p.startswith("{") else p for p in parts)
         self.handlers = handlers
 
     def match(self, segs: list[str]) -> list[str] | None:
-        if len(segs) != len(self.parts):
+        n = len(self.parts)
+        if len(segs) != n and not (self.rest and len(segs) > n):
             return None
+        if self.rest and len(segs) > n:
+            segs = [*segs[: n - 1], "/".join(segs[n - 1 :])]
         params: list[str] = []
         for want, got in zip(self.parts, segs, strict=True):
             if want is None:
@@ -145,7 +151,7 @@ class AdminApp:
                 {"DELETE": self.delete_credential},
             ),
             _Route("/cache", {"DELETE": self.purge_cache}),
-            _Route("/cache/{key}", {"DELETE": self.purge_cache_key}),
+            _Route("/cache/{key:path}", {"DELETE": self.purge_cache_key}),
             _Route("/metrics", {"GET": self.get_metrics}),
             _Route("/openapi.json", {"GET": self.get_openapi}),
         ]
