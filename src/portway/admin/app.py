@@ -122,6 +122,8 @@ class AdminApp:
         self._token = self.config.token.encode("utf-8") if self.config.token else None
         self._lock = asyncio.Lock()
         self._started = time.time()
+        #: consumers created or changed through the API and not written back to the file
+        self._unsaved: set[str] = set()
         self._routes = [
             _Route("/status", {"GET": self.get_status}),
             _Route("/config", {"GET": self.get_config, "PUT": self.put_config}),
@@ -329,15 +331,22 @@ class AdminApp:
         if self.control.config_path is None:
             raise cons.ConflictError("no config file to reload from", code="no_config_file")
         async with self._lock:
+            before = {c.username for c in self.control.config().consumers}
             errors = await self.control.reload()
-        if errors:
-            raise InvalidConfigError(errors, "the reload was rejected; nothing changed")
+            if errors:
+                raise InvalidConfigError(errors, "the reload was rejected; nothing changed")
+            after = {c.username for c in self.control.config().consumers}
+            warnings = cons.reload_warnings(self._unsaved, before, after)
+            self._unsaved.clear()
+        for w in warnings:
+            log.warning("admin reload: %s", w)
         return json_response(
             200,
             {
                 "result": "ok",
                 "config_hash": self.control.status().get("config_hash"),
                 "written": False,
+                "warnings": warnings,
             },
         )
 
@@ -426,12 +435,23 @@ class AdminApp:
                 return c
         raise NotFoundError(f"no consumer named {username!r}", code="not_found")
 
-    async def _edit_source(self, request: Request, edit: Callable[[dict[str, Any]], None]) -> None:
+    async def _edit_source(
+        self,
+        request: Request,
+        edit: Callable[[dict[str, Any]], None],
+        made: str | None = None,
+    ) -> None:
         """Apply ``edit`` to the source document and the result to the gateway (caller holds
-        the lock)."""
+        the lock). ``made``: the consumer the edit creates or changes, remembered until it is
+        written back so that a reload can say it was dropped."""
         doc = load_source(self.control.config_text())
         edit(doc)
-        await self._apply(dump_source(doc), self._write_back(request))
+        write_back = self._write_back(request)
+        await self._apply(dump_source(doc), write_back)
+        if write_back:
+            self._unsaved.clear()  # the file now holds every change made so far
+        elif made is not None:
+            self._unsaved.add(made)
 
     async def list_consumers(self, request: Request) -> Response:
         return json_response(
@@ -441,7 +461,10 @@ class AdminApp:
     async def get_consumer(self, request: Request, username: str) -> Response:
         return json_response(200, cons.consumer_view(self._consumer(username)))
 
-    async def _consumer_body(self, request: Request, username: str | None) -> dict[str, Any]:
+    async def _consumer_body(
+        self, request: Request, username: str | None
+    ) -> tuple[dict[str, Any], cons.CredentialSpec]:
+        """The consumer entry to store (without credentials) and what to do with them."""
         from pydantic import ValidationError
 
         from portway.admin.models import ConsumerInput, ConsumerUpdate
@@ -458,28 +481,30 @@ class AdminApp:
                 ],
                 "invalid consumer",
             ) from None
-        name = body.username if isinstance(body, ConsumerInput) else username
+        name = body.username if username is None else username
+        if body.username is not None and body.username != name:
+            raise InvalidConfigError(
+                [{"path": "username", "message": f"must be {name!r}, the consumer in the URL"}],
+                "invalid consumer",
+            )
         out: dict[str, Any] = {"username": name}
         if body.id is not None:
             out["id"] = body.id
         if body.groups:
             out["groups"] = list(body.groups)
-        creds = {k: v for k, v in body.credentials.model_dump().items() if v}
-        if creds:
-            out["credentials"] = await cons.prepare_credentials(creds)
-        return out
+        return out, await cons.credential_spec(body.credentials)
 
     async def create_consumer(self, request: Request) -> Response:
-        entry = await self._consumer_body(request, None)
+        entry, spec = await self._consumer_body(request, None)
         name = entry["username"]
         async with self._lock:
             if any(c.username == name for c in self.control.config().consumers):
                 raise cons.ConflictError(f"consumer {name!r} already exists")
 
             def edit(doc: dict[str, Any]) -> None:
-                cons.source_consumers(doc).append(entry)
+                cons.source_consumers(doc).append(cons.with_credentials(entry, spec, None, None))
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=name)
         return json_response(
             201,
             cons.consumer_view(self._consumer(name)),
@@ -487,20 +512,25 @@ class AdminApp:
         )
 
     async def put_consumer(self, request: Request, username: str) -> Response:
-        entry = await self._consumer_body(request, username)
+        entry, spec = await self._consumer_body(request, username)
         async with self._lock:
-            created = not any(c.username == username for c in self.control.config().consumers)
+            current = next(
+                (c for c in self.control.config().consumers if c.username == username), None
+            )
 
             def edit(doc: dict[str, Any]) -> None:
                 i = cons.source_index(doc, username)
+                items = cons.source_consumers(doc)
+                old = items[i] if i is not None else None
+                new = cons.with_credentials(entry, spec, current, old)
                 if i is None:
-                    cons.source_consumers(doc).append(entry)
+                    items.append(new)
                 else:
-                    cons.source_consumers(doc)[i] = entry
+                    items[i] = new
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=username)
         view = cons.consumer_view(self._consumer(username))
-        return json_response(201 if created else 200, view)
+        return json_response(201 if current is None else 200, view)
 
     async def delete_consumer(self, request: Request, username: str) -> Response:
         async with self._lock:
@@ -548,7 +578,7 @@ class AdminApp:
                     raise cons.ConflictError("the consumer's credentials are not a mapping")
                 creds.setdefault(kind, []).append(cred)
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=username)
         from portway.admin.redact import credential_fingerprint, redact_credential
 
         view: dict[str, Any] = {
@@ -582,7 +612,7 @@ class AdminApp:
                     raise cons.ConflictError("the credential is not in the config source")
                 del items[idx]
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=username)
         return Response(204)
 
     # --- cache, metrics, spec --------------------------------------------------------------

@@ -100,6 +100,21 @@ class _suppress_os:
         return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
+def write_back_file(path: str, text: str) -> str:
+    """Write an applied config into the file at ``path``, changing only what differs and
+    keeping the operator's comments and layout (:mod:`portway.admin.writeback`); returns the
+    text written."""
+    from portway.admin.writeback import merge_text
+
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        old = ""
+    merged = merge_text(old, text) if old.strip() else text
+    write_atomically(path, merged)
+    return merged
+
+
 def check_consumers(cfg: GatewayConfig) -> list[Any]:
     """Credential problems the loader leaves to the graph build, found before applying."""
     try:
@@ -170,7 +185,7 @@ class RuntimeControl:
             return list(e.errors)
         self._text = text
         if write_back and self.config_path is not None:
-            await asyncio.to_thread(write_atomically, self.config_path, text)
+            self._text = await asyncio.to_thread(write_back_file, self.config_path, text)
         await self.gateway.publish(text)
         return []
 
