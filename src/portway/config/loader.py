@@ -189,6 +189,28 @@ def _check_consumers(data: dict[str, Any], report: _Report) -> None:
 _STAGES = " < ".join(s.name for s in Stage)
 
 
+def _add_plugin_paths(
+    data: dict[str, Any], source: str, registry: Registry, report: _Report
+) -> None:
+    """``plugin_paths``: directories of plugin files, relative to the config file's."""
+    paths = data.get("plugin_paths")
+    if not isinstance(paths, list):
+        return
+    src = FsPath(source)
+    base = src.parent if src.is_file() else FsPath.cwd()
+    found = []
+    for i, p in enumerate(paths):
+        if not isinstance(p, str):
+            continue  # the schema reports it
+        d = FsPath(p).expanduser()
+        d = d if d.is_absolute() else base / d
+        if not d.is_dir():
+            report(("plugin_paths", i), f"plugin directory {str(d)!r} does not exist")
+            continue
+        found.append(d)
+    registry.add_paths(found)
+
+
 def _check_bindings(
     bindings: Any,
     base: Path,
@@ -213,15 +235,24 @@ def _check_bindings(
             )
             continue
         first[name] = k
+        module = binding.get("module")
         try:
-            cls = registry.get(name)
-        except UnknownPluginError as e:
-            if "not available" in str(e):
-                report((*where, "name"), str(e))
+            if isinstance(module, str):
+                cls = registry.load_module(name, module)
             else:
+                cls = registry.get(name)
+        except UnknownPluginError as e:
+            if isinstance(module, str):
+                report((*where, "module"), str(e))
+            elif str(e).startswith("unknown plugin"):
                 close = suggest(name, registry.names())
                 hint = f"; did you mean {close!r}?" if close else ""
-                report((*where, "name"), f"unknown plugin {name!r}{hint}")
+                report(
+                    (*where, "name"),
+                    f"unknown plugin {name!r}{hint}; looked in {registry.where_looked(name)}",
+                )
+            else:
+                report((*where, "name"), str(e))
             continue
         except Exception as e:  # a broken third-party entry point must not crash validation
             report((*where, "name"), f"plugin {name!r} failed to load: {e}")
@@ -315,6 +346,7 @@ def load_document(
     except ValidationError as e:
         validation(e, GatewayConfig, data, ())
     reg = registry or default_registry
+    _add_plugin_paths(data, source, reg, report)
     _check_routes(data, report)
     _check_consumers(data, report)
     _check_addresses(data, report)

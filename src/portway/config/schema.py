@@ -241,6 +241,11 @@ class PluginBinding(Model):
     name: str = Field(description="registered plugin name")
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+    module: str | None = Field(
+        None,
+        description="load the plugin class from 'package.module:Class' (importable, or in "
+        "one of plugin_paths) instead of by name",
+    )
 
 
 class MatchConfig(Model):
@@ -366,6 +371,11 @@ class GatewayConfig(Model):
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     plugins: list[PluginBinding] = Field(default_factory=list, description="global bindings")
+    plugin_paths: list[str] = Field(
+        default_factory=list,
+        description="directories holding plugin files (<name>.py or <name>/), relative to "
+        "the config file",
+    )
     consumers: list[ConsumerConfig] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 
