@@ -739,3 +739,17 @@ def test_config_hash_ignores_formatting_but_not_meaning() -> None:
     assert config_hash(a) != config_hash(c)
     assert len(config_hash(a)) == 12
     int(config_hash(a), 16)
+
+
+def test_rewrite_param_must_be_captured_by_every_path() -> None:
+    route = (
+        "routes:\n  - name: order\n    match: {paths: ['/orders/{id}', '=/orders']}\n"
+        "    upstream: users\n    rewrite: /v2/orders/{id}\n"
+    )
+    issue = only(UPSTREAMS + route)
+    assert str(issue) == (
+        "routes[0].rewrite (line 9): rewrite uses {id}, which path '=/orders' does not "
+        "capture; give that path its own route (with its own rewrite)"
+    )
+    ok = route.replace("'=/orders'", "'~^/o/(?P<id>[0-9]+)$'")
+    assert load_config_text(UPSTREAMS + ok).routes[0].rewrite == "/v2/orders/{id}"

@@ -138,6 +138,7 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
                 )
             else:
                 first[name] = i
+        _check_rewrite(route, i, report)
         up = route.get("upstream")
         if isinstance(up, str):
             if up not in names:
@@ -160,6 +161,42 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
                 ("routes", i, "upstream"),
                 "route needs an upstream (only routes bound to request_termination may omit it)",
             )
+
+
+_REWRITE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z]+)?\}")
+
+
+def _captures(form: str) -> set[str] | None:
+    """Parameter names a path form captures (``None``: a regex that does not compile)."""
+    if form.startswith("~"):
+        try:
+            return set(re.compile(form[1:]).groupindex)
+        except re.error:
+            return None
+    return set(_REWRITE_PARAM.findall(form))
+
+
+def _check_rewrite(route: dict[str, Any], i: int, report: _Report) -> None:
+    """A ``rewrite`` may only use parameters that every path form of its route captures: a
+    form without one would forward an empty segment (``=/orders`` → ``/v2/orders/``)."""
+    rw = route.get("rewrite")
+    match = route.get("match")
+    paths = match.get("paths", ["/"]) if isinstance(match, dict) else ["/"]
+    if not isinstance(rw, str) or not isinstance(paths, list):
+        return
+    wanted = _REWRITE_PARAM.findall(rw)
+    for form in paths:
+        if not isinstance(form, str):
+            continue
+        got = _captures(form)
+        missing = [w for w in wanted if got is not None and w not in got]
+        if missing:
+            report(
+                ("routes", i, "rewrite"),
+                f"rewrite uses {{{missing[0]}}}, which path {form!r} does not capture; "
+                "give that path its own route (with its own rewrite)",
+            )
+            return
 
 
 def _binds(bindings: Any, plugin: str) -> bool:

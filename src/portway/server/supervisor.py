@@ -96,6 +96,10 @@ def run_supervised(
 
     def on_term(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            msg = f"portway: draining (shutdown_timeout {config.server.shutdown_timeout:g}s)\n"
+            with contextlib.suppress(OSError):
+                os.write(2, msg.encode())
         stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
@@ -113,7 +117,15 @@ def run_supervised(
         spawn(wid)
     log.info("supervisor %d started %d workers", os.getpid(), workers)
     deadline: float | None = None
+    runtime = Path(os.environ["PORTWAY_RUNTIME_DIR"])
+    announced = False
     while children:
+        if not announced and not stopping:
+            notes = [runtime / f"ready.{wid}" for wid in range(workers)]
+            if all(n.exists() for n in notes):
+                announced = True
+                urls = notes[0].read_text()
+                print(f"portway: ready: {urls} ({workers} workers)", file=sys.stderr, flush=True)
         while pending:
             sig = pending.pop(0)
             for pid in list(children):

@@ -229,5 +229,40 @@ async def run_worker(
     gc.set_threshold(50_000, 20, 100)
     if on_ready is not None:
         on_ready(w)
+    announce_ready(w)
     await w.wait()
+    if workers == 1:
+        announce(f"draining (shutdown_timeout {w.config.server.shutdown_timeout:g}s)")
     await w.shutdown()
+
+
+def listener_urls(w: Worker) -> str:
+    """``name scheme://host:port`` of each listener as bound (a port 0 shows the real one)."""
+    out = []
+    for lc, srv in zip(w.config.listeners, w.servers, strict=False):
+        scheme = "https" if lc.tls is not None else "http"
+        for sock in srv.sockets[:1]:
+            host, port = sock.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            out.append(f"{lc.name} {scheme}://{host}:{port}")
+    return ", ".join(out)
+
+
+def announce(message: str) -> None:
+    """One line for the operator on stderr (besides the JSON log): ``portway: <message>``."""
+    import sys
+
+    print(f"portway: {message}", file=sys.stderr, flush=True)
+
+
+def announce_ready(w: Worker) -> None:
+    """A single worker says it is ready; under a supervisor each worker leaves a note in the
+    runtime directory and the supervisor speaks once all are up."""
+    runtime_dir = os.environ.get("PORTWAY_RUNTIME_DIR")
+    if w.workers > 1 and runtime_dir:
+        note = Path(runtime_dir) / f"ready.{w.worker_id}"
+        tmp = note.with_name(f".{note.name}.tmp")
+        tmp.write_text(listener_urls(w))
+        os.replace(tmp, note)
+    elif w.workers == 1:
+        announce(f"ready: {listener_urls(w)} (1 worker)")
