@@ -170,3 +170,24 @@ async def test_reload_warns_about_api_made_consumers_it_drops(tmp_path: Path) ->
         # nothing pending any more: a second reload has nothing to say
         r = await admin.call("POST", "/reload")
         assert orjson.loads(r.body)["warnings"] == []
+
+
+async def test_validate_and_put_report_credential_errors_with_their_line(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as (admin, _url, path):
+        bad = path.read_text().replace(
+            "{key_auth: [{key: alice-key-0123456789}]}",
+            "{jwt: [{issuer: a, secret: '0123456789abcdef'}], basic_auth: [{password: x}]}",
+        )
+        for method, where in (("POST", "/config/validate"), ("PUT", "/config")):
+            r = await simple_request(
+                method,
+                admin.base + where,
+                headers=[*AUTH, ("content-type", "application/yaml")],
+                body=bad.encode(),
+            )
+            assert r.status == 422, r.body
+            errors = orjson.loads(r.body)["errors"]
+            by_path = {e["path"]: e for e in errors}
+            assert by_path["consumers[0].credentials.jwt[0]"]["line"] == 16
+            assert "32 bytes" in by_path["consumers[0].credentials.jwt[0]"]["message"]
+            assert "consumers[0].credentials.basic_auth[0].password" in by_path

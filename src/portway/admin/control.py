@@ -160,24 +160,27 @@ class RuntimeControl:
                 self._text = dump_source(self.gateway.config.model_dump(mode="json"))
         return self._text
 
-    def _load(self, text: str) -> tuple[GatewayConfig | None, list[Any]]:
+    async def _load(self, text: str) -> tuple[GatewayConfig | None, list[Any]]:
+        """Validate ``text`` and build-check it as ``portway validate`` does (credentials,
+        certificates, plugin construction), every problem with its path and line."""
         from portway.config.errors import ConfigError
-        from portway.config.loader import load_config_text
+        from portway.config.loader import load_document
+        from portway.server.preflight import check_buildable
 
         try:
-            cfg = load_config_text(text, "<admin>")
+            loaded = load_document(text, "<admin>")
         except ConfigError as e:
             return None, list(e.errors)
-        return cfg, check_consumers(cfg)
+        return loaded.config, list(await check_buildable(loaded))
 
     async def validate_config_text(self, text: str) -> list[Any]:
-        return self._load(text)[1]
+        return (await self._load(text))[1]
 
     async def apply_config_text(self, text: str, *, write_back: bool) -> list[Any]:
         from portway.runtime.gateway import ReloadError
 
-        cfg, errors = self._load(text)
-        if cfg is None:
+        cfg, errors = await self._load(text)
+        if cfg is None or errors:
             return errors
         try:
             await self.gateway.apply(cfg)

@@ -3,7 +3,9 @@
 When ``state.sync_config`` is on, a config applied through the admin API of any instance is
 stored under ``<key_prefix>config:text`` and its hash published on ``<key_prefix>config``.
 Every worker of every instance subscribes; on a notice whose hash differs from what it serves
-it loads the stored text (same validation as a file reload) and applies it. No protocol of our
+it loads the stored text (same validation as a file reload) and applies it. Runtime changes
+(target drains, cache purges) are published on the same channel as JSON objects; drains are
+also kept in the hash ``<key_prefix>drains`` so an instance catches up on them. No protocol of our
 own: Redis is the only shared medium. While Redis is unreachable instances keep serving what
 they have and resubscribe with backoff; on (re)subscribe they catch up with the stored text.
 """
@@ -33,6 +35,9 @@ class ConfigSync:
         self.gateway = gateway
         self.channel = f"{state.key_prefix}config"
         self.text_key = f"{state.key_prefix}config:text"
+        self.drains_key = f"{state.key_prefix}drains"
+        #: set once the first subscription is up (tests wait on it)
+        self.subscribed = asyncio.Event()
         self._redis = aioredis.from_url(
             state.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
@@ -59,9 +64,26 @@ class ConfigSync:
         instance; the message is the op as a JSON object (a config notice is a bare hash)."""
         data = {k: v for k, v in op.items() if k != "from"}
         try:
-            await self._redis.publish(self.channel, orjson.dumps(data))
+            async with self._redis.pipeline(transaction=True) as p:
+                if data.get("op") == "drain":
+                    # kept, so an instance that was not listening catches up on (re)subscribe
+                    field = f"{data['upstream']}|{data['target']}"
+                    if data.get("draining"):
+                        p.hset(self.drains_key, field, b"1")
+                    else:
+                        p.hdel(self.drains_key, field)
+                p.publish(self.channel, orjson.dumps(data))
+                await p.execute()
         except Exception as e:
             log.error("could not publish %s to Redis: %s", op.get("op"), e)
+
+    async def _catch_up_drains(self) -> None:
+        drains = await self._redis.hgetall(self.drains_key)
+        for raw in drains:
+            field = raw.decode() if isinstance(raw, bytes) else str(raw)
+            upstream, _, target = field.partition("|")
+            op = {"op": "drain", "upstream": upstream, "target": target, "draining": True}
+            await self.gateway.apply_shared(op)
 
     async def _on_message(self, data: Any) -> None:
         raw = data.encode() if isinstance(data, str) else data
@@ -99,6 +121,8 @@ class ConfigSync:
                 pubsub = self._redis.pubsub()
                 await pubsub.subscribe(self.channel)
                 await self._catch_up()
+                await self._catch_up_drains()
+                self.subscribed.set()
                 delay = 0.5
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":

@@ -74,12 +74,14 @@ class Worker:
 
             gw.override_path = Path(runtime_dir) / "config.yaml"
             parent = os.getppid()
+
+            def wake_siblings() -> None:
+                # the supervisor forwards it to every worker; gone means we are stopping
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(parent, signal.SIGUSR2)
+
             gw.peers = PeerLog(
-                Path(runtime_dir),
-                self.worker_id,
-                self.workers,
-                lambda: os.kill(parent, signal.SIGUSR2),
-                self._apply_shared,
+                Path(runtime_dir), self.worker_id, self.workers, wake_siblings, self._apply_shared
             )
         if metrics is not None:
             metrics.set_upstreams_source(lambda: gw.graph.upstreams)
