@@ -64,7 +64,7 @@ async def test_watch_and_drain_reach_every_worker(tmp_path: Path) -> None:
         try:
             await wait_port(port)
             await wait_port(admin)
-            # both workers serve (each logs its listener once it is up)
+            await _wait_text(err, "portway: ready:")  # both workers are serving
             assert await _statuses(port, "/old", 8) == [200] * 8
 
             # 1. a file edit: once applied everywhere, every request sees the new route

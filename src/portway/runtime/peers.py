@@ -12,9 +12,9 @@ reload, a target drain or a cache purge must reach every worker. :class:`PeerLog
 - the writer waits (bounded) until every sibling's ack covers the end of its line, so an
   admin call returns once the change is live in every worker, not merely requested.
 
-A restarted worker replays the log's drains and purges (a reload is not replayed: a
-restarted worker loads the newest config when it starts). No sockets, no protocol of our own:
-the file is the medium, the signal only says "look".
+A worker that starts replays the log's drains and purges, and reloads once if the log holds
+a reload (a sibling may have reloaded while it was starting from the supervisor's config).
+No sockets, no protocol of our own: the file is the medium, the signal only says "look".
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class PeerLog:
             except FileNotFoundError:
                 data = b""
             done = 0
+            missed_reload: dict[str, Any] | None = None
             for line in data.splitlines(keepends=True):
                 if not line.endswith(b"\n"):
                     break  # a line still being written: read it next time
@@ -129,11 +130,20 @@ class PeerLog:
                 if not isinstance(op, dict) or op.get("from") == self.worker_id:
                     continue
                 if replay and op.get("op") not in REPLAYED:
+                    if op.get("op") == "reload":
+                        missed_reload = op
                     continue
                 try:
                     await self._apply(op)
                 except Exception:
                     log.exception("applying shared change %s failed", op.get("op"))
+            if missed_reload is not None:
+                # a sibling reloaded while this worker was starting from an older config:
+                # one reload brings it to the newest (a restarted worker only repeats its own)
+                try:
+                    await self._apply(missed_reload)
+                except Exception:
+                    log.exception("catching up with a reload failed")
             self._offset += done
             self._write_ack()
 
