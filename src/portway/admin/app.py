@@ -19,9 +19,9 @@ import hmac
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote
 
 import orjson
 
@@ -40,6 +40,7 @@ from portway.admin.responses import (
     json_response,
     media_type,
 )
+from portway.admin.routes import AdminRoute
 from portway.admin.source import dump_source, load_source
 from portway.config.schema import AdminConfig, ConsumerConfig
 from portway.errors import (
@@ -59,44 +60,8 @@ log = logging.getLogger("portway.admin")
 MAX_BODY = 8 * 1024 * 1024
 _JSON_TYPES = ("application/json",)
 
-Handler = Callable[..., Awaitable[Response]]
 #: what ``_read_json(required=False)`` returns for an empty body (``None`` is JSON ``null``)
 _NO_BODY: Any = object()
-
-
-class _Route:
-    """One resource pattern: literal segments, ``{name}`` (one segment) and, last only,
-    ``{name:path}`` (the rest of the path, ``/`` included — cache keys are ``route/hash``)."""
-
-    __slots__ = ("handlers", "parts", "rest")
-
-    def __init__(self, pattern: str, handlers: dict[str, Handler]) -> None:
-        parts = pattern.strip("/").split("/")
-        self.rest = parts[-1].endswith(":path}")
-        self.parts: tuple[str | None, ...] = tuple(None if p.startswith("{") else p for p in parts)
-        self.handlers = handlers
-
-    def match(self, segs: list[str]) -> list[str] | None:
-        n = len(self.parts)
-        if len(segs) != n and not (self.rest and len(segs) > n):
-            return None
-        if self.rest and len(segs) > n:
-            segs = [*segs[: n - 1], "/".join(segs[n - 1 :])]
-        params: list[str] = []
-        for want, got in zip(self.parts, segs, strict=True):
-            if want is None:
-                if not got:
-                    return None
-                params.append(unquote(got))
-            elif want != got:
-                return None
-        return params
-
-    def allow(self) -> str:
-        methods = set(self.handlers)
-        if "GET" in methods:
-            methods.add("HEAD")
-        return ", ".join(sorted(methods | {"OPTIONS"}))
 
 
 class AdminApp:
@@ -125,20 +90,20 @@ class AdminApp:
         #: consumers created or changed through the API and not written back to the file
         self._unsaved: set[str] = set()
         self._routes = [
-            _Route("/status", {"GET": self.get_status}),
-            _Route("/config", {"GET": self.get_config, "PUT": self.put_config}),
-            _Route("/config/validate", {"POST": self.validate_config}),
-            _Route("/reload", {"POST": self.reload}),
-            _Route("/routes", {"GET": self.list_routes}),
-            _Route("/routes/{name}", {"GET": self.get_route}),
-            _Route("/upstreams", {"GET": self.list_upstreams}),
-            _Route("/upstreams/{name}", {"GET": self.get_upstream}),
-            _Route(
+            AdminRoute("/status", {"GET": self.get_status}),
+            AdminRoute("/config", {"GET": self.get_config, "PUT": self.put_config}),
+            AdminRoute("/config/validate", {"POST": self.validate_config}),
+            AdminRoute("/reload", {"POST": self.reload}),
+            AdminRoute("/routes", {"GET": self.list_routes}),
+            AdminRoute("/routes/{name}", {"GET": self.get_route}),
+            AdminRoute("/upstreams", {"GET": self.list_upstreams}),
+            AdminRoute("/upstreams/{name}", {"GET": self.get_upstream}),
+            AdminRoute(
                 "/upstreams/{name}/targets/{target}/drain",
                 {"POST": self.drain_target, "DELETE": self.undrain_target},
             ),
-            _Route("/consumers", {"GET": self.list_consumers, "POST": self.create_consumer}),
-            _Route(
+            AdminRoute("/consumers", {"GET": self.list_consumers, "POST": self.create_consumer}),
+            AdminRoute(
                 "/consumers/{username}",
                 {
                     "GET": self.get_consumer,
@@ -146,16 +111,16 @@ class AdminApp:
                     "DELETE": self.delete_consumer,
                 },
             ),
-            _Route("/consumers/{username}/credentials", {"GET": self.list_credentials}),
-            _Route("/consumers/{username}/credentials/{kind}", {"POST": self.add_credential}),
-            _Route(
+            AdminRoute("/consumers/{username}/credentials", {"GET": self.list_credentials}),
+            AdminRoute("/consumers/{username}/credentials/{kind}", {"POST": self.add_credential}),
+            AdminRoute(
                 "/consumers/{username}/credentials/{kind}/{id}",
                 {"DELETE": self.delete_credential},
             ),
-            _Route("/cache", {"DELETE": self.purge_cache}),
-            _Route("/cache/{key:path}", {"DELETE": self.purge_cache_key}),
-            _Route("/metrics", {"GET": self.get_metrics}),
-            _Route("/openapi.json", {"GET": self.get_openapi}),
+            AdminRoute("/cache", {"DELETE": self.purge_cache}),
+            AdminRoute("/cache/{key:path}", {"DELETE": self.purge_cache_key}),
+            AdminRoute("/metrics", {"GET": self.get_metrics}),
+            AdminRoute("/openapi.json", {"GET": self.get_openapi}),
         ]
 
     # --- dispatch --------------------------------------------------------------------------
@@ -465,34 +430,10 @@ class AdminApp:
         self, request: Request, username: str | None
     ) -> tuple[dict[str, Any], cons.CredentialSpec]:
         """The consumer entry to store (without credentials) and what to do with them."""
-        from pydantic import ValidationError
-
-        from portway.admin.models import ConsumerInput, ConsumerUpdate
-
-        data = await self._read_json(request)
-        model = ConsumerInput if username is None else ConsumerUpdate
         try:
-            body = model.model_validate(data)
-        except ValidationError as e:
-            raise InvalidConfigError(
-                [
-                    {"path": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-                    for err in e.errors()
-                ],
-                "invalid consumer",
-            ) from None
-        name = body.username if username is None else username
-        if body.username is not None and body.username != name:
-            raise InvalidConfigError(
-                [{"path": "username", "message": f"must be {name!r}, the consumer in the URL"}],
-                "invalid consumer",
-            )
-        out: dict[str, Any] = {"username": name}
-        if body.id is not None:
-            out["id"] = body.id
-        if body.groups:
-            out["groups"] = list(body.groups)
-        return out, await cons.credential_spec(body.credentials)
+            return await cons.consumer_body(await self._read_json(request), username)
+        except cons.InvalidConsumer as e:
+            raise InvalidConfigError(e.issues, "invalid consumer") from None
 
     async def create_consumer(self, request: Request) -> Response:
         entry, spec = await self._consumer_body(request, None)

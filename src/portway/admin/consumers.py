@@ -30,6 +30,44 @@ class ConflictError(GatewayError):
     code = "conflict"
 
 
+class InvalidConsumer(ValueError):
+    """A consumer body that does not validate; ``issues`` are ``{path, message}`` dicts."""
+
+    def __init__(self, issues: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(str(i["message"]) for i in issues))
+        self.issues = issues
+
+
+async def consumer_body(data: Any, username: str | None) -> tuple[dict[str, Any], CredentialSpec]:
+    """Validate a ``POST /consumers`` (``username`` None) or ``PUT /consumers/{username}``
+    body: the entry to store (without credentials) and what to do with its credentials."""
+    from pydantic import ValidationError
+
+    from portway.admin.models import ConsumerInput, ConsumerUpdate
+
+    model = ConsumerInput if username is None else ConsumerUpdate
+    try:
+        body = model.model_validate(data)
+    except ValidationError as e:
+        raise InvalidConsumer(
+            [
+                {"path": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+                for err in e.errors()
+            ]
+        ) from None
+    name = body.username if username is None else username
+    if body.username is not None and body.username != name:
+        raise InvalidConsumer(
+            [{"path": "username", "message": f"must be {name!r}, the consumer in the URL"}]
+        )
+    out: dict[str, Any] = {"username": name}
+    if body.id is not None:
+        out["id"] = body.id
+    if body.groups:
+        out["groups"] = list(body.groups)
+    return out, await credential_spec(body.credentials)
+
+
 def credential_views(c: ConsumerConfig) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for kind in KINDS:
