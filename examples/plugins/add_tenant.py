@@ -1,14 +1,21 @@
 """Example third-party plugin: derive a tenant from the host and forward it upstream.
 
-Install it as a package with an entry point in the ``portway.plugins`` group::
+Load it from its file — the name ``add_tenant`` is found as ``add_tenant.py`` in a directory
+of ``plugin_paths`` (relative to the config file)::
+
+    plugin_paths: [examples/plugins]
+    routes:
+      - name: api
+        ...
+        plugins: [{name: add_tenant, config: {allowed: [acme, globex]}}]
+
+or name its class in the binding (``module: add_tenant:AddTenantPlugin``), or install it as a
+package with an entry point in the ``portway.plugins`` group::
 
     [project.entry-points."portway.plugins"]
     add_tenant = "add_tenant:AddTenantPlugin"
 
-or register it in code before the gateway starts::
-
-    from portway.pipeline.registry import registry
-    registry.register(AddTenantPlugin)
+Its test, with the testing kit (``portway.testing``), is in ``docs/plugins.md``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class AddTenantPlugin(Plugin[AddTenantConfig]):
     name = "add_tenant"
     stage = Stage.authz
     Config = AddTenantConfig
+    sync_hooks = True  # the hooks never wait: routes keep the task-free path
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         tenant = ctx.request.host.split(".", 1)[0]

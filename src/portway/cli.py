@@ -25,13 +25,19 @@ class CliError(Exception):
         self.code = code
 
 
-def _load(path: str) -> Any:
+def _load(path: str, *, build: bool = False) -> Any:
+    """Load and validate ``path``; ``build``: also build every part ``run`` builds
+    (consumers, certificates, plugins — see :mod:`portway.server.preflight`)."""
     from portway.config.errors import ConfigError
     from portway.config.loader import load_config
 
     if not Path(path).exists():
         raise CliError(f"config file not found: {path}", EXIT_CONFIG)
     try:
+        if build:
+            from portway.server.preflight import preflight
+
+            return preflight(path)
         return load_config(path)
     except ConfigError as e:
         lines = [
@@ -54,7 +60,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = _load(args.config, build=True)
     print(
         f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams, "
         f"{len(cfg.plugins)} global plugins, {len(cfg.consumers)} consumers"
@@ -108,7 +114,7 @@ def _preflight(cfg: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from portway.server.supervisor import run_supervised
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, build=True)
     if args.workers is not None and args.workers < 1:
         raise CliError("--workers must be at least 1", EXIT_CONFIG)
     _preflight(cfg)

@@ -60,6 +60,7 @@ class FakeControl:
         self._cfg = load_config_text(text)
         self._ups = self._build_upstreams(self._cfg)
         self.applied: list[str] = []
+        self.shared: list[dict[str, Any]] = []
         self.written: list[str] = []
         self.apply_delay = 0.0
         self.active_applies = 0
@@ -119,6 +120,10 @@ class FakeControl:
 
     def route_table(self) -> list[tuple[int, str, RouteConfig]]:
         return Router(self._cfg.routes).table()
+
+    async def share(self, op: dict[str, Any]) -> list[int]:
+        self.shared.append(op)
+        return []
 
 
 def make_request(

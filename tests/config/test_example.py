@@ -18,6 +18,7 @@ def test_example_loads_with_defaults_only() -> None:
     assert [r.name for r in cfg.routes] == [
         "users",
         "order-by-id",
+        "orders",
         "catalog-api",
         "legacy-reports",
         "maintenance",
@@ -36,7 +37,7 @@ def test_example_env_overrides() -> None:
     doc = load_document(EXAMPLE.read_text(), str(EXAMPLE), env=env)
     assert doc.config.listeners[0].address == "127.0.0.1:9090"
     assert doc.config.admin.token == "s3cret"
-    assert doc.line_of(("routes", 4, "plugins", 0, "config", "status")) is not None
+    assert doc.line_of(("routes", 5, "plugins", 0, "config", "status")) is not None
     assert config_hash(doc.config) != config_hash(load_config(EXAMPLE, env={}))
 
 

@@ -492,9 +492,9 @@ def test_unknown_plugin(reg: Registry) -> None:
         + "routes:\n  - name: a\n    upstream: users\n    plugins:\n      - name: t_limit\n",
         reg,
     )
-    assert (
-        str(issue)
-        == "routes[0].plugins[0].name (line 9): unknown plugin 't_limit'; did you mean 't_limits'?"
+    assert str(issue).startswith(
+        "routes[0].plugins[0].name (line 9): unknown plugin 't_limit'; did you mean 't_limits'?"
+        "; looked in built-ins; entry points of group 'portway.plugins'"
     )
 
 
@@ -739,3 +739,17 @@ def test_config_hash_ignores_formatting_but_not_meaning() -> None:
     assert config_hash(a) != config_hash(c)
     assert len(config_hash(a)) == 12
     int(config_hash(a), 16)
+
+
+def test_rewrite_param_must_be_captured_by_every_path() -> None:
+    route = (
+        "routes:\n  - name: order\n    match: {paths: ['/orders/{id}', '=/orders']}\n"
+        "    upstream: users\n    rewrite: /v2/orders/{id}\n"
+    )
+    issue = only(UPSTREAMS + route)
+    assert str(issue) == (
+        "routes[0].rewrite (line 9): rewrite uses {id}, which path '=/orders' does not "
+        "capture; give that path its own route (with its own rewrite)"
+    )
+    ok = route.replace("'=/orders'", "'~^/o/(?P<id>[0-9]+)$'")
+    assert load_config_text(UPSTREAMS + ok).routes[0].rewrite == "/v2/orders/{id}"

@@ -53,3 +53,44 @@ async def test_admin_put_on_one_instance_reaches_the_other(
                 await asyncio.sleep(0.05)
             assert (await http_get(b.url + "/b"))[0] == 200
             assert b.gateway.cluster.applied >= 1
+
+
+async def test_admin_drain_on_one_instance_reaches_the_other(
+    redis_url: str, redis_prefix: str
+) -> None:
+    admin = free_port()
+    async with run_upstream() as up, run_upstream() as other:
+
+        def cfg(admin_port: int | None) -> dict[str, Any]:
+            c = _cfg(up.url, redis_url, redis_prefix, ["/a"], admin_port)
+            c["upstreams"]["u"]["targets"].append({"url": other.url})
+            return c
+
+        async with run_gateway(cfg(admin)) as a, run_gateway(cfg(None)) as b:
+            await asyncio.wait_for(b.gateway.cluster.subscribed.wait(), 10)
+            target = f"127.0.0.1:{up.port}"
+            r = await simple_request(
+                "POST",
+                f"http://127.0.0.1:{admin}/upstreams/u/targets/{target}/drain",
+                headers=[("authorization", "Bearer t0ken")],
+            )
+            assert r.status == 200, r.body
+
+            def drained(gw: Any) -> bool:
+                t = [t for t in gw.gateway.graph.upstreams["u"].targets if t.id == target]
+                return bool(t and t[0].draining)
+
+            assert drained(a)
+            for _ in range(100):  # published through Redis: wait for it to arrive
+                if drained(b):
+                    break
+                await asyncio.sleep(0.05)
+            assert drained(b)
+            before = len(up.requests)
+            for _ in range(6):
+                assert (await http_get(b.url + "/a"))[0] == 200
+            assert len(up.requests) == before
+            # an instance that starts later catches up on the drain
+            async with run_gateway(cfg(None)) as c:
+                await asyncio.wait_for(c.gateway.cluster.subscribed.wait(), 10)
+                assert drained(c)

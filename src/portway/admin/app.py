@@ -19,9 +19,9 @@ import hmac
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote
 
 import orjson
 
@@ -41,6 +41,7 @@ from portway.admin.responses import (
     json_response,
     media_type,
 )
+from portway.admin.routes import AdminRoute
 from portway.admin.source import dump_source, load_source
 from portway.config.schema import AdminConfig, ConsumerConfig
 from portway.errors import (
@@ -60,38 +61,8 @@ log = logging.getLogger("portway.admin")
 MAX_BODY = 8 * 1024 * 1024
 _JSON_TYPES = ("application/json",)
 
-Handler = Callable[..., Awaitable[Response]]
 #: what ``_read_json(required=False)`` returns for an empty body (``None`` is JSON ``null``)
 _NO_BODY: Any = object()
-
-
-class _Route:
-    __slots__ = ("handlers", "parts")
-
-    def __init__(self, pattern: str, handlers: dict[str, Handler]) -> None:
-        self.parts: tuple[str | None, ...] = tuple(
-            None if p.startswith("{") else p for p in pattern.strip("/").split("/")
-        )
-        self.handlers = handlers
-
-    def match(self, segs: list[str]) -> list[str] | None:
-        if len(segs) != len(self.parts):
-            return None
-        params: list[str] = []
-        for want, got in zip(self.parts, segs, strict=True):
-            if want is None:
-                if not got:
-                    return None
-                params.append(unquote(got))
-            elif want != got:
-                return None
-        return params
-
-    def allow(self) -> str:
-        methods = set(self.handlers)
-        if "GET" in methods:
-            methods.add("HEAD")
-        return ", ".join(sorted(methods | {"OPTIONS"}))
 
 
 class AdminApp:
@@ -117,21 +88,23 @@ class AdminApp:
         self._token = self.config.token.encode("utf-8") if self.config.token else None
         self._lock = asyncio.Lock()
         self._started = time.time()
+        #: consumers created or changed through the API and not written back to the file
+        self._unsaved: set[str] = set()
         self._routes = [
-            _Route("/status", {"GET": self.get_status}),
-            _Route("/config", {"GET": self.get_config, "PUT": self.put_config}),
-            _Route("/config/validate", {"POST": self.validate_config}),
-            _Route("/reload", {"POST": self.reload}),
-            _Route("/routes", {"GET": self.list_routes}),
-            _Route("/routes/{name}", {"GET": self.get_route}),
-            _Route("/upstreams", {"GET": self.list_upstreams}),
-            _Route("/upstreams/{name}", {"GET": self.get_upstream}),
-            _Route(
+            AdminRoute("/status", {"GET": self.get_status}),
+            AdminRoute("/config", {"GET": self.get_config, "PUT": self.put_config}),
+            AdminRoute("/config/validate", {"POST": self.validate_config}),
+            AdminRoute("/reload", {"POST": self.reload}),
+            AdminRoute("/routes", {"GET": self.list_routes}),
+            AdminRoute("/routes/{name}", {"GET": self.get_route}),
+            AdminRoute("/upstreams", {"GET": self.list_upstreams}),
+            AdminRoute("/upstreams/{name}", {"GET": self.get_upstream}),
+            AdminRoute(
                 "/upstreams/{name}/targets/{target}/drain",
                 {"POST": self.drain_target, "DELETE": self.undrain_target},
             ),
-            _Route("/consumers", {"GET": self.list_consumers, "POST": self.create_consumer}),
-            _Route(
+            AdminRoute("/consumers", {"GET": self.list_consumers, "POST": self.create_consumer}),
+            AdminRoute(
                 "/consumers/{username}",
                 {
                     "GET": self.get_consumer,
@@ -139,22 +112,22 @@ class AdminApp:
                     "DELETE": self.delete_consumer,
                 },
             ),
-            _Route("/consumers/{username}/credentials", {"GET": self.list_credentials}),
-            _Route("/consumers/{username}/credentials/{kind}", {"POST": self.add_credential}),
-            _Route(
+            AdminRoute("/consumers/{username}/credentials", {"GET": self.list_credentials}),
+            AdminRoute("/consumers/{username}/credentials/{kind}", {"POST": self.add_credential}),
+            AdminRoute(
                 "/consumers/{username}/credentials/{kind}/{id}",
                 {"DELETE": self.delete_credential},
             ),
-            _Route("/cache", {"DELETE": self.purge_cache}),
-            _Route("/cache/{key}", {"DELETE": self.purge_cache_key}),
-            _Route("/metrics", {"GET": self.get_metrics}),
-            _Route("/openapi.json", {"GET": self.get_openapi}),
+            AdminRoute("/cache", {"DELETE": self.purge_cache}),
+            AdminRoute("/cache/{key:path}", {"DELETE": self.purge_cache_key}),
+            AdminRoute("/metrics", {"GET": self.get_metrics}),
+            AdminRoute("/openapi.json", {"GET": self.get_openapi}),
         ]
         from portway.admin.dashboard.api import DashboardApi
 
         #: the operator dashboard (``/dashboard``): static page + read-only aggregates
         self.dashboard = DashboardApi(self)
-        self._routes += [_Route(p, h) for p, h in self.dashboard.routes()]
+        self._routes += [AdminRoute(p, h) for p, h in self.dashboard.routes()]
 
     # --- dispatch --------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -330,15 +303,22 @@ class AdminApp:
         if self.control.config_path is None:
             raise cons.ConflictError("no config file to reload from", code="no_config_file")
         async with self._lock:
+            before = {c.username for c in self.control.config().consumers}
             errors = await self.control.reload()
-        if errors:
-            raise InvalidConfigError(errors, "the reload was rejected; nothing changed")
+            if errors:
+                raise InvalidConfigError(errors, "the reload was rejected; nothing changed")
+            after = {c.username for c in self.control.config().consumers}
+            warnings = cons.reload_warnings(self._unsaved, before, after)
+            self._unsaved.clear()
+        for w in warnings:
+            log.warning("admin reload: %s", w)
         return json_response(
             200,
             {
                 "result": "ok",
                 "config_hash": self.control.status().get("config_hash"),
                 "written": False,
+                "warnings": warnings,
             },
         )
 
@@ -401,31 +381,24 @@ class AdminApp:
     async def get_upstream(self, request: Request, name: str) -> Response:
         return json_response(200, self._upstream_view(name, self._upstream(name)))
 
-    def _set_draining(self, name: str, target_id: str, draining: bool) -> Response:
+    async def _set_draining(self, name: str, target_id: str, draining: bool) -> Response:
         up = self._upstream(name)
-        setter = getattr(up, "set_draining", None)
-        if callable(setter):
-            found = bool(setter(target_id, draining))
-        else:
-            found = False
-            for t in getattr(up, "targets", ()):
-                if t.id == target_id:
-                    t.draining = draining
-                    found = True
-            # Balancers keep a member snapshot; without set_draining rebuild it directly.
-            rebuild = getattr(up, "_rebuild", None)
-            if found and callable(rebuild):
-                rebuild(membership=True)
-        if not found:
+        if not up.set_draining(target_id, draining):
             raise NotFoundError(f"upstream {name!r} has no target {target_id!r}", code="not_found")
         log.info("admin: target %s of upstream %s draining=%s", target_id, name, draining)
-        return json_response(200, {"upstream": name, "target": target_id, "draining": draining})
+        lagging = await self.control.share(
+            {"op": "drain", "upstream": name, "target": target_id, "draining": draining}
+        )
+        return json_response(
+            200,
+            {"upstream": name, "target": target_id, "draining": draining, "lagging": lagging},
+        )
 
     async def drain_target(self, request: Request, name: str, target: str) -> Response:
-        return self._set_draining(name, target, True)
+        return await self._set_draining(name, target, True)
 
     async def undrain_target(self, request: Request, name: str, target: str) -> Response:
-        return self._set_draining(name, target, False)
+        return await self._set_draining(name, target, False)
 
     # --- consumers -------------------------------------------------------------------------
     def _consumer(self, username: str) -> ConsumerConfig:
@@ -434,12 +407,23 @@ class AdminApp:
                 return c
         raise NotFoundError(f"no consumer named {username!r}", code="not_found")
 
-    async def _edit_source(self, request: Request, edit: Callable[[dict[str, Any]], None]) -> None:
+    async def _edit_source(
+        self,
+        request: Request,
+        edit: Callable[[dict[str, Any]], None],
+        made: str | None = None,
+    ) -> None:
         """Apply ``edit`` to the source document and the result to the gateway (caller holds
-        the lock)."""
+        the lock). ``made``: the consumer the edit creates or changes, remembered until it is
+        written back so that a reload can say it was dropped."""
         doc = load_source(self.control.config_text())
         edit(doc)
-        await self._apply(dump_source(doc), self._write_back(request))
+        write_back = self._write_back(request)
+        await self._apply(dump_source(doc), write_back)
+        if write_back:
+            self._unsaved.clear()  # the file now holds every change made so far
+        elif made is not None:
+            self._unsaved.add(made)
 
     async def list_consumers(self, request: Request) -> Response:
         return json_response(
@@ -449,45 +433,26 @@ class AdminApp:
     async def get_consumer(self, request: Request, username: str) -> Response:
         return json_response(200, cons.consumer_view(self._consumer(username)))
 
-    async def _consumer_body(self, request: Request, username: str | None) -> dict[str, Any]:
-        from pydantic import ValidationError
-
-        from portway.admin.models import ConsumerInput, ConsumerUpdate
-
-        data = await self._read_json(request)
-        model = ConsumerInput if username is None else ConsumerUpdate
+    async def _consumer_body(
+        self, request: Request, username: str | None
+    ) -> tuple[dict[str, Any], cons.CredentialSpec]:
+        """The consumer entry to store (without credentials) and what to do with them."""
         try:
-            body = model.model_validate(data)
-        except ValidationError as e:
-            raise InvalidConfigError(
-                [
-                    {"path": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-                    for err in e.errors()
-                ],
-                "invalid consumer",
-            ) from None
-        name = body.username if isinstance(body, ConsumerInput) else username
-        out: dict[str, Any] = {"username": name}
-        if body.id is not None:
-            out["id"] = body.id
-        if body.groups:
-            out["groups"] = list(body.groups)
-        creds = {k: v for k, v in body.credentials.model_dump().items() if v}
-        if creds:
-            out["credentials"] = await cons.prepare_credentials(creds)
-        return out
+            return await cons.consumer_body(await self._read_json(request), username)
+        except cons.InvalidConsumer as e:
+            raise InvalidConfigError(e.issues, "invalid consumer") from None
 
     async def create_consumer(self, request: Request) -> Response:
-        entry = await self._consumer_body(request, None)
+        entry, spec = await self._consumer_body(request, None)
         name = entry["username"]
         async with self._lock:
             if any(c.username == name for c in self.control.config().consumers):
                 raise cons.ConflictError(f"consumer {name!r} already exists")
 
             def edit(doc: dict[str, Any]) -> None:
-                cons.source_consumers(doc).append(entry)
+                cons.source_consumers(doc).append(cons.with_credentials(entry, spec, None, None))
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=name)
         return json_response(
             201,
             cons.consumer_view(self._consumer(name)),
@@ -495,20 +460,25 @@ class AdminApp:
         )
 
     async def put_consumer(self, request: Request, username: str) -> Response:
-        entry = await self._consumer_body(request, username)
+        entry, spec = await self._consumer_body(request, username)
         async with self._lock:
-            created = not any(c.username == username for c in self.control.config().consumers)
+            current = next(
+                (c for c in self.control.config().consumers if c.username == username), None
+            )
 
             def edit(doc: dict[str, Any]) -> None:
                 i = cons.source_index(doc, username)
+                items = cons.source_consumers(doc)
+                old = items[i] if i is not None else None
+                new = cons.with_credentials(entry, spec, current, old)
                 if i is None:
-                    cons.source_consumers(doc).append(entry)
+                    items.append(new)
                 else:
-                    cons.source_consumers(doc)[i] = entry
+                    items[i] = new
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=username)
         view = cons.consumer_view(self._consumer(username))
-        return json_response(201 if created else 200, view)
+        return json_response(201 if current is None else 200, view)
 
     async def delete_consumer(self, request: Request, username: str) -> Response:
         async with self._lock:
@@ -556,7 +526,7 @@ class AdminApp:
                     raise cons.ConflictError("the consumer's credentials are not a mapping")
                 creds.setdefault(kind, []).append(cred)
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=username)
         from portway.admin.redact import credential_fingerprint, redact_credential
 
         view: dict[str, Any] = {
@@ -590,7 +560,7 @@ class AdminApp:
                     raise cons.ConflictError("the credential is not in the config source")
                 del items[idx]
 
-            await self._edit_source(request, edit)
+            await self._edit_source(request, edit, made=username)
         return Response(204)
 
     # --- cache, metrics, spec --------------------------------------------------------------
@@ -611,10 +581,13 @@ class AdminApp:
                 route = v
         reg = self._cache_registry()
         n = await (reg.purge_route(route) if route is not None else reg.purge_all())
+        await self.control.share({"op": "purge", "route": route})
         return json_response(200, {"purged": int(n)})
 
     async def purge_cache_key(self, request: Request, key: str) -> Response:
         n = await self._cache_registry().purge_key(key)
+        # other workers (memory stores) may hold the key even when this one does not
+        await self.control.share({"op": "purge", "key": key})
         if not n:
             raise NotFoundError(f"nothing cached under {key!r}", code="not_found")
         return json_response(200, {"purged": int(n)})

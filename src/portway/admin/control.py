@@ -38,6 +38,8 @@ class GatewayControl(Protocol):
     - ``upstreams()`` maps names to live :class:`~portway.upstream.upstream.Upstream` objects
       (``snapshot()``, ``targets``); ``route_table()`` lists ``(rank, path form, route)`` in
       matching priority order.
+    - ``share(op)`` makes a runtime change already applied in this process (a drain, a cache
+      purge) reach the other workers and instances; returns the workers that lag behind.
     """
 
     config_path: str | None
@@ -57,6 +59,8 @@ class GatewayControl(Protocol):
     def upstreams(self) -> Mapping[str, Any]: ...
 
     def route_table(self) -> list[tuple[int, str, RouteConfig]]: ...
+
+    async def share(self, op: dict[str, Any]) -> list[int]: ...
 
 
 def write_atomically(path: str | os.PathLike[str], text: str) -> None:
@@ -94,6 +98,21 @@ class _suppress_os:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
+
+
+def write_back_file(path: str, text: str) -> str:
+    """Write an applied config into the file at ``path``, changing only what differs and
+    keeping the operator's comments and layout (:mod:`portway.admin.writeback`); returns the
+    text written."""
+    from portway.admin.writeback import merge_text
+
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        old = ""
+    merged = merge_text(old, text) if old.strip() else text
+    write_atomically(path, merged)
+    return merged
 
 
 def check_consumers(cfg: GatewayConfig) -> list[Any]:
@@ -141,24 +160,27 @@ class RuntimeControl:
                 self._text = dump_source(self.gateway.config.model_dump(mode="json"))
         return self._text
 
-    def _load(self, text: str) -> tuple[GatewayConfig | None, list[Any]]:
+    async def _load(self, text: str) -> tuple[GatewayConfig | None, list[Any]]:
+        """Validate ``text`` and build-check it as ``portway validate`` does (credentials,
+        certificates, plugin construction), every problem with its path and line."""
         from portway.config.errors import ConfigError
-        from portway.config.loader import load_config_text
+        from portway.config.loader import load_document
+        from portway.server.preflight import check_buildable
 
         try:
-            cfg = load_config_text(text, "<admin>")
+            loaded = load_document(text, "<admin>")
         except ConfigError as e:
             return None, list(e.errors)
-        return cfg, check_consumers(cfg)
+        return loaded.config, list(await check_buildable(loaded))
 
     async def validate_config_text(self, text: str) -> list[Any]:
-        return self._load(text)[1]
+        return (await self._load(text))[1]
 
     async def apply_config_text(self, text: str, *, write_back: bool) -> list[Any]:
         from portway.runtime.gateway import ReloadError
 
-        cfg, errors = self._load(text)
-        if cfg is None:
+        cfg, errors = await self._load(text)
+        if cfg is None or errors:
             return errors
         try:
             await self.gateway.apply(cfg)
@@ -166,7 +188,7 @@ class RuntimeControl:
             return list(e.errors)
         self._text = text
         if write_back and self.config_path is not None:
-            await asyncio.to_thread(write_atomically, self.config_path, text)
+            self._text = await asyncio.to_thread(write_back_file, self.config_path, text)
         await self.gateway.publish(text)
         return []
 
@@ -215,3 +237,6 @@ class RuntimeControl:
     def route_table(self) -> list[tuple[int, str, RouteConfig]]:
         g = self.gateway.graph_ref()
         return g.router.table() if g is not None else []
+
+    async def share(self, op: dict[str, Any]) -> list[int]:
+        return await self.gateway.share(op)

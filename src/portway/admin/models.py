@@ -50,6 +50,11 @@ class ApplyResult(_Body):
     result: Literal["ok"]
     config_hash: str | None = None
     written: bool = Field(False, description="the config file was rewritten")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="POST /reload: consumers created or changed through the API without "
+        "write_back whose changes the reload from the file dropped",
+    )
 
 
 class ValidateResult(_Body):
@@ -98,6 +103,9 @@ class DrainResult(_Body):
     upstream: str
     target: str
     draining: bool
+    lagging: list[int] = Field(
+        default_factory=list, description="workers that had not applied the change in time"
+    )
 
 
 class CredentialView(BaseModel):
@@ -147,15 +155,35 @@ class CredentialsInput(_Body):
     mtls: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class ConsumerUpdate(_Body):
-    """Body of ``PUT /consumers/{username}`` (the URL names the consumer)."""
+class CredentialItem(BaseModel):
+    """A credential in the list form ``GET /consumers/{username}`` shows: an item with the
+    ``id`` of an existing credential keeps that credential (its redacted fields are not
+    read); an item without ``id`` adds a credential of ``kind`` from its other fields."""
 
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    kind: Literal["key_auth", "basic_auth", "jwt", "mtls"]
+
+
+class ConsumerUpdate(_Body):
+    """Body of ``PUT /consumers/{username}`` (the URL names the consumer). What ``GET`` returns
+    can be sent back as is. ``credentials``: absent keeps the consumer's credentials; a
+    mapping by kind (as in ``portway.yaml``) replaces them all; a list (as ``GET`` shows
+    them) keeps the listed ids and adds the items without one."""
+
+    username: str | None = Field(
+        None, description="optional; when given it must equal the username in the URL"
+    )
     id: str | None = Field(None, min_length=1, max_length=128)
     groups: list[str] = Field(default_factory=list)
-    credentials: CredentialsInput = Field(default_factory=CredentialsInput)
+    credentials: CredentialsInput | list[CredentialItem] | None = None
 
 
-class ConsumerInput(ConsumerUpdate):
+class ConsumerInput(_Body):
     """Body of ``POST /consumers``."""
 
     username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:+-]+$")
+    id: str | None = Field(None, min_length=1, max_length=128)
+    groups: list[str] = Field(default_factory=list)
+    credentials: CredentialsInput = Field(default_factory=CredentialsInput)

@@ -322,7 +322,11 @@ def _paths() -> dict[str, Any]:
                 "Purge one cache key (as shown in X-Cache-Key)",
                 {200: ("purged", _ref(m.PurgeResult))},
                 (404, 503),
-                params=[_path_param("key", "cache key")],
+                params=[
+                    _path_param(
+                        "key", "cache key as in X-Cache-Key; its '/' may be sent as is or as %2F"
+                    )
+                ],
                 tag="cache",
             ),
         },

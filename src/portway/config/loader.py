@@ -139,6 +139,7 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
                 )
             else:
                 first[name] = i
+        _check_rewrite(route, i, report)
         up = route.get("upstream")
         for sub, ref in referenced_upstreams(route):
             if ref not in names:
@@ -177,6 +178,42 @@ def _unknown_upstream(up: str, names: set[str]) -> str:
     return f"unknown upstream {up!r}; no upstreams are defined"
 
 
+_REWRITE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z]+)?\}")
+
+
+def _captures(form: str) -> set[str] | None:
+    """Parameter names a path form captures (``None``: a regex that does not compile)."""
+    if form.startswith("~"):
+        try:
+            return set(re.compile(form[1:]).groupindex)
+        except re.error:
+            return None
+    return set(_REWRITE_PARAM.findall(form))
+
+
+def _check_rewrite(route: dict[str, Any], i: int, report: _Report) -> None:
+    """A ``rewrite`` may only use parameters that every path form of its route captures: a
+    form without one would forward an empty segment (``=/orders`` → ``/v2/orders/``)."""
+    rw = route.get("rewrite")
+    match = route.get("match")
+    paths = match.get("paths", ["/"]) if isinstance(match, dict) else ["/"]
+    if not isinstance(rw, str) or not isinstance(paths, list):
+        return
+    wanted = _REWRITE_PARAM.findall(rw)
+    for form in paths:
+        if not isinstance(form, str):
+            continue
+        got = _captures(form)
+        missing = [w for w in wanted if got is not None and w not in got]
+        if missing:
+            report(
+                ("routes", i, "rewrite"),
+                f"rewrite uses {{{missing[0]}}}, which path {form!r} does not capture; "
+                "give that path its own route (with its own rewrite)",
+            )
+            return
+
+
 def _binds(bindings: Any, plugin: str) -> bool:
     return isinstance(bindings, list) and any(
         isinstance(b, dict) and b.get("name") == plugin and _as_bool(b.get("enabled"), True)
@@ -204,6 +241,28 @@ def _check_consumers(data: dict[str, Any], report: _Report) -> None:
 _STAGES = " < ".join(s.name for s in Stage)
 
 
+def _add_plugin_paths(
+    data: dict[str, Any], source: str, registry: Registry, report: _Report
+) -> None:
+    """``plugin_paths``: directories of plugin files, relative to the config file's."""
+    paths = data.get("plugin_paths")
+    if not isinstance(paths, list):
+        return
+    src = FsPath(source)
+    base = src.parent if src.is_file() else FsPath.cwd()
+    found = []
+    for i, p in enumerate(paths):
+        if not isinstance(p, str):
+            continue  # the schema reports it
+        d = FsPath(p).expanduser()
+        d = d if d.is_absolute() else base / d
+        if not d.is_dir():
+            report(("plugin_paths", i), f"plugin directory {str(d)!r} does not exist")
+            continue
+        found.append(d)
+    registry.add_paths(found)
+
+
 def _check_bindings(
     bindings: Any,
     base: Path,
@@ -228,15 +287,24 @@ def _check_bindings(
             )
             continue
         first[name] = k
+        module = binding.get("module")
         try:
-            cls = registry.get(name)
-        except UnknownPluginError as e:
-            if "not available" in str(e):
-                report((*where, "name"), str(e))
+            if isinstance(module, str):
+                cls = registry.load_module(name, module)
             else:
+                cls = registry.get(name)
+        except UnknownPluginError as e:
+            if isinstance(module, str):
+                report((*where, "module"), str(e))
+            elif str(e).startswith("unknown plugin"):
                 close = suggest(name, registry.names())
                 hint = f"; did you mean {close!r}?" if close else ""
-                report((*where, "name"), f"unknown plugin {name!r}{hint}")
+                report(
+                    (*where, "name"),
+                    f"unknown plugin {name!r}{hint}; looked in {registry.where_looked(name)}",
+                )
+            else:
+                report((*where, "name"), str(e))
             continue
         except Exception as e:  # a broken third-party entry point must not crash validation
             report((*where, "name"), f"plugin {name!r} failed to load: {e}")
@@ -330,6 +398,7 @@ def load_document(
     except ValidationError as e:
         validation(e, GatewayConfig, data, ())
     reg = registry or default_registry
+    _add_plugin_paths(data, source, reg, report)
     _check_routes(data, report)
     _check_consumers(data, report)
     _check_addresses(data, report)

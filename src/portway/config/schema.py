@@ -207,7 +207,7 @@ RetryOn = Literal["connect_error", "timeout", "reset", "500", "502", "503", "504
 
 
 class RetryConfig(Model):
-    attempts: int = Field(3, ge=1, le=10, description="total tries, the first included")
+    attempts: int = Field(2, ge=1, le=10, description="total tries, the first included")
     on: list[str] = Field(default_factory=lambda: ["connect_error", "502", "503", "504"])
     backoff: Duration = Field(0.025, description="base of exponential backoff with jitter")
     max_backoff: Duration = Field(1.0)
@@ -215,7 +215,11 @@ class RetryConfig(Model):
     budget_min_per_second: float = Field(
         10.0, ge=0, description="retries per second always allowed on top of budget_ratio"
     )
-    per_try_timeout: Duration | None = Field(None)
+    per_try_timeout: Duration | None = Field(
+        None,
+        description="how long one attempt may wait for its response head; its expiry is a "
+        "`timeout` failure (retried when `timeout` is in `on`)",
+    )
 
     @field_validator("on", mode="before")
     @classmethod
@@ -258,7 +262,7 @@ class UpstreamConfig(Model):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     circuit_breaker: CircuitBreakerConfig | None = None
-    retries: RetryConfig = Field(default_factory=lambda: RetryConfig(attempts=2))
+    retries: RetryConfig = Field(default_factory=RetryConfig)
     discovery: DiscoveryConfig | None = None
     host_header: Literal["preserve", "target"] = Field(
         "preserve", description="forward the client's Host or the target's host:port"
@@ -282,6 +286,11 @@ class PluginBinding(Model):
     name: str = Field(description="registered plugin name")
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+    module: str | None = Field(
+        None,
+        description="load the plugin class from 'package.module:Class' (importable, or in "
+        "one of plugin_paths) instead of by name",
+    )
 
 
 class MatchConfig(Model):
@@ -430,6 +439,11 @@ class GatewayConfig(Model):
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     plugins: list[PluginBinding] = Field(default_factory=list, description="global bindings")
+    plugin_paths: list[str] = Field(
+        default_factory=list,
+        description="directories holding plugin files (<name>.py or <name>/), relative to "
+        "the config file",
+    )
     consumers: list[ConsumerConfig] = Field(default_factory=list)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 

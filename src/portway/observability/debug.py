@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from portway.http.headers import Headers
-    from portway.http.models import Request
+    from portway.http.models import Request, Response
     from portway.pipeline.context import RequestContext, TraceEvent
 
 DEBUG_HEADER = "x-portway-debug"
@@ -106,6 +106,84 @@ def _route_info(ctx: RequestContext) -> dict[str, Any] | None:
     }
 
 
+def _relaxed(route: Any, keep: str) -> Any:
+    """``route`` with every match condition but ``keep`` lifted (paths become ``/``)."""
+    mc = route.match
+    update: dict[str, Any] = {"hosts": [], "paths": ["/"], "methods": [], "headers": {}}
+    update[keep] = getattr(mc, keep)
+    return route.model_copy(update={"match": mc.model_copy(update=update)})
+
+
+def why_not(route: Any, request: Request) -> list[str]:
+    """Why ``route`` does not match ``request``, one reason per failing condition (empty when
+    it does match). Each condition is tried with the real router, alone."""
+    from portway.routing.router import Router
+
+    mc = route.match
+    req = request
+    out: list[str] = []
+    checks = (
+        ("paths", f"path {req.path} matches none of {list(mc.paths)}"),
+        ("hosts", f"host {req.host} matches none of {list(mc.hosts)}"),
+        ("methods", f"method {req.method} not in {list(mc.methods)}"),
+        ("headers", f"headers do not match {dict(mc.headers)}"),
+    )
+    for keep, reason in checks:
+        if keep != "paths" and not getattr(mc, keep):
+            continue
+        try:
+            hit = Router([_relaxed(route, keep)]).match(req.host, req.method, req.path, req.headers)
+        except ValueError:
+            hit = None
+        if hit is None:
+            out.append(reason)
+    return out
+
+
+def other_routes(routes: Any, request: Request, chosen: int | None) -> list[dict[str, Any]]:
+    """For every route but the chosen one: why it was not taken (its failing conditions, or
+    that it matched too but ranks below the chosen route)."""
+    out: list[dict[str, Any]] = []
+    for i, r in enumerate(routes):
+        if i == chosen:
+            continue
+        reasons = why_not(r, request)
+        if not reasons:
+            reasons = ["matches too, but ranks below the chosen route (see `portway routes`)"]
+        out.append({"name": r.name, "index": i, "not_matched": reasons})
+    return out
+
+
+def _rejection(ctx: RequestContext) -> dict[str, Any] | None:
+    """The plugin that answered instead of the upstream, and why."""
+    name = ctx.extra.get("rejected_by")
+    if not name:
+        return None
+    phase = None
+    for ev in ctx.trace or []:
+        if ev.name == name and ev.what.startswith(_PHASE_PREFIX) and ev.detail != "continue":
+            phase = ev.what
+    err = ctx.error
+    resp = ctx.response
+    status = getattr(err, "status", None) or (resp.status if resp is not None else None)
+    reason: str | None = str(getattr(err, "message", "") or err) if err is not None else None
+    if reason is None and resp is not None and isinstance(resp.body, bytes) and resp.body:
+        try:
+            import orjson
+
+            body = orjson.loads(resp.body)
+            if isinstance(body, dict):
+                reason = body.get("error") or body.get("message")
+        except ValueError:
+            reason = None
+    return {
+        "plugin": name,
+        "phase": phase or "on_request",
+        "status": status,
+        "reason": reason or f"answered {status}",
+    }
+
+
 def _split_events(events: list[TraceEvent]) -> tuple[list[Any], list[Any], list[Any]]:
     plugins: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
@@ -124,15 +202,17 @@ def _split_events(events: list[TraceEvent]) -> tuple[list[Any], list[Any], list[
     return plugins, attempts, steps
 
 
-def explain(ctx: RequestContext) -> dict[str, Any]:
+def explain(ctx: RequestContext, routes: Any = None) -> dict[str, Any]:
     """Everything known about how ``ctx`` was (or would be) handled, JSON-serialisable.
 
     Keys: ``request_id``, ``request`` (method, path, host, query), ``route`` (``None`` when no
     route matched; else name, pattern, params, routes considered and what matched), ``consumer``
     (username or ``None``; never credentials), ``plugins`` (phase timings and decisions),
     ``upstream`` (name, chosen target, attempts), ``traffic`` (the variant chosen by the
-    route's split/versions/fallback rules and why, or ``None``), ``steps``, ``response`` and
-    ``total_ms``.
+    route's split/versions/fallback rules and why, or ``None``), ``steps``, ``response``,
+    ``rejected_by`` (plugin, phase, status and reason of a plugin that answered instead of the
+    upstream), ``error`` and ``total_ms``; with ``routes`` (the config's routes) also
+    ``routes_not_taken``: every other route and why it did not match.
     """
     req = ctx.request
     plugins, attempts, steps = _split_events(ctx.trace or [])
@@ -164,10 +244,19 @@ def explain(ctx: RequestContext) -> dict[str, Any]:
         "traffic": _traffic(ctx),
         "steps": steps,
         "response": None if resp is None else {"status": resp.status, "upstream": resp.upstream},
-        "rejected_by": ctx.extra.get("rejected_by"),
-        "error": None if ctx.error is None else type(ctx.error).__name__,
+        "rejected_by": _rejection(ctx),
+        "error": None
+        if ctx.error is None
+        else {
+            "type": type(ctx.error).__name__,
+            "code": getattr(ctx.error, "code", None),
+            "message": str(getattr(ctx.error, "message", ctx.error)),
+        },
         "total_ms": _ms(time.perf_counter() - ctx.start),
     }
+    if routes is not None:
+        m = ctx.match
+        out["routes_not_taken"] = other_routes(routes, req, m.index if m is not None else None)
     return out
 
 
@@ -179,6 +268,17 @@ def _traffic(ctx: RequestContext) -> dict[str, Any] | None:
         return None
     c = ctx.state.get(CHOICE)
     return None if c is None else c.describe()
+
+
+def explain_response(ctx: RequestContext, routes: Any) -> Response:
+    """The ``?explain`` answer for a request that has been handled (proxied, or answered by a
+    plugin or an error): the explanation as JSON, with the status the request really got."""
+    from portway.http.models import Response
+
+    status = ctx.response.status if ctx.response is not None else 200
+    resp = Response.json(status, explain(ctx, routes))
+    resp.headers.set("cache-control", "no-store")
+    return resp
 
 
 def _safe(v: object) -> str:

@@ -154,6 +154,68 @@ class ReopenableFileHandler(logging.StreamHandler[TextIO]):
 _installed: list[logging.Handler] = []
 _lock = threading.Lock()
 
+#: third-party loggers whose records go through the gateway's handler (JSON), rate-limited:
+#: the OpenTelemetry SDK logs each failed export and retry (``Transient error … retrying``)
+#: from its worker thread, which without a collector is a line every second or so
+FOREIGN_LOGGERS = ("opentelemetry",)
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through one record per (logger, message template) per ``interval`` seconds; the
+    next record let through carries ``suppressed``: how many were dropped in between."""
+
+    def __init__(self, interval: float = 60.0, clock: Any = None) -> None:
+        super().__init__()
+        import time
+
+        self.interval = interval
+        self._clock = clock or time.monotonic
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last[0] < self.interval:
+                self._seen[key] = (last[0], last[1] + 1)
+                return False
+            if len(self._seen) > 1000:  # templates are few; a bound against odd callers
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if last is not None and last[1]:
+            record.suppressed = last[1]
+        return True
+
+
+def _route_foreign(handler: logging.Handler, interval: float) -> None:
+    """Send :data:`FOREIGN_LOGGERS` (warnings and up) to ``handler`` through a rate limit,
+    instead of Python's last-resort plain-text stderr handler."""
+    for name in FOREIGN_LOGGERS:
+        lg = logging.getLogger(name)
+        for old in list(lg.handlers):
+            if getattr(old, "_portway", False):
+                lg.removeHandler(old)
+        fwd = _Forward(handler)
+        fwd.addFilter(RateLimitFilter(interval))
+        lg.addHandler(fwd)
+        lg.setLevel(logging.WARNING)
+        lg.propagate = False
+
+
+class _Forward(logging.Handler):
+    """Hands records to another handler (which keeps its formatter and filters)."""
+
+    _portway = True
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
 
 def setup_logging(
     level: str | int = "info",
@@ -161,9 +223,12 @@ def setup_logging(
     json: bool = True,
     *,
     logger: str = "portway",
+    foreign_interval: float = 60.0,
 ) -> logging.Handler:
     """(Re)configure the ``portway`` logger tree: one handler to ``file`` (reopenable) or
-    stderr, JSON or text lines. Idempotent: handlers from a previous call are replaced."""
+    stderr, JSON or text lines. Idempotent: handlers from a previous call are replaced.
+    Warnings of :data:`FOREIGN_LOGGERS` (the OpenTelemetry SDK) go to the same handler, at
+    most one per message template per ``foreign_interval`` seconds."""
     lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(lvl, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -183,6 +248,7 @@ def setup_logging(
     log.setLevel(lvl)
     # The gateway's records must not be printed twice by a root handler an embedder set up.
     log.propagate = False
+    _route_foreign(handler, foreign_interval)
     return handler
 
 

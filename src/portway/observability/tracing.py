@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -38,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from portway.config.types import Duration
 from portway.http.headers import Headers
 from portway.pipeline.context import ContextKey
+
+log = logging.getLogger("portway.tracing")
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -83,6 +86,11 @@ class TracingConfig(BaseModel):
     max_queue_size: int = Field(2048, ge=1, description="spans buffered before dropping")
     max_export_batch_size: int = Field(512, ge=1, description="spans per export request")
     schedule_delay: Duration = Field(1.0, description="export interval of the batcher")
+    shutdown_timeout: Duration = Field(
+        1.0,
+        description="on shutdown, how long spans still queued may take to export before "
+        "they are dropped (a missing collector never delays the exit for longer)",
+    )
     resource_attributes: dict[str, str] = Field(
         default_factory=dict, description="extra resource attributes (deployment.environment…)"
     )
@@ -235,6 +243,7 @@ class OtelTracer(Tracer):
             resource=Resource.create(attrs),
             sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
         )
+        self._exporter = exporter
         self._provider.add_span_processor(
             BatchSpanProcessor(
                 exporter,
@@ -432,10 +441,25 @@ class OtelTracer(Tracer):
         await asyncio.to_thread(self._provider.force_flush)
 
     async def aclose(self) -> None:
-        """Flush and stop the exporter (in a thread: the export may wait on the network)."""
-        if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._provider.shutdown)
+        """Flush and stop the exporter (in a thread: the export may wait on the network),
+        bounded by ``shutdown_timeout``: past it the exporter is shut down under the SDK's
+        feet, which aborts its retry wait, and what was still queued is dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        task = asyncio.ensure_future(asyncio.to_thread(self._provider.shutdown))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.config.shutdown_timeout)
+            return
+        except TimeoutError:
+            log.warning(
+                "span export did not finish within %.1fs of shutdown; dropping queued spans",
+                self.config.shutdown_timeout,
+            )
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._exporter.shutdown)
+        with contextlib.suppress(Exception, TimeoutError):
+            await asyncio.wait_for(task, 2.0)
 
 
 def _record_error(span: Span, error: BaseException) -> None:

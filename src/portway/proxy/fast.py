@@ -154,7 +154,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     uconn.write_soon(head)
     target.in_flight += 1
-    uconn.arm_read_timeout(ex.deadline, now)
+    uconn.arm_read_timeout(now + rt.try_timeout, now)
     graph.inflight += 1
     conn.exchange = ex
     return STARTED

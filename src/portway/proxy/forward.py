@@ -597,7 +597,9 @@ class Forwarder:
             t0 = loop.time()
             target.in_flight += 1
             try:
-                resp = await self._exchange(ctx, rt, target, client, deadline)
+                # ``retries.per_try_timeout`` bounds this attempt's wait for its head
+                try_deadline = min(deadline, t0 + rt.try_timeout)
+                resp = await self._exchange(ctx, rt, target, client, try_deadline)
             except (asyncio.CancelledError, GatewayError):
                 # no outcome to record (client gone, body too large): give back the probe slot
                 target.in_flight -= 1

@@ -118,6 +118,9 @@ class ProxyApp(App):
                 if tok is not None and hmac.compare_digest(tok, graph.debug_token):
                     ctx.debug = True
                     ctx.trace = []
+                    if b"explain" in req.query.split(b"&"):
+                        # handled as usual; the answer is then replaced by the explanation
+                        ctx.extra["_explain"] = graph.config.routes
             if rt is None:
                 rt = self._route(ctx, graph)
                 chain = rt.chain
@@ -126,10 +129,6 @@ class ProxyApp(App):
                     # (pipeline/buffering.py)
                     ctx.extra["_client"] = conn
                 resp = await chain.run_request(ctx)
-                if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
-                    if rt.traffic is not None:
-                        rt.traffic.choose(ctx)  # explain shows the variant
-                    resp = _explain(ctx)
             else:
                 # carried on from the task-free path: its request hooks already ran
                 chain = rt.chain
@@ -163,6 +162,8 @@ class ProxyApp(App):
                 await chain.run_response(ctx)
                 in_response = False
             if ctx.debug:
+                if "_explain" in ctx.extra:
+                    resp = _explain(ctx)
                 resp.headers.set("x-portway-debug", _debug_header(ctx))
             keep = await self._send(conn, ctx, chain)
         except (ClientDisconnectedError, ConnectionError) as e:
@@ -199,6 +200,8 @@ class ProxyApp(App):
                 )
             raise NotFoundError("no route matched")
         ctx.match = m
+        if ctx.trace is not None:
+            ctx.record("route", m.name, 0.0, f"{m.pattern} ({m.considered} considered)")
         rt = graph.routes[m.index]
         if "%" in req.path and not rt.config.allow_encoded_slashes:
             p = req.path
@@ -344,6 +347,10 @@ class ProxyApp(App):
                 await chain.run_response(ctx)
             except GatewayError as e2:
                 log.warning("on_response failed while answering an error: %s", e2)
+        if ctx.debug:
+            if "_explain" in ctx.extra:
+                resp = _explain(ctx)
+            resp.headers.set("x-portway-debug", _debug_header(ctx))
         try:
             return await self._send(conn, ctx, chain, close=close)
         except (ConnectionError, GatewayError):
@@ -385,22 +392,11 @@ def _debug_header(ctx: RequestContext) -> str:
 
 
 def _explain(ctx: RequestContext) -> Response:
-    try:
-        from portway.observability.debug import explain
+    """Replace the response ``ctx`` got with its explanation (``?explain``); an upstream body
+    not read yet is dropped with its connection."""
+    from portway.observability.debug import explain_response
 
-        return Response.json(200, explain(ctx))
-    except ImportError:
-        m = ctx.match
-        return Response.json(
-            200,
-            {
-                "route": m.route.name if m else None,
-                "pattern": m.pattern if m else None,
-                "params": m.params if m else {},
-                "considered": m.considered if m else 0,
-                "plugins": [
-                    {"phase": t.what, "name": t.name, "ms": t.ms, "detail": t.detail}
-                    for t in ctx.trace or []
-                ],
-            },
-        )
+    resp = explain_response(ctx, ctx.extra["_explain"])
+    Forwarder.finish_exchange(ctx, ok=False)
+    ctx.response = resp
+    return resp

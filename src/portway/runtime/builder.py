@@ -47,6 +47,11 @@ def _buffer_max(r: RouteConfig, cfg: GatewayConfig) -> int | None:
     return rb.max if rb is not None else None
 
 
+def _try_timeout(up: Upstream | None, total: float) -> float:
+    per_try = up.config.retries.per_try_timeout if up is not None else None
+    return total if per_try is None else min(per_try, total)
+
+
 def _compile_rewrite(template: str | None) -> tuple[tuple[bool, str], ...] | None:
     if template is None:
         return None
@@ -107,10 +112,25 @@ def _consumers(cfg: GatewayConfig) -> ConsumerDirectory:
     return build_consumer_directory(cfg.consumers)
 
 
+def plugin_config(cls: type[Plugin[Any]], raw: dict[str, Any], settings: Any) -> Any:
+    """Validate a binding's config; a plugin whose ``store`` is not set follows
+    ``state.backend`` (``redis`` → ``store: redis``), so one line moves every limit and cache
+    of a cluster to Redis. An explicit ``store`` always wins."""
+    state = getattr(settings, "state", None)
+    field = cls.Config.model_fields.get("store")
+    if (
+        field is not None
+        and "store" not in raw
+        and getattr(state, "backend", "memory") == "redis"
+        and "redis" in str(field.annotation)
+    ):
+        raw = {**raw, "store": "redis"}
+    return cls.Config.model_validate(raw)
+
+
 def instantiate(binding: PluginBinding, env: PluginEnv) -> Plugin[Any]:
     cls = registry.get(binding.name)
-    conf = cls.Config.model_validate(binding.config)
-    return cls(conf, env)
+    return cls(plugin_config(cls, binding.config or {}, env.settings), env)
 
 
 def merged_bindings(
@@ -168,6 +188,7 @@ def _route_runtime(
         encoded_slashes=r.allow_encoded_slashes,
         read_timeout=tc.read,
         total_timeout=tc.total,
+        try_timeout=_try_timeout(up, tc.total),
         traffic=traffic,
         websocket=r.websocket,
         buffer_max=_buffer_max(r, cfg),

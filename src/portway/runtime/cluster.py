@@ -3,7 +3,9 @@
 When ``state.sync_config`` is on, a config applied through the admin API of any instance is
 stored under ``<key_prefix>config:text`` and its hash published on ``<key_prefix>config``.
 Every worker of every instance subscribes; on a notice whose hash differs from what it serves
-it loads the stored text (same validation as a file reload) and applies it. No protocol of our
+it loads the stored text (same validation as a file reload) and applies it. Runtime changes
+(target drains, cache purges) are published on the same channel as JSON objects; drains are
+also kept in the hash ``<key_prefix>drains`` so an instance catches up on them. No protocol of our
 own: Redis is the only shared medium. While Redis is unreachable instances keep serving what
 they have and resubscribe with backoff; on (re)subscribe they catch up with the stored text.
 """
@@ -13,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from portway.config.schema import StateConfig
@@ -32,6 +35,9 @@ class ConfigSync:
         self.gateway = gateway
         self.channel = f"{state.key_prefix}config"
         self.text_key = f"{state.key_prefix}config:text"
+        self.drains_key = f"{state.key_prefix}drains"
+        #: set once the first subscription is up (tests wait on it)
+        self.subscribed = asyncio.Event()
         self._redis = aioredis.from_url(
             state.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
@@ -52,6 +58,42 @@ class ConfigSync:
                 await p.execute()
         except Exception as e:  # the local apply already happened; peers catch up later
             log.error("could not publish the config to Redis: %s", e)
+
+    async def publish_op(self, op: dict[str, Any]) -> None:
+        """Send a runtime change (a target drain, a cache purge) to every worker of every
+        instance; the message is the op as a JSON object (a config notice is a bare hash)."""
+        data = {k: v for k, v in op.items() if k != "from"}
+        try:
+            async with self._redis.pipeline(transaction=True) as p:
+                if data.get("op") == "drain":
+                    # kept, so an instance that was not listening catches up on (re)subscribe
+                    field = f"{data['upstream']}|{data['target']}"
+                    if data.get("draining"):
+                        p.hset(self.drains_key, field, b"1")
+                    else:
+                        p.hdel(self.drains_key, field)
+                p.publish(self.channel, orjson.dumps(data))
+                await p.execute()
+        except Exception as e:
+            log.error("could not publish %s to Redis: %s", op.get("op"), e)
+
+    async def _catch_up_drains(self) -> None:
+        drains = await self._redis.hgetall(self.drains_key)
+        for raw in drains:
+            field = raw.decode() if isinstance(raw, bytes) else str(raw)
+            upstream, _, target = field.partition("|")
+            op = {"op": "drain", "upstream": upstream, "target": target, "draining": True}
+            await self.gateway.apply_shared(op)
+
+    async def _on_message(self, data: Any) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        if isinstance(raw, bytes) and raw.startswith(b"{"):
+            op = orjson.loads(raw)
+            if isinstance(op, dict):
+                # also this instance's own message: drains and purges are idempotent
+                await self.gateway.apply_shared(op)
+            return
+        await self._catch_up()
 
     async def _catch_up(self) -> None:
         from portway.config.errors import ConfigError
@@ -79,11 +121,13 @@ class ConfigSync:
                 pubsub = self._redis.pubsub()
                 await pubsub.subscribe(self.channel)
                 await self._catch_up()
+                await self._catch_up_drains()
+                self.subscribed.set()
                 delay = 0.5
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":
                         try:
-                            await self._catch_up()
+                            await self._on_message(msg.get("data"))
                         except Exception as e:
                             log.error("applying a published config failed: %s", e)
             except asyncio.CancelledError:

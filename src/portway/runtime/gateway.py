@@ -20,6 +20,7 @@ from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.runtime.builder import BuildContext, build_graph, prune_shared, remember
 from portway.runtime.graph import GraphSlot, RuntimeGraph
+from portway.runtime.peers import PeerLog
 
 log = logging.getLogger("portway.runtime")
 
@@ -52,9 +53,9 @@ class Gateway:
         self.last_reload: dict[str, Any] = {"result": "none", "errors": [], "at": None}
         self.reload_listeners: list[Callable[[str], None]] = []
         #: with several workers: where a config applied through the admin API is written so
-        #: sibling workers can load it, and how they are told (SIGHUP via the supervisor)
+        #: sibling workers can load it, and the change log that tells them (``peers.PeerLog``)
         self.override_path: Path | None = None
-        self.notify_peers: Callable[[], None] | None = None
+        self.peers: PeerLog | None = None
         #: with ``state.sync_config``: publishes admin-applied configs to other instances
         self.cluster: Any = None
 
@@ -141,16 +142,52 @@ class Gateway:
         assert c is not None
         return c
 
-    async def publish(self, text: str | None) -> None:
-        """Share a config applied in this worker with its siblings (no-op with one worker)."""
+    async def publish(self, text: str | None) -> list[int]:
+        """Share a config applied in this worker with its siblings (no-op with one worker)
+        and, with ``state.sync_config``, with other instances; returns the ids of sibling
+        workers that had not applied it in time (see :meth:`share`)."""
         if self.override_path is not None and text is not None:
             tmp = self.override_path.with_suffix(".tmp")
             await asyncio.to_thread(tmp.write_text, text)
             await asyncio.to_thread(tmp.replace, self.override_path)
-        if self.notify_peers is not None:
-            self.notify_peers()
+        lagging = await self.share({"op": "reload"})
         if self.cluster is not None and text is not None:
             await self.cluster.publish(text)
+        return lagging
+
+    async def share(self, op: dict[str, Any]) -> list[int]:
+        """Make a runtime change already applied here reach the sibling workers (waiting
+        until they applied it) and, for drains and purges, the other instances."""
+        lagging: list[int] = []
+        if self.peers is not None:
+            lagging = await self.peers.share(op)
+        if self.cluster is not None and op.get("op") != "reload":
+            await self.cluster.publish_op(op)
+        return lagging
+
+    def set_draining(self, upstream: str, target: str, draining: bool) -> bool | None:
+        """Drain (or undrain) a target of the live graph; ``None`` if there is no such
+        upstream, ``False`` if it has no such target."""
+        up = self.graph.upstreams.get(upstream)
+        if up is None:
+            return None
+        return bool(up.set_draining(target, draining))
+
+    async def apply_shared(self, op: dict[str, Any]) -> None:
+        """Apply a drain or purge published by a sibling worker or another instance (a
+        reload is the worker's business: it logs and reports)."""
+        kind = op.get("op")
+        if kind == "drain":
+            self.set_draining(str(op["upstream"]), str(op["target"]), bool(op["draining"]))
+        elif kind == "purge":
+            from portway.plugins.cache import registry
+
+            if op.get("key") is not None:
+                await registry.purge_key(str(op["key"]))
+            elif op.get("route") is not None:
+                await registry.purge_route(str(op["route"]))
+            else:
+                await registry.purge_all()
 
     def _record(self, result: str, errors: list[str]) -> None:
         self.last_reload = {"result": result, "errors": errors, "at": time.time()}

@@ -36,6 +36,9 @@ class RouteRuntime:
     encoded_slashes: bool
     read_timeout: float
     total_timeout: float
+    #: how long one attempt may wait for its response head: ``retries.per_try_timeout``
+    #: when set (capped by the total), else the total
+    try_timeout: float
     #: WebSocket upgrades are tunnelled on this route
     websocket: bool = True
     #: request bodies up to this many bytes are read whole before forwarding (None: stream)

@@ -72,6 +72,7 @@ def run_supervised(
             # a reload signal before the worker installs its handlers must not kill it
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
@@ -95,6 +96,10 @@ def run_supervised(
 
     def on_term(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            msg = f"portway: draining (shutdown_timeout {config.server.shutdown_timeout:g}s)\n"
+            with contextlib.suppress(OSError):
+                os.write(2, msg.encode())
         stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
@@ -107,11 +112,20 @@ def run_supervised(
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_forward)  # reload
     signal.signal(signal.SIGUSR1, on_forward)  # reopen log files
+    signal.signal(signal.SIGUSR2, on_forward)  # a worker shared a runtime change (peers.py)
     for wid in range(workers):
         spawn(wid)
     log.info("supervisor %d started %d workers", os.getpid(), workers)
     deadline: float | None = None
+    runtime = Path(os.environ["PORTWAY_RUNTIME_DIR"])
+    announced = False
     while children:
+        if not announced and not stopping:
+            notes = [runtime / f"ready.{wid}" for wid in range(workers)]
+            if all(n.exists() for n in notes):
+                announced = True
+                urls = notes[0].read_text()
+                print(f"portway: ready: {urls} ({workers} workers)", file=sys.stderr, flush=True)
         while pending:
             sig = pending.pop(0)
             for pid in list(children):

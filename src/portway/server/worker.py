@@ -76,9 +76,19 @@ class Worker:
             self._closers.append(sync.aclose)
         runtime_dir = os.environ.get("PORTWAY_RUNTIME_DIR")
         if self.workers > 1 and runtime_dir:
+            from portway.runtime.peers import PeerLog
+
             gw.override_path = Path(runtime_dir) / "config.yaml"
             parent = os.getppid()
-            gw.notify_peers = lambda: os.kill(parent, signal.SIGHUP)
+
+            def wake_siblings() -> None:
+                # the supervisor forwards it to every worker; gone means we are stopping
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(parent, signal.SIGUSR2)
+
+            gw.peers = PeerLog(
+                Path(runtime_dir), self.worker_id, self.workers, wake_siblings, self._apply_shared
+            )
         if metrics is not None:
             metrics.set_upstreams_source(lambda: gw.graph.upstreams)
             await metrics.start()
@@ -110,7 +120,9 @@ class Worker:
         from portway.config.watcher import ConfigWatcher
 
         async def changed() -> None:
-            await self.reload()
+            # applied here first; siblings only follow a config that was accepted
+            if not await self.reload():
+                await gw.share({"op": "reload"})
 
         w = ConfigWatcher(self.config_path, changed)  # type: ignore[arg-type]
         await w.start()
@@ -130,9 +142,19 @@ class Worker:
             return e.errors
         return []
 
+    async def _apply_shared(self, op: dict[str, Any]) -> None:
+        """A change made by a sibling worker (see :mod:`portway.runtime.peers`)."""
+        if op.get("op") == "reload":
+            await self.reload()
+        elif self.gateway is not None:
+            await self.gateway.apply_shared(op)
+
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        peers = self.gateway.peers if self.gateway is not None else None
+        if peers is not None:
+            loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(peers.catch_up()))
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
@@ -204,6 +226,10 @@ async def run_worker(
     if catch_up and config_path is not None:
         await w.reload()  # an admin-applied override newer than the file wins, as in siblings
     w.install_signals()
+    if w.gateway is not None and w.gateway.peers is not None:
+        # drains and purges made before this worker (re)started; then anything signalled
+        # while the signal was still ignored
+        await w.gateway.peers.catch_up(replay=True)
     # everything built so far lives as long as the process: keep the cyclic GC from
     # re-scanning it, and collect young garbage less often (fewer pauses per request)
     gc.collect()
@@ -211,5 +237,40 @@ async def run_worker(
     gc.set_threshold(50_000, 20, 100)
     if on_ready is not None:
         on_ready(w)
+    announce_ready(w)
     await w.wait()
+    if workers == 1:
+        announce(f"draining (shutdown_timeout {w.config.server.shutdown_timeout:g}s)")
     await w.shutdown()
+
+
+def listener_urls(w: Worker) -> str:
+    """``name scheme://host:port`` of each listener as bound (a port 0 shows the real one)."""
+    out = []
+    for lc, srv in zip(w.config.listeners, w.servers, strict=False):
+        scheme = "https" if lc.tls is not None else "http"
+        for sock in srv.sockets[:1]:
+            host, port = sock.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            out.append(f"{lc.name} {scheme}://{host}:{port}")
+    return ", ".join(out)
+
+
+def announce(message: str) -> None:
+    """One line for the operator on stderr (besides the JSON log): ``portway: <message>``."""
+    import sys
+
+    print(f"portway: {message}", file=sys.stderr, flush=True)
+
+
+def announce_ready(w: Worker) -> None:
+    """A single worker says it is ready; under a supervisor each worker leaves a note in the
+    runtime directory and the supervisor speaks once all are up."""
+    runtime_dir = os.environ.get("PORTWAY_RUNTIME_DIR")
+    if w.workers > 1 and runtime_dir:
+        note = Path(runtime_dir) / f"ready.{w.worker_id}"
+        tmp = note.with_name(f".{note.name}.tmp")
+        tmp.write_text(listener_urls(w))
+        os.replace(tmp, note)
+    elif w.workers == 1:
+        announce(f"ready: {listener_urls(w)} (1 worker)")

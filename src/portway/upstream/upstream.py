@@ -145,6 +145,18 @@ class Upstream:
             self._kind, members if panic else healthy, self.config.hash_on, self._clock, panic
         )
 
+    def set_draining(self, target_id: str, draining: bool) -> bool:
+        """Drain (no new requests; in-flight ones finish) or undrain the target ``target_id``;
+        ``False`` if there is no such target."""
+        found = False
+        for t in self.targets:
+            if t.id == target_id:
+                t.draining = draining
+                found = True
+        if found:
+            self._rebuild(membership=True)
+        return found
+
     def apply_endpoints(self, endpoints: list[Endpoint]) -> None:
         """Make the discovered targets equal ``endpoints``. Targets present before and after
         keep their identity (counters, breaker, pool); removed ones are marked draining and
