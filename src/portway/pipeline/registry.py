@@ -30,6 +30,7 @@ BUILTINS: dict[str, str] = {
     "concurrency_limit": "portway.plugins.concurrency_limit.plugin:ConcurrencyLimitPlugin",
     "quota": "portway.plugins.quota.plugin:QuotaPlugin",
     "cache": "portway.plugins.cache.plugin:CachePlugin",
+    "publish": "portway.plugins.publish.plugin:PublishPlugin",
 }
 
 
