@@ -15,9 +15,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-
 from portway.config.schema import StateConfig
+from portway.state.connect import redis_client, state_redis_url
 
 if TYPE_CHECKING:
     from portway.runtime.gateway import Gateway
@@ -32,8 +31,8 @@ class ConfigSync:
         self.gateway = gateway
         self.channel = f"{state.key_prefix}config"
         self.text_key = f"{state.key_prefix}config:text"
-        self._redis = aioredis.from_url(
-            state.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        self._redis = redis_client(
+            state_redis_url(state), socket_timeout=2.0, socket_connect_timeout=2.0
         )
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
@@ -46,10 +45,10 @@ class ConfigSync:
 
         digest = config_hash(load_config_text(text, "<admin>"))
         try:
-            async with self._redis.pipeline(transaction=True) as p:
-                p.set(self.text_key, text.encode())
-                p.publish(self.channel, digest.encode())
-                await p.execute()
+            # two commands, not a MULTI (on a Redis Cluster PUBLISH has no slot to share
+            # with the key); the SET completes first, so a woken peer reads the new text
+            await self._redis.set(self.text_key, text.encode())
+            await self._redis.publish(self.channel, digest.encode())
         except Exception as e:  # the local apply already happened; peers catch up later
             log.error("could not publish the config to Redis: %s", e)
 

@@ -102,6 +102,19 @@ def parse_redis_url(url: str, *, cluster: bool = False) -> RedisTarget:
     return RedisTarget("sentinel", master=unquote(parts[0]), db=db, **common)
 
 
+def state_redis_url(state: Any, default: str = "redis://127.0.0.1:6379/0") -> str:
+    """The Redis URL of a ``state`` config section with its ``cluster`` flag applied (a
+    plain ``redis://`` URL becomes ``redis+cluster://``), for stores that default to it."""
+    url = getattr(state, "redis_url", None)
+    if not isinstance(url, str) or not url:
+        return default
+    if getattr(state, "cluster", False) is True:
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in ("redis", "rediss"):
+            return f"{scheme.lower()}+cluster://{rest}"
+    return url
+
+
 def redis_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     """A redis-py asyncio client for ``url`` (see the module docstring); ``kwargs`` go to the
     connections (timeouts, retry). Performs no I/O."""
@@ -118,7 +131,10 @@ def redis_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     if t.kind == "cluster":
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-        kwargs.pop("health_check_interval", None)
+        # connection-level options the cluster client does not take (it retries per its
+        # ``retry`` and refreshes its slot map on MOVED/ASK instead)
+        for k in ("health_check_interval", "retry_on_timeout"):
+            kwargs.pop(k, None)
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in t.nodes],
             ssl=t.tls,

@@ -96,7 +96,6 @@ class RedisStore:
         backoff_max: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import NoScriptError
@@ -104,7 +103,10 @@ class RedisStore:
         self._errors = redis_failures()
         self._no_script = NoScriptError
         self.url = url
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        from portway.state.connect import redis_client
+
+        # a plain, Cluster or Sentinel client (state/connect.py): the same commands on each
+        self._client: aioredis.Redis = redis_client(
             url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,

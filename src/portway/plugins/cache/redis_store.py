@@ -40,13 +40,13 @@ class RedisStore:
         max_object: int | None = None,
         client: aioredis.Redis | None = None,
     ) -> None:
-        import redis.asyncio as aioredis
+        from portway.state.connect import redis_client
 
         #: what a backend failure raises (counted as a miss)
         self.failures = redis_failures()
         self.prefix = prefix
         self.max_object = max_object
-        self.client: aioredis.Redis = client or aioredis.Redis.from_url(
+        self.client: aioredis.Redis = client or redis_client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._errors = 0

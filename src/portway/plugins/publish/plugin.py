@@ -75,11 +75,10 @@ def make_sink(config: PublishConfig, env: PluginEnv) -> EventSink:
         return NatsSink(config.url, timeout)
     if config.sink == "redis_stream":
         from portway.plugins.publish.sinks.redis_stream import RedisStreamSink
+        from portway.state.connect import state_redis_url
 
-        state = getattr(env.settings, "state", None)
-        url = config.url or (state.redis_url if state is not None else "redis://127.0.0.1:6379/0")
-        cluster = bool(getattr(state, "cluster", False)) if config.url is None else False
-        return RedisStreamSink(url, timeout, config.stream_max_len, cluster)
+        url = config.url or state_redis_url(getattr(env.settings, "state", None))
+        return RedisStreamSink(url, timeout, config.stream_max_len)
     if config.sink == "amqp":
         from portway.plugins.publish.sinks.amqp import AmqpSink
 

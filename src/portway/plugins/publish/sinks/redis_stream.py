@@ -17,11 +17,10 @@ from portway.plugins.publish.sinks.base import EventSink, Item, SinkError
 class RedisStreamSink(EventSink):
     kind = "redis_stream"
 
-    def __init__(self, url: str, timeout: float, max_len: int | None, cluster: bool) -> None:
+    def __init__(self, url: str, timeout: float, max_len: int | None) -> None:
         self.url = url
         self.timeout = timeout
         self.max_len = max_len
-        self.cluster = cluster
         self._client: Any = None
 
     def _get(self) -> Any:
@@ -33,7 +32,6 @@ class RedisStreamSink(EventSink):
 
             self._client = redis_client(
                 self.url,
-                cluster=self.cluster,
                 socket_connect_timeout=self.timeout,
                 socket_timeout=self.timeout,
                 # the publisher retries with its own backoff
