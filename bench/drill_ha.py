@@ -102,7 +102,7 @@ class Instance:
         }
 
     def start(self) -> None:
-        self.log = open(self.path.with_suffix(".log"), "ab")
+        self.log = open(self.path.with_suffix(".log"), "ab")  # noqa: SIM115 (closed at exit)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portway", "run", "-c", str(self.path), "--workers", "1"],
             stdout=self.log,
@@ -212,7 +212,7 @@ async def drill(seconds: float, concurrency: int) -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError("haproxy does not answer")
             await asyncio.sleep(0.1)
-        # wait for haproxy to see every instance up (rise 2 × inter 200ms)
+        # wait for haproxy to see every instance up (rise 2 checks, 200 ms apart)
         await asyncio.sleep(1.0)
 
         clients = [asyncio.create_task(load.client()) for _ in range(concurrency)]
