@@ -163,3 +163,23 @@ async def test_metrics_count_sent_and_dropped(tmp_path: Path) -> None:
     after = render()[0].decode()
     assert value(after, sent) - value(before, sent) == 1
     assert value(after, dropped) - value(before, dropped) == 2
+
+
+def test_event_counters_are_summed_over_worker_processes(tmp_path: Path) -> None:
+    from portway.observability.metrics import Metrics
+    from portway.plugins.publish import publisher
+
+    mine = publisher.counts().get(("file", ""), 0)
+    mine_dropped = publisher.counts().get(("nats", "buffer_full"), 0)
+    other = {
+        "pid": 0,  # a worker that is gone: its counters still count
+        "buckets": [],
+        "events": [["file", "", 5], ["nats", "buffer_full", 2]],
+    }
+    m = Metrics(multiprocess_dir=str(tmp_path), include_default_registry=False)
+    other["buckets"] = list(m.buckets)
+    (tmp_path / "portway-1-abcd.json").write_bytes(orjson.dumps(other))
+    text = m.render()[0].decode()
+    assert f'portway_events_sent_total{{sink="file"}} {float(mine + 5)}' in text
+    series = 'portway_events_dropped_total{reason="buffer_full",sink="nats"}'
+    assert f"{series} {float(mine_dropped + 2)}" in text

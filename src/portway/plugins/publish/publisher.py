@@ -9,8 +9,8 @@ A failed batch is retried (only its undelivered part, when the sink can tell) af
 that doubles from ``retry.initial`` to ``retry.max``; meanwhile new events queue in the
 buffer, so an outage shorter than the buffer loses nothing.
 
-Metrics (prometheus-client, so they are merged across workers like other registered
-metrics): ``portway_events_sent_total{sink}`` and
+Metrics (process-wide counters read by ``observability/metrics.py`` at scrape time and merged
+across workers like the gateway's own): ``portway_events_sent_total{sink}`` and
 ``portway_events_dropped_total{sink,reason}`` with reason ``buffer_full``, ``rejected`` (the
 sink refused the batch for good) or ``shutdown`` (still buffered when the gateway stopped and
 the sink stayed unreachable for the last ``retry.timeout``).
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from prometheus_client import Counter
 
 from portway.plugins.publish.config import PublishConfig
 from portway.plugins.publish.sinks.base import EventSink, Item, RejectedError, SinkError
@@ -35,10 +34,19 @@ from portway.tasks import stop_task
 
 log = logging.getLogger("portway.publish")
 
-_SENT = Counter("portway_events_sent", "Events delivered to a sink", ["sink"])
-_DROPPED = Counter(
-    "portway_events_dropped", "Events lost before delivery, by reason", ["sink", "reason"]
-)
+#: process-wide totals by (sink, reason), reason "" for sent events; cumulative across
+#: reloads and publishers (the metrics exporter reads them through :func:`counts`)
+_COUNTS: dict[tuple[str, str], int] = {}
+
+
+def counts() -> dict[tuple[str, str], int]:
+    return dict(_COUNTS)
+
+
+def _count(sink: str, reason: str, n: int) -> None:
+    k = (sink, reason)
+    _COUNTS[k] = _COUNTS.get(k, 0) + n
+
 
 Event = tuple[str, dict[str, Any]]
 
@@ -68,7 +76,6 @@ class Publisher:
         self.dropped: dict[str, int] = {}
         #: True while the sink is failing (for logs: one warning per outage)
         self.failing = False
-        self._sent_metric = _SENT.labels(self.kind)
 
     # --- request path ----------------------------------------------------------------------
     def put(self, dest: str, record: dict[str, Any]) -> None:
@@ -123,7 +130,7 @@ class Publisher:
     # --- sender ----------------------------------------------------------------------------
     def _drop(self, reason: str, n: int) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
-        _DROPPED.labels(self.kind, reason).inc(n)
+        _count(self.kind, reason, n)
 
     async def _run(self) -> None:
         wait = self.config.batch.max_wait
@@ -192,4 +199,4 @@ class Publisher:
 
     def _count_sent(self, n: int) -> None:
         self.sent += n
-        self._sent_metric.inc(n)
+        _count(self.kind, "", n)
