@@ -183,3 +183,24 @@ def test_event_counters_are_summed_over_worker_processes(tmp_path: Path) -> None
     assert f'portway_events_sent_total{{sink="file"}} {float(mine + 5)}' in text
     series = 'portway_events_dropped_total{reason="buffer_full",sink="nats"}'
     assert f"{series} {float(mine_dropped + 2)}" in text
+
+
+async def test_reload_keeps_the_buffer_and_a_changed_sink_is_flushed(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    async with run_upstream() as up:
+        cfg = gateway_config(up.url, {"sink": "file", "path": str(first)})
+        async with run_gateway(cfg) as gw:
+            ids = await send_requests(gw, 5)
+            pub = publisher_of(gw)
+            # the request path stays task-free with the plugin (it only has on_log)
+            assert gw.worker.app.fast_requests > 0
+            await gw.reload(cfg)  # same config: the same publisher goes on
+            assert publisher_of(gw) is pub
+            ids += await send_requests(gw, 5)
+            await gw.reload(gateway_config(up.url, {"sink": "file", "path": str(second)}))
+            new = publisher_of(gw)
+            assert new is not pub
+            later = await send_requests(gw, 5)
+            await wait_for(lambda: pub.sent == 10 and new.sent == 5)
+    assert [orjson.loads(x)["request_id"] for x in first.read_bytes().splitlines()] == ids
+    assert [orjson.loads(x)["request_id"] for x in second.read_bytes().splitlines()] == later
