@@ -51,6 +51,43 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
 
     def start(self) -> None:
+        self._spawn()
+        out = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
+        self._wait_ok()
+
+    def stop(self) -> None:
+        """Stop every node (the cluster's node files stay: :meth:`restart` rejoins them)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
+    def restart(self) -> None:
+        self._spawn()
+        self._wait_ok()
+
+    def _spawn(self) -> None:
         for p in self.ports:
             self.procs.append(
                 subprocess.Popen(
@@ -81,22 +118,8 @@ class RedisCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server on {p} did not start")
                 time.sleep(0.05)
-        out = subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in self.ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
+
+    def _wait_ok(self) -> None:
         deadline = time.monotonic() + 15
         for p in self.ports:
             while "cluster_state:ok" not in _cli(p, "cluster", "info"):
@@ -105,13 +128,5 @@ class RedisCluster:
                 time.sleep(0.05)
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

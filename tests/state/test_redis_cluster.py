@@ -217,3 +217,56 @@ def test_state_config_rejects_a_bad_redis_url() -> None:
         load_config_text("state: {redis_url: 'redis+sentinel://h:26379'}\n", "x")
     cfg = load_config_text("state: {redis_url: 'redis://h:7000', cluster: true}\n", "x")
     assert cfg.state.cluster is True
+
+
+async def test_cluster_outage_applies_on_store_error_then_limits_resume(
+    redis_prefix: str,
+) -> None:
+    c = RedisCluster(3)
+    try:
+        c.start()
+
+        def route(name: str, on_error: str) -> dict[str, Any]:
+            return {
+                "name": name,
+                "match": {"paths": [f"/{name}"]},
+                "upstream": "u",
+                "plugins": [
+                    {
+                        "name": "rate_limit",
+                        "config": {
+                            "limits": [{"rate": 3, "per": "24h"}],
+                            "key": ["global"],
+                            "store": "redis",
+                            "on_store_error": on_error,
+                            "redis": {"timeout": "500ms"},
+                        },
+                    }
+                ],
+            }
+
+        async with run_upstream() as up:
+            cfg = {
+                "state": {"redis_url": c.url, "key_prefix": redis_prefix},
+                "upstreams": {"u": {"targets": [{"url": up.url}]}},
+                "routes": [route("allow", "allow"), route("deny", "deny")],
+            }
+            async with run_gateway(cfg) as gw:
+                before = [(await http_get(gw.url + "/deny"))[0] for _ in range(4)]
+                assert before == [200, 200, 200, 429]
+                c.stop()
+                # every primary gone: the configured on_store_error decides, at once
+                assert (await http_get(gw.url + "/deny"))[0] == 503
+                assert (await http_get(gw.url + "/allow"))[0] == 200
+                c.restart()
+                # the nodes came back empty (no persistence): a fresh count of 3, then 429
+                # from the cluster again (not 503 from the outage path)
+                back = False
+                for _ in range(300):
+                    if (await http_get(gw.url + "/deny"))[0] == 429:
+                        back = True
+                        break
+                    await asyncio.sleep(0.05)
+                assert back
+    finally:
+        c.close()

@@ -115,6 +115,17 @@ def state_redis_url(state: Any, default: str = "redis://127.0.0.1:6379/0") -> st
     return url
 
 
+async def drop_connections(client: Any) -> None:
+    """Close every pooled connection of ``client`` (a server restarted: they are all dead);
+    the next command opens fresh ones. A Cluster client has one pool per node and no
+    ``connection_pool``: closing it drops them all and makes it rediscover the topology."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        await pool.disconnect()
+    else:
+        await client.aclose()
+
+
 def redis_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     """A redis-py asyncio client for ``url`` (see the module docstring); ``kwargs`` go to the
     connections (timeouts, retry). Performs no I/O."""

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+from portway.state.connect import drop_connections
 
 if TYPE_CHECKING:
     # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
@@ -29,9 +30,11 @@ T = TypeVar("T")
 def redis_failures() -> tuple[type[BaseException], ...]:
     """What a call to Redis raises when the server is down, slow or gone (imports redis-py:
     call it when a client is built, not at import)."""
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
-    return (RedisError, OSError, TimeoutError)
+    # the Cluster client's own failures ("no reachable node", "slot not covered") do not
+    # derive from RedisError
+    return (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class Backoff:
@@ -137,7 +140,7 @@ class RedisStore:
                 # pooled sockets to a restarted server are all dead; drop them so the probe
                 # after the backoff opens a fresh connection instead of failing on a stale one
                 with contextlib.suppress(*self._errors):
-                    await self._client.connection_pool.disconnect()
+                    await drop_connections(self._client)
             raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
         self._backoff.success()
         return result
