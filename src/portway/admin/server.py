@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from portway.admin.app import AdminApp
@@ -12,6 +13,7 @@ from portway.config.schema import AdminConfig
 
 if TYPE_CHECKING:
     from portway.runtime.gateway import Gateway
+    from portway.server.health import Health
 
 log = logging.getLogger("portway.admin")
 
@@ -37,17 +39,27 @@ def check_admin_config(app: AdminApp) -> None:
 
 
 async def serve_admin(
-    app: AdminApp, host: str | None = None, port: int | None = None
+    app: AdminApp,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    health: Health | None = None,
+    config_hash: Callable[[], Any] = lambda: None,
 ) -> asyncio.Server:
     """Serve ``app`` on ``admin.address`` (or ``host``/``port``, e.g. port 0 in tests) with the
-    gateway's hardened HTTP/1.1 server."""
+    gateway's hardened HTTP/1.1 server; with ``health``, also the probe paths
+    (``admin/probes.py``)."""
+    from portway.admin.probes import Handler, with_probes
     from portway.http.server import serve_simple
 
     check_admin_config(app)
     h, _, p = app.config.address.rpartition(":")
     bind_host = host if host is not None else h.strip("[]")
     bind_port = port if port is not None else int(p)
-    server = await serve_simple(app.handle, bind_host, bind_port)
+    handler: Handler = app.handle
+    if health is not None:
+        handler = with_probes(handler, health, config_hash)
+    server = await serve_simple(handler, bind_host, bind_port)
     for sock in server.sockets:
         log.info("admin API listening on %s", sock.getsockname()[:2])
     return server
@@ -74,4 +86,8 @@ async def start_admin(
         log.warning("admin API not started: %s", e)
         return None
     await app.dashboard.start()
-    return await serve_admin(app)
+    return await serve_admin(
+        app,
+        health=getattr(worker, "health", None),
+        config_hash=lambda: getattr(gateway.graph_ref.current, "config_hash", None),
+    )

@@ -418,15 +418,48 @@ class ConsumerConfig(Model):
     credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
 
 
+_REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+
+
 class StateConfig(Model):
     backend: Literal["memory", "redis"] = Field("memory", description="default state store")
-    redis_url: str = Field("redis://127.0.0.1:6379/0")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://host:port/db, redis+cluster://host:port[,host:port] (Redis "
+        "Cluster seeds) or redis+sentinel://host:port[,host:port]/master_name[/db]",
+    )
+    cluster: bool = Field(
+        False, description="redis_url (redis://) names a seed node of a Redis Cluster"
+    )
     key_prefix: str = Field("portway:")
     sync_config: bool = Field(
         False,
         description="share configs applied through the admin API with every instance that "
         "uses the same Redis and key_prefix (Redis pub/sub notices)",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest:
+            raise ValueError(
+                f"redis_url must be redis://, rediss://, unix://, redis+cluster:// or "
+                f"redis+sentinel://, got {v!r}"
+            )
+        if scheme.lower().endswith("+sentinel") and "/" not in rest.strip("/"):
+            raise ValueError(
+                "a sentinel URL names the primary: redis+sentinel://host:26379/mymaster/0"
+            )
+        return v
 
 
 class GatewayConfig(Model):

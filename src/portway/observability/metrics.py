@@ -149,6 +149,8 @@ class Snapshot:
     #: (upstream, reason) → targets ejected (``portway.upstream.ejections``)
     ejections: dict[tuple[str, str], int] = field(default_factory=dict)
     active_connections: int = 0
+    #: ``publish`` plugin: (sink, reason) → events; reason ``""`` counts sent events
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def to_json(self, pid: int) -> bytes:
         return orjson.dumps(
@@ -161,6 +163,7 @@ class Snapshot:
                 "reloads": self.reloads,
                 "ejections": [[*k, v] for k, v in self.ejections.items()],
                 "active_connections": self.active_connections,
+                "events": [[*k, v] for k, v in self.events.items()],
             }
         )
 
@@ -184,6 +187,9 @@ class Snapshot:
         for u, why, n in data.get("ejections", ()):
             k2 = (str(u), str(why))
             self.ejections[k2] = self.ejections.get(k2, 0) + int(n)
+        for sink, reason, n in data.get("events", ()):
+            k2 = (str(sink), str(reason))
+            self.events[k2] = self.events.get(k2, 0) + int(n)
         for res, n in dict(data.get("reloads", {})).items():
             self.reloads[str(res)] = self.reloads.get(str(res), 0) + int(n)
         if alive:
@@ -331,6 +337,7 @@ class Metrics(Observer):
         snap.reloads = dict(self._reloads)
         snap.ejections = _ejection_counts()
         snap.active_connections = self.active_connections
+        snap.events = _event_counts()
         return snap
 
     def merged(self) -> Snapshot:
@@ -440,6 +447,24 @@ def _ejection_counts() -> dict[tuple[str, str], int]:
     return counts
 
 
+def _event_counts() -> dict[tuple[str, str], int]:
+    """Counters of the ``publish`` plugin's sinks (``portway.plugins.publish.publisher``),
+    read only when that plugin is loaded; sink kinds and reasons come from its code."""
+    mod = sys.modules.get("portway.plugins.publish.publisher")
+    if mod is None:
+        return {}
+    try:
+        counts = dict(mod.counts())
+    except Exception as e:  # the plugin's bookkeeping must never break a scrape
+        log.warning("event counters unavailable: %s", e)
+        return {}
+    return {
+        (str(k[0]), str(k[1])): int(n)
+        for k, n in counts.items()
+        if _EVENT_NAME.match(str(k[0])) and (k[1] == "" or _EVENT_NAME.match(str(k[1])))
+    }
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -527,6 +552,21 @@ class GatewayCollector:
         for (u, why), n in sorted(snap.ejections.items()):
             ej.add_metric([u, why], n)
         yield ej
+        sent = CounterMetricFamily(
+            "portway_events_sent", "Events delivered by the publish plugin", labels=["sink"]
+        )
+        dropped = CounterMetricFamily(
+            "portway_events_dropped",
+            "Events the publish plugin lost before delivery",
+            labels=["sink", "reason"],
+        )
+        for (sink, reason), n in sorted(snap.events.items()):
+            if reason:
+                dropped.add_metric([sink, reason], n)
+            else:
+                sent.add_metric([sink], n)
+        yield sent
+        yield dropped
         reloads = CounterMetricFamily(
             "portway_config_reloads", "Configuration reload attempts", labels=["result"]
         )

@@ -46,6 +46,7 @@ BUILTINS: dict[str, str] = {
     "response_transformer": (
         "portway.plugins.response_transformer.plugin:ResponseTransformerPlugin"
     ),
+    "publish": "portway.plugins.publish.plugin:PublishPlugin",
 }
 
 

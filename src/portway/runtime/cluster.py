@@ -18,9 +18,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from portway.config.schema import StateConfig
+from portway.state.connect import redis_client, state_redis_url
 
 if TYPE_CHECKING:
     from portway.runtime.gateway import Gateway
@@ -38,8 +38,8 @@ class ConfigSync:
         self.drains_key = f"{state.key_prefix}drains"
         #: set once the first subscription is up (tests wait on it)
         self.subscribed = asyncio.Event()
-        self._redis = aioredis.from_url(
-            state.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        self._redis = redis_client(
+            state_redis_url(state), socket_timeout=2.0, socket_connect_timeout=2.0
         )
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
@@ -52,10 +52,10 @@ class ConfigSync:
 
         digest = config_hash(load_config_text(text, "<admin>"))
         try:
-            async with self._redis.pipeline(transaction=True) as p:
-                p.set(self.text_key, text.encode())
-                p.publish(self.channel, digest.encode())
-                await p.execute()
+            # two commands, not a MULTI (on a Redis Cluster PUBLISH has no slot to share
+            # with the key); the SET completes first, so a woken peer reads the new text
+            await self._redis.set(self.text_key, text.encode())
+            await self._redis.publish(self.channel, digest.encode())
         except Exception as e:  # the local apply already happened; peers catch up later
             log.error("could not publish the config to Redis: %s", e)
 

@@ -15,6 +15,7 @@ from typing import Any
 from portway.config.schema import GatewayConfig
 from portway.proxy.handler import ProxyApp
 from portway.runtime.gateway import Gateway, ReloadError
+from portway.server.health import Health
 from portway.server.listener import start_listener
 
 log = logging.getLogger("portway.server")
@@ -45,6 +46,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Any]] = []
         self.admin_server: asyncio.Server | None = None
+        #: what /readyz reports: loaded once start() finished, draining from shutdown()
+        self.health = Health()
 
     async def start(self) -> None:
         observers: list[Any] = []
@@ -107,6 +110,7 @@ class Worker:
             await self._start_admin(gw)
         if self.watch and self.config_path is not None:
             await self._start_watch(gw)
+        self.health.loaded = True
 
     async def _start_admin(self, gw: Gateway) -> None:
         try:
@@ -166,14 +170,18 @@ class Worker:
         await self._stop.wait()
 
     async def shutdown(self) -> None:
-        """Stop accepting, let in-flight requests finish (``shutdown_timeout``), close."""
+        """Stop accepting, let in-flight requests finish (``shutdown_timeout``), close.
+
+        The admin listener stays open until the drain ends, so ``/readyz`` says
+        ``draining`` (503) meanwhile."""
+        self.health.draining = True
         for s in self.servers:
             s.close()
-        if self.admin_server is not None:
-            self.admin_server.close()
         gw = self.gateway
         if gw is not None:
             await gw.drain(gw.config.server.shutdown_timeout)
+        if self.admin_server is not None:
+            self.admin_server.close()
         for c in self._closers:
             res = c()
             if asyncio.iscoroutine(res):

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+from portway.state.connect import drop_connections
 
 if TYPE_CHECKING:
     # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
@@ -29,9 +30,11 @@ T = TypeVar("T")
 def redis_failures() -> tuple[type[BaseException], ...]:
     """What a call to Redis raises when the server is down, slow or gone (imports redis-py:
     call it when a client is built, not at import)."""
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
-    return (RedisError, OSError, TimeoutError)
+    # the Cluster client's own failures ("no reachable node", "slot not covered") do not
+    # derive from RedisError
+    return (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class Backoff:
@@ -96,7 +99,6 @@ class RedisStore:
         backoff_max: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import NoScriptError
@@ -104,7 +106,10 @@ class RedisStore:
         self._errors = redis_failures()
         self._no_script = NoScriptError
         self.url = url
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        from portway.state.connect import redis_client
+
+        # a plain, Cluster or Sentinel client (state/connect.py): the same commands on each
+        self._client: aioredis.Redis = redis_client(
             url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
@@ -135,7 +140,7 @@ class RedisStore:
                 # pooled sockets to a restarted server are all dead; drop them so the probe
                 # after the backoff opens a fresh connection instead of failing on a stale one
                 with contextlib.suppress(*self._errors):
-                    await self._client.connection_pool.disconnect()
+                    await drop_connections(self._client)
             raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
         self._backoff.success()
         return result

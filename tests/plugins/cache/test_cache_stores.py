@@ -79,7 +79,7 @@ async def test_redis_store_roundtrip_ttl_and_prefix_delete(
         assert await s.put("r2/a", mk(), 0.2)
         got = await s.get("r1/a")
         assert isinstance(got, CacheEntry) and got.body == b"body"
-        ttl = await s.client.pttl(redis_prefix + "r1/a")
+        ttl = await s.client.pttl(s._okey("r1/a"))  # the key as stored (hash-tagged)
         assert 0 < ttl <= 60_000
         assert await s.delete_prefix("r1/") == 2
         assert await s.get("r1/b") is None

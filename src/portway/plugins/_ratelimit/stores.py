@@ -18,9 +18,9 @@ def _state_settings(env: PluginEnv) -> Any:
 def redis_url(env: PluginEnv, opts: RedisOptions) -> str:
     if opts.url:
         return opts.url
-    state = _state_settings(env)
-    url = getattr(state, "redis_url", None)
-    return url if isinstance(url, str) and url else DEFAULT_URL
+    from portway.state.connect import state_redis_url
+
+    return state_redis_url(_state_settings(env), DEFAULT_URL)
 
 
 def key_prefix(env: PluginEnv, opts: RedisOptions, suffix: str) -> str:

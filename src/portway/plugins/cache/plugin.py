@@ -64,6 +64,7 @@ from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
 from portway.plugins.cache.store import GUARD_MAX_AGE, CacheStore, Guard
 from portway.plugins.cache.tiered import TieredStore
+from portway.state.connect import state_redis_url
 
 log = logging.getLogger("portway.cache")
 
@@ -99,9 +100,7 @@ class CachePlugin(Plugin[CacheConfig]):
         c = config
         settings = env.settings
         state = getattr(settings, "state", None)
-        self._redis_url: str = c.redis_url or str(
-            getattr(state, "redis_url", "redis://127.0.0.1:6379/0")
-        )
+        self._redis_url: str = c.redis_url or state_redis_url(state)
         self._redis_prefix: str = c.redis_prefix or (
             str(getattr(state, "key_prefix", "portway:")) + "cache:"
         )

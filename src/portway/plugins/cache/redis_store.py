@@ -60,10 +60,12 @@ FAILED: Final = "failed"
 class RedisStore:
     """Objects live at ``prefix + key`` with a Redis TTL (``PX``), encoded by
     :func:`~portway.plugins.cache.entry.encode`; a key's invalidation version lives at
-    ``prefix + "v:" + key``. Guarded puts and invalidations are Lua scripts, so a version
-    check and the write it allows are one atomic step. Backend errors count as misses.
+    ``prefix + "v:" + key`` (both with the hash tag described below). Guarded puts and
+    invalidations are Lua scripts, so a version check and the write it allows are one atomic step. Backend errors count as misses.
 
-    Not for Redis Cluster as is: an object and its version key are not in one hash slot."""
+    On Redis Cluster every key carries the hash tag of its primary cache key (``{route/…}``):
+    an object, its Vary variants and the primary's invalidation version share one slot, so
+    the guarded put and the lookup (scripts over both) never cross slots."""
 
     def __init__(
         self,
@@ -74,15 +76,16 @@ class RedisStore:
         max_object: int | None = None,
         client: aioredis.Redis | None = None,
     ) -> None:
-        import redis.asyncio as aioredis
         from redis.exceptions import NoScriptError
+
+        from portway.state.connect import redis_client
 
         self._no_script = NoScriptError
         #: what a backend failure raises (counted as a miss)
         self.failures = redis_failures()
         self.prefix = prefix
         self.max_object = max_object
-        self.client: aioredis.Redis = client or aioredis.Redis.from_url(
+        self.client: aioredis.Redis = client or redis_client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._errors = 0
@@ -107,7 +110,7 @@ class RedisStore:
         if self._down():
             return None
         try:
-            data: Any = await self.client.get(self.prefix + key)
+            data: Any = await self.client.get(self._okey(key))
         except self.failures as e:
             self._failed("get", e)
             return None
@@ -115,8 +118,14 @@ class RedisStore:
             return None
         return decode(data)
 
+    def _okey(self, key: str) -> str:
+        """The Redis key of cache key ``key`` (a primary, or ``primary#gen#hash`` variant)."""
+        primary, sep, rest = key.partition("#")
+        return f"{self.prefix}{{{primary}}}{sep}{rest}"
+
     def _vkey(self, key: str) -> str:
-        return self.prefix + "v:" + key
+        primary, sep, rest = key.partition("#")
+        return f"{self.prefix}v:{{{primary}}}{sep}{rest}"
 
     async def _script(self, source: str, keys: list[str], args: list[Any]) -> Any:
         sha = _sha(source)
@@ -130,7 +139,7 @@ class RedisStore:
         if self._down():
             return None, ""
         try:
-            data, ver = await self._script(_LOOKUP, [self.prefix + key, self._vkey(key)], [])
+            data, ver = await self._script(_LOOKUP, [self._okey(key), self._vkey(key)], [])
         except self.failures as e:
             self._failed("lookup", e)
             return None, ""
@@ -165,11 +174,11 @@ class RedisStore:
             return REFUSED
         try:
             if guard is None:
-                await self.client.set(self.prefix + key, data, px=ms)
+                await self.client.set(self._okey(key), data, px=ms)
                 return STORED
             done = await self._script(
                 _PUT_GUARDED,
-                [self.prefix + key, self._vkey(guard.key)],
+                [self._okey(key), self._vkey(guard.key)],
                 [data, ms, guard.version],
             )
         except self.failures as e:
@@ -183,26 +192,41 @@ class RedisStore:
     async def invalidate(self, *keys: str) -> int:
         if not keys:
             return 0
-        names = [self.prefix + k for k in keys] + [self._vkey(k) for k in keys]
+        version = secrets.token_hex(8)
         try:
-            n = await self._script(_INVALIDATE, names, [secrets.token_hex(8), _VERSION_PX])
+            # one script per key: different keys live in different Cluster slots
+            done = await asyncio.gather(
+                *(
+                    self._script(
+                        _INVALIDATE, [self._okey(k), self._vkey(k)], [version, _VERSION_PX]
+                    )
+                    for k in keys
+                )
+            )
         except self.failures as e:
             self._failed("invalidate", e)
             return 0
-        return int(n)
+        return sum(int(n) for n in done)
 
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
         try:
-            n: Any = await self.client.delete(*(self.prefix + k for k in keys))
+            n: Any = await self.client.delete(*(self._okey(k) for k in keys))
         except self.failures as e:
             self._failed("delete", e)
             return 0
         return int(n)
 
     async def delete_prefix(self, prefix: str) -> int:
-        pattern = glob_escape(self.prefix + prefix) + "*"
+        # objects are stored as ``prefix{primary}#…`` (see :meth:`_okey`): a prefix that
+        # reaches into the variant part names its whole primary
+        if "#" in prefix:
+            primary, _, rest = prefix.partition("#")
+            head = f"{{{primary}}}#{rest}"
+        else:
+            head = "{" + prefix if prefix else ""
+        pattern = glob_escape(self.prefix + head) + "*"
         total = 0
         batch: list[Any] = []
         try:
