@@ -61,7 +61,8 @@ class RedisStore:
     """Objects live at ``prefix + key`` with a Redis TTL (``PX``), encoded by
     :func:`~portway.plugins.cache.entry.encode`; a key's invalidation version lives at
     ``prefix + "v:" + key`` (both with the hash tag described below). Guarded puts and
-    invalidations are Lua scripts, so a version check and the write it allows are one atomic step. Backend errors count as misses.
+    invalidations are Lua scripts, so a version check and the write it allows are one atomic
+    step. Backend errors count as misses.
 
     On Redis Cluster every key carries the hash tag of its primary cache key (``{route/…}``):
     an object, its Vary variants and the primary's invalidation version share one slot, so
