@@ -26,7 +26,7 @@ from tests.admin.conftest import make_request as req
 def _req(method: str, path: str, headers: list[tuple[str, str]] | None = None) -> Request:
     target = path.encode()
     p, _, q = target.partition(b"?")
-    return Request(method, p.decode(), q, Headers.from_pairs(headers or []), None)
+    return Request(method, p.decode(), q, Headers.from_pairs(headers or []))
 
 
 def _app(metrics: Metrics | None = None) -> AdminApp:

@@ -27,6 +27,8 @@ def _config(port: int, admin: int, app_url: str, flaky_port: int, extra_route: b
     return f"""\
 listeners: [{{name: public, address: "127.0.0.1:{port}"}}]
 admin: {{address: "127.0.0.1:{admin}", token: "{TOKEN}"}}
+consumers:
+  - {{username: alice, credentials: {{key_auth: [{{key: alice-key}}]}}}}
 upstreams:
   app:
     targets: [{{url: "{app_url}"}}]
@@ -39,7 +41,10 @@ routes:
   - name: r-secure
     match: {{paths: ["/secure"]}}
     upstream: app
-    plugins: [{{name: key_auth}}]
+    plugins:
+      - {{name: key_auth}}
+      - {{name: rate_limit, config: {{limits: [{{rate: 5, per: 60s}}], key: [consumer]}}}}
+
   - {{name: r-flaky, match: {{paths: ["/flaky"]}}, upstream: flaky}}
 {extra}"""
 
@@ -163,6 +168,16 @@ async def test_dashboard_in_a_browser(stack: dict[str, object]) -> None:
             await expect(row.first).to_contain_text("401")
             await row.first.locator("a").click()
             await expect(page.locator("#explain-record")).to_contain_text('"/secure"')
+
+            # a consumer's rate-limit state: two of five spent
+            for _ in range(2):
+                r = await simple_request(
+                    "GET", f"http://127.0.0.1:{port}/secure", headers=[("apikey", "alice-key")]
+                )
+                assert r.status == 200
+            await page.click('a[data-page="consumers"]')
+            await page.locator('tr[data-consumer="alice"] button').click()
+            await expect(page.locator("#consumer-limits [data-remaining]")).to_have_text("3")
 
             # a killed target turns unhealthy on the upstreams page
             await page.click('a[data-page="upstreams"]')

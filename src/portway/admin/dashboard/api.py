@@ -113,6 +113,7 @@ class DashboardApi:
             ("/dashboard/api/config/diff", {"POST": self.config_diff}),
             ("/dashboard/api/config/history", {"GET": self.config_history}),
             ("/dashboard/api/cache", {"GET": self.cache_stats}),
+            ("/dashboard/api/consumers/{username}/limits", {"GET": self.consumer_limits}),
         ]
 
     # --- static -------------------------------------------------------------------------------
@@ -284,6 +285,19 @@ class DashboardApi:
                 "hit_ratio": round(hits / lookups, 4) if lookups else None,
             }
         return json_response(200, {"routes": routes, "stores": data.get("stores", [])})
+
+    async def consumer_limits(self, request: Request, username: str) -> Response:
+        from portway.admin.dashboard.limits import consumer_limits
+
+        gw = getattr(self.app.control, "gateway", None)
+        if gw is None:
+            from portway.admin.responses import UnavailableFeatureError
+
+            raise UnavailableFeatureError("rate-limit state needs a running gateway")
+        rows = await consumer_limits(gw.graph, username)
+        if rows is None:
+            raise NotFoundError(f"no consumer named {username!r}", code="not_found")
+        return json_response(200, {"username": username, "data": rows})
 
 
 def _effective_plugins(globals_: list[str], route: RouteConfig) -> list[dict[str, str]]:

@@ -233,15 +233,30 @@ pages.upstreams = {
 
 pages.consumers = {
   title: "Consumers",
-  async render(root) {
+  keep: true,
+  async render(root, first) {
+    if (!first) return; // a limits panel stays open until asked again
     const d = await api("/consumers");
-    root.replaceChildren(h("h1", {}, "Consumers"), table(["Username", "Groups", "Credentials"],
+    const detail = h("div", { id: "consumer-limits", "aria-live": "polite" });
+    const showLimits = async (username) => {
+      const r = await api(`/dashboard/api/consumers/${encodeURIComponent(username)}/limits`);
+      detail.replaceChildren(h("h2", {}, `Rate limits of ${username}`), r.data.length
+        ? table(["Route", "Scope", "Key", "Policy", "Remaining", "Reset (s)"], r.data.flatMap((row) =>
+          (row.policies || [null]).map((p) => h("tr", {}, h("td", {}, row.route || "(every route)"), h("td", {}, row.scope),
+            h("td", { class: "mono" }, row.key.join(", ")),
+            h("td", {}, p ? `${p.name}: ${p.rate} per ${p.per} s` : row.note),
+            h("td", { class: "num", "data-remaining": p ? p.name : null }, p ? fmt(p.remaining) : "–"),
+            h("td", { class: "num" }, p ? fmt(p.reset) : "–")))))
+        : h("p", {}, "No rate limit applies to this consumer."));
+    };
+    root.replaceChildren(h("h1", {}, "Consumers"), table(["Username", "Groups", "Credentials", ""],
       d.data.map((c) => {
         const kinds = {};
         for (const cr of c.credentials || []) kinds[cr.kind] = (kinds[cr.kind] || 0) + 1;
-        return h("tr", {}, h("td", {}, c.username), h("td", {}, (c.groups || []).join(", ") || "–"),
-          h("td", {}, Object.entries(kinds).map(([k, n]) => `${k} × ${n}`).join(", ") || "none"));
-      })));
+        return h("tr", { "data-consumer": c.username }, h("td", {}, c.username), h("td", {}, (c.groups || []).join(", ") || "–"),
+          h("td", {}, Object.entries(kinds).map(([k, n]) => `${k} × ${n}`).join(", ") || "none"),
+          h("td", {}, h("button", { type: "button", class: "secondary", onclick: () => showLimits(c.username) }, "Rate limits")));
+      })), detail);
   },
 };
 
