@@ -97,12 +97,12 @@ async def main(args: argparse.Namespace) -> None:
 
     # the observers `portway run` registers (they are on every real request): metrics and
     # the dashboard's recent-errors recorder (``--no-dashboard`` leaves the latter out)
-    observers: list[object] = [get_metrics()]
+    metrics = get_metrics()
     if not args.no_dashboard:
         from portway.admin.dashboard.errors import RecentErrors
 
-        observers.append(RecentErrors())
-    gw = Gateway(cfg, observers=observers)
+        metrics.error_sink = RecentErrors().record
+    gw = Gateway(cfg, observers=[metrics])
     await gw.start()
     loop = asyncio.get_running_loop()
     app = ProxyApp(gw.graph_ref)

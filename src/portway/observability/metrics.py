@@ -257,6 +257,10 @@ class Metrics(Observer):
             self._file = os.path.join(multiprocess_dir, f"portway-{self._pid}-{token}.json")
         self._task: asyncio.Task[None] | None = None
         self.collector = GatewayCollector(self)
+        #: called with the context of every request the gateway itself answered with an
+        #: error (the dashboard's recent errors): the check runs here, compiled, so requests
+        #: that succeed or relay an upstream's status pay one comparison, not a Python call
+        self.error_sink: Callable[[RequestContext], None] | None = None
 
     @classmethod
     def from_env(cls, **kw: Any) -> Metrics:
@@ -291,6 +295,15 @@ class Metrics(Observer):
             s.up_sum += ul
         s.bytes_in += ctx.bytes_in
         s.bytes_out += ctx.bytes_out
+        sink = self.error_sink
+        if sink is not None and (
+            (resp is None and ctx.error is not None)
+            or (resp is not None and status >= 400 and not resp.upstream)
+        ):
+            try:
+                sink(ctx)
+            except Exception:
+                log.exception("error sink failed")
         extra = ctx.extra
         if extra:
             rej = extra.get("rejected_by")

@@ -61,8 +61,11 @@ class Worker:
             metrics = None
         from portway.admin.dashboard.errors import get_recent_errors
 
-        recent = get_recent_errors()  # the dashboard's "recent errors", from every worker
-        observers.append(recent)
+        # the dashboard's "recent errors", from every worker: fed by the metrics observer
+        # (a compiled Observer; an interpreted observer cannot join the compiled list)
+        recent = get_recent_errors()
+        if metrics is not None:
+            metrics.error_sink = recent.record
         await recent.start()
         self._closers.append(recent.aclose)
         gw = Gateway(self.config, config_path=self.config_path, observers=observers)

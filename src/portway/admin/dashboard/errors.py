@@ -1,9 +1,10 @@
 """The most recent gateway-made errors, for the dashboard's "recent errors" view.
 
-:class:`RecentErrors` is a request observer (``on_request_done``, registered like the metrics
-observer in every worker). It keeps the last ``size`` requests that the gateway itself
-answered with a 4xx/5xx (a plugin's rejection, no route, an upstream failure, a bug) — not
-statuses relayed from an upstream — each with its explain record, so the page can show why.
+:class:`RecentErrors` is fed by the metrics observer in every worker (``Metrics.error_sink``:
+the compiled observer filters, so only errors reach this interpreted code). It keeps the
+last ``size`` requests that the gateway itself answered with a 4xx/5xx (a plugin's
+rejection, no route, an upstream failure, a bug) — not statuses relayed from an upstream —
+each with its explain record, so the page can show why.
 
 With several workers each one writes its ring to ``$PROMETHEUS_MULTIPROC_DIR`` (the
 directory the metrics already share) at most once a second, and the admin worker merges the
@@ -68,13 +69,20 @@ class RecentErrors:
     def from_env(cls) -> RecentErrors:
         return cls(directory=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
 
-    # --- observer ---------------------------------------------------------------------------
+    # --- recording ------------------------------------------------------------------------
     def on_request_done(self, ctx: RequestContext) -> None:
+        """Record ``ctx`` if the gateway itself answered it with an error (the filter the
+        metrics observer applies before calling :meth:`record`)."""
         resp = ctx.response
         if resp is not None and (resp.upstream or resp.status < 400):
             return
         if resp is None and ctx.error is None:
             return  # the client went away before anything was answered
+        self.record(ctx)
+
+    def record(self, ctx: RequestContext) -> None:
+        """Record a gateway-made error (``Metrics.error_sink``: already filtered)."""
+        resp = ctx.response
         from portway.observability.debug import explain
 
         code, message = _code_of(ctx)
