@@ -223,6 +223,7 @@ async def forward_h2(
     exclude: set[Target] = set()
     attempt = 0
     last_error: GatewayError | None = None
+    refused_retried = False
     chain = rt.chain
     tracer = graph.tracer
     while True:
@@ -264,15 +265,24 @@ async def forward_h2(
             raise
         except _Failed as a:
             target.in_flight -= 1
+            if a.reason == "refused" and not refused_retried:
+                # GOAWAY / REFUSED_STREAM: the upstream did nothing with the stream (a graceful
+                # shutdown or a full connection), not a failure of the target: one free retry
+                refused_retried = True
+                up.release(target)
+                attempt -= 1
+                continue
             latency = loop.time() - t0
+            # a stream refused again counts like a connect failure (nothing was processed)
+            reason = "connect_error" if a.reason == "refused" else a.reason
             if tracer.enabled:
                 tracer.end_attempt(ctx, error=a.error)
-            up.record(target, False, latency, None, a.reason)
+            up.record(target, False, latency, None, reason)
             if ctx.trace is not None:
-                ctx.record("attempt", target.id, latency * 1000, a.reason)
+                ctx.record("attempt", target.id, latency * 1000, reason)
             exclude.add(target)
             last_error = a.error
-            if loop.time() >= deadline or not up.may_retry(ctx, attempt, a.sent, a.reason):
+            if loop.time() >= deadline or not up.may_retry(ctx, attempt, a.sent, reason):
                 raise a.error from None
             delay = up.backoff(attempt)
             if delay > 0:
@@ -364,7 +374,7 @@ async def _exchange(
         ex.release()
         if not e.processed:
             if replay.replayable:
-                raise _Failed("connect_error", False, UpstreamError(str(e))) from None
+                raise _Failed("refused", False, UpstreamError(str(e))) from None
             raise UpstreamError(str(e), source="upstream") from None
         raise _Failed("reset", True, UpstreamError("upstream reset", source="upstream")) from None
     except BaseException:
