@@ -41,6 +41,7 @@ BUILTINS: dict[str, str] = {
     "response_transformer": (
         "portway.plugins.response_transformer.plugin:ResponseTransformerPlugin"
     ),
+    "grpc_transcode": "portway.plugins.grpc_transcode.plugin:GrpcTranscodePlugin",
 }
 
 

@@ -211,15 +211,16 @@ async def forward_h2(
     assert up is not None
     ctx.upstream_name = up.name
     loop = asyncio.get_running_loop()
-    req = ctx.request
-    grpc = is_grpc_request(req)
+    # the upstream request decides: a transcoded JSON request is a gRPC call upstream
+    ureq = ctx.upstream_request
+    grpc = is_grpc_request(ureq)
     budget = rt.total_timeout
     if grpc:
-        gt = parse_grpc_timeout(req.headers.get_raw(b"grpc-timeout"))
+        gt = parse_grpc_timeout(ureq.headers.get_raw(b"grpc-timeout"))
         if gt is not None:
             budget = min(budget, gt)
     deadline = loop.time() + budget
-    replay = _Replay(ctx.upstream_request.body)
+    replay = _Replay(ureq.body)
     exclude: set[Target] = set()
     attempt = 0
     last_error: GatewayError | None = None
