@@ -257,7 +257,9 @@ class H2ClientConnection(asyncio.Protocol):
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
-            log.warning("HTTP/2 protocol error from upstream: %s", e)
+            # frames arriving after our GOAWAY (a PING, late DATA) are no news
+            level = logging.DEBUG if self.draining else logging.WARNING
+            log.log(level, "HTTP/2 protocol error from upstream: %s", e)
             self.flush()
             self.close()
             return

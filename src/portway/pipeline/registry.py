@@ -42,6 +42,7 @@ BUILTINS: dict[str, str] = {
         "portway.plugins.response_transformer.plugin:ResponseTransformerPlugin"
     ),
     "grpc_transcode": "portway.plugins.grpc_transcode.plugin:GrpcTranscodePlugin",
+    "grpc_web": "portway.plugins.grpc_web.plugin:GrpcWebPlugin",
 }
 
 
