@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+import uvloop
 
 from tests.helpers import run_gateway
 from tests.proxy.grpc.grpc_support import EchoServer, Stubs, channel, echo_pb2, gateway_config
@@ -203,3 +204,29 @@ async def test_100_concurrent_streams_share_one_upstream_connection(echo: EchoSe
     assert sorted(replies) == sorted(f"echo:{i}" for i in range(n))
     assert len(echo.peers) == 1  # the upstream saw one connection
     assert pool.opened == 1
+
+
+def test_all_kinds_under_uvloop() -> None:
+    """The production loop: uvloop (its transports are not asyncio.Transport subclasses)."""
+
+    async def main() -> None:
+        s = EchoServer().start()
+        try:
+            async with run_gateway(gateway_config(s.url)) as gw:
+                with channel(gw.port) as ch:
+                    stubs = Stubs(ch)
+
+                    def run() -> list[str]:
+                        out = [stubs.unary(msg(text="u"), timeout=10).text]
+                        out.append(stubs.client_stream(iter([msg(text="a"), msg(text="b")])).text)
+                        out += [m.text for m in stubs.server_stream(msg(text="s", count=2))]
+                        out += [m.text for m in stubs.bidi(iter([msg(text="x")]))]
+                        return out
+
+                    got = await asyncio.to_thread(run)
+        finally:
+            await asyncio.to_thread(s.stop)
+        assert got == ["echo:u", "a,b", "s-0", "s-1", "re:x"]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
