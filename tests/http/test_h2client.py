@@ -33,6 +33,9 @@ class H2Upstream:
     open_streams: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
     handled_first: bool = False
+    #: RST_STREAM frames received, and an event set on the first
+    resets: int = 0
+    reset_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @asynccontextmanager
@@ -87,6 +90,9 @@ async def h2_upstream(**kw: object) -> AsyncIterator[H2Upstream]:
                         if ev.stream_id in bodies:
                             bodies[ev.stream_id] += ev.data
                         c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamReset):
+                        up.resets += 1
+                        up.reset_seen.set()
                     elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id in bodies:
                         t = asyncio.create_task(answer(ev.stream_id))
                         tasks.add(t)
@@ -104,9 +110,10 @@ async def h2_upstream(**kw: object) -> AsyncIterator[H2Upstream]:
         server.close()
 
 
-def config(port: int) -> dict[str, object]:
+def config(port: int, **up: object) -> dict[str, object]:
+    target = {"url": f"http://127.0.0.1:{port}"}
     return {
-        "upstreams": {"u": {"protocol": "h2c", "targets": [{"url": f"http://127.0.0.1:{port}"}]}},
+        "upstreams": {"u": {"protocol": "h2c", "targets": [target], **up}},
         "routes": [{"name": "r", "match": {"paths": ["/"]}, "upstream": "u"}],
     }
 
@@ -144,3 +151,30 @@ async def test_second_connection_past_max_concurrent_streams() -> None:
     assert sorted(r.body for r in rs) == [b"got:0", b"got:1", b"got:2"]
     assert up.connections == 2
     assert pool.opened == 2
+
+
+async def test_grpc_deadline_enforced_by_the_gateway_and_stream_cancelled() -> None:
+    """An upstream that never answers: at the client's grpc-timeout the gateway answers
+    DEADLINE_EXCEEDED (trailers-only) and resets the upstream stream."""
+    async with h2_upstream(hold_until=10**6) as up, run_gateway(config(up.port)) as gw:
+        r = await simple_request(
+            "POST",
+            gw.url + "/pkg.Svc/Method",
+            headers=[("content-type", "application/grpc"), ("grpc-timeout", "300m")],
+            body=b"\x00\x00\x00\x00\x00",
+            timeout=10,
+        )
+        await asyncio.wait_for(up.reset_seen.wait(), 10)
+    assert r.status == 200
+    assert r.headers.get("grpc-status") == "4"
+    assert r.body == b""
+    assert up.resets == 1
+
+
+async def test_total_timeout_is_504_for_plain_http() -> None:
+    async with h2_upstream(hold_until=10**6) as up:
+        cfg = config(up.port, timeouts={"total": "300ms"})
+        async with run_gateway(cfg) as gw:
+            r = await simple_request("GET", gw.url + "/x", timeout=10)
+            await asyncio.wait_for(up.reset_seen.wait(), 10)
+    assert r.status == 504

@@ -34,6 +34,13 @@ from portway.errors import (
 )
 from portway.http.body import BodyStream
 from portway.http.exceptions import ClientDisconnectedError
+from portway.http.grpc_status import (
+    DEADLINE_EXCEEDED,
+    UNAVAILABLE,
+    format_grpc_timeout,
+    is_grpc_request,
+    parse_grpc_timeout,
+)
 from portway.http.h2client import (
     AlpnMismatchError,
     H2Pool,
@@ -44,13 +51,6 @@ from portway.http.h2client import (
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
-from portway.proxy.grpc_status import (
-    DEADLINE_EXCEEDED,
-    UNAVAILABLE,
-    format_grpc_timeout,
-    is_grpc_request,
-    parse_grpc_timeout,
-)
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -171,14 +171,13 @@ class H2Exchange:
         if st.ended:
             return
         if self.grpc and st.head.done():
-            # the response has begun: end it with DEADLINE_EXCEEDED trailers
-            b = st.body
-            b.trailers = _status_trailers(DEADLINE_EXCEEDED, "deadline exceeded")
-            b.feed_eof()
-            st.ended = True
+            # the response has begun: the reset below ends it with DEADLINE_EXCEEDED trailers
+            st.fail_trailers = _status_trailers(DEADLINE_EXCEEDED, "deadline exceeded")
+        elif not st.head.done():
+            st.head.set_exception(TimeoutError())  # the head wait reports a timeout (504)
         else:
             st.body.set_exception(UpstreamTimeoutError("upstream timed out", source="upstream"))
-        st.cancel()
+        st.cancel()  # RST_STREAM(CANCEL) to the upstream
         _cancel(self.pump)
 
     def release(self) -> None:

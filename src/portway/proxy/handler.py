@@ -16,6 +16,7 @@ from portway.errors import (
     UpstreamError,
 )
 from portway.http.body import BodyStream
+from portway.http.grpc_status import grpc_error_response, is_grpc_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.requestid import new_request_id, well_formed
@@ -32,7 +33,6 @@ from portway.proxy.forward import (
     add_response_framing,
     prepare_upstream_request,
 )
-from portway.proxy.grpc_status import grpc_error_response, is_grpc_request
 from portway.proxy.h2upstream import forward_h2, release_h2, uses_h2
 from portway.proxy.tunnel import tunnel
 

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from portway.errors import GatewayError, NotFoundError
 from portway.http.body import BodyStream
+from portway.http.grpc_status import TO_HTTP, UNKNOWN, is_grpc_request
 from portway.http.headers import Headers
 from portway.pipeline.buffering import (
     BodyLimit,
@@ -40,7 +41,6 @@ from portway.plugins._grpc.frames import COMPRESSED_FLAG, FrameError, FrameReade
 from portway.plugins.grpc_transcode.codec import error_json, request_message, response_json
 from portway.plugins.grpc_transcode.config import GrpcTranscodeConfig
 from portway.plugins.grpc_transcode.rules import Binding
-from portway.proxy.grpc_status import TO_HTTP, UNKNOWN, is_grpc_request
 
 log: Final = logging.getLogger("portway.plugins")
 
