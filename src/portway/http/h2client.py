@@ -195,6 +195,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.draining = False
         self.settled: asyncio.Future[None] = loop.create_future()
         self._paused: asyncio.Future[None] | None = None
+        self._flush_pending = False
         self._on_idle = on_idle
         self.idle_since = loop.time()
 
@@ -359,6 +360,15 @@ class H2ClientConnection(asyncio.Protocol):
             self._on_idle()
 
     def flush(self) -> None:
+        """Write what h2 queued, once per loop iteration: HEADERS, DATA and END_STREAM of
+        one request (and acknowledgements) leave in one ``write`` — each write can cost a
+        wakeup of the peer, far more than the frames themselves."""
+        if not self._flush_pending and self.transport is not None:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         t = self.transport
         if data and t is not None and not t.is_closing():
@@ -371,7 +381,7 @@ class H2ClientConnection(asyncio.Protocol):
         if t is not None and not t.is_closing():
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.close_connection()
-            self.flush()
+            self._flush_now()
             t.close()
 
 
