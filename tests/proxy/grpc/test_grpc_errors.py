@@ -156,3 +156,30 @@ async def test_upstream_killed_mid_stream_is_unavailable() -> None:
         proc.wait(10)
     assert got[:3] == ["k-0", "k-1", "k-2"]
     assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def _requests_total(route: str, status_class: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from portway.observability.metrics import get_metrics
+
+    body, _ = get_metrics().render()
+    total = 0.0
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            if (
+                s.name == "portway_requests_total"
+                and s.labels.get("route") == route
+                and s.labels.get("status_class") == status_class
+            ):
+                total += s.value
+    return total
+
+
+async def test_grpc_calls_are_counted_in_metrics(echo: EchoServer) -> None:
+    cfg = gateway_config(echo.url, route={"name": "grpc-metrics"})
+    before_ok = _requests_total("grpc-metrics", "2xx")
+    async with run_gateway(cfg) as gw:
+        for _ in range(3):
+            assert (await call_code(gw.port))[0] == grpc.StatusCode.OK
+    assert _requests_total("grpc-metrics", "2xx") == before_ok + 3
