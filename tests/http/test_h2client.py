@@ -178,3 +178,18 @@ async def test_total_timeout_is_504_for_plain_http() -> None:
             r = await simple_request("GET", gw.url + "/x", timeout=10)
             await asyncio.wait_for(up.reset_seen.wait(), 10)
     assert r.status == 504
+
+
+async def test_idle_connection_closes_after_pool_idle_timeout() -> None:
+    async with h2_upstream() as up:
+        async with run_gateway(config(up.port, pool={"idle_timeout": "200ms"})) as gw:
+            r = await simple_request("POST", gw.url + "/x", body=b"a", timeout=10)
+            assert r.status == 200
+            pool = gw.gateway.graph.upstreams["u"].targets[0].extra["h2pool"]
+            assert pool.live == 1
+            async with asyncio.timeout(10):
+                while pool.live:  # closed by the idle timer, not by the test
+                    await asyncio.sleep(0.05)
+            r = await simple_request("POST", gw.url + "/x", body=b"b", timeout=10)
+            assert r.status == 200
+    assert up.connections == 2

@@ -196,6 +196,8 @@ class H2ClientConnection(asyncio.Protocol):
         self.settled: asyncio.Future[None] = loop.create_future()
         self._paused: asyncio.Future[None] | None = None
         self._flush_pending = False
+        #: the pool's idle-timeout timer for this connection, if armed
+        self.reaper: asyncio.TimerHandle | None = None
         self._on_idle = on_idle
         self.idle_since = loop.time()
 
@@ -229,6 +231,9 @@ class H2ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        if self.reaper is not None:
+            self.reaper.cancel()
+            self.reaper = None
         if not self.settled.done():
             self.settled.set_exception(ConnectionResetError("upstream closed the connection"))
             self.settled.exception()
@@ -481,14 +486,23 @@ class H2Pool:
         if len(idle) > 1 and c in idle:
             self.conns.remove(c)
             c.close()
-        elif self.idle_timeout > 0:
-            c.loop.call_later(self.idle_timeout, self._reap, c)
+        elif self.idle_timeout > 0 and c.reaper is None:
+            # one timer per connection at a time (not one per request that left it idle)
+            c.reaper = c.loop.call_later(self.idle_timeout, self._reap, c)
 
     def _reap(self, c: H2ClientConnection) -> None:
-        if not c.streams and c.loop.time() - c.idle_since >= self.idle_timeout - 0.001:
-            with contextlib.suppress(ValueError):
-                self.conns.remove(c)
-            c.close()
+        c.reaper = None
+        if c.closed:
+            return
+        idle_for = c.loop.time() - c.idle_since
+        if c.streams or idle_for < self.idle_timeout - 0.001:
+            # busy again since: look again when it may have been idle long enough
+            wait = self.idle_timeout - (0.0 if c.streams else idle_for)
+            c.reaper = c.loop.call_later(max(0.01, wait), self._reap, c)
+            return
+        with contextlib.suppress(ValueError):
+            self.conns.remove(c)
+        c.close()
 
     @property
     def live(self) -> int:
