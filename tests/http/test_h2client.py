@@ -118,9 +118,19 @@ def config(port: int, **up: object) -> dict[str, object]:
     }
 
 
+async def settled_in_flight(gw: object) -> int:
+    """The target's in_flight once the request's handler has finished (its ``finally``)."""
+    t = gw.gateway.graph.upstreams["u"].targets[0]  # type: ignore[attr-defined]
+    async with asyncio.timeout(5):
+        while t.in_flight != 0:
+            await asyncio.sleep(0.01)
+    return int(t.in_flight)
+
+
 async def test_goaway_before_processing_is_retried_for_post() -> None:
     async with h2_upstream(first="goaway") as up, run_gateway(config(up.port)) as gw:
         r = await simple_request("POST", gw.url + "/x", body=b"payload", timeout=10)
+        assert await settled_in_flight(gw) == 0
     assert r.status == 200
     assert r.body == b"got:payload"
     assert up.bodies == [b"payload"]  # processed once
@@ -165,6 +175,7 @@ async def test_grpc_deadline_enforced_by_the_gateway_and_stream_cancelled() -> N
             timeout=10,
         )
         await asyncio.wait_for(up.reset_seen.wait(), 10)
+        assert await settled_in_flight(gw) == 0
     assert r.status == 200
     assert r.headers.get("grpc-status") == "4"
     assert r.body == b""

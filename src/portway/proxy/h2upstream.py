@@ -162,6 +162,9 @@ class H2Exchange:
         self.target = target
         self.grpc = grpc
         self.released = False
+        #: the attempt succeeded and the exchange was handed to the request: releasing it
+        #: ends the attempt's ``in_flight`` (failed attempts are counted down by the loop)
+        self.owns_in_flight = False
         loop = stream.conn.loop
         self.timer: asyncio.TimerHandle | None = loop.call_at(deadline, self._deadline)
 
@@ -191,7 +194,8 @@ class H2Exchange:
         st = self.stream
         if not (st.ended and st.sent_end):
             st.cancel()  # RST_STREAM(CANCEL): the upstream stops working on it
-        self.target.in_flight -= 1
+        if self.owns_in_flight:
+            self.target.in_flight -= 1
 
 
 def release_h2(ctx: RequestContext) -> None:
@@ -383,6 +387,7 @@ async def _exchange(
     via = graph.via
     if via is not None:
         rheaders.add_raw(b"via", b"2 " + via)
+    ex.owns_in_flight = True
     ctx.extra[_EXCHANGE] = ex
     if stream.ended and stream.body.at_eof and stream.body.trailers is None:
         # a HEADERS frame that ended the stream (gRPC trailers-only): nothing follows
