@@ -214,8 +214,8 @@ class H2ClientConnection(asyncio.Protocol):
         """Send HEADERS for a new stream (synchronously: stream ids are in order)."""
         sid = self.h2.get_next_available_stream_id()
         st = H2Stream(self, sid)
+        self.h2.send_headers(sid, headers, end_stream=end)  # raises before registering
         self.streams[sid] = st
-        self.h2.send_headers(sid, headers, end_stream=end)
         st.sent_end = end
         self.flush()
         return st
@@ -423,7 +423,11 @@ class H2Pool:
                 raise H2UpstreamError("pool closed")
             for c in self.conns:
                 if c.capacity > 0:
-                    return c.open_stream(headers, end)
+                    try:
+                        return c.open_stream(headers, end)
+                    except h2.exceptions.ProtocolError:
+                        # h2 disagrees (stream ids exhausted, closing): no new streams here
+                        c.draining = True
             fut = self._connecting
             if fut is None:
                 fut = self._connecting = asyncio.get_running_loop().create_future()
