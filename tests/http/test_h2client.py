@@ -204,3 +204,21 @@ async def test_idle_connection_closes_after_pool_idle_timeout() -> None:
             r = await simple_request("POST", gw.url + "/x", body=b"b", timeout=10)
             assert r.status == 200
     assert up.connections == 2
+
+
+async def test_http1_expect_continue_gets_its_100() -> None:
+    async with h2_upstream() as up, run_gateway(config(up.port)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(
+            b"POST /x HTTP/1.1\r\nhost: gw\r\nexpect: 100-continue\r\ncontent-length: 4\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        async with asyncio.timeout(10):
+            interim = await reader.readuntil(b"\r\n\r\n")  # before any body byte is sent
+            assert interim.startswith(b"HTTP/1.1 100 Continue")
+            writer.write(b"body")
+            rest = await reader.read()
+        writer.close()
+    assert rest.startswith(b"HTTP/1.1 200")
+    assert b"\r\n\r\n8\r\ngot:body\r\n" in rest
+    assert up.bodies == [b"body"]

@@ -119,6 +119,8 @@ class _Replay:
         self.kept: list[bytes] = []
         self.size = 0
         self.whole = True  # every byte read so far is kept
+        #: the HTTP/1.1 client got its 100 Continue (once, whatever the retries)
+        self.continued = False
         self.eof = body is None
 
     @property
@@ -254,7 +256,7 @@ async def forward_h2(
         t0 = loop.time()
         target.in_flight += 1
         try:
-            resp = await _exchange(ctx, rt, graph, up, target, deadline, replay, grpc)
+            resp = await _exchange(ctx, rt, graph, up, target, deadline, replay, grpc, client)
         except AlpnMismatchError:
             # ``auto``: this target speaks HTTP/1.1 only; the HTTP/1.1 forwarder takes over
             target.in_flight -= 1
@@ -339,6 +341,7 @@ async def _exchange(
     deadline: float,
     replay: _Replay,
     grpc: bool,
+    client: ClientConnection,
 ) -> Response:
     loop = asyncio.get_running_loop()
     remaining = deadline - loop.time()
@@ -362,7 +365,12 @@ async def _exchange(
         stream.fail_trailers = _status_trailers(UNAVAILABLE, "upstream stream broke")
     pump: asyncio.Task[None] | None = None
     if has_body:
-        pump = loop.create_task(_pump(stream, replay))
+        # an HTTP/1.1 client waiting on Expect: 100-continue (HTTP/2 clients get theirs from
+        # the h2 server when the body is first read; a plugin that buffered it sent it)
+        ureq = ctx.upstream_request
+        expect = ureq.expect_continue and ctx.request.version == "1.1" and not replay.continued
+        replay.continued = replay.continued or expect
+        pump = loop.create_task(_pump(stream, replay, client if expect else None))
         pump.add_done_callback(_retrieve)
     ex = H2Exchange(stream, pump, target, deadline, grpc)
     # grpc: the head of a client-streaming call may only come after the last message
@@ -411,8 +419,10 @@ async def _await_head(
         return await stream.head
 
 
-async def _pump(stream: H2Stream, replay: _Replay) -> None:
+async def _pump(stream: H2Stream, replay: _Replay, expecting: ClientConnection | None) -> None:
     """Send the request body (replayed part first) and end our side of the stream."""
+    if expecting is not None:
+        expecting.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     try:
         async for c in replay.chunks():
             await stream.send(c)
