@@ -288,7 +288,11 @@ async def forward_h2(
                 ctx.record("attempt", target.id, latency * 1000, reason)
             exclude.add(target)
             last_error = a.error
-            if loop.time() >= deadline or not up.may_retry(ctx, attempt, a.sent, reason):
+            if (
+                (a.sent and not replay.replayable)  # the body cannot be sent again whole
+                or loop.time() >= deadline
+                or not up.may_retry(ctx, attempt, a.sent, reason)
+            ):
                 raise a.error from None
             delay = up.backoff(attempt)
             if delay > 0:
