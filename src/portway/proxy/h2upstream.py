@@ -121,6 +121,8 @@ class _Replay:
         self.whole = True  # every byte read so far is kept
         #: the HTTP/1.1 client got its 100 Continue (once, whatever the retries)
         self.continued = False
+        #: the last attempt's pump: a retry waits for it to stop reading the body
+        self.pump: asyncio.Task[None] | None = None
         self.eof = body is None
 
     @property
@@ -368,13 +370,17 @@ async def _exchange(
     if grpc:
         stream.fail_trailers = _status_trailers(UNAVAILABLE, "upstream stream broke")
     pump: asyncio.Task[None] | None = None
+    old = replay.pump
+    if old is not None and not old.done():
+        # a cancelled pump may still hold a chunk it read: let it finish keeping it
+        await asyncio.wait({old})
     if has_body:
         # an HTTP/1.1 client waiting on Expect: 100-continue (HTTP/2 clients get theirs from
         # the h2 server when the body is first read; a plugin that buffered it sent it)
         ureq = ctx.upstream_request
         expect = ureq.expect_continue and ctx.request.version == "1.1" and not replay.continued
         replay.continued = replay.continued or expect
-        pump = loop.create_task(_pump(stream, replay, client if expect else None))
+        pump = replay.pump = loop.create_task(_pump(stream, replay, client if expect else None))
         pump.add_done_callback(_retrieve)
     ex = H2Exchange(stream, pump, target, deadline, grpc)
     # grpc: the head of a client-streaming call may only come after the last message
