@@ -141,9 +141,11 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
                 first[name] = i
         _check_rewrite(route, i, report)
         up = route.get("upstream")
-        for sub, ref in referenced_upstreams(route):
+        traffic = referenced_upstreams(route)
+        for sub, ref in traffic:
             if ref not in names:
                 report(("routes", i, *sub), _unknown_upstream(ref, names))
+        _check_protocols(route, i, up, traffic, upstreams, report)
         if isinstance(up, str):
             if up not in names:
                 report(("routes", i, "upstream"), _unknown_upstream(up, names))
@@ -153,6 +155,48 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
                 "route needs an upstream (only routes bound to request_termination, mock or "
                 "redirect with `to` may omit it)",
             )
+
+
+#: plugins that turn requests into gRPC calls: their route's upstream must speak HTTP/2
+_GRPC_PLUGINS = ("grpc_transcode", "grpc_web")
+
+
+def _protocol(upstreams: Any, name: Any) -> str:
+    u = upstreams.get(name) if isinstance(upstreams, dict) and isinstance(name, str) else None
+    p = u.get("protocol", "http1") if isinstance(u, dict) else "http1"
+    return p if isinstance(p, str) else "http1"
+
+
+def _check_protocols(
+    route: dict[str, Any],
+    i: int,
+    up: Any,
+    traffic: list[tuple[tuple[Any, ...], str]],
+    upstreams: Any,
+    report: _Report,
+) -> None:
+    """Traffic rules (split, versions, mirror, fallback) forward over HTTP/1.1 only, and the
+    gRPC plugins need an HTTP/2 upstream: both mismatches are config errors, not 502s."""
+    if traffic and isinstance(up, str) and _protocol(upstreams, up) != "http1":
+        report(
+            ("routes", i, "upstream"),
+            f"upstream {up!r} speaks {_protocol(upstreams, up)}; split/versions/mirror/fallback "
+            "routes support protocol http1 upstreams only",
+        )
+    for sub, ref in traffic:
+        if _protocol(upstreams, ref) != "http1":
+            report(
+                ("routes", i, *sub),
+                f"upstream {ref!r} speaks {_protocol(upstreams, ref)}; split/versions/mirror/"
+                "fallback support protocol http1 upstreams only",
+            )
+    if isinstance(up, str) and _protocol(upstreams, up) == "http1":
+        for name in _GRPC_PLUGINS:
+            if _binds(route.get("plugins"), name):
+                report(
+                    ("routes", i, "upstream"),
+                    f"{name} needs an upstream with protocol h2c, h2 or auto; {up!r} is http1",
+                )
 
 
 def _answers_all(bindings: Any) -> bool:

@@ -267,6 +267,11 @@ class UpstreamConfig(Model):
     host_header: Literal["preserve", "target"] = Field(
         "preserve", description="forward the client's Host or the target's host:port"
     )
+    protocol: Literal["http1", "h2c", "h2", "auto"] = Field(
+        "http1",
+        description="http1 | h2c (HTTP/2 prior knowledge) | h2 (TLS + ALPN h2) | "
+        "auto (ALPN on https targets, HTTP/1.1 otherwise); gRPC needs h2c or h2",
+    )
 
     @field_validator("hash_on")
     @classmethod

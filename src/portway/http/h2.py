@@ -204,7 +204,13 @@ class _StreamWriter:
             return
         self._head_sent = True
         self._framed = chunked or any(k == b"content-length" for k, _ in fields)
-        no_body = self.method == "HEAD" or status in (204, 304)
+        # Content-Length: 0 ends the stream on HEADERS: a gRPC trailers-only response
+        # (grpc-status in the head) must not be followed by an empty DATA frame
+        no_body = (
+            self.method == "HEAD"
+            or status in (204, 304)
+            or any(k == b"content-length" and v == b"0" for k, v in fields)
+        )
         self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields], no_body)
         if no_body:
             self._ended = True

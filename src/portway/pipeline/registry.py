@@ -47,6 +47,9 @@ BUILTINS: dict[str, str] = {
         "portway.plugins.response_transformer.plugin:ResponseTransformerPlugin"
     ),
     "publish": "portway.plugins.publish.plugin:PublishPlugin",
+    "grpc_transcode": "portway.plugins.grpc_transcode.plugin:GrpcTranscodePlugin",
+    "grpc_web": "portway.plugins.grpc_web.plugin:GrpcWebPlugin",
+    "soap": "portway.plugins.soap.plugin:SoapPlugin",
 }
 
 

@@ -97,8 +97,8 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         return NOT_TAKEN  # 404/405 are the general path's to explain
     rt = graph.routes[m.index]
     up = rt.upstream
-    if up is None or not rt.chain.callbacks_only:
-        return NOT_TAKEN
+    if up is None or not rt.chain.callbacks_only or up.protocol != "http1":
+        return NOT_TAKEN  # HTTP/2 upstreams (proxy/h2upstream.py) need a task
     tr = rt.traffic
     if tr is not None and not tr.fast_ok:
         return NOT_TAKEN  # mirror / fallback need a task

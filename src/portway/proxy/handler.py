@@ -16,6 +16,7 @@ from portway.errors import (
     UpstreamError,
 )
 from portway.http.body import BodyStream
+from portway.http.grpc_status import grpc_error_response, is_grpc_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.requestid import new_request_id, well_formed
@@ -32,6 +33,7 @@ from portway.proxy.forward import (
     add_response_framing,
     prepare_upstream_request,
 )
+from portway.proxy.h2upstream import forward_h2, release_h2, uses_h2
 from portway.proxy.tunnel import tunnel
 
 if TYPE_CHECKING:
@@ -152,7 +154,9 @@ class ProxyApp(App):
                 if req.upgrade and isinstance(conn, ServerConnection):  # HTTP/1.1 only
                     urt = rt if tr is None else tr.choose(ctx).rt
                     return await tunnel(ctx, urt, graph, conn, Forwarder(graph))
-                if tr is None:
+                if tr is None and rt.upstream.protocol != "http1":
+                    resp = await _forward_h2(ctx, rt, graph, conn)  # proxy/h2upstream.py
+                elif tr is None:
                     resp = await Forwarder(graph).forward(ctx, rt, conn, resume)
                 else:  # split / versions / mirror / fallback: proxy/traffic.py
                     resp = await tr.forward(ctx, graph, conn, resume)
@@ -179,6 +183,8 @@ class ProxyApp(App):
             ctx.error = e
         finally:
             Forwarder.finish_exchange(ctx, ok=False)
+            if "_h2_exchange" in ctx.extra:
+                release_h2(ctx)
             graph.request_done(chain, ctx)
             if tracer.enabled:
                 tracer.end_request(ctx)
@@ -220,6 +226,9 @@ class ProxyApp(App):
         req = ctx.request
         resp = ctx.response
         assert resp is not None
+        if resp.status >= 400 and not resp.upstream and is_grpc_request(req):
+            # gRPC clients read errors from grpc-status, not from an HTTP status and JSON
+            resp = ctx.response = grpc_error_response(resp, req)
         keep = not close and req.keep_alive and _body_done(req)
         status = resp.status
         no_body = req.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
@@ -371,6 +380,15 @@ def _preflight_match(graph: RuntimeGraph, req: Request) -> RouteMatch | None:
         if p.name == "cors":
             return m
     return None
+
+
+async def _forward_h2(
+    ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph, conn: ClientConnection
+) -> Response:
+    assert rt.upstream is not None
+    if not uses_h2(rt.upstream):  # ``auto`` with no TLS target speaking h2
+        return await Forwarder(graph).forward(ctx, rt, conn)
+    return await forward_h2(ctx, rt, graph, conn)
 
 
 def _request_id(req: Request) -> str:

@@ -207,6 +207,7 @@ class Gateway:
             if up not in live_ups:
                 await up.aclose()
                 for t in up.targets:
+                    _close_h2_pool(t)  # per Target object: never shared with the new graph
                     if t.pool is not None and not any(
                         t.pool is t2.pool for u in live_ups for t2 in u.targets
                     ):
@@ -239,6 +240,7 @@ class Gateway:
         for up in g.upstreams.values():
             await up.aclose()
             for t in up.targets:
+                _close_h2_pool(t)
                 if t.pool is not None:
                     t.pool.close()
         for p in g.plugins:
@@ -282,3 +284,10 @@ async def _close_traffic(g: RuntimeGraph) -> None:
                 await rt.traffic.aclose()
             except Exception:
                 log.exception("closing traffic rules of route %s failed", rt.config.name)
+
+
+def _close_h2_pool(t: Any) -> None:
+    """The target's HTTP/2 pool (``proxy/h2upstream.py`` keeps it in ``target.extra``)."""
+    pool = t.extra.get("h2pool")
+    if pool is not None:
+        pool.close()

@@ -92,6 +92,8 @@ class Upstream:
         self._make_pool = make_pool
         self._clock = clock
         self._kind = config.balancing
+        #: ``http1`` | ``h2c`` | ``h2`` | ``auto`` (read per request: a plain attribute)
+        self.protocol: str = config.protocol
         self.targets: list[Target] = []
         for tc in config.targets:
             t = make_target(tc.url, tc.weight)

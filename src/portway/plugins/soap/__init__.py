@@ -1,0 +1,1 @@
+"""Built-in plugin `soap`: JSON clients to a SOAP upstream."""
