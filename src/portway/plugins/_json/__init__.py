@@ -1,0 +1,1 @@
+"""JSON document helpers shared by body-rewriting plugins (transformers, aggregation)."""
