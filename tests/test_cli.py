@@ -194,9 +194,10 @@ def test_demo_answers_every_printed_curl_and_stops_cleanly(sig: signal.Signals) 
         assert by_path["nowhere"] == "404"
         assert by_path["users?explain"] == "200"
         assert by_path["status"] == "200"
-        assert sorted(
-            code for cmd, code in codes.items() if cmd.endswith("/secure")
-        ) == ["200", "401"]
+        assert sorted(code for cmd, code in codes.items() if cmd.endswith("/secure")) == [
+            "200",
+            "401",
+        ]
         assert by_path["limited"] == "200" and by_path["cached"] == "200"
         assert by_path["flaky"] in ("200", "503")
         dash = next(ln for ln in lines if "Dashboard:" in ln)

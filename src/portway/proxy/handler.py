@@ -117,6 +117,16 @@ class ProxyApp(App):
             if rt is None:
                 rt = self._route(ctx, graph)
                 chain = rt.chain
+                if graph.profiles is not None:
+                    # BFF profile: one prebuilt chain per (route, profile); see proxy/profiles.py
+                    profiled: Chain | None = graph.profiles.chain_for(ctx, conn, rt)
+                    if profiled is None:
+                        chain = graph.global_chain  # a 404 like an unmatched path
+                        raise NotFoundError(
+                            "this route does not serve the request's profile",
+                            code="profile_not_served",
+                        )
+                    chain = profiled
                 resp = await chain.run_request(ctx)
                 if resp is None and ctx.debug and b"explain" in req.query.split(b"&"):
                     resp = _explain(ctx)
@@ -126,7 +136,9 @@ class ProxyApp(App):
                 if ctx.upstream_request is req:  # no hook, no copy yet
                     ctx.upstream_request = req.copy_for_upstream()
                 resp = resume.response if resume is not None else None
-            if resp is None:
+            if resp is None and rt.aggregate is not None:
+                resp = await rt.aggregate.run(ctx, graph)
+            elif resp is None:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
                 prepare_upstream_request(ctx, rt, graph)

@@ -35,6 +35,11 @@ class RouteRuntime:
     encoded_slashes: bool
     read_timeout: float
     total_timeout: float
+    #: ``proxy/aggregate.AggregatePlan`` of an aggregate route (which has no ``upstream``)
+    aggregate: Any = None
+    #: with BFF profiles: the chain per profile this route serves (``"default"`` when no
+    #: profile matched); a profile missing here is not served by the route (404)
+    profile_chains: Any = None
 
 
 @dataclass(eq=False)
@@ -61,6 +66,8 @@ class RuntimeGraph:
     version: int = 0
     shared_keys: frozenset[str] = frozenset()
     tracer: Tracer = NOOP_TRACER
+    #: ``proxy/profiles.ProfileSelector`` when the config defines BFF profiles
+    profiles: Any = None
     #: the Via line this gateway adds to relayed responses (built once, not per response;
     #: empty without ``via``)
     via_line: bytes = field(init=False, default=b"")

@@ -65,7 +65,9 @@ async def start_listener(
     def factory() -> asyncio.BaseProtocol:
         limits: LimitsConfig = limits_ref()
         trusted: TrustedProxies = trusted_ref()
-        return as_protocol(ServerConnection(app, limits, trusted, scheme, loop, http2=cfg.http2))
+        conn = ServerConnection(app, limits, trusted, scheme, loop, http2=cfg.http2)
+        conn.listener = cfg.name
+        return as_protocol(conn)
 
     if sock is None:
         sock = bind_socket(cfg.address)
