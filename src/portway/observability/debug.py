@@ -162,6 +162,9 @@ def explain(ctx: RequestContext) -> dict[str, Any]:
         "steps": steps,
         "response": None if resp is None else {"status": resp.status, "upstream": resp.upstream},
         "rejected_by": ctx.extra.get("rejected_by"),
+        "profile": ctx.extra.get("profile"),
+        "graphql_operation": ctx.extra.get("graphql_operation"),
+        "aggregate": ctx.extra.get("aggregate"),
         "error": None if ctx.error is None else type(ctx.error).__name__,
         "total_ms": _ms(time.perf_counter() - ctx.start),
     }

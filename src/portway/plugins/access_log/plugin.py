@@ -157,7 +157,8 @@ def reopen_all() -> None:
 
 class AccessLogPlugin(Plugin[AccessLogConfig]):
     """Fields: time, request_id, client_ip, method, path, route, upstream, target, status,
-    bytes_in, bytes_out, latency_ms, upstream_latency_ms, user_agent, consumer."""
+    bytes_in, bytes_out, latency_ms, upstream_latency_ms, user_agent, consumer; and when set:
+    profile, graphql_operation, aggregate."""
 
     name = "access_log"
     stage = Stage.edge
@@ -194,6 +195,13 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
             "user_agent": ua.decode("latin-1") if ua is not None else None,
             "consumer": ctx.consumer.username if ctx.consumer is not None else None,
         }
+        extra = ctx.extra
+        if extra:
+            # only when set: BFF profile, GraphQL operation, aggregate calls (status, ms, error)
+            for k in ("profile", "graphql_operation", "aggregate"):
+                v = extra.get(k)
+                if v is not None:
+                    rec[k] = v
         self._writer.writer.put(orjson.dumps(rec) + b"\n")
 
 
