@@ -35,6 +35,7 @@ BUILTINS: dict[str, str] = {
     "redirect": "portway.plugins.redirect.plugin:RedirectPlugin",
     "mock": "portway.plugins.mock.plugin:MockPlugin",
     "compression": "portway.plugins.compression.plugin:CompressionPlugin",
+    "graphql": "portway.plugins.graphql.plugin:GraphqlPlugin",
 }
 
 
