@@ -296,3 +296,65 @@ def test_cycles_and_unknown_references_are_rejected_at_load_with_their_line() ->
     assert "did you mean 'catalog'" in _load_error(bad_up)
     bad_path = [{"name": "a", "upstream": "catalog", "path": "/a", "fields": {"deny": ["x[?]"]}}]
     assert "routes[0].aggregate.calls[0].fields.deny[0]" in _load_error(bad_path)
+
+
+async def test_route_plugins_run_once_and_auth_identity_reaches_the_calls() -> None:
+    handlers = {"catalog": json_handler(PRODUCT), "reviews": json_handler(REVIEWS)}
+    handlers["stock"] = json_handler({})
+    async with three(handlers) as ups:
+        cfg = agg_config({n: u.url for n, u in ups.items()}, CALLS)
+        cfg["consumers"] = [{"username": "ann", "credentials": {"key_auth": [{"key": "k1"}]}}]
+        cfg["routes"][0]["plugins"] = [
+            {"name": "key_auth"},
+            {"name": "rate_limit", "config": {"limits": [{"rate": 1, "per": "1h"}]}},
+        ]
+        async with run_gateway(cfg) as gw:
+            url = gw.url + "/pages/product/7"
+            anon = await http_get(url)
+            first = await http_get(url, headers=[("apikey", "k1")])
+            second = await http_get(url, headers=[("apikey", "k1")])
+    assert anon[0] == 401
+    assert first[0] == 200
+    # one rate-limit unit per client request (three calls did not spend three)
+    assert first[1].get("ratelimit-policy") or first[1].get("x-ratelimit-limit")
+    assert second[0] == 429
+    for up in ups.values():
+        (req,) = up.requests  # the 401 and the 429 made no call
+        assert req.headers.get("x-consumer-username") == "ann"
+        assert req.headers.get("apikey") is None  # hidden by key_auth, as when proxying
+
+
+async def test_a_dependant_of_a_failed_optional_call_is_not_run() -> None:
+    handlers = {"catalog": json_handler(PRODUCT), "reviews": json_handler(REVIEWS)}
+    handlers["stock"] = json_handler({})
+    calls = [dict(c) for c in CALLS]
+    calls[0]["required"] = False
+    calls[2]["path"] = "/stock/{product.sku}"
+    async with three(handlers) as ups:
+        await ups["catalog"].stop()
+        async with run_gateway(agg_config({n: u.url for n, u in ups.items()}, calls)) as gw:
+            status, headers, body = await http_get(gw.url + "/pages/product/7")
+    assert status == 200 and headers.get("x-portway-partial") == "true"
+    doc = json.loads(body)
+    assert doc["_errors"]["inventory"] == "not run: call 'product' failed"
+    assert "product" in doc["_errors"] and doc["reviews"]["average"] == 5
+    assert ups["stock"].requests == []
+
+
+async def test_missing_result_value_and_non_2xx_are_call_errors() -> None:
+    async def missing(req: Request) -> Response:
+        return Response.json(404, {"error": "nope"})
+
+    handlers = {"catalog": json_handler({"id": 1}), "reviews": missing}
+    handlers["stock"] = json_handler({})
+    calls = [dict(c) for c in CALLS]
+    calls[2]["path"] = "/stock/{product.sku}"
+    async with three(handlers) as ups:
+        async with run_gateway(agg_config({n: u.url for n, u in ups.items()}, calls)) as gw:
+            status, _, body = await http_get(gw.url + "/pages/product/7")
+    assert status == 200
+    errors = json.loads(body)["_errors"]
+    assert errors == {
+        "reviews": "upstream answered 404",
+        "inventory": "{product.sku}: not found in the result of 'product'",
+    }

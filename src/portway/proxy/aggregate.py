@@ -351,7 +351,7 @@ def _render(template: Template, ctx: RequestContext, done: dict[str, Outcome]) -
         else:
             found = paths.select(done[part.source].value, part.path)
             if not found or found[0] is None:
-                raise LookupError(f"{part.text}: no such value in {part.source!r}'s result")
+                raise LookupError(f"{part.text}: not found in the result of {part.source!r}")
             out.append(_scalar(found[0], part))
     return "".join(out)
 
