@@ -358,3 +358,26 @@ async def test_missing_result_value_and_non_2xx_are_call_errors() -> None:
         "reviews": "upstream answered 404",
         "inventory": "{product.sku}: not found in the result of 'product'",
     }
+
+
+async def test_cache_on_an_aggregate_route_stores_whole_answers_not_partial_ones() -> None:
+    async def stock(req: Request) -> Response:
+        # product 8's stock call fails: its answers are partial
+        return Response.json(500 if req.path.endswith("/8") else 200, {"n": 1})
+
+    handlers = {"catalog": json_handler(PRODUCT), "reviews": json_handler(REVIEWS)}
+    handlers["stock"] = stock
+    async with three(handlers) as ups:
+        cfg = agg_config({n: u.url for n, u in ups.items()}, CALLS)
+        cfg["routes"][0]["plugins"] = [{"name": "cache", "config": {"default_ttl": "1h"}}]
+        async with run_gateway(cfg) as gw:
+            first = await http_get(gw.url + "/pages/product/7")
+            second = await http_get(gw.url + "/pages/product/7")
+            partial = [await http_get(gw.url + "/pages/product/8") for _ in range(2)]
+    assert first[0] == second[0] == 200 and first[2] == second[2]
+    assert second[1].get("x-cache") == "HIT"
+    assert [r.path for r in ups["catalog"].requests] == ["/products/7", "/products/8"] + [
+        "/products/8"
+    ]
+    assert [p[1].get("x-portway-partial") for p in partial] == ["true", "true"]
+    assert partial[0][1].get("cache-control") == "no-store"

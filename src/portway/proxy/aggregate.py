@@ -220,7 +220,11 @@ class AggregatePlan:
             doc["_errors"] = errors
             status = self.partial_status
             h.set(self.partial_header, "true")
-        return Response(status, h, codec.dumps(doc, exact))
+            # a partial answer must not be replayed by a cache (ours or the client's)
+            h.set("cache-control", "no-store")
+        # ``upstream=True``: the merged document is content from upstreams (the cache stores
+        # it like an upstream answer), not a gateway-made error
+        return Response(status, h, codec.dumps(doc, exact), upstream=True)
 
     async def _call(
         self,
