@@ -122,3 +122,26 @@ def test_unknown_profile_on_a_route_is_rejected_at_load() -> None:
         load_config_text(yaml.safe_dump(cfg, sort_keys=False))
     assert "routes[0].profiles[0]" in str(e.value)
     assert "did you mean 'mobile'" in str(e.value)
+
+
+async def test_profile_selected_by_listener() -> None:
+    from tests.helpers import free_port
+
+    internal = free_port()
+    async with run_upstream(catalog) as up:
+        cfg = config(up.url)
+        cfg["listeners"] = [
+            {"name": "public"},
+            {"name": "internal", "address": f"127.0.0.1:{internal}"},
+        ]
+        cfg["profiles"] = {
+            "ops": {
+                "match": {"listeners": ["internal"]},
+                "plugins": [{"name": "headers", "config": {"response": {"set": {"x-ops": "1"}}}}],
+            }
+        }
+        async with run_gateway(cfg) as gw:
+            public = await http_get(gw.url + "/products")
+            ops = await http_get(f"http://127.0.0.1:{internal}/products")
+    assert public[0] == ops[0] == 200
+    assert public[1].get("x-ops") is None and ops[1].get("x-ops") == "1"
