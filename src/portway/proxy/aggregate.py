@@ -181,7 +181,16 @@ class AggregatePlan:
                 results[name] = Outcome(error=f"aggregate timeout ({ms}ms)", timed_out=True)
                 if self.calls[self.order[name]].required:
                     raise AggregateCallError(name, results[name].error or "", True)
-        return self._merge(ctx, results)
+        try:
+            return self._merge(ctx, results)
+        except RecursionError:
+            # (orjson accepts 1024 levels; a deep merge of two such documents would not fit)
+            raise GatewayError(
+                "call results are nested too deeply to merge",
+                status=502,
+                code="aggregate_merge_failed",
+                source="upstream",
+            ) from None
 
     def _merge(self, ctx: RequestContext, results: dict[str, Outcome]) -> Response:
         doc: dict[str, Any] = {}

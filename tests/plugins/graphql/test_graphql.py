@@ -72,6 +72,10 @@ async def test_depth_bomb_is_refused_before_the_upstream() -> None:
         )
         frags += " fragment F20 on T { id }"
         status2, body2 = await post(gw, {"query": frags})
+        # deeper than the (recursive) parser's stack: refused the same way, never a 500
+        deep = "{" + "a{" * 3000 + "b" + "}" * 3001
+        status3, body3 = await post(gw, {"query": deep})
+    assert status3 == 400 and body3["errors"][0]["extensions"]["code"] == "DEPTH_LIMIT"
     assert ok_status == 200
     assert status == 400
     assert body["errors"][0]["extensions"]["code"] == "DEPTH_LIMIT"

@@ -151,6 +151,9 @@ class GraphqlPlugin(Plugin[GraphqlConfig]):
             document = parse(query, no_location=True, max_tokens=c.max_tokens)
         except GraphQLError as e:
             raise _Refused(f"syntax error: {e.message}", "GRAPHQL_PARSE_FAILED") from None
+        except RecursionError:
+            # the parser is recursive: nesting beyond Python's stack is a bomb, not a bug
+            raise _Refused("the document is nested too deeply", "DEPTH_LIMIT") from None
         op = _operation(document, payload.get("operationName"))
         if payload.get("_get") and op.operation != OperationType.QUERY:
             raise _Refused(f"a {op.operation.value} is not accepted over GET", "BAD_REQUEST", 405)
@@ -168,6 +171,8 @@ class GraphqlPlugin(Plugin[GraphqlConfig]):
             m = analyzer.operation(op)
         except AnalysisError as e:
             raise _Refused(str(e), "GRAPHQL_VALIDATION_FAILED") from None
+        except RecursionError:
+            raise _Refused("the document is nested too deeply", "DEPTH_LIMIT") from None
         if not c.introspection and m.introspection:
             raise _Refused("introspection is disabled", "INTROSPECTION_DISABLED")
         if c.max_depth is not None and m.depth > c.max_depth:
