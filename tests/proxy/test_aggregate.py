@@ -380,3 +380,23 @@ async def test_cache_on_an_aggregate_route_stores_whole_answers_not_partial_ones
     assert paths == ["/products/7", "/products/8", "/products/8"]  # 7 once; 8 never stored
     assert [p[1].get("x-portway-partial") for p in partial] == ["true", "true"]
     assert partial[0][1].get("cache-control") == "no-store"
+
+
+async def test_the_aggregate_timeout_bounds_calls_without_their_own() -> None:
+    never = asyncio.Event()
+
+    async def hung(req: Request) -> Response:
+        await never.wait()
+        return Response.json(200, {})
+
+    handlers = {"catalog": json_handler(PRODUCT), "reviews": json_handler(REVIEWS), "stock": hung}
+    async with three(handlers) as ups:
+        calls = [{**c, "required": False} for c in CALLS]  # only the hung call is asserted on
+        cfg = agg_config({n: u.url for n, u in ups.items()}, calls, timeout="1s")
+        async with run_gateway(cfg) as gw:
+            status, headers, body = await http_get(gw.url + "/pages/product/7", timeout=15)
+        never.set()
+    assert status == 200 and headers.get("x-portway-partial") == "true"
+    doc = json.loads(body)
+    # the call's deadline is the aggregate's: whichever fires first names it a timeout
+    assert "timeout" in doc["_errors"]["inventory"]
