@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from portway.config.aggregate import Template, TemplateError, parse_template, plan_order
 from portway.config.document import MAX_TEXT_BYTES, parse_yaml
 from portway.config.errors import (
     ConfigError,
@@ -35,6 +36,8 @@ from portway.config.traffic import referenced_upstreams
 from portway.pipeline.plugin import Stage
 from portway.pipeline.registry import Registry, UnknownPluginError
 from portway.pipeline.registry import registry as default_registry
+from portway.plugins._json.paths import JsonPath, PathError
+from portway.plugins._json.paths import parse as parse_json_path
 
 __all__ = [
     "ConfigError",
@@ -149,12 +152,132 @@ def _check_routes(data: dict[str, Any], report: _Report) -> None:
         if isinstance(up, str):
             if up not in names:
                 report(("routes", i, "upstream"), _unknown_upstream(up, names))
-        elif up is None and not (global_termination or _answers_all(route.get("plugins"))):
+        elif (
+            up is None
+            and route.get("aggregate") is None
+            and not (global_termination or _answers_all(route.get("plugins")))
+        ):
             report(
                 ("routes", i, "upstream"),
-                "route needs an upstream (only routes bound to request_termination, mock or "
-                "redirect with `to` may omit it)",
+                "route needs an upstream or an aggregate (only routes bound to "
+                "request_termination, mock or redirect with `to` may omit both)",
             )
+        agg = route.get("aggregate")
+        if agg is not None and up is not None:
+            report(
+                ("routes", i, "aggregate"),
+                "a route has either `upstream` or `aggregate`, not both",
+            )
+        if isinstance(agg, dict):  # (another type is reported by the schema)
+            _check_aggregate(agg, ("routes", i, "aggregate"), names, report)
+
+
+def _check_aggregate(agg: dict[str, Any], base: Path, upstreams: set[str], report: _Report) -> None:
+    """Call upstreams exist, path templates parse, references form no cycle, field paths parse."""
+    calls = agg.get("calls")
+    if not isinstance(calls, list):
+        return
+    names: list[str] = []
+    templates: list[Template] = []
+    ok = True
+    for j, call in enumerate(calls):
+        if not isinstance(call, dict):
+            ok = False
+            continue
+        where = (*base, "calls", j)
+        up = call.get("upstream")
+        if isinstance(up, str) and up not in upstreams:
+            close = suggest(up, upstreams)
+            hint = f"; did you mean {close!r}?" if close else ""
+            report((*where, "upstream"), f"unknown upstream {up!r}{hint}")
+        name, path = call.get("name"), call.get("path")
+        if not isinstance(name, str) or not isinstance(path, str):
+            ok = False
+            continue
+        try:
+            templates.append(parse_template(path))
+            names.append(name)
+        except TemplateError as e:
+            report((*where, "path"), str(e))
+            ok = False
+        for key in ("target",):
+            if isinstance(call.get(key), str):
+                _check_json_path(call[key], (*where, key), report)
+        fields = call.get("fields")
+        if isinstance(fields, dict):
+            for key in ("allow", "deny"):
+                lst = fields.get(key)
+                if isinstance(lst, list):
+                    for k, text in enumerate(lst):
+                        if isinstance(text, str):
+                            _check_json_path(text, (*where, "fields", key, k), report)
+            ren = fields.get("rename")
+            if isinstance(ren, dict):
+                for src, dst in ren.items():
+                    if isinstance(src, str):
+                        p = _check_json_path(src, (*where, "fields", "rename", src), report)
+                        if p is not None and p.last_key is None:
+                            report(
+                                (*where, "fields", "rename", src),
+                                f"rename {src!r}: the path must end with an object key",
+                            )
+                    if isinstance(dst, str) and not re.fullmatch(r"[^.\[\]]+", dst):
+                        report(
+                            (*where, "fields", "rename", src),
+                            f"rename {src!r} -> {dst!r}: the new name is one key (no . or [)",
+                        )
+    if not ok:
+        return
+    try:
+        plan_order(names, templates)
+    except TemplateError as e:
+        at: Path = (*base, "calls") if e.index is None else (*base, "calls", e.index, "path")
+        report(at, str(e))
+
+
+def _check_json_path(text: str, where: Path, report: _Report) -> JsonPath | None:
+    try:
+        return parse_json_path(text)
+    except PathError as e:
+        report(where, str(e))
+        return None
+
+
+def _check_profiles(data: dict[str, Any], report: _Report) -> set[str]:
+    profiles = data.get("profiles")
+    names = set(profiles) if isinstance(profiles, dict) else set()
+    if "default" in names:
+        report(("profiles", "default"), "`default` names requests no profile matched; pick another")
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return names
+    listeners = data.get("listeners")
+    lnames = (
+        {lst.get("name", "public") for lst in listeners if isinstance(lst, dict)}
+        if isinstance(listeners, list)
+        else {"public"}
+    )
+    if isinstance(profiles, dict):
+        for pname, prof in profiles.items():
+            m = prof.get("match") if isinstance(prof, dict) else None
+            ls = m.get("listeners") if isinstance(m, dict) else None
+            if isinstance(ls, list):
+                for k, ln in enumerate(ls):
+                    if isinstance(ln, str) and ln not in lnames:
+                        report(
+                            ("profiles", pname, "match", "listeners", k),
+                            f"unknown listener {ln!r}",
+                        )
+    for i, route in enumerate(routes):
+        wanted = route.get("profiles") if isinstance(route, dict) else None
+        if not isinstance(wanted, list):
+            continue
+        for k, pn in enumerate(wanted):
+            if isinstance(pn, str) and pn != "default" and pn not in names:
+                close = suggest(pn, names | {"default"})
+                hint = f"; did you mean {close!r}?" if close else ""
+                report(("routes", i, "profiles", k), f"unknown profile {pn!r}{hint}")
+    return names
 
 
 #: plugins that turn requests into gRPC calls: their route's upstream must speak HTTP/2
@@ -445,9 +568,16 @@ def load_document(
     _add_plugin_paths(data, source, reg, report)
     _check_routes(data, report)
     _check_consumers(data, report)
+    profiles = _check_profiles(data, report)
     _check_addresses(data, report)
     _check_tls(data, report)
     _check_bindings(data.get("plugins"), ("plugins",), reg, report, validation)
+    for pname in sorted(profiles):
+        prof = data["profiles"][pname]
+        if isinstance(prof, dict):
+            _check_bindings(
+                prof.get("plugins"), ("profiles", pname, "plugins"), reg, report, validation
+            )
     routes = data.get("routes")
     if isinstance(routes, list):
         for i, route in enumerate(routes):

@@ -359,16 +359,107 @@ class MatchConfig(Model):
         return {k.lower(): val for k, val in v.items()}
 
 
+class FieldsConfig(Model):
+    allow: list[str] = Field(
+        default_factory=list, description="JSON paths to keep (all others dropped); empty keeps all"
+    )
+    deny: list[str] = Field(default_factory=list, description="JSON paths to drop")
+    rename: dict[str, str] = Field(default_factory=dict, description="JSON path -> new key")
+
+
 class AggregateCall(Model):
     name: str = Field(description="key of this call's result in the merged body")
-    upstream: str
-    path: str
+    upstream: str = Field(description="upstream name (balancer, health, breaker, retries apply)")
+    path: str = Field(
+        description="path and query template: {params.NAME}, {CALL.JSON_PATH} of an earlier call"
+    )
+    method: str = Field("GET", description="HTTP method of the call")
+    timeout: Duration | None = Field(None, description="this call's deadline (retries included)")
+    required: bool = Field(False, description="a failure fails the whole request (502/504)")
+    fields: FieldsConfig | None = Field(None, description="allow/deny/rename on the result")
+    group: str | None = Field(None, description="put the result under this key")
+    target: str | None = Field(None, description="JSON path of the sub-object to take")
+
+    @field_validator("name")
+    @classmethod
+    def _call_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", v):
+            raise ValueError("call names use letters, digits, _ and - (not starting with a digit)")
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        v = v.upper()
+        if not re.fullmatch(r"[A-Z]+", v):
+            raise ValueError(f"invalid method {v!r}")
+        return v
+
+
+class PartialConfig(Model):
+    status: int = Field(200, ge=200, le=599, description="status of a partial response")
+    header: str = Field("x-portway-partial", description="response field flagging a partial one")
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", v):
+            raise ValueError(f"invalid header name {v!r}")
+        return v.lower()
+
+
+class AggregateConfig(Model):
+    timeout: Duration = Field(5.0, description="deadline of the whole aggregate")
+    calls: list[AggregateCall] = Field(min_length=1, description="the upstream calls")
+    merge: Literal["nest", "flat"] = Field(
+        "nest", description="nest: each result under its name; flat: deep-merged at the root"
+    )
+    on_partial: PartialConfig = Field(default_factory=PartialConfig)
+
+
+class ProfileMatchConfig(Model):
+    listeners: list[str] = Field(default_factory=list, description="listener names")
+    hosts: list[str] = Field(default_factory=list, description="exact or *.suffix hosts")
+    headers: dict[str, str] = Field(default_factory=dict, description='exact value or "~regex"')
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = [h.lower() for h in v]
+        for h in out:
+            if not re.fullmatch(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?", h):
+                raise ValueError(f"invalid host pattern {h!r}")
+        return out
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if val.startswith("~"):
+                try:
+                    re.compile(val[1:])
+                except re.error as e:
+                    raise ValueError(f"header {k}: invalid regex: {e}") from e
+        return {k.lower(): val for k, val in v.items()}
+
+
+class ProfileConfig(Model):
+    match: ProfileMatchConfig = Field(description="all given conditions must hold")
+    plugins: list[PluginBinding] = Field(
+        default_factory=list, description="bindings added around each route's own"
+    )
 
 
 class RouteConfig(Model):
     name: str = Field(description="unique route name")
     match: MatchConfig = Field(default_factory=MatchConfig)
     upstream: str | None = Field(None, description="upstream name")
+    aggregate: AggregateConfig | None = Field(
+        None, description="fan out to several upstreams and merge (instead of upstream)"
+    )
+    profiles: list[str] | None = Field(
+        None, description="profiles this route serves (default = no profile matched); all if unset"
+    )
     strip_prefix: bool = Field(False, description="remove the matched prefix before forwarding")
     rewrite: str | None = Field(None, description="path template, may use {params}")
     plugins: list[PluginBinding] = Field(default_factory=list)
@@ -483,6 +574,9 @@ class GatewayConfig(Model):
         "the config file",
     )
     consumers: list[ConsumerConfig] = Field(default_factory=list)
+    profiles: dict[str, ProfileConfig] = Field(
+        default_factory=dict, description="BFF profiles, tried in order; first match wins"
+    )
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")

@@ -164,6 +164,8 @@ class ServerConnection(WriteFlow):
         self.server_port = 0
         self.closed = False
         self.extra: dict[str, Any] = {}
+        #: the listener's name (BFF profiles may match on it); set by the listener factory
+        self.listener = ""
         self._queue: deque[Request | GatewayError | Resumed] = deque()
         #: a request is being served (by the worker task or by a callback exchange)
         self._busy = False

@@ -252,6 +252,9 @@ def explain(ctx: RequestContext, routes: Any = None) -> dict[str, Any]:
             "code": getattr(ctx.error, "code", None),
             "message": str(getattr(ctx.error, "message", ctx.error)),
         },
+        "profile": ctx.extra.get("profile"),
+        "graphql_operation": ctx.extra.get("graphql_operation"),
+        "aggregate": ctx.extra.get("aggregate"),
         "total_ms": _ms(time.perf_counter() - ctx.start),
     }
     if routes is not None:

@@ -145,6 +145,9 @@ class Snapshot:
     series: dict[tuple[str, str], _Series] = field(default_factory=dict)
     rejections: dict[tuple[str, str, str], int] = field(default_factory=dict)
     cache: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (route, profile, status class) and (route, operation, status class)
+    profiles: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    graphql: dict[tuple[str, str, str], int] = field(default_factory=dict)
     reloads: dict[str, int] = field(default_factory=dict)
     #: (upstream, reason) → targets ejected (``portway.upstream.ejections``)
     ejections: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -160,6 +163,8 @@ class Snapshot:
                 "series": [[r, u, *s.dump()] for (r, u), s in self.series.items()],
                 "rejections": [[*k, v] for k, v in self.rejections.items()],
                 "cache": [[*k, v] for k, v in self.cache.items()],
+                "profiles": [[*k, v] for k, v in self.profiles.items()],
+                "graphql": [[*k, v] for k, v in self.graphql.items()],
                 "reloads": self.reloads,
                 "ejections": [[*k, v] for k, v in self.ejections.items()],
                 "active_connections": self.active_connections,
@@ -190,6 +195,11 @@ class Snapshot:
         for sink, reason, n in data.get("events", ()):
             k2 = (str(sink), str(reason))
             self.events[k2] = self.events.get(k2, 0) + int(n)
+        for table in ("profiles", "graphql"):
+            into: dict[tuple[str, str, str], int] = getattr(self, table)
+            for a, b, c, n in data.get(table, ()):
+                k3 = (str(a), str(b), str(c))
+                into[k3] = into.get(k3, 0) + int(n)
         for res, n in dict(data.get("reloads", {})).items():
             self.reloads[str(res)] = self.reloads.get(str(res), 0) + int(n)
         if alive:
@@ -244,6 +254,8 @@ class Metrics(Observer):
         self._by_route: dict[str, dict[str, _Series]] = {}
         self._rejections: dict[tuple[str, str, str], int] = {}
         self._cache: dict[tuple[str, str], int] = {}
+        self._profiles: dict[tuple[str, str, str], int] = {}
+        self._graphql: dict[tuple[str, str, str], int] = {}
         self._reloads: dict[str, int] = {}
         self.active_connections = 0
         self._upstreams: UpstreamsSource | None = None
@@ -313,6 +325,14 @@ class Metrics(Observer):
             cache = extra.get("cache")
             if cache is not None:
                 self.cache_result(route, str(cache))
+            prof = extra.get("profile")
+            if prof is not None:
+                pk = (route, str(prof), STATUS_CLASSES[ci])
+                self._profiles[pk] = self._profiles.get(pk, 0) + 1
+            op = extra.get("graphql_operation")
+            if op is not None:
+                gk = (route, str(op), STATUS_CLASSES[ci])
+                self._graphql[gk] = self._graphql.get(gk, 0) + 1
 
     # --- other events ----------------------------------------------------------------------
     def connection_opened(self) -> None:
@@ -345,6 +365,8 @@ class Metrics(Observer):
                 snap.series[(route, upstream)] = c
         snap.rejections = dict(self._rejections)
         snap.cache = dict(self._cache)
+        snap.profiles = dict(self._profiles)
+        snap.graphql = dict(self._graphql)
         for k, n in _cache_plugin_counts().items():
             snap.cache[k] = snap.cache.get(k, 0) + n
         snap.reloads = dict(self._reloads)
@@ -580,6 +602,22 @@ class GatewayCollector:
                 sent.add_metric([sink], n)
         yield sent
         yield dropped
+        prof = CounterMetricFamily(
+            "portway_profile_requests",
+            "Requests by route and BFF profile",
+            labels=["route", "profile", "status_class"],
+        )
+        for (r, p, sc), n in sorted(snap.profiles.items()):
+            prof.add_metric([r, p, sc], n)
+        yield prof
+        gql = CounterMetricFamily(
+            "portway_graphql_operations",
+            "GraphQL requests by route and operation name (bounded by the graphql plugin)",
+            labels=["route", "operation", "status_class"],
+        )
+        for (r, o, sc), n in sorted(snap.graphql.items()):
+            gql.add_metric([r, o, sc], n)
+        yield gql
         reloads = CounterMetricFamily(
             "portway_config_reloads", "Configuration reload attempts", labels=["result"]
         )

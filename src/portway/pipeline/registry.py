@@ -50,6 +50,7 @@ BUILTINS: dict[str, str] = {
     "grpc_transcode": "portway.plugins.grpc_transcode.plugin:GrpcTranscodePlugin",
     "grpc_web": "portway.plugins.grpc_web.plugin:GrpcWebPlugin",
     "soap": "portway.plugins.soap.plugin:SoapPlugin",
+    "graphql": "portway.plugins.graphql.plugin:GraphqlPlugin",
 }
 
 

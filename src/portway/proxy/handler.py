@@ -130,6 +130,16 @@ class ProxyApp(App):
                     # a plugin that reads the body first sends the 100 through it
                     # (pipeline/buffering.py)
                     ctx.extra["_client"] = conn
+                if graph.profiles is not None:
+                    # BFF profile: one prebuilt chain per (route, profile); see proxy/profiles.py
+                    profiled: Chain | None = graph.profiles.chain_for(ctx, conn, rt)
+                    if profiled is None:
+                        chain = graph.global_chain  # a 404 like an unmatched path
+                        raise NotFoundError(
+                            "this route does not serve the request's profile",
+                            code="profile_not_served",
+                        )
+                    chain = profiled
                 resp = await chain.run_request(ctx)
             else:
                 # carried on from the task-free path: its request hooks already ran
@@ -137,7 +147,9 @@ class ProxyApp(App):
                 if ctx.upstream_request is req:  # no hook, no copy yet
                     ctx.upstream_request = req.copy_for_upstream()
                 resp = resume.response if resume is not None else None
-            if resp is None:
+            if resp is None and rt.aggregate is not None:
+                resp = await rt.aggregate.run(ctx, graph)
+            elif resp is None:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
                 if req.upgrade and not rt.websocket:

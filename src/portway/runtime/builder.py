@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable
@@ -215,6 +216,92 @@ def _with_traffic(
     return _route_runtime(cfg, r, rt.chain, rt.upstream, policy)
 
 
+def profile_chain(
+    base: list[Plugin[Any]], own: dict[str, Plugin[Any]], prof: dict[str, Plugin[Any]]
+) -> list[Plugin[Any]]:
+    """A route's chain for one profile: the profile's plugins around the route's own.
+
+    Precedence by name: the route's binding > the profile's > the global one. Order: by
+    stage (config stages always hold); within a stage the profile's plugins come first, so
+    on the request side they run before the route's (and globals'), and on the response side
+    (reversed) after them."""
+    added = [p for name, p in prof.items() if name not in own]
+    replaced = {p.name for p in added}
+    rest = [p for p in base if p.name not in replaced]
+    return sorted([*added, *rest], key=lambda p: int(p.stage))
+
+
+def _aggregate(r: RouteConfig, upstreams: dict[str, Upstream], cfg: GatewayConfig) -> Any:
+    """The route's :class:`AggregatePlan`: one per-call :class:`RouteRuntime` each, with the
+    call's upstream and timeouts (the call's ``timeout`` caps the upstream's total and read)
+    and no plugins (the route's run once, around the whole aggregate)."""
+    from portway.config.aggregate import dependencies, parse_template
+    from portway.config.schema import TimeoutsConfig
+    from portway.pipeline.runner import EMPTY_CHAIN
+    from portway.plugins._json.paths import parse as parse_path
+    from portway.proxy.aggregate import AggregatePlan, CallPlan
+    from portway.proxy.aggregate_fields import Shaping
+
+    agg = r.aggregate
+    assert agg is not None
+    calls: list[CallPlan] = []
+    for c in agg.calls:
+        up = upstreams[c.upstream]
+        ut = up.config.timeouts
+        limit = min(c.timeout, agg.timeout) if c.timeout is not None else agg.timeout
+        tc = TimeoutsConfig(
+            connect=min(ut.connect, limit),
+            read=min(ut.read, limit),
+            write=min(ut.write, limit),
+            total=min(ut.total, limit),
+        )
+        call_route = RouteConfig(name=f"{r.name}.{c.name}", upstream=c.upstream)
+        rt = RouteRuntime(
+            config=call_route,
+            chain=EMPTY_CHAIN,
+            upstream=up,
+            timeouts=tc,
+            max_body=None,
+            rewrite=None,
+            preserve_host=up.config.host_header == "preserve",
+            strip_prefix=False,
+            encoded_slashes=True,
+            read_timeout=tc.read,
+            total_timeout=tc.total,
+            try_timeout=tc.total,
+        )
+        f = c.fields
+        shaping = Shaping(
+            target=parse_path(c.target) if c.target else None,
+            deny=tuple(parse_path(x) for x in f.deny) if f else (),
+            allow=tuple(parse_path(x) for x in f.allow) if f else (),
+            rename=tuple((parse_path(k), v) for k, v in f.rename.items()) if f else (),
+            group=c.group,
+        )
+        template = parse_template(c.path)
+        calls.append(
+            CallPlan(
+                name=c.name,
+                template=template,
+                deps=tuple(sorted(dependencies(template))),
+                method=c.method,
+                rt=rt,
+                timeout=limit,
+                required=c.required,
+                shaping=shaping,
+            )
+        )
+    max_body = r.max_body_bytes if r.max_body_bytes is not None else None
+    return AggregatePlan(
+        calls,
+        timeout=agg.timeout,
+        flat=agg.merge == "flat",
+        partial_status=agg.on_partial.status,
+        partial_header=agg.on_partial.header,
+        max_body=max_body,
+    )
+
+
 async def build_graph(
     cfg: GatewayConfig,
     bctx: BuildContext,
@@ -252,9 +339,19 @@ async def build_graph(
             global_instances[b.name] = p
             plugins.append(p)
     global_chain = Chain(sorted(global_instances.values(), key=lambda p: int(p.stage)))
+    # profile bindings: one instance per profile binding, shared by the routes (like globals)
+    profile_instances: dict[str, dict[str, Plugin[Any]]] = {}
+    for pname, prof in cfg.profiles.items():
+        profile_instances[pname] = {}
+        for b in prof.plugins:
+            if b.enabled:
+                p = instantiate(b, env_for(None))
+                profile_instances[pname][b.name] = p
+                plugins.append(p)
     routes: list[RouteRuntime] = []
     for r in cfg.routes:
         chain_plugins: list[Plugin[Any]] = []
+        own: dict[str, Plugin[Any]] = {}
         for where, b in merged_bindings(cfg.plugins, r):
             if where == "global":
                 chain_plugins.append(global_instances[b.name])
@@ -262,11 +359,29 @@ async def build_graph(
                 p = instantiate(b, env_for(r.name))
                 plugins.append(p)
                 chain_plugins.append(p)
+                own[b.name] = p
+        profile_chains: dict[str, Chain] | None = None
+        if cfg.profiles:
+            profile_chains = {}
+            served = r.profiles if r.profiles is not None else [*cfg.profiles, "default"]
+            for pname in served:
+                if pname == "default":
+                    profile_chains[pname] = Chain(chain_plugins)
+                else:
+                    profile_chains[pname] = Chain(
+                        profile_chain(chain_plugins, own, profile_instances[pname])
+                    )
         up = upstreams.get(r.upstream) if r.upstream else None
         chain = Chain(chain_plugins)
         rt = _route_runtime(cfg, r, chain, up)
         if r.split or r.versions or r.mirror or r.fallback:
             rt = _with_traffic(cfg, r, rt, upstreams)
+        if r.aggregate is not None or profile_chains is not None:
+            rt = dataclasses.replace(
+                rt,
+                aggregate=_aggregate(r, upstreams, cfg) if r.aggregate is not None else None,
+                profile_chains=profile_chains,
+            )
         routes.append(rt)
     s = cfg.server
     graph = RuntimeGraph(
@@ -283,6 +398,10 @@ async def build_graph(
         observers=list(observers or []),
         version=version,
     )
+    if cfg.profiles:
+        from portway.proxy.profiles import ProfileSelector
+
+        graph.profiles = ProfileSelector(cfg.profiles)
     graph.shared_keys = frozenset(used)
     graph.owned_headers = _owned_headers(cfg)
     tcfg = cfg.tracing.model_dump_json()

@@ -45,6 +45,11 @@ class RouteRuntime:
     buffer_max: int | None = None
     #: split / versions / mirror / fallback (``proxy/traffic.py``); ``None`` for most routes
     traffic: RoutePolicy | None = None
+    #: ``proxy/aggregate.AggregatePlan`` of an aggregate route (which has no ``upstream``)
+    aggregate: Any = None
+    #: with BFF profiles: the chain per profile this route serves (``"default"`` when no
+    #: profile matched); a profile missing here is not served by the route (404)
+    profile_chains: Any = None
 
 
 @dataclass(eq=False)
@@ -74,6 +79,8 @@ class RuntimeGraph:
     #: request header names the configuration makes the gateway set (identity_headers
     #: claims, request_id's header) beyond ``http/owned.py:OWNED``
     owned_headers: frozenset[bytes] = frozenset()
+    #: ``proxy/profiles.ProfileSelector`` when the config defines BFF profiles
+    profiles: Any = None
     #: the Via line this gateway adds to relayed responses (built once, not per response;
     #: empty without ``via``)
     via_line: bytes = field(init=False, default=b"")

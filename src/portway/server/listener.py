@@ -65,17 +65,17 @@ async def start_listener(
     def factory() -> asyncio.BaseProtocol:
         limits: LimitsConfig = limits_ref()
         trusted: TrustedProxies = trusted_ref()
-        return as_protocol(
-            ServerConnection(
-                app,
-                limits,
-                trusted,
-                scheme,
-                loop,
-                http2=cfg.http2,
-                underscores=cfg.underscores_in_headers,
-            )
+        conn = ServerConnection(
+            app,
+            limits,
+            trusted,
+            scheme,
+            loop,
+            http2=cfg.http2,
+            underscores=cfg.underscores_in_headers,
         )
+        conn.listener = cfg.name
+        return as_protocol(conn)
 
     if sock is None:
         sock = bind_socket(cfg.address)

@@ -4,8 +4,10 @@ Key parts: ``consumer`` (``ctx.consumer.id``; anonymous or unauthenticated reque
 to the client IP so they do not all share one bucket), ``credential`` (the credential that
 authenticated; falls back to the IP), ``ip`` (``ctx.request.client_ip``, already resolved
 through trusted proxies), ``header:NAME`` (first value; falls back to the IP when absent, so
-omitting the header is not a way around the limit), ``route``, ``service`` (the upstream name)
-and ``global`` (one bucket for everything the binding sees).
+omitting the header is not a way around the limit), ``route``, ``service`` (the upstream name),
+``graphql_operation`` (the operation name the ``graphql`` plugin parsed, which must run
+before the limiter; requests without one share the ``-`` bucket), ``profile`` (the BFF
+profile) and ``global`` (one bucket for everything the binding sees).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from collections.abc import Callable, Sequence
 
 from portway.errors import BadRequestError
 from portway.pipeline.context import RequestContext
+from portway.plugins.graphql.context import GRAPHQL_OPERATION
 
 KeyFn = Callable[[RequestContext], str]
 CostFn = Callable[[RequestContext], int]
 
 _HEADER = re.compile(r"^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
-SIMPLE_PARTS = frozenset({"consumer", "credential", "ip", "route", "service", "global"})
+SIMPLE_PARTS = frozenset(
+    {"consumer", "credential", "ip", "route", "service", "global", "graphql_operation", "profile"}
+)
 MAX_COST = 1_000_000_000
 
 
@@ -29,7 +34,7 @@ def check_key_part(part: str) -> str:
         return part
     raise ValueError(
         f"invalid key part {part!r}: use consumer, credential, ip, header:NAME, route, "
-        "service or global"
+        "service, graphql_operation, profile or global"
     )
 
 
@@ -72,6 +77,14 @@ def _service(ctx: RequestContext) -> str:
     return "s:" + (name or "")
 
 
+def _graphql_operation(ctx: RequestContext) -> str:
+    return "g:" + (ctx.state.get(GRAPHQL_OPERATION) or "-")
+
+
+def _profile(ctx: RequestContext) -> str:
+    return "p:" + str(ctx.extra.get("profile") or "-")
+
+
 def _global(ctx: RequestContext) -> str:
     return "*"
 
@@ -95,6 +108,8 @@ _SIMPLE: dict[str, KeyFn] = {
     "route": _route,
     "service": _service,
     "global": _global,
+    "graphql_operation": _graphql_operation,
+    "profile": _profile,
 }
 
 

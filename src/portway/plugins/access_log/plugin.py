@@ -159,7 +159,8 @@ def reopen_all() -> None:
 class AccessLogPlugin(Plugin[AccessLogConfig]):
     """Fields: time, request_id, client_ip, method, path, route, upstream, target, status,
     bytes_in, bytes_out, latency_ms, upstream_latency_ms, user_agent, consumer, variant (the
-    upstream a route's split/versions/fallback rules chose; null on other routes)."""
+    upstream a route's split/versions/fallback rules chose; null on other routes); and when
+    set: profile, graphql_operation, aggregate."""
 
     name = "access_log"
     stage = Stage.edge
@@ -197,6 +198,13 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
             "consumer": ctx.consumer.username if ctx.consumer is not None else None,
             "variant": variant_of(ctx),
         }
+        extra = ctx.extra
+        if extra:
+            # only when set: BFF profile, GraphQL operation, aggregate calls (status, ms, error)
+            for k in ("profile", "graphql_operation", "aggregate"):
+                v = extra.get(k)
+                if v is not None:
+                    rec[k] = v
         self._writer.writer.put(orjson.dumps(rec) + b"\n")
 
 
