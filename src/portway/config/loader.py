@@ -104,19 +104,56 @@ def _check_addresses(data: dict[str, Any], report: _Report) -> None:
 
 
 def _check_tls(data: dict[str, Any], report: _Report) -> None:
+    from portway.config.certs import CertificateError, check_ca_bundle, inspect_pair
+
     listeners = data.get("listeners")
-    if not isinstance(listeners, list):
-        return
-    for i, lst in enumerate(listeners):
+    for i, lst in enumerate(listeners if isinstance(listeners, list) else []):
         tls = lst.get("tls") if isinstance(lst, dict) else None
         if not isinstance(tls, dict):
             continue
+        base: Path = ("listeners", i, "tls")
         mode = tls.get("client_cert", "none")
         if mode in ("optional", "required") and not tls.get("client_ca"):
             report(
-                ("listeners", i, "tls", "client_cert"),
+                (*base, "client_cert"),
                 f"client_cert: {mode} needs client_ca (the CA bundle that verifies clients)",
             )
+        pairs: list[tuple[Path, Any, Any]] = []
+        if "cert" in tls or "key" in tls:  # the single-certificate form of earlier releases
+            pairs.append(((*base, "cert"), tls.get("cert"), tls.get("key")))
+        certs = tls.get("certificates")
+        for j, c in enumerate(certs if isinstance(certs, list) else []):
+            if isinstance(c, dict):
+                pairs.append(((*base, "certificates", j), c.get("cert"), c.get("key")))
+        for where, cert, key in pairs:
+            if isinstance(cert, str) and isinstance(key, str):
+                try:
+                    inspect_pair(cert, key)
+                except CertificateError as e:
+                    report(where, str(e))
+        ca = tls.get("client_ca")
+        if isinstance(ca, str):
+            try:
+                check_ca_bundle(ca)
+            except CertificateError as e:
+                report((*base, "client_ca"), str(e))
+    upstreams = data.get("upstreams")
+    for name, up in (upstreams if isinstance(upstreams, dict) else {}).items():
+        tls = up.get("tls") if isinstance(up, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        base = ("upstreams", name, "tls")
+        if isinstance(tls.get("ca"), str):
+            try:
+                check_ca_bundle(tls["ca"])
+            except CertificateError as e:
+                report((*base, "ca"), str(e))
+        cert, key = tls.get("client_cert"), tls.get("client_key")
+        if isinstance(cert, str) and isinstance(key, str):
+            try:
+                inspect_pair(cert, key)
+            except CertificateError as e:
+                report((*base, "client_cert"), str(e))
 
 
 def _check_routes(data: dict[str, Any], report: _Report) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 from portway.config.schema import GatewayConfig
 from portway.proxy.handler import ProxyApp
 from portway.runtime.gateway import Gateway, ReloadError
-from portway.server.listener import start_listener
+from portway.server.listener import make_listener_tls, start_listener
+from portway.server.tls import ListenerTls
 
 log = logging.getLogger("portway.server")
 
@@ -45,6 +46,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Any]] = []
         self.admin_server: asyncio.Server | None = None
+        #: TLS state per listener name: certificates are swapped here on every reload
+        self.tls: dict[str, ListenerTls] = {}
 
     async def start(self) -> None:
         observers: list[Any] = []
@@ -65,6 +68,7 @@ class Worker:
         gw = Gateway(self.config, config_path=self.config_path, observers=observers)
         if metrics is not None:
             gw.reload_listeners.append(metrics.config_reload)
+        gw.reload_listeners.append(self._reload_tls)
         await gw.start()
         self.gateway = gw
         if self.config.state.sync_config:
@@ -89,14 +93,34 @@ class Worker:
             on_close=getattr(metrics, "connection_closed", None),
         )
         for lc in self.config.listeners:
+            tls = make_listener_tls(lc)
+            if tls is not None:
+                self.tls[lc.name] = tls
             srv = await start_listener(
-                lc, app, lambda: gw.graph.config.server.limits, lambda: gw.graph.trusted
+                lc, app, lambda: gw.graph.config.server.limits, lambda: gw.graph.trusted, tls=tls
             )
             self.servers.append(srv)
         if self.admin_enabled and self.worker_id == 0:
             await self._start_admin(gw)
         if self.watch and self.config_path is not None:
             await self._start_watch(gw)
+
+    def _reload_tls(self, result: str) -> None:
+        """After a successful reload (SIGHUP, --watch, admin API): new handshakes get the
+        certificates of the new config, read again from disk (rotation keeps the paths).
+        Listener addresses are static; a listener that gained or lost TLS needs a restart."""
+        if result != "ok" or self.gateway is None:
+            return
+        for lc in self.gateway.config.listeners:
+            tls = self.tls.get(lc.name)
+            if tls is None or lc.tls is None:
+                if (tls is None) != (lc.tls is None):
+                    log.warning("listener %s: turning TLS on or off needs a restart", lc.name)
+                continue
+            try:
+                tls.update(lc.tls)
+            except Exception as e:  # a file changed since validation: keep serving the old
+                log.error("listener %s keeps its old certificates: %s", lc.name, e)
 
     async def _start_admin(self, gw: Gateway) -> None:
         try:
