@@ -1,10 +1,10 @@
 """A test PKI written with ``cryptography``: a CA, leaf certificates with SANs, client certs.
 
-    pki = Pki(tmp_path)
-    cert, key = pki.leaf("a.example.com")                  # signed by the test CA
-    cert, key = pki.leaf("*.api.example.com")
-    cert, key = pki.leaf("old.example.com", days=(-30, -1))  # expired
-    pki.ca_path                                             # PEM of the CA, for clients
+pki = Pki(tmp_path)
+cert, key = pki.leaf("a.example.com")                  # signed by the test CA
+cert, key = pki.leaf("*.api.example.com")
+cert, key = pki.leaf("old.example.com", days=(-30, -1))  # expired
+pki.ca_path                                             # PEM of the CA, for clients
 """
 
 from __future__ import annotations
@@ -116,9 +116,7 @@ async def handshake(
 
     if alpn is not None:
         ctx.set_alpn_protocols(alpn)
-    _, w = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=ctx, server_hostname=server_name
-    )
+    _, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=server_name)
     try:
         obj = w.get_extra_info("ssl_object")
         der = obj.getpeercert(binary_form=True)
