@@ -173,6 +173,11 @@ class Worker:
             s.close()
         if self.admin_server is not None:
             self.admin_server.close()
+        # HTTP/2 clients learn the last stream served (GOAWAY) and stop opening new ones;
+        # streams in flight finish within the drain below
+        from portway.http.h2 import drain_connections
+
+        drain_connections()
         gw = self.gateway
         if gw is not None:
             await gw.drain(gw.config.server.shutdown_timeout)
