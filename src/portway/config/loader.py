@@ -103,21 +103,31 @@ def _check_addresses(data: dict[str, Any], report: _Report) -> None:
                 break
 
 
-def _check_tls(data: dict[str, Any], report: _Report) -> None:
+def _check_client_ca_needed(data: dict[str, Any], report: _Report) -> None:
+    listeners = data.get("listeners")
+    for i, lst in enumerate(listeners if isinstance(listeners, list) else []):
+        tls = lst.get("tls") if isinstance(lst, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        mode = tls.get("client_cert", "none")
+        if mode in ("optional", "required") and not tls.get("client_ca"):
+            report(
+                ("listeners", i, "tls", "client_cert"),
+                f"client_cert: {mode} needs client_ca (the CA bundle that verifies clients)",
+            )
+
+
+def _check_tls_files(data: dict[str, Any], report: _Report) -> None:
+    """Certificates and CA bundles named by listeners and upstreams must be usable."""
     from portway.config.certs import CertificateError, check_ca_bundle, inspect_pair
 
+    _check_client_ca_needed(data, report)
     listeners = data.get("listeners")
     for i, lst in enumerate(listeners if isinstance(listeners, list) else []):
         tls = lst.get("tls") if isinstance(lst, dict) else None
         if not isinstance(tls, dict):
             continue
         base: Path = ("listeners", i, "tls")
-        mode = tls.get("client_cert", "none")
-        if mode in ("optional", "required") and not tls.get("client_ca"):
-            report(
-                (*base, "client_cert"),
-                f"client_cert: {mode} needs client_ca (the CA bundle that verifies clients)",
-            )
         pairs: list[tuple[Path, Any, Any]] = []
         if "cert" in tls or "key" in tls:  # the single-certificate form of earlier releases
             pairs.append(((*base, "cert"), tls.get("cert"), tls.get("key")))
@@ -337,8 +347,12 @@ def load_document(
     *,
     env: Mapping[str, str] | None = None,
     registry: Registry | None = None,
+    check_files: bool = True,
 ) -> LoadedConfig:
-    """Parse and validate ``text``; raise :class:`ConfigError` with every problem found."""
+    """Parse and validate ``text``; raise :class:`ConfigError` with every problem found.
+
+    ``check_files=False`` skips reading the certificate files the config names (documentation
+    examples whose files do not exist here); they are checked by default."""
     doc = parse_yaml(text, source, os.environ if env is None else env)
     data, lines = doc.data, doc.lines
 
@@ -370,7 +384,10 @@ def load_document(
     _check_routes(data, report)
     _check_consumers(data, report)
     _check_addresses(data, report)
-    _check_tls(data, report)
+    if check_files:
+        _check_tls_files(data, report)
+    else:
+        _check_client_ca_needed(data, report)
     _check_bindings(data.get("plugins"), ("plugins",), reg, report, validation)
     routes = data.get("routes")
     if isinstance(routes, list):

@@ -69,7 +69,7 @@ class TlsConfig(Model):
         # tls: {cert, key} (one certificate) is the form of earlier releases
         if isinstance(data, dict) and ("cert" in data or "key" in data):
             data = dict(data)
-            first = {"cert": data.pop("cert", None), "key": data.pop("key", None)}
+            first = {k: data.pop(k) for k in ("cert", "key") if k in data}
             certs = data.get("certificates")
             data["certificates"] = [first, *(certs if isinstance(certs, list) else [])]
         return data
