@@ -139,6 +139,18 @@ class Worker:
         w = ConfigWatcher(self.config_path, changed)  # type: ignore[arg-type]
         await w.start()
         self._closers.append(w.aclose)
+        # certificate files too: a rotation that keeps the paths is a change of config
+        files = {
+            p
+            for lc in self.config.listeners
+            if lc.tls is not None
+            for c in lc.tls.certificates
+            for p in (c.cert, c.key)
+        }
+        for path in sorted(files):
+            cw = ConfigWatcher(path, changed)
+            await cw.start()
+            self._closers.append(cw.aclose)
 
     async def reload(self) -> list[str]:
         assert self.gateway is not None
