@@ -26,6 +26,7 @@ class TlsUpstream:
     #: one entry per TLS connection: (session_reused, client certificate CN or None)
     conns: list[tuple[bool, str | None]] = field(default_factory=list)
     requests: int = 0
+    paths: list[str] = field(default_factory=list)
 
 
 @asynccontextmanager
@@ -51,6 +52,7 @@ async def tls_upstream(
             while True:
                 head = await r.readuntil(b"\r\n\r\n")
                 up.requests += 1
+                up.paths.append(head.split(b" ")[1].decode())
                 body = orjson.dumps({"client_cn": cn, "n": up.requests})
                 w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
                 w.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -151,3 +153,27 @@ async def test_bad_upstream_certificate_is_a_502_with_a_logged_reason(
         async with run_gateway(_cfg(up2.url, None)) as gw:
             status, _, _ = await http_get(gw.url + "/pay")
             assert status == 502
+
+
+async def test_active_health_checks_use_the_upstream_tls_settings(tmp_path: Path) -> None:
+    internal = Pki(tmp_path, "Internal CA")
+    gw_clients = Pki(tmp_path, "Gateway Clients CA")
+    cert, key = internal.leaf("payments.internal")
+    gw_cert, gw_key = gw_clients.leaf("gw.internal", client=True)
+    async with tls_upstream(cert, key, client_ca=gw_clients.ca_path) as up:
+        tls = {
+            "ca": internal.ca_path,
+            "server_name": "payments.internal",
+            "client_cert": gw_cert,
+            "client_key": gw_key,
+        }
+        health = {"active": {"interval": "50ms", "healthy_after": 1, "unhealthy_after": 1}}
+        async with run_gateway(_cfg(up.url, tls, health=health)) as gw:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            # probes pass the private CA, the SNI name and the client certificate
+            while up.paths.count("/healthz") < 3:
+                assert loop.time() < deadline, up.paths
+                await asyncio.sleep(0.05)
+            status, _, _ = await http_get(gw.url + "/pay")
+            assert status == 200
