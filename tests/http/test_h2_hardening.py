@@ -107,7 +107,7 @@ async def test_rapid_reset_flood_is_cut_off() -> None:
         last = int.from_bytes(goaway[:4], "big") & 0x7FFFFFFF
         assert last < 2 * pairs - 1  # cut off before the end of the flood
         # the work done is bounded by the budget, not by the flood
-        assert stalled.count <= _PREMATURE_RESETS + 1
+        assert stalled.count <= _PREMATURE_RESETS + 2
         stalled.release.set()
 
 

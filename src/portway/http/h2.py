@@ -779,10 +779,11 @@ class H2Connection(WriteFlow):
             t.close()
 
 
-def drain_connections() -> int:
-    """:meth:`H2Connection.begin_drain` on every live connection of this process; returns
-    how many there were (the worker calls it when it stops accepting)."""
-    conns = [c for c in _LIVE if not c.closed]
+def drain_connections(app: App | None = None) -> int:
+    """:meth:`H2Connection.begin_drain` on every live connection (of ``app`` when given: tests
+    run several gateways in one process); returns how many there were. The worker calls it
+    when it stops accepting."""
+    conns = [c for c in _LIVE if not c.closed and (app is None or c.app is app)]
     for c in conns:
         c.begin_drain()
     return len(conns)

@@ -189,7 +189,8 @@ class Worker:
         # streams in flight finish within the drain below
         from portway.http.h2 import drain_connections
 
-        drain_connections()
+        if self.app is not None:
+            drain_connections(self.app)
         gw = self.gateway
         if gw is not None:
             await gw.drain(gw.config.server.shutdown_timeout)
