@@ -20,7 +20,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from portway.http.h2 import _MAX_CONTINUATIONS, _PREMATURE_RESETS
+from portway.http.h2guard import MAX_CONTINUATIONS, PREMATURE_RESETS
 from portway.http.models import Request, Response
 from portway.server.worker import Worker
 from tests.helpers import _config, free_port, raw_request, run_gateway, run_upstream, simple_config
@@ -107,7 +107,7 @@ async def test_rapid_reset_flood_is_cut_off() -> None:
         last = int.from_bytes(goaway[:4], "big") & 0x7FFFFFFF
         assert last < 2 * pairs - 1  # cut off before the end of the flood
         # the work done is bounded by the budget, not by the flood
-        assert stalled.count <= _PREMATURE_RESETS + 2
+        assert stalled.count <= PREMATURE_RESETS + 2
         stalled.release.set()
 
 
@@ -120,7 +120,7 @@ async def test_continuation_floods_are_cut_off() -> None:
         assert _goaway_code(out) == ENHANCE_YOUR_CALM
         # a few large ones: the header block's bytes are bounded too
         flood = HeadersFrame(1, b"\x82", flags=[]).serialize()
-        n = _MAX_CONTINUATIONS - 2
+        n = MAX_CONTINUATIONS - 2
         flood += b"".join(ContinuationFrame(1, b"\x00" * 16000).serialize() for _ in range(n))
         out = await _exchange(gw.port, flood)
         assert _goaway_code(out) == ENHANCE_YOUR_CALM
