@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from portway.config.errors import ConfigError
-from portway.config.loader import load_config_text
+from portway.config.loader import load_config_text, load_document
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", DOC.read_text(), re.S)
@@ -26,7 +26,8 @@ def test_every_top_level_section_is_documented() -> None:
 
 @pytest.mark.parametrize("block", YAML_BLOCKS, ids=[f"yaml{i}" for i in range(len(YAML_BLOCKS))])
 def test_yaml_examples_load(block: str) -> None:
-    load_config_text(block, "docs", env={})
+    # certificate paths in the examples name files of the reader's machine
+    load_document(block, "docs", env={}, check_files=False)
 
 
 def test_error_example_output_is_verbatim() -> None:

@@ -292,7 +292,12 @@ def test_missing_key_points_at_nearest_parent() -> None:
     issue = only(UPSTREAMS + "routes:\n  - upstream: users\n    strip_prefix: true\n")
     assert (issue.path, issue.line, issue.message) == ("routes[0].name", 6, "required")
     tls = only("listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      cert: a.pem\n")
-    assert (tls.path, tls.line, tls.message) == ("listeners[0].tls.key", 3, "required")
+    # the single-certificate form is certificates[0] (listeners[].tls.certificates)
+    assert (tls.path, tls.line, tls.message) == (
+        "listeners[0].tls.certificates[0].key",
+        3,
+        "required",
+    )
 
 
 @pytest.mark.parametrize(
@@ -470,10 +475,14 @@ def test_client_cert_verification_needs_a_ca() -> None:
           key: server-key.pem
           client_cert: required
     """
-    issue = only(text)
+    # (the files do not exist: reading them is checked apart, see tests/config/test_tls_config)
+    with pytest.raises(ConfigError) as info:
+        load_document(textwrap.dedent(text), env={}, check_files=False)
+    (issue,) = info.value.errors
     assert (issue.path, issue.line) == ("listeners[0].tls.client_cert", 6)
     assert issue.message.startswith("client_cert: required needs client_ca")
-    cfg = load(text.rstrip() + "\n          client_ca: ca.pem\n")
+    full = textwrap.dedent(text.rstrip() + "\n          client_ca: ca.pem\n")
+    cfg = load_document(full, env={}, check_files=False).config
     assert cfg.listeners[0].tls is not None
 
 

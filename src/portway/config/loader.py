@@ -106,11 +106,9 @@ def _check_addresses(data: dict[str, Any], report: _Report) -> None:
                 break
 
 
-def _check_tls(data: dict[str, Any], report: _Report) -> None:
+def _check_client_ca_needed(data: dict[str, Any], report: _Report) -> None:
     listeners = data.get("listeners")
-    if not isinstance(listeners, list):
-        return
-    for i, lst in enumerate(listeners):
+    for i, lst in enumerate(listeners if isinstance(listeners, list) else []):
         tls = lst.get("tls") if isinstance(lst, dict) else None
         if not isinstance(tls, dict):
             continue
@@ -120,6 +118,55 @@ def _check_tls(data: dict[str, Any], report: _Report) -> None:
                 ("listeners", i, "tls", "client_cert"),
                 f"client_cert: {mode} needs client_ca (the CA bundle that verifies clients)",
             )
+
+
+def _check_tls_files(data: dict[str, Any], report: _Report) -> None:
+    """Certificates and CA bundles named by listeners and upstreams must be usable."""
+    from portway.config.certs import CertificateError, check_ca_bundle, inspect_pair
+
+    _check_client_ca_needed(data, report)
+    listeners = data.get("listeners")
+    for i, lst in enumerate(listeners if isinstance(listeners, list) else []):
+        tls = lst.get("tls") if isinstance(lst, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        base: Path = ("listeners", i, "tls")
+        pairs: list[tuple[Path, Any, Any]] = []
+        if "cert" in tls or "key" in tls:  # the single-certificate form of earlier releases
+            pairs.append(((*base, "cert"), tls.get("cert"), tls.get("key")))
+        certs = tls.get("certificates")
+        for j, c in enumerate(certs if isinstance(certs, list) else []):
+            if isinstance(c, dict):
+                pairs.append(((*base, "certificates", j), c.get("cert"), c.get("key")))
+        for where, cert, key in pairs:
+            if isinstance(cert, str) and isinstance(key, str):
+                try:
+                    inspect_pair(cert, key)
+                except CertificateError as e:
+                    report(where, str(e))
+        ca = tls.get("client_ca")
+        if isinstance(ca, str):
+            try:
+                check_ca_bundle(ca)
+            except CertificateError as e:
+                report((*base, "client_ca"), str(e))
+    upstreams = data.get("upstreams")
+    for name, up in (upstreams if isinstance(upstreams, dict) else {}).items():
+        tls = up.get("tls") if isinstance(up, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        base = ("upstreams", name, "tls")
+        if isinstance(tls.get("ca"), str):
+            try:
+                check_ca_bundle(tls["ca"])
+            except CertificateError as e:
+                report((*base, "ca"), str(e))
+        cert, key = tls.get("client_cert"), tls.get("client_key")
+        if isinstance(cert, str) and isinstance(key, str):
+            try:
+                inspect_pair(cert, key)
+            except CertificateError as e:
+                report((*base, "client_cert"), str(e))
 
 
 def _check_routes(data: dict[str, Any], report: _Report) -> None:
@@ -535,8 +582,12 @@ def load_document(
     *,
     env: Mapping[str, str] | None = None,
     registry: Registry | None = None,
+    check_files: bool = True,
 ) -> LoadedConfig:
-    """Parse and validate ``text``; raise :class:`ConfigError` with every problem found."""
+    """Parse and validate ``text``; raise :class:`ConfigError` with every problem found.
+
+    ``check_files=False`` skips reading the certificate files the config names (documentation
+    examples whose files do not exist here); they are checked by default."""
     doc = parse_yaml(text, source, os.environ if env is None else env)
     data, lines = doc.data, doc.lines
 
@@ -570,7 +621,10 @@ def load_document(
     _check_consumers(data, report)
     profiles = _check_profiles(data, report)
     _check_addresses(data, report)
-    _check_tls(data, report)
+    if check_files:
+        _check_tls_files(data, report)
+    else:
+        _check_client_ca_needed(data, report)
     _check_bindings(data.get("plugins"), ("plugins",), reg, report, validation)
     for pname in sorted(profiles):
         prof = data["profiles"][pname]

@@ -30,13 +30,57 @@ def _check_addr(v: str) -> str:
     return v
 
 
+class CertificateConfig(Model):
+    cert: str = Field(description="PEM certificate chain file (leaf first, then intermediates)")
+    key: str = Field(description="PEM private key file of the leaf certificate")
+
+
+TlsVersion = Literal["1.2", "1.3"]
+AlpnProtocol = Literal["h2", "http/1.1"]
+_DEFAULT_ALPN: tuple[AlpnProtocol, ...] = ("h2", "http/1.1")
+
+
 class TlsConfig(Model):
-    cert: str = Field(description="PEM certificate chain file")
-    key: str = Field(description="PEM private key file")
+    """TLS termination on a listener. The legacy single ``{cert, key}`` form is still accepted
+    and becomes ``certificates[0]`` (the default certificate)."""
+
+    certificates: list[CertificateConfig] = Field(
+        default_factory=list,
+        description="certificates chosen by SNI (exact name, then wildcard, from each "
+        "certificate's SANs); the first is the default for unknown or absent names",
+    )
+    min_version: TlsVersion = Field("1.2", description="lowest TLS version accepted")
+    ciphers: str = Field(
+        "default", description="OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are fixed)"
+    )
     client_ca: str | None = Field(None, description="CA bundle to verify client certificates")
     client_cert: Literal["none", "optional", "required"] = Field(
         "none", description="client certificate verification mode"
     )
+    alpn: list[AlpnProtocol] = Field(
+        default_factory=lambda: list(_DEFAULT_ALPN),
+        description="ALPN protocols offered, in preference order (h2 only with http2: true)",
+    )
+    session_tickets: bool = Field(True, description="issue TLS session tickets (resumption)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        # tls: {cert, key} (one certificate) is the form of earlier releases
+        if isinstance(data, dict) and ("cert" in data or "key" in data):
+            data = dict(data)
+            first = {k: data.pop(k) for k in ("cert", "key") if k in data}
+            certs = data.get("certificates")
+            data["certificates"] = [first, *(certs if isinstance(certs, list) else [])]
+        return data
+
+    @model_validator(mode="after")
+    def _some(self) -> TlsConfig:
+        if not self.certificates:
+            raise ValueError("tls needs at least one entry in certificates")
+        if not self.alpn:
+            raise ValueError("alpn needs at least one protocol")
+        return self
 
 
 class ListenerConfig(Model):
@@ -254,6 +298,23 @@ Balancing = Literal[
 ]
 
 
+class UpstreamTlsConfig(Model):
+    verify: bool = Field(True, description="verify the target's certificate and name")
+    ca: str | None = Field(None, description="CA bundle to verify targets (default: system CAs)")
+    server_name: str | None = Field(
+        None, description="SNI and verified name (default: the target's host)"
+    )
+    client_cert: str | None = Field(None, description="PEM client certificate (mTLS)")
+    client_key: str | None = Field(None, description="PEM key of client_cert")
+    min_version: TlsVersion = Field("1.2", description="lowest TLS version offered")
+
+    @model_validator(mode="after")
+    def _pair(self) -> UpstreamTlsConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
+
+
 class UpstreamConfig(Model):
     targets: list[TargetConfig] = Field(default_factory=list)
     balancing: Balancing = Field("weighted_round_robin")
@@ -264,6 +325,9 @@ class UpstreamConfig(Model):
     circuit_breaker: CircuitBreakerConfig | None = None
     retries: RetryConfig = Field(default_factory=RetryConfig)
     discovery: DiscoveryConfig | None = None
+    tls: UpstreamTlsConfig | None = Field(
+        None, description="TLS to https:// targets (default: verified against the system CAs)"
+    )
     host_header: Literal["preserve", "target"] = Field(
         "preserve", description="forward the client's Host or the target's host:port"
     )
@@ -284,6 +348,13 @@ class UpstreamConfig(Model):
     def _targets(self) -> UpstreamConfig:
         if not self.targets and self.discovery is None:
             raise ValueError("an upstream needs targets or discovery")
+        if self.tls is not None:
+            plain = [t.url for t in self.targets if t.url.startswith("http://")]
+            if plain or (self.discovery is not None and self.discovery.scheme == "http"):
+                raise ValueError(
+                    "tls applies to https:// targets: "
+                    + (f"{plain[0]} is http://" if plain else "discovery.scheme is http")
+                )
         return self
 
 
@@ -298,6 +369,14 @@ class PluginBinding(Model):
     )
 
 
+class MatchTlsConfig(Model):
+    client_cert: bool = Field(
+        False,
+        description="the connection must have presented a verified client certificate "
+        "(listener client_cert: optional or required); otherwise 403",
+    )
+
+
 class MatchConfig(Model):
     hosts: list[str] = Field(default_factory=list, description="exact or *.suffix hosts")
     paths: list[str] = Field(
@@ -306,6 +385,7 @@ class MatchConfig(Model):
     )
     methods: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict, description='exact value or "~regex"')
+    tls: MatchTlsConfig | None = Field(None, description="TLS requirements of the connection")
 
     @field_validator("methods")
     @classmethod

@@ -726,8 +726,10 @@ async def simple_request(
     body: bytes = b"",
     timeout: float = 5.0,
     max_body: int = 16 * 1024 * 1024,
+    ssl: Any = None,
 ) -> SimpleResponse:
-    """One request on a fresh connection (health probes, JWKS, introspection, exporters)."""
+    """One request on a fresh connection (health probes, JWKS, introspection, exporters).
+    ``ssl``: the context for ``https`` (default: verified against the system CAs)."""
     import ssl as _ssl
 
     u = urlsplit(url)
@@ -740,7 +742,7 @@ async def simple_request(
             host,
             port,
             timeout,
-            ssl=_ssl.create_default_context() if https else None,
+            ssl=(ssl or _ssl.create_default_context()) if https else None,
             server_hostname=host,
         )
         try:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import weakref
 from collections import deque
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ import h2.exceptions
 import h2.frame_buffer
 import h2.settings
 import httptools
+from hyperframe.frame import GoAwayFrame
 
 from portway.config.schema import LimitsConfig
 from portway.errors import (
@@ -38,6 +40,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
+from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
 from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
@@ -64,14 +67,8 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-class _EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
-    """Refuses an oversized frame from its header: h2 alone would first buffer all of it
-    (up to 16 MiB per connection) before answering FRAME_SIZE_ERROR."""
-
-    def __next__(self) -> Any:
-        if len(self._data) >= 9:
-            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
-        return super().__next__()
+#: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
+_LIVE: weakref.WeakSet[H2Connection] = weakref.WeakSet()
 
 
 class _H2Body(BodyStream):
@@ -307,8 +304,12 @@ class H2Connection(WriteFlow):
         self.streams: dict[int, _StreamWriter] = {}
         self._idle: asyncio.TimerHandle | None = None
         cfg = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.h2 = h2.connection.H2Connection(config=cfg)
-        self.h2.incoming_buffer = _EagerFrameBuffer(server=True)
+        self.h2 = ServerH2(config=cfg)
+        buf = EagerFrameBuffer(server=True)
+        buf.max_header_block = max(2 * limits.max_header_bytes, 16 * 1024)
+        self.h2.incoming_buffer = buf
+        #: GOAWAY sent for shutdown: open streams complete, new ones are refused
+        self.draining = False
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -324,6 +325,9 @@ class H2Connection(WriteFlow):
         """Start HTTP/2 on ``transport``. The app's ``connection_opened`` is the caller's job
         (the connection began as a :class:`ServerConnection`, which already counted it)."""
         self.transport, self.peer_ip, self.peer_port, self.server_port = adopt_transport(transport)
+        _LIVE.add(self)
+        self.h2.clock = self.loop.time
+        self.h2.control_at = self.loop.time()
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_CONN_WINDOW - 65535)
         self.flush()
@@ -349,8 +353,12 @@ class H2Connection(WriteFlow):
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
-            # h2 has queued a GOAWAY with the right error code
-            log.debug("HTTP/2 protocol error from %s: %s", self.peer_ip, e)
+            # h2 has queued a GOAWAY with the right error code; the events of this read are
+            # dropped with it (no stream of a flood gets a task)
+            if isinstance(e, h2.exceptions.DenialOfServiceError):
+                log.warning("HTTP/2 %s from %s: connection closed", e, self.peer_ip)
+            else:
+                log.debug("HTTP/2 protocol error from %s: %s", self.peer_ip, e)
             self.flush()
             self.close()
             return
@@ -374,6 +382,10 @@ class H2Connection(WriteFlow):
     # --- streams ----------------------------------------------------------------------------
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id
+        if self.draining:
+            # past our GOAWAY's last stream id: never processed, the client may retry it
+            self.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         self._cancel_idle()
         pseudo: dict[bytes, bytes] = {}
         fields: list[tuple[bytes, bytes]] = []
@@ -562,7 +574,11 @@ class H2Connection(WriteFlow):
             # credit for bytes buffered but never read goes back to the connection window
             self._ack(sid, w.body._buffered)
         if not self.streams:
-            self._arm_idle()
+            if self.draining:
+                self.flush()
+                self.close()
+            else:
+                self._arm_idle()
 
     def _ack(self, sid: int, n: int) -> None:
         if n <= 0 or self.closed:
@@ -633,6 +649,22 @@ class H2Connection(WriteFlow):
         secs = self.limits.idle_timeout
         self._idle = self.loop.call_later(secs, self.shutdown) if secs > 0 else None
 
+    def begin_drain(self) -> None:
+        """Graceful GOAWAY (server shutdown): tell the client the last stream that will be
+        served, finish the open streams, refuse new ones, close when the last one ends."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        self.flush()  # frames h2 already queued go first
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = self.h2.highest_inbound_stream_id
+        goaway.error_code = 0
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(goaway.serialize())
+        if not self.streams:
+            self.close()
+
     def shutdown(self) -> None:
         """Send GOAWAY(NO_ERROR) and close once nothing is in flight (idle or server exit)."""
         if self.closed:
@@ -646,3 +678,16 @@ class H2Connection(WriteFlow):
         t = self.transport
         if t is not None and not t.is_closing():
             t.close()
+
+
+def drain_connections(app: App | None = None) -> int:
+    """:meth:`H2Connection.begin_drain` on every live connection (of ``app`` when given: tests
+    run several gateways in one process); returns how many there were. The worker calls it
+    when it stops accepting."""
+    conns = [c for c in _LIVE if not c.closed and (app is None or c.app is app)]
+    for c in conns:
+        c.begin_drain()
+    return len(conns)
+
+
+__all__ = ["PREFACE", "H2Connection", "drain_connections", "goaway_bytes"]

@@ -326,6 +326,13 @@ class ServerConnection(WriteFlow):
         buf = self._preface + data
         n = min(len(buf), len(PREFACE))
         if buf[:n] != PREFACE[:n]:
+            if n > 16 and buf.startswith(PREFACE[:16]) and self.transport is not None:
+                # "PRI * HTTP/2.0\r\n" then not the rest: a broken HTTP/2 client (GOAWAY)
+                from portway.http.h2 import goaway_bytes
+
+                self.transport.write(goaway_bytes())
+                self.transport.close()
+                return True
             if self._preface:
                 # the held-back bytes were an HTTP/1.1 request after all
                 self._preface = b""

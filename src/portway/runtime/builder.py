@@ -9,17 +9,19 @@ from collections.abc import Callable
 from typing import Any
 
 from portway.config.loader import config_hash
-from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig
+from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig, UpstreamTlsConfig
 from portway.http.forwarded import TrustedProxies
 from portway.http.pool import ConnectionPool
 from portway.observability.tracing import Tracer, build_tracer
 from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
 from portway.pipeline.registry import registry
 from portway.pipeline.runner import Chain
+from portway.plugins._tls.required import ClientCertRequired
 from portway.proxy.traffic import RoutePolicy
 from portway.routing.router import Router
 from portway.runtime.graph import RouteRuntime, RuntimeGraph
 from portway.upstream.target import Target
+from portway.upstream.tls import attach as attach_tls
 from portway.upstream.upstream import Upstream
 
 log = logging.getLogger("portway.runtime")
@@ -78,9 +80,14 @@ class BuildContext:
         self.tracer: tuple[str, Tracer] | None = None
 
 
-def _pool_factory(ctx: BuildContext, cfg_json: str) -> Callable[[Target], ConnectionPool]:
+def _pool_factory(
+    ctx: BuildContext, cfg_json: str, upstream: str = "", tls: UpstreamTlsConfig | None = None
+) -> Callable[[Target], ConnectionPool]:
+    tls_json = tls.model_dump_json() if tls is not None else ""
+
     def make(t: Target) -> ConnectionPool:
-        key = (t.host, t.port, t.scheme, cfg_json)
+        # connections made with different TLS settings are never interchangeable
+        key = (t.host, t.port, t.scheme, cfg_json + tls_json)
         pool = ctx.pools.get(key)
         if pool is None or pool.closed_pool:
             from portway.config.schema import PoolConfig
@@ -88,6 +95,7 @@ def _pool_factory(ctx: BuildContext, cfg_json: str) -> Callable[[Target], Connec
             pool = ConnectionPool(
                 t.host, t.port, PoolConfig.model_validate_json(cfg_json), t.scheme
             )
+            attach_tls(pool, upstream, tls)
             ctx.pools[key] = pool
         return pool
 
@@ -319,7 +327,7 @@ async def build_graph(
             upstreams[name] = prev[1]
             continue
         upstreams[name] = _make_upstream(
-            name, ucfg, _pool_factory(bctx, ucfg.pool.model_dump_json())
+            name, ucfg, _pool_factory(bctx, ucfg.pool.model_dump_json(), name, ucfg.tls)
         )
     consumers = _consumers(cfg)
     used: set[str] = set()
@@ -360,6 +368,8 @@ async def build_graph(
                 plugins.append(p)
                 chain_plugins.append(p)
                 own[b.name] = p
+        if r.match.tls is not None and r.match.tls.client_cert:
+            chain_plugins.insert(0, ClientCertRequired(r.name))
         profile_chains: dict[str, Chain] | None = None
         if cfg.profiles:
             profile_chains = {}

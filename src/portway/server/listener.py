@@ -11,6 +11,7 @@ from portway.config.schema import LimitsConfig, ListenerConfig
 from portway.http.flow import as_protocol
 from portway.http.forwarded import TrustedProxies
 from portway.http.server import App, ServerConnection
+from portway.server.tls import ListenerTls
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -19,21 +20,13 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def make_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
-    t = cfg.tls
-    if t is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(t.cert, t.key)
-    ctx.set_alpn_protocols(["h2", "http/1.1"] if cfg.http2 else ["http/1.1"])
-    if t.client_ca:
-        ctx.load_verify_locations(t.client_ca)
-    ctx.verify_mode = {
-        "none": ssl.CERT_NONE,
-        "optional": ssl.CERT_OPTIONAL,
-        "required": ssl.CERT_REQUIRED,
-    }[t.client_cert]
-    return ctx
+    """The front context of a TLS listener (see :mod:`portway.server.tls`), or ``None``."""
+    tls = make_listener_tls(cfg)
+    return tls.front if tls is not None else None
+
+
+def make_listener_tls(cfg: ListenerConfig) -> ListenerTls | None:
+    return ListenerTls(cfg.name, cfg.tls, cfg.http2) if cfg.tls is not None else None
 
 
 def bind_socket(address: str, reuse_port: bool = True) -> socket.socket:
@@ -55,11 +48,15 @@ async def start_listener(
     limits_ref: Any,
     trusted_ref: Any,
     sock: socket.socket | None = None,
+    tls: ListenerTls | None = None,
 ) -> asyncio.Server:
     """Serve ``app`` on the listener; ``limits_ref()``/``trusted_ref()`` give the current
-    settings so reloads apply to new connections."""
+    settings so reloads apply to new connections. ``tls``: the listener's certificates, kept
+    by the caller to swap them on reload (built here from ``cfg`` when not given)."""
     loop = asyncio.get_running_loop()
-    sslctx = make_ssl_context(cfg)
+    if tls is None:
+        tls = make_listener_tls(cfg)
+    sslctx = tls.front if tls is not None else None
     scheme = "https" if sslctx else "http"
 
     def factory() -> asyncio.BaseProtocol:

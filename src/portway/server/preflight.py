@@ -94,6 +94,9 @@ def _check_consumers(cfg: GatewayConfig, out: _Issues) -> None:
 
 
 def _check_tls(cfg: GatewayConfig, out: _Issues) -> None:
+    """Files and pairs were checked by the loader (``config/certs.py``: readable, key matches,
+    not expired, chain links); here the listener's whole SSL context is built, as ``run``
+    builds it (ciphers, ALPN, client CA)."""
     from portway.server.listener import make_ssl_context
 
     for i, lc in enumerate(cfg.listeners):
@@ -102,23 +105,23 @@ def _check_tls(cfg: GatewayConfig, out: _Issues) -> None:
             continue
         base: Path = ("listeners", i, "tls")
         missing = False
-        for key in ("cert", "key", "client_ca"):
-            f = getattr(t, key)
-            if f and not os.access(f, os.R_OK):
+        files: list[tuple[Path, str]] = []
+        for j, c in enumerate(t.certificates):
+            files += [((*base, "certificates", j, "cert"), c.cert)]
+            files += [((*base, "certificates", j, "key"), c.key)]
+        if t.client_ca:
+            files.append(((*base, "client_ca"), t.client_ca))
+        for where, f in files:
+            if not os.access(f, os.R_OK):
                 why = "does not exist" if not os.path.exists(f) else "is not readable"
-                out.add((*base, key), f"{key} file {f!r} {why}")
+                out.add(where, f"{where[-1]} file {f!r} {why}")
                 missing = True
         if missing:
             continue
         try:
             make_ssl_context(lc)
         except (ssl.SSLError, OSError, ValueError) as e:
-            out.add(
-                (*base, "cert"),
-                f"cannot load the certificate {t.cert!r} with key {t.key!r}"
-                + (f" / client_ca {t.client_ca!r}" if t.client_ca else "")
-                + f": {e}",
-            )
+            out.add(base, f"cannot build the TLS context: {e}")
 
 
 async def _close(obj: Any) -> None:

@@ -16,7 +16,8 @@ from portway.config.schema import GatewayConfig
 from portway.proxy.handler import ProxyApp
 from portway.runtime.gateway import Gateway, ReloadError
 from portway.server.health import Health
-from portway.server.listener import start_listener
+from portway.server.listener import make_listener_tls, start_listener
+from portway.server.tls import ListenerTls
 
 log = logging.getLogger("portway.server")
 
@@ -48,6 +49,8 @@ class Worker:
         self.admin_server: asyncio.Server | None = None
         #: what /readyz reports: loaded once start() finished, draining from shutdown()
         self.health = Health()
+        #: TLS state per listener name: certificates are swapped here on every reload
+        self.tls: dict[str, ListenerTls] = {}
 
     async def start(self) -> None:
         observers: list[Any] = []
@@ -71,6 +74,7 @@ class Worker:
         gw = Gateway(self.config, config_path=self.config_path, observers=observers)
         if metrics is not None:
             gw.reload_listeners.append(metrics.config_reload)
+        gw.reload_listeners.append(self._reload_tls)
         await gw.start()
         self.gateway = gw
         if self.config.state.sync_config:
@@ -105,8 +109,11 @@ class Worker:
             on_close=getattr(metrics, "connection_closed", None),
         )
         for lc in self.config.listeners:
+            tls = make_listener_tls(lc)
+            if tls is not None:
+                self.tls[lc.name] = tls
             srv = await start_listener(
-                lc, app, lambda: gw.graph.config.server.limits, lambda: gw.graph.trusted
+                lc, app, lambda: gw.graph.config.server.limits, lambda: gw.graph.trusted, tls=tls
             )
             self.servers.append(srv)
         if self.admin_enabled and self.worker_id == 0:
@@ -114,6 +121,23 @@ class Worker:
         if self.watch and self.config_path is not None:
             await self._start_watch(gw)
         self.health.loaded = True
+
+    def _reload_tls(self, result: str) -> None:
+        """After a successful reload (SIGHUP, --watch, admin API): new handshakes get the
+        certificates of the new config, read again from disk (rotation keeps the paths).
+        Listener addresses are static; a listener that gained or lost TLS needs a restart."""
+        if result != "ok" or self.gateway is None:
+            return
+        for lc in self.gateway.config.listeners:
+            tls = self.tls.get(lc.name)
+            if tls is None or lc.tls is None:
+                if (tls is None) != (lc.tls is None):
+                    log.warning("listener %s: turning TLS on or off needs a restart", lc.name)
+                continue
+            try:
+                tls.update(lc.tls)
+            except Exception as e:  # a file changed since validation: keep serving the old
+                log.error("listener %s keeps its old certificates: %s", lc.name, e)
 
     async def _start_admin(self, gw: Gateway) -> None:
         try:
@@ -134,6 +158,18 @@ class Worker:
         w = ConfigWatcher(self.config_path, changed)  # type: ignore[arg-type]
         await w.start()
         self._closers.append(w.aclose)
+        # certificate files too: a rotation that keeps the paths is a change of config
+        files = {
+            p
+            for lc in self.config.listeners
+            if lc.tls is not None
+            for c in lc.tls.certificates
+            for p in (c.cert, c.key)
+        }
+        for path in sorted(files):
+            cw = ConfigWatcher(path, changed)
+            await cw.start()
+            self._closers.append(cw.aclose)
 
     async def reload(self) -> list[str]:
         assert self.gateway is not None
@@ -180,6 +216,12 @@ class Worker:
         self.health.draining = True
         for s in self.servers:
             s.close()
+        # HTTP/2 clients learn the last stream served (GOAWAY) and stop opening new ones;
+        # streams in flight finish within the drain below
+        from portway.http.h2 import drain_connections
+
+        if self.app is not None:
+            drain_connections(self.app)
         gw = self.gateway
         if gw is not None:
             await gw.drain(gw.config.server.shutdown_timeout)

@@ -157,6 +157,8 @@ class HealthChecker:
                 t.url + a.path,
                 headers=[("user-agent", "portway-health-check")],
                 timeout=a.timeout,
+                # the upstream's TLS settings (CA, SNI name, client certificate)
+                ssl=getattr(t.pool, "_ssl", None),
             )
         except (OSError, TimeoutError, ValueError) as e:
             log.debug("probe of %s failed: %r", t.id, e)

@@ -1,0 +1,138 @@
+"""HTTP/2 protocol guards under :class:`~portway.http.h2.H2Connection`: frame-level limits and
+stream-level errors, kept apart from the connection's request/response handling.
+
+* :class:`EagerFrameBuffer` refuses an oversized frame from its header and bounds CONTINUATION
+  floods (frame count and header-block bytes);
+* :class:`ServerH2` is h2's connection with malformed requests kept to their stream and the
+  rapid-reset, PING and SETTINGS flood limits counted per frame, before h2 answers them.
+
+Every limit ends the connection with GOAWAY(ENHANCE_YOUR_CALM): a
+:class:`h2.exceptions.DenialOfServiceError` raised inside ``receive_data``, for which h2 queues
+the GOAWAY and drops the events of that read (no stream of a flood gets a task).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.frame_buffer
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+
+# --- abuse limits (each a connection error ENHANCE_YOUR_CALM when exceeded) ----------------
+#: CONTINUATION frames of one header block (h2's own limit is 64 frames of any size)
+MAX_CONTINUATIONS = 16
+#: client resets of streams whose response was not complete (CVE-2023-44487 "rapid reset"):
+#: tolerated up to this count, and beyond it while they stay under half the streams opened
+#: (browsers cancel some streams; an attacker cancels nearly all)
+PREMATURE_RESETS = 100
+#: PING and SETTINGS frames (each forces an answer): a token bucket per connection
+CONTROL_BURST = 100.0
+CONTROL_PER_SECOND = 10.0
+
+
+class EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
+    """Refuses an oversized frame from its header: h2 alone would first buffer all of it
+    (up to 16 MiB per connection) before answering FRAME_SIZE_ERROR. Bounds CONTINUATION
+    floods by frame count and by the bytes of the header block being assembled."""
+
+    max_header_block = 64 * 1024
+
+    def __next__(self) -> Any:
+        if len(self._data) >= 9:
+            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        return super().__next__()
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        pending = self._headers_buffer
+        if pending and isinstance(f, ContinuationFrame):
+            size = sum(len(x.data) for x in pending) + len(f.data)
+            if len(pending) >= MAX_CONTINUATIONS or size > self.max_header_block:
+                raise h2.exceptions.DenialOfServiceError("CONTINUATION flood")
+        return super()._update_header_buffer(f)
+
+
+#: h2 raises exactly these for a malformed request on one stream (bad or missing
+#: pseudo-headers, forbidden fields, a body that contradicts Content-Length)
+_STREAM_LEVEL = (h2.exceptions.ProtocolError, h2.exceptions.InvalidBodyLengthError)
+
+
+class ServerH2(h2.connection.H2Connection):
+    """h2's connection with malformed requests kept to their stream, and flood limits.
+
+    RFC 9113 §8.1.1: a malformed request is a stream error (RST_STREAM PROTOCOL_ERROR); h2
+    makes every one a connection error, which would fail the client's other streams too.
+    Errors that leave shared state unusable (HPACK decoding, flow control, frame sizes,
+    stream-id order, floods) stay connection errors.
+
+    Floods are counted per frame, before h2 answers them, and end the connection with
+    GOAWAY(ENHANCE_YOUR_CALM) (a :class:`h2.exceptions.DenialOfServiceError`): PING and
+    SETTINGS beyond a token bucket, and client resets of unfinished streams beyond
+    ``PREMATURE_RESETS`` when they are the majority of the streams opened (rapid reset).
+    """
+
+    clock: Any = None
+    control_at = 0.0
+    control_tokens = CONTROL_BURST
+    opened = 0
+    premature_resets = 0
+
+    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
+        if isinstance(frame, HeadersFrame):
+            if frame.stream_id not in self.streams:
+                self.opened += 1
+        elif isinstance(frame, RstStreamFrame):
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None and not stream.closed:
+                self.premature_resets += 1
+                n = self.premature_resets
+                if n > PREMATURE_RESETS and 2 * n > self.opened:
+                    raise h2.exceptions.DenialOfServiceError("rapid reset flood")
+        elif isinstance(frame, PingFrame | SettingsFrame) and "ACK" not in frame.flags:
+            self._spend_control_token(type(frame).__name__)
+        try:
+            return super()._receive_frame(frame)
+        except h2.exceptions.ProtocolError as e:
+            sid = getattr(frame, "stream_id", 0)
+            stream = self.streams.get(sid) if sid else None
+            if (
+                type(e) not in _STREAM_LEVEL
+                or not isinstance(frame, HeadersFrame | DataFrame)
+                or stream is None
+                or stream.closed
+                or str(e).startswith("Error decoding header block")
+            ):
+                raise
+            code = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            self._prepare_for_sending(stream.reset_stream(code))
+            return [h2.events.StreamReset(stream_id=sid, error_code=code, remote_reset=False)]
+
+    def _spend_control_token(self, kind: str) -> None:
+        now = self.clock() if self.clock is not None else 0.0
+        tokens = min(
+            CONTROL_BURST, self.control_tokens + (now - self.control_at) * CONTROL_PER_SECOND
+        )
+        self.control_at = now
+        if tokens < 1.0:
+            raise h2.exceptions.DenialOfServiceError(f"{kind} flood")
+        self.control_tokens = tokens - 1.0
+
+
+def goaway_bytes(code: int = 1) -> bytes:
+    """A SETTINGS + GOAWAY(``code``, last stream 0) pair for a client whose bytes began as an
+    HTTP/2 preface and then went wrong (default: PROTOCOL_ERROR)."""
+    goaway = GoAwayFrame(0)
+    goaway.last_stream_id = 0
+    goaway.error_code = code
+    return b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" + goaway.serialize()

@@ -1,0 +1,1 @@
+"""Built-in steps derived from a route's ``match.tls`` (not configurable plugins)."""
