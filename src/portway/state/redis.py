@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+from portway.state.batch import ScriptBatcher
 
 if TYPE_CHECKING:
     # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
@@ -99,10 +100,8 @@ class RedisStore:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.exceptions import NoScriptError
 
         self._errors = redis_failures()
-        self._no_script = NoScriptError
         self.url = url
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             url,
@@ -115,6 +114,18 @@ class RedisStore:
         )
         self._backoff = Backoff(backoff_min, backoff_max)
         self._clock = clock
+        self._batcher = ScriptBatcher(
+            self._client,
+            self._errors,
+            describe=self._safe_url,
+            on_failure=self._failed,
+            on_success=self._backoff.success,
+        )
+
+    @property
+    def batcher(self) -> ScriptBatcher:
+        """Sends the script calls of concurrent requests in one round trip."""
+        return self._batcher
 
     @property
     def client(self) -> aioredis.Redis:
@@ -131,14 +142,17 @@ class RedisStore:
         try:
             result = await fn()
         except self._errors as e:
-            if self._backoff.failure(self._clock()):
-                # pooled sockets to a restarted server are all dead; drop them so the probe
-                # after the backoff opens a fresh connection instead of failing on a stale one
-                with contextlib.suppress(*self._errors):
-                    await self._client.connection_pool.disconnect()
+            with contextlib.suppress(*self._errors):
+                await self._failed(e)
             raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
         self._backoff.success()
         return result
+
+    async def _failed(self, exc: BaseException) -> None:
+        if self._backoff.failure(self._clock()):
+            # pooled sockets to a restarted server are all dead; drop them so the probe
+            # after the backoff opens a fresh connection instead of failing on a stale one
+            await self._client.connection_pool.disconnect()
 
     def _safe_url(self) -> str:
         # never put a password from the URL into logs or error messages
@@ -148,15 +162,11 @@ class RedisStore:
     async def eval_script(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
     ) -> Any:
-        async def run() -> Any:
-            try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-            except self._no_script:
-                # the server lost its script cache (restart, failover, other node): EVAL runs
-                # it in the same round trip and caches it for the next EVALSHA
-                return await self._client.eval(script.source, len(keys), *keys, *args)
-
-        return await self._call(run)
+        # batched with the concurrent calls of other requests (one pipeline per round trip);
+        # the batcher reports each round trip's outcome to the backoff
+        if not self._backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
+        return await self._batcher.submit(script, keys, args)
 
     async def get(self, key: str) -> bytes | None:
         async def run() -> bytes | None:
