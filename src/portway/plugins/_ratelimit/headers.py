@@ -95,12 +95,31 @@ def header_pairs(reports: Sequence[Report]) -> list[tuple[str, str]]:
     return out
 
 
+#: every field :func:`header_pairs` may render
+FIELDS = frozenset(
+    {
+        b"ratelimit-policy",
+        b"ratelimit",
+        b"x-ratelimit-limit",
+        b"x-ratelimit-remaining",
+        b"x-ratelimit-reset",
+    }
+)
+
+
 def apply_reports(ctx: RequestContext) -> None:
-    """Set the fields for every report on ``ctx.response`` (idempotent)."""
+    """Set the fields for every report on ``ctx.response`` (idempotent: fields a previous
+    call or the upstream set are replaced)."""
     reports = ctx.state.get(REPORTS)
     resp = ctx.response
     if not reports or resp is None:
         return
     h: Headers = resp.headers
+    # one scan, and one rebuild only when some field is there already (rare)
+    for k, _ in h.raw():
+        if k in FIELDS:
+            h.remove_many(FIELDS)
+            break
+    add = h.add_raw
     for name, value in header_pairs(reports):
-        h.set(name, value)
+        add(name.encode("ascii"), value.encode("latin-1"))
