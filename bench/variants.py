@@ -63,11 +63,10 @@ class Setup:
 
 NGINX_CONF = """
 worker_processes {workers};
-worker_rlimit_nofile 65536;
 daemon off;
 pid {dir}/{name}.pid;
 error_log {dir}/{name}.err warn;
-events {{ worker_connections 65536; }}
+events {{ worker_connections 16384; }}
 http {{
   access_log off;
   upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}
@@ -170,7 +169,7 @@ def haproxy(d: str, name: str, port: int, up: int, policy: bool) -> subprocess.P
         )
     conf = Path(d) / f"{name}.cfg"
     conf.write_text(
-        "global\n  nbthread 1\n  maxconn 65536\n"
+        "global\n  nbthread 1\n  maxconn 8000\n"
         "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n"
         "  timeout server 30s\n  option http-keep-alive\n"
         "backend rl\n  stick-table type string len 64 size 100k expire 10s store http_req_rate(1s)\n"

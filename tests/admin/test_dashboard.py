@@ -182,3 +182,22 @@ async def test_config_view_never_shows_secrets_and_diff_compares_like_for_like()
         )
     )
     assert orjson.loads(r.body)["changed"] is False  # type: ignore[arg-type]
+
+
+async def test_recent_errors_run_as_a_graph_observer() -> None:
+    # compiled, the graph calls observers through the Observer base class: a recorder that
+    # was not one failed every request with a TypeError (logged as an unhandled error)
+    from portway.observability.observer import Observer
+    from portway.pipeline.runner import Chain
+    from portway.runtime.gateway import Gateway
+
+    rec = RecentErrors(size=3)
+    assert isinstance(rec, Observer)
+    gw = Gateway(load_config_text(BASE_YAML, "t.yaml"), observers=[rec])
+    await gw.start()
+    try:
+        ctx = _ctx("a", 502, 0.01, upstream=False)
+        gw.graph.request_done(Chain([]), ctx)
+        assert [r["status"] for r in rec.records()] == [502]
+    finally:
+        await gw.aclose()

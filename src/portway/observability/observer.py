@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from portway.pipeline.context import RequestContext
 
 
+# interpreted subclasses (the dashboard's recent-errors recorder, third-party exporters) must
+# be accepted where an Observer is expected: without this, a compiled build refused them
+# with a TypeError on every request
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Observer:
     """Subclass it and register the instance with the gateway (``Gateway(observers=...)``).
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from portway.observability.observer import Observer
+
 if TYPE_CHECKING:
     from portway.pipeline.context import RequestContext
 
@@ -49,7 +51,7 @@ def _code_of(ctx: RequestContext) -> tuple[str | None, str | None]:
     return (None if code is None else str(code)), (None if message is None else str(message))
 
 
-class RecentErrors:
+class RecentErrors(Observer):
     """A bounded ring of gateway-made error records; see the module docstring."""
 
     def __init__(
