@@ -162,6 +162,8 @@ def main() -> int:
             file=sys.stderr,
         )
     raise_nofile()
+    # a timeout's SIGTERM still stops the servers this run started (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     d = tempfile.mkdtemp(prefix="portway-bench-")
     up_port = V.free_port()
     upstream = V.nginx(d, "upstream", up_port, V.upstream_body(d))
