@@ -69,6 +69,9 @@ class IdentityPlugin(Plugin[C]):
     stage = Stage.authn
     #: auth-scheme named in WWW-Authenticate
     scheme: ClassVar[str] = ""
+    #: :meth:`authenticate_now` decides without awaiting: ``on_request`` calls it directly
+    #: (no coroutine per request for the method's own step)
+    sync_authenticate: ClassVar[bool] = False
 
     def __init__(self, config: C, env: PluginEnv) -> None:
         super().__init__(config, env)
@@ -85,6 +88,10 @@ class IdentityPlugin(Plugin[C]):
         Raises :class:`MissingCredentialsError` when no credential of this kind is present and
         :class:`~portway.errors.UnauthorizedError` when one is present but not accepted.
         """
+        raise NotImplementedError
+
+    def authenticate_now(self, ctx: RequestContext) -> Consumer:
+        """:meth:`authenticate` of a method with ``sync_authenticate``."""
         raise NotImplementedError
 
     def hide(self, ctx: RequestContext) -> None:
@@ -111,7 +118,10 @@ class IdentityPlugin(Plugin[C]):
             set_consumer_headers(ctx.upstream_request.headers, current)
             return None
         try:
-            consumer = await self.authenticate(ctx)
+            if self.sync_authenticate:
+                consumer = self.authenticate_now(ctx)
+            else:
+                consumer = await self.authenticate(ctx)
         except MissingCredentialsError:
             if self._anonymous is None:
                 raise

@@ -70,7 +70,12 @@ class KeyAuthPlugin(IdentityPlugin[KeyAuthConfig]):
             raise unauthorized(self._challenges, self.name)
         return key
 
+    sync_authenticate = True
+
     async def authenticate(self, ctx: RequestContext) -> Consumer:
+        return self.authenticate_now(ctx)
+
+    def authenticate_now(self, ctx: RequestContext) -> Consumer:
         key = self._find_key(ctx)
         if key is None:
             raise missing(self._challenges, self.name)
