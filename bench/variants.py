@@ -286,7 +286,7 @@ def setup_jwt(d: str, up: int) -> Setup:
     )
     consumers = (
         "consumers: [{username: alice, credentials: {jwt: [{issuer: bench-hs, "
-        f"secret: '{HS_SECRET}'}}]}}]}}]\n"
+        f"secret: '{HS_SECRET}'}}]}}}}]\n"
     )
     rl = f"{{name: rate_limit, config: {{key: [consumer], limits: [{HIGH_RATE}]}}}}"
     s = Setup([], [])
@@ -368,7 +368,10 @@ def setup_cache(d: str, up: int) -> Setup:
     s = Setup([], [("portway-cache", "portway-pass"), ("portway-cache", "nginx-cache")])
     _pw_target(d, s, "portway-pass", upstream_yaml(up) + route(), path="/c/x")
     _pw_target(d, s, "portway-cache", upstream_yaml(up) + route("{name: cache}"), path="/c/x")
+    # nginx's workers run as nobody: the cache directory must be theirs to write
     os.makedirs(f"{d}/ngx-cache", exist_ok=True)
+    os.chmod(d, 0o755)
+    os.chmod(f"{d}/ngx-cache", 0o777)
     _ngx_target(
         d,
         s,
