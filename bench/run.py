@@ -165,6 +165,7 @@ def main() -> int:
     # a timeout's SIGTERM still stops the servers this run started (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     d = tempfile.mkdtemp(prefix="portway-bench-")
+    os.chmod(d, 0o755)  # nginx's workers (nobody) read files here (the JWKS, the cache)
     up_port = V.free_port()
     upstream = V.nginx(d, "upstream", up_port, V.upstream_body(d))
     setup: V.Setup | None = None
