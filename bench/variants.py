@@ -241,8 +241,8 @@ def setup_policy(d: str, up: int, full: bool) -> Setup:
         )
         plugins = (
             "{name: request_id}, "
+            + f"{{name: access_log, config: {{path: '{d}/portway-access.log'}}}}, "
             + plugins
-            + f", {{name: access_log, config: {{path: '{d}/portway-access.log'}}}}"
         )
     _ngx_target(d, s, f"nginx-{tag}", up, f"location / {{ {body} }}", http, headers=hdr)
     _pw_target(
