@@ -13,9 +13,10 @@ import uvloop
 
 
 def rss_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
     return 0.0
 
 
@@ -40,10 +41,25 @@ def main() -> None:
         print(f"after the worker's start: {rss_mb():.1f} MB")
 
     uvloop.run(start())
-    heavy = (
-        "opentelemetry cryptography argon2 bcrypt dns prometheus_client redis jwt joserfc "
-        "h2 brotli zstandard jsonschema_rs websockets yaml pydantic ssl"
-    ).split()
+    heavy = [
+        "opentelemetry",
+        "cryptography",
+        "argon2",
+        "bcrypt",
+        "dns",
+        "prometheus_client",
+        "redis",
+        "jwt",
+        "joserfc",
+        "h2",
+        "brotli",
+        "zstandard",
+        "jsonschema_rs",
+        "websockets",
+        "yaml",
+        "pydantic",
+        "ssl",
+    ]
     loaded = [h for h in heavy if h in sys.modules]
     print("heavy packages imported:", ", ".join(loaded) or "none")
 
