@@ -189,9 +189,11 @@ def main() -> int:
             setup.targets.insert(0, V.Target("direct", [up_port], [upstream.pid]))
         return measure(setup, args)
     finally:
-        procs = [*(setup.procs if setup else []), upstream]
+        # everything started, including what a set-up that failed half-way had started
+        procs = list({id(p): p for p in [*V.STARTED, upstream]}.values())
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(10)
 

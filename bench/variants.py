@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: every process started here, so a failed set-up still stops what it started
+STARTED: list[subprocess.Popen[bytes]] = []
+
 API_KEY = "bench-key-0123456789abcdef"
 HS_SECRET = "bench-hs256-secret-0123456789abcdef0123456789"
 #: a limit no benchmark reaches: the decision is made and reported, nothing is rejected
@@ -91,6 +94,7 @@ def nginx(
         )
     )
     p = subprocess.Popen(["nginx", "-c", str(conf), "-p", d], stderr=subprocess.DEVNULL)
+    STARTED.append(p)
     wait_port(port)
     return p
 
@@ -118,6 +122,7 @@ def portway(
         [sys.executable, "-m", "portway", "run", "-c", str(cfg), "--workers", str(workers)],
         stderr=open(Path(d) / f"{name}.err", "wb"),  # noqa: SIM115 (lives with the process)
     )
+    STARTED.append(p)
     wait_port(port)
     return p, port
 
@@ -177,6 +182,7 @@ def haproxy(d: str, name: str, port: int, up: int, policy: bool) -> subprocess.P
         f"backend b\n  http-reuse always\n  server s1 127.0.0.1:{up}\n"
     )
     p = subprocess.Popen(["haproxy", "-f", str(conf)], stderr=subprocess.DEVNULL)
+    STARTED.append(p)
     wait_port(port)
     return p
 
@@ -220,6 +226,7 @@ def setup_default(d: str, up: int, floor: bool) -> Setup:
             stderr=subprocess.DEVNULL,
         )
         s.procs.append(p)
+        STARTED.append(p)
         wait_port(port)
         s.targets.append(Target("floor", [port], [p.pid]))
         s.ratios.append(("floor", "nginx"))
@@ -337,6 +344,7 @@ def redis_server(d: str) -> tuple[subprocess.Popen[bytes], int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    STARTED.append(p)
     wait_port(port)
     return p, port
 
