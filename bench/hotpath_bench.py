@@ -8,7 +8,10 @@ CPU per request. No kernel, no peers, no noise from the other processes of a wrk
 of 1 µs show up.
 
     python bench/hotpath_bench.py [--requests 200000] [--plugins 'request_id;NAME={json}']
-                                  [--general] [--profile]
+                                  [--consumers N] [--general] [--profile]
+
+``--consumers N`` configures N consumers with a ``key_auth`` key each; the requests carry
+their keys in an ``apikey`` header, in turn (for ``key_auth`` and per-consumer limits).
 """
 
 from __future__ import annotations
@@ -90,9 +93,19 @@ async def main(args: argparse.Namespace) -> None:
         "routes:\n"
         "  - {name: items, match: {paths: ['/api/items']}, upstream: u}\n"
         "  - {name: other, match: {paths: ['/other/{id}']}, upstream: u}\n"
-        + (f"plugins:{plugins}\n" if plugins else ""),
+        + (f"plugins:{plugins}\n" if plugins else "")
+        + "".join(
+            f"\n  - {{username: c{i}, credentials: {{key_auth: [{{key: bench-key-{i}}}]}}}}"
+            for i in range(args.consumers)
+        ).join(["consumers:" if args.consumers else "", "\n"]),
         "bench.yaml",
     )
+    requests = [REQUEST]
+    if args.consumers:
+        requests = [
+            REQUEST.replace(b"Accept:", b"apikey: bench-key-%d\r\nAccept:" % i)
+            for i in range(args.consumers)
+        ]
     from portway.observability.metrics import get_metrics
 
     # the observers `portway run` registers (they are on every real request): metrics and
@@ -118,8 +131,8 @@ async def main(args: argparse.Namespace) -> None:
 
     batch = _batch_for(loop)
 
-    async def one() -> None:
-        conn.data_received(REQUEST)
+    async def one(request: bytes = requests[0]) -> None:
+        conn.data_received(request)
         batch.flush()  # what the end of the loop pass does
         while not ut.out:  # the general path: the connection's task writes the request
             await asyncio.sleep(0)
@@ -140,10 +153,11 @@ async def main(args: argparse.Namespace) -> None:
     if prof:
         prof.enable()
     t0 = time.process_time()
-    for _ in range(n):
+    k = len(requests)
+    for i in range(n):
         ut.out.clear()
         ct.out.clear()
-        await one()
+        await one(requests[i % k])
     dt = time.process_time() - t0
     if prof:
         prof.disable()
@@ -164,6 +178,7 @@ if __name__ == "__main__":
         default="",
         help="global plugins, ';'-separated: a name, or name={json config}",
     )
+    ap.add_argument("--consumers", type=int, default=0, help="consumers with key_auth keys")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
         "--no-dashboard", action="store_true", help="without the recent-errors observer"

@@ -8,7 +8,19 @@ interleaved over several rounds, and prints req/s, p50, p99, CPU µs per request
 the ratio to nginx measured in the same round, plus the added p50 latency at c1 over a direct
 call to the upstream. Medians across rounds are the numbers to quote.
 
-    python bench/run.py [--rounds 3] [--duration 5] [--conns 1,64,256]
+    python bench/run.py [--rounds 3] [--duration 5] [--conns 1,64,256] [--floor]
+    python bench/run.py --policy | --full | --jwt | --redis-rl | --cache  [--conns 64,256]
+    python bench/run.py --workers 2
+    python bench/run.py --idle-conns 10000
+
+Variants (each starts its own comparison; see bench/variants.py): ``--policy`` key_auth
+(header ``apikey``) + rate_limit per consumer against nginx ``map`` + ``limit_req`` and
+HAProxy; ``--full`` adds request_id and a JSON access log to a file (nginx: ``log_format``);
+``--jwt`` HS256 and RS256/JWKS + rate_limit against Portway's own pass-through;
+``--redis-rl`` three gateways on one Redis against three on the local store; ``--cache``
+cache hits against pass-through and nginx ``proxy_cache`` hits; ``--workers N`` against
+nginx ``worker_processes N``; ``--idle-conns N`` memory per idle keep-alive connection and
+latency while they are held (bench/idle.py).
 """
 
 from __future__ import annotations
@@ -18,55 +30,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
-
-
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/{name}.pid;
-error_log {dir}/{name}.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}
-  server {{
-    listen 127.0.0.1:{port} reuseport backlog=4096;
-    {body}
-  }}
-}}
-"""
-
-
-def nginx(dirname: str, name: str, port: int, body: str, up: int = 0) -> subprocess.Popen[bytes]:
-    conf = Path(dirname) / f"{name}.conf"
-    conf.write_text(NGINX_CONF.format(dir=dirname, name=name, port=port, body=body, up=up or port))
-    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", dirname], stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return p
+sys.path.insert(0, str(Path(__file__).parent))
+import variants as V
+from variants import Target
 
 
 def cpu_seconds(pid: int) -> float:
@@ -102,24 +74,16 @@ def parse_latency(text: str, pct: str) -> float:
     return v * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def wrk(port: int, conns: int, duration: int) -> dict[str, float]:
-    threads = 1 if conns == 1 else 2
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(conns),
-            "-d",
-            f"{duration}s",
-            "--latency",
-            f"http://127.0.0.1:{port}/",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def wrk_one(port: int, conns: int, duration: int, t: Target) -> dict[str, float]:
+    threads = 1 if conns < 16 else 2
+    cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency"]
+    for h in t.headers:
+        cmd += ["-H", h]
+    cmd.append(f"http://127.0.0.1:{port}{t.path}")
+    return _parse(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def _parse(out: str) -> dict[str, float]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
@@ -128,6 +92,32 @@ def wrk(port: int, conns: int, duration: int) -> dict[str, float]:
         "p99": parse_latency(out, "99"),
         "errors": float(errors.group(1)) if errors else 0.0,
     }
+
+
+def wrk(t: Target, conns: int, duration: int) -> dict[str, float]:
+    """One wrk per port of ``t`` at once, connections split between them; req/s summed,
+    latency percentiles the worst of the ports'."""
+    if len(t.ports) == 1:
+        return wrk_one(t.ports[0], conns, duration, t)
+    each = max(1, conns // len(t.ports))
+    procs = []
+    for port in t.ports:
+        cmd = ["wrk", "-t", "1", "-c", str(each), "-d", f"{duration}s", "--latency"]
+        for h in t.headers:
+            cmd += ["-H", h]
+        cmd.append(f"http://127.0.0.1:{port}{t.path}")
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+    rs = [_parse(p.communicate()[0]) for p in procs]
+    return {
+        "rps": sum(r["rps"] for r in rs),
+        "p50": max(r["p50"] for r in rs),
+        "p99": max(r["p99"] for r in rs),
+        "errors": sum(r["errors"] for r in rs),
+    }
+
+
+def tree_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(p) for pid in pids for p in proc_tree(pid))
 
 
 def main() -> int:
@@ -143,6 +133,16 @@ def main() -> int:
         help="also measure bench/proto_proxy.py --batch, the bare callback proxy (what Python "
         "can do at best)",
     )
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--policy", action="store_true", help="key_auth + rate_limit per consumer")
+    g.add_argument("--full", action="store_true", help="--policy + request_id + JSON access log")
+    g.add_argument("--jwt", action="store_true", help="jwt HS256 / RS256+JWKS + rate_limit")
+    g.add_argument("--redis-rl", action="store_true", help="rate_limit on Redis, 3 gateways")
+    g.add_argument("--cache", action="store_true", help="cache hits")
+    g.add_argument("--workers", type=int, default=0, help="N workers vs nginx worker_processes N")
+    g.add_argument(
+        "--idle-conns", type=int, default=0, help="memory per idle keep-alive connection"
+    )
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -150,7 +150,6 @@ def main() -> int:
                 f"bench: {tool} not found; install with: apt-get install nginx wrk", file=sys.stderr
             )
             return 2
-    conns = [int(c) for c in args.conns.split(",")]
     import portway.http.server as _srv
 
     if not str(_srv.__file__).endswith(".so"):
@@ -162,105 +161,123 @@ def main() -> int:
             "build's",
             file=sys.stderr,
         )
+    raise_nofile()
+    # a timeout's SIGTERM still stops the servers this run started (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     d = tempfile.mkdtemp(prefix="portway-bench-")
-    up_port, ngx_port, pw_port = free_port(), free_port(), free_port()
-    body = "x" * 1024
-    procs = [nginx(d, "upstream", up_port, f'location / {{ return 200 "{body}"; }}')]
-    procs.append(
-        nginx(
-            d,
-            "proxy",
-            ngx_port,
-            "location / { proxy_pass http://up; proxy_http_version 1.1; "
-            'proxy_set_header Connection ""; }',
-            up=up_port,
-        )
-    )
-    cfg = Path(d) / "portway.yaml"
-    cfg.write_text(
-        f"listeners: [{{name: public, address: '127.0.0.1:{pw_port}'}}]\n"
-        "admin: {enabled: false}\n"
-        f"upstreams: {{u: {{targets: [{{url: 'http://127.0.0.1:{up_port}'}}]}}}}\n"
-        "routes: [{name: r, match: {paths: ['/']}, upstream: u}]\n"
-    )
-    pw = subprocess.Popen(
-        [sys.executable, "-m", "portway", "run", "-c", str(cfg), "--workers", "1"],
-        stderr=subprocess.DEVNULL,
-    )
-    procs.append(pw)
-    wait_port(pw_port)
-    targets = {
-        "direct": (up_port, procs[0].pid),
-        "nginx": (ngx_port, procs[1].pid),
-        "portway": (pw_port, pw.pid),
-    }
-    if args.floor:
-        floor_port = free_port()
-        floor = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("proto_proxy.py")),
-                str(floor_port),
-                str(up_port),
-                "--batch",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(floor)
-        wait_port(floor_port)
-        targets["floor"] = (floor_port, floor.pid)
-    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    os.chmod(d, 0o755)  # nginx's workers (nobody) read files here (the JWKS, the cache)
+    up_port = V.free_port()
+    upstream = V.nginx(d, "upstream", up_port, V.upstream_body(d))
+    setup: V.Setup | None = None
     try:
-        for port, _ in targets.values():  # warm up
-            wrk(port, 16, 1)
-        for rnd in range(args.rounds):
-            for c in conns:
-                round_res: dict[str, dict[str, float]] = {}
-                order = ["nginx", "portway"] if rnd % 2 == 0 else ["portway", "nginx"]
-                if args.floor:
-                    order.append("floor")
-                if c == 1:
-                    order = ["direct", *order]
-                for name in order:
-                    port, pid = targets[name]
-                    pid = targets[name][1]
-                    cpu0 = sum(cpu_seconds(p) for p in proc_tree(pid))
-                    r = wrk(port, c, args.duration)
-                    cpu1 = sum(cpu_seconds(p) for p in proc_tree(pid))
-                    r["cpu_us"] = (cpu1 - cpu0) / max(1.0, r["rps"] * args.duration) * 1e6
-                    r["rss_mb"] = rss_kb(pid) / 1024
-                    round_res[name] = r
-                for name, r in round_res.items():
-                    r["ratio"] = r["rps"] / round_res["nginx"]["rps"]
-                    if "direct" in round_res:
-                        r["added_p50_us"] = (r["p50"] - round_res["direct"]["p50"]) * 1000
-                    results.setdefault((name, c), []).append(r)
-                print(
-                    f"round {rnd + 1}/{args.rounds} c{c}: "
-                    + ", ".join(f"{n} {r['rps']:.0f} req/s" for n, r in round_res.items()),
-                    file=sys.stderr,
-                )
+        if args.idle_conns:
+            from idle import run_idle
+
+            return run_idle(d, up_port, args.idle_conns, args.duration)
+        if args.policy or args.full:
+            setup = V.setup_policy(d, up_port, full=args.full)
+        elif args.jwt:
+            setup = V.setup_jwt(d, up_port)
+        elif args.redis_rl:
+            setup = V.setup_redis_rl(d, up_port)
+        elif args.cache:
+            setup = V.setup_cache(d, up_port)
+        elif args.workers:
+            setup = V.setup_workers(d, up_port, args.workers)
+        else:
+            setup = V.setup_default(d, up_port, args.floor)
+            setup.targets.insert(0, V.Target("direct", [up_port], [upstream.pid]))
+        return measure(setup, args)
     finally:
+        # everything started, including what a set-up that failed half-way had started
+        procs = list({id(p): p for p in [*V.STARTED, upstream]}.values())
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(10)
+
+
+def measure(setup: V.Setup, args: argparse.Namespace) -> int:
+    conns = [int(c) for c in args.conns.split(",")]
+    loaded = [t for t in setup.targets if t.ports]
+    watched = [t for t in setup.targets if not t.ports]  # CPU/memory only (a Redis)
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for t in loaded:  # warm up (and fill caches)
+        wrk(t, 16, 1)
+    for rnd in range(args.rounds):
+        for c in conns:
+            round_res: dict[str, dict[str, float]] = {}
+            order = [t for t in loaded if t.name != "direct"]
+            k = rnd % len(order)
+            order = order[k:] + order[:k]  # interleave: each target leads a round in turn
+            if c == 1:
+                order = [t for t in loaded if t.name == "direct"] + order
+            for t in order:
+                side0 = {w.name: tree_cpu(w.pids) for w in watched}
+                cpu0 = tree_cpu(t.pids)
+                r = wrk(t, c, args.duration)
+                cpu1 = tree_cpu(t.pids)
+                n = max(1.0, r["rps"] * args.duration)
+                r["cpu_us"] = (cpu1 - cpu0) / n * 1e6
+                r["rss_mb"] = sum(rss_kb(p) for p in t.pids) / 1024
+                for w in watched:
+                    r[f"{w.name}_cpu_us"] = (tree_cpu(w.pids) - side0[w.name]) / n * 1e6
+                round_res[t.name] = r
+            for t in order:
+                r = round_res[t.name]
+                if "direct" in round_res:
+                    r["added_p50_us"] = (r["p50"] - round_res["direct"]["p50"]) * 1000
+                results.setdefault((t.name, c), []).append(r)
+            for a, b in setup.ratios:
+                results.setdefault((f"{a} / {b}", c), []).append(
+                    {"ratio": round_res[a]["rps"] / round_res[b]["rps"]}
+                )
+            print(
+                f"round {rnd + 1}/{args.rounds} c{c}: "
+                + ", ".join(f"{n} {r['rps']:.0f} req/s" for n, r in round_res.items()),
+                file=sys.stderr,
+            )
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.duration}s each, 1 KiB body\n")
     print(
-        "| proxy | conns | req/s | ratio vs nginx | p50 ms | p99 ms | CPU µs/req | peak RSS MB | added p50 µs (c1) |"
+        "| proxy | conns | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MB | added p50 µs (c1) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for (name, c), rs in sorted(results.items(), key=lambda x: (x[0][1], x[0][0])):
+        if "rps" not in rs[0]:
+            continue
 
         def med(k: str, rs: list[dict[str, float]] = rs) -> float:
             return statistics.median(r[k] for r in rs if k in r)
 
-        added = f"{med('added_p50_us'):.0f}" if c == 1 and name != "direct" else ""
+        added = f"{med('added_p50_us'):.0f}" if c == 1 and "added_p50_us" in rs[0] else ""
+        side = "".join(f" (+{w.name} {med(w.name + '_cpu_us'):.1f})" for w in watched)
+        errs = f" ({med('errors'):.0f} non-2xx)" if med("errors") else ""
         print(
-            f"| {name} | {c} | {med('rps'):.0f} | {med('ratio'):.2f} | {med('p50'):.3f} | "
-            f"{med('p99'):.3f} | {med('cpu_us'):.1f} | {med('rss_mb'):.0f} | {added} |"
+            f"| {name}{errs} | {c} | {med('rps'):.0f} | {med('p50'):.3f} | "
+            f"{med('p99'):.3f} | {med('cpu_us'):.1f}{side} | {med('rss_mb'):.0f} | {added} |"
+        )
+    print("\n| ratio (median of per-round ratios) | conns | median | rounds |")
+    print("|---|---|---|---|")
+    for (name, c), rs in sorted(results.items(), key=lambda x: (x[0][1], x[0][0])):
+        if "rps" in rs[0]:
+            continue
+        vals = [r["ratio"] for r in rs]
+        print(
+            f"| {name} | {c} | {statistics.median(vals):.2f} | "
+            + " ".join(f"{v:.2f}" for v in vals)
+            + " |"
         )
     return 0
+
+
+def raise_nofile() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 if __name__ == "__main__":

@@ -182,3 +182,24 @@ async def test_config_view_never_shows_secrets_and_diff_compares_like_for_like()
         )
     )
     assert orjson.loads(r.body)["changed"] is False  # type: ignore[arg-type]
+
+
+async def test_recent_errors_are_fed_by_the_metrics_observer() -> None:
+    # compiled, the graph calls observers through the Observer base class: the recorder is
+    # not one (an interpreted class), so the metrics observer hands it the errors it filters
+    from portway.observability.metrics import Metrics
+    from portway.pipeline.runner import Chain
+    from portway.runtime.gateway import Gateway
+
+    rec = RecentErrors(size=3)
+    metrics = Metrics()
+    metrics.error_sink = rec.record
+    gw = Gateway(load_config_text(BASE_YAML, "t.yaml"), observers=[metrics])
+    await gw.start()
+    try:
+        gw.graph.request_done(Chain([]), _ctx("a", 502, 0.01, upstream=False))
+        gw.graph.request_done(Chain([]), _ctx("a", 503, 0.01, upstream=True))  # relayed
+        gw.graph.request_done(Chain([]), _ctx("a", 200, 0.01, upstream=False))
+        assert [r["status"] for r in rec.records()] == [502]
+    finally:
+        await gw.aclose()

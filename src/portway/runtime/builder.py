@@ -114,6 +114,10 @@ def _make_upstream(name: str, cfg: Any, make_pool: Callable[[Target], Connection
 
 
 def _consumers(cfg: GatewayConfig) -> ConsumerDirectory:
+    if not cfg.consumers:
+        # the credential parsers import cryptography, argon2 and bcrypt (several MB of a
+        # worker's memory): a config without consumers needs none of them
+        return ConsumerDirectory()
     try:
         from portway.runtime.consumers import build_consumer_directory
     except ImportError:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+from portway.state.batch import ScriptBatcher
 from portway.state.connect import drop_connections
 
 if TYPE_CHECKING:
@@ -101,10 +102,8 @@ class RedisStore:
     ) -> None:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.exceptions import NoScriptError
 
         self._errors = redis_failures()
-        self._no_script = NoScriptError
         self.url = url
         from portway.state.connect import redis_client
 
@@ -120,6 +119,18 @@ class RedisStore:
         )
         self._backoff = Backoff(backoff_min, backoff_max)
         self._clock = clock
+        self._batcher = ScriptBatcher(
+            self._client,
+            self._errors,
+            describe=self._safe_url,
+            on_failure=self._failed,
+            on_success=self._backoff.success,
+        )
+
+    @property
+    def batcher(self) -> ScriptBatcher:
+        """Sends the script calls of concurrent requests in one round trip."""
+        return self._batcher
 
     @property
     def client(self) -> aioredis.Redis:
@@ -136,14 +147,18 @@ class RedisStore:
         try:
             result = await fn()
         except self._errors as e:
-            if self._backoff.failure(self._clock()):
-                # pooled sockets to a restarted server are all dead; drop them so the probe
-                # after the backoff opens a fresh connection instead of failing on a stale one
-                with contextlib.suppress(*self._errors):
-                    await drop_connections(self._client)
+            with contextlib.suppress(*self._errors):
+                await self._failed(e)
             raise StoreUnavailableError(f"redis at {self._safe_url()}: {e}") from e
         self._backoff.success()
         return result
+
+    async def _failed(self, exc: BaseException) -> None:
+        if self._backoff.failure(self._clock()):
+            # pooled sockets to a restarted server are all dead; drop them so the probe
+            # after the backoff opens a fresh connection instead of failing on a stale one
+            # (a Cluster client has one pool per node: drop_connections knows each kind)
+            await drop_connections(self._client)
 
     def _safe_url(self) -> str:
         # never put a password from the URL into logs or error messages
@@ -153,15 +168,11 @@ class RedisStore:
     async def eval_script(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
     ) -> Any:
-        async def run() -> Any:
-            try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-            except self._no_script:
-                # the server lost its script cache (restart, failover, other node): EVAL runs
-                # it in the same round trip and caches it for the next EVALSHA
-                return await self._client.eval(script.source, len(keys), *keys, *args)
-
-        return await self._call(run)
+        # batched with the concurrent calls of other requests (one pipeline per round trip);
+        # the batcher reports each round trip's outcome to the backoff
+        if not self._backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
+        return await self._batcher.submit(script, keys, args)
 
     async def get(self, key: str) -> bytes | None:
         async def run() -> bytes | None:

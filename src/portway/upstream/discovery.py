@@ -17,14 +17,15 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import dns.asyncresolver
-import dns.exception
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from portway.config.schema import DiscoveryConfig
 from portway.tasks import stop_task
+
+if TYPE_CHECKING:
+    # dnspython is imported when a resolver is first used (~10 MB of a worker's memory that
+    # a gateway without DNS discovery never needs)
+    import dns.asyncresolver
 
 log = logging.getLogger("portway.upstream")
 
@@ -62,6 +63,8 @@ class DnsResolver:
         self.timeout = timeout
         self._dns: dns.asyncresolver.Resolver | None = None
         if cfg.nameserver is not None:
+            import dns.asyncresolver
+
             host, port = _split_hostport(cfg.nameserver)
             r = dns.asyncresolver.Resolver(configure=False)
             r.nameservers = [host]
@@ -73,6 +76,8 @@ class DnsResolver:
 
     def _resolver(self) -> dns.asyncresolver.Resolver:
         if self._dns is None:
+            import dns.asyncresolver
+
             r = dns.asyncresolver.Resolver()
             r.timeout = self.timeout
             r.lifetime = self.timeout
@@ -104,6 +109,9 @@ class DnsResolver:
             except (OSError, TimeoutError) as e:
                 raise DiscoveryError(f"{name}: {e}") from e
             return list(dict.fromkeys(str(i[4][0]) for i in infos))
+        import dns.exception
+        import dns.resolver
+
         out: list[str] = []
         errors: list[str] = []
         for rdtype in ("A", "AAAA"):
@@ -120,6 +128,9 @@ class DnsResolver:
         return out
 
     async def _srv(self, name: str) -> list[Endpoint]:
+        import dns.exception
+        import dns.rdatatype
+
         try:
             ans = await self._resolver().resolve(name, "SRV", search=False)
         except dns.exception.DNSException as e:

@@ -120,3 +120,18 @@ async def test_redis_down_allow_and_deny():
     for q in (p, d):
         assert q.store is not None
         await q.store.aclose()
+
+
+def test_local_store_hooks_never_suspend():
+    # sync_hooks: the task-free path drives on_request without a loop step
+    from portway.pipeline.runner import drive
+
+    p = plugin(max=1)
+    assert p.sync_hooks
+    a = make_ctx()
+    assert drive(p.on_request(a)) is None
+    with pytest.raises(TooManyRequestsError):
+        drive(p.on_request(make_ctx()))
+    p.on_log(a)
+    assert p.local.in_flight("ip:10.0.0.1") == 0
+    assert not plugin(max=1, store="redis").sync_hooks

@@ -139,3 +139,20 @@ async def test_redis_down_policies():
     for q in (p, d):
         assert q.store is not None
         await q.store.aclose()
+
+
+def test_local_store_hooks_never_suspend():
+    # sync_hooks: the task-free path drives the hooks without a loop step
+    from portway.pipeline.runner import drive
+
+    clock = Clock(datetime(2026, 11, 28, 12, 0, 0, tzinfo=PARIS))
+    p = plugin(clock, day=1, timezone="Europe/Paris")
+    assert p.sync_hooks
+    ctx = make_ctx()
+    assert drive(p.on_request(ctx)) is None
+    ctx.response = Response(200)
+    drive(p.on_response(ctx))
+    assert ctx.response.headers.get("x-ratelimit-remaining") == "0"
+    with pytest.raises(TooManyRequestsError):
+        drive(p.on_request(make_ctx()))
+    assert not plugin(clock, day=1, store="redis").sync_hooks

@@ -50,10 +50,17 @@ def anonymous_consumer(env: PluginEnv, username: str | None) -> Consumer | None:
     return dataclasses.replace(c, anonymous=True, credential=None)
 
 
-def admit(ctx: RequestContext, consumer: Consumer) -> None:
-    """Record ``consumer`` as the request's identity and tell the upstream."""
+def admit(
+    ctx: RequestContext,
+    consumer: Consumer,
+    pairs: list[tuple[bytes, bytes]] | None = None,
+    *,
+    stripped: bool = False,
+) -> None:
+    """Record ``consumer`` as the request's identity and tell the upstream (see
+    :func:`set_consumer_headers` for ``pairs`` and ``stripped``)."""
     ctx.consumer = consumer
-    set_consumer_headers(ctx.upstream_request.headers, consumer)
+    set_consumer_headers(ctx.upstream_request.headers, consumer, pairs, stripped=stripped)
 
 
 class IdentityPlugin(Plugin[C]):
@@ -62,6 +69,9 @@ class IdentityPlugin(Plugin[C]):
     stage = Stage.authn
     #: auth-scheme named in WWW-Authenticate
     scheme: ClassVar[str] = ""
+    #: :meth:`authenticate_now` decides without awaiting: ``on_request`` calls it directly
+    #: (no coroutine per request for the method's own step)
+    sync_authenticate: ClassVar[bool] = False
 
     def __init__(self, config: C, env: PluginEnv) -> None:
         super().__init__(config, env)
@@ -80,8 +90,17 @@ class IdentityPlugin(Plugin[C]):
         """
         raise NotImplementedError
 
+    def authenticate_now(self, ctx: RequestContext) -> Consumer:
+        """:meth:`authenticate` of a method with ``sync_authenticate``."""
+        raise NotImplementedError
+
     def hide(self, ctx: RequestContext) -> None:
         """Remove this method's credential from ``ctx.upstream_request``."""
+
+    def identity_pairs(self, consumer: Consumer) -> list[tuple[bytes, bytes]] | None:
+        """The ``X-Consumer-*`` fields of ``consumer`` when this method keeps them (methods
+        that return the same consumer objects again and again), else ``None``."""
+        return None
 
     async def intercept(self, ctx: RequestContext) -> Response | None:
         """Answer a request addressed to the method itself (a login callback, a logout path)
@@ -99,12 +118,16 @@ class IdentityPlugin(Plugin[C]):
             set_consumer_headers(ctx.upstream_request.headers, current)
             return None
         try:
-            consumer = await self.authenticate(ctx)
+            if self.sync_authenticate:
+                consumer = self.authenticate_now(ctx)
+            else:
+                consumer = await self.authenticate(ctx)
         except MissingCredentialsError:
             if self._anonymous is None:
                 raise
             consumer = current if current is not None else self._anonymous
         if self.config.hide_credentials:
             self.hide(ctx)
-        admit(ctx, consumer)
+        # identity fields were stripped above and nothing since adds them
+        admit(ctx, consumer, self.identity_pairs(consumer), stripped=True)
         return None

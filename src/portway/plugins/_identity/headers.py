@@ -62,16 +62,21 @@ def header_value(value: Any) -> str | None:
     return text
 
 
-def strip_identity(headers: Headers, extra: Iterable[bytes] = ()) -> None:
-    """Remove client-supplied identity headers (the standard ones plus ``extra``)."""
-    names = STANDARD.union(extra)
-    if any(k in names for k, _ in headers.raw()):
-        headers.remove_many(names)
+def strip_identity(headers: Headers, extra: Iterable[bytes] = ()) -> bool:
+    """Remove client-supplied identity headers (the standard ones plus ``extra``); returns
+    whether any was there."""
+    names = STANDARD.union(extra) if extra else STANDARD
+    for k, _ in headers.raw():
+        if k in names:
+            headers.remove_many(names)
+            return True
+    return False
 
 
-def set_consumer_headers(headers: Headers, consumer: Consumer) -> None:
-    """Describe ``consumer`` to the upstream with the ``X-Consumer-*`` headers."""
-    headers.remove_many(STANDARD)
+def consumer_pairs(consumer: Consumer) -> list[tuple[bytes, bytes]]:
+    """The ``X-Consumer-*`` fields describing ``consumer`` (a function of the consumer alone:
+    callers that see the same consumer often may keep the list and reuse it)."""
+    out: list[tuple[bytes, bytes]] = []
     for name, raw in (
         (CONSUMER_ID, consumer.id),
         (CONSUMER_USERNAME, consumer.username),
@@ -80,9 +85,30 @@ def set_consumer_headers(headers: Headers, consumer: Consumer) -> None:
     ):
         v = header_value(raw)
         if v is not None:
-            headers.add_raw(name, v.encode("ascii"))
+            out.append((name, v.encode("ascii")))
     if consumer.anonymous:
-        headers.add_raw(ANONYMOUS, b"true")
+        out.append((ANONYMOUS, b"true"))
+    return out
+
+
+def set_consumer_headers(
+    headers: Headers,
+    consumer: Consumer,
+    pairs: list[tuple[bytes, bytes]] | None = None,
+    *,
+    stripped: bool = False,
+) -> None:
+    """Describe ``consumer`` to the upstream with the ``X-Consumer-*`` headers.
+
+    ``pairs``: the consumer's :func:`consumer_pairs`, when the caller keeps them;
+    ``stripped``: the caller removed every identity header since anything could have set one
+    (the list is then not rebuilt again).
+    """
+    if not stripped:
+        strip_identity(headers)
+    add = headers.add_raw
+    for name, value in consumer_pairs(consumer) if pairs is None else pairs:
+        add(name, value)
 
 
 def lookup_claim(claims: dict[str, Any], path: str) -> Any:

@@ -36,7 +36,7 @@ def ceil_s(x: float) -> int:
 class Reporter:
     """Renders one plugin binding's policies; built once per binding."""
 
-    __slots__ = ("ietf", "legacy", "names", "policy", "quotas")
+    __slots__ = ("ietf", "legacy", "names", "names_b", "policy", "policy_b", "quotas", "quotas_b")
 
     def __init__(
         self,
@@ -54,6 +54,10 @@ class Reporter:
         )
         self.ietf = mode in ("ietf", "both")
         self.legacy = mode in ("legacy", "both")
+        # the constant parts as bytes, for the one-report rendering of every response
+        self.names_b = tuple(n.encode("latin-1") for n in self.names)
+        self.policy_b = self.policy.encode("latin-1")
+        self.quotas_b = tuple(b"%d" % q for q in self.quotas)
 
 
 Report = tuple[Reporter, Decision]
@@ -95,12 +99,45 @@ def header_pairs(reports: Sequence[Report]) -> list[tuple[str, str]]:
     return out
 
 
+#: every field :func:`header_pairs` may render
+FIELDS = frozenset(
+    {
+        b"ratelimit-policy",
+        b"ratelimit",
+        b"x-ratelimit-limit",
+        b"x-ratelimit-remaining",
+        b"x-ratelimit-reset",
+    }
+)
+
+
 def apply_reports(ctx: RequestContext) -> None:
-    """Set the fields for every report on ``ctx.response`` (idempotent)."""
+    """Set the fields for every report on ``ctx.response`` (idempotent: fields a previous
+    call or the upstream set are replaced)."""
     reports = ctx.state.get(REPORTS)
     resp = ctx.response
     if not reports or resp is None:
         return
     h: Headers = resp.headers
+    # one scan, and one rebuild only when some field is there already (rare)
+    for k, _ in h.raw():
+        if k in FIELDS:
+            h.remove_many(FIELDS)
+            break
+    add = h.add_raw
+    if len(reports) == 1:
+        rep, d = reports[0]
+        if len(rep.names) == 1:
+            # one plugin, one limit: the common case, rendered straight to bytes
+            remaining = max(0, int(d.remaining[0]))
+            reset = ceil_s(d.reset[0])
+            if rep.ietf:
+                add(b"ratelimit-policy", rep.policy_b)
+                add(b"ratelimit", rep.names_b[0] + b";r=%d;t=%d" % (remaining, reset))
+            if rep.legacy:
+                add(b"x-ratelimit-limit", rep.quotas_b[0])
+                add(b"x-ratelimit-remaining", b"%d" % remaining)
+                add(b"x-ratelimit-reset", b"%d" % reset)
+            return
     for name, value in header_pairs(reports):
-        h.set(name, value)
+        add(name.encode("ascii"), value.encode("latin-1"))

@@ -170,6 +170,8 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
         super().__init__(config, env)
         key = f"access_log:{os.path.abspath(config.path) if config.path != '-' else '-'}"
         self._writer = env.shared(key, lambda: _SharedWriter(config.path, config.max_queue))
+        self._sec = -1
+        self._stamp = ""
 
     def on_log(self, ctx: RequestContext) -> None:
         req = ctx.request
@@ -177,9 +179,13 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
         t = ctx.target
         ua = req.headers.get_raw(b"user-agent")
         now = time.time()
+        sec = int(now)
+        if sec != self._sec:
+            # the formatted second changes once a second, not per request
+            self._sec = sec
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         rec = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now * 1000) % 1000:03d}Z",
+            "time": f"{self._stamp}.{int(now * 1000) % 1000:03d}Z",
             "request_id": ctx.request_id or None,
             "client_ip": req.client_ip,
             "method": req.method,

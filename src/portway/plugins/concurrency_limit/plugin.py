@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from portway.errors import GatewayError, TooManyRequestsError, UnavailableError
 from portway.http.models import Response
@@ -93,7 +94,10 @@ class ConcurrencyLimitPlugin(Plugin[ConcurrencyLimitConfig]):
         self._deny = c.on_store_error == "deny"
         # per binding, so two bindings on one route keep separate leases
         self._lease: ContextKey[_Lease] = ContextKey(f"concurrency_limit.lease.{id(self):x}")
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Future[Any]] = set()
+        # the local counter acquires without awaiting (and releases in on_log): such routes
+        # may take the task-free path
+        self.sync_hooks = self.store is None
 
     def _reject(self) -> GatewayError:
         headers = [("retry-after", "1")]
@@ -139,18 +143,21 @@ class ConcurrencyLimitPlugin(Plugin[ConcurrencyLimitConfig]):
         if lease.lease_id is None:
             self.local.release(lease.key)
             return
+        assert self.store is not None
+        if not self.store.available:
+            return  # backing off: the lease expires after lease_ttl
         try:
-            task = asyncio.get_running_loop().create_task(self._release(lease))
+            # queued on the store's batch (no task per request): it shares the round trip of
+            # the other requests' decisions
+            fut = self.store.batcher.submit(RELEASE, [lease.key], [lease.lease_id])
         except RuntimeError:
             return  # no loop (shutdown): the lease expires after lease_ttl
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+        self._releases.add(fut)
+        fut.add_done_callback(self._released)
 
-    async def _release(self, lease: _Lease) -> None:
-        assert self.store is not None and lease.lease_id is not None
-        try:
-            await self.store.eval_script(RELEASE, [lease.key], [lease.lease_id])
-        except StoreUnavailableError as e:
+    def _released(self, fut: asyncio.Future[Any]) -> None:
+        self._releases.discard(fut)
+        if not fut.cancelled() and (e := fut.exception()) is not None:
             log.debug("concurrency_limit: release failed (%s); lease expires by ttl", e)
 
     async def aclose(self) -> None:

@@ -106,6 +106,8 @@ class QuotaPlugin(Plugin[QuotaConfig]):
         self._deny = c.on_store_error == "deny"
         self._mode = c.headers
         self._names = ["daily" if k == "day" else "monthly" for k, _ in self._periods]
+        # the in-memory store decides without awaiting: such routes may take the task-free path
+        self.sync_hooks = self.store is None
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         key = self._key(ctx)

@@ -7,6 +7,7 @@ import re
 
 from pydantic import Field
 
+from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginConfig, Stage
@@ -38,10 +39,20 @@ class RequestIdPlugin(Plugin[RequestIdConfig]):
             rid = os.urandom(16).hex().encode()
         ctx.request_id = rid.decode()
         h = ctx.upstream_request.headers
-        h.remove(self._h)
+        _drop(h, self._h)
         h.add_raw(self._h, rid)
         return None
 
     async def on_response(self, ctx: RequestContext) -> None:
         if self.config.echo and ctx.response is not None and ctx.request_id:
-            ctx.response.headers.set(self._h, ctx.request_id)
+            h = ctx.response.headers
+            _drop(h, self._h)
+            h.add_raw(self._h, ctx.request_id.encode())
+
+
+def _drop(h: Headers, name: bytes) -> None:
+    # a scan, and a rebuild of the list only when the field is there (rarely, upstream)
+    for k, _ in h.raw():
+        if k == name:
+            h.remove(name)
+            return

@@ -1,0 +1,123 @@
+"""Script batching: concurrent EVALSHA calls share round trips and stay exact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from portway.plugins._ratelimit.limiter import LimitSpec, RedisLimiter
+from portway.state.base import LuaScript, StoreUnavailableError
+from portway.state.redis import RedisStore
+
+
+async def _reads(url: str) -> int:
+    """Read events the server has processed so far (one per round trip that reaches it)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        info = await client.info("stats")
+        return int(info["total_reads_processed"])
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_decisions_share_round_trips_and_stay_exact(private_redis):
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    limiter = RedisLimiter(store, "gcra", [LimitSpec("l", 20, 3600, 20)], key_prefix="t:")
+    try:
+        # connect and cache the script first: the batch below is about requests, not set-up
+        await limiter.decide("warm-up", 1)
+        n = 64
+        before_reads = await _reads(private_redis.url)
+        before_trips = store.batcher.round_trips
+        decisions = await asyncio.gather(*(limiter.decide("k", 1) for _ in range(n)))
+        reads = await _reads(private_redis.url) - before_reads
+        trips = store.batcher.round_trips - before_trips
+        # exactness: the burst of 20 is admitted, not one more
+        assert sum(d.allowed for d in decisions) == 20
+        # every call was sent, the 64 calls of one loop pass as one pipeline
+        assert store.batcher.calls >= n + 1
+        assert trips == 1
+        # what the server saw: a few reads (the ~15 KB pipeline, the INFO call), not 64
+        assert reads < n // 4
+        info = await store.client.info("commandstats")
+        evals = info.get("cmdstat_evalsha", {}).get("calls", 0) + info.get("cmdstat_eval", {}).get(
+            "calls", 0
+        )
+        assert evals >= n
+    finally:
+        await store.aclose()
+
+
+async def test_calls_across_passes_queue_behind_the_one_in_flight(private_redis):
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    script = LuaScript("return redis.call('INCR', KEYS[1])")
+    try:
+        await store.eval_script(script, ["c"], [])  # script cached, connection open
+
+        async def later(i: int) -> int:
+            for _ in range(i % 4):
+                await asyncio.sleep(0)
+            return int(await store.eval_script(script, ["c"], []))
+
+        before = store.batcher.round_trips
+        got = await asyncio.gather(*(later(i) for i in range(40)))
+        # each INCR ran once: replies are the values 2..41, each seen exactly once
+        assert sorted(got) == list(range(2, 42))
+        assert store.batcher.round_trips - before < 40
+    finally:
+        await store.aclose()
+
+
+async def test_script_error_answers_only_its_call(private_redis):
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    good = LuaScript("return 7")
+    bad = LuaScript("return redis.error_reply('boom')")
+    try:
+        results = await asyncio.gather(
+            store.eval_script(good, [], []),
+            store.eval_script(bad, [], []),
+            store.eval_script(good, [], []),
+            return_exceptions=True,
+        )
+        assert results[0] == 7 and results[2] == 7
+        assert isinstance(results[1], StoreUnavailableError)
+        assert "boom" in str(results[1])
+        assert store.available  # a script error is not an outage
+    finally:
+        await store.aclose()
+
+
+async def test_a_down_server_fails_the_whole_batch_fast(private_redis):
+    store = RedisStore(private_redis.url, timeout=1, connect_timeout=1, backoff_min=30)
+    script = LuaScript("return 1")
+    try:
+        assert await store.eval_script(script, [], []) == 1
+        private_redis.stop()
+        results = await asyncio.gather(
+            *(store.eval_script(script, [], []) for _ in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreUnavailableError) for r in results)
+        assert not store.available
+        # backing off: no network, immediate refusal
+        with pytest.raises(StoreUnavailableError, match="backing off"):
+            await store.eval_script(script, [], [])
+    finally:
+        await store.aclose()
+
+
+async def test_cancelled_caller_does_not_break_the_batch(private_redis):
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    script = LuaScript("return ARGV[1]")
+    try:
+        await store.eval_script(script, [], ["warm"])
+        t1 = asyncio.ensure_future(store.eval_script(script, [], ["a"]))
+        t2 = asyncio.ensure_future(store.eval_script(script, [], ["b"]))
+        await asyncio.sleep(0)  # both queued
+        t1.cancel()
+        assert await t2 == b"b"
+        with pytest.raises(asyncio.CancelledError):
+            await t1
+    finally:
+        await store.aclose()
