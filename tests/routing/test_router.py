@@ -196,7 +196,7 @@ class TestNormalisation:
         ("/{x:int}", "unknown converter"),
         ("/{x}/{x}", "duplicate parameter"),
         ("/{1x}", "whole segment"),
-        ("=/a/{x}", "cannot hold parameters"),
+        ("=/a/{x:path}", "cannot end in a catch-all"),
     ],
 )
 class TestInvalidForms:
@@ -573,3 +573,56 @@ def test_docs_example_config_routes_as_documented() -> None:
     assert r.match("api.example.com", "GET", "/users/7", NO_HEADERS) is None
     assert r.match("example.com", "GET", "/users/7", v2) is None
     assert r.allowed_methods("api.example.com", "/users/7", v2) == {"GET", "POST"}
+
+
+def test_header_regex_full_match_unless_it_anchors_itself() -> None:
+    from portway.config.schema import RouteConfig
+    from portway.http.headers import Headers
+    from portway.routing.router import Router
+
+    r = Router(
+        [
+            RouteConfig.model_validate(
+                {
+                    "name": "web",
+                    "match": {
+                        "paths": ["/helloworld.Greeter/"],
+                        "headers": {"content-type": "~^application/grpc-web"},
+                    },
+                }
+            ),
+            RouteConfig.model_validate(
+                {"name": "v", "match": {"paths": ["/v"], "headers": {"x-v": "~v[0-9]+"}}}
+            ),
+            RouteConfig.model_validate(
+                {"name": "grpc", "match": {"paths": ["/helloworld.Greeter/"]}}
+            ),
+        ]
+    )
+
+    def name(path: str, **h: str) -> str | None:
+        m = r.match(
+            "", "POST", path, Headers.from_pairs([(k.replace("_", "-"), v) for k, v in h.items()])
+        )
+        return m.route.name if m is not None else None
+
+    for ct in ("application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text"):
+        assert name("/helloworld.Greeter/SayHello", content_type=ct) == "web", ct
+    assert name("/helloworld.Greeter/SayHello", content_type="application/grpc") == "grpc"
+    assert name("/v", x_v="v12") == "v"
+    assert name("/v", x_v="v1x") is None and name("/v", x_v="xv1") is None
+
+
+def test_an_exact_form_with_parameters_is_its_template() -> None:
+    # the aggregate example: `=/pages/product/{id}`
+    from portway.config.schema import RouteConfig
+    from portway.http.headers import Headers
+    from portway.routing.router import Router
+
+    r = Router(
+        [RouteConfig.model_validate({"name": "p", "match": {"paths": ["=/pages/product/{id}"]}})]
+    )
+    m = r.match("", "GET", "/pages/product/7", Headers())
+    assert m is not None and m.params == {"id": "7"}
+    assert r.match("", "GET", "/pages/product/7/more", Headers()) is None
+    assert r.match("", "GET", "/pages/product", Headers()) is None

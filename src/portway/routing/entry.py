@@ -10,12 +10,23 @@ from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
 from portway.routing.paths import PathForm, PathKind, parse_path
 
-__all__ = ["Entry", "HeaderCondition", "compile_entries"]
+__all__ = ["Entry", "HeaderCondition", "compile_entries", "header_regex"]
+
+
+def header_regex(pattern: str) -> re.Pattern[str]:
+    """The compiled form of a ``"~regex"`` header condition, used with ``search``: a pattern
+    that anchors itself (starts with ``^`` or ends with ``$``) is used as written, so
+    ``~^application/grpc-web`` matches ``application/grpc-web+proto``; one without anchors
+    must match the whole value (``~v[0-9]+`` matches ``v12``, not ``xv1`` or ``v1x``)."""
+    if pattern.startswith("^") or (pattern.endswith("$") and not pattern.endswith("\\$")):
+        return re.compile(pattern)
+    return re.compile(rf"\A(?:{pattern})\Z")
 
 
 class HeaderCondition:
-    """``name: value`` (exact, case-sensitive) or ``name: "~regex"`` (full match). A request
-    satisfies it when any of its fields with that name does; an absent field never does."""
+    """``name: value`` (exact, case-sensitive) or ``name: "~regex"`` (see
+    :func:`header_regex`). A request satisfies it when any of its fields with that name does;
+    an absent field never does."""
 
     __slots__ = ("exact", "name", "regex")
 
@@ -24,7 +35,7 @@ class HeaderCondition:
         self.exact: bytes | None = None
         self.regex: re.Pattern[str] | None = None
         if spec.startswith("~"):
-            self.regex = re.compile(spec[1:])
+            self.regex = header_regex(spec[1:])
         else:
             self.exact = spec.encode("latin-1")
 
@@ -35,7 +46,7 @@ class HeaderCondition:
                 if exact is not None:
                     if v == exact:
                         return True
-                elif rx is not None and rx.fullmatch(v.decode("latin-1")) is not None:
+                elif rx is not None and rx.search(v.decode("latin-1")) is not None:
                     return True
         return False
 

@@ -142,7 +142,12 @@ def parse_path(raw: str) -> PathForm:
         if not text.startswith("/"):
             raise ValueError(f"exact path {raw!r} must start with '=/'")
         if "{" in text or "}" in text:
-            raise ValueError(f"exact path {raw!r} cannot hold parameters")
+            # a template already matches whole paths only: `=/pages/product/{id}` is the
+            # template `/pages/product/{id}` (a catch-all would contradict the `=`)
+            form = _template(text)
+            if form.catchall is not None:
+                raise ValueError(f"exact path {raw!r} cannot end in a catch-all parameter")
+            return form
         lit = normalize_literal(text)
         return PathForm(raw=raw, kind=PathKind.EXACT, literal=lit, literal_len=len(lit))
     if not raw.startswith("/"):

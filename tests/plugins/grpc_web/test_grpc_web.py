@@ -55,7 +55,7 @@ def config(url: str, cors: bool = False) -> dict[str, Any]:
                 "name": "greeter-web",
                 "match": {
                     "paths": [f"/{SERVICE}/"],
-                    "headers": {"content-type": "~application/grpc-web.*"},
+                    "headers": {"content-type": "~^application/grpc-web"},  # the spelling
                 },
                 "upstream": "greeter",
                 "plugins": plugins,

@@ -315,6 +315,7 @@ def probe(
     """Which route, plugins and upstream a request would take, and why each other route
     would not: the router's own answer on a router built from the running config."""
     from portway.http.path import normalize
+    from portway.routing.entry import header_regex
     from portway.routing.router import Router
 
     path_only, _, _query = raw_path.partition("?")
@@ -336,7 +337,7 @@ def probe(
         for k, want in r.match.headers.items():
             got = hs.get(k)
             if want.startswith("~"):
-                if got is None or re.search(want[1:], got) is None:
+                if got is None or header_regex(want[1:]).search(got) is None:
                     why.append(f"header {k} does not match {want}")
             elif got != want:
                 why.append(f"header {k} is not {want!r}")
