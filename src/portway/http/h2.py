@@ -42,6 +42,7 @@ from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
+from portway.http.relay import HOP_BY_HOP, no_body
 from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
 from portway.http.validate import check_fields, check_method, check_target
@@ -57,11 +58,6 @@ _CONN_WINDOW = 4 * 1024 * 1024
 _MAX_STREAMS = 128
 #: what h2 raises when a stream (or the whole connection) can no longer carry frames
 _GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
-
-#: RFC 9113 §8.2.2: connection-specific fields never appear in HTTP/2
-_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class _EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
@@ -196,7 +192,9 @@ class _StreamWriter:
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         chunked = any(k == b"transfer-encoding" for k, _ in self._head)
-        fields = [(k, v) for k, v in self._head if k not in _HOP_BY_HOP and k != b"te"]
+        # RFC 9113 §8.2.2: connection-specific fields never appear in HTTP/2 (the relay's
+        # hop-by-hop set, which the handler already applied to upstream fields)
+        fields = [(k, v) for k, v in self._head if k not in HOP_BY_HOP]
         self._head = []
         if status < 200:
             if status != 101:  # RFC 9113 §8.6: no 101 in HTTP/2
@@ -204,9 +202,9 @@ class _StreamWriter:
             return
         self._head_sent = True
         self._framed = chunked or any(k == b"content-length" for k, _ in fields)
-        no_body = self.method == "HEAD" or status in (204, 304)
-        self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields], no_body)
-        if no_body:
+        empty = no_body(self.method, status)
+        self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields], empty)
+        if empty:
             self._ended = True
 
     def on_body(self, body: bytes) -> None:
@@ -239,7 +237,7 @@ class _StreamWriter:
                     self._out[0] = data[window:]
             if not self._out and self._eof_pending and not self._ended:
                 self._ended = True
-                trailers = [(k, v) for k, v in self._trailers if k not in _HOP_BY_HOP]
+                trailers = [(k, v) for k, v in self._trailers if k not in HOP_BY_HOP]
                 if trailers:
                     c.h2.send_headers(self.stream_id, trailers, end_stream=True)
                 else:

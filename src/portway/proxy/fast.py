@@ -9,8 +9,8 @@ connection, none of that is needed: :func:`try_fast` writes the upstream request
 the client parser's callback and :class:`FastExchange` relays the response from inside the
 upstream parser's callbacks, one client write per batch of upstream bytes.
 
-It is the same proxy, not a lesser one: the same header rules (``forward_header_items``,
-``response_header_items``), the same balancer, breaker and health bookkeeping, the same
+It is the same proxy, not a lesser one: the same header rules (``http/forwarding.py``,
+``http/relay.py``), the same balancer, breaker and health bookkeeping, the same
 timeouts (the sweeper), flow control (the upstream is paused while the client's write buffer
 is full), ``on_log`` hooks and observers. Anything it does not finish on its own — a failure
 before the response head, a retry on status — goes back to the worker task through
@@ -31,22 +31,32 @@ from portway.http.client import (
     request_line_parts,
 )
 from portway.http.forwarded import ForwardMemo
+from portway.http.forwarding import (
+    forward_header_items,
+    forward_header_lines,
+    needs_zero_length,
+    with_forwarded_prefix,
+)
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
+from portway.http.relay import (
+    FRAMING,
+    add_response_framing,
+    informational_items,
+    no_body,
+    response_header_items,
+    switch_allowed,
+    via_value,
+)
 from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import (
-    FRAMING,
     IDEMPOTENT,
     Resume,
     _Attempt,
-    add_response_framing,
     after_failure,
     classify_failure,
-    forward_header_items,
-    forward_header_lines,
-    response_header_items,
     retry_on_status,
     upstream_path,
 )
@@ -61,7 +71,6 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("portway.proxy")
 
 _NO_EXCLUDE: Final[frozenset[Target]] = frozenset()
-_NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
 #: no runs of upstream lines (a head relayed field by field); never mutated
 _NO_RUNS: Final[list[bytes]] = []
 
@@ -180,15 +189,14 @@ def _request_head(
     if prefix is not None:
         target_s = path + "?" + query.decode("latin-1") if query else path
         items = forward_header_items(req, ureq.headers.raw(), graph.via, new_host)
-        items = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
-        items.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
-        if ureq.method in _NEEDS_LENGTH:
+        items = with_forwarded_prefix(items, prefix)
+        if needs_zero_length(ureq.method):
             items.append((b"content-length", b"0"))
         return build_request_head(ureq.method, target_s, items)
     # the common case straight into bytes: no field list, fewer pieces to join
     parts = request_line_parts(ureq.method, path, query)
     forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts, memo)
-    if ureq.method in _NEEDS_LENGTH:
+    if needs_zero_length(ureq.method):
         parts.append(b"content-length: 0\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
@@ -263,7 +271,7 @@ class FastExchange(ResponseSink):
     # --- ResponseSink (inside the upstream parser) ---------------------------------------------
     def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if status == 103 and self.ctx.request.version != "1.0" and not self.head_sent:
-            self.out.append(head_bytes(103, reason, headers))
+            self.out.append(head_bytes(103, reason, informational_items(headers)))
 
     def on_head(
         self,
@@ -294,7 +302,7 @@ class FastExchange(ResponseSink):
                 else [kv for kv in headers if kv[0] != b"content-length" and kv[0] != b"connection"]
             )
             if via is not None:
-                items.append((b"via", b"1.1 " + via))
+                items.append((b"via", via_value(None, via)))
         # ``ctx.response`` shares ``items``: what observers and on_log see is what was sent
         resp = Response(status, Headers.adopt(items), b"", reason, chunked, upstream=True)
         ctx.response = resp
@@ -308,8 +316,8 @@ class FastExchange(ResponseSink):
             items = resp.headers.raw()
             if any(k in FRAMING for k, _ in items):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
-        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
-        mode, self.keep = add_response_framing(items, req, no_body, content_length, self.keep)
+        empty = no_body(req.method, status)
+        mode, self.keep = add_response_framing(items, req, empty, content_length, self.keep)
         self._emit_head(status, reason, _NO_RUNS, items, mode)
 
     def _admit(self, status: int, keep_alive: bool) -> bool:
@@ -320,7 +328,7 @@ class FastExchange(ResponseSink):
         target = self.target
         # the upstream connection read the clock as these bytes arrived
         latency = self.uconn.last_io - self.t0
-        if status == 101:
+        if status == 101 and not switch_allowed(ctx.request.upgrade, None):
             # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed (no
             # upgrade takes this path); both connections end (http/upgrade.py)
             ctx.request.keep_alive = False
@@ -347,11 +355,10 @@ class FastExchange(ResponseSink):
             return
         ctx = self.ctx
         req = ctx.request
-        no_body = req.method == "HEAD" or status == 204 or status == 304
         # the upstream's Content-Length line is among ``fields``, relayed as it is
         framing: list[tuple[bytes, bytes]] = []
         mode, self.keep = add_response_framing(
-            framing, req, no_body, content_length, self.keep, length_sent=True
+            framing, req, no_body(req.method, status), content_length, self.keep, length_sent=True
         )
         via_line = self.graph.via_line
         if via_line:

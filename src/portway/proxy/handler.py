@@ -18,6 +18,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
+from portway.http.relay import add_connection_field, add_response_framing, no_body, without_framing
 from portway.http.requestid import new_request_id, well_formed
 from portway.http.server import App, ClientConnection, ClientDisconnectedError, ServerConnection
 from portway.http.wire import chunk, head_bytes, last_chunk
@@ -25,13 +26,7 @@ from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
 from portway.proxy.buffering import buffer_request_body
 from portway.proxy.fast import NOT_TAKEN, STARTED, try_fast
-from portway.proxy.forward import (
-    Forwarder,
-    Resume,
-    add_connection_field,
-    add_response_framing,
-    prepare_upstream_request,
-)
+from portway.proxy.forward import Forwarder, Resume, prepare_upstream_request
 from portway.proxy.tunnel import tunnel
 
 if TYPE_CHECKING:
@@ -39,8 +34,6 @@ if TYPE_CHECKING:
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
 
 log: Final = logging.getLogger("portway.proxy")
-
-_NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
 class ProxyApp(App):
@@ -219,31 +212,27 @@ class ProxyApp(App):
         assert resp is not None
         keep = not close and req.keep_alive and _body_done(req)
         status = resp.status
-        no_body = req.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
+        empty = no_body(req.method, status)
         headers = resp.headers
-        items = [
-            (k, v)
-            for k, v in headers.raw()
-            if k not in (b"content-length", b"transfer-encoding", b"connection")
-        ]
+        items = without_framing(headers.raw())
         body = resp.body
         transform = bool(chain.on_response_chunk)
         reframe = chain.transforms_body
         if isinstance(body, bytes):
             if transform:
                 body = await chain.run_chunk(ctx, body, True)
-            if not no_body or req.method == "HEAD":
+            if not empty or req.method == "HEAD":
                 items.append((b"content-length", str(len(body)).encode()))
             add_connection_field(items, req, keep)
             data = head_bytes(status, resp.reason, items)
             ctx.extra["_head_sent"] = True
-            conn.write_soon(data + body if body and not no_body else data)
-            ctx.bytes_out += len(data) + (len(body) if not no_body else 0)
+            conn.write_soon(data + body if body and not empty else data)
+            ctx.bytes_out += len(data) + (len(body) if not empty else 0)
             Forwarder.finish_exchange(ctx, ok=True)
             return keep
         # streamed upstream body
         cl = None if reframe else headers.get_raw(b"content-length")
-        mode, keep = add_response_framing(items, req, no_body, cl, keep)
+        mode, keep = add_response_framing(items, req, empty, cl, keep)
         data = head_bytes(status, resp.reason, items)
         ctx.bytes_out += len(data)
         ctx.extra["_head_sent"] = True

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from portway.errors import UpstreamError
 from portway.http.client import UpstreamConnection
+from portway.http.relay import add_connection_field, no_body, without_framing
 from portway.http.server import ServerConnection
 from portway.http.wire import head_bytes
 from portway.pipeline.context import RequestContext
@@ -35,11 +36,13 @@ async def tunnel(
     ex = ctx.extra.get("_exchange")
     if resp.status != 101 or ex is None:
         # not switching: send it as a normal response and close afterwards
-        items = [(k, v) for k, v in resp.headers.raw() if k not in (b"connection",)]
-        items.append((b"connection", b"close"))
         body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all(1 << 20)
-        items = [(k, v) for k, v in items if k not in (b"content-length", b"transfer-encoding")]
-        items.append((b"content-length", str(len(body)).encode()))
+        items = without_framing(resp.headers.raw())
+        if not no_body(ctx.request.method, resp.status) or ctx.request.method == "HEAD":
+            items.append((b"content-length", str(len(body)).encode()))
+        add_connection_field(items, ctx.request, False)
+        if no_body(ctx.request.method, resp.status):
+            body = b""
         client.write(head_bytes(resp.status, resp.reason, items) + body)
         return False
     if rt.chain.on_response:
