@@ -39,6 +39,7 @@ HOT_MODULES = [
     "src/portway/http/server.py",
     "src/portway/http/sweeper.py",
     "src/portway/http/wire.py",
+    "src/portway/proxy/exchange.py",
     "src/portway/proxy/fast.py",
     "src/portway/proxy/forward.py",
     "src/portway/proxy/handler.py",

@@ -89,6 +89,15 @@ class TraceEvent:
     detail: str = ""
 
 
+class Releasable:
+    """What holds an upstream connection for one request until it is released
+    (``proxy/exchange.py:Exchange``): ``release`` acts once, later calls do nothing. A base
+    class, not a ``Protocol``: compiled, the call through it is direct."""
+
+    def release(self, ok: bool) -> None:
+        raise NotImplementedError
+
+
 class RequestContext:
     """Everything about one request in flight.
 
@@ -106,6 +115,7 @@ class RequestContext:
         "consumer",
         "debug",
         "error",
+        "exchange",
         "extra",
         "match",
         "reached",
@@ -143,6 +153,8 @@ class RequestContext:
         self.debug = False
         self.trace: list[TraceEvent] | None = None
         self.extra: dict[str, Any] = {}
+        #: the upstream exchange in progress (released exactly once, ``proxy/exchange.py``)
+        self.exchange: Releasable | None = None
         #: binding position of the plugin whose ``on_request`` is running or answered/failed
         #: (None once every ``on_request`` passed); response phases skip plugins after it
         self.reached: int | None = None

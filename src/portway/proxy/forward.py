@@ -47,6 +47,7 @@ from portway.http.relay import (
 )
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
+from portway.proxy.exchange import Exchange, finish_exchange
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -425,27 +426,14 @@ class Forwarder:
             chunked=head.chunked,
             upstream=True,
         )
-        ctx.extra["_exchange"] = (conn, pool, pump, head, target)
+        ctx.exchange = Exchange(conn, pool, pump, head, target)
         return resp
 
     @staticmethod
     def finish_exchange(ctx: RequestContext, ok: bool) -> None:
-        """Return the connection to its pool (``ok``: the body was read to the end)."""
-        ex = ctx.extra.pop("_exchange", None)
-        if ex is None:
-            return
-        conn, pool, pump, head, target = ex
-        target.in_flight -= 1
-        if pump is not None and (not pump.done() or pump.cancelled() or pump.exception()):
-            # the request body was not all sent: the upstream still expects the rest, so
-            # the connection can never carry another request
-            pump.cancel()
-            conn.abort()
-            return
-        if ok and head.keep_alive and conn.reusable:
-            pool.release(conn)
-        else:
-            conn.abort() if not ok else conn.close()
+        """Release ``ctx``'s exchange (``ok``: the body was read to the end); see
+        :meth:`portway.proxy.exchange.Exchange.release`."""
+        finish_exchange(ctx, ok)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

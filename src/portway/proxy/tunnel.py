@@ -16,6 +16,7 @@ from portway.http.relay import add_connection_field, no_body, without_framing
 from portway.http.server import ServerConnection
 from portway.http.wire import head_bytes
 from portway.pipeline.context import RequestContext
+from portway.proxy.exchange import take_exchange
 
 if TYPE_CHECKING:
     from portway.proxy.forward import Forwarder
@@ -33,8 +34,7 @@ async def tunnel(
 ) -> bool:
     resp = await forwarder.forward(ctx, rt, client)
     ctx.response = resp
-    ex = ctx.extra.get("_exchange")
-    if resp.status != 101 or ex is None:
+    if resp.status != 101 or ctx.exchange is None:
         # not switching: send it as a normal response and close afterwards
         body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all(1 << 20)
         items = without_framing(resp.headers.raw())
@@ -47,10 +47,10 @@ async def tunnel(
         return False
     if rt.chain.on_response:
         await rt.chain.run_response(ctx)
-    conn: UpstreamConnection = ex[0]
-    head = ex[3]
-    ctx.extra.pop("_exchange", None)
-    target = ex[4]
+    ex = take_exchange(ctx)
+    assert ex is not None
+    conn: UpstreamConnection = ex.detach()
+    head = ex.head
     items = resp.headers.raw()
     client.write(head_bytes(101, resp.reason, items))
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -58,7 +58,7 @@ async def tunnel(
     ut = conn.transport
     if ct is None or ut is None:
         conn.abort()
-        target.in_flight -= 1
+        ex.done()
         raise UpstreamError("connection lost during upgrade")
 
     def to_upstream(data: bytes) -> None:
@@ -107,7 +107,7 @@ async def tunnel(
     try:
         await done
     finally:
-        target.in_flight -= 1
+        ex.done()
         conn.close()
         client.close()
     return False
