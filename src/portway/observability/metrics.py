@@ -96,10 +96,14 @@ CACHE_RESULTS: Final[frozenset[str]] = frozenset({"hit", "miss", "bypass", "stal
 CIRCUIT_STATES: Final[dict[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 
 
+#: label values of ``portway_route_path_requests_total``, by ``RequestContext.served``
+PATH_LABELS: Final[tuple[str, ...]] = ("general", "fast", "fallback")
+
+
 class _Series:
     """Cumulative values of one (route, upstream) pair; histogram buckets are not cumulative."""
 
-    __slots__ = ("bytes_in", "bytes_out", "dur", "dur_sum", "requests", "up", "up_sum")
+    __slots__ = ("bytes_in", "bytes_out", "dur", "dur_sum", "paths", "requests", "up", "up_sum")
 
     def __init__(self, nb: int) -> None:
         self.requests = [0] * _N_REQ
@@ -109,6 +113,8 @@ class _Series:
         self.up_sum = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
+        #: requests per serving path (general, task-free, fallback: ``ctx.served``)
+        self.paths = [0, 0, 0]
 
     def dump(self) -> list[Any]:
         return [
@@ -119,10 +125,11 @@ class _Series:
             self.up_sum,
             self.bytes_in,
             self.bytes_out,
+            self.paths,
         ]
 
     def add(self, d: list[Any]) -> None:
-        reqs, dur, dur_sum, up, up_sum, b_in, b_out = d
+        reqs, dur, dur_sum, up, up_sum, b_in, b_out, paths = d
         if len(reqs) != len(self.requests) or len(dur) != len(self.dur) or len(up) != len(self.up):
             raise ValueError("incompatible series layout")
         for i, v in enumerate(reqs):
@@ -135,6 +142,8 @@ class _Series:
         self.up_sum += up_sum
         self.bytes_in += b_in
         self.bytes_out += b_out
+        for i, v in enumerate(paths):
+            self.paths[i] += v
 
 
 @dataclass
@@ -279,6 +288,7 @@ class Metrics(Observer):
             s.up_sum += ul
         s.bytes_in += ctx.bytes_in
         s.bytes_out += ctx.bytes_out
+        s.paths[ctx.served] += 1
         extra = ctx.extra
         if extra:
             rej = extra.get("rejected_by")
@@ -290,6 +300,14 @@ class Metrics(Observer):
                 self.cache_result(route, str(cache))
 
     # --- other events ----------------------------------------------------------------------
+    def route_paths(self, route: str) -> dict[str, int]:
+        """This process's requests of ``route`` by serving path (for ``?explain``)."""
+        counts = [0, 0, 0]
+        for s in self._by_route.get(route, {}).values():
+            for i, n in enumerate(s.paths):
+                counts[i] += n
+        return dict(zip(PATH_LABELS, counts, strict=True))
+
     def connection_opened(self) -> None:
         self.active_connections += 1
 
@@ -539,8 +557,18 @@ class GatewayCollector:
         b_out = CounterMetricFamily(
             "portway_bytes_sent", "Response bytes sent to clients", labels=["route", "upstream"]
         )
+        paths = CounterMetricFamily(
+            "portway_route_path_requests",
+            "Requests per route by the path that served them: fast (task-free), general "
+            "(a task), fallback (started task-free, finished by a task)",
+            labels=["route", "path"],
+        )
+        by_route: dict[str, list[int]] = {}
         bounds = snap.buckets
         for (route, upstream), s in sorted(snap.series.items()):
+            counts = by_route.setdefault(route, [0, 0, 0])
+            for i, n in enumerate(s.paths):
+                counts[i] += n
             for i, n in enumerate(s.requests):
                 if n:
                     reqs.add_metric(
@@ -551,7 +579,11 @@ class GatewayCollector:
                 up.add_metric([route, upstream], _cumulate(s.up, bounds), s.up_sum)
             b_in.add_metric([route, upstream], s.bytes_in)
             b_out.add_metric([route, upstream], s.bytes_out)
-        yield from (reqs, dur, up, b_in, b_out)
+        for route, counts in by_route.items():
+            if route:
+                for i, n in enumerate(counts):
+                    paths.add_metric([route, PATH_LABELS[i]], n)
+        yield from (reqs, dur, up, b_in, b_out, paths)
 
     def _target_families(self) -> Iterator[Metric]:
         labels = ["upstream", "target"]

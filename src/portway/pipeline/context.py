@@ -89,6 +89,13 @@ class TraceEvent:
     detail: str = ""
 
 
+#: values of :attr:`RequestContext.served`, and their metric label values
+GENERAL: Final = 0
+FAST: Final = 1
+FALLBACK: Final = 2
+SERVED_LABELS: Final[tuple[str, ...]] = ("general", "fast", "fallback")
+
+
 class Releasable:
     """What holds an upstream connection for one request until it is released
     (``proxy/exchange.py:Exchange``): ``release`` acts once, later calls do nothing. A base
@@ -121,6 +128,7 @@ class RequestContext:
         "reached",
         "request",
         "response",
+        "served",
         "start",
         "target",
         "trace",
@@ -153,6 +161,9 @@ class RequestContext:
         self.debug = False
         self.trace: list[TraceEvent] | None = None
         self.extra: dict[str, Any] = {}
+        #: which path served it: :data:`GENERAL`, :data:`FAST` (task-free) or :data:`FALLBACK`
+        #: (started task-free, finished by the task); exported per route as metrics
+        self.served = GENERAL
         #: the upstream exchange in progress (released exactly once, ``proxy/exchange.py``)
         self.exchange: Releasable | None = None
         #: binding position of the plugin whose ``on_request`` is running or answered/failed

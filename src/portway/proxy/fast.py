@@ -50,7 +50,8 @@ from portway.http.relay import (
     via_value,
 )
 from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
-from portway.pipeline.context import RequestContext
+from portway.pipeline.context import FALLBACK, FAST, RequestContext
+from portway.pipeline.suspend import HookSuspended
 from portway.proxy.forward import (
     IDEMPOTENT,
     Resume,
@@ -87,7 +88,9 @@ def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     to that target, and connecting is an await); :data:`NOT_TAKEN` (nothing changed) when it
     does not qualify.
 
-    Called from inside the client parser's callback, so it must never raise."""
+    Called from inside the client parser's callback, so it must never raise. Whether the
+    request qualifies is decided before any hook runs; once one ran, a failure (a bug) hands
+    the request to the task *after* its hooks (:class:`Resume`), never back to its start."""
     try:
         return _start(app, conn, req)
     except Exception:
@@ -129,8 +132,32 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
             answer = rt.chain.run_request_sync(ctx)
         except GatewayError as e:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
+        except HookSuspended as s:
+            # a sync hook awaited after all: the task finishes it (it is not run again)
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(suspended=s)))
         if answer is not None:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
+    try:
+        return _forward(app, graph, conn, req, ctx, rt, up, hooks)
+    except Exception:
+        if not hooks and tr is None and ctx.target is None:
+            raise  # nothing ran and nothing was taken: the general path starts afresh
+        log.exception("task-free path failed after the request hooks; the task carries on")
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
+
+
+def _forward(
+    app: ProxyApp,
+    graph: RuntimeGraph,
+    conn: ServerConnection,
+    req: Request,
+    ctx: RequestContext,
+    rt: RouteRuntime,
+    up: Upstream,
+    hooks: bool,
+) -> int:
+    """The part of :func:`_start` after the request hooks: choose, pick, write the head."""
+    tr = rt.traffic
     if tr is not None:
         # the variant (split / versions) is chosen now, once; the task carries on with it
         try:
@@ -140,8 +167,9 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         if choice.headers:  # a cookie or Deprecation fields to add: the general path does
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
         rt = choice.rt
-        up = rt.upstream
-        assert up is not None
+        vup = rt.upstream
+        assert vup is not None
+        up = vup
         ctx.upstream_name = up.name
     target = up.pick(ctx, _NO_EXCLUDE)
     if target is None:
@@ -157,10 +185,18 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         # connecting is an await: the task does it (and fills the pool), with this target —
         # picking again there would cost the balancer a turn
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(target=target)))
+    try:
+        head = _request_head(req, rt, graph, target, ctx, conn.forward_memo)
+        ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
+        uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
+    except Exception:
+        # a bug before anything was written: the pooled connection is given up (never
+        # leaked), the pick released; the caller hands the request over after its hooks
+        uconn.abort()
+        up.release(target)
+        ctx.target = target  # (tells the caller something was taken)
+        raise
     ctx.target = target
-    head = _request_head(req, rt, graph, target, ctx, conn.forward_memo)
-    ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
-    uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     uconn.write_soon(head)
     target.in_flight += 1
     uconn.arm_read_timeout(ex.deadline, now)
@@ -502,6 +538,7 @@ class FastExchange(ResponseSink):
         ctx = self.ctx
         if not ok:
             ctx.error = ctx.error or ConnectionError("client connection lost")
+        ctx.served = FAST
         self.graph.request_done(self.rt.chain, ctx)
         self.graph.inflight -= 1
         if notify:
@@ -541,4 +578,5 @@ class _Resumed:
         self.resume = resume
 
     async def run(self, conn: ServerConnection) -> bool:
+        self.ctx.served = FALLBACK
         return await self.app.serve(conn, self.ctx, self.graph, self.rt, self.resume)

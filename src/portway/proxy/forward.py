@@ -47,6 +47,7 @@ from portway.http.relay import (
 )
 from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
+from portway.pipeline.suspend import HookSuspended
 from portway.proxy.exchange import Exchange, finish_exchange
 from portway.upstream.target import Target
 
@@ -152,6 +153,9 @@ class Resume:
     target: Target | None = None
     #: the answer an ``on_request`` hook gave (nothing is forwarded)
     response: Response | None = None
+    #: a ``sync_hooks`` request hook that suspended (``pipeline/suspend.py``): the task
+    #: finishes it and runs the hooks after it
+    suspended: HookSuspended | None = None
 
 
 def classify_failure(e: BaseException, stale_ok: bool) -> _Attempt | None:
@@ -277,11 +281,6 @@ class Forwarder:
             target.in_flight += 1
             try:
                 resp = await self._exchange(ctx, rt, target, client, deadline)
-            except (asyncio.CancelledError, GatewayError):
-                # no outcome to record (client gone, body too large): give back the probe slot
-                target.in_flight -= 1
-                up.release(target)
-                raise
             except _Attempt as a:
                 target.in_flight -= 1
                 if a.reason == "stale" and not stale_retried:
@@ -298,6 +297,12 @@ class Forwarder:
                 if delay > 0:
                     await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 continue
+            except BaseException:
+                # no outcome to record (client gone, body too large, a bug of ours): give
+                # back the probe slot; nothing is blamed on the target
+                target.in_flight -= 1
+                up.release(target)
+                raise
             latency = loop.time() - t0
             ctx.upstream_latency = latency
             status = resp.status
@@ -351,7 +356,12 @@ class Forwarder:
             stream = conn.begin(head_only, timeouts.read)
             target_str = ureq.path + ("?" + ureq.query.decode("latin-1") if ureq.query else "")
             try:
-                conn.write(build_request_head(ureq.method, target_str, items))
+                head_bytes_ = build_request_head(ureq.method, target_str, items)
+            except BaseException:
+                conn.abort()  # a bug of ours: the connection is not leaked
+                raise
+            try:
+                conn.write(head_bytes_)
             except UpstreamResetError:
                 conn.abort()
                 conn = None

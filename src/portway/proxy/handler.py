@@ -129,6 +129,9 @@ class ProxyApp(App):
                 if ctx.upstream_request is req:  # no hook, no copy yet
                     ctx.upstream_request = req.copy_for_upstream()
                 resp = resume.response if resume is not None else None
+                if resume is not None and resume.suspended is not None:
+                    # a sync hook suspended on the task-free path: finished here, not rerun
+                    resp = await chain.resume_request(ctx, resume.suspended)
             if resp is None:
                 if rt.upstream is None:
                     raise NotFoundError("route has no upstream")
