@@ -45,7 +45,7 @@ from portway.http.relay import (
     switch_allowed,
     via_value,
 )
-from portway.http.wire import chunk, head_bytes, last_chunk
+from portway.http.wire import chunk, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.exchange import Exchange, finish_exchange
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 log: Final = logging.getLogger("portway.proxy")
 
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: RFC 9110 §9.2.2: only these may be resent automatically
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -111,7 +110,7 @@ async def _pump_body(
     limit: int | None,
 ) -> None:
     if expect and client is not None:
-        client.write(_CONTINUE)
+        client.send_info(100, b"Continue", [])
     sent = 0
     while True:
         data = body.read_nowait()
@@ -482,4 +481,4 @@ async def _head_or_pump_failure(conn: UpstreamConnection, pump: asyncio.Task[Non
 def _relay_informational(client: ClientConnection, head: ResponseHead) -> None:
     if head.status == 103:
         with contextlib.suppress(ConnectionError):
-            client.write(head_bytes(103, head.reason, informational_items(head.headers.raw())))
+            client.send_info(103, head.reason, informational_items(head.headers.raw()))

@@ -21,7 +21,6 @@ from portway.http.models import Request, Response
 from portway.http.relay import add_connection_field, add_response_framing, no_body, without_framing
 from portway.http.requestid import new_request_id, well_formed
 from portway.http.server import App, ClientConnection, ClientDisconnectedError, ServerConnection
-from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
 from portway.proxy.buffering import buffer_request_body
@@ -227,32 +226,36 @@ class ProxyApp(App):
             if not empty or req.method == "HEAD":
                 items.append((b"content-length", str(len(body)).encode()))
             add_connection_field(items, req, keep)
-            data = head_bytes(status, resp.reason, items)
             ctx.extra["_head_sent"] = True
-            conn.write_soon(data + body if body and not empty else data)
-            ctx.bytes_out += len(data) + (len(body) if not empty else 0)
+            sent = b"" if empty else body
+            size = conn.send_head(
+                status, resp.reason, items, "none" if empty else "length", sent, True
+            )
+            conn.send_end(None)
+            ctx.bytes_out += size + len(sent)
             Forwarder.finish_exchange(ctx, ok=True)
             return keep
         # streamed upstream body
         cl = None if reframe else headers.get_raw(b"content-length")
         mode, keep = add_response_framing(items, req, empty, cl, keep)
-        data = head_bytes(status, resp.reason, items)
-        ctx.bytes_out += len(data)
         ctx.extra["_head_sent"] = True
         if mode == "length" and not transform:
-            # one write for head + whatever body is already here: a syscall per response saved
+            # head + whatever body is already here in one write: a syscall per response saved
             first = body.read_nowait()
             if first:
+                done = body.at_eof
+                ctx.bytes_out += conn.send_head(status, resp.reason, items, mode, first, done)
                 ctx.bytes_out += len(first)
-                conn.write_soon(data + first)
-                if body.at_eof:
+                if done:
+                    conn.send_end(None)
                     Forwarder.finish_exchange(ctx, ok=True)
                     return keep
                 ok = await self._stream(conn, ctx, chain, body, mode, transform)
                 Forwarder.finish_exchange(ctx, ok=ok)
                 return keep and ok
-        conn.write(data)
+        ctx.bytes_out += conn.send_head(status, resp.reason, items, mode, b"", mode == "none")
         if mode == "none":
+            conn.send_end(None)
             Forwarder.finish_exchange(ctx, ok=body.at_eof or req.method == "HEAD")
             return keep
         ok = await self._stream(conn, ctx, chain, body, mode, transform)
@@ -268,7 +271,6 @@ class ProxyApp(App):
         mode: str,
         transform: bool,
     ) -> bool:
-        chunked = mode == "chunked"
         try:
             while True:
                 data = body.read_nowait()
@@ -281,7 +283,7 @@ class ProxyApp(App):
                     if not data:
                         continue
                 ctx.bytes_out += len(data)
-                conn.write(chunk(data) if chunked else data)
+                conn.send_body(data)
                 if conn._can_write is not None:
                     await conn.drain()
         except (ConnectionError, TimeoutError, GatewayError) as e:
@@ -295,10 +297,9 @@ class ProxyApp(App):
             tail = await chain.run_chunk(ctx, b"", True)
             if tail:
                 ctx.bytes_out += len(tail)
-        if chunked:
-            conn.write((chunk(tail) if tail else b"") + last_chunk(body.trailers))
-        elif tail:
-            conn.write(tail)
+        if tail:
+            conn.send_body(tail)
+        conn.send_end(body.trailers)
         if mode == "close":
             conn.close()
             return False
