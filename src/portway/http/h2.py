@@ -26,7 +26,6 @@ import h2.exceptions
 import h2.frame_buffer
 import h2.settings
 
-from portway.config.schema import LimitsConfig
 from portway.errors import (
     BadRequestError,
     GatewayError,
@@ -39,6 +38,7 @@ from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
+from portway.http.limits import ServerLimits
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
@@ -286,7 +286,7 @@ class H2Connection(WriteFlow):
     def __init__(
         self,
         app: App,
-        limits: LimitsConfig,
+        limits: ServerLimits,
         trusted: TrustedProxies,
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,

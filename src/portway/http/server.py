@@ -18,7 +18,6 @@ from typing import Any, Final, Protocol
 
 import httptools
 
-from portway.config.schema import LimitsConfig
 from portway.errors import (
     BadRequestError,
     GatewayError,
@@ -32,6 +31,7 @@ from portway.http.exceptions import ClientDisconnectedError as ClientDisconnecte
 from portway.http.flow import WriteFlow, adopt_transport, as_protocol
 from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.headers import Headers
+from portway.http.limits import Limits, ServerLimits
 from portway.http.memo import remember
 from portway.http.models import Request, Response
 from portway.http.owned import drop_underscored
@@ -159,7 +159,7 @@ class ServerConnection(WriteFlow):
     def __init__(
         self,
         app: App,
-        limits: LimitsConfig,
+        limits: ServerLimits,
         trusted: TrustedProxies,
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
@@ -993,13 +993,13 @@ async def serve_simple(
     handler: Callable[[Request], Awaitable[Response]],
     host: str,
     port: int,
-    limits: LimitsConfig | None = None,
+    limits: ServerLimits | None = None,
     ssl: Any = None,
 ) -> asyncio.Server:
     """Serve ``handler`` on ``host:port`` with the same hardened HTTP/1.1 framing."""
     loop = asyncio.get_running_loop()
     app = _SimpleApp(handler)
-    lim = limits or LimitsConfig.model_validate({"max_body_bytes": 16 * 1024 * 1024})
+    lim = limits or Limits(max_body_bytes=16 * 1024 * 1024)
     trusted = TrustedProxies([])
     return await loop.create_server(
         lambda: as_protocol(ServerConnection(app, lim, trusted, "https" if ssl else "http", loop)),

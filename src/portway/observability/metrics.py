@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import secrets
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -45,6 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 
 from portway.observability.observer import Observer
+from portway.observability.sources import cache_stats_sources
 from portway.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -422,23 +422,21 @@ _EVENT_NAME: Final = re.compile(r"^[a-z_]{1,32}$")
 
 
 def _cache_plugin_counts() -> dict[tuple[str, str], int]:
-    """Counters of the running cache plugins (``portway.plugins.cache.registry.stats()``).
-
-    Read only when the cache plugin is loaded (importing it here would load it for nothing);
-    event names come from the plugin's code, so they are bounded."""
-    reg = sys.modules.get("portway.plugins.cache.registry")
-    if reg is None:
-        return {}
-    try:
-        routes = reg.stats().get("routes", {})
-    except Exception as e:  # the cache's bookkeeping must never break a scrape
-        log.warning("cache stats unavailable: %s", e)
-        return {}
+    """Counters of the running cache plugins, from the sources they registered
+    (``observability/sources.py``); event names come from the plugin's code, so they are
+    bounded."""
     out: dict[tuple[str, str], int] = {}
-    for route, counters in routes.items():
-        for event, n in dict(counters).items():
-            if isinstance(n, int) and _EVENT_NAME.match(str(event)):
-                out[(str(route), str(event))] = n
+    for source in cache_stats_sources():
+        try:
+            routes = source().get("routes", {})
+        except Exception as e:  # the cache's bookkeeping must never break a scrape
+            log.warning("cache stats unavailable: %s", e)
+            continue
+        for route, counters in routes.items():
+            for event, n in dict(counters).items():
+                if isinstance(n, int) and _EVENT_NAME.match(str(event)):
+                    k = (str(route), str(event))
+                    out[k] = out.get(k, 0) + n
     return out
 
 
