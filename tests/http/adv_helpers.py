@@ -298,8 +298,10 @@ async def exchange(
     *,
     timeout: float = 3.0,
     half_close: bool = False,
+    until: Callable[[bytes], bool] | None = None,
 ) -> tuple[bytes, bool]:
-    """Send ``data`` on a fresh connection; return ``(received, closed_by_server)``."""
+    """Send ``data`` on a fresh connection; return ``(received, closed_by_server)``. Reads
+    until the server closes, ``until(received)`` holds, or ``timeout``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     out = b""
     closed = False
@@ -315,6 +317,8 @@ async def exchange(
                     closed = True
                     break
                 out += chunk
+                if until is not None and until(out):
+                    break
     except TimeoutError:
         pass
     except ConnectionError:

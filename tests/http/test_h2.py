@@ -500,3 +500,40 @@ async def test_upstream_trailers_reach_the_h2_client() -> None:
                 c.close()
     finally:
         server.close()
+
+
+async def test_early_hints_reach_the_h2_client_without_hop_by_hop_fields() -> None:
+    """A 103 goes through the stream's native writer (``send_info``) under the relay's rule:
+    the same fields as on HTTP/1.1, connection-specific ones dropped."""
+
+    async def raw_upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nKeep-Alive: 5\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_gateway(simple_config(f"http://127.0.0.1:{port}")) as gw:
+            c = await H2Client.open(gw.port)
+            try:
+                sid = c.request("GET", "/hints")
+                await c.flush()
+                await c.wait(sid)
+                assert bytes(c.responses[sid]["body"]) == b"ok"
+                hints = [
+                    e for e in c.events if isinstance(e, h2.events.InformationalResponseReceived)
+                ]
+                assert hints, c.events
+                fields = dict(hints[0].headers)
+                assert fields[b":status"] == b"103"
+                assert fields[b"link"] == b"</a.css>; rel=preload"
+                assert b"keep-alive" not in fields
+            finally:
+                c.close()
+    finally:
+        server.close()

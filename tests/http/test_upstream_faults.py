@@ -8,6 +8,7 @@ import asyncio
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,9 +43,14 @@ def _json_error(out: bytes, status: int) -> None:
     assert orjson.loads(r.body)["status"] == status
 
 
-async def _gw_exchange(handler: Handler, data: bytes = GET_CLOSE, **up: Any) -> tuple[bytes, bool]:
+async def _gw_exchange(
+    handler: Handler,
+    data: bytes = GET_CLOSE,
+    until: Callable[[bytes], bool] | None = None,
+    **up: Any,
+) -> tuple[bytes, bool]:
     async with scripted_upstream(handler) as (url, _), run_gateway(cfg_for(url, **up)) as gw:
-        return await exchange(gw.port, data, timeout=4)
+        return await exchange(gw.port, data, timeout=4, until=until)
 
 
 # --- before the response head: a JSON error ------------------------------------------------
@@ -178,7 +184,8 @@ async def test_upstream_close_delimited_body_is_complete_at_eof() -> None:
         w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
         await w.drain()
 
-    out, _ = await _gw_exchange(handler, data=GET)
+    # the client connection stays open (keep-alive): read up to the last chunk, not the timeout
+    out, _ = await _gw_exchange(handler, data=GET, until=lambda o: o.endswith(b"0\r\n\r\n"))
     (r,) = parse_responses(out)
     assert r.complete and r.body == b"until close"
 

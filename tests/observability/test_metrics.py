@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from portway.config.schema import UpstreamConfig
@@ -204,25 +205,28 @@ def test_hot_path_records_every_request() -> None:
     assert len(DURATION_BUCKETS) > 5
 
 
-def test_cache_plugin_counters_exported(monkeypatch: object) -> None:
-    import types
+def test_cache_plugin_counters_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache hands its counters over by registration (observability/sources.py):
+    metrics never look the plugin up."""
+    from portway.observability import sources
 
-    import pytest
-
-    mp = monkeypatch
-    assert isinstance(mp, pytest.MonkeyPatch)
-    fake = types.ModuleType("portway.plugins.cache.registry")
-    fake.stats = lambda: {  # type: ignore[attr-defined]
-        "routes": {"r": {"hit": 3, "miss": 2, "Bad Name": 9}},
-        "stores": [],
-    }
-    mp.setitem(sys.modules, "portway.plugins.cache.registry", fake)
+    monkeypatch.setattr(sources, "_CACHE_SOURCES", [])
+    sources.register_cache_stats(
+        lambda: {"routes": {"r": {"hit": 3, "miss": 2, "Bad Name": 9}}, "stores": []}
+    )
     m = Metrics(include_default_registry=False)
     m.cache_result("r", "hit")
     s = samples(m)
     assert s[("portway_cache_requests_total", L(route="r", result="hit"))] == 4
     assert s[("portway_cache_requests_total", L(route="r", result="miss"))] == 2
     assert all("Bad Name" not in str(k) for k in s)
+
+
+def test_the_cache_plugin_registers_its_counters() -> None:
+    from portway.observability.sources import cache_stats_sources
+    from portway.plugins.cache import registry
+
+    assert registry.stats in cache_stats_sources()
 
 
 def test_bucket_is_bisect_left() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
@@ -148,13 +149,20 @@ def _phase(phase: str) -> list[str]:
     return [tag for tag, ph, _ in EVENTS if ph == phase]
 
 
-async def _settle() -> None:
-    # on_log runs after the last byte was written, so give the handler a tick to finish
-    for _ in range(50):
-        if any(ph == "on_log" for _, ph, _ in EVENTS):
-            await asyncio.sleep(0.01)
-            return
-        await asyncio.sleep(0.01)
+def _logged() -> bool:
+    return any(ph == "on_log" for _, ph, _ in EVENTS)
+
+
+async def _settle(done: Callable[[], bool] = _logged, timeout: float = 5.0) -> None:
+    """Wait until ``done()`` (default: the request's ``on_log`` hooks ran, after its last
+    byte was written; they all run in one synchronous pass, ``RuntimeGraph.request_done``,
+    so the first one seen means all were). Fails on timeout."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not done():
+        if loop.time() > end:
+            raise AssertionError(f"on_log never ran: {EVENTS}")
+        await asyncio.sleep(0.005)
 
 
 class KeepAlive:
@@ -289,7 +297,7 @@ async def test_observing_chunk_hook_keeps_content_length() -> None:
                 status, hdrs, body = await conn.get("/x")
             finally:
                 conn.close()
-            await _settle()
+            await _settle(lambda: any(ph == "seen" for _, ph, _ in EVENTS))
     assert status == 200 and body == b"hello world " * 1000
     assert hdrs["content-length"] == str(len(body)) and "transfer-encoding" not in hdrs
     assert ("t_counter", "seen", len(body)) in EVENTS

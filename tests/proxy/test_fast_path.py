@@ -316,19 +316,41 @@ async def test_client_gone_mid_response_does_not_poison_the_pool() -> None:
         assert graph.inflight == 0
 
 
+#: request hook runs of the test plugins below, by plugin name
+RUNS: dict[str, int] = {}
+
+
 class _Sleepy(Plugin[EmptyConfig]):
-    """Claims ``sync_hooks`` but awaits a timer: a broken promise costs its request a 500."""
+    """Claims ``sync_hooks`` but awaits a timer: the task finishes it (pipeline/suspend.py)."""
 
     name = "t_fast_sleepy"
     sync_hooks = True
     Config = EmptyConfig
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
-        await asyncio.sleep(0)
+        RUNS[self.name] = RUNS.get(self.name, 0) + 1
+        await asyncio.sleep(0.01)
+        ctx.upstream_request.headers.set("x-slept", "yes")
+        return None
+
+
+class _Breaker(Plugin[EmptyConfig]):
+    """A sync hook that leaves a field the request head cannot be built with (an int value,
+    which no type check catches on a list): the task-free path fails *after* the hooks ran."""
+
+    name = "t_fast_breaker"
+    sync_hooks = True
+    Config = EmptyConfig
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        RUNS[self.name] = RUNS.get(self.name, 0) + 1
+        if ctx.request.path == "/break":
+            ctx.upstream_request.headers.raw().append((b"x-bad", 1))  # type: ignore[arg-type]
         return None
 
 
 registry.register(_Sleepy)
+registry.register(_Breaker)
 
 
 async def test_sync_hook_plugins_run_on_the_task_free_path() -> None:
@@ -383,9 +405,84 @@ async def test_sync_hook_answer_and_broken_promise_go_through_the_task() -> None
             app = await warm(gw)
             status, _, body = await http_get(gw.url + "/closed")
             assert status == 403 and orjson.loads(body)["status"] == 403
-            status, headers, body = await http_get(gw.url + "/sleepy")
-            assert status == 500 and orjson.loads(body)["status"] == 500
-            assert headers.get("content-type") == "application/json"
-            assert len(up.requests) == 1  # only the warm-up reached the upstream
+            runs = RUNS.get("t_fast_sleepy", 0)
+            status, _, body = await http_get(gw.url + "/sleepy")
+            # the hook awaited after all: handed to the task, finished there, run once
+            assert status == 200, body
+            assert RUNS["t_fast_sleepy"] == runs + 1
+            sent = dict(orjson.loads(body)["headers"])
+            assert sent["x-slept"] == "yes"
+            assert len(up.requests) == 2
             assert (await http_get(gw.url + "/"))[0] == 200
             assert app.fast_requests >= 1
+
+
+async def test_a_failure_after_the_hooks_never_runs_them_twice() -> None:
+    async with run_upstream() as up:
+        cfg = _config(up.url)
+        cfg["routes"][0]["plugins"] = [{"name": "t_fast_breaker"}]
+        async with run_gateway(cfg) as gw:
+            app = await warm(gw)
+            target = gw.gateway.graph.upstreams["u"].targets[0]
+            runs = RUNS["t_fast_breaker"]
+            status, _, body = await http_get(gw.url + "/break")
+            # the general path cannot build the head either: a logged 500 (a bug), the hook
+            # ran once, and the pooled connection the task-free path took is not leaked
+            assert status == 500 and orjson.loads(body)["code"] == "internal_error"
+            assert RUNS["t_fast_breaker"] == runs + 1
+            assert target.in_flight == 0
+            assert len(target.pool._idle) <= 1
+            before = app.fast_requests
+            for _ in range(3):
+                assert (await http_get(gw.url + "/ok"))[0] == 200
+            # both connections the failure touched were given up: the first request connects
+            assert app.fast_requests - before >= 2
+            assert RUNS["t_fast_breaker"] == runs + 4
+
+
+async def test_path_counters_in_metrics_and_explain() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from portway.observability.metrics import get_metrics
+
+    def count(path: str) -> float:
+        text = get_metrics().render()[0].decode()
+        for fam in text_string_to_metric_families(text):
+            for sample in fam.samples:
+                if sample.name == "portway_route_path_requests_total" and sample.labels == {
+                    "route": "paths_r",
+                    "path": path,
+                }:
+                    return sample.value
+        return 0.0
+
+    async with run_upstream() as up:
+        cfg = _config(up.url)
+        cfg["server"] = {"debug_token": "sekret"}
+        cfg["routes"] = [
+            {"name": "paths_r", "match": {"paths": ["/"]}, "upstream": "u"},
+            {
+                "name": "paths_sleepy",
+                "match": {"paths": ["/sleepy"]},
+                "upstream": "u",
+                "plugins": [{"name": "t_fast_sleepy"}],
+            },
+        ]
+        async with run_gateway(cfg) as gw:
+            before = {p: count(p) for p in ("fast", "general", "fallback")}
+            await warm(gw)  # a cold pool: the task connects (a fallback)
+            for _ in range(3):
+                assert (await http_get(gw.url + "/"))[0] == 200
+            status, _, body = await http_get(
+                gw.url + "/?explain", headers=[("x-portway-debug", "sekret")]
+            )
+            assert status == 200
+            ex = orjson.loads(body)
+            assert ex["path"]["this_request"] == "general"
+            seen = ex["path"]["route_requests"]
+            assert seen["fast"] >= 3 and seen["fallback"] >= 1
+            assert (await http_get(gw.url + "/sleepy"))[0] == 200
+            after = {p: count(p) for p in ("fast", "general", "fallback")}
+            assert after["fast"] - before["fast"] == 3
+            assert after["fallback"] - before["fallback"] == 1
+            assert after["general"] - before["general"] == 1  # the explained request

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from portway.http.forwarded import ForwardMemo
+from portway.http.forwarding import forward_header_items, forward_header_lines
 from portway.http.headers import Headers
 from portway.http.models import Request
-from portway.proxy.forward import forward_header_items, forward_header_lines
 
 CASES: list[list[tuple[bytes, bytes]]] = [
     [(b"host", b"api.example.com"), (b"accept", b"*/*")],

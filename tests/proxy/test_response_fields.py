@@ -193,6 +193,35 @@ async def test_heads_the_lite_parse_does_not_take_are_parsed_again(
         assert gw.worker.app is not None and gw.worker.app.fast_requests >= 1
 
 
+async def test_early_hints_drop_hop_by_hop_fields_on_both_paths() -> None:
+    """A 103 is relayed by http/relay.py's rule on every path: hop-by-hop fields (and the
+    ones HTTP/2 forbids) never reach the client, as on the HTTP/2 writer."""
+    response = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nKeep-Alive: timeout=5\r\n"
+        b"Proxy-Connection: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    async with raw_upstream(answering(response)) as url, run_gateway(simple_config(url)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            for _ in range(2):  # a cold pool (the general path), then a warm one (task-free)
+                writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+                data = b""
+                while not data.endswith(b"\r\n\r\nok"):
+                    more = await asyncio.wait_for(reader.read(65536), 5)
+                    assert more, data
+                    data += more
+                hints, _, final = data.partition(b"\r\n\r\n")
+                assert hints.startswith(b"HTTP/1.1 103 Early Hints\r\n"), data
+                lower = hints.lower()
+                assert b"link: </a.css>; rel=preload" in lower
+                assert b"keep-alive" not in lower and b"proxy-connection" not in lower
+                assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+        finally:
+            writer.close()
+        app = gw.worker.app
+        assert app is not None and app.fast_requests >= 1
+
+
 async def test_http10_upstream_connection_is_not_reused() -> None:
     seen: list[int] = []
 

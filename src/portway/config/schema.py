@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from portway.config.paths import parse_path
+from portway.config.tracing import TracingConfig
 from portway.config.traffic import FallbackConfig, MirrorConfig, SplitConfig, VersionsConfig
 from portway.config.types import Duration, Size
-from portway.observability.tracing import TracingConfig
 
 
 class Model(BaseModel):
@@ -422,8 +423,6 @@ class MatchConfig(Model):
                 raise ValueError(f"path {p!r} must start with '/', '=/' or '~'")
             else:
                 # Template syntax ({id}, {rest:path}) is checked by the router's own parser.
-                from portway.routing.paths import parse_path
-
                 parse_path(p)
         return v
 

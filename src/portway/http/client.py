@@ -25,6 +25,7 @@ from portway.http.exceptions import UpstreamResetError as UpstreamResetError
 from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
 from portway.http.headers import PLAIN_CONNECTION, Headers
 from portway.http.rawhead import SPECIAL, RawHead, Reparse, scan_head
+from portway.http.relay import body_forbidden
 from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.wire import METHODS, append_fields
 
@@ -462,7 +463,7 @@ class UpstreamConnection(WriteFlow):
                     ResponseHead(status, self._reason, Headers(self._headers), True, False, None)
                 )
             return
-        no_body = self._head_only or status in (204, 304) or status == 101
+        no_body = body_forbidden(self._head_only, status)  # 101 included: the body is the tunnel's
         self._close_delimited = not no_body and not chunked and cl_raw is None
         self._head_seen = True
         keep_alive = bool(self.parser.should_keep_alive()) and not self._close_delimited

@@ -1,9 +1,10 @@
-"""HTTP/2 on the client side (RFC 9113): h2 framing in front of the HTTP/1.1 request handler.
+"""HTTP/2 on the client side (RFC 9113): h2 framing in front of the request handler.
 
 :class:`H2Connection` owns a client connection after the h2c preface or ALPN ``h2``. Each
 stream becomes a :class:`Request` built with the same checks as ``ServerConnection`` and is
-served by the same ``App`` in its own task; the app writes HTTP/1.1 bytes, which the
-per-stream :class:`_StreamWriter` parses back with llhttp into HEADERS/DATA frames. Request
+served by the same ``App`` in its own task; the app writes its response through the
+per-stream :class:`_StreamWriter`, which implements the response-writer interface
+(``ClientConnection.send_head``/``send_body``/``send_end``) as HEADERS/DATA frames. Request
 DATA is acknowledged only as the handler consumes it (one slow upstream holds back one stream);
 response DATA is sent within the peer's windows and ``drain()`` waits for WINDOW_UPDATE.
 """
@@ -25,10 +26,8 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
-import httptools
 from hyperframe.frame import GoAwayFrame
 
-from portway.config.schema import LimitsConfig
 from portway.errors import (
     BadRequestError,
     GatewayError,
@@ -42,9 +41,11 @@ from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
 from portway.http.headers import Headers
+from portway.http.limits import ServerLimits
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
+from portway.http.relay import HOP_BY_HOP, no_body
 from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
 from portway.http.validate import check_fields, check_method, check_target
@@ -60,11 +61,6 @@ _CONN_WINDOW = 4 * 1024 * 1024
 _MAX_STREAMS = 128
 #: what h2 raises when a stream (or the whole connection) can no longer carry frames
 _GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
-
-#: RFC 9113 §8.2.2: connection-specific fields never appear in HTTP/2
-_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 #: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
@@ -114,12 +110,14 @@ class _H2Body(BodyStream):
 
 
 class _StreamWriter:
-    """The :class:`ServerConnection` surface the handler writes one response through.
+    """The :class:`ClientConnection` one response is written through on an HTTP/2 stream.
 
-    ``write`` takes the HTTP/1.1 serialisation of the response (head, then a body framed by
-    Content-Length, chunked coding or connection close); it is parsed with llhttp and sent as
-    HEADERS, DATA and trailing HEADERS. ``close()`` ends a close-delimited body cleanly and
-    otherwise cancels the stream; ``abort()`` resets it. Neither touches the connection.
+    It implements the response-writer interface natively: ``send_head`` becomes HEADERS
+    (connection-specific fields dropped, RFC 9113 §8.2.2), ``send_body`` DATA within the
+    peer's windows, ``send_end`` trailing HEADERS or END_STREAM; nothing the handler writes
+    is parsed back. ``close()`` cancels an unfinished stream (a complete response still
+    queued behind flow control is not cut short); ``abort()`` resets it. Neither touches
+    the connection.
     """
 
     def __init__(self, conn: H2Connection, stream_id: int, method: str) -> None:
@@ -131,37 +129,80 @@ class _StreamWriter:
         self.upgrade_buffer: bytearray | None = None
         self.body: _H2Body | None = None
         self.task: asyncio.Task[None] | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._head: list[tuple[bytes, bytes]] = []
         self._trailers: list[tuple[bytes, bytes]] = []
         self._head_sent = False
-        self._framed = False  # Content-Length or chunked: llhttp sees the end itself
         self._out: deque[bytes] = deque()
         self._eof_pending = False
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
 
-    # --- the ServerConnection surface ---------------------------------------------------------
+    # --- the response-writer interface ------------------------------------------------------
     @property
     def _can_write(self) -> object | None:
         return True if self._out or self.h2conn._can_write is not None else None
 
-    def write_soon(self, data: bytes) -> None:
-        """HTTP/2 frames are already coalesced per connection; same as :meth:`write`."""
-        self.write(data)
+    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
+        if status == 100 or status == 101 or self._head_sent or self.closed:
+            # 100: sent by the stream itself when the body is first read; no 101 in HTTP/2
+            # (RFC 9113 §8.6)
+            return
+        self.h2conn.send_headers(
+            self.stream_id, [(b":status", b"%d" % status), *_h2_fields(fields)]
+        )
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[tuple[bytes, bytes]],
+        mode: str,
+        body: bytes,
+        end: bool,
+    ) -> int:
         if self.closed:
             raise ClientDisconnectedError("stream closed")
-        if self._ended:
-            return
-        try:
-            self._parser.feed_data(bytes(data))
-        except httptools.HttpParserError as e:
-            log.error("unparseable response bytes on h2 stream %d: %s", self.stream_id, e)
-            self.abort()
-            return
+        self._head_sent = True
+        out = [(b":status", b"%d" % status), *_h2_fields(fields)]
+        # Content-Length: 0 ends the stream on HEADERS: a gRPC trailers-only response
+        # (grpc-status in the head) must not be followed by an empty DATA frame
+        empty = (
+            mode == "none"
+            or no_body(self.method, status)
+            or (not body and any(k == b"content-length" and v == b"0" for k, v in out))
+        )
+        self.h2conn.send_headers(self.stream_id, out, empty)
+        if empty:
+            self._ended = True
+        else:
+            if body:
+                self._out.append(body)
+            if end:
+                self._eof_pending = True
         self._flush()
+        return sum(len(k) + len(v) + 4 for k, v in out)
+
+    def send_body(self, data: bytes) -> None:
+        if self.closed:
+            raise ClientDisconnectedError("stream closed")
+        if self._ended or not data:
+            return
+        self._out.append(bytes(data))
+        self._flush()
+
+    def send_end(self, trailers: Headers | None) -> None:
+        if self._ended or self.closed or self._eof_pending:
+            return
+        if trailers is not None:
+            self._trailers = trailers.raw()
+        self._eof_pending = True
+        self._flush()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """HTTP/1.1 bytes have no meaning on a stream: writers use the interface above."""
+        raise TypeError("an HTTP/2 stream takes send_head/send_body/send_end, not bytes")
+
+    def write_soon(self, data: bytes) -> None:
+        self.write(data)
 
     async def drain(self) -> None:
         while self._out and not self.closed:
@@ -175,50 +216,11 @@ class _StreamWriter:
         if self._ended or self.closed or self._eof_pending:
             # a complete response still queued behind flow control is not cut short
             return
-        if self._head_sent and not self._framed and self.method != "HEAD":
-            # a close-delimited body (no length, not chunked) ends here
-            self._eof_pending = True
-            self._flush()
-        else:
-            self.reset(h2.errors.ErrorCodes.CANCEL)
+        self.reset(h2.errors.ErrorCodes.CANCEL)
 
     def abort(self) -> None:
         if not self._ended and not self.closed:
             self.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    # --- llhttp callbacks (response side) -----------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        (self._trailers if self._head_sent else self._head).append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        chunked = any(k == b"transfer-encoding" for k, _ in self._head)
-        fields = [(k, v) for k, v in self._head if k not in _HOP_BY_HOP and k != b"te"]
-        self._head = []
-        if status < 200:
-            if status != 101:  # RFC 9113 §8.6: no 101 in HTTP/2
-                self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields])
-            return
-        self._head_sent = True
-        self._framed = chunked or any(k == b"content-length" for k, _ in fields)
-        # Content-Length: 0 ends the stream on HEADERS: a gRPC trailers-only response
-        # (grpc-status in the head) must not be followed by an empty DATA frame
-        no_body = (
-            self.method == "HEAD"
-            or status in (204, 304)
-            or any(k == b"content-length" and v == b"0" for k, v in fields)
-        )
-        self.h2conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields], no_body)
-        if no_body:
-            self._ended = True
-
-    def on_body(self, body: bytes) -> None:
-        if not self._ended:
-            self._out.append(bytes(body))
-
-    def on_message_complete(self) -> None:
-        if self._head_sent:
-            self._eof_pending = True
 
     # --- sending --------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -242,7 +244,7 @@ class _StreamWriter:
                     self._out[0] = data[window:]
             if not self._out and self._eof_pending and not self._ended:
                 self._ended = True
-                trailers = [(k, v) for k, v in self._trailers if k not in _HOP_BY_HOP]
+                trailers = _h2_fields(self._trailers)
                 if trailers:
                     c.h2.send_headers(self.stream_id, trailers, end_stream=True)
                 else:
@@ -275,13 +277,19 @@ class _StreamWriter:
         self._wake()
 
 
+def _h2_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``fields`` for HTTP/2: lower-case names, connection-specific ones dropped (RFC 9113
+    §8.2.2: the relay's hop-by-hop set, ``http/relay.py``)."""
+    return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
+
+
 class H2Connection(WriteFlow):
     """One HTTP/2 client connection; streams are served concurrently, each by ``app``."""
 
     def __init__(
         self,
         app: App,
-        limits: LimitsConfig,
+        limits: ServerLimits,
         trusted: TrustedProxies,
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,

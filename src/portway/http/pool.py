@@ -11,14 +11,14 @@ from __future__ import annotations
 import ssl as _ssl
 from typing import Any
 
-from portway.config.schema import PoolConfig
 from portway.http.client import UpstreamConnection, open_connection
+from portway.http.limits import PoolSettings
 
 
 class ConnectionPool:
     """Idle keep-alive connections to one ``host:port``."""
 
-    def __init__(self, host: str, port: int, config: PoolConfig, scheme: str = "http") -> None:
+    def __init__(self, host: str, port: int, config: PoolSettings, scheme: str = "http") -> None:
         self.host = host
         self.port = port
         self.config = config

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION
+from portway.http.relay import body_forbidden
 
 #: names a relayed head must not pass on as they are
 SPECIAL: Final = HOP_BY_HOP | {b"via", b"content-length"}
@@ -149,7 +150,7 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
         pos += size + 2
     if pos > run:
         fields.append(buf[run:pos])
-    no_body = head_only or status == 204 or status == 304
+    no_body = body_forbidden(head_only, status)
     close = not no_body and cl is None
     # what llhttp's should_keep_alive says of a plain head
     if cv is None:

@@ -18,7 +18,6 @@ from typing import Any, Final, Protocol
 
 import httptools
 
-from portway.config.schema import LimitsConfig
 from portway.errors import (
     BadRequestError,
     GatewayError,
@@ -32,6 +31,7 @@ from portway.http.exceptions import ClientDisconnectedError as ClientDisconnecte
 from portway.http.flow import WriteFlow, adopt_transport, as_protocol
 from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.headers import Headers
+from portway.http.limits import Limits, ServerLimits
 from portway.http.memo import remember
 from portway.http.models import Request, Response
 from portway.http.owned import drop_underscored
@@ -40,7 +40,7 @@ from portway.http.requestid import request_id_of
 from portway.http.sweeper import NEVER, sweeper_for
 from portway.http.upgrade import is_websocket
 from portway.http.validate import INVALID_TARGET
-from portway.http.wire import METHODS, head_bytes
+from portway.http.wire import METHODS, chunk, head_bytes, last_chunk
 
 log: Final = logging.getLogger("portway.http")
 
@@ -80,13 +80,45 @@ class App:
 class ClientConnection(Protocol):
     """What the proxy handler writes one response through: an HTTP/1.1
     :class:`ServerConnection` or an HTTP/2 stream (compiled code checks argument types, so
-    the handler is typed with this, not with either class)."""
+    the handler is typed with this, not with either class).
+
+    The response-writer interface, which each protocol implements natively (HTTP/2 turns it
+    into HEADERS/DATA frames, never parsing HTTP/1.1 bytes back):
+
+    - ``send_info(status, reason, fields)``: an interim response (100, 103);
+    - ``send_head(status, reason, fields, mode, body, end)``: the final head — ``fields``
+      carry the framing fields ``http/relay.add_response_framing`` appended for ``mode``
+      (``none``/``length``/``chunked``/``close``), ``body`` is the first body bytes (may be
+      empty), ``end`` says they are the whole body; returns the bytes written for the head;
+    - ``send_body(data)``: a body chunk (framed by the head's mode);
+    - ``send_end(trailers)``: the body is complete (trailers, when the mode carries them);
+    - ``abort()``: the response cannot be completed (HTTP/1.1: the connection is reset;
+      HTTP/2: the stream is).
+
+    ``write``/``write_soon`` stay for HTTP/1.1-only writers (the upgrade tunnel).
+    """
 
     closed: bool
     extra: dict[str, Any]
 
     @property
     def _can_write(self) -> object | None: ...
+
+    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None: ...
+
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[tuple[bytes, bytes]],
+        mode: str,
+        body: bytes,
+        end: bool,
+    ) -> int: ...
+
+    def send_body(self, data: bytes) -> None: ...
+
+    def send_end(self, trailers: Headers | None) -> None: ...
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
@@ -127,7 +159,7 @@ class ServerConnection(WriteFlow):
     def __init__(
         self,
         app: App,
-        limits: LimitsConfig,
+        limits: ServerLimits,
         trusted: TrustedProxies,
         scheme: str = "http",
         loop: asyncio.AbstractEventLoop | None = None,
@@ -206,6 +238,8 @@ class ServerConnection(WriteFlow):
         self._pending: GatewayError | None = None
         #: an unexpected exception (a bug) raised inside an llhttp callback
         self._bug: Exception | None = None
+        #: the response being written takes the chunked coding (``send_head``'s mode)
+        self._chunked_out = False
         self._eof_seen = False
         #: the bytes being parsed when they began at a message boundary, else b"" (for the
         #: request-line shortcut of ``_version``)
@@ -725,7 +759,38 @@ class ServerConnection(WriteFlow):
         self._arm(self._idle_timeout, now)
         return True
 
-    # --- writing ---------------------------------------------------------------------------
+    # --- writing: the response-writer interface (see ClientConnection) --------------------
+    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
+        self.write(head_bytes(status, reason, fields))
+
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[tuple[bytes, bytes]],
+        mode: str,
+        body: bytes,
+        end: bool,
+    ) -> int:
+        if self.transport is None or self.closed:
+            raise ClientDisconnectedError("client disconnected")
+        self._chunked_out = mode == "chunked"
+        data = head_bytes(status, reason, fields)
+        if body:
+            # one write for head + body: a syscall per response saved
+            self.write_soon(data + (chunk(body) if self._chunked_out else body))
+        else:
+            self.write_soon(data)
+        return len(data)
+
+    def send_body(self, data: bytes) -> None:
+        self.write(chunk(data) if self._chunked_out else data)
+
+    def send_end(self, trailers: Headers | None) -> None:
+        if self._chunked_out:
+            self._chunked_out = False
+            self.write(last_chunk(trailers))
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         t = self.transport
         if t is None or self.closed:
@@ -937,13 +1002,13 @@ async def serve_simple(
     handler: Callable[[Request], Awaitable[Response]],
     host: str,
     port: int,
-    limits: LimitsConfig | None = None,
+    limits: ServerLimits | None = None,
     ssl: Any = None,
 ) -> asyncio.Server:
     """Serve ``handler`` on ``host:port`` with the same hardened HTTP/1.1 framing."""
     loop = asyncio.get_running_loop()
     app = _SimpleApp(handler)
-    lim = limits or LimitsConfig.model_validate({"max_body_bytes": 16 * 1024 * 1024})
+    lim = limits or Limits(max_body_bytes=16 * 1024 * 1024)
     trusted = TrustedProxies([])
     return await loop.create_server(
         lambda: as_protocol(ServerConnection(app, lim, trusted, "https" if ssl else "http", loop)),

@@ -202,14 +202,28 @@ def _split_events(events: list[TraceEvent]) -> tuple[list[Any], list[Any], list[
     return plugins, attempts, steps
 
 
+def _path_info(ctx: RequestContext) -> dict[str, Any]:
+    """How this request is served (an explained request always takes a task: "general") and
+    how this worker served the route's requests so far (task-free, general, fallback)."""
+    from portway.observability.metrics import get_metrics
+    from portway.pipeline.context import SERVED_LABELS
+
+    m = ctx.match
+    return {
+        "this_request": SERVED_LABELS[ctx.served],
+        "route_requests": None if m is None else get_metrics().route_paths(m.name),
+    }
+
+
 def explain(ctx: RequestContext, routes: Any = None) -> dict[str, Any]:
     """Everything known about how ``ctx`` was (or would be) handled, JSON-serialisable.
 
     Keys: ``request_id``, ``request`` (method, path, host, query), ``route`` (``None`` when no
     route matched; else name, pattern, params, routes considered and what matched), ``consumer``
     (username or ``None``; never credentials), ``plugins`` (phase timings and decisions),
-    ``upstream`` (name, chosen target, attempts), ``traffic`` (the variant chosen by the
-    route's split/versions/fallback rules and why, or ``None``), ``steps``, ``response``,
+    ``upstream`` (name, chosen target, attempts), ``path`` (the serving path of this request
+    and the route's counts by path), ``traffic`` (the variant chosen by the route's
+    split/versions/fallback rules and why, or ``None``), ``steps``, ``response``,
     ``rejected_by`` (plugin, phase, status and reason of a plugin that answered instead of the
     upstream), ``error`` and ``total_ms``; with ``routes`` (the config's routes) also
     ``routes_not_taken``: every other route and why it did not match.
@@ -228,6 +242,7 @@ def explain(ctx: RequestContext, routes: Any = None) -> dict[str, Any]:
             "query": req.query.decode("latin-1"),
         },
         "route": _route_info(ctx),
+        "path": _path_info(ctx),
         "consumer": None
         if consumer is None
         else {"username": consumer.username, "anonymous": consumer.anonymous},

@@ -45,6 +45,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 
 from portway.observability.observer import Observer
+from portway.observability.sources import cache_stats_sources
 from portway.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -96,10 +97,14 @@ CACHE_RESULTS: Final[frozenset[str]] = frozenset({"hit", "miss", "bypass", "stal
 CIRCUIT_STATES: Final[dict[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 
 
+#: label values of ``portway_route_path_requests_total``, by ``RequestContext.served``
+PATH_LABELS: Final[tuple[str, ...]] = ("general", "fast", "fallback")
+
+
 class _Series:
     """Cumulative values of one (route, upstream) pair; histogram buckets are not cumulative."""
 
-    __slots__ = ("bytes_in", "bytes_out", "dur", "dur_sum", "requests", "up", "up_sum")
+    __slots__ = ("bytes_in", "bytes_out", "dur", "dur_sum", "paths", "requests", "up", "up_sum")
 
     def __init__(self, nb: int) -> None:
         self.requests = [0] * _N_REQ
@@ -109,6 +114,8 @@ class _Series:
         self.up_sum = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
+        #: requests per serving path (general, task-free, fallback: ``ctx.served``)
+        self.paths = [0, 0, 0]
 
     def dump(self) -> list[Any]:
         return [
@@ -119,10 +126,11 @@ class _Series:
             self.up_sum,
             self.bytes_in,
             self.bytes_out,
+            self.paths,
         ]
 
     def add(self, d: list[Any]) -> None:
-        reqs, dur, dur_sum, up, up_sum, b_in, b_out = d
+        reqs, dur, dur_sum, up, up_sum, b_in, b_out, paths = d
         if len(reqs) != len(self.requests) or len(dur) != len(self.dur) or len(up) != len(self.up):
             raise ValueError("incompatible series layout")
         for i, v in enumerate(reqs):
@@ -135,6 +143,8 @@ class _Series:
         self.up_sum += up_sum
         self.bytes_in += b_in
         self.bytes_out += b_out
+        for i, v in enumerate(paths):
+            self.paths[i] += v
 
 
 @dataclass
@@ -316,6 +326,7 @@ class Metrics(Observer):
                 sink(ctx)
             except Exception:
                 log.exception("error sink failed")
+        s.paths[ctx.served] += 1
         extra = ctx.extra
         if extra:
             rej = extra.get("rejected_by")
@@ -335,6 +346,14 @@ class Metrics(Observer):
                 self._graphql[gk] = self._graphql.get(gk, 0) + 1
 
     # --- other events ----------------------------------------------------------------------
+    def route_paths(self, route: str) -> dict[str, int]:
+        """This process's requests of ``route`` by serving path (for ``?explain``)."""
+        counts = [0, 0, 0]
+        for s in self._by_route.get(route, {}).values():
+            for i, n in enumerate(s.paths):
+                counts[i] += n
+        return dict(zip(PATH_LABELS, counts, strict=True))
+
     def connection_opened(self) -> None:
         self.active_connections += 1
 
@@ -453,23 +472,21 @@ _EVENT_NAME: Final = re.compile(r"^[a-z_]{1,32}$")
 
 
 def _cache_plugin_counts() -> dict[tuple[str, str], int]:
-    """Counters of the running cache plugins (``portway.plugins.cache.registry.stats()``).
-
-    Read only when the cache plugin is loaded (importing it here would load it for nothing);
-    event names come from the plugin's code, so they are bounded."""
-    reg = sys.modules.get("portway.plugins.cache.registry")
-    if reg is None:
-        return {}
-    try:
-        routes = reg.stats().get("routes", {})
-    except Exception as e:  # the cache's bookkeeping must never break a scrape
-        log.warning("cache stats unavailable: %s", e)
-        return {}
+    """Counters of the running cache plugins, from the sources they registered
+    (``observability/sources.py``); event names come from the plugin's code, so they are
+    bounded."""
     out: dict[tuple[str, str], int] = {}
-    for route, counters in routes.items():
-        for event, n in dict(counters).items():
-            if isinstance(n, int) and _EVENT_NAME.match(str(event)):
-                out[(str(route), str(event))] = n
+    for source in cache_stats_sources():
+        try:
+            routes = source().get("routes", {})
+        except Exception as e:  # the cache's bookkeeping must never break a scrape
+            log.warning("cache stats unavailable: %s", e)
+            continue
+        for route, counters in routes.items():
+            for event, n in dict(counters).items():
+                if isinstance(n, int) and _EVENT_NAME.match(str(event)):
+                    k = (str(route), str(event))
+                    out[k] = out.get(k, 0) + n
     return out
 
 
@@ -655,8 +672,18 @@ class GatewayCollector:
         b_out = CounterMetricFamily(
             "portway_bytes_sent", "Response bytes sent to clients", labels=["route", "upstream"]
         )
+        paths = CounterMetricFamily(
+            "portway_route_path_requests",
+            "Requests per route by the path that served them: fast (task-free), general "
+            "(a task), fallback (started task-free, finished by a task)",
+            labels=["route", "path"],
+        )
+        by_route: dict[str, list[int]] = {}
         bounds = snap.buckets
         for (route, upstream), s in sorted(snap.series.items()):
+            counts = by_route.setdefault(route, [0, 0, 0])
+            for i, n in enumerate(s.paths):
+                counts[i] += n
             for i, n in enumerate(s.requests):
                 if n:
                     reqs.add_metric(
@@ -667,7 +694,11 @@ class GatewayCollector:
                 up.add_metric([route, upstream], _cumulate(s.up, bounds), s.up_sum)
             b_in.add_metric([route, upstream], s.bytes_in)
             b_out.add_metric([route, upstream], s.bytes_out)
-        yield from (reqs, dur, up, b_in, b_out)
+        for route, counts in by_route.items():
+            if route:
+                for i, n in enumerate(counts):
+                    paths.add_metric([route, PATH_LABELS[i]], n)
+        yield from (reqs, dur, up, b_in, b_out, paths)
 
     def _target_families(self) -> Iterator[Metric]:
         labels = ["upstream", "target"]

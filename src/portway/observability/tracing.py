@@ -28,15 +28,15 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import BaseModel, ConfigDict, Field
 
-from portway.config.types import Duration
+from portway.config.tracing import Propagation as Propagation
+from portway.config.tracing import TracingConfig as TracingConfig
 from portway.http.headers import Headers
 from portway.pipeline.context import ContextKey
 
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
     from portway.pipeline.context import RequestContext
 
-Propagation = Literal["tracecontext", "b3", "b3multi"]
 
 #: header names a tracer reads and writes; the data plane replaces them on upstream requests
 PROPAGATION_HEADERS: dict[str, tuple[str, ...]] = {
@@ -58,42 +57,6 @@ PROPAGATION_HEADERS: dict[str, tuple[str, ...]] = {
     "b3": ("b3",),
     "b3multi": ("x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"),
 }
-
-
-class TracingConfig(BaseModel):
-    """``tracing:`` section of ``portway.yaml``. Standalone (not built on
-    ``config.schema.Model``) so the schema can import it without an import cycle."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    enabled: bool = Field(False, description="trace requests and export spans over OTLP")
-    service_name: str = Field("portway", description="service.name resource attribute")
-    endpoint: str = Field(
-        "http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces URL (protobuf)"
-    )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="extra HTTP headers sent with every export"
-    )
-    timeout: Duration = Field(10.0, description="export request timeout")
-    sample_ratio: float = Field(
-        1.0, ge=0.0, le=1.0, description="share of new traces sampled; parents' decision wins"
-    )
-    propagation: list[Propagation] = Field(
-        default_factory=lambda: list[Propagation](["tracecontext"]),
-        min_length=1,
-        description="formats read from clients and written upstream, in precedence order",
-    )
-    max_queue_size: int = Field(2048, ge=1, description="spans buffered before dropping")
-    max_export_batch_size: int = Field(512, ge=1, description="spans per export request")
-    schedule_delay: Duration = Field(1.0, description="export interval of the batcher")
-    shutdown_timeout: Duration = Field(
-        1.0,
-        description="on shutdown, how long spans still queued may take to export before "
-        "they are dropped (a missing collector never delays the exit for longer)",
-    )
-    resource_attributes: dict[str, str] = Field(
-        default_factory=dict, description="extra resource attributes (deployment.environment…)"
-    )
 
 
 _REQUEST_SPAN: ContextKey[Any] = ContextKey("tracing.request_span")

@@ -38,7 +38,6 @@ DEFAULT_MAX_BODY: Final = 8 * 1024 * 1024
 #: fields describing the old bytes of a rewritten response (RFC 9110 §8.8, RFC 9530)
 STALE_VALIDATORS: Final = (b"etag", b"content-md5", b"digest", b"content-digest", b"repr-digest")
 
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQUEST_BODY: Final[ContextKey[bytes]] = ContextKey("buffering.request_body")
 
 
@@ -92,7 +91,7 @@ def _send_continue(ctx: RequestContext) -> None:
     body = ctx.request.body
     # (a client that sent its whole body already is not waiting for it)
     if conn is not None and ctx.request.version != "1.0" and body is not None and not body.complete:
-        conn.write(_CONTINUE)
+        conn.send_info(100, b"Continue", [])
 
 
 async def buffer_request_body(ctx: RequestContext, limit: int) -> bytes | None:

@@ -89,6 +89,22 @@ class TraceEvent:
     detail: str = ""
 
 
+#: values of :attr:`RequestContext.served`, and their metric label values
+GENERAL: Final = 0
+FAST: Final = 1
+FALLBACK: Final = 2
+SERVED_LABELS: Final[tuple[str, ...]] = ("general", "fast", "fallback")
+
+
+class Releasable:
+    """What holds an upstream connection for one request until it is released
+    (``proxy/exchange.py:Exchange``): ``release`` acts once, later calls do nothing. A base
+    class, not a ``Protocol``: compiled, the call through it is direct."""
+
+    def release(self, ok: bool) -> None:
+        raise NotImplementedError
+
+
 class RequestContext:
     """Everything about one request in flight.
 
@@ -106,11 +122,13 @@ class RequestContext:
         "consumer",
         "debug",
         "error",
+        "exchange",
         "extra",
         "match",
         "reached",
         "request",
         "response",
+        "served",
         "start",
         "target",
         "trace",
@@ -143,6 +161,11 @@ class RequestContext:
         self.debug = False
         self.trace: list[TraceEvent] | None = None
         self.extra: dict[str, Any] = {}
+        #: which path served it: :data:`GENERAL`, :data:`FAST` (task-free) or :data:`FALLBACK`
+        #: (started task-free, finished by the task); exported per route as metrics
+        self.served = GENERAL
+        #: the upstream exchange in progress (released exactly once, ``proxy/exchange.py``)
+        self.exchange: Releasable | None = None
         #: binding position of the plugin whose ``on_request`` is running or answered/failed
         #: (None once every ``on_request`` passed); response phases skip plugins after it
         self.reached: int | None = None

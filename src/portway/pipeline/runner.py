@@ -11,6 +11,7 @@ from portway.errors import GatewayError, PluginError
 from portway.http.models import Response
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, implements
+from portway.pipeline.suspend import HookSuspended, finish
 
 log: Final = logging.getLogger("portway.plugins")
 
@@ -81,11 +82,13 @@ class Chain:
             self.on_upstream_request or self.on_response_chunk or self.on_error
         ) and all(p.sync_hooks for p in (*self.on_request, *self.on_response))
 
-    async def run_request(self, ctx: RequestContext) -> Response | None:
-        """Run ``on_request`` in order; return the first short-circuit response."""
+    async def run_request(self, ctx: RequestContext, start: int = 0) -> Response | None:
+        """Run ``on_request`` in order (from the ``start``-th hook); return the first
+        short-circuit response."""
         trace = ctx.trace
         tracer = ctx.extra.get("_tracer")
-        for p in self.on_request:
+        hooks = self.on_request if start == 0 else self.on_request[start:]
+        for p in hooks:
             ctx.reached = self._pos[id(p)]
             t0 = time.perf_counter() if trace is not None else 0.0
             tok = tracer.start_phase(ctx, p.name, "on_request") if tracer is not None else None
@@ -111,11 +114,16 @@ class Chain:
 
     def run_request_sync(self, ctx: RequestContext) -> Response | None:
         """:meth:`run_request` for a chain of ``sync_hooks`` plugins, outside any task
-        (no tracing or debug trace there: those requests take the task path)."""
-        for p in self.on_request:
+        (no tracing or debug trace there: those requests take the task path). A hook that
+        suspends raises :class:`HookSuspended` (its ``index`` set): the caller hands it to a
+        task, which carries on with :meth:`resume_request`."""
+        for i, p in enumerate(self.on_request):
             ctx.reached = self._pos[id(p)]
             try:
                 resp = drive(p.on_request(ctx))
+            except HookSuspended as s:
+                s.index = i
+                raise
             except Exception as e:
                 ctx.extra["rejected_by"] = p.name
                 raise _wrap(p, "on_request", e) from e
@@ -125,12 +133,32 @@ class Chain:
         ctx.reached = None
         return None
 
+    async def resume_request(self, ctx: RequestContext, s: HookSuspended) -> Response | None:
+        """Carry on :meth:`run_request_sync` where a hook suspended: finish that hook (it is
+        not run again), then run the hooks after it."""
+        p = self.on_request[s.index]
+        ctx.reached = self._pos[id(p)]
+        try:
+            resp = await finish(s)
+        except Exception as e:
+            ctx.extra["rejected_by"] = p.name
+            raise _wrap(p, "on_request", e) from e
+        if resp is not None:
+            ctx.extra["rejected_by"] = p.name
+            return cast(Response, resp)
+        return await self.run_request(ctx, s.index + 1)
+
     def run_response_sync(self, ctx: RequestContext) -> None:
-        """:meth:`run_response` for a chain of ``sync_hooks`` plugins, outside any task."""
+        """:meth:`run_response` for a chain of ``sync_hooks`` plugins, outside any task. A
+        hook that suspends here fails the request (the response is already being relayed:
+        there is no earlier point to hand over from)."""
         plugins = self.on_response if ctx.reached is None else self._ran(ctx, self.on_response)
         for p in plugins:
             try:
                 drive(p.on_response(ctx))
+            except HookSuspended as s:
+                s.close()
+                raise _wrap(p, "on_response", RuntimeError(str(s))) from None
             except Exception as e:
                 raise _wrap(p, "on_response", e) from e
 
@@ -216,13 +244,13 @@ class Chain:
 
 
 def drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends to completion, without an event loop step."""
+    """Run a coroutine that never suspends to completion, without an event loop step; one
+    that suspends raises :class:`HookSuspended` with it (not closed: it can be resumed)."""
     try:
-        coro.send(None)
+        yielded = coro.send(None)
     except StopIteration as e:
         return cast(T, e.value)
-    coro.close()
-    raise RuntimeError("a sync_hooks plugin hook suspended (awaited I/O or a timer)")
+    raise HookSuspended(coro, yielded)
 
 
 def _ms(t0: float) -> float:

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from portway.http.server import ClientConnection
     from portway.pipeline.context import RequestContext
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
 
 class _Prefixed(BodyStream):
     """The bytes already read, then the rest of the client's body stream."""
@@ -70,7 +68,7 @@ async def buffer_request_body(
     if req.expect_continue and req.version != "1.0" and client is not None:
         # the client waits for this before sending its body; the forwarder must not send it
         # again later
-        client.write(_CONTINUE)
+        client.send_info(100, b"Continue", [])
         req.expect_continue = False
         ureq.expect_continue = False
     parts: list[bytes] = []

@@ -9,8 +9,8 @@ connection, none of that is needed: :func:`try_fast` writes the upstream request
 the client parser's callback and :class:`FastExchange` relays the response from inside the
 upstream parser's callbacks, one client write per batch of upstream bytes.
 
-It is the same proxy, not a lesser one: the same header rules (``forward_header_items``,
-``response_header_items``), the same balancer, breaker and health bookkeeping, the same
+It is the same proxy, not a lesser one: the same header rules (``http/forwarding.py``,
+``http/relay.py``), the same balancer, breaker and health bookkeeping, the same
 timeouts (the sweeper), flow control (the upstream is paused while the client's write buffer
 is full), ``on_log`` hooks and observers. Anything it does not finish on its own — a failure
 before the response head, a retry on status — goes back to the worker task through
@@ -31,22 +31,33 @@ from portway.http.client import (
     request_line_parts,
 )
 from portway.http.forwarded import ForwardMemo
+from portway.http.forwarding import (
+    forward_header_items,
+    forward_header_lines,
+    needs_zero_length,
+    with_forwarded_prefix,
+)
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
-from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
-from portway.pipeline.context import RequestContext
-from portway.proxy.forward import (
+from portway.http.relay import (
     FRAMING,
+    add_response_framing,
+    informational_items,
+    no_body,
+    response_header_items,
+    switch_allowed,
+    via_value,
+)
+from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
+from portway.pipeline.context import FALLBACK, FAST, RequestContext
+from portway.pipeline.suspend import HookSuspended
+from portway.proxy.forward import (
     IDEMPOTENT,
     Resume,
     _Attempt,
-    add_response_framing,
     after_failure,
     classify_failure,
-    forward_header_items,
-    forward_header_lines,
-    response_header_items,
     retry_on_status,
     upstream_path,
 )
@@ -61,7 +72,6 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("portway.proxy")
 
 _NO_EXCLUDE: Final[frozenset[Target]] = frozenset()
-_NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
 #: no runs of upstream lines (a head relayed field by field); never mutated
 _NO_RUNS: Final[list[bytes]] = []
 
@@ -78,7 +88,9 @@ def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     to that target, and connecting is an await); :data:`NOT_TAKEN` (nothing changed) when it
     does not qualify.
 
-    Called from inside the client parser's callback, so it must never raise."""
+    Called from inside the client parser's callback, so it must never raise. Whether the
+    request qualifies is decided before any hook runs; once one ran, a failure (a bug) hands
+    the request to the task *after* its hooks (:class:`Resume`), never back to its start."""
     try:
         return _start(app, conn, req)
     except Exception:
@@ -120,8 +132,32 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
             answer = rt.chain.run_request_sync(ctx)
         except GatewayError as e:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
+        except HookSuspended as s:
+            # a sync hook awaited after all: the task finishes it (it is not run again)
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(suspended=s)))
         if answer is not None:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
+    try:
+        return _forward(app, graph, conn, req, ctx, rt, up, hooks)
+    except Exception:
+        if not hooks and tr is None and ctx.target is None:
+            raise  # nothing ran and nothing was taken: the general path starts afresh
+        log.exception("task-free path failed after the request hooks; the task carries on")
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
+
+
+def _forward(
+    app: ProxyApp,
+    graph: RuntimeGraph,
+    conn: ServerConnection,
+    req: Request,
+    ctx: RequestContext,
+    rt: RouteRuntime,
+    up: Upstream,
+    hooks: bool,
+) -> int:
+    """The part of :func:`_start` after the request hooks: choose, pick, write the head."""
+    tr = rt.traffic
     if tr is not None:
         # the variant (split / versions) is chosen now, once; the task carries on with it
         try:
@@ -131,8 +167,9 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         if choice.headers:  # a cookie or Deprecation fields to add: the general path does
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
         rt = choice.rt
-        up = rt.upstream
-        assert up is not None
+        vup = rt.upstream
+        assert vup is not None
+        up = vup
         ctx.upstream_name = up.name
     target = up.pick(ctx, _NO_EXCLUDE)
     if target is None:
@@ -148,10 +185,18 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         # connecting is an await: the task does it (and fills the pool), with this target —
         # picking again there would cost the balancer a turn
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(target=target)))
+    try:
+        head = _request_head(req, rt, graph, target, ctx, conn.forward_memo)
+        ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
+        uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
+    except Exception:
+        # a bug before anything was written: the pooled connection is given up (never
+        # leaked), the pick released; the caller hands the request over after its hooks
+        uconn.abort()
+        up.release(target)
+        ctx.target = target  # (tells the caller something was taken)
+        raise
     ctx.target = target
-    head = _request_head(req, rt, graph, target, ctx, conn.forward_memo)
-    ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
-    uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     uconn.write_soon(head)
     target.in_flight += 1
     uconn.arm_read_timeout(now + rt.try_timeout, now)
@@ -180,15 +225,14 @@ def _request_head(
     if prefix is not None:
         target_s = path + "?" + query.decode("latin-1") if query else path
         items = forward_header_items(req, ureq.headers.raw(), graph.via, new_host)
-        items = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
-        items.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
-        if ureq.method in _NEEDS_LENGTH:
+        items = with_forwarded_prefix(items, prefix)
+        if needs_zero_length(ureq.method):
             items.append((b"content-length", b"0"))
         return build_request_head(ureq.method, target_s, items)
     # the common case straight into bytes: no field list, fewer pieces to join
     parts = request_line_parts(ureq.method, path, query)
     forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts, memo)
-    if ureq.method in _NEEDS_LENGTH:
+    if needs_zero_length(ureq.method):
         parts.append(b"content-length: 0\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
@@ -263,7 +307,7 @@ class FastExchange(ResponseSink):
     # --- ResponseSink (inside the upstream parser) ---------------------------------------------
     def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if status == 103 and self.ctx.request.version != "1.0" and not self.head_sent:
-            self.out.append(head_bytes(103, reason, headers))
+            self.out.append(head_bytes(103, reason, informational_items(headers)))
 
     def on_head(
         self,
@@ -294,7 +338,7 @@ class FastExchange(ResponseSink):
                 else [kv for kv in headers if kv[0] != b"content-length" and kv[0] != b"connection"]
             )
             if via is not None:
-                items.append((b"via", b"1.1 " + via))
+                items.append((b"via", via_value(None, via)))
         # ``ctx.response`` shares ``items``: what observers and on_log see is what was sent
         resp = Response(status, Headers.adopt(items), b"", reason, chunked, upstream=True)
         ctx.response = resp
@@ -308,8 +352,8 @@ class FastExchange(ResponseSink):
             items = resp.headers.raw()
             if any(k in FRAMING for k, _ in items):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
-        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
-        mode, self.keep = add_response_framing(items, req, no_body, content_length, self.keep)
+        empty = no_body(req.method, status)
+        mode, self.keep = add_response_framing(items, req, empty, content_length, self.keep)
         self._emit_head(status, reason, _NO_RUNS, items, mode)
 
     def _admit(self, status: int, keep_alive: bool) -> bool:
@@ -320,7 +364,7 @@ class FastExchange(ResponseSink):
         target = self.target
         # the upstream connection read the clock as these bytes arrived
         latency = self.uconn.last_io - self.t0
-        if status == 101:
+        if status == 101 and not switch_allowed(ctx.request.upgrade, None):
             # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed (no
             # upgrade takes this path); both connections end (http/upgrade.py)
             ctx.request.keep_alive = False
@@ -347,11 +391,10 @@ class FastExchange(ResponseSink):
             return
         ctx = self.ctx
         req = ctx.request
-        no_body = req.method == "HEAD" or status == 204 or status == 304
         # the upstream's Content-Length line is among ``fields``, relayed as it is
         framing: list[tuple[bytes, bytes]] = []
         mode, self.keep = add_response_framing(
-            framing, req, no_body, content_length, self.keep, length_sent=True
+            framing, req, no_body(req.method, status), content_length, self.keep, length_sent=True
         )
         via_line = self.graph.via_line
         if via_line:
@@ -495,6 +538,7 @@ class FastExchange(ResponseSink):
         ctx = self.ctx
         if not ok:
             ctx.error = ctx.error or ConnectionError("client connection lost")
+        ctx.served = FAST
         self.graph.request_done(self.rt.chain, ctx)
         self.graph.inflight -= 1
         if notify:
@@ -534,4 +578,5 @@ class _Resumed:
         self.resume = resume
 
     async def run(self, conn: ServerConnection) -> bool:
+        self.ctx.served = FALLBACK
         return await self.app.serve(conn, self.ctx, self.graph, self.rt, self.resume)

@@ -32,13 +32,23 @@ from portway.http.client import (
     UpstreamResetError,
     build_request_head,
 )
-from portway.http.forwarded import ForwardMemo
-from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, Headers, value_tokens
-from portway.http.memo import remember
-from portway.http.models import Request, Response
-from portway.http.upgrade import is_websocket
-from portway.http.wire import append_fields, chunk, last_chunk
+from portway.http.forwarding import (
+    forward_header_items,
+    set_request_framing,
+    with_forwarded_prefix,
+)
+from portway.http.headers import Headers
+from portway.http.models import Response
+from portway.http.relay import (
+    informational_items,
+    response_header_items,
+    switch_allowed,
+    via_value,
+)
+from portway.http.wire import chunk, last_chunk
 from portway.pipeline.context import RequestContext
+from portway.pipeline.suspend import HookSuspended
+from portway.proxy.exchange import Exchange, finish_exchange
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -49,9 +59,6 @@ if TYPE_CHECKING:
 
 log: Final = logging.getLogger("portway.proxy")
 
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: RFC 9110 §7.6.3 received-protocol of the client hop
-_VIA_PROTO: Final = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
 #: RFC 9110 §9.2.2: only these may be resent automatically
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -65,49 +72,19 @@ class _Attempt(Exception):
         self.error = error
 
 
-#: Connection tokens that name no extra field to drop (the common "keep-alive" / "close")
-_PLAIN_TOKENS: Final = frozenset({b"keep-alive", b"close"})
-_UPGRADE_FIELDS: Final = frozenset({b"upgrade", b"connection"})
-#: http2-settings: RFC 7540 §3.2.1 connection-specific, meaningful only with "Upgrade: h2c",
-#: which is never forwarded (http/upgrade.py)
-_ALWAYS_DROP: Final = HOP_BY_HOP | {
-    b"expect",
-    b"x-portway-debug",
-    b"content-length",
-    b"http2-settings",
-}
-_FORWARDED: Final = frozenset(
-    {
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
-        b"forwarded",
-    }
-)
-_DROP_UNTRUSTED: Final = _ALWAYS_DROP | _FORWARDED
-# fields the single pass below rewrites rather than copies
-_REWRITTEN: Final = frozenset({b"x-forwarded-for", b"via"})
-#: the relayed response's framing fields, which the gateway writes itself
-FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_HOP_AND_FRAMING: Final = HOP_BY_HOP | FRAMING
-
-
 def prepare_upstream_request(ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph) -> None:
     """Build the upstream request in one pass over the client's fields: drop hop-by-hop ones
     (and those named in ``Connection``), add X-Forwarded-* and Via, set framing, apply
     strip_prefix/rewrite. Framing is fixed here: a plugin that replaces the body in
     ``on_upstream_request`` must call :func:`set_request_framing` again."""
     ureq = ctx.upstream_request
-    ureq.headers = Headers(forward_header_items(ctx.request, ureq.headers.raw(), graph.via))
-    set_request_framing(ureq)
+    items = forward_header_items(ctx.request, ureq.headers.raw(), graph.via)
     path, prefix = upstream_path(rt, ctx.match, ureq.path)
     ureq.path = path
     if prefix is not None:
-        # Kong/Traefik convention: tell the upstream what was stripped (for absolute links)
-        ureq.headers.set("x-forwarded-prefix", prefix)
+        items = with_forwarded_prefix(items, prefix)
+    ureq.headers = Headers(items)
+    set_request_framing(ureq)
 
 
 def upstream_path(rt: RouteRuntime, m: RouteMatch | None, path: str) -> tuple[str, str | None]:
@@ -123,227 +100,6 @@ def upstream_path(rt: RouteRuntime, m: RouteMatch | None, path: str) -> tuple[st
     return path, None
 
 
-class _Scan:
-    """One pass over the client's fields (see :func:`_scan`): what is kept, and what the
-    added fields depend on."""
-
-    __slots__ = (
-        "has_port",
-        "has_real",
-        "has_xfh",
-        "has_xfp",
-        "host",
-        "kept",
-        "prior",
-        "upgrade",
-        "via",
-    )
-
-    def __init__(self, kept: list[tuple[bytes, bytes]]) -> None:
-        self.kept = kept
-        self.upgrade: bytes | None = None
-        self.prior: list[bytes] | None = None
-        self.via: bytes | None = None
-        self.host: bytes | None = None
-        self.has_xfp = False
-        self.has_xfh = False
-        self.has_port = False
-        self.has_real = False
-
-
-def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) -> _Scan:
-    """The client's fields minus hop-by-hop ones (and those named in ``Connection``),
-    Content-Length and, from untrusted peers, X-Forwarded-*; prior X-Forwarded-For and Via
-    values set aside to be merged."""
-    drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
-    sc = _Scan([] if new_host is None else [(b"host", new_host)])
-    kept = sc.kept
-    conn_value: bytes | None = None
-    for kv in raw:
-        k = kv[0]
-        if k in drop:
-            if k == b"connection":
-                v = kv[1]
-                conn_value = v if conn_value is None else conn_value + b", " + v
-            elif k == b"upgrade":
-                sc.upgrade = kv[1]
-            continue
-        if k in _REWRITTEN:
-            v = kv[1]
-            if k == b"via":
-                sc.via = v if sc.via is None else sc.via + b", " + v
-            else:
-                if sc.prior is None:
-                    sc.prior = []
-                sc.prior.append(v)
-            continue
-        if k == b"host":
-            sc.host = kv[1]
-            if new_host is not None:
-                continue
-        elif k == b"x-forwarded-proto":
-            sc.has_xfp = True
-        elif k == b"x-forwarded-host":
-            sc.has_xfh = True
-        elif k == b"x-forwarded-port":
-            sc.has_port = True
-        elif k == b"x-real-ip":
-            sc.has_real = True
-        kept.append(kv)  # the client's own pair: no new tuple
-    if conn_value is not None:
-        named = value_tokens(conn_value)
-        if named:
-            sc.kept = [kv for kv in kept if kv[0] not in named]
-    return sc
-
-
-def _added(req: Request, sc: _Scan, via_name: bytes | None) -> list[tuple[bytes, bytes]]:
-    """X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP, Via (and the upgrade pair)."""
-    out: list[tuple[bytes, bytes]] = []
-    peer = req.peer_ip.encode()
-    prior = sc.prior
-    out.append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
-    if not sc.has_xfp:
-        out.append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
-    if not sc.has_xfh and sc.host is not None:
-        out.append((b"x-forwarded-host", sc.host))
-    if not sc.has_port and req.server_port:
-        out.append((b"x-forwarded-port", str(req.server_port).encode()))
-    if not sc.has_real:
-        out.append((b"x-real-ip", req.client_ip.encode()))
-    via = sc.via
-    if via_name is not None:
-        mine = _VIA_PROTO.get(req.version, b"1.0 ") + via_name
-        out.append((b"via", via + b", " + mine if via else mine))
-    elif via is not None:
-        out.append((b"via", via))
-    if sc.upgrade is not None and req.upgrade:
-        out.append((b"connection", b"upgrade"))
-        out.append((b"upgrade", sc.upgrade))
-    return out
-
-
-def forward_header_items(
-    req: Request,
-    raw: list[tuple[bytes, bytes]],
-    via_name: bytes | None,
-    new_host: bytes | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """The fields to send upstream, from the client's ``raw`` list: hop-by-hop fields (and
-    those named in ``Connection``), Content-Length and, from untrusted peers, X-Forwarded-*
-    dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing.
-    ``new_host`` replaces the client's Host (which still feeds X-Forwarded-Host), first."""
-    sc = _scan(req, raw, new_host)
-    items = sc.kept
-    items.extend(_added(req, sc, via_name))
-    return items
-
-
-def forward_header_lines(
-    req: Request,
-    raw: list[tuple[bytes, bytes]],
-    via_name: bytes | None,
-    new_host: bytes | None,
-    parts: list[bytes],
-    memo: ForwardMemo | None = None,
-) -> None:
-    """:func:`forward_header_items` serialised: appends ``name: value CRLF`` pieces to
-    ``parts`` (the task-free path's request head). ``memo``: the client connection's own
-    memo of the added fields (see :class:`ForwardMemo`).
-
-    The usual request (no Via, no forwarding fields to keep, no Upgrade, a plain Connection
-    value) is written in one pass with no field list, and the added fields, which then
-    depend only on the connection, Host and version, come from remembered bytes (bounded).
-    Anything else is undone and written by the general :func:`_scan`."""
-    start = len(parts)
-    if new_host is not None:
-        parts.append(b"host: ")
-        parts.append(new_host)
-        parts.append(b"\r\n")
-    trusted = req.trusted_peer
-    host: bytes | None = None
-    plain = True
-    for kv in raw:
-        k = kv[0]
-        if k in _LOOK:
-            if k == b"host":
-                host = kv[1]
-                if new_host is not None:
-                    continue
-            elif k in _NOT_PLAIN or (trusted and k in _FORWARDED):
-                plain = False
-                break
-            elif k == b"connection":
-                if kv[1] not in PLAIN_CONNECTION:
-                    plain = False
-                    break
-                continue
-            else:
-                continue  # hop-by-hop, Content-Length, Expect, untrusted X-Forwarded-*
-        parts.append(k)
-        parts.append(b": ")
-        parts.append(kv[1])
-        parts.append(b"\r\n")
-    if not plain:
-        del parts[start:]
-        sc = _scan(req, raw, new_host)
-        append_fields(parts, sc.kept)
-        append_fields(parts, _added(req, sc, via_name))
-        return
-    if (
-        memo is not None
-        and memo.tail
-        and memo.host == host
-        and memo.version == req.version
-        and memo.client_ip == req.client_ip
-        and memo.via == via_name
-    ):
-        # the connection's peer, scheme and port are the same for all its requests
-        parts.append(memo.tail)
-        return
-    key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, host, via_name)
-    tail = _TAILS.get(key)
-    if tail is None:
-        sc = _Scan([])  # a usual request: its Host is all the added fields depend on
-        sc.host = host
-        lines: list[bytes] = []
-        append_fields(lines, _added(req, sc, via_name))
-        tail = remember(_TAILS, key, b"".join(lines), 1024)
-    parts.append(tail)
-    if memo is not None:
-        memo.tail = tail
-        memo.host = host
-        memo.version = req.version
-        memo.client_ip = req.client_ip
-        memo.via = via_name
-
-
-#: fields :func:`forward_header_lines` looks at rather than copies
-_LOOK: Final = _DROP_UNTRUSTED | _REWRITTEN | {b"host", b"close"}
-#: fields that make a request not "usual" for :func:`forward_header_lines` ("close": a
-#: field of that name goes when Connection says close, which the general path sorts out)
-_NOT_PLAIN: Final = frozenset({b"via", b"upgrade", b"close"})
-
-
-#: serialised added fields per (peer, client ip, scheme, port, version, Host, Via name)
-_TAILS: Final[dict[tuple[str, str, str, int, str, bytes | None, bytes | None], bytes]] = {}
-
-
-def set_request_framing(ureq: Request) -> None:
-    """(Re)write Content-Length / Transfer-Encoding of the upstream request from its body."""
-    h = ureq.headers
-    raw = h.raw()
-    if any(k == b"content-length" or k == b"transfer-encoding" for k, _ in raw):
-        h.remove_many((b"content-length", b"transfer-encoding"))
-    if ureq.body is not None:
-        if ureq.content_length is not None:
-            h.add_raw(b"content-length", str(ureq.content_length).encode())
-        else:
-            h.add_raw(b"transfer-encoding", b"chunked")
-    elif ureq.method in ("POST", "PUT", "PATCH"):
-        h.add_raw(b"content-length", b"0")
-
-
 async def _pump_body(
     conn: UpstreamConnection,
     body: BodyStream,
@@ -354,7 +110,7 @@ async def _pump_body(
     limit: int | None,
 ) -> None:
     if expect and client is not None:
-        client.write(_CONTINUE)
+        client.send_info(100, b"Continue", [])
     sent = 0
     while True:
         data = body.read_nowait()
@@ -396,6 +152,9 @@ class Resume:
     target: Target | None = None
     #: the answer an ``on_request`` hook gave (nothing is forwarded)
     response: Response | None = None
+    #: a ``sync_hooks`` request hook that suspended (``pipeline/suspend.py``): the task
+    #: finishes it and runs the hooks after it
+    suspended: HookSuspended | None = None
 
 
 def classify_failure(e: BaseException, stale_ok: bool) -> _Attempt | None:
@@ -442,45 +201,6 @@ def _body_used(ctx: RequestContext) -> bool:
     return body is not None and (body.received > 0 or body.at_eof)
 
 
-def add_response_framing(
-    items: list[tuple[bytes, bytes]],
-    req: Request,
-    no_body: bool,
-    content_length: bytes | None,
-    keep: bool,
-    length_sent: bool = False,
-) -> tuple[str, bool]:
-    """Append the framing fields of a relayed response to ``items``: its Content-Length when
-    kept (``content_length``; not appended when ``length_sent``: the caller relays the
-    upstream's own line), else chunked for HTTP/1.1 clients or close-delimited for 1.0,
-    then Connection. Returns ``(mode, keep)``, mode one of none/length/chunked/close."""
-    if no_body:
-        mode = "none"
-        if content_length is not None and not length_sent:
-            items.append((b"content-length", content_length))
-    elif content_length is not None:
-        mode = "length"
-        if not length_sent:
-            items.append((b"content-length", content_length))
-    elif req.version != "1.0":  # HTTP/2 streams take the chunked framing (and trailers)
-        mode = "chunked"
-        items.append((b"transfer-encoding", b"chunked"))
-    else:
-        mode = "close"
-        keep = False
-    add_connection_field(items, req, keep)
-    return mode, keep
-
-
-def add_connection_field(items: list[tuple[bytes, bytes]], req: Request, keep: bool) -> None:
-    """``Connection: close`` exactly when the connection will close; ``keep-alive`` for a
-    persistent HTTP/1.0 client, which would otherwise assume close."""
-    if not keep:
-        items.append((b"connection", b"close"))
-    elif req.version == "1.0":
-        items.append((b"connection", b"keep-alive"))
-
-
 def retry_on_status(
     ctx: RequestContext, up: Upstream, status: int, attempt: int, deadline: float
 ) -> bool:
@@ -492,44 +212,6 @@ def retry_on_status(
         and asyncio.get_running_loop().time() < deadline
         and up.may_retry(ctx, attempt, True, str(status))
     )
-
-
-def response_header_items(
-    raw: list[tuple[bytes, bytes]],
-    status: int,
-    via: bytes | None,
-    drop_framing: bool = False,
-    connection: bytes | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """One pass over an upstream response's fields: drop hop-by-hop fields, those named in
-    ``connection`` (the Connection values the parser gathered) and, with ``drop_framing``,
-    :data:`FRAMING` (the caller writes its own); merge Via (not on a 101, which keeps
-    Upgrade)."""
-    switching = status == 101
-    base = _HOP_AND_FRAMING if drop_framing else HOP_BY_HOP
-    if (connection is None or connection in PLAIN_CONNECTION) and not switching:
-        drop = base  # the common case ("Connection: keep-alive" or none): no set built
-    else:
-        tokens = value_tokens(connection) if connection is not None else set()
-        drop = base if tokens <= _PLAIN_TOKENS else base | tokens
-        if switching:
-            drop = drop - _UPGRADE_FIELDS
-    merge_via = via is not None and not switching
-    prior: bytes | None = None
-    kept: list[tuple[bytes, bytes]] = []
-    for kv in raw:
-        k = kv[0]
-        if k in drop:
-            continue
-        if merge_via and k == b"via":
-            v = kv[1]
-            prior = v if prior is None else prior + b", " + v
-            continue
-        kept.append(kv)
-    if merge_via:
-        assert via is not None
-        kept.append((b"via", prior + b", 1.1 " + via if prior else b"1.1 " + via))
-    return kept
 
 
 class Forwarder:
@@ -600,11 +282,6 @@ class Forwarder:
                 # ``retries.per_try_timeout`` bounds this attempt's wait for its head
                 try_deadline = min(deadline, t0 + rt.try_timeout)
                 resp = await self._exchange(ctx, rt, target, client, try_deadline)
-            except (asyncio.CancelledError, GatewayError):
-                # no outcome to record (client gone, body too large): give back the probe slot
-                target.in_flight -= 1
-                up.release(target)
-                raise
             except _Attempt as a:
                 target.in_flight -= 1
                 if a.reason == "stale" and not stale_retried:
@@ -621,6 +298,12 @@ class Forwarder:
                 if delay > 0:
                     await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 continue
+            except BaseException:
+                # no outcome to record (client gone, body too large, a bug of ours): give
+                # back the probe slot; nothing is blamed on the target
+                target.in_flight -= 1
+                up.release(target)
+                raise
             latency = loop.time() - t0
             ctx.upstream_latency = latency
             status = resp.status
@@ -674,7 +357,12 @@ class Forwarder:
             stream = conn.begin(head_only, timeouts.read)
             target_str = ureq.path + ("?" + ureq.query.decode("latin-1") if ureq.query else "")
             try:
-                conn.write(build_request_head(ureq.method, target_str, items))
+                head_bytes_ = build_request_head(ureq.method, target_str, items)
+            except BaseException:
+                conn.abort()  # a bug of ours: the connection is not leaked
+                raise
+            try:
+                conn.write(head_bytes_)
             except UpstreamResetError:
                 conn.abort()
                 conn = None
@@ -719,8 +407,8 @@ class Forwarder:
             if a is None:
                 raise
             raise a from e
-        if head.status == 101 and not (
-            ctx.request.upgrade and is_websocket(head.headers.get_raw(b"upgrade"))
+        if head.status == 101 and not switch_allowed(
+            ctx.request.upgrade, head.headers.get_raw(b"upgrade")
         ):
             # RFC 9110 §15.2.2: switching to a protocol the client did not ask for (or not to
             # the WebSocket asked for, http/upgrade.py); relaying it would leave the client and
@@ -740,7 +428,7 @@ class Forwarder:
                 response_header_items(headers.raw(), head.status, via, connection=head.connection)
             )
         elif via is not None:
-            headers.add_raw(b"via", b"1.1 " + via)
+            headers.add_raw(b"via", via_value(None, via))
         resp = Response(
             status=head.status,
             headers=headers,
@@ -749,27 +437,14 @@ class Forwarder:
             chunked=head.chunked,
             upstream=True,
         )
-        ctx.extra["_exchange"] = (conn, pool, pump, head, target)
+        ctx.exchange = Exchange(conn, pool, pump, head, target)
         return resp
 
     @staticmethod
     def finish_exchange(ctx: RequestContext, ok: bool) -> None:
-        """Return the connection to its pool (``ok``: the body was read to the end)."""
-        ex = ctx.extra.pop("_exchange", None)
-        if ex is None:
-            return
-        conn, pool, pump, head, target = ex
-        target.in_flight -= 1
-        if pump is not None and (not pump.done() or pump.cancelled() or pump.exception()):
-            # the request body was not all sent: the upstream still expects the rest, so
-            # the connection can never carry another request
-            pump.cancel()
-            conn.abort()
-            return
-        if ok and head.keep_alive and conn.reusable:
-            pool.release(conn)
-        else:
-            conn.abort() if not ok else conn.close()
+        """Release ``ctx``'s exchange (``ok``: the body was read to the end); see
+        :meth:`portway.proxy.exchange.Exchange.release`."""
+        finish_exchange(ctx, ok)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -807,7 +482,5 @@ async def _head_or_pump_failure(conn: UpstreamConnection, pump: asyncio.Task[Non
 
 def _relay_informational(client: ClientConnection, head: ResponseHead) -> None:
     if head.status == 103:
-        from portway.http.wire import head_bytes
-
         with contextlib.suppress(ConnectionError):
-            client.write(head_bytes(103, head.reason, head.headers.raw()))
+            client.send_info(103, head.reason, informational_items(head.headers.raw()))

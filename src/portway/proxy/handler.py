@@ -19,20 +19,14 @@ from portway.http.body import BodyStream
 from portway.http.grpc_status import grpc_error_response, is_grpc_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
+from portway.http.relay import add_connection_field, add_response_framing, no_body, without_framing
 from portway.http.requestid import new_request_id, well_formed
 from portway.http.server import App, ClientConnection, ClientDisconnectedError, ServerConnection
-from portway.http.wire import chunk, head_bytes, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
 from portway.proxy.buffering import buffer_request_body
 from portway.proxy.fast import NOT_TAKEN, STARTED, try_fast
-from portway.proxy.forward import (
-    Forwarder,
-    Resume,
-    add_connection_field,
-    add_response_framing,
-    prepare_upstream_request,
-)
+from portway.proxy.forward import Forwarder, Resume, prepare_upstream_request
 from portway.proxy.h2upstream import forward_h2, release_h2, uses_h2
 from portway.proxy.tunnel import tunnel
 
@@ -41,8 +35,6 @@ if TYPE_CHECKING:
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
 
 log: Final = logging.getLogger("portway.proxy")
-
-_NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
 class ProxyApp(App):
@@ -147,6 +139,9 @@ class ProxyApp(App):
                 if ctx.upstream_request is req:  # no hook, no copy yet
                     ctx.upstream_request = req.copy_for_upstream()
                 resp = resume.response if resume is not None else None
+                if resume is not None and resume.suspended is not None:
+                    # a sync hook suspended on the task-free path: finished here, not rerun
+                    resp = await chain.resume_request(ctx, resume.suspended)
             if resp is None and rt.aggregate is not None:
                 resp = await rt.aggregate.run(ctx, graph)
             elif resp is None:
@@ -243,48 +238,48 @@ class ProxyApp(App):
             resp = ctx.response = grpc_error_response(resp, req)
         keep = not close and req.keep_alive and _body_done(req)
         status = resp.status
-        no_body = req.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
+        empty = no_body(req.method, status)
         headers = resp.headers
-        items = [
-            (k, v)
-            for k, v in headers.raw()
-            if k not in (b"content-length", b"transfer-encoding", b"connection")
-        ]
+        items = without_framing(headers.raw())
         body = resp.body
         transform = bool(chain.on_response_chunk)
         reframe = chain.transforms_body
         if isinstance(body, bytes):
             if transform:
                 body = await chain.run_chunk(ctx, body, True)
-            if not no_body or req.method == "HEAD":
+            if not empty or req.method == "HEAD":
                 items.append((b"content-length", str(len(body)).encode()))
             add_connection_field(items, req, keep)
-            data = head_bytes(status, resp.reason, items)
             ctx.extra["_head_sent"] = True
-            conn.write_soon(data + body if body and not no_body else data)
-            ctx.bytes_out += len(data) + (len(body) if not no_body else 0)
+            sent = b"" if empty else body
+            size = conn.send_head(
+                status, resp.reason, items, "none" if empty else "length", sent, True
+            )
+            conn.send_end(None)
+            ctx.bytes_out += size + len(sent)
             Forwarder.finish_exchange(ctx, ok=True)
             return keep
         # streamed upstream body
         cl = None if reframe else headers.get_raw(b"content-length")
-        mode, keep = add_response_framing(items, req, no_body, cl, keep)
-        data = head_bytes(status, resp.reason, items)
-        ctx.bytes_out += len(data)
+        mode, keep = add_response_framing(items, req, empty, cl, keep)
         ctx.extra["_head_sent"] = True
         if mode == "length" and not transform:
-            # one write for head + whatever body is already here: a syscall per response saved
+            # head + whatever body is already here in one write: a syscall per response saved
             first = body.read_nowait()
             if first:
+                done = body.at_eof
+                ctx.bytes_out += conn.send_head(status, resp.reason, items, mode, first, done)
                 ctx.bytes_out += len(first)
-                conn.write_soon(data + first)
-                if body.at_eof:
+                if done:
+                    conn.send_end(None)
                     Forwarder.finish_exchange(ctx, ok=True)
                     return keep
                 ok = await self._stream(conn, ctx, chain, body, mode, transform)
                 Forwarder.finish_exchange(ctx, ok=ok)
                 return keep and ok
-        conn.write(data)
+        ctx.bytes_out += conn.send_head(status, resp.reason, items, mode, b"", mode == "none")
         if mode == "none":
+            conn.send_end(None)
             Forwarder.finish_exchange(ctx, ok=body.at_eof or req.method == "HEAD")
             return keep
         ok = await self._stream(conn, ctx, chain, body, mode, transform)
@@ -300,7 +295,6 @@ class ProxyApp(App):
         mode: str,
         transform: bool,
     ) -> bool:
-        chunked = mode == "chunked"
         try:
             while True:
                 data = body.read_nowait()
@@ -313,7 +307,7 @@ class ProxyApp(App):
                     if not data:
                         continue
                 ctx.bytes_out += len(data)
-                conn.write(chunk(data) if chunked else data)
+                conn.send_body(data)
                 if conn._can_write is not None:
                     await conn.drain()
         except (ConnectionError, TimeoutError, GatewayError) as e:
@@ -327,10 +321,9 @@ class ProxyApp(App):
             tail = await chain.run_chunk(ctx, b"", True)
             if tail:
                 ctx.bytes_out += len(tail)
-        if chunked:
-            conn.write((chunk(tail) if tail else b"") + last_chunk(body.trailers))
-        elif tail:
-            conn.write(tail)
+        if tail:
+            conn.send_body(tail)
+        conn.send_end(body.trailers)
         if mode == "close":
             conn.close()
             return False

@@ -56,7 +56,6 @@ FALLBACKS: Final = Counter(
 SERVED_BY: Final = "x-portway-upstream"
 #: a first answer that falls back is read and dropped (keeping its connection) up to this
 _DISCARD_MAX: Final = 64 * 1024
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class RoutePolicy:
@@ -153,7 +152,7 @@ class RoutePolicy:
             if req.expect_continue and req.version != "1.0" and body.received == 0:
                 # the client waits for this before sending the body we are about to hold (the
                 # forwarder may send another; RFC 9110 §15.2: clients take several 1xx)
-                conn.write(_CONTINUE)
+                conn.send_info(100, b"Continue", [])
             held = await body.read_all(self.hold_limit)
             ureq.body = BodyStream.of(held)
         if self.mirror is not None:

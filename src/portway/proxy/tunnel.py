@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 
 from portway.errors import UpstreamError
 from portway.http.client import UpstreamConnection
+from portway.http.relay import add_connection_field, no_body, without_framing
 from portway.http.server import ServerConnection
 from portway.http.wire import head_bytes
 from portway.pipeline.context import RequestContext
+from portway.proxy.exchange import take_exchange
 
 if TYPE_CHECKING:
     from portway.proxy.forward import Forwarder
@@ -32,22 +34,23 @@ async def tunnel(
 ) -> bool:
     resp = await forwarder.forward(ctx, rt, client)
     ctx.response = resp
-    ex = ctx.extra.get("_exchange")
-    if resp.status != 101 or ex is None:
+    if resp.status != 101 or ctx.exchange is None:
         # not switching: send it as a normal response and close afterwards
-        items = [(k, v) for k, v in resp.headers.raw() if k not in (b"connection",)]
-        items.append((b"connection", b"close"))
         body = resp.body if isinstance(resp.body, bytes) else await resp.body.read_all(1 << 20)
-        items = [(k, v) for k, v in items if k not in (b"content-length", b"transfer-encoding")]
-        items.append((b"content-length", str(len(body)).encode()))
+        items = without_framing(resp.headers.raw())
+        if not no_body(ctx.request.method, resp.status) or ctx.request.method == "HEAD":
+            items.append((b"content-length", str(len(body)).encode()))
+        add_connection_field(items, ctx.request, False)
+        if no_body(ctx.request.method, resp.status):
+            body = b""
         client.write(head_bytes(resp.status, resp.reason, items) + body)
         return False
     if rt.chain.on_response:
         await rt.chain.run_response(ctx)
-    conn: UpstreamConnection = ex[0]
-    head = ex[3]
-    ctx.extra.pop("_exchange", None)
-    target = ex[4]
+    ex = take_exchange(ctx)
+    assert ex is not None
+    conn: UpstreamConnection = ex.detach()
+    head = ex.head
     items = resp.headers.raw()
     client.write(head_bytes(101, resp.reason, items))
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -55,7 +58,7 @@ async def tunnel(
     ut = conn.transport
     if ct is None or ut is None:
         conn.abort()
-        target.in_flight -= 1
+        ex.done()
         raise UpstreamError("connection lost during upgrade")
 
     def to_upstream(data: bytes) -> None:
@@ -104,7 +107,7 @@ async def tunnel(
     try:
         await done
     finally:
-        target.in_flight -= 1
+        ex.done()
         conn.close()
         client.close()
     return False

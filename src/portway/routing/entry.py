@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from portway.config.paths import PathForm, PathKind, parse_path
 from portway.config.schema import RouteConfig
 from portway.http.headers import Headers
-from portway.routing.paths import PathForm, PathKind, parse_path
 
 __all__ = ["Entry", "HeaderCondition", "compile_entries", "header_regex"]
 

@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from portway.config.paths import PathKind
 from portway.http.headers import Headers
 from portway.routing.entry import Entry
-from portway.routing.paths import PathKind
 
 __all__ = ["Found", "PathTable"]
 

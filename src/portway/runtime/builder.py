@@ -12,6 +12,7 @@ from portway.config.loader import config_hash
 from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig, UpstreamTlsConfig
 from portway.http.forwarded import TrustedProxies
 from portway.http.pool import ConnectionPool
+from portway.observability.observer import as_observer
 from portway.observability.tracing import Tracer, build_tracer
 from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
 from portway.pipeline.registry import registry
@@ -409,7 +410,7 @@ async def build_graph(
         via=s.via.encode() if s.via else None,
         debug_token=s.debug_token.encode() if s.debug_token else None,
         config_hash=config_hash(cfg),
-        observers=list(observers or []),
+        observers=[as_observer(o) for o in observers or []],
         version=version,
     )
     if cfg.profiles:

@@ -16,7 +16,6 @@ from portway.plugins._identity.headers import (
     strip_identity,
 )
 from portway.plugins._identity.jose import b64url_decode
-from portway.plugins._identity.testing import make_context
 from portway.plugins._identity.tokens import (
     AmbiguousCredentialsError,
     BearerSourceConfig,
@@ -24,6 +23,7 @@ from portway.plugins._identity.tokens import (
     hide_bearer,
     remove_query_params,
 )
+from tests.identity_testing import make_context
 
 
 def test_dn_canonical_form_ignores_order_and_name_spelling() -> None:

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from portway.pipeline.context import Consumer
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.acl.config import AclConfig
 from portway.plugins.acl.plugin import AclPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.auth.config import AuthConfig
 from portway.plugins.auth.plugin import AuthPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import HS_SECRET, claims, mint, refused, www_authenticate
 
 CONSUMERS = [

@@ -11,10 +11,10 @@ import pytest
 from argon2 import PasswordHasher
 
 from portway.plugins._identity import hashing
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.basic_auth import plugin as basic_module
 from portway.plugins.basic_auth.config import BasicAuthConfig
 from portway.plugins.basic_auth.plugin import BasicAuthPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused, www_authenticate
 
 ARGON = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("alice-pw")

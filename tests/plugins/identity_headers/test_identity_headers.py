@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from portway.pipeline.context import Consumer
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.identity_headers.config import IdentityHeadersConfig
 from portway.plugins.identity_headers.plugin import IdentityHeadersPlugin
+from tests.identity_testing import make_context, make_env
 
 CFG = {"claims": {"sub": "X-User-ID", "role": "X-User-Role", "org.id": "X-Org"}}
 SPOOF = [

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from portway.plugins._identity.testing import make_env
 from portway.plugins.jwt.config import JwtConfig
 from portway.plugins.jwt.plugin import JwtPlugin
+from tests.identity_testing import make_env
 from tests.plugins._identity.kit import HS_SECRET, ec_key, ed_key, public_pem, rsa_key
 
 CONSUMERS = [

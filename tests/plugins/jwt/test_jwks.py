@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 
 from portway.http.models import Request, Response
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.jwt.config import JwtConfig
 from portway.plugins.jwt.jwks import parse_jwks
 from portway.plugins.jwt.plugin import JwtPlugin
 from tests.helpers import free_port, run_upstream
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import claims, ec_key, mint, public_jwk, refused, rsa_key
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from portway.plugins._identity.jose import b64url_decode, jwk_key
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.jwt.config import JwtConfig
 from portway.plugins.jwt.plugin import JwtPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused
 
 PAYLOAD = (

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from portway.plugins._identity.testing import make_context
 from portway.plugins.jwt.plugin import JwtPlugin
+from tests.identity_testing import make_context
 from tests.plugins._identity.kit import (
     HS_SECRET,
     b64,

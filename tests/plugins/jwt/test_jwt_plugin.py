@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from portway.plugins._identity.testing import make_context
 from portway.plugins.jwt.config import JwtConfig
 from portway.plugins.jwt.plugin import JwtPlugin
+from tests.identity_testing import make_context
 from tests.plugins._identity.kit import (
     HS_SECRET,
     claims,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.key_auth.config import KeyAuthConfig
 from portway.plugins.key_auth.plugin import KeyAuthPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused, www_authenticate
 
 CONSUMERS = [

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.mtls_auth.config import MtlsAuthConfig
 from portway.plugins.mtls_auth.plugin import MtlsAuthPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import make_cert, pem_cert, pem_private, refused, www_authenticate
 
 CONSUMERS = [

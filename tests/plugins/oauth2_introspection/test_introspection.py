@@ -11,10 +11,10 @@ from urllib.parse import parse_qs
 import pytest
 
 from portway.http.models import Request, Response
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.oauth2_introspection.config import IntrospectionConfig
 from portway.plugins.oauth2_introspection.plugin import IntrospectionPlugin
 from tests.helpers import free_port, run_upstream
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused, www_authenticate
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from portway.pipeline.context import Consumer
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.scopes.config import ScopesConfig
 from portway.plugins.scopes.plugin import ScopesPlugin
+from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused, www_authenticate
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from portway.observability.sources import register_cache_stats
+
 if TYPE_CHECKING:
     from portway.plugins.cache.plugin import CachePlugin
     from portway.plugins.cache.store import CacheStore
@@ -88,3 +90,6 @@ async def purge_route(route: str) -> int:
 
 def stats() -> dict[str, Any]:
     return registry.stats()
+
+
+register_cache_stats(stats)  # read by the metrics endpoint at scrape time

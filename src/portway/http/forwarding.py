@@ -1,0 +1,292 @@
+"""Rules for forwarding a client's request upstream: one copy, every path and protocol.
+
+The general path (``proxy/forward.py``), the task-free path (``proxy/fast.py``), the tunnel
+and HTTP/2 requests (which reach the forwarder as :class:`Request` objects like any other) all
+build the upstream request's fields here. The task-free path is faster through *how* it calls
+the rules (:func:`forward_header_lines` writes the usual request straight into bytes and
+remembers the added fields per connection), never through a second copy of them.
+
+- Hop-by-hop fields (RFC 9110 §7.6.1) and those a ``Connection`` value names never cross;
+  neither do Expect (answered by the gateway), Content-Length (rewritten from the body),
+  ``X-Portway-Debug`` and ``HTTP2-Settings``.
+- X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP are added; from untrusted peers the
+  client's own forwarding fields are dropped first (``http/forwarded.py`` says who is trusted).
+- Via (RFC 9110 §7.6.3): the received protocol of the client hop and the gateway's name.
+- Host: the client's, or the target's when the route does not preserve it (``new_host``).
+- X-Forwarded-Prefix: the prefix ``strip_prefix`` removed (:func:`with_forwarded_prefix`).
+- Framing: Content-Length of a known-length body, else chunked; ``Content-Length: 0`` for a
+  bodiless POST/PUT/PATCH (:func:`needs_zero_length`), which some servers require.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from portway.http.forwarded import ForwardMemo
+from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, value_tokens
+from portway.http.memo import remember
+from portway.http.models import Request
+from portway.http.wire import append_fields
+
+#: RFC 9110 §7.6.3 received-protocol of the client hop
+_VIA_PROTO: Final = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
+#: methods whose bodiless requests carry ``Content-Length: 0``
+_NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
+#: http2-settings: RFC 7540 §3.2.1 connection-specific, meaningful only with "Upgrade: h2c",
+#: which is never forwarded (http/upgrade.py)
+_ALWAYS_DROP: Final = HOP_BY_HOP | {
+    b"expect",
+    b"x-portway-debug",
+    b"content-length",
+    b"http2-settings",
+}
+_FORWARDED: Final = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"forwarded",
+    }
+)
+_DROP_UNTRUSTED: Final = _ALWAYS_DROP | _FORWARDED
+# fields the single pass below rewrites rather than copies
+_REWRITTEN: Final = frozenset({b"x-forwarded-for", b"via"})
+
+
+class _Scan:
+    """One pass over the client's fields (see :func:`_scan`): what is kept, and what the
+    added fields depend on."""
+
+    __slots__ = (
+        "has_port",
+        "has_real",
+        "has_xfh",
+        "has_xfp",
+        "host",
+        "kept",
+        "prior",
+        "upgrade",
+        "via",
+    )
+
+    def __init__(self, kept: list[tuple[bytes, bytes]]) -> None:
+        self.kept = kept
+        self.upgrade: bytes | None = None
+        self.prior: list[bytes] | None = None
+        self.via: bytes | None = None
+        self.host: bytes | None = None
+        self.has_xfp = False
+        self.has_xfh = False
+        self.has_port = False
+        self.has_real = False
+
+
+def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) -> _Scan:
+    """The client's fields minus hop-by-hop ones (and those named in ``Connection``),
+    Content-Length and, from untrusted peers, X-Forwarded-*; prior X-Forwarded-For and Via
+    values set aside to be merged."""
+    drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
+    sc = _Scan([] if new_host is None else [(b"host", new_host)])
+    kept = sc.kept
+    conn_value: bytes | None = None
+    for kv in raw:
+        k = kv[0]
+        if k in drop:
+            if k == b"connection":
+                v = kv[1]
+                conn_value = v if conn_value is None else conn_value + b", " + v
+            elif k == b"upgrade":
+                sc.upgrade = kv[1]
+            continue
+        if k in _REWRITTEN:
+            v = kv[1]
+            if k == b"via":
+                sc.via = v if sc.via is None else sc.via + b", " + v
+            else:
+                if sc.prior is None:
+                    sc.prior = []
+                sc.prior.append(v)
+            continue
+        if k == b"host":
+            sc.host = kv[1]
+            if new_host is not None:
+                continue
+        elif k == b"x-forwarded-proto":
+            sc.has_xfp = True
+        elif k == b"x-forwarded-host":
+            sc.has_xfh = True
+        elif k == b"x-forwarded-port":
+            sc.has_port = True
+        elif k == b"x-real-ip":
+            sc.has_real = True
+        kept.append(kv)  # the client's own pair: no new tuple
+    if conn_value is not None:
+        named = value_tokens(conn_value)
+        if named:
+            sc.kept = [kv for kv in kept if kv[0] not in named]
+    return sc
+
+
+def _added(req: Request, sc: _Scan, via_name: bytes | None) -> list[tuple[bytes, bytes]]:
+    """X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP, Via (and the upgrade pair)."""
+    out: list[tuple[bytes, bytes]] = []
+    peer = req.peer_ip.encode()
+    prior = sc.prior
+    out.append((b"x-forwarded-for", b", ".join([*prior, peer]) if prior else peer))
+    if not sc.has_xfp:
+        out.append((b"x-forwarded-proto", b"https" if req.scheme == "https" else b"http"))
+    if not sc.has_xfh and sc.host is not None:
+        out.append((b"x-forwarded-host", sc.host))
+    if not sc.has_port and req.server_port:
+        out.append((b"x-forwarded-port", str(req.server_port).encode()))
+    if not sc.has_real:
+        out.append((b"x-real-ip", req.client_ip.encode()))
+    via = sc.via
+    if via_name is not None:
+        mine = _VIA_PROTO.get(req.version, b"1.0 ") + via_name
+        out.append((b"via", via + b", " + mine if via else mine))
+    elif via is not None:
+        out.append((b"via", via))
+    if sc.upgrade is not None and req.upgrade:
+        out.append((b"connection", b"upgrade"))
+        out.append((b"upgrade", sc.upgrade))
+    return out
+
+
+def forward_header_items(
+    req: Request,
+    raw: list[tuple[bytes, bytes]],
+    via_name: bytes | None,
+    new_host: bytes | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """The fields to send upstream, from the client's ``raw`` list: hop-by-hop fields (and
+    those named in ``Connection``), Content-Length and, from untrusted peers, X-Forwarded-*
+    dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing.
+    ``new_host`` replaces the client's Host (which still feeds X-Forwarded-Host), first."""
+    sc = _scan(req, raw, new_host)
+    items = sc.kept
+    items.extend(_added(req, sc, via_name))
+    return items
+
+
+def forward_header_lines(
+    req: Request,
+    raw: list[tuple[bytes, bytes]],
+    via_name: bytes | None,
+    new_host: bytes | None,
+    parts: list[bytes],
+    memo: ForwardMemo | None = None,
+) -> None:
+    """:func:`forward_header_items` serialised: appends ``name: value CRLF`` pieces to
+    ``parts`` (the task-free path's request head). ``memo``: the client connection's own
+    memo of the added fields (see :class:`ForwardMemo`).
+
+    The usual request (no Via, no forwarding fields to keep, no Upgrade, a plain Connection
+    value) is written in one pass with no field list, and the added fields, which then
+    depend only on the connection, Host and version, come from remembered bytes (bounded).
+    Anything else is undone and written by the general :func:`_scan`."""
+    start = len(parts)
+    if new_host is not None:
+        parts.append(b"host: ")
+        parts.append(new_host)
+        parts.append(b"\r\n")
+    trusted = req.trusted_peer
+    host: bytes | None = None
+    plain = True
+    for kv in raw:
+        k = kv[0]
+        if k in _LOOK:
+            if k == b"host":
+                host = kv[1]
+                if new_host is not None:
+                    continue
+            elif k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+                plain = False
+                break
+            elif k == b"connection":
+                if kv[1] not in PLAIN_CONNECTION:
+                    plain = False
+                    break
+                continue
+            else:
+                continue  # hop-by-hop, Content-Length, Expect, untrusted X-Forwarded-*
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(kv[1])
+        parts.append(b"\r\n")
+    if not plain:
+        del parts[start:]
+        sc = _scan(req, raw, new_host)
+        append_fields(parts, sc.kept)
+        append_fields(parts, _added(req, sc, via_name))
+        return
+    if (
+        memo is not None
+        and memo.tail
+        and memo.host == host
+        and memo.version == req.version
+        and memo.client_ip == req.client_ip
+        and memo.via == via_name
+    ):
+        # the connection's peer, scheme and port are the same for all its requests
+        parts.append(memo.tail)
+        return
+    key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, host, via_name)
+    tail = _TAILS.get(key)
+    if tail is None:
+        sc = _Scan([])  # a usual request: its Host is all the added fields depend on
+        sc.host = host
+        lines: list[bytes] = []
+        append_fields(lines, _added(req, sc, via_name))
+        tail = remember(_TAILS, key, b"".join(lines), 1024)
+    parts.append(tail)
+    if memo is not None:
+        memo.tail = tail
+        memo.host = host
+        memo.version = req.version
+        memo.client_ip = req.client_ip
+        memo.via = via_name
+
+
+#: fields :func:`forward_header_lines` looks at rather than copies
+_LOOK: Final = _DROP_UNTRUSTED | _REWRITTEN | {b"host", b"close"}
+#: fields that make a request not "usual" for :func:`forward_header_lines` ("close": a
+#: field of that name goes when Connection says close, which the general path sorts out)
+_NOT_PLAIN: Final = frozenset({b"via", b"upgrade", b"close"})
+
+
+#: serialised added fields per (peer, client ip, scheme, port, version, Host, Via name)
+_TAILS: Final[dict[tuple[str, str, str, int, str, bytes | None, bytes | None], bytes]] = {}
+
+
+def set_request_framing(ureq: Request) -> None:
+    """(Re)write Content-Length / Transfer-Encoding of the upstream request from its body."""
+    h = ureq.headers
+    raw = h.raw()
+    if any(k == b"content-length" or k == b"transfer-encoding" for k, _ in raw):
+        h.remove_many((b"content-length", b"transfer-encoding"))
+    if ureq.body is not None:
+        if ureq.content_length is not None:
+            h.add_raw(b"content-length", str(ureq.content_length).encode())
+        else:
+            h.add_raw(b"transfer-encoding", b"chunked")
+    elif ureq.method in _NEEDS_LENGTH:
+        h.add_raw(b"content-length", b"0")
+
+
+def needs_zero_length(method: str) -> bool:
+    """A request of ``method`` without a body is sent with ``Content-Length: 0``."""
+    return method in _NEEDS_LENGTH
+
+
+def with_forwarded_prefix(
+    items: list[tuple[bytes, bytes]], prefix: str
+) -> list[tuple[bytes, bytes]]:
+    """``items`` with X-Forwarded-Prefix set to the stripped ``prefix`` (Kong/Traefik
+    convention: the upstream can build absolute links); any earlier value is replaced."""
+    out = [kv for kv in items if kv[0] != b"x-forwarded-prefix"]
+    out.append((b"x-forwarded-prefix", prefix.encode("latin-1")))
+    return out
