@@ -31,6 +31,7 @@ LAYER: dict[str, int] = {
     "admin": 9,
     "cli": 9,
     "demo": 9,
+    "testing": 9,
     "__main__": 9,
 }
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from portway.plugins._json import paths
-from portway.plugins._json.paths import JsonPath, PathError
+from portway.config import jsonpath as paths
+from portway.config.jsonpath import JsonPath, PathError
 
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 #: the source a ``{params.X}`` placeholder reads

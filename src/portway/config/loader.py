@@ -31,13 +31,13 @@ from portway.config.errors import (
     issues_from_validation,
     suggest,
 )
+from portway.config.jsonpath import JsonPath, PathError
+from portway.config.jsonpath import parse as parse_json_path
 from portway.config.schema import GatewayConfig
 from portway.config.traffic import referenced_upstreams
 from portway.pipeline.plugin import Stage
 from portway.pipeline.registry import Registry, UnknownPluginError
 from portway.pipeline.registry import registry as default_registry
-from portway.plugins._json.paths import JsonPath, PathError
-from portway.plugins._json.paths import parse as parse_json_path
 
 __all__ = [
     "ConfigError",
