@@ -200,6 +200,7 @@ def test_demo_answers_every_printed_curl_and_stops_cleanly(sig: signal.Signals) 
         ]
         assert by_path["limited"] == "200" and by_path["cached"] == "200"
         assert by_path["flaky"] in ("200", "503")
+        assert by_path["canary"] == "200"
         dash = next(ln for ln in lines if "Dashboard:" in ln)
         assert f"http://127.0.0.1:{env['PORTWAY_ADMIN_PORT']}/dashboard" in dash
     finally:

@@ -86,6 +86,7 @@ def banner(port: int, admin_port: int, token: str) -> str:
             f"  curl -i {base}/limited            # 5 per 10 s: see the RateLimit headers",
             f"  curl -i {base}/cached             # X-Cache: MISS, then HIT",
             f"  curl -i {base}/flaky              # every third request fails",
+            f"  curl -i {base}/canary             # split: 1 of 5 goes to the products service",
             f"  curl -s -H 'X-Portway-Debug: demo-debug' '{base}/users?explain'",
             f"  curl -s -H 'Authorization: Bearer {token}' {admin}/status",
             "Press Ctrl-C to stop.",
