@@ -198,6 +198,12 @@ class ActiveHealthConfig(Model):
     healthy_after: int = Field(2, ge=1)
     unhealthy_after: int = Field(3, ge=1)
     expect_status: list[int] = Field(default_factory=lambda: list(range(200, 400)))
+    grpc_service: str | None = Field(
+        None,
+        description="HTTP/2 upstreams: probe with the gRPC health protocol "
+        "(grpc.health.v1.Health/Check) for this service ('' = the whole server) instead of "
+        "GET path",
+    )
 
 
 class PassiveHealthConfig(Model):

@@ -208,6 +208,9 @@ class HealthChecker:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         await stop_task(task)
+        close = getattr(self._probe, "close", None)  # a probe with connections of its own
+        if callable(close):
+            close()
 
     # --- transitions -----------------------------------------------------------------------
     def _set(self, t: Target, healthy: bool, reason: str, kind: str = "") -> None:

@@ -101,6 +101,12 @@ class Upstream:
                 continue
             self.targets.append(self._init_target(t))
         self._retired: list[Target] = []
+        active = config.health.active
+        if probe is None and active is not None and config.protocol in ("h2c", "h2"):
+            # h2c-only servers (gRPC) reset an HTTP/1.1 probe: probe over HTTP/2
+            from portway.upstream.h2probe import H2Probe
+
+            probe = H2Probe(active, tls=config.protocol == "h2")
         self.health = HealthChecker(
             config.health,
             lambda: self.targets,
