@@ -211,3 +211,33 @@ def answering(data: bytes, keep: bool = True) -> Handler:
         return keep
 
     return handler
+
+
+def assert_plugin_config_error(plugin: str, cfg: str, where: str, message: str) -> None:
+    """A route binding ``{name: plugin, config: cfg}`` (YAML flow) is refused at load with an
+    error under ``routes[0].plugins[0].config`` on line 6 mentioning ``where`` and
+    ``message`` — the contract every plugin's bad-config test checks."""
+    from portway.config.errors import ConfigError
+    from portway.config.loader import load_config_text
+
+    text = (
+        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:9'}]}}\n"
+        "routes:\n"
+        "  - name: r\n"
+        "    upstream: u\n"
+        "    plugins:\n"
+        f"      - {{name: {plugin}, config: {cfg}}}\n"
+    )
+    try:
+        load_config_text(text, "c.yaml")
+    except ConfigError as e:
+        errs = e.errors
+    else:
+        raise AssertionError(f"{plugin} config {cfg} was accepted")
+    assert any(
+        e.path.startswith("routes[0].plugins[0].config")
+        and where in e.path + e.message
+        and message in e.message
+        and e.line == 6
+        for e in errs
+    ), errs

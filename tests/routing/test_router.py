@@ -626,3 +626,17 @@ def test_an_exact_form_with_parameters_is_its_template() -> None:
     assert m is not None and m.params == {"id": "7"}
     assert r.match("", "GET", "/pages/product/7/more", Headers()) is None
     assert r.match("", "GET", "/pages/product", Headers()) is None
+
+
+def test_traffic_conditions_and_profiles_read_header_regexes_like_routes() -> None:
+    # one meaning of "~regex" everywhere a header is matched (routing/entry.header_regex)
+    from portway.http.headers import Headers
+    from portway.routing.conditions import _value_test
+    from portway.routing.entry import HeaderCondition
+
+    unanchored = _value_test("~v[0-9]+")
+    assert unanchored(b"v12") and not unanchored(b"v1x") and not unanchored(b"xv1")
+    assert _value_test("~^application/grpc-web")(b"application/grpc-web+proto")
+    cond = HeaderCondition("x-client", "~mobile-.*")
+    assert cond.satisfied(Headers.from_pairs([("x-client", "mobile-ios")]))
+    assert not cond.satisfied(Headers.from_pairs([("x-client", "notmobile-ios")]))

@@ -384,6 +384,17 @@ class MatchTlsConfig(Model):
     )
 
 
+def _header_specs(v: dict[str, str]) -> dict[str, str]:
+    """``{name: value | "~regex"}`` with names lower-cased and every regex compiled once."""
+    for k, val in v.items():
+        if val.startswith("~"):
+            try:
+                re.compile(val[1:])
+            except re.error as e:
+                raise ValueError(f"header {k}: invalid regex: {e}") from e
+    return {k.lower(): val for k, val in v.items()}
+
+
 class MatchConfig(Model):
     hosts: list[str] = Field(default_factory=list, description="exact or *.suffix hosts")
     paths: list[str] = Field(
@@ -432,16 +443,7 @@ class MatchConfig(Model):
                 parse_path(p)
         return v
 
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
-            if val.startswith("~"):
-                try:
-                    re.compile(val[1:])
-                except re.error as e:
-                    raise ValueError(f"header {k}: invalid regex: {e}") from e
-        return {k.lower(): val for k, val in v.items()}
+    _headers = field_validator("headers")(classmethod(lambda cls, v: _header_specs(v)))
 
 
 class FieldsConfig(Model):
@@ -516,16 +518,7 @@ class ProfileMatchConfig(Model):
                 raise ValueError(f"invalid host pattern {h!r}")
         return out
 
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
-            if val.startswith("~"):
-                try:
-                    re.compile(val[1:])
-                except re.error as e:
-                    raise ValueError(f"header {k}: invalid regex: {e}") from e
-        return {k.lower(): val for k, val in v.items()}
+    _headers = field_validator("headers")(classmethod(lambda cls, v: _header_specs(v)))
 
 
 class ProfileConfig(Model):

@@ -2,7 +2,8 @@
 
 A profile matches when every condition it gives holds: the listener's name is one of
 ``listeners``, the Host is one of ``hosts`` (exact or ``*.suffix``), and every header in
-``headers`` has the value (exact, or ``~regex`` searched). Profiles are tried in config order
+``headers`` has the value (exact, or ``~regex`` as in route matches:
+:func:`portway.routing.entry.header_regex`). Profiles are tried in config order
 and the first match wins; no match is the ``default`` profile.
 
 Chains are built with the graph, one per (route, profile the route serves)
@@ -13,13 +14,13 @@ metrics (``portway_profile_requests``) and explain.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from portway.config.schema import ProfileConfig
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
+from portway.routing.entry import HeaderCondition
 
 DEFAULT: Final = "default"
 
@@ -30,7 +31,7 @@ class _Matcher:
     listeners: frozenset[str]
     exact_hosts: frozenset[str]
     suffixes: tuple[str, ...]
-    headers: tuple[tuple[bytes, str | re.Pattern[str]], ...]
+    headers: tuple[HeaderCondition, ...]
 
     def matches(self, ctx: RequestContext, listener: str) -> bool:
         if self.listeners and listener not in self.listeners:
@@ -45,17 +46,7 @@ class _Matcher:
             ):
                 return False
         hdrs = ctx.request.headers
-        for key, want in self.headers:
-            raw = hdrs.get_raw(key)
-            if raw is None:
-                return False
-            value = raw.decode("latin-1")
-            if isinstance(want, str):
-                if value != want:
-                    return False
-            elif want.search(value) is None:
-                return False
-        return True
+        return all(c.satisfied(hdrs) for c in self.headers)
 
 
 class ProfileSelector:
@@ -69,10 +60,7 @@ class ProfileSelector:
                 frozenset(p.match.listeners),
                 frozenset(h for h in p.match.hosts if not h.startswith("*.")),
                 tuple(h[1:] for h in p.match.hosts if h.startswith("*.")),
-                tuple(
-                    (k.encode("latin-1"), re.compile(v[1:]) if v.startswith("~") else v)
-                    for k, v in p.match.headers.items()
-                ),
+                tuple(HeaderCondition(k, v) for k, v in p.match.headers.items()),
             )
             for name, p in profiles.items()
         )

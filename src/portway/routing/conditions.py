@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from portway.config.traffic import Condition
 from portway.pipeline.context import RequestContext
+from portway.routing.entry import header_regex
 
 
 class CompiledCondition:
@@ -38,7 +38,7 @@ def _value_test(v: str) -> Callable[[bytes], bool]:
     if v == "*":
         return lambda _: True
     if v.startswith("~"):
-        rx = re.compile(v[1:])
+        rx = header_regex(v[1:])  # the route matcher's rule: one meaning of "~regex"
         return lambda b: rx.search(b.decode("latin-1")) is not None
     want = v.encode("latin-1")
     return lambda b: b == want

@@ -12,12 +12,10 @@ import orjson
 import pytest
 import zstandard
 
-from portway.config.errors import ConfigError
-from portway.config.loader import load_config_text
 from portway.http.client import simple_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from tests.helpers import raw_upstream, run_gateway, run_upstream
+from tests.helpers import assert_plugin_config_error, raw_upstream, run_gateway, run_upstream
 
 DOC = orjson.dumps(
     {"items": [{"id": i, "name": f"item {i}", "tags": ["a", "b"]} for i in range(400)]}
@@ -252,21 +250,4 @@ async def test_with_cache_on_the_same_route() -> None:
     ],
 )
 def test_bad_config_rejected_with_path_and_line(cfg: str, where: str, message: str) -> None:
-    text = (
-        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:9'}]}}\n"
-        "routes:\n"
-        "  - name: r\n"
-        "    upstream: u\n"
-        "    plugins:\n"
-        f"      - {{name: compression, config: {cfg}}}\n"
-    )
-    with pytest.raises(ConfigError) as ei:
-        load_config_text(text, "c.yaml")
-    errs = ei.value.errors
-    assert any(
-        e.path.startswith("routes[0].plugins[0].config")
-        and where in e.path + e.message
-        and message in e.message
-        and e.line == 6
-        for e in errs
-    ), errs
+    assert_plugin_config_error("compression", cfg, where, message)

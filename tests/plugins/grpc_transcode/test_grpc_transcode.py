@@ -25,6 +25,8 @@ from tests.helpers import run_gateway
 
 HERE = Path(__file__).parent
 PROTOS = HERE / "protos"
+#: google/api/{http,annotations}.proto ship once, with the runnable example
+GOOGLE_API = HERE.parents[2] / "examples" / "grpc" / "protos"
 WKT = Path(grpc_tools.__file__).parent / "_proto"
 
 
@@ -38,13 +40,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
             "-m",
             "grpc_tools.protoc",
             f"-I{PROTOS}",
+            f"-I{GOOGLE_API}",
             f"-I{WKT}",
             "--include_imports",
             f"--descriptor_set_out={out / 'library.pb'}",
             f"--python_out={out}",
             str(PROTOS / "library.proto"),
-            str(PROTOS / "google/api/annotations.proto"),
-            str(PROTOS / "google/api/http.proto"),
+            str(GOOGLE_API / "google/api/annotations.proto"),
+            str(GOOGLE_API / "google/api/http.proto"),
         ],
         check=True,
     )

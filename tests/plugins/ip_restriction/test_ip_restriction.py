@@ -8,15 +8,13 @@ import socket
 import orjson
 import pytest
 
-from portway.config.errors import ConfigError
-from portway.config.loader import load_config_text
 from portway.http.client import simple_request
 from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.pipeline.plugin import PluginEnv
 from portway.plugins.ip_restriction.config import IpRestrictionConfig
 from portway.plugins.ip_restriction.plugin import IpRestrictionPlugin, client_address
-from tests.helpers import free_port, run_gateway, run_upstream
+from tests.helpers import assert_plugin_config_error, free_port, run_gateway, run_upstream
 
 RULES = {"allow": ["10.0.0.0/8", "2001:db8::/32"], "deny": ["10.6.6.0/24"], "status": 403}
 
@@ -166,21 +164,4 @@ def test_client_address_ipv6_and_mapped() -> None:
     ],
 )
 def test_bad_config_rejected_with_path_and_line(cfg: str, where: str, message: str) -> None:
-    text = (
-        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:9'}]}}\n"
-        "routes:\n"
-        "  - name: r\n"
-        "    upstream: u\n"
-        "    plugins:\n"
-        f"      - {{name: ip_restriction, config: {cfg}}}\n"
-    )
-    with pytest.raises(ConfigError) as ei:
-        load_config_text(text, "c.yaml")
-    errs = ei.value.errors
-    assert any(
-        e.path.startswith("routes[0].plugins[0].config")
-        and where in e.path + e.message
-        and message in e.message
-        and e.line == 6
-        for e in errs
-    ), errs
+    assert_plugin_config_error("ip_restriction", cfg, where, message)

@@ -8,7 +8,7 @@ import pytest
 from portway.config.errors import ConfigError
 from portway.config.loader import load_config_text
 from portway.http.client import simple_request
-from tests.helpers import run_gateway, run_upstream
+from tests.helpers import assert_plugin_config_error, run_gateway, run_upstream
 
 
 async def test_https_redirect_keeps_host_path_and_query() -> None:
@@ -110,24 +110,7 @@ async def test_to_template_without_upstream() -> None:
     ],
 )
 def test_bad_config_rejected_with_path_and_line(cfg: str, where: str, message: str) -> None:
-    text = (
-        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:9'}]}}\n"
-        "routes:\n"
-        "  - name: r\n"
-        "    upstream: u\n"
-        "    plugins:\n"
-        f"      - {{name: redirect, config: {cfg}}}\n"
-    )
-    with pytest.raises(ConfigError) as ei:
-        load_config_text(text, "c.yaml")
-    errs = ei.value.errors
-    assert any(
-        e.path.startswith("routes[0].plugins[0].config")
-        and where in e.path + e.message
-        and message in e.message
-        and e.line == 6
-        for e in errs
-    ), errs
+    assert_plugin_config_error("redirect", cfg, where, message)
 
 
 def test_https_redirect_route_still_needs_an_upstream() -> None:
