@@ -10,6 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,16 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+# --- serving paths -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["cold", "warm"])
+def path(request: pytest.FixtureRequest) -> Any:
+    """The serving path a gateway test runs on (``tests.helpers.ServingPath``): ``cold``
+    (general path) and ``warm`` (task-free path); ``await path.prepare(gw)`` before the
+    requests under test, ``path.assert_served(n)`` after them."""
+    from tests.helpers import ServingPath
+
+    return ServingPath(request.param)

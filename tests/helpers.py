@@ -241,3 +241,138 @@ def assert_plugin_config_error(plugin: str, cfg: str, where: str, message: str) 
         and e.line == 6
         for e in errs
     ), errs
+
+
+# --- both serving paths ----------------------------------------------------------------------
+# One request can be served two ways (proxy/fast.py): task-free, when the upstream pool holds
+# an idle keep-alive connection and the route's hooks are sync, or by the general path
+# (proxy/handler.py + proxy/forward.py) in a task. Every rule must hold on both. The ``path``
+# fixture (tests/conftest.py) runs a test on each; ``ServingPath`` checks which one ran.
+
+#: the route ``with_warm_route`` adds: plugin-free, to the same upstream, so warming the pool
+#: runs no hook of the route under test (no rate-limit token spent, no credential needed)
+WARM_TARGET = "/__portway_warm"
+WARM_REQUEST = b"GET " + WARM_TARGET.encode() + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+
+
+def with_warm_route(config: dict[str, Any], upstream: str = "u") -> dict[str, Any]:
+    """``config`` with a route ``=/__portway_warm`` (no plugins) to ``upstream`` in front: its
+    requests fill the same per-target pool the route under test uses."""
+    warm = {"name": "__warm", "match": {"paths": ["=" + WARM_TARGET]}, "upstream": upstream}
+    return {**config, "routes": [warm, *config.get("routes", [])]}
+
+
+def is_warm_request(head: bytes) -> bool:
+    """Whether a request head (raw bytes, as an upstream reads it) is a warm-up request."""
+    return head.startswith(b"GET " + WARM_TARGET.encode() + b" ")
+
+
+WARM_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwarm"
+
+
+class _Replay:
+    """A ``StreamReader`` stand-in that returns ``head`` to the first ``readuntil`` and reads
+    on from ``reader`` afterwards (for ``warmable``: the head was read to look at it)."""
+
+    def __init__(self, reader: asyncio.StreamReader, head: bytes) -> None:
+        self._reader = reader
+        self._head: bytes | None = head
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if self._head is not None:
+            head, self._head = self._head, None
+            return head
+        return await self._reader.readuntil(separator)
+
+    def __getattr__(self, name: str) -> Any:
+        assert self._head is None, f"{name} before the replayed head was read"
+        return getattr(self._reader, name)
+
+
+ScriptedHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def warmable(handler: ScriptedHandler) -> ScriptedHandler:
+    """A per-connection upstream script that first answers warm-up requests (200, kept
+    alive) and runs ``handler`` from the first other request on: on a warmed pool, the
+    request under test meets the script on the pooled connection."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            if not is_warm_request(head):
+                break
+            w.write(WARM_ANSWER)
+            await w.drain()
+        await handler(_Replay(r, head), w)  # type: ignore[arg-type]
+
+    return run
+
+
+class ServingPath:
+    """One of the two serving paths a test runs on: ``"cold"`` (no pooled connection: the
+    general path) or ``"warm"`` (the pool warmed first: the task-free path).
+
+    ``await path.prepare(gw)`` warms the pool when warm (a request to ``with_warm_route``'s
+    route, or ``request``) and takes the counters; after the requests under test,
+    ``path.assert_served(n)`` checks that exactly ``n`` requests of ``route`` were served and
+    how: warm, each started task-free (``ProxyApp.fast_requests``) and was finished there
+    (``fast``) or handed back (``fallback``: exactly ``fallback`` of them); cold, none was
+    started task-free. The route counters are those of ``portway_route_path_requests_total``
+    and ``?explain`` (``Metrics.route_paths``), so a parametrization can never silently test
+    the general path twice."""
+
+    def __init__(self, name: str) -> None:
+        assert name in ("cold", "warm")
+        self.name = name
+        self.warm = name == "warm"
+        self._gw: Any = None
+        self._route = "r"
+        self._fast0 = 0
+        self._paths0: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def _app(gw: Any) -> Any:
+        worker = gw.worker if hasattr(gw, "worker") else gw._worker
+        assert worker is not None and worker.app is not None
+        return worker.app
+
+    @staticmethod
+    def _paths(route: str) -> dict[str, int]:
+        from portway.observability.metrics import get_metrics
+
+        return get_metrics().route_paths(route)
+
+    async def prepare(
+        self, gw: Any, *, route: str = "r", request: bytes = WARM_REQUEST, status: int = 200
+    ) -> None:
+        """Warm the pool (warm only; the warm-up must answer ``status``), then take the
+        counters the requests under test are judged by."""
+        if self.warm:
+            out = await raw_request(gw.port, request, timeout=10)
+            assert out.startswith(b"HTTP/1.1 %d " % status), out[:300]
+        self._gw = gw
+        self._route = route
+        self._fast0 = self._app(gw).fast_requests
+        self._paths0 = self._paths(route)
+
+    def served(self) -> dict[str, int]:
+        """Requests of the route since ``prepare``, by serving path; ``started`` counts
+        those that started a task-free exchange."""
+        assert self._gw is not None, "prepare() first"
+        now = self._paths(self._route)
+        out = {k: now[k] - self._paths0.get(k, 0) for k in now}
+        out["started"] = self._app(self._gw).fast_requests - self._fast0
+        return out
+
+    def assert_served(self, n: int = 1, *, fallback: int = 0) -> None:
+        got = self.served()
+        assert got["general"] + got["fast"] + got["fallback"] == n, (self.name, got)
+        if self.warm:
+            want = {"started": n, "fast": n - fallback, "fallback": fallback, "general": 0}
+            assert {k: got[k] for k in want} == want, (self.name, got)
+        else:
+            assert got["started"] == 0 and got["fast"] == 0, (self.name, got)

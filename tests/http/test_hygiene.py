@@ -1,4 +1,7 @@
-"""Protocol hygiene (RFC 9110/9112), each point driven over a raw socket."""
+"""Protocol hygiene (RFC 9110/9112), each point driven over a raw socket.
+
+The rules about what crosses the gateway run on both serving paths (the ``path`` fixture:
+``cold``, the general path; ``warm``, the task-free one), which must agree."""
 
 from __future__ import annotations
 
@@ -9,7 +12,17 @@ import pytest
 
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from tests.helpers import raw_request, run_gateway, run_upstream, simple_config
+from tests.helpers import (
+    WARM_ANSWER,
+    ServingPath,
+    is_warm_request,
+    raw_request,
+    raw_upstream,
+    run_gateway,
+    run_upstream,
+    simple_config,
+    with_warm_route,
+)
 
 
 def _status(out: bytes) -> int:
@@ -33,9 +46,10 @@ BAD = {
     "missing_host": b"GET / HTTP/1.1\r\n\r\n",
     "two_hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     "http09": b"GET /\r\n\r\n",
-    "encoded_slash": b"GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n",
-    "encoded_backslash": b"GET /a%5cb HTTP/1.1\r\nHost: a\r\n\r\n",
-    "encoded_nul": b"GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n",
+    # a refused path need not close the connection: the client asks to (no read timeout)
+    "encoded_slash": b"GET /a%2Fb HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "encoded_backslash": b"GET /a%5cb HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "encoded_nul": b"GET /a%00b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     "space_before_colon": b"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
 }
 
@@ -67,16 +81,18 @@ async def test_limits_431_414() -> None:
 
 async def test_route_body_limit_413() -> None:
     async with run_upstream() as up, run_gateway(simple_config(up.url, max_body_bytes=10)) as gw:
-        req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n" + b"x" * 20
+        # Connection: close, so each answer is read to the end without waiting out a timeout
+        req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\nConnection: close\r\n\r\n"
+        req += b"x" * 20
         assert _status(await raw_request(gw.port, req)) == 413
         chunked = (
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             b"a\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n"
         )
         assert _status(await raw_request(gw.port, chunked)) == 413
 
 
-async def test_hop_by_hop_never_cross_either_way() -> None:
+async def test_hop_by_hop_never_cross_either_way(path: ServingPath) -> None:
     async def handler(req: Request) -> Response:
         h = Headers()
         h.set("x-seen", ",".join(k for k, _ in req.headers))
@@ -86,7 +102,11 @@ async def test_hop_by_hop_never_cross_either_way() -> None:
         h.set("proxy-connection", "keep-alive")
         return Response(200, h, b"ok")
 
-    async with run_upstream(handler) as up, run_gateway(simple_config(up.url)) as gw:
+    async with (
+        run_upstream(handler) as up,
+        run_gateway(with_warm_route(simple_config(up.url))) as gw,
+    ):
+        await path.prepare(gw)
         req = (
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\n"
             b"X-Private: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\n"
@@ -94,6 +114,7 @@ async def test_hop_by_hop_never_cross_either_way() -> None:
         )
         out = await raw_request(gw.port, req)
         assert _status(out) == 200
+        path.assert_served(1)
         head = out.split(b"\r\n\r\n")[0].lower()
         seen = next(ln for ln in head.split(b"\r\n") if ln.startswith(b"x-seen:"))
         for hop in (b"x-private", b"keep-alive", b"proxy-connection", b"te", b"connection"):
@@ -104,7 +125,7 @@ async def test_hop_by_hop_never_cross_either_way() -> None:
         assert b"proxy-connection" not in head
 
 
-async def test_field_values_lose_trailing_whitespace_both_ways() -> None:
+async def test_field_values_lose_trailing_whitespace_both_ways(path: ServingPath) -> None:
     """RFC 9110 §5.5: OWS around a field value is not part of it (llhttp drops the leading
     OWS only)."""
 
@@ -113,20 +134,25 @@ async def test_field_values_lose_trailing_whitespace_both_ways() -> None:
         h.set("x-seen", repr(req.headers.get_raw(b"x-pad")))
         return Response(200, h, b"ok")
 
-    async with run_upstream(handler) as up, run_gateway(simple_config(up.url)) as gw:
-        for _ in range(2):  # the second on a pooled connection (the task-free path)
-            out = await raw_request(
-                gw.port,
-                b"GET / HTTP/1.1\r\nHost: a \r\nX-Pad: \t1 2 \t \r\nConnection: close\r\n\r\n",
-            )
-            assert _status(out) == 200, out
-            assert b"x-seen: b'1 2'\r\n" in out.lower()
+    async with (
+        run_upstream(handler) as up,
+        run_gateway(with_warm_route(simple_config(up.url))) as gw,
+    ):
+        await path.prepare(gw)
+        out = await raw_request(
+            gw.port,
+            b"GET / HTTP/1.1\r\nHost: a \r\nX-Pad: \t1 2 \t \r\nConnection: close\r\n\r\n",
+        )
+        assert _status(out) == 200, out
+        assert b"x-seen: b'1 2'\r\n" in out.lower()
+        path.assert_served(1)
 
 
-async def test_x_forwarded_untrusted_replaced_trusted_appended() -> None:
+async def test_x_forwarded_untrusted_replaced_trusted_appended(path: ServingPath) -> None:
     async with run_upstream() as up:
-        cfg = simple_config(up.url)
+        cfg = with_warm_route(simple_config(up.url))
         async with run_gateway(cfg) as gw:
+            await path.prepare(gw)
             req = (
                 b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-For: 6.6.6.6\r\n"
                 b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
@@ -135,11 +161,15 @@ async def test_x_forwarded_untrusted_replaced_trusted_appended() -> None:
             assert hdrs["x-forwarded-for"] == "127.0.0.1"
             assert hdrs["x-forwarded-proto"] == "http"
             assert hdrs["x-forwarded-host"] == "api.test"
+            path.assert_served(1)
         cfg["server"] = {"trusted_proxies": ["127.0.0.0/8"]}
         async with run_gateway(cfg) as gw:
+            await path.prepare(gw)
             hdrs = dict(_body(await raw_request(gw.port, req))["headers"])
             assert hdrs["x-forwarded-for"] == "6.6.6.6, 127.0.0.1"
             assert hdrs["x-forwarded-proto"] == "https"
+            assert hdrs["x-forwarded-host"] == "api.test"
+            path.assert_served(1)
 
 
 async def test_path_normalised_before_routing_and_forwarding() -> None:
@@ -163,16 +193,18 @@ async def test_path_normalised_before_routing_and_forwarding() -> None:
             assert data["query"] == "q=%2F..%2f"
 
 
-async def test_encoded_slash_allowed_per_route() -> None:
+async def test_encoded_slash_allowed_per_route(path: ServingPath) -> None:
     async with (
         run_upstream() as up,
-        run_gateway(simple_config(up.url, allow_encoded_slashes=True)) as gw,
+        run_gateway(with_warm_route(simple_config(up.url, allow_encoded_slashes=True))) as gw,
     ):
+        await path.prepare(gw)
         out = await raw_request(
             gw.port, b"GET /a%2fb HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )
         assert _status(out) == 200
         assert _body(out)["path"] == "/a%2Fb"
+        path.assert_served(1)
 
 
 async def test_slowloris_closed_others_unaffected() -> None:
@@ -244,14 +276,22 @@ async def test_upstream_errors_are_json_502_504() -> None:
             assert _status(out) == 504
 
 
-async def test_upstream_4xx_5xx_pass_through_untouched() -> None:
+async def test_upstream_4xx_5xx_pass_through_untouched(path: ServingPath) -> None:
     async def teapot(req: Request) -> Response:
+        if req.path.startswith("/__"):
+            return Response(200, Headers(), b"warm")
         return Response(418, Headers([(b"x-u", b"1")]), b"i am a teapot")
 
-    async with run_upstream(teapot) as up, run_gateway(simple_config(up.url)) as gw:
+    async with (
+        run_upstream(teapot) as up,
+        run_gateway(with_warm_route(simple_config(up.url))) as gw,
+    ):
+        await path.prepare(gw)
         out = await raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert _status(out) == 418
         assert out.endswith(b"i am a teapot")
+        assert b"x-u: 1\r\n" in out.lower()
+        path.assert_served(1)
 
 
 async def test_stalled_request_body_gets_408_slow_body_does_not() -> None:
@@ -282,10 +322,11 @@ async def test_stalled_request_body_gets_408_slow_body_does_not() -> None:
             assert _status(out) == 200 and b'"body":"01234567"' in out
 
 
-async def test_x_real_ip_port_and_prefix_like_kong() -> None:
+async def test_x_real_ip_port_and_prefix_like_kong(path: ServingPath) -> None:
     async with run_upstream() as up:
-        cfg = simple_config(up.url, strip_prefix=True, match={"paths": ["/api"]})
+        cfg = with_warm_route(simple_config(up.url, strip_prefix=True, match={"paths": ["/api"]}))
         async with run_gateway(cfg) as gw:
+            await path.prepare(gw)
             req = (
                 b"GET /api/users HTTP/1.1\r\nHost: a\r\nX-Real-IP: 6.6.6.6\r\n"
                 b"X-Forwarded-Prefix: /evil\r\nX-Forwarded-Port: 1\r\nConnection: close\r\n\r\n"
@@ -296,3 +337,146 @@ async def test_x_real_ip_port_and_prefix_like_kong() -> None:
             assert hdrs["x-real-ip"] == "127.0.0.1"
             assert hdrs["x-forwarded-port"] == str(gw.port)
             assert hdrs["x-forwarded-prefix"] == "/api"
+            path.assert_served(1)
+
+
+# --- relay rules on both serving paths -------------------------------------------------------
+
+
+def _scripted(response: bytes, heads: list[bytes]) -> object:
+    """A raw upstream handler answering warm-up requests, and every other request with
+    ``response`` (keeping the connection); the heads it was sent go to ``heads``."""
+
+    async def handler(head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        if is_warm_request(head):
+            w.write(WARM_ANSWER)
+        elif head.startswith(b"GET /next "):
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        else:
+            heads.append(head)
+            w.write(response)
+        await w.drain()
+        return True
+
+    return handler
+
+
+def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    for line in head.split(b"\r\n")[1:]:
+        if line:
+            k, _, v = line.partition(b":")
+            out.append((k.strip().lower(), v.strip()))
+    return out
+
+
+def _values(head: bytes, name: bytes) -> list[bytes]:
+    return [v for k, v in _fields(head) if k == name]
+
+
+async def _relay(
+    path: ServingPath, response: bytes, request: bytes, **route: object
+) -> tuple[bytes, list[bytes], int]:
+    """``request`` (then a closing GET /next on the same connection) through a gateway whose
+    upstream answers ``response``; returns what the client got, the heads the upstream got
+    and the gateway's port."""
+    heads: list[bytes] = []
+    async with raw_upstream(_scripted(response, heads)) as url:  # type: ignore[arg-type]
+        async with run_gateway(with_warm_route(simple_config(url, **route))) as gw:
+            await path.prepare(gw)
+            out = await raw_request(
+                gw.port, request + b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            # the request under test and /next, pipelined behind it: warm, the upstream
+            # connection is back in the pool before /next is served
+            path.assert_served(2)
+            return out, heads, gw.port
+
+
+async def test_via_is_appended_both_ways(path: ServingPath) -> None:
+    """RFC 9110 §7.6.3: the gateway appends itself to the Via of the request (with the
+    client's protocol version) and of the response, after what was there."""
+    response = b"HTTP/1.1 200 OK\r\nVia: 1.1 upstream-cache\r\nContent-Length: 2\r\n\r\nok"
+    request = b"GET /x HTTP/1.1\r\nHost: a\r\nVia: 1.0 client-proxy\r\n\r\n"
+    out, heads, _ = await _relay(path, response, request)
+    first = out.split(b"\r\n\r\n", 1)[0]
+    assert b", ".join(_values(first, b"via")) == b"1.1 upstream-cache, 1.1 portway", out
+    assert b", ".join(_values(heads[0], b"via")) == b"1.0 client-proxy, 1.1 portway"
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+async def test_host_is_the_targets_unless_preserved(path: ServingPath, preserve: bool) -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    request = b"GET /x HTTP/1.1\r\nHost: api.test\r\n\r\n"
+    heads: list[bytes] = []
+    async with raw_upstream(_scripted(response, heads)) as url:  # type: ignore[arg-type]
+        cfg = with_warm_route(simple_config(url, preserve_host=preserve))
+        async with run_gateway(cfg) as gw:
+            await path.prepare(gw)
+            out = await raw_request(gw.port, request[:-2] + b"Connection: close\r\n\r\n")
+            assert _status(out) == 200
+            path.assert_served(1)
+    want = b"api.test" if preserve else url.removeprefix("http://").encode()
+    assert _values(heads[0], b"host") == [want]
+    assert _values(heads[0], b"x-forwarded-host") == [b"api.test"]
+
+
+@pytest.mark.parametrize("method", [b"POST", b"PUT", b"PATCH"])
+async def test_bodiless_request_with_a_body_method_says_content_length_0(
+    path: ServingPath, method: bytes
+) -> None:
+    """A POST/PUT/PATCH without a body is forwarded with ``Content-Length: 0`` (RFC 9110
+    §8.6: a user agent should send it; some upstreams wait for a body otherwise)."""
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    out, heads, _ = await _relay(path, response, method + b" /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200 OK") == 2, out
+    assert len(heads) == 1 and _values(heads[0], b"content-length") == [b"0"], heads
+
+
+NO_BODY = {
+    "204": (b"GET", b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"),
+    "204_with_length": (b"GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n"),
+    "304": (b"GET", b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\nX-A: 1\r\n\r\n'),
+    "304_with_length": (
+        b"GET",
+        b'HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: "e"\r\nX-A: 1\r\n\r\n',
+    ),
+    "head_length": (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-A: 1\r\n\r\n"),
+    "head_chunked": (b"HEAD", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_BODY))
+async def test_no_body_statuses_carry_no_body_and_keep_the_connection(
+    path: ServingPath, case: str
+) -> None:
+    """RFC 9110 §6.4.1: no content after a 204, a 304 or a response to HEAD, whatever its
+    framing fields say; the next response on the connection follows right after the head."""
+    method, response = NO_BODY[case]
+    out, _, _ = await _relay(path, response, method + b" /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    first, sep, rest = out.partition(b"\r\n\r\n")
+    assert sep and _values(first, b"x-a") == [b"1"], out
+    assert _values(first, b"transfer-encoding") == [] or method == b"HEAD", out
+    if case == "204":
+        assert _values(first, b"content-length") == [], out  # none added (RFC 9110 §8.6)
+    # nothing between this head and the next response
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), out
+    assert rest.endswith(b"\r\n\r\nok")
+
+
+async def test_early_hints_relayed_without_connection_fields(path: ServingPath) -> None:
+    """100 and 102 answer this connection only; a 103 is relayed minus its hop-by-hop fields
+    and those its own Connection names (RFC 9110 §7.6.1)."""
+    response = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x-hint\r\n"
+        b"X-Hint: private\r\nKeep-Alive: timeout=5\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    )
+    out, _, _ = await _relay(path, response, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    hints, _, rest = out.partition(b"\r\n\r\n")
+    assert hints.startswith(b"HTTP/1.1 103 Early Hints\r\n"), out
+    assert _fields(hints) == [(b"link", b"</a.css>; rel=preload")], out
+    assert rest.startswith(b"HTTP/1.1 201 Created\r\n"), out
+    assert b"HTTP/1.1 100" not in out and b"HTTP/1.1 102" not in out

@@ -111,11 +111,15 @@ def response_header_items(
 
 
 def informational_items(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The fields of a relayed 1xx (103 Early Hints): hop-by-hop ones dropped, on every path
-    and protocol alike."""
+    """The fields of a relayed 1xx (103 Early Hints): hop-by-hop ones and those its own
+    ``Connection`` names dropped, on every path and protocol alike."""
     if not any(kv[0] in HOP_BY_HOP for kv in raw):
         return raw
-    return [kv for kv in raw if kv[0] not in HOP_BY_HOP]
+    drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
+    for k, v in raw:
+        if k == b"connection":
+            drop = drop | value_tokens(v)
+    return [kv for kv in raw if kv[0] not in drop]
 
 
 def without_framing(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
