@@ -349,9 +349,10 @@ class ServingPath:
     async def prepare(
         self, gw: Any, *, route: str = "r", request: bytes = WARM_REQUEST, status: int = 200
     ) -> None:
-        """Warm the pool (warm only; the warm-up must answer ``status``), then take the
-        counters the requests under test are judged by."""
-        if self.warm:
+        """Warm the pool with ``request`` (warm only; it must answer ``status``; an empty
+        ``request`` when the test filled the pool itself), then take the counters the
+        requests under test are judged by."""
+        if self.warm and request:
             out = await raw_request(gw.port, request, timeout=10)
             assert out.startswith(b"HTTP/1.1 %d " % status), out[:300]
         self._gw = gw

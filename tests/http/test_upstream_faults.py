@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.helpers import run_gateway
+from tests.helpers import ServingPath, run_gateway, warmable, with_warm_route
 from tests.http.adv_helpers import (
     cfg_for,
     exchange,
@@ -25,6 +25,9 @@ from tests.http.adv_helpers import (
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 GET_CLOSE = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+#: a warm exchange that fails before the response head is handed back to the task, which
+#: answers the JSON error (proxy/fast.py: ``FastExchange._fall_back``)
+BEFORE_HEAD = 1
 FAST = {"timeouts": {"read": "300ms", "total": "2s", "connect": "1s"}}
 
 Handler = Any
@@ -45,53 +48,64 @@ def _json_error(out: bytes, status: int) -> None:
 
 async def _gw_exchange(
     handler: Handler,
+    path: ServingPath,
     data: bytes = GET_CLOSE,
     until: Callable[[bytes], bool] | None = None,
+    fallback: int = 0,
     **up: Any,
 ) -> tuple[bytes, bool]:
-    async with scripted_upstream(handler) as (url, _), run_gateway(cfg_for(url, **up)) as gw:
-        return await exchange(gw.port, data, timeout=4, until=until)
+    """``data`` on one client connection through a gateway to an upstream scripted by
+    ``handler`` (per connection, after any warm-up requests): on ``path``, where a warm
+    exchange that fails before the response head is handed back to the task (``fallback``)."""
+    async with (
+        scripted_upstream(warmable(handler)) as (url, _),
+        run_gateway(with_warm_route(cfg_for(url, **up))) as gw,
+    ):
+        await path.prepare(gw)
+        out = await exchange(gw.port, data, timeout=4, until=until)
+        path.assert_served(1, fallback=fallback)
+        return out
 
 
 # --- before the response head: a JSON error ------------------------------------------------
 
 
-async def test_upstream_closes_before_responding_is_502() -> None:
+async def test_upstream_closes_before_responding_is_502(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
 
-    out, _ = await _gw_exchange(handler)
+    out, _ = await _gw_exchange(handler, path, fallback=BEFORE_HEAD)
     _json_error(out, 502)
 
 
-async def test_upstream_reset_before_responding_is_502() -> None:
+async def test_upstream_reset_before_responding_is_502(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         _rst(w)
 
-    out, _ = await _gw_exchange(handler)
+    out, _ = await _gw_exchange(handler, path, fallback=BEFORE_HEAD)
     _json_error(out, 502)
 
 
-async def test_upstream_stalls_before_head_is_504_after_read_timeout() -> None:
+async def test_upstream_stalls_before_head_is_504_after_read_timeout(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         await asyncio.sleep(10)
 
     t0 = time.monotonic()
-    out, _ = await _gw_exchange(handler, **FAST)
+    out, _ = await _gw_exchange(handler, path, fallback=BEFORE_HEAD, **FAST)
     elapsed = time.monotonic() - t0
     _json_error(out, 504)
     assert 0.25 < elapsed < 2.5, elapsed
 
 
-async def test_upstream_stalls_mid_head_is_504() -> None:
+async def test_upstream_stalls_mid_head_is_504(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Le")
         await asyncio.sleep(10)
 
-    out, _ = await _gw_exchange(handler, **FAST)
+    out, _ = await _gw_exchange(handler, path, fallback=BEFORE_HEAD, **FAST)
     _json_error(out, 504)
 
 
@@ -115,27 +129,27 @@ INVALID_HEADS = {
 
 
 @pytest.mark.parametrize("name", sorted(INVALID_HEADS))
-async def test_invalid_response_head_is_502(name: str) -> None:
+async def test_invalid_response_head_is_502(name: str, path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(INVALID_HEADS[name])
         await w.drain()
         await asyncio.sleep(1)
 
-    out, _ = await _gw_exchange(handler, **FAST)
+    out, _ = await _gw_exchange(handler, path, fallback=BEFORE_HEAD, **FAST)
     _json_error(out, 502)
 
 
 # --- after the response head: the client connection is aborted, never "completed" ----------
 
 
-async def test_upstream_closes_mid_body_content_length() -> None:
+async def test_upstream_closes_mid_body_content_length(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"a" * 100)
         await w.drain()
 
-    out, closed = await _gw_exchange(handler, data=GET)
+    out, closed = await _gw_exchange(handler, path, data=GET)
     (r,) = parse_responses(out)
     assert r.status == 200 and not r.complete
     assert r.header(b"content-length") == b"1000"
@@ -143,7 +157,7 @@ async def test_upstream_closes_mid_body_content_length() -> None:
     assert closed
 
 
-async def test_upstream_closes_mid_chunked_body_no_terminator() -> None:
+async def test_upstream_closes_mid_chunked_body_no_terminator(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -152,7 +166,7 @@ async def test_upstream_closes_mid_chunked_body_no_terminator() -> None:
         w.write(b"a\r\nhal")
         await w.drain()
 
-    out, closed = await _gw_exchange(handler, data=GET)
+    out, closed = await _gw_exchange(handler, path, data=GET)
     (r,) = parse_responses(out)
     assert r.status == 200 and r.chunked
     assert not r.complete, "the chunked terminator must not be sent for a truncated body"
@@ -161,7 +175,7 @@ async def test_upstream_closes_mid_chunked_body_no_terminator() -> None:
     assert closed
 
 
-async def test_upstream_reset_mid_body() -> None:
+async def test_upstream_reset_mid_body(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -169,13 +183,13 @@ async def test_upstream_reset_mid_body() -> None:
         await asyncio.sleep(0.05)
         _rst(w)
 
-    out, closed = await _gw_exchange(handler, data=GET)
+    out, closed = await _gw_exchange(handler, path, data=GET)
     (r,) = parse_responses(out)
     assert r.status == 200 and not r.complete
     assert closed
 
 
-async def test_upstream_close_delimited_body_is_complete_at_eof() -> None:
+async def test_upstream_close_delimited_body_is_complete_at_eof(path: ServingPath) -> None:
     """A response without framing ends at close (RFC 9112 §6.3): relayed chunked, with its
     terminator, since that close is the normal end."""
 
@@ -185,12 +199,14 @@ async def test_upstream_close_delimited_body_is_complete_at_eof() -> None:
         await w.drain()
 
     # the client connection stays open (keep-alive): read up to the last chunk, not the timeout
-    out, _ = await _gw_exchange(handler, data=GET, until=lambda o: o.endswith(b"0\r\n\r\n"))
+    out, _ = await _gw_exchange(handler, path, data=GET, until=lambda o: o.endswith(b"0\r\n\r\n"))
     (r,) = parse_responses(out)
     assert r.complete and r.body == b"until close"
 
 
-async def test_upstream_stalls_mid_body_client_aborted_after_read_timeout() -> None:
+async def test_upstream_stalls_mid_body_client_aborted_after_read_timeout(
+    path: ServingPath,
+) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
@@ -198,7 +214,7 @@ async def test_upstream_stalls_mid_body_client_aborted_after_read_timeout() -> N
         await asyncio.sleep(10)
 
     t0 = time.monotonic()
-    out, closed = await _gw_exchange(handler, data=GET, **FAST)
+    out, closed = await _gw_exchange(handler, path, data=GET, **FAST)
     elapsed = time.monotonic() - t0
     (r,) = parse_responses(out)
     assert r.status == 200 and not r.complete
@@ -206,7 +222,7 @@ async def test_upstream_stalls_mid_body_client_aborted_after_read_timeout() -> N
     assert 0.25 < elapsed < 3, elapsed
 
 
-async def test_slow_but_steady_body_is_not_cut_by_read_timeout() -> None:
+async def test_slow_but_steady_body_is_not_cut_by_read_timeout(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n")
@@ -215,7 +231,7 @@ async def test_slow_but_steady_body_is_not_cut_by_read_timeout() -> None:
             w.write(b"x")
             await w.drain()
 
-    out, _ = await _gw_exchange(handler, **FAST)
+    out, _ = await _gw_exchange(handler, path, **FAST)
     (r,) = parse_responses(out)
     assert r.complete and r.body == b"x" * 8
 
@@ -255,25 +271,33 @@ async def test_shorter_content_length_extra_bytes_never_become_next_response() -
 
 
 async def test_late_extra_bytes_on_idle_connection_discard_it() -> None:
+    discarded = asyncio.Event()
+
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while True:
             head = await read_request_head(r)
             if head.startswith(b"GET /first"):
                 w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
                 await w.drain()
-                await asyncio.sleep(0.05)
-                # half a response, sent while the connection sits idle in the pool
+                # half a response, sent once the connection sits idle in the pool (the client
+                # has its answer); the gateway must close this connection, not reuse it
+                await first_answered.wait()
                 w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nSMUG")
-            else:
-                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+                await w.drain()
+                assert await r.read() == b""
+                discarded.set()
+                return
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
             await w.drain()
 
+    first_answered = asyncio.Event()
     async with scripted_upstream(handler) as (url, accepted), run_gateway(cfg_for(url)) as gw:
         out, _ = await exchange(
             gw.port, b"GET /first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )
         assert parse_responses(out)[0].body == b"hello"
-        await asyncio.sleep(0.2)
+        first_answered.set()
+        await asyncio.wait_for(discarded.wait(), 5)
         out, _ = await exchange(
             gw.port, b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )
@@ -282,19 +306,19 @@ async def test_late_extra_bytes_on_idle_connection_discard_it() -> None:
         assert len(accepted) == 2
 
 
-async def test_longer_content_length_then_close_aborts_client() -> None:
+async def test_longer_content_length_then_close_aborts_client(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
         await w.drain()
 
-    out, closed = await _gw_exchange(handler, data=GET)
+    out, closed = await _gw_exchange(handler, path, data=GET)
     (r,) = parse_responses(out)
     assert not r.complete and r.body == b"short"
     assert closed
 
 
-async def test_informational_responses_then_final() -> None:
+async def test_informational_responses_then_final(path: ServingPath) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
         w.write(
@@ -307,7 +331,7 @@ async def test_informational_responses_then_final() -> None:
         w.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
         await w.drain()
 
-    out, _ = await _gw_exchange(handler)
+    out, _ = await _gw_exchange(handler, path)
     resps = parse_responses(out)
     # 100/102 are hop-by-hop interim answers to this connection; 103 carries end-to-end hints
     assert [r.status for r in resps] == [103, 201], out
@@ -389,10 +413,12 @@ async def test_upstream_closing_idle_connections_fresh_connection_used(method: s
         assert len(accepted) == 5
 
 
-async def test_stale_connection_race_get_is_retried_on_fresh_connection() -> None:
+@pytest.mark.parametrize("task_free", [False, True], ids=["general", "task_free"])
+async def test_stale_connection_race_get_is_retried_on_fresh_connection(task_free: bool) -> None:
     """The upstream's idle timer fires just as a reused connection carries the next request:
     it closes without answering. Nothing came back, the method is idempotent: retry once on a
-    fresh connection rather than fail the client."""
+    fresh connection rather than fail the client. A stale connection is found only on a warm
+    pool, so the general path is chosen here by turning the task-free one off."""
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request_head(r)
@@ -401,8 +427,18 @@ async def test_stale_connection_race_get_is_retried_on_fresh_connection() -> Non
         await read_request_head(r)  # the reused connection's request: dropped unanswered
 
     async with scripted_upstream(handler) as (url, accepted), run_gateway(cfg_for(url)) as gw:
+        app = gw.worker.app
+        assert app is not None
+        app.fast = task_free
+        out, _ = await exchange(gw.port, GET_CLOSE)  # fills the pool
+        assert parse_responses(out)[0].body == b"ok"
+        counts = ServingPath("warm" if task_free else "cold")
+        await counts.prepare(gw, request=b"")
         for _ in range(3):
             out, _ = await exchange(gw.port, GET_CLOSE)
             (r,) = parse_responses(out)
             assert r.status == 200 and r.body == b"ok", out
-        assert len(accepted) >= 3
+        # every request met a stale connection and was retried once, on a new one
+        assert len(accepted) == 4
+        # task-free, each stale connection hands the request back to the task for the retry
+        counts.assert_served(3, fallback=3)
