@@ -313,6 +313,7 @@ class ServingPath:
     """One of the two serving paths a test runs on: ``"cold"`` (no pooled connection: the
     general path) or ``"warm"`` (the pool warmed first: the task-free path).
 
+    ``path.config(cfg)`` is the gateway config to run (cold: no idle connections kept);
     ``await path.prepare(gw)`` warms the pool when warm (a request to ``with_warm_route``'s
     route, or ``request``) and takes the counters; after the requests under test,
     ``path.assert_served(n)`` checks that exactly ``n`` requests of ``route`` were served and
@@ -333,6 +334,18 @@ class ServingPath:
 
     def __repr__(self) -> str:
         return self.name
+
+    def config(self, config: dict[str, Any], upstream: str = "u") -> dict[str, Any]:
+        """``config`` for this path: with ``with_warm_route``'s route; cold, every upstream
+        also keeps no idle connection (``pool.max_idle: 0``), so no request of the test
+        ever finds one — not only the first."""
+        cfg = with_warm_route(config, upstream)
+        if not self.warm:
+            ups = {}
+            for name, u in cfg.get("upstreams", {}).items():
+                ups[name] = {**u, "pool": {**u.get("pool", {}), "max_idle": 0}}
+            cfg["upstreams"] = ups
+        return cfg
 
     @staticmethod
     def _app(gw: Any) -> Any:
@@ -369,11 +382,20 @@ class ServingPath:
         out["started"] = self._app(self._gw).fast_requests - self._fast0
         return out
 
-    def assert_served(self, n: int = 1, *, fallback: int = 0) -> None:
+    def assert_served(self, n: int = 1, *, fallback: int = 0, local: int = 0) -> None:
+        """``n`` requests of the route since ``prepare``: ``local`` of them answered by the
+        gateway itself (a hook's answer, a CORS preflight: they never reach the pool, and
+        are the same on both paths); warm, the others each started a task-free exchange,
+        ``fallback`` of which were handed back to the task."""
         got = self.served()
         assert got["general"] + got["fast"] + got["fallback"] == n, (self.name, got)
         if self.warm:
-            want = {"started": n, "fast": n - fallback, "fallback": fallback, "general": 0}
+            exchanges = n - local
+            want = {"started": exchanges, "fast": exchanges - fallback}
             assert {k: got[k] for k in want} == want, (self.name, got)
+            # a hook's answer is handed to the task (``fallback``); a preflight, which only
+            # the general path routes, is ``general``
+            assert got["fallback"] + got["general"] == fallback + local, (self.name, got)
+            assert local or got["general"] == 0, (self.name, got)
         else:
             assert got["started"] == 0 and got["fast"] == 0, (self.name, got)

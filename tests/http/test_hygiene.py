@@ -21,7 +21,6 @@ from tests.helpers import (
     run_gateway,
     run_upstream,
     simple_config,
-    with_warm_route,
 )
 
 
@@ -104,7 +103,7 @@ async def test_hop_by_hop_never_cross_either_way(path: ServingPath) -> None:
 
     async with (
         run_upstream(handler) as up,
-        run_gateway(with_warm_route(simple_config(up.url))) as gw,
+        run_gateway(path.config(simple_config(up.url))) as gw,
     ):
         await path.prepare(gw)
         req = (
@@ -136,7 +135,7 @@ async def test_field_values_lose_trailing_whitespace_both_ways(path: ServingPath
 
     async with (
         run_upstream(handler) as up,
-        run_gateway(with_warm_route(simple_config(up.url))) as gw,
+        run_gateway(path.config(simple_config(up.url))) as gw,
     ):
         await path.prepare(gw)
         out = await raw_request(
@@ -150,7 +149,7 @@ async def test_field_values_lose_trailing_whitespace_both_ways(path: ServingPath
 
 async def test_x_forwarded_untrusted_replaced_trusted_appended(path: ServingPath) -> None:
     async with run_upstream() as up:
-        cfg = with_warm_route(simple_config(up.url))
+        cfg = path.config(simple_config(up.url))
         async with run_gateway(cfg) as gw:
             await path.prepare(gw)
             req = (
@@ -196,7 +195,7 @@ async def test_path_normalised_before_routing_and_forwarding() -> None:
 async def test_encoded_slash_allowed_per_route(path: ServingPath) -> None:
     async with (
         run_upstream() as up,
-        run_gateway(with_warm_route(simple_config(up.url, allow_encoded_slashes=True))) as gw,
+        run_gateway(path.config(simple_config(up.url, allow_encoded_slashes=True))) as gw,
     ):
         await path.prepare(gw)
         out = await raw_request(
@@ -284,7 +283,7 @@ async def test_upstream_4xx_5xx_pass_through_untouched(path: ServingPath) -> Non
 
     async with (
         run_upstream(teapot) as up,
-        run_gateway(with_warm_route(simple_config(up.url))) as gw,
+        run_gateway(path.config(simple_config(up.url))) as gw,
     ):
         await path.prepare(gw)
         out = await raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -324,7 +323,7 @@ async def test_stalled_request_body_gets_408_slow_body_does_not() -> None:
 
 async def test_x_real_ip_port_and_prefix_like_kong(path: ServingPath) -> None:
     async with run_upstream() as up:
-        cfg = with_warm_route(simple_config(up.url, strip_prefix=True, match={"paths": ["/api"]}))
+        cfg = path.config(simple_config(up.url, strip_prefix=True, match={"paths": ["/api"]}))
         async with run_gateway(cfg) as gw:
             await path.prepare(gw)
             req = (
@@ -382,7 +381,7 @@ async def _relay(
     and the gateway's port."""
     heads: list[bytes] = []
     async with raw_upstream(_scripted(response, heads)) as url:  # type: ignore[arg-type]
-        async with run_gateway(with_warm_route(simple_config(url, **route))) as gw:
+        async with run_gateway(path.config(simple_config(url, **route))) as gw:
             await path.prepare(gw)
             out = await raw_request(
                 gw.port, request + b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -410,7 +409,7 @@ async def test_host_is_the_targets_unless_preserved(path: ServingPath, preserve:
     request = b"GET /x HTTP/1.1\r\nHost: api.test\r\n\r\n"
     heads: list[bytes] = []
     async with raw_upstream(_scripted(response, heads)) as url:  # type: ignore[arg-type]
-        cfg = with_warm_route(simple_config(url, preserve_host=preserve))
+        cfg = path.config(simple_config(url, preserve_host=preserve))
         async with run_gateway(cfg) as gw:
             await path.prepare(gw)
             out = await raw_request(gw.port, request[:-2] + b"Connection: close\r\n\r\n")

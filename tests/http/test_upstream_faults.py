@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.helpers import ServingPath, run_gateway, warmable, with_warm_route
+from tests.helpers import ServingPath, run_gateway, warmable
 from tests.http.adv_helpers import (
     cfg_for,
     exchange,
@@ -59,7 +59,7 @@ async def _gw_exchange(
     exchange that fails before the response head is handed back to the task (``fallback``)."""
     async with (
         scripted_upstream(warmable(handler)) as (url, _),
-        run_gateway(with_warm_route(cfg_for(url, **up))) as gw,
+        run_gateway(path.config(cfg_for(url, **up))) as gw,
     ):
         await path.prepare(gw)
         out = await exchange(gw.port, data, timeout=4, until=until)

@@ -10,7 +10,7 @@ from portway.http.client import simple_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.plugins.cors.config import OriginMatcher
-from tests.helpers import run_gateway, run_upstream
+from tests.helpers import ServingPath, run_gateway, run_upstream
 
 APP = "https://app.example.com"
 CORS = {
@@ -103,14 +103,20 @@ async def test_browser_preflight_then_credentialed_request() -> None:
         ("null", False),
     ],
 )
-async def test_origins_matched_exactly(origin: str, allowed: bool) -> None:
-    async with run_upstream(upstream_handler) as up, run_gateway(config(up.url)) as gw:
+async def test_origins_matched_exactly(origin: str, allowed: bool, path: ServingPath) -> None:
+    async with (
+        run_upstream(upstream_handler) as up,
+        run_gateway(path.config(config(up.url))) as gw,
+    ):
+        await path.prepare(gw, route="api")
         r = await simple_request("GET", gw.url + "/api", headers=[("origin", origin)])
         pre = await simple_request(
             "OPTIONS",
             gw.url + "/api",
             headers=[("origin", origin), ("access-control-request-method", "GET")],
         )
+        # the preflight is the plugin's own answer, on either path
+        path.assert_served(2, local=1)
     for h in (r.headers, pre.headers):
         acao = h.get_all("access-control-allow-origin")
         assert acao == ([origin] if allowed else []), origin

@@ -9,7 +9,14 @@ from portway.config.errors import ConfigError
 from portway.config.loader import load_config_text
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from tests.helpers import free_port, http_get, run_gateway, run_upstream, simple_config
+from tests.helpers import (
+    ServingPath,
+    free_port,
+    http_get,
+    run_gateway,
+    run_upstream,
+    simple_config,
+)
 
 OPS = {
     "request": {
@@ -40,10 +47,11 @@ async def _upstream(req: Request) -> Response:
     return Response(200, h, orjson.dumps([[k, v] for k, v in req.headers]))
 
 
-async def test_all_operations_both_directions() -> None:
+async def test_all_operations_both_directions(path: ServingPath) -> None:
     async with run_upstream(_upstream) as up:
         cfg = simple_config(up.url, plugins=[{"name": "headers", "config": OPS}])
-        async with run_gateway(cfg) as gw:
+        async with run_gateway(path.config(cfg)) as gw:
+            await path.prepare(gw)
             status, h, body = await http_get(
                 gw.url + "/x",
                 headers=[
@@ -54,7 +62,8 @@ async def test_all_operations_both_directions() -> None:
                     ("X-Old", "renamed-value"),
                 ],
             )
-        client_req = up.requests[0]
+            path.assert_served(1)
+        client_req = up.requests[-1]
     assert status == 200
     sent = orjson.loads(body)
 

@@ -6,6 +6,7 @@ import pytest
 
 from portway.plugins.key_auth.config import KeyAuthConfig
 from portway.plugins.key_auth.plugin import KeyAuthPlugin
+from tests.helpers import ServingPath
 from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import refused, www_authenticate
 
@@ -151,3 +152,30 @@ async def test_credential_identifier_cannot_be_tested_offline() -> None:
                 assert status == 200
             sent = [r.headers.get("x-credential-identifier") for r in up.requests]
             assert sent == [cred, cred]
+
+
+async def test_through_the_gateway_on_both_paths(path: ServingPath) -> None:
+    """A known key reaches the upstream as the consumer's identity (the key hidden, spoofed
+    identity fields dropped); no key or a wrong one is refused by the plugin itself."""
+    from tests.helpers import http_get, run_gateway, run_upstream, simple_config
+
+    async with run_upstream() as up:
+        cfg = simple_config(up.url, plugins=[{"name": "key_auth"}])
+        cfg["consumers"] = CONSUMERS
+        async with run_gateway(path.config(cfg)) as gw:
+            await path.prepare(gw)
+            warmed = len(up.requests)
+            ok = await http_get(
+                gw.url + "/x", headers=[("apikey", "alice-key"), ("x-consumer-username", "root")]
+            )
+            missing = await http_get(gw.url + "/x")
+            wrong = await http_get(gw.url + "/x", headers=[("apikey", "nope")])
+            path.assert_served(3, local=2)
+        sent = up.requests[warmed:]
+    assert ok[0] == 200 and missing[0] == 401 and wrong[0] == 401
+    assert missing[1].get("www-authenticate") is not None
+    assert len(sent) == 1
+    h = sent[0].headers
+    assert h.get_all("x-consumer-username") == ["alice"]
+    assert h.get("x-consumer-groups") == "admin"
+    assert h.get("apikey") is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.helpers import http_get, run_gateway, run_upstream, simple_config
+from tests.helpers import ServingPath, http_get, run_gateway, run_upstream, simple_config
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -27,15 +27,21 @@ async def _log_lines(path: Path, n: int) -> list[dict[str, object]]:
     raise AssertionError(f"expected {n} access-log lines in {path}")
 
 
-async def test_accepts_safe_id_replaces_unsafe_echoes_forwards_and_logs(tmp_path: Path) -> None:
+async def test_accepts_safe_id_replaces_unsafe_echoes_forwards_and_logs(
+    tmp_path: Path, path: ServingPath
+) -> None:
     log = tmp_path / "access.log"
     async with run_upstream() as up:
-        cfg = simple_config(up.url)
-        cfg["plugins"] = [
-            {"name": "request_id"},
-            {"name": "access_log", "config": {"path": str(log)}},
-        ]
-        async with run_gateway(cfg) as gw:
+        # bound on the route, so the warm-up request (another route) is not logged
+        cfg = simple_config(
+            up.url,
+            plugins=[
+                {"name": "request_id"},
+                {"name": "access_log", "config": {"path": str(log)}},
+            ],
+        )
+        async with run_gateway(path.config(cfg)) as gw:
+            await path.prepare(gw)
             safe = "abc-123.DEF_4:5"
             s1, h1, b1 = await http_get(gw.url + "/a", headers=[("X-Request-ID", safe)])
             unsafe = "evil id\t<script>"
@@ -44,6 +50,7 @@ async def test_accepts_safe_id_replaces_unsafe_echoes_forwards_and_logs(tmp_path
             s3, h3, b3 = await http_get(gw.url + "/c", headers=[("X-Request-ID", too_long)])
             s4, h4, b4 = await http_get(gw.url + "/d")
             lines = await _log_lines(log, 4)
+            path.assert_served(4)
     assert s1 == s2 == s3 == s4 == 200
     assert h1.get("x-request-id") == safe and _sent(b1) == [safe]
     for h, b in ((h2, b2), (h3, b3), (h4, b4)):

@@ -17,7 +17,14 @@ from portway.config.loader import load_config_text
 from portway.http.client import simple_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
-from tests.helpers import answering, raw_upstream, run_gateway, run_upstream, simple_config
+from tests.helpers import (
+    ServingPath,
+    answering,
+    raw_upstream,
+    run_gateway,
+    run_upstream,
+    simple_config,
+)
 
 DOC = {
     "id": 1,
@@ -172,16 +179,19 @@ async def test_head_request_keeps_headers_and_has_no_body() -> None:
     assert h.get("server") is None
 
 
-async def test_header_only_config_stays_on_the_task_free_path() -> None:
+async def test_header_only_config_holds_on_both_paths(path: ServingPath) -> None:
+    """Header edits only: the hook is sync, so a warm pool serves it task-free."""
     async with run_upstream(_upstream) as up:
         conf = {"headers": {"remove": ["server"]}}
         plugins = [{"name": "response_transformer", "config": conf}]
-        async with run_gateway(simple_config(up.url, plugins=plugins)) as gw:
+        async with run_gateway(path.config(simple_config(up.url, plugins=plugins))) as gw:
+            await path.prepare(gw, status=404)  # (the upstream knows no other path)
             for _ in range(3):
                 r = await simple_request("GET", gw.url + "/json")
                 assert r.status == 200 and r.headers.get("server") is None
-            app = gw.worker.app
-    assert app.fast_requests >= 1
+                assert r.headers.get("content-type") == "application/json; charset=utf-8"
+                assert orjson.loads(r.body) == DOC
+            path.assert_served(3)
 
 
 @pytest.mark.parametrize(
