@@ -346,7 +346,7 @@ class FastExchange(ResponseSink):
             try:
                 self.rt.chain.run_response_sync(ctx)
             except GatewayError as e:
-                self.pending = Resume(attempt=1, error=e)
+                self.pending = Resume(attempt=1, error=e, in_response=True)
                 return
             status, reason = resp.status, resp.reason
             items = resp.headers.raw()

@@ -155,6 +155,9 @@ class Resume:
     #: a ``sync_hooks`` request hook that suspended (``pipeline/suspend.py``): the task
     #: finishes it and runs the hooks after it
     suspended: HookSuspended | None = None
+    #: ``error`` came out of the ``on_response`` hooks, which ran: answering it must not
+    #: run them again (as on the general path)
+    in_response: bool = False
 
 
 def classify_failure(e: BaseException, stale_ok: bool) -> _Attempt | None:

@@ -134,8 +134,10 @@ class ProxyApp(App):
                     chain = profiled
                 resp = await chain.run_request(ctx)
             else:
-                # carried on from the task-free path: its request hooks already ran
+                # carried on from the task-free path: its request hooks already ran (and
+                # its response hooks, when they failed there)
                 chain = rt.chain
+                in_response = resume is not None and resume.in_response
                 if ctx.upstream_request is req:  # no hook, no copy yet
                     ctx.upstream_request = req.copy_for_upstream()
                 resp = resume.response if resume is not None else None
