@@ -388,7 +388,10 @@ async def test_upstream_connection_close_is_not_reused() -> None:
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_upstream_closing_idle_connections_fresh_connection_used(method: str) -> None:
     """The upstream closes every connection right after answering (no Connection: close):
-    each following request must succeed on a fresh connection."""
+    each following request must succeed on a fresh connection. (The upstream ends its side
+    and waits for the gateway's close, so the next request is sent once the gateway has seen
+    the end: the race of a request crossing the close is the stale-connection drill's.)"""
+    seen_closed: asyncio.Queue[int] = asyncio.Queue()
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         head = await read_request_head(r)
@@ -396,6 +399,9 @@ async def test_upstream_closing_idle_connections_fresh_connection_used(method: s
             await r.readexactly(4)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await w.drain()
+        w.write_eof()
+        assert await r.read() == b""  # the gateway closed its end: it saw ours
+        seen_closed.put_nowait(1)
 
     async with scripted_upstream(handler) as (url, accepted), run_gateway(cfg_for(url)) as gw:
         body = b"Content-Length: 4\r\n\r\nbody" if method == "POST" else b"\r\n"
@@ -408,7 +414,7 @@ async def test_upstream_closing_idle_connections_fresh_connection_used(method: s
                 head = await reader.readuntil(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200"), (i, head)
                 assert await reader.readexactly(2) == b"ok"
-            await asyncio.sleep(0.02)
+            await asyncio.wait_for(seen_closed.get(), 5)
         writer.close()
         assert len(accepted) == 5
 

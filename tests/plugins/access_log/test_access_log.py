@@ -123,8 +123,14 @@ async def test_stdout_output(capfd: pytest.CaptureFixture[str]) -> None:
     async with run_upstream() as up:
         async with run_gateway(_cfg(up.url, "-")) as gw:
             await http_get(gw.url + "/to-stdout")
-            await asyncio.sleep(0.2)
-    out = capfd.readouterr().out
+            # the writer thread's line, waited for (not slept for)
+            out = ""
+            deadline = time.monotonic() + 5
+            while "/to-stdout" not in out:
+                assert time.monotonic() < deadline, out
+                await asyncio.sleep(0.01)
+                out += capfd.readouterr().out
+    out += capfd.readouterr().out
     recs = [orjson.loads(x) for x in out.splitlines() if x.startswith("{")]
     assert [r["path"] for r in recs] == ["/to-stdout"]
 
