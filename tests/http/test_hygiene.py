@@ -479,3 +479,75 @@ async def test_early_hints_relayed_without_connection_fields(path: ServingPath) 
     assert _fields(hints) == [(b"link", b"</a.css>; rel=preload")], out
     assert rest.startswith(b"HTTP/1.1 201 Created\r\n"), out
     assert b"HTTP/1.1 100" not in out and b"HTTP/1.1 102" not in out
+
+
+# --- the same rules for HTTP/2 clients -------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["fields", "early_hints", "no_body"])
+async def test_relay_rules_hold_for_http2_clients(path: ServingPath, case: str) -> None:
+    """HTTP/2 requests always take the general path (the task-free one is HTTP/1.1 only); on a
+    warm pool they reuse the pooled upstream connection, on a cold one they open their own.
+    Either way the same rules as above: hop-by-hop and Connection-named fields dropped, Via
+    appended, X-Forwarded-* and Host set, a 103 relayed without them, no body on a 204."""
+    import h2.events
+
+    from tests.http.test_h2 import H2Client
+
+    responses = {
+        "fields": b"HTTP/1.1 200 OK\r\nConnection: x-up\r\nX-Up: private\r\nKeep-Alive: 5\r\n"
+        b"Via: 1.1 upstream-cache\r\nContent-Length: 2\r\n\r\nok",
+        "early_hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+        b"Connection: x-hint\r\nX-Hint: private\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "no_body": b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+    }
+    heads: list[bytes] = []
+    fresh: list[bool] = []
+
+    async def handler(head: bytes, w: asyncio.StreamWriter, n: int) -> bool:
+        if is_warm_request(head):
+            w.write(WARM_ANSWER)
+        else:
+            heads.append(head)
+            fresh.append(n == 1)
+            w.write(responses[case])
+        await w.drain()
+        return True
+
+    async with raw_upstream(handler) as url:
+        async with run_gateway(path.config(simple_config(url))) as gw:
+            await path.prepare(gw)
+            c = await H2Client.open(gw.port)
+            try:
+                sid = c.request("GET", "/x")
+                await c.flush()
+                await c.wait(sid)
+            finally:
+                c.close()
+            got = path.served()
+            assert (got["general"], got["started"], got["fast"]) == (1, 0, 0), got
+    # warm: the pooled connection carried the request; cold: a connection of its own
+    assert fresh == [not path.warm]
+    r = c.responses[sid]
+    fields = [(k.lower(), v) for k, v in r["headers"]]
+    names = {k for k, _ in fields}
+    assert not names & {b"connection", b"keep-alive", b"x-up", b"transfer-encoding"}, fields
+    if case == "fields":
+        assert (r["status"], bytes(r["body"])) == (200, b"ok")
+        assert dict(fields)[b"via"] == b"1.1 upstream-cache, 1.1 portway"
+        sent = _fields(heads[0])
+        assert (b"host", b"example.test") in sent  # :authority (upstreams preserve Host)
+        assert (b"x-forwarded-host", b"example.test") in sent
+        assert (b"x-forwarded-proto", b"http") in sent
+        assert (b"via", b"2 portway") in sent  # RFC 9110 §7.6.3: HTTP/2 is "2"
+    elif case == "early_hints":
+        hints = [e for e in c.events if isinstance(e, h2.events.InformationalResponseReceived)]
+        assert len(hints) == 1, c.events
+        assert [(k, v) for k, v in hints[0].headers if not k.startswith(b":")] == [
+            (b"link", b"</a.css>; rel=preload")
+        ]
+        assert (r["status"], bytes(r["body"])) == (200, b"ok")
+    else:
+        assert (r["status"], bytes(r["body"])) == (204, b"")
+        assert dict(fields)[b"x-a"] == b"1"
