@@ -314,7 +314,16 @@ class H2Connection(WriteFlow):
         self._receiving = False
         self.streams: dict[int, _StreamWriter] = {}
         self._idle: asyncio.TimerHandle | None = None
-        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # what we send is already HTTP/2-shaped (``_h2_fields``: lower-case names, no
+        # connection-specific fields; values came through llhttp or our own code, which
+        # reject CR/LF/NUL), so h2's outbound checks would only repeat them per response;
+        # everything received is still validated
+        cfg = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = ServerH2(config=cfg)
         buf = EagerFrameBuffer(server=True)
         buf.max_header_block = max(2 * limits.max_header_bytes, 16 * 1024)
