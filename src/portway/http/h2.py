@@ -226,7 +226,7 @@ class _StreamWriter:
     def _flush(self) -> None:
         c = self.h2conn
         if self.closed or (self._ended and not self._out):
-            c.flush()
+            c.flush_soon()
             return
         try:
             while self._out:
@@ -251,7 +251,7 @@ class _StreamWriter:
                     c.h2.end_stream(self.stream_id)
         except _GONE:
             self.stream_gone()
-        c.flush()
+        c.flush_soon()
         if not self._out:
             self._wake()
             if self._ended and self.task is None:
@@ -309,9 +309,21 @@ class H2Connection(WriteFlow):
         self.server_port = 0
         self.closed = False
         self._can_write = None
+        #: a flush is scheduled (``flush_soon``) / ``data_received`` is running
+        self._flush_pending = False
+        self._receiving = False
         self.streams: dict[int, _StreamWriter] = {}
         self._idle: asyncio.TimerHandle | None = None
-        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # what we send is already HTTP/2-shaped (``_h2_fields``: lower-case names, no
+        # connection-specific fields; values came through llhttp or our own code, which
+        # reject CR/LF/NUL), so h2's outbound checks would only repeat them per response;
+        # everything received is still validated
+        cfg = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = ServerH2(config=cfg)
         buf = EagerFrameBuffer(server=True)
         buf.max_header_block = max(2 * limits.max_header_bytes, 16 * 1024)
@@ -370,21 +382,25 @@ class H2Connection(WriteFlow):
             self.flush()
             self.close()
             return
-        for ev in events:
-            if isinstance(ev, h2.events.RequestReceived):
-                self._on_request(ev)
-            elif isinstance(ev, h2.events.DataReceived):
-                self._on_data(ev)
-            elif isinstance(ev, h2.events.StreamEnded):
-                self._on_end(ev.stream_id)
-            elif isinstance(ev, h2.events.StreamReset):
-                self._on_reset(ev.stream_id)
-            elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
-                for s in list(self.streams.values()):
-                    if s._out:
-                        s._flush()
-            elif isinstance(ev, h2.events.ConnectionTerminated):
-                self.close()
+        self._receiving = True
+        try:
+            for ev in events:
+                if isinstance(ev, h2.events.RequestReceived):
+                    self._on_request(ev)
+                elif isinstance(ev, h2.events.DataReceived):
+                    self._on_data(ev)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    self._on_end(ev.stream_id)
+                elif isinstance(ev, h2.events.StreamReset):
+                    self._on_reset(ev.stream_id)
+                elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+                    for s in list(self.streams.values()):
+                        if s._out:
+                            s._flush()
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    self.close()
+        finally:
+            self._receiving = False
         self.flush()
 
     # --- streams ----------------------------------------------------------------------------
@@ -593,7 +609,7 @@ class H2Connection(WriteFlow):
             return
         with contextlib.suppress(*_GONE):
             self.h2.acknowledge_received_data(n, sid)
-        self.flush()
+        self.flush_soon()
 
     # --- frames out ------------------------------------------------------------------------------
     def send_headers(
@@ -605,7 +621,7 @@ class H2Connection(WriteFlow):
             w = self.streams.get(sid)
             if w is not None:
                 w.stream_gone()
-        self.flush()
+        self.flush_soon()
 
     def send_simple(
         self, sid: int, err: GatewayError, fields: list[tuple[bytes, bytes]] | None = None
@@ -638,9 +654,20 @@ class H2Connection(WriteFlow):
     def reset_stream(self, sid: int, code: h2.errors.ErrorCodes) -> None:
         with contextlib.suppress(*_GONE):
             self.h2.reset_stream(sid, code)
-        self.flush()
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
+        """Write what h2 queued once this loop iteration is over: the frames of every
+        response completed in one iteration (HEADERS, DATA, END_STREAM of many streams) leave
+        in one ``write`` instead of one per frame. Inside ``data_received`` the flush at its
+        end covers it."""
+        if self._flush_pending or self._receiving:
+            return
+        self._flush_pending = True
+        self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         t = self.transport
         if data and t is not None and not t.is_closing():
@@ -685,6 +712,8 @@ class H2Connection(WriteFlow):
     def close(self) -> None:
         t = self.transport
         if t is not None and not t.is_closing():
+            if self._flush_pending:
+                self.flush()  # frames queued by this iteration go out before the FIN
             t.close()
 
 
