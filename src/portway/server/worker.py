@@ -8,16 +8,19 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portway.config.schema import GatewayConfig
 from portway.proxy.handler import ProxyApp
 from portway.runtime.gateway import Gateway, ReloadError
 from portway.server.health import Health
 from portway.server.listener import make_listener_tls, start_listener
-from portway.server.tls import ListenerTls
+
+if TYPE_CHECKING:
+    from portway.server.tls import ListenerTls
 
 log = logging.getLogger("portway.server")
 
@@ -217,11 +220,11 @@ class Worker:
         for s in self.servers:
             s.close()
         # HTTP/2 clients learn the last stream served (GOAWAY) and stop opening new ones;
-        # streams in flight finish within the drain below
-        from portway.http.h2 import drain_connections
-
-        if self.app is not None:
-            drain_connections(self.app)
+        # streams in flight finish within the drain below. No HTTP/2 connection was ever
+        # served if the module is not loaded: nothing to drain, nothing to import.
+        h2 = sys.modules.get("portway.http.h2")
+        if h2 is not None and self.app is not None:
+            h2.drain_connections(self.app)
         gw = self.gateway
         if gw is not None:
             await gw.drain(gw.config.server.shutdown_timeout)
@@ -283,11 +286,7 @@ async def run_worker(
         # drains and purges made before this worker (re)started; then anything signalled
         # while the signal was still ignored
         await w.gateway.peers.catch_up(replay=True)
-    # everything built so far lives as long as the process: keep the cyclic GC from
-    # re-scanning it, and collect young garbage less often (fewer pauses per request)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    settle_after_start()
     if on_ready is not None:
         on_ready(w)
     announce_ready(w)
@@ -295,6 +294,29 @@ async def run_worker(
     if workers == 1:
         announce(f"draining (shutdown_timeout {w.config.server.shutdown_timeout:g}s)")
     await w.shutdown()
+
+
+def settle_after_start() -> None:
+    """Once the worker serves: everything built so far lives as long as the process, so keep
+    the cyclic GC from re-scanning it (``gc.freeze``; its pages also stay shared after a
+    fork), collect young garbage less often (fewer pauses per request), and give the heap
+    that start-up freed (the YAML tree, validation temporaries) back to the system."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    # glibc keeps freed heap pages mapped; malloc_trim returns them (no-op elsewhere)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def listener_urls(w: Worker) -> str:
@@ -311,8 +333,6 @@ def listener_urls(w: Worker) -> str:
 
 def announce(message: str) -> None:
     """One line for the operator on stderr (besides the JSON log): ``portway: <message>``."""
-    import sys
-
     print(f"portway: {message}", file=sys.stderr, flush=True)
 
 
