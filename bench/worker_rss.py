@@ -13,6 +13,7 @@ post-start housekeeping (``settle_after_start``: collect, freeze, give freed hea
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 import uvloop
@@ -67,12 +68,17 @@ def main() -> None:
     from portway.config.loader import load_config, load_config_text
 
     print(f"after importing the config loader: {rss_mb():.1f} MB")
-    if args.config:
-        cfg = load_config(args.config)
-    else:
-        cfg = load_config_text(MINIMAL, "bench.yaml")
+    cfg = load_config(args.config) if args.config else load_config_text(MINIMAL, "bench.yaml")
     print(f"after loading the config: {rss_mb():.1f} MB")
-    from portway.server.worker import Worker, settle_after_start
+    from portway.server.worker import Worker
+
+    try:
+        from portway.server.worker import settle_after_start
+    except ImportError:  # an older build (before/after comparisons): what run_worker did
+
+        def settle_after_start() -> None:
+            gc.collect()
+            gc.freeze()
 
     print(f"after importing the worker: {rss_mb():.1f} MB")
 
