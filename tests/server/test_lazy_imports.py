@@ -1,6 +1,7 @@
 """An idle worker loads only what its config uses (issue 26, "memory").
 
-Each check runs in a fresh interpreter: it loads a config, starts a :class:`Worker` on it,
+Each check runs in a fresh interpreter: it loads and build-checks a config as ``portway run``
+does (``server/preflight.py``), starts a :class:`Worker` on it,
 proxies one request through it to a real upstream (so the request path's own imports happen
 too), runs the post-start housekeeping, and prints the names of the modules then loaded. A
 minimal pass-through config must not have imported any of the optional packages below;
@@ -41,10 +42,10 @@ HEAVY = (
 
 _PROBE = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, json, sys, tempfile
 
-    from portway.config.loader import load_config_text
     from portway.http.client import simple_request
+    from portway.server.preflight import preflight
     from portway.server.worker import Worker, ports_of, settle_after_start
 
     HEAVY = {heavy!r}
@@ -58,7 +59,10 @@ _PROBE = textwrap.dedent(
     async def main():
         up = await asyncio.start_server(upstream, "127.0.0.1", 0)
         port = up.sockets[0].getsockname()[1]
-        cfg = load_config_text(sys.stdin.read().replace("UPSTREAM_PORT", str(port)), "t.yaml")
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(sys.stdin.read().replace("UPSTREAM_PORT", str(port)))
+        # what `portway run` does before its workers start: load and build-check
+        cfg = await asyncio.to_thread(preflight, f.name)
         w = Worker(cfg, admin=False)
         await w.start()
         settle_after_start()
