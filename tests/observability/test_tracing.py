@@ -14,11 +14,11 @@ from portway.http.models import Request, Response
 from portway.http.server import serve_simple
 from portway.observability.tracing import (
     NOOP_TRACER,
-    OtelTracer,
     TracingConfig,
     build_tracer,
     parse_b3,
 )
+from portway.observability.tracing_otel import OtelTracer
 from portway.upstream.upstream import make_target
 from tests.helpers import free_port
 from tests.observability.support import make_ctx

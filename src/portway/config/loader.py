@@ -120,11 +120,24 @@ def _check_client_ca_needed(data: dict[str, Any], report: _Report) -> None:
             )
 
 
+def _has_tls(data: dict[str, Any]) -> bool:
+    """Whether a listener or an upstream has a ``tls:`` section."""
+    listeners = data.get("listeners")
+    upstreams = data.get("upstreams")
+    sections = [
+        *(listeners if isinstance(listeners, list) else []),
+        *(upstreams.values() if isinstance(upstreams, dict) else []),
+    ]
+    return any(isinstance(s, dict) and isinstance(s.get("tls"), dict) for s in sections)
+
+
 def _check_tls_files(data: dict[str, Any], report: _Report) -> None:
     """Certificates and CA bundles named by listeners and upstreams must be usable."""
+    _check_client_ca_needed(data, report)
+    if not _has_tls(data):
+        return  # cryptography (~8 MB of a worker's RSS) is imported only for TLS configs
     from portway.config.certs import CertificateError, check_ca_bundle, inspect_pair
 
-    _check_client_ca_needed(data, report)
     listeners = data.get("listeners")
     for i, lst in enumerate(listeners if isinstance(listeners, list) else []):
         tls = lst.get("tls") if isinstance(lst, dict) else None

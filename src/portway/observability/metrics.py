@@ -35,20 +35,16 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from prometheus_client import REGISTRY
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.exposition import choose_encoder
 
 from portway.observability.observer import Observer
 from portway.observability.sources import cache_stats_sources
 from portway.tasks import stop_task
 
 if TYPE_CHECKING:
+    # prometheus-client is imported at scrape time only (a worker that is never scraped
+    # does not pay its ~4 MB)
+    from prometheus_client.core import Metric
+
     from portway.pipeline.context import RequestContext
 
 log: Final = logging.getLogger("portway.metrics")
@@ -451,6 +447,8 @@ class Metrics(Observer):
     # --- exposition ------------------------------------------------------------------------
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Exposition body and its content type, negotiated from an ``Accept`` header."""
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(accept or "")
         return encoder(_Chain(self._sources())), content_type
 
@@ -464,6 +462,8 @@ class Metrics(Observer):
             mp = multiprocess.MultiProcessCollector(None, self.multiprocess_dir)  # type: ignore[no-untyped-call]
             out.append(_MultiProcess(mp))
         else:
+            from prometheus_client import REGISTRY
+
             out.append(REGISTRY)
         return out
 
@@ -576,6 +576,8 @@ class GatewayCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         m = self._m
         snap = m.merged()
         yield from self._request_families(snap)
@@ -649,6 +651,8 @@ class GatewayCollector:
         yield from self._target_families()
 
     def _request_families(self, snap: Snapshot) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         reqs = CounterMetricFamily(
             "portway_requests",
             "Requests handled",
@@ -701,6 +705,8 @@ class GatewayCollector:
         yield from (reqs, dur, up, b_in, b_out, paths)
 
     def _target_families(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         labels = ["upstream", "target"]
         up_g = GaugeMetricFamily(
             "portway_upstream_target_up", "1 when the target is healthy", labels=labels

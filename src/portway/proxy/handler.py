@@ -27,7 +27,6 @@ from portway.pipeline.runner import Chain
 from portway.proxy.buffering import buffer_request_body
 from portway.proxy.fast import NOT_TAKEN, STARTED, try_fast
 from portway.proxy.forward import Forwarder, Resume, prepare_upstream_request
-from portway.proxy.h2upstream import forward_h2, release_h2, uses_h2
 from portway.proxy.tunnel import tunnel
 
 if TYPE_CHECKING:
@@ -193,6 +192,8 @@ class ProxyApp(App):
         finally:
             Forwarder.finish_exchange(ctx, ok=False)
             if "_h2_exchange" in ctx.extra:
+                from portway.proxy.h2upstream import release_h2
+
                 release_h2(ctx)
             graph.request_done(chain, ctx)
             if tracer.enabled:
@@ -392,6 +393,9 @@ def _preflight_match(graph: RuntimeGraph, req: Request) -> RouteMatch | None:
 async def _forward_h2(
     ctx: RequestContext, rt: RouteRuntime, graph: RuntimeGraph, conn: ClientConnection
 ) -> Response:
+    # the h2 stack (h2, hpack, hyperframe) is imported by the first HTTP/2 upstream request
+    from portway.proxy.h2upstream import forward_h2, uses_h2
+
     assert rt.upstream is not None
     if not uses_h2(rt.upstream):  # ``auto`` with no TLS target speaking h2
         return await Forwarder(graph).forward(ctx, rt, conn)

@@ -20,10 +20,9 @@ import logging
 import math
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import Counter
-
 from portway.http.body import BodyStream
 from portway.http.models import Request
+from portway.observability.counters import LazyCounter
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import Forwarder
 
@@ -33,12 +32,12 @@ if TYPE_CHECKING:
 
 log: Final = logging.getLogger("portway.proxy")
 
-MIRRORED: Final = Counter(
+MIRRORED: Final = LazyCounter(
     "portway_mirror_requests",
     "Mirrored copies completed, by outcome (status class of the shadow's answer, or error)",
     ["route", "upstream", "result"],
 )
-DROPPED: Final = Counter(
+DROPPED: Final = LazyCounter(
     "portway_mirror_dropped",
     "Sampled copies not sent: max_in_flight reached, or body not held (too large/streamed)",
     ["route", "upstream", "reason"],

@@ -22,12 +22,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import Counter
-
 from portway.config.schema import RouteConfig
 from portway.errors import UnavailableError, UpstreamConnectError
 from portway.http.body import BodyStream
 from portway.http.models import Response
+from portway.observability.counters import LazyCounter
 from portway.pipeline.context import RequestContext
 from portway.proxy.forward import Forwarder, Resume
 from portway.proxy.mirror import Mirror
@@ -41,12 +40,12 @@ if TYPE_CHECKING:
 
 log: Final = logging.getLogger("portway.proxy")
 
-VARIANT_REQUESTS: Final = Counter(
+VARIANT_REQUESTS: Final = LazyCounter(
     "portway_route_variant_requests",
     "Requests of routes with traffic rules, by the variant (upstream) chosen and why",
     ["route", "variant", "reason"],
 )
-FALLBACKS: Final = Counter(
+FALLBACKS: Final = LazyCounter(
     "portway_fallback_requests",
     "Requests resent to a route's fallback upstream, by cause (status or connect_error)",
     ["route", "upstream", "cause"],

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portway.config.schema import LimitsConfig, ListenerConfig
 from portway.http.flow import as_protocol
 from portway.http.forwarded import TrustedProxies
 from portway.http.server import App, ServerConnection
-from portway.server.tls import ListenerTls
+
+if TYPE_CHECKING:
+    from portway.server.tls import ListenerTls
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -26,7 +28,12 @@ def make_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
 
 
 def make_listener_tls(cfg: ListenerConfig) -> ListenerTls | None:
-    return ListenerTls(cfg.name, cfg.tls, cfg.http2) if cfg.tls is not None else None
+    if cfg.tls is None:
+        return None
+    # only TLS listeners pay for cryptography and the certificate-expiry gauge
+    from portway.server.tls import ListenerTls
+
+    return ListenerTls(cfg.name, cfg.tls, cfg.http2)
 
 
 def bind_socket(address: str, reuse_port: bool = True) -> socket.socket:

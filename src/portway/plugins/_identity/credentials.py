@@ -13,10 +13,13 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from portway.plugins._identity.jose import JwsKey, hmac_key, pem_key
+if TYPE_CHECKING:
+    # jose imports cryptography (~10 MB of a worker's RSS): loaded by JWT credentials only
+    from portway.plugins._identity.jose import JwsKey
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -76,6 +79,8 @@ class JwtCredential(_Cred):
         return self
 
     def to_key(self) -> JwsKey:
+        from portway.plugins._identity.jose import hmac_key, pem_key
+
         if self.secret is not None:
             raw = self.secret.encode("utf-8")
             if self.secret_base64:

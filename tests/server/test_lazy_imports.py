@@ -1,0 +1,134 @@
+"""An idle worker loads only what its config uses (issue 26, "memory").
+
+Each check runs in a fresh interpreter: it loads and build-checks a config as ``portway run``
+does (``server/preflight.py``), starts a :class:`Worker` on it,
+proxies one request through it to a real upstream (so the request path's own imports happen
+too), runs the post-start housekeeping, and prints the names of the modules then loaded. A
+minimal pass-through config must not have imported any of the optional packages below;
+configs that use a feature must have imported exactly that feature's package (the control
+that shows the probe sees imports at all).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: optional packages and Portway modules a worker needs only for a configured feature
+HEAVY = (
+    "opentelemetry",  # tracing
+    "grpc",  # gRPC health checks, transcoding tests
+    "google.protobuf",  # grpc_transcode
+    "jsonschema",
+    "jsonschema_rs",  # request_validation
+    "cryptography",  # TLS certificates, JWT RS/ES keys, OIDC cookies
+    "prometheus_client",  # the /metrics scrape, feature counters
+    "h2",
+    "hpack",  # HTTP/2 listeners and upstreams
+    "argon2",
+    "bcrypt",  # basic_auth password hashes
+    "redis",  # the Redis state store
+    "dns",  # DNS discovery
+    "portway.http.h2",
+    "portway.http.h2client",
+    "portway.admin.app",  # the admin API and dashboard
+    "portway.observability.tracing_otel",
+)
+
+_PROBE = textwrap.dedent(
+    """
+    import asyncio, json, sys, tempfile
+
+    from portway.http.client import simple_request
+    from portway.server.preflight import preflight
+    from portway.server.worker import Worker, ports_of, settle_after_start
+
+    HEAVY = {heavy!r}
+
+    async def upstream(reader, writer):
+        await reader.readuntil(b"\\r\\n\\r\\n")
+        writer.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        up = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        port = up.sockets[0].getsockname()[1]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(sys.stdin.read().replace("UPSTREAM_PORT", str(port)))
+        # what `portway run` does before its workers start: load and build-check
+        cfg = await asyncio.to_thread(preflight, f.name)
+        w = Worker(cfg, admin=False)
+        await w.start()
+        settle_after_start()
+        r = await simple_request("GET", f"http://127.0.0.1:{{ports_of(w.servers)[0]}}/x")
+        loaded = sorted(
+            h for h in HEAVY if any(m == h or m.startswith(h + ".") for m in sys.modules)
+        )
+        print(json.dumps({{"status": r.status, "loaded": loaded}}))
+        await w.shutdown()
+        up.close()
+
+    asyncio.run(main())
+    """
+)
+
+MINIMAL = """\
+listeners: [{name: public, address: "127.0.0.1:0"}]
+admin: {enabled: false}
+upstreams: {u: {targets: [{url: "http://127.0.0.1:UPSTREAM_PORT"}]}}
+routes: [{name: r, match: {paths: ["/"]}, upstream: u}]
+"""
+
+
+def _probe(config: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY)],
+        input=config,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_minimal_worker_imports_no_optional_package() -> None:
+    result = _probe(MINIMAL)
+    assert result == {"status": 200, "loaded": []}
+
+
+def test_consumers_with_key_auth_keys_do_not_load_cryptography() -> None:
+    cfg = MINIMAL + (
+        "consumers: [{username: app, credentials: {key_auth: [{key: k-123456}]}}]\n"
+        "plugins: [{name: key_auth, config: {headers: [apikey]}}]\n"
+    )
+    result = _probe(cfg)
+    # the request has no key: 401, proxied nowhere; argon2/bcrypt come with the consumer
+    # directory's hashing module, cryptography (JWT keys) must not
+    assert result["status"] == 401
+    loaded = result["loaded"]
+    assert isinstance(loaded, list)
+    assert "cryptography" not in loaded
+    assert "prometheus_client" not in loaded
+
+
+def test_a_configured_feature_loads_its_package() -> None:
+    # the control: tracing on (an exporter that is never reached within the test) loads
+    # OpenTelemetry, protobuf (its OTLP exporter) and the tracer module; nothing else
+    cfg = MINIMAL + 'tracing: {enabled: true, endpoint: "http://127.0.0.1:9/v1/traces"}\n'
+    result = _probe(cfg)
+    assert result["status"] == 200
+    assert result["loaded"] == [
+        "google.protobuf",
+        "opentelemetry",
+        "portway.observability.tracing_otel",
+    ]
