@@ -138,6 +138,7 @@ class ScriptPipe:
         self._queued = 0  # calls in ``_out`` (the tail of ``_pending`` not yet written)
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
+        self._suspect = False  # the watchdog saw no progress once; it looks again
         self._progress = 0.0  # loop time of the last reply (or of a send to an idle pipe)
         # EVALSHA / EVAL heads per (script, parameter count): a call adds only its parameters
         self._heads: dict[tuple[str, int], bytes] = {}
@@ -315,13 +316,20 @@ class ScriptPipe:
     def _check(self) -> None:
         """No reply for ``timeout`` seconds while calls are pending: the server is gone."""
         self._watchdog = None
+        suspect, self._suspect = self._suspect, False
         if not self._pending or self._transport is None:
             return
         idle = _loop_time() - self._progress
-        if idle >= self._timeout:
-            self._drop(TimeoutError(f"no reply from redis in {self._timeout:g}s"))
-        else:
+        if idle < self._timeout:
             self._arm(self._timeout - idle)
+        elif not suspect:
+            # timers run before the loop polls its sockets: after a stall of this process
+            # (a loaded machine) the replies may be waiting unread. Look once more after the
+            # next poll before calling the server gone.
+            self._suspect = True
+            self._arm(0.001)
+        else:
+            self._drop(TimeoutError(f"no reply from redis in {self._timeout:g}s"))
 
     def _drop(self, exc: BaseException) -> None:
         t = self._transport
@@ -336,6 +344,7 @@ class ScriptPipe:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self._suspect = False
         pending = list(self._pending)
         self._pending.clear()
         self._out.clear()
