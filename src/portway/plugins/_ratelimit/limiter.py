@@ -8,11 +8,11 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from portway.plugins._ratelimit.algorithms import ALGORITHMS, INF, State
 from portway.plugins._ratelimit.lua import RATE_LIMIT
-from portway.state.base import ScriptingStore
+from portway.state.base import PackedScriptingStore, ScriptingStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +205,8 @@ class RedisLimiter:
         self._costs: dict[float, bytes] = {c: repr(c).encode() for c in range(0, 9)}
         # a store on one plain server takes the call pre-encoded (state/resp.py): only the
         # keys and the cost are rendered per decision, the rest of the command once here
-        self._packed = bool(getattr(store, "packs", False))
+        self._packed_store = store if isinstance(store, PackedScriptingStore) else None
+        self._packed = self._packed_store is not None and self._packed_store.packs
         if self._packed:
             from portway.state.resp import bulk
 
@@ -228,11 +229,9 @@ class RedisLimiter:
             now_b = b"" if now_us is None else repr(now_us).encode()
             after = bulk(self._algo) + bulk(cost_b) + bulk(now_b) + self._tail
         keys = b"".join([bulk(head + s.encode()) for s in self._suffixes])
-        store = cast(Any, self.store)
-        return cast(
-            Awaitable[Any],
-            store.eval_packed(RATE_LIMIT, self._nparams, self._numkeys + keys + after),
-        )
+        store = self._packed_store
+        assert store is not None
+        return store.eval_packed(RATE_LIMIT, self._nparams, self._numkeys + keys + after)
 
     def keys_for(self, key: str) -> list[str]:
         head = self._prefix + "{" + hash_tag(self._scope, key)
