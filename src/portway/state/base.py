@@ -12,7 +12,7 @@ turn that into their ``on_store_error`` policy.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,4 +69,20 @@ class ScriptingStore(Protocol):
     ) -> Any:
         """Run ``script`` atomically: EVALSHA, falling back to EVAL (which also caches the
         script) when the server answers NOSCRIPT."""
+        ...
+
+
+@runtime_checkable
+class PackedScriptingStore(ScriptingStore, Protocol):
+    """A scripting store that also takes a call's parameters pre-encoded (the Redis store on
+    one plain server: ``state/resp.py``), so a caller renders its constant part once."""
+
+    @property
+    def packs(self) -> bool:
+        """True when :meth:`eval_packed` may be used (False: use ``eval_script``)."""
+        ...
+
+    def eval_packed(self, script: LuaScript, nparams: int, params: bytes) -> Awaitable[Any]:
+        """``eval_script`` with ``numkeys, keys..., args...`` as ``nparams`` RESP bulk strings
+        in ``params``; the returned awaitable is the reply's future."""
         ...

@@ -11,6 +11,7 @@ a restart.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 from portway.state.batch import ScriptBatcher
 from portway.state.connect import drop_connections
+from portway.state.resp import ScriptPipe
 
 if TYPE_CHECKING:
     # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
@@ -99,7 +101,9 @@ class RedisStore:
         backoff_min: float = 0.5,
         backoff_max: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        raw_pipe: bool = True,
     ) -> None:
+        """``raw_pipe=False`` keeps script calls on redis-py (for comparisons)."""
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -119,7 +123,22 @@ class RedisStore:
         )
         self._backoff = Backoff(backoff_min, backoff_max)
         self._clock = clock
-        self._batcher = ScriptBatcher(
+        # script calls (every rate-limit decision) go over one raw pipelined connection when
+        # the URL names one plain server (state/resp.py); TLS, Cluster and Sentinel batch
+        # them through redis-py (state/batch.py)
+        self._pipe = (
+            None
+            if not raw_pipe
+            else _script_pipe(
+                url,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                describe=self._safe_url,
+                on_failure=self._pipe_failed,
+                on_success=self._backoff.success,
+            )
+        )
+        self._batcher: ScriptBatcher | ScriptPipe = self._pipe or ScriptBatcher(
             self._client,
             self._errors,
             describe=self._safe_url,
@@ -128,9 +147,15 @@ class RedisStore:
         )
 
     @property
-    def batcher(self) -> ScriptBatcher:
-        """Sends the script calls of concurrent requests in one round trip."""
+    def batcher(self) -> ScriptBatcher | ScriptPipe:
+        """Sends the script calls of concurrent requests in one round trip; its
+        ``round_trips`` and ``calls`` count what was sent."""
         return self._batcher
+
+    @property
+    def packs(self) -> bool:
+        """True when :meth:`eval_packed` takes pre-encoded parameters (one plain server)."""
+        return self._pipe is not None
 
     @property
     def client(self) -> aioredis.Redis:
@@ -160,6 +185,15 @@ class RedisStore:
             # (a Cluster client has one pool per node: drop_connections knows each kind)
             await drop_connections(self._client)
 
+    def _pipe_failed(self, exc: BaseException) -> None:
+        if self._backoff.failure(self._clock()):
+            # redis-py's pooled sockets (get/set/publish) are as dead as the pipe's
+            asyncio.get_running_loop().create_task(self._drop_pool())
+
+    async def _drop_pool(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await drop_connections(self._client)
+
     def _safe_url(self) -> str:
         # never put a password from the URL into logs or error messages
         _head, sep, tail = self.url.rpartition("@")
@@ -173,6 +207,16 @@ class RedisStore:
         if not self._backoff.allow(self._clock()):
             raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
         return await self._batcher.submit(script, keys, args)
+
+    def eval_packed(self, script: LuaScript, nparams: int, params: bytes) -> Awaitable[Any]:
+        """:meth:`eval_script` with the parameters pre-encoded (``numkeys, keys..., args...``
+        as RESP bulk strings: :func:`portway.state.resp.bulk`); only when :attr:`packs`.
+        Returns the reply's future itself: awaiting it is the caller's one suspension."""
+        pipe = self._pipe
+        assert pipe is not None, "eval_packed needs a plain-server store (see packs)"
+        if not self._backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
+        return pipe.submit_packed(script, nparams, params)
 
     async def get(self, key: str) -> bytes | None:
         async def run() -> bytes | None:
@@ -230,7 +274,30 @@ class RedisStore:
         return await self._call(run)
 
     async def aclose(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.aclose()
         await self._client.aclose()
+
+
+def _script_pipe(url: str, **kwargs: Any) -> ScriptPipe | None:
+    """The raw pipelined connection for ``url`` when it names one plain server, else None."""
+    from portway.state.connect import parse_redis_url
+
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("redis", "unix") or parse_redis_url(url).kind != "single":
+        return None
+    from redis.asyncio.connection import parse_url
+
+    p = parse_url(url)
+    return ScriptPipe(
+        host=str(p.get("host") or "127.0.0.1"),
+        port=int(p.get("port") or 6379),
+        path=p.get("path"),
+        db=int(p.get("db") or 0),
+        username=p.get("username"),
+        password=p.get("password"),
+        **kwargs,
+    )
 
 
 def _ms(ttl: float | None) -> int:

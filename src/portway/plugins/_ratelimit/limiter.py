@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from portway.plugins._ratelimit.algorithms import ALGORITHMS, INF, State
 from portway.plugins._ratelimit.lua import RATE_LIMIT
-from portway.state.base import ScriptingStore
+from portway.state.base import PackedScriptingStore, ScriptingStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,20 +203,52 @@ class RedisLimiter:
             self._args += [repr(x).encode() for x in (lim.rate, lim.per * 1e6, lim.burst)]
         # the usual costs, rendered once (Lua's tonumber reads "1" and "1.0" alike)
         self._costs: dict[float, bytes] = {c: repr(c).encode() for c in range(0, 9)}
+        # a store on one plain server takes the call pre-encoded (state/resp.py): only the
+        # keys and the cost are rendered per decision, the rest of the command once here
+        self._packed_store = store if isinstance(store, PackedScriptingStore) else None
+        self._packed = self._packed_store is not None and self._packed_store.packs
+        if self._packed:
+            from portway.state.resp import bulk
+
+            n = len(self.limits)
+            self._nparams = 1 + n + 3 + len(self._args)
+            self._numkeys = bulk(n)
+            tail = b"".join(bulk(a) for a in self._args)
+            self._after_keys: dict[float, bytes] = {
+                c: bulk(self._algo) + bulk(b) + bulk(b"") + tail for c, b in self._costs.items()
+            }
+            self._tail = tail
+            self._bulk = bulk
+
+    def _submit_packed(self, key: str, cost: float, now_us: float | None) -> Awaitable[Any]:
+        head = (self._prefix + "{" + hash_tag(self._scope, key)).encode()
+        bulk = self._bulk
+        after = self._after_keys.get(cost) if now_us is None else None
+        if after is None:
+            cost_b = self._costs.get(cost) or repr(cost).encode()
+            now_b = b"" if now_us is None else repr(now_us).encode()
+            after = bulk(self._algo) + bulk(cost_b) + bulk(now_b) + self._tail
+        keys = b"".join([bulk(head + s.encode()) for s in self._suffixes])
+        store = self._packed_store
+        assert store is not None
+        return store.eval_packed(RATE_LIMIT, self._nparams, self._numkeys + keys + after)
 
     def keys_for(self, key: str) -> list[str]:
         head = self._prefix + "{" + hash_tag(self._scope, key)
         return [head + s for s in self._suffixes]
 
     async def decide(self, key: str, cost: float, *, now_us: float | None = None) -> Decision:
-        cost_b = self._costs.get(cost)
-        args: list[bytes] = [
-            self._algo,
-            cost_b if cost_b is not None else repr(cost).encode(),
-            b"" if now_us is None else repr(now_us).encode(),
-            *self._args,
-        ]
-        reply = await self.store.eval_script(RATE_LIMIT, self.keys_for(key), args)
+        if self._packed:
+            reply = await self._submit_packed(key, cost, now_us)
+        else:
+            cost_b = self._costs.get(cost)
+            args: list[bytes] = [
+                self._algo,
+                cost_b if cost_b is not None else repr(cost).encode(),
+                b"" if now_us is None else repr(now_us).encode(),
+                *self._args,
+            ]
+            reply = await self.store.eval_script(RATE_LIMIT, self.keys_for(key), args)
         allowed = int(reply[0]) == 1
         n = len(self.limits)
         rems = [float(reply[1 + 3 * i]) for i in range(n)]
