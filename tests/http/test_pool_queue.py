@@ -17,7 +17,7 @@ from portway.config.schema import PoolConfig
 from portway.http.client import UpstreamConnection
 from portway.http.exceptions import PoolOverflowError
 from portway.http.pool import ConnectionPool
-from tests.helpers import free_port
+from tests.helpers import free_port, tcp_server
 
 #: generous: the machine is shared
 LONG = 30.0
@@ -34,8 +34,6 @@ class Counting:
 
 @asynccontextmanager
 async def counting_server() -> AsyncIterator[Counting]:
-    srv = Counting(free_port())
-
     async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         srv.accepted += 1
         srv.writers.append(writer)
@@ -46,11 +44,9 @@ async def counting_server() -> AsyncIterator[Counting]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(conn, "127.0.0.1", srv.port)
-    try:
+    async with tcp_server(conn) as port:
+        srv = Counting(port)
         yield srv
-    finally:
-        server.close()
 
 
 def pool_for(port: int, **kw: object) -> ConnectionPool:
@@ -180,7 +176,10 @@ async def test_max_queue_refuses_at_once() -> None:
         got.abort()
 
 
-async def test_a_cancelled_waiter_leaves_the_queue() -> None:
+@pytest.mark.parametrize("served", [False, True], ids=["queued", "served"])
+async def test_a_cancelled_waiter_leaks_nothing(served: bool) -> None:
+    """Cancelled while queued, it leaves the queue; cancelled just after a release resolved
+    its future (before its task resumed), it passes the connection to the next waiter."""
     async with counting_server() as srv:
         pool = pool_for(srv.port, max_connections=1, queue_timeout="30s")
         conn, _ = await pool.acquire(5.0, deadline())
@@ -188,33 +187,19 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
         await until(lambda: pool.waiting == 1)
         kept = asyncio.ensure_future(pool.acquire(5.0, deadline()))
         await until(lambda: pool.waiting == 2)
-        gone.cancel()
+        if served:
+            pool.release(conn)  # resolves ``gone``'s future…
+        gone.cancel()  # …(served) whose task is cancelled before it resumes
         await asyncio.gather(gone, return_exceptions=True)
-        assert pool.waiting == 1
-        pool.release(conn)
+        assert gone.cancelled()
+        if not served:
+            assert pool.waiting == 1
+            pool.release(conn)
         got, _ = await asyncio.wait_for(kept, LONG)
         assert got is conn and pool.open_count == 1 and srv.accepted == 1
+        assert pool.waiting == 0
         got.abort()
         await until(lambda: pool.open_count == 0)
-
-
-async def test_a_waiter_cancelled_just_after_being_served_passes_the_connection_on() -> None:
-    """Served (the release resolved its future) and cancelled before it ran: the connection
-    goes to the next waiter instead of leaking with the cancelled task."""
-    async with counting_server() as srv:
-        pool = pool_for(srv.port, max_connections=1, queue_timeout="30s")
-        conn, _ = await pool.acquire(5.0, deadline())
-        first = asyncio.ensure_future(pool.acquire(5.0, deadline()))
-        await until(lambda: pool.waiting == 1)
-        second = asyncio.ensure_future(pool.acquire(5.0, deadline()))
-        await until(lambda: pool.waiting == 2)
-        pool.release(conn)  # resolves ``first``'s future…
-        first.cancel()  # …whose task is cancelled before it resumes
-        await asyncio.gather(first, return_exceptions=True)
-        assert first.cancelled()
-        got, _ = await asyncio.wait_for(second, LONG)
-        assert got is conn and pool.open_count == 1 and srv.accepted == 1
-        got.abort()
 
 
 async def test_a_closed_connection_passes_its_slot_to_the_first_waiter() -> None:

@@ -20,7 +20,7 @@ import pytest
 from portway.http.client import simple_request
 from portway.observability.metrics import Metrics
 from portway.proxy import overload
-from tests.helpers import free_port, run_gateway
+from tests.helpers import run_gateway, tcp_server
 from tests.http.test_h2client import config as h2_config
 from tests.http.test_h2client import h2_upstream
 
@@ -43,8 +43,6 @@ class Slow:
 
 @asynccontextmanager
 async def slow_upstream() -> AsyncIterator[Slow]:
-    up = Slow(free_port())
-
     async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up.accepted += 1
         try:
@@ -61,11 +59,9 @@ async def slow_upstream() -> AsyncIterator[Slow]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(conn, "127.0.0.1", up.port)
-    try:
+    async with tcp_server(conn) as port:
+        up = Slow(port)
         yield up
-    finally:
-        server.close()
 
 
 def cfg(port: int, **pool: Any) -> dict[str, Any]:

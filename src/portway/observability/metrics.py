@@ -602,31 +602,25 @@ class GatewayCollector:
         m = self._m
         snap = m.merged()
         yield from self._request_families(snap)
-        rej = CounterMetricFamily(
+        yield _counters(
             "portway_plugin_rejections",
             "Requests answered early by a plugin",
-            labels=["route", "plugin", "status"],
+            ["route", "plugin", "status"],
+            snap.rejections.items(),
         )
-        for (r, p, st), n in sorted(snap.rejections.items()):
-            rej.add_metric([r, p, st], n)
-        yield rej
-        cache = CounterMetricFamily(
+        yield _counters(
             "portway_cache_requests",
             "Response cache lookups by result",
-            labels=["route", "result"],
+            ["route", "result"],
+            snap.cache.items(),
         )
-        for (r, res), n in sorted(snap.cache.items()):
-            cache.add_metric([r, res], n)
-        yield cache
-        ej = CounterMetricFamily(
+        yield _counters(
             "portway_upstream_ejections",
             "Targets taken out of service by health checks, by reason (active, connect_error, "
             "timeout, reset, status)",
-            labels=["upstream", "reason"],
+            ["upstream", "reason"],
+            snap.ejections.items(),
         )
-        for (u, why), n in sorted(snap.ejections.items()):
-            ej.add_metric([u, why], n)
-        yield ej
         sent = CounterMetricFamily(
             "portway_events_sent", "Events delivered by the publish plugin", labels=["sink"]
         )
@@ -642,32 +636,26 @@ class GatewayCollector:
                 sent.add_metric([sink], n)
         yield sent
         yield dropped
-        over = CounterMetricFamily(
+        yield _counters(
             "portway_upstream_pool_overflow",
             "Requests refused with 503 upstream_overloaded: the target's connection pool was "
             "at pool.max_connections and no connection came within pool.queue_timeout (or "
             "pool.max_queue were waiting)",
-            labels=["upstream", "target"],
+            ["upstream", "target"],
+            snap.overflows.items(),
         )
-        for (u, t), n in sorted(snap.overflows.items()):
-            over.add_metric([u, t], n)
-        yield over
-        prof = CounterMetricFamily(
+        yield _counters(
             "portway_profile_requests",
             "Requests by route and BFF profile",
-            labels=["route", "profile", "status_class"],
+            ["route", "profile", "status_class"],
+            snap.profiles.items(),
         )
-        for (r, p, sc), n in sorted(snap.profiles.items()):
-            prof.add_metric([r, p, sc], n)
-        yield prof
-        gql = CounterMetricFamily(
+        yield _counters(
             "portway_graphql_operations",
             "GraphQL requests by route and operation name (bounded by the graphql plugin)",
-            labels=["route", "operation", "status_class"],
+            ["route", "operation", "status_class"],
+            snap.graphql.items(),
         )
-        for (r, o, sc), n in sorted(snap.graphql.items()):
-            gql.add_metric([r, o, sc], n)
-        yield gql
         reloads = CounterMetricFamily(
             "portway_config_reloads", "Configuration reload attempts", labels=["result"]
         )
@@ -764,6 +752,16 @@ class GatewayCollector:
                     inflight.add_metric(lab, float(t.get("in_flight", 0) or 0))
                     circ.add_metric(lab, float(breaker_state_value(t.get("breaker"))))
         yield from (up_g, drain_g, circ, inflight)
+
+
+def _counters(
+    name: str, doc: str, labels: list[str], table: Iterable[tuple[tuple[str, ...], int]]
+) -> CounterMetricFamily:
+    """A counter family with a sample per ``(label values, count)`` of ``table``."""
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(table):
+        fam.add_metric(list(key), n)
+    return fam
 
 
 def breaker_state_value(breaker: Any) -> int:
