@@ -9,6 +9,8 @@ connections (streams queue for room)."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -83,6 +85,14 @@ async def until(cond: Callable[[], bool], timeout: float = LONG) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.005)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Drop the connection with a TCP reset (a FIN is a half-close, after which an HTTP/1.1
+    client may still wait for its response)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def get(gw: Any, path: str) -> asyncio.Future[Any]:
@@ -190,24 +200,26 @@ async def test_max_queue_refuses_without_waiting() -> None:
 
 
 async def test_a_client_leaving_while_queued_frees_its_place() -> None:
-    async with slow_upstream() as up, run_gateway(cfg(up.port, max_connections=1)) as gw:
-        a = get(gw, "/a")
-        await until(lambda: up.arrived == ["/a"])
-        pool = pool_of(gw)
-        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-        writer.write(b"GET /gone HTTP/1.1\r\nhost: x\r\n\r\n")
-        await writer.drain()
-        await until(lambda: pool.waiting == 1)
-        writer.close()  # the client leaves: its queued request goes
-        await until(lambda: pool.waiting == 0)
-        up.answer("/a")
-        assert (await a).status == 200
-        b = get(gw, "/b")
-        await until(lambda: "/b" in up.arrived)
-        up.answer("/b")
-        assert (await b).status == 200
-        assert "/gone" not in up.arrived
-        assert up.accepted == 1 and pool.open_count == 1 and pool.waiting == 0
+    async with slow_upstream() as up:
+        # a queue timeout far beyond the test: only the client's leaving can empty the queue
+        async with run_gateway(cfg(up.port, max_connections=1, queue_timeout="60s")) as gw:
+            a = get(gw, "/a")
+            await until(lambda: up.arrived == ["/a"])
+            pool = pool_of(gw)
+            _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"GET /gone HTTP/1.1\r\nhost: x\r\n\r\n")
+            await writer.drain()
+            await until(lambda: pool.waiting == 1)
+            reset(writer)  # the client leaves: its queued request goes
+            await until(lambda: pool.waiting == 0)
+            up.answer("/a")
+            assert (await a).status == 200
+            b = get(gw, "/b")
+            await until(lambda: "/b" in up.arrived)
+            up.answer("/b")
+            assert (await b).status == 200
+            assert "/gone" not in up.arrived and pool.overflows == 0
+            assert up.accepted == 1 and pool.open_count == 1 and pool.waiting == 0
 
 
 async def test_h2_upstream_connections_are_bounded_and_streams_queue() -> None:
@@ -244,3 +256,26 @@ async def test_h2_stream_queue_timeout_is_503_upstream_overloaded() -> None:
             up.release.set()
             assert (await a).status == 200
     assert up.connections == 1 and up.bodies == [b"a"]
+
+
+async def test_h2_client_leaving_while_its_stream_waits_frees_its_place() -> None:
+    async with h2_upstream(max_streams=1, hold_until=10**6) as up:
+        # a queue timeout far beyond the test: only the client's leaving can empty the queue
+        config = h2_config(up.port, pool={"max_connections": 1, "queue_timeout": "60s"})
+        async with run_gateway(config) as gw:
+            a = asyncio.ensure_future(
+                simple_request("POST", gw.url + "/x", body=b"a", timeout=LONG)
+            )
+            await until(lambda: up.open_streams == 1)
+            pool = gw.gateway.graph.upstreams["u"].targets[0].extra["h2pool"]
+            _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\ngone")
+            await writer.drain()
+            await until(lambda: len(pool._waiters) == 1)
+            reset(writer)  # the client leaves: its queued stream goes
+            await until(lambda: not pool._waiters)
+            up.release.set()
+            assert (await a).status == 200
+            r = await simple_request("POST", gw.url + "/x", body=b"c", timeout=LONG)
+            assert r.status == 200
+    assert up.connections == 1 and up.bodies == [b"a", b"c"]
