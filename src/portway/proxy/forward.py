@@ -253,6 +253,19 @@ async def begin_attempt(
     return target
 
 
+def attempt_answered(
+    ctx: RequestContext, up: Upstream, target: Target, tracer: Tracer, status: int, latency: float
+) -> None:
+    """The epilogue of an attempt that got a response head, HTTP/1.1 and HTTP/2 alike: its
+    latency, the tracer's span, the target's outcome (a 5xx is a failure) and the trace."""
+    ctx.upstream_latency = latency
+    if tracer.enabled:
+        tracer.end_attempt(ctx, status=status)
+    up.record(target, status < 500, latency, status, None)
+    if ctx.trace is not None:
+        ctx.record("attempt", target.id, latency * 1000, str(status))
+
+
 class Forwarder:
     """Sends ``ctx.upstream_request`` to ``rt.upstream`` with failover; returns the upstream
     response with a streaming body. The connection goes back to its pool when the body ends
@@ -322,14 +335,8 @@ class Forwarder:
                 target.in_flight -= 1
                 up.release(target)
                 raise
-            latency = loop.time() - t0
-            ctx.upstream_latency = latency
             status = resp.status
-            if tracer.enabled:
-                tracer.end_attempt(ctx, status=status)
-            up.record(target, status < 500, latency, status, None)
-            if ctx.trace is not None:
-                ctx.record("attempt", target.id, latency * 1000, str(status))
+            attempt_answered(ctx, up, target, tracer, status, loop.time() - t0)
             if retry_on_status(ctx, up, status, attempt, deadline):
                 self.finish_exchange(ctx, False)
                 exclude.add(target)

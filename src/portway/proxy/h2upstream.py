@@ -50,7 +50,7 @@ from portway.http.h2client import (
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
-from portway.proxy.forward import Forwarder, begin_attempt
+from portway.proxy.forward import Forwarder, attempt_answered, begin_attempt
 from portway.proxy.overload import overloaded
 from portway.upstream.target import Target
 
@@ -290,14 +290,7 @@ async def forward_h2(
             if delay > 0:
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             continue
-        latency = loop.time() - t0
-        ctx.upstream_latency = latency
-        status = resp.status
-        if tracer.enabled:
-            tracer.end_attempt(ctx, status=status)
-        up.record(target, status < 500, latency, status, None)
-        if ctx.trace is not None:
-            ctx.record("attempt", target.id, latency * 1000, str(status))
+        attempt_answered(ctx, up, target, tracer, resp.status, loop.time() - t0)
         return resp
 
 
