@@ -172,6 +172,18 @@ def simple_config(upstream_url: str, **route: Any) -> dict[str, Any]:
 
 
 Handler = Callable[[bytes, asyncio.StreamWriter, int], Awaitable[bool]]
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def tcp_server(handler: StreamHandler) -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 calling ``handler`` per connection; yields its port."""
+    port = free_port()
+    server = await asyncio.start_server(handler, "127.0.0.1", port)
+    try:
+        yield port
+    finally:
+        server.close()
 
 
 @asynccontextmanager
@@ -194,12 +206,8 @@ async def raw_upstream(handler: Handler) -> AsyncIterator[str]:
         finally:
             writer.close()
 
-    port = free_port()
-    server = await asyncio.start_server(conn, "127.0.0.1", port)
-    try:
+    async with tcp_server(conn) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
 
 
 def answering(data: bytes, keep: bool = True) -> Handler:

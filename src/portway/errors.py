@@ -115,6 +115,23 @@ class UnavailableError(GatewayError):
     code = "service_unavailable"
 
 
+class UpstreamOverloadedError(UnavailableError):
+    """A target's connection pool is full (``pool.max_connections``) and the request was not
+    given a connection within ``pool.queue_timeout`` (or the queue, ``pool.max_queue``, was
+    full). The gateway protecting the target, not the target failing: it counts against
+    neither its passive health nor its circuit breaker, and is never retried. Envoy's
+    ``x-envoy-overloaded`` equivalent rides along as ``x-portway-overloaded: true``."""
+
+    code = "upstream_overloaded"
+
+    def __init__(self, message: str | None = None, *, source: str | None = None) -> None:
+        super().__init__(
+            message or "upstream connection limit reached",
+            headers=[("x-portway-overloaded", "true")],
+            source=source,
+        )
+
+
 class PluginError(GatewayError):
     status = 500
     code = "plugin_error"

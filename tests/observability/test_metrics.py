@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from portway.config.schema import UpstreamConfig
-from portway.observability.metrics import DURATION_BUCKETS, Metrics
+from portway.observability.metrics import DURATION_BUCKETS, Metrics, Snapshot
 from portway.upstream.upstream import Upstream
 from tests.observability.support import make_ctx
 
@@ -210,7 +211,7 @@ def test_cache_plugin_counters_exported(monkeypatch: pytest.MonkeyPatch) -> None
     metrics never look the plugin up."""
     from portway.observability import sources
 
-    monkeypatch.setattr(sources, "_CACHE_SOURCES", [])
+    monkeypatch.setattr(sources, "_SOURCES", {})
     sources.register_cache_stats(
         lambda: {"routes": {"r": {"hit": 3, "miss": 2, "Bad Name": 9}}, "stores": []}
     )
@@ -227,6 +228,52 @@ def test_the_cache_plugin_registers_its_counters() -> None:
     from portway.plugins.cache import registry
 
     assert registry.stats in cache_stats_sources()
+
+
+def test_the_runtime_publish_and_proxy_register_their_counters() -> None:
+    """Ejections (registered by the runtime: ``upstream`` sits below observability), the
+    publish plugin's events and the pool overflows reach the metrics by registration, not
+    through ``sys.modules``."""
+    import portway.runtime.builder  # noqa: F401  (registers the ejection counters)
+    from portway.observability import sources
+    from portway.plugins.publish import publisher
+    from portway.proxy import overload
+    from portway.upstream import ejections
+
+    assert ejections.counts in sources.count_sources(sources.EJECTIONS)
+    assert publisher.counts in sources.count_sources(sources.EVENTS)
+    assert overload.counts in sources.count_sources(sources.POOL_OVERFLOW)
+    metrics_src = Path(__file__).resolve().parents[2] / "src/portway/observability/metrics.py"
+    assert "sys.modules" not in metrics_src.read_text()
+
+
+def test_registered_pair_counters_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portway.observability import sources
+
+    monkeypatch.setattr(sources, "_SOURCES", {})
+    sources.register_counts(sources.EJECTIONS, lambda: {("u", "timeout"): 2, ("u", "Bad!"): 5})
+    sources.register_counts(sources.EVENTS, lambda: {("kafka", ""): 7, ("kafka", "full"): 1})
+    sources.register_counts(sources.POOL_OVERFLOW, lambda: {("u", "127.0.0.1:1"): 3})
+    sources.register_counts(sources.POOL_OVERFLOW, lambda: {("u", "127.0.0.1:1"): 1})
+
+    def broken() -> dict[tuple[str, str], int]:
+        raise RuntimeError("bookkeeping bug")
+
+    sources.register_counts(sources.EVENTS, broken)
+    m = Metrics(include_default_registry=False)
+    s = samples(m)
+    assert s[("portway_upstream_ejections_total", L(upstream="u", reason="timeout"))] == 2
+    assert all("Bad!" not in str(k) for k in s)
+    assert s[("portway_events_sent_total", L(sink="kafka"))] == 7
+    assert s[("portway_events_dropped_total", L(sink="kafka", reason="full"))] == 1
+    key = ("portway_upstream_pool_overflow_total", L(upstream="u", target="127.0.0.1:1"))
+    assert s[key] == 4
+    # a worker's dump carries them to the other workers' scrapes
+    snap = m.snapshot()
+    other = Snapshot(snap.buckets)
+    other.merge_json(orjson.loads(snap.to_json(1)), alive=False)
+    assert other.overflows == {("u", "127.0.0.1:1"): 4}
+    assert other.ejections[("u", "timeout")] == 2
 
 
 def test_bucket_is_bisect_left() -> None:

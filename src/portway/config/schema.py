@@ -189,6 +189,24 @@ class TimeoutsConfig(Model):
 class PoolConfig(Model):
     max_idle: int = Field(256, ge=0, description="idle keep-alive connections kept per target")
     idle_timeout: Duration = Field(60.0, description="idle connections older than this close")
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="connections open to one target at most, idle and busy (HTTP/2: "
+        "multiplexed connections); a request finding them all busy waits its turn (FIFO). "
+        "null: unlimited",
+    )
+    queue_timeout: Duration = Field(
+        1.0,
+        description="how long a request waits for a connection when max_connections are busy "
+        "before it fails with 503 upstream_overloaded",
+    )
+    max_queue: int | None = Field(
+        None,
+        ge=0,
+        description="requests waiting per target at most (beyond: 503 upstream_overloaded at "
+        "once); null: unlimited",
+    )
 
 
 class ActiveHealthConfig(Model):

@@ -27,3 +27,13 @@ class ReadTimeoutError(TimeoutError):
 
 class ClientDisconnectedError(ConnectionError):
     pass
+
+
+class PoolOverflowError(Exception):
+    """No connection to the target within the pool's queue timeout, or its queue is full
+    (``pool.max_connections``; the proxy answers 503 ``upstream_overloaded``). ``waited``:
+    the request queued (False: refused at once by ``max_queue``)."""
+
+    def __init__(self, msg: str, waited: bool = True) -> None:
+        super().__init__(msg)
+        self.waited = waited

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable
 from typing import Final, cast
 
@@ -33,6 +34,7 @@ import h2.exceptions
 import h2.settings
 
 from portway.http.body import BodyStream
+from portway.http.exceptions import PoolOverflowError
 from portway.http.headers import Headers
 
 log: Final = logging.getLogger("portway.http.h2client")
@@ -175,7 +177,9 @@ class H2Stream:
 class H2ClientConnection(asyncio.Protocol):
     """One HTTP/2 connection to an upstream; many concurrent :class:`H2Stream`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_idle: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_free: Callable[[], None]) -> None:
+        """``on_free`` is called whenever room appears: a stream ended, or the connection
+        closed (the pool then drops it, closes it when idle, or serves a waiter)."""
         self.loop = loop
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -198,7 +202,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._flush_pending = False
         #: the pool's idle-timeout timer for this connection, if armed
         self.reaper: asyncio.TimerHandle | None = None
-        self._on_idle = on_idle
+        self._on_free = on_free
         self.idle_since = loop.time()
 
     # --- capacity -------------------------------------------------------------------------------
@@ -243,7 +247,7 @@ class H2ClientConnection(asyncio.Protocol):
         p = self._paused
         if p is not None and not p.done():
             p.set_result(None)
-        self._on_idle()
+        self._on_free()
 
     def pause_writing(self) -> None:
         if self._paused is None:
@@ -358,11 +362,13 @@ class H2ClientConnection(asyncio.Protocol):
         self.flush()
 
     def forget(self, sid: int) -> None:
-        if self.streams.pop(sid, None) is not None and not self.streams:
+        if self.streams.pop(sid, None) is None:
+            return
+        if not self.streams:
             self.idle_since = self.loop.time()
             if self.draining:
                 self.close()
-            self._on_idle()
+        self._on_free()
 
     def flush(self) -> None:
         """Write what h2 queued, once per loop iteration: HEADERS, DATA and END_STREAM of
@@ -395,7 +401,16 @@ class H2Pool:
 
     ``ssl_context`` None means h2c with prior knowledge. With TLS, a connection whose ALPN
     did not pick ``h2`` raises :class:`AlpnMismatchError` (``auto`` upstreams then use
-    HTTP/1.1)."""
+    HTTP/1.1).
+
+    ``max_connections`` (``None``: unlimited) bounds the connections open to the target,
+    counted as the HTTP/1.1 pool counts them (a connect in progress included, a closing one
+    until it is gone from :attr:`conns`). When every one is at the peer's
+    SETTINGS_MAX_CONCURRENT_STREAMS and no other may open, a new stream waits its turn (FIFO)
+    for room — a stream ending or a connection closing wakes the first waiter, who wakes the
+    next if room is left — for ``queue_timeout`` at most; then, or at once when ``max_queue``
+    are waiting, :class:`~portway.http.exceptions.PoolOverflowError`. A cancelled waiter
+    leaves the queue and passes on a wakeup it was given."""
 
     def __init__(
         self,
@@ -403,33 +418,60 @@ class H2Pool:
         port: int,
         ssl_context: ssl.SSLContext | None,
         idle_timeout: float = 60.0,
+        max_connections: int | None = None,
+        queue_timeout: float = 1.0,
+        max_queue: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl_context
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.queue_timeout = queue_timeout
+        self.max_queue = max_queue
         self.conns: list[H2ClientConnection] = []
         self._connecting: asyncio.Future[H2ClientConnection] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
         #: connections opened so far (tests and metrics)
         self.opened = 0
+        #: streams that got no room (queue timeout or full queue)
+        self.overflows = 0
         self.closed_pool = False
 
     async def open_stream(
         self, headers: list[tuple[bytes, bytes]], end: bool, connect_timeout: float
     ) -> H2Stream:
         """A new stream with ``headers`` sent, on a connection with room (or a new one)."""
+        turn = not self._waiters  # FIFO: nobody overtakes a queued stream
+        wait_until = -1.0
         while True:
             if self.closed_pool:
                 raise H2UpstreamError("pool closed")
+            if not turn:
+                if wait_until < 0:
+                    wait_until = asyncio.get_running_loop().time() + self.queue_timeout
+                await self._wait_turn(wait_until, front=False)
+                turn = True
             for c in self.conns:
                 if c.capacity > 0:
                     try:
-                        return c.open_stream(headers, end)
+                        st = c.open_stream(headers, end)
                     except h2.exceptions.ProtocolError:
                         # h2 disagrees (stream ids exhausted, closing): no new streams here
                         c.draining = True
+                        continue
+                    if self._waiters and self._has_room():
+                        self._wake()  # room is left: the next waiter's turn
+                    return st
             fut = self._connecting
             if fut is None:
+                if self.max_connections is not None and len(self.conns) >= self.max_connections:
+                    # at the limit and every connection full: queue at the front (it is
+                    # still this stream's turn when room appears)
+                    if wait_until < 0:
+                        wait_until = asyncio.get_running_loop().time() + self.queue_timeout
+                    await self._wait_turn(wait_until, front=True)
+                    continue
                 fut = self._connecting = asyncio.get_running_loop().create_future()
                 try:
                     conn = await self._connect(connect_timeout)
@@ -440,6 +482,7 @@ class H2Pool:
                         fut.exception()
                     else:
                         fut.cancel()
+                    self._wake()  # a waiter may connect instead
                     raise
                 self._connecting = None
                 self.conns.append(conn)
@@ -480,10 +523,65 @@ class H2Pool:
         self.opened += 1
         return conn
 
+    def _has_room(self) -> bool:
+        if any(c.capacity > 0 for c in self.conns):
+            return True
+        return self._connecting is None and (
+            self.max_connections is None or len(self.conns) < self.max_connections
+        )
+
+    async def _wait_turn(self, until: float, front: bool) -> None:
+        """Queue until :meth:`_wake` (room appeared), ``until`` (loop time) at most."""
+        waiters = self._waiters
+        if self.max_queue is not None and len(waiters) >= self.max_queue:
+            self.overflows += 1
+            raise PoolOverflowError(
+                f"stream queue of {self.host}:{self.port} is full", waited=False
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if front:
+            waiters.appendleft(fut)
+        else:
+            waiters.append(fut)
+        try:
+            async with asyncio.timeout_at(until):
+                await fut
+        except TimeoutError:
+            if fut in waiters:
+                waiters.remove(fut)
+            if fut.done() and not fut.cancelled():
+                self._wake()  # woken as the time ran out: the wakeup goes on
+            self.overflows += 1
+            raise PoolOverflowError(
+                f"no stream to {self.host}:{self.port} within the queue timeout"
+            ) from None
+        except asyncio.CancelledError:
+            if fut in waiters:
+                waiters.remove(fut)
+            elif fut.done() and not fut.cancelled():
+                self._wake()
+            raise
+
+    def _wake(self) -> None:
+        """Room appeared: the first waiter's turn."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
     def _idle(self, c: H2ClientConnection) -> None:
+        """``c`` has room: a stream ended, or it closed."""
         if c.closed:
             with contextlib.suppress(ValueError):
                 self.conns.remove(c)
+            self._wake()
+            return
+        if self._waiters:
+            self._wake()  # the room goes to a queued stream, not to the idle timer
+            return
+        if c.streams:
             return
         # keep one idle connection; close extra idle ones (they were opened for a burst)
         idle = [x for x in self.conns if not x.streams and not x.closed]

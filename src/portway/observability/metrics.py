@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import secrets
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -37,7 +36,13 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from portway.observability.observer import Observer
-from portway.observability.sources import cache_stats_sources
+from portway.observability.sources import (
+    EJECTIONS,
+    EVENTS,
+    POOL_OVERFLOW,
+    cache_stats_sources,
+    count_sources,
+)
 from portway.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -160,6 +165,8 @@ class Snapshot:
     active_connections: int = 0
     #: ``publish`` plugin: (sink, reason) → events; reason ``""`` counts sent events
     events: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (upstream, target) → requests refused by a full connection pool
+    overflows: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def to_json(self, pid: int) -> bytes:
         return orjson.dumps(
@@ -175,6 +182,7 @@ class Snapshot:
                 "ejections": [[*k, v] for k, v in self.ejections.items()],
                 "active_connections": self.active_connections,
                 "events": [[*k, v] for k, v in self.events.items()],
+                "overflows": [[*k, v] for k, v in self.overflows.items()],
             }
         )
 
@@ -195,12 +203,11 @@ class Snapshot:
         for r, res, n in data.get("cache", ()):
             k2 = (str(r), str(res))
             self.cache[k2] = self.cache.get(k2, 0) + int(n)
-        for u, why, n in data.get("ejections", ()):
-            k2 = (str(u), str(why))
-            self.ejections[k2] = self.ejections.get(k2, 0) + int(n)
-        for sink, reason, n in data.get("events", ()):
-            k2 = (str(sink), str(reason))
-            self.events[k2] = self.events.get(k2, 0) + int(n)
+        for table2 in ("ejections", "events", "overflows"):
+            into2: dict[tuple[str, str], int] = getattr(self, table2)
+            for a, b, n in data.get(table2, ()):
+                k2 = (str(a), str(b))
+                into2[k2] = into2.get(k2, 0) + int(n)
         for table in ("profiles", "graphql"):
             into: dict[tuple[str, str, str], int] = getattr(self, table)
             for a, b, c, n in data.get(table, ()):
@@ -388,6 +395,7 @@ class Metrics(Observer):
         snap.ejections = _ejection_counts()
         snap.active_connections = self.active_connections
         snap.events = _event_counts()
+        snap.overflows = _overflow_counts()
         return snap
 
     def merged(self) -> Snapshot:
@@ -491,30 +499,45 @@ def _cache_plugin_counts() -> dict[tuple[str, str], int]:
 
 
 def _ejection_counts() -> dict[tuple[str, str], int]:
-    """Ejections counted by ``portway.upstream.ejections`` (read only when loaded)."""
-    mod = sys.modules.get("portway.upstream.ejections")
-    if mod is None:
-        return {}
-    counts: dict[tuple[str, str], int] = mod.counts()
-    return counts
+    """Ejections by (upstream, reason), from the registered sources (``upstream/ejections.py``,
+    registered by the runtime); reasons are bounded words of the health code."""
+    return _pair_counts(EJECTIONS, "ejection", lambda u, why: bool(_EVENT_NAME.match(why)))
 
 
 def _event_counts() -> dict[tuple[str, str], int]:
-    """Counters of the ``publish`` plugin's sinks (``portway.plugins.publish.publisher``),
-    read only when that plugin is loaded; sink kinds and reasons come from its code."""
-    mod = sys.modules.get("portway.plugins.publish.publisher")
-    if mod is None:
-        return {}
-    try:
-        counts = dict(mod.counts())
-    except Exception as e:  # the plugin's bookkeeping must never break a scrape
-        log.warning("event counters unavailable: %s", e)
-        return {}
-    return {
-        (str(k[0]), str(k[1])): int(n)
-        for k, n in counts.items()
-        if _EVENT_NAME.match(str(k[0])) and (k[1] == "" or _EVENT_NAME.match(str(k[1])))
-    }
+    """Counters of the ``publish`` plugin's sinks by (sink, reason), reason ``""`` for sent
+    events, from the sources it registered; sink kinds and reasons come from its code."""
+    return _pair_counts(
+        EVENTS,
+        "event",
+        lambda sink, why: (
+            bool(_EVENT_NAME.match(sink)) and (why == "" or bool(_EVENT_NAME.match(why)))
+        ),
+    )
+
+
+def _overflow_counts() -> dict[tuple[str, str], int]:
+    """Requests refused by a full connection pool, by (upstream, target)."""
+    return _pair_counts(POOL_OVERFLOW, "pool overflow", lambda u, t: True)
+
+
+def _pair_counts(
+    kind: str, what: str, keep: Callable[[str, str], bool]
+) -> dict[tuple[str, str], int]:
+    """The sum of the ``{(a, b): count}`` of every source registered under ``kind`` (pairs
+    ``keep`` accepts); a source that fails is skipped: bookkeeping never breaks a scrape."""
+    out: dict[tuple[str, str], int] = {}
+    for source in count_sources(kind):
+        try:
+            items = list(dict(source()).items())
+        except Exception as e:
+            log.warning("%s counters unavailable: %s", what, e)
+            continue
+        for k, n in items:
+            a, b = str(k[0]), str(k[1])
+            if keep(a, b):
+                out[(a, b)] = out.get((a, b), 0) + int(n)
+    return out
 
 
 def _pid_alive(pid: int) -> bool:
@@ -581,31 +604,25 @@ class GatewayCollector:
         m = self._m
         snap = m.merged()
         yield from self._request_families(snap)
-        rej = CounterMetricFamily(
+        yield _counters(
             "portway_plugin_rejections",
             "Requests answered early by a plugin",
-            labels=["route", "plugin", "status"],
+            ["route", "plugin", "status"],
+            snap.rejections.items(),
         )
-        for (r, p, st), n in sorted(snap.rejections.items()):
-            rej.add_metric([r, p, st], n)
-        yield rej
-        cache = CounterMetricFamily(
+        yield _counters(
             "portway_cache_requests",
             "Response cache lookups by result",
-            labels=["route", "result"],
+            ["route", "result"],
+            snap.cache.items(),
         )
-        for (r, res), n in sorted(snap.cache.items()):
-            cache.add_metric([r, res], n)
-        yield cache
-        ej = CounterMetricFamily(
+        yield _counters(
             "portway_upstream_ejections",
             "Targets taken out of service by health checks, by reason (active, connect_error, "
             "timeout, reset, status)",
-            labels=["upstream", "reason"],
+            ["upstream", "reason"],
+            snap.ejections.items(),
         )
-        for (u, why), n in sorted(snap.ejections.items()):
-            ej.add_metric([u, why], n)
-        yield ej
         sent = CounterMetricFamily(
             "portway_events_sent", "Events delivered by the publish plugin", labels=["sink"]
         )
@@ -621,22 +638,26 @@ class GatewayCollector:
                 sent.add_metric([sink], n)
         yield sent
         yield dropped
-        prof = CounterMetricFamily(
+        yield _counters(
+            "portway_upstream_pool_overflow",
+            "Requests refused with 503 upstream_overloaded: the target's connection pool was "
+            "at pool.max_connections and no connection came within pool.queue_timeout (or "
+            "pool.max_queue were waiting)",
+            ["upstream", "target"],
+            snap.overflows.items(),
+        )
+        yield _counters(
             "portway_profile_requests",
             "Requests by route and BFF profile",
-            labels=["route", "profile", "status_class"],
+            ["route", "profile", "status_class"],
+            snap.profiles.items(),
         )
-        for (r, p, sc), n in sorted(snap.profiles.items()):
-            prof.add_metric([r, p, sc], n)
-        yield prof
-        gql = CounterMetricFamily(
+        yield _counters(
             "portway_graphql_operations",
             "GraphQL requests by route and operation name (bounded by the graphql plugin)",
-            labels=["route", "operation", "status_class"],
+            ["route", "operation", "status_class"],
+            snap.graphql.items(),
         )
-        for (r, o, sc), n in sorted(snap.graphql.items()):
-            gql.add_metric([r, o, sc], n)
-        yield gql
         reloads = CounterMetricFamily(
             "portway_config_reloads", "Configuration reload attempts", labels=["result"]
         )
@@ -737,6 +758,16 @@ class GatewayCollector:
                     inflight.add_metric(lab, float(t.get("in_flight", 0) or 0))
                     circ.add_metric(lab, float(breaker_state_value(t.get("breaker"))))
         yield from (up_g, drain_g, circ, inflight)
+
+
+def _counters(
+    name: str, doc: str, labels: list[str], table: Iterable[tuple[tuple[str, ...], int]]
+) -> CounterMetricFamily:
+    """A counter family with a sample per ``(label values, count)`` of ``table``."""
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(table):
+        fam.add_metric(list(key), n)
+    return fam
 
 
 def breaker_state_value(breaker: Any) -> int:

@@ -32,6 +32,7 @@ from portway.http.client import (
     UpstreamResetError,
     build_request_head,
 )
+from portway.http.exceptions import PoolOverflowError
 from portway.http.forwarding import (
     forward_header_items,
     set_request_framing,
@@ -39,6 +40,7 @@ from portway.http.forwarding import (
 )
 from portway.http.headers import Headers
 from portway.http.models import Response
+from portway.http.pool import ConnectionPool
 from portway.http.relay import (
     informational_items,
     response_header_items,
@@ -49,10 +51,12 @@ from portway.http.wire import chunk, last_chunk
 from portway.pipeline.context import RequestContext
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.exchange import Exchange, finish_exchange
+from portway.proxy.overload import overloaded
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
     from portway.http.server import ClientConnection
+    from portway.observability.tracing import Tracer
     from portway.routing.router import RouteMatch
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.upstream import Upstream
@@ -217,6 +221,54 @@ def retry_on_status(
     )
 
 
+async def begin_attempt(
+    ctx: RequestContext,
+    up: Upstream,
+    rt: RouteRuntime,
+    tracer: Tracer,
+    exclude: set[Target],
+    last_error: GatewayError | None,
+    preset: Target | None = None,
+) -> Target:
+    """The prologue of every attempt, HTTP/1.1 and HTTP/2 alike: pick the target (or take
+    ``preset``), run the ``on_upstream_request`` hooks and add the tracer's headers. With no
+    target left, raises ``last_error`` (the previous attempt's failure) or a 503 naming the
+    upstream. A hook that fails gives the pick back (nothing is recorded against the target)."""
+    target = preset if preset is not None else up.pick(ctx, exclude)
+    if target is None:
+        if last_error is not None:
+            raise last_error
+        raise UnavailableError(
+            f"no available target in upstream {up.name}",
+            headers=[("retry-after", str(up.retry_after()))],
+        )
+    ctx.target = target
+    chain = rt.chain
+    if chain.on_upstream_request:
+        try:
+            await chain.run_upstream_request(ctx)
+        except BaseException:
+            up.release(target)
+            raise
+    if tracer.enabled:
+        for k, v in tracer.start_attempt(ctx, target):
+            ctx.upstream_request.headers.set(k, v)
+    return target
+
+
+def attempt_answered(
+    ctx: RequestContext, up: Upstream, target: Target, tracer: Tracer, status: int, latency: float
+) -> None:
+    """The epilogue of an attempt that got a response head, HTTP/1.1 and HTTP/2 alike: its
+    latency, the tracer's span, the target's outcome (a 5xx is a failure) and the trace."""
+    ctx.upstream_latency = latency
+    if tracer.enabled:
+        tracer.end_attempt(ctx, status=status)
+    up.record(target, status < 500, latency, status, None)
+    if ctx.trace is not None:
+        ctx.record("attempt", target.id, latency * 1000, str(status))
+
+
 class Forwarder:
     """Sends ``ctx.upstream_request`` to ``rt.upstream`` with failover; returns the upstream
     response with a streaming body. The connection goes back to its pool when the body ends
@@ -241,7 +293,6 @@ class Forwarder:
         deadline = loop.time() + timeouts.total
         exclude: set[Target] = set()
         attempt = 0
-        chain = rt.chain
         last_error: GatewayError | None = None
         stale_retried = False
         preset: Target | None = None
@@ -253,32 +304,12 @@ class Forwarder:
             stale_retried = resume.stale_retried
             if resume.delay > 0:
                 await asyncio.sleep(min(resume.delay, max(0.0, deadline - loop.time())))
+        tracer = self.graph.tracer
         while True:
             attempt += 1
             ctx.attempt = attempt
-            if preset is not None:
-                target: Target | None = preset
-                preset = None
-            else:
-                target = up.pick(ctx, exclude)
-            if target is None:
-                if last_error is not None:
-                    raise last_error
-                raise UnavailableError(
-                    f"no available target in upstream {up.name}",
-                    headers=[("retry-after", str(up.retry_after()))],
-                )
-            ctx.target = target
-            if chain.on_upstream_request:
-                try:
-                    await chain.run_upstream_request(ctx)
-                except BaseException:
-                    up.release(target)
-                    raise
-            tracer = self.graph.tracer
-            if tracer.enabled:
-                for k, v in tracer.start_attempt(ctx, target):
-                    ctx.upstream_request.headers.set(k, v)
+            target = await begin_attempt(ctx, up, rt, tracer, exclude, last_error, preset)
+            preset = None
             t0 = loop.time()
             target.in_flight += 1
             try:
@@ -307,14 +338,8 @@ class Forwarder:
                 target.in_flight -= 1
                 up.release(target)
                 raise
-            latency = loop.time() - t0
-            ctx.upstream_latency = latency
             status = resp.status
-            if tracer.enabled:
-                tracer.end_attempt(ctx, status=status)
-            up.record(target, status < 500, latency, status, None)
-            if ctx.trace is not None:
-                ctx.record("attempt", target.id, latency * 1000, str(status))
+            attempt_answered(ctx, up, target, tracer, status, loop.time() - t0)
             if retry_on_status(ctx, up, status, attempt, deadline):
                 self.finish_exchange(ctx, False)
                 exclude.add(target)
@@ -335,22 +360,11 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         ureq = ctx.upstream_request
         timeouts = rt.timeouts
-        pool = target.pool
-        conn = pool.acquire_idle()
-        fresh_tries = 1 if conn is not None else 0
-        reused = conn is not None
+        # typed locally: ``Target.pool`` is ``Any`` (see proxy/fast.py)
+        pool: ConnectionPool = target.pool
+        conn, reused = await _connection(pool, rt.upstream, target, timeouts.connect, deadline)
+        fresh_tries = 1 if reused else 0
         while True:
-            if conn is None:
-                remaining = deadline - loop.time()
-                try:
-                    conn = await pool.connect(max(0.001, min(timeouts.connect, remaining)))
-                except (OSError, TimeoutError) as e:
-                    kind = "timed out" if isinstance(e, TimeoutError) else "refused"
-                    raise _Attempt(
-                        "connect_error",
-                        False,
-                        UpstreamConnectError(f"upstream connect {kind}", source="upstream"),
-                    ) from None
             items = ureq.headers.raw()
             chunked = ureq.body is not None and ureq.content_length is None
             if rt.preserve_host is False:
@@ -368,10 +382,13 @@ class Forwarder:
                 conn.write(head_bytes_)
             except UpstreamResetError:
                 conn.abort()
-                conn = None
-                reused = False
                 if fresh_tries:
+                    # a pooled connection found closed before anything was written: another
+                    # one (through the queue when the pool is at its limit), not an attempt
                     fresh_tries -= 1
+                    conn, reused = await _connection(
+                        pool, rt.upstream, target, timeouts.connect, deadline
+                    )
                     continue
                 raise _Attempt("reset", False, UpstreamError("upstream reset")) from None
             break
@@ -448,6 +465,29 @@ class Forwarder:
         """Release ``ctx``'s exchange (``ok``: the body was read to the end); see
         :meth:`portway.proxy.exchange.Exchange.release`."""
         finish_exchange(ctx, ok)
+
+
+async def _connection(
+    pool: ConnectionPool,
+    up: Upstream | None,
+    target: Target,
+    connect_timeout: float,
+    deadline: float,
+) -> tuple[UpstreamConnection, bool]:
+    """A connection from ``pool`` and whether it was used before; a connect failure is a
+    failed attempt, a full pool (``pool.max_connections``) the 503 of
+    :func:`~portway.proxy.overload.overloaded`, which is no attempt at all."""
+    try:
+        return await pool.acquire(connect_timeout, deadline)
+    except PoolOverflowError as e:
+        raise overloaded(up.name if up is not None else "", target.id, e) from None
+    except (OSError, TimeoutError) as e:
+        kind = "timed out" if isinstance(e, TimeoutError) else "refused"
+        raise _Attempt(
+            "connect_error",
+            False,
+            UpstreamConnectError(f"upstream connect {kind}", source="upstream"),
+        ) from None
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from portway.errors import (
     GatewayError,
-    UnavailableError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeoutError,
 )
 from portway.http.body import BodyStream
-from portway.http.exceptions import ClientDisconnectedError
+from portway.http.exceptions import ClientDisconnectedError, PoolOverflowError
 from portway.http.grpc_status import (
     DEADLINE_EXCEEDED,
     UNAVAILABLE,
@@ -51,6 +50,8 @@ from portway.http.h2client import (
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
+from portway.proxy.forward import Forwarder, attempt_answered, begin_attempt
+from portway.proxy.overload import overloaded
 from portway.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -96,7 +97,16 @@ def pool_of(target: Target, up: Upstream) -> H2Pool:
         tls = None
         if up.protocol == "h2" or (up.protocol == "auto" and target.scheme == "https"):
             tls = client_ssl_context(["h2"] if up.protocol == "h2" else ["h2", "http/1.1"])
-        pool = H2Pool(target.host, target.port, tls, up.config.pool.idle_timeout)
+        pc = up.config.pool
+        pool = H2Pool(
+            target.host,
+            target.port,
+            tls,
+            pc.idle_timeout,
+            max_connections=pc.max_connections,
+            queue_timeout=pc.queue_timeout,
+            max_queue=pc.max_queue,
+        )
         target.extra["h2pool"] = pool
     return pool
 
@@ -232,29 +242,11 @@ async def forward_h2(
     attempt = 0
     last_error: GatewayError | None = None
     refused_retried = False
-    chain = rt.chain
     tracer = graph.tracer
     while True:
         attempt += 1
         ctx.attempt = attempt
-        target = up.pick(ctx, exclude)
-        if target is None:
-            if last_error is not None:
-                raise last_error
-            raise UnavailableError(
-                f"no available target in upstream {up.name}",
-                headers=[("retry-after", str(up.retry_after()))],
-            )
-        ctx.target = target
-        if chain.on_upstream_request:
-            try:
-                await chain.run_upstream_request(ctx)
-            except BaseException:
-                up.release(target)
-                raise
-        if tracer.enabled:
-            for k, v in tracer.start_attempt(ctx, target):
-                ctx.upstream_request.headers.set(k, v)
+        target = await begin_attempt(ctx, up, rt, tracer, exclude, last_error)
         t0 = loop.time()
         target.in_flight += 1
         try:
@@ -264,8 +256,6 @@ async def forward_h2(
             target.in_flight -= 1
             up.release(target)
             target.extra["h1_only"] = True
-            from portway.proxy.forward import Forwarder
-
             return await Forwarder(graph).forward(ctx, rt, client)
         except (asyncio.CancelledError, GatewayError, ClientDisconnectedError):
             target.in_flight -= 1
@@ -300,14 +290,7 @@ async def forward_h2(
             if delay > 0:
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             continue
-        latency = loop.time() - t0
-        ctx.upstream_latency = latency
-        status = resp.status
-        if tracer.enabled:
-            tracer.end_attempt(ctx, status=status)
-        up.record(target, status < 500, latency, status, None)
-        if ctx.trace is not None:
-            ctx.record("attempt", target.id, latency * 1000, str(status))
+        attempt_answered(ctx, up, target, tracer, resp.status, loop.time() - t0)
         return resp
 
 
@@ -362,6 +345,8 @@ async def _exchange(
         )
     except AlpnMismatchError:
         raise
+    except PoolOverflowError as e:
+        raise overloaded(up.name, target.id, e) from None
     except (OSError, TimeoutError, H2UpstreamError) as e:
         kind = "timed out" if isinstance(e, TimeoutError) else "refused"
         raise _Failed(

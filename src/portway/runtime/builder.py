@@ -13,6 +13,7 @@ from portway.config.schema import GatewayConfig, PluginBinding, RouteConfig, Ups
 from portway.http.forwarded import TrustedProxies
 from portway.http.pool import ConnectionPool
 from portway.observability.observer import as_observer
+from portway.observability.sources import EJECTIONS, register_counts
 from portway.observability.tracing import Tracer, build_tracer
 from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
 from portway.pipeline.registry import registry
@@ -21,9 +22,14 @@ from portway.plugins._tls.required import ClientCertRequired
 from portway.proxy.traffic import RoutePolicy
 from portway.routing.router import Router
 from portway.runtime.graph import RouteRuntime, RuntimeGraph
+from portway.upstream import ejections
 from portway.upstream.target import Target
 from portway.upstream.tls import attach as attach_tls
 from portway.upstream.upstream import Upstream
+
+#: the upstreams' ejection counters reach the metrics through the registration seam (the
+#: upstream layer sits below observability and cannot register itself)
+register_counts(EJECTIONS, ejections.counts)
 
 log = logging.getLogger("portway.runtime")
 

@@ -1,8 +1,9 @@
 """Process-wide count of passive and active ejections, for ``portway_upstream_ejections_total``.
 
 Kept outside the upstream objects, which a reload replaces: a counter must not restart when
-the config changes. The metrics module reads :func:`counts` at scrape/flush time (through
-``sys.modules``, so a process that never built an upstream does not import this)."""
+the config changes. The metrics read :func:`counts` at scrape/flush time through the
+registration seam (``observability/sources.py``); the runtime registers it, since this layer
+sits below observability."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from portway.observability.sources import EVENTS, register_counts
 from portway.plugins.publish.config import PublishConfig
 from portway.plugins.publish.sinks.base import EventSink, Item, RejectedError, SinkError
 from portway.tasks import stop_task
@@ -35,7 +36,8 @@ from portway.tasks import stop_task
 log = logging.getLogger("portway.publish")
 
 #: process-wide totals by (sink, reason), reason "" for sent events; cumulative across
-#: reloads and publishers (the metrics exporter reads them through :func:`counts`)
+#: reloads and publishers (the metrics exporter reads them through :func:`counts`, registered
+#: with ``observability/sources.py`` below)
 _COUNTS: dict[tuple[str, str], int] = {}
 
 
@@ -46,6 +48,9 @@ def counts() -> dict[tuple[str, str], int]:
 def _count(sink: str, reason: str, n: int) -> None:
     k = (sink, reason)
     _COUNTS[k] = _COUNTS.get(k, 0) + n
+
+
+register_counts(EVENTS, counts)
 
 
 Event = tuple[str, dict[str, Any]]
