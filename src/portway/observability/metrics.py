@@ -48,7 +48,7 @@ from portway.tasks import stop_task
 if TYPE_CHECKING:
     # prometheus-client is imported at scrape time only (a worker that is never scraped
     # does not pay its ~4 MB)
-    from prometheus_client.core import Metric
+    from prometheus_client.core import CounterMetricFamily, Metric
 
     from portway.pipeline.context import RequestContext
 
@@ -764,6 +764,8 @@ def _counters(
     name: str, doc: str, labels: list[str], table: Iterable[tuple[tuple[str, ...], int]]
 ) -> CounterMetricFamily:
     """A counter family with a sample per ``(label values, count)`` of ``table``."""
+    from prometheus_client.core import CounterMetricFamily
+
     fam = CounterMetricFamily(name, doc, labels=labels)
     for key, n in sorted(table):
         fam.add_metric(list(key), n)
