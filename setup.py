@@ -31,6 +31,7 @@ HOT_MODULES = [
     "src/portway/plugins/_ratelimit/keys.py",
     "src/portway/plugins/_ratelimit/local.py",
     "src/portway/plugins/jwt/cache.py",
+    "src/portway/plugins/jwt/hooks.py",
     "src/portway/plugins/key_auth/hooks.py",
     "src/portway/plugins/request_id/hooks.py",
     "src/portway/http/body.py",

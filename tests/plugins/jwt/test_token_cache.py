@@ -151,3 +151,44 @@ async def test_a_jwks_rotation_verifies_kept_tokens_again() -> None:
             assert len(p._cache) == 0
         finally:
             await p.aclose()
+
+
+def _chain_ctx(tok: str) -> Any:
+    return make_context(
+        headers=[("authorization", f"Bearer {tok}"), ("x-consumer-id", "forged"), ("x-a", "1")]
+    )
+
+
+async def test_the_plain_call_hooks_answer_like_the_coroutine() -> None:
+    """The chain's task-free runner uses ``fast_hooks`` (a kept token) and the plugin's own
+    ``on_request`` otherwise: the upstream request and the consumer come out the same."""
+    from portway.errors import GatewayError
+    from portway.pipeline.runner import Chain
+
+    for hide in (False, True):
+        p = hs_plugin(Clock(), hide_credentials=hide)
+        assert p.fast_hooks is not None
+        chain = Chain([p])
+        tok = token()
+        ref = _chain_ctx(tok)
+        assert await p.on_request(ref) is None  # the coroutine path (and now kept)
+        for _ in range(2):  # a hit through the hooks, twice
+            ctx = _chain_ctx(tok)
+            assert chain.run_request_sync(ctx) is None
+            assert ctx.consumer is ref.consumer
+            assert ctx.upstream_request.headers.raw() == ref.upstream_request.headers.raw()
+        # a token never seen: verified by the plugin's own code, driven from the hooks
+        other = token(sub="user-2")
+        ctx = _chain_ctx(other)
+        assert chain.run_request_sync(ctx) is None
+        assert ctx.consumer is not None and ctx.consumer.id == "user-2"
+        # refusals are the plugin's own
+        bad = _chain_ctx(token(exp=int(T0) - 100))
+        try:
+            chain.run_request_sync(bad)
+        except GatewayError as e:
+            assert e.status == 401 and e.message == "token expired"
+        else:
+            raise AssertionError("an expired token passed")
+    # other token sources and anonymous fallbacks keep the coroutine hooks
+    assert hs_plugin(Clock(), cookie="tok").fast_hooks is None

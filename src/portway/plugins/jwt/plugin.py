@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from portway.http.models import Request
 from portway.pipeline.context import Consumer, RequestContext
 from portway.pipeline.plugin import PluginConfig, PluginEnv
 from portway.plugins._identity.base import IdentityPlugin
@@ -18,6 +19,7 @@ from portway.plugins._identity.jose import JwsKey
 from portway.plugins._identity.tokens import bearer_token, hide_bearer
 from portway.plugins.jwt.cache import TokenCache
 from portway.plugins.jwt.config import IssuerConfig, JwtConfig
+from portway.plugins.jwt.hooks import JwtHooks
 from portway.plugins.jwt.jwks import Fetch, JwksCache
 from portway.plugins.jwt.token import ParsedToken, TokenError, check_claims, parse, scopes_of
 
@@ -91,6 +93,22 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
         # fetched (an unknown kid), and then the hook suspends and the request is handed to
         # the connection's task (pipeline/suspend.py): every request may start task-free
         self.sync_hooks = True
+        #: a kept token's request as compiled plain calls (pipeline/runner.py); only for the
+        #: default token source and without an anonymous fallback, and not in subclasses
+        self.fast_hooks: JwtHooks | None = None
+        if (
+            type(self) is JwtPlugin
+            and self._anonymous is None
+            and (config.header or "").lower() == "authorization"
+            and config.cookie is None
+            and config.query_param is None
+        ):
+            self.fast_hooks = JwtHooks(
+                self._cache,
+                self.on_request,
+                self._hide_in if config.hide_credentials else None,
+                clock,
+            )
 
     async def start(self) -> None:
         for i in self._issuers.values():
@@ -208,3 +226,6 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
 
     def hide(self, ctx: RequestContext) -> None:
         hide_bearer(ctx.upstream_request, self.config)
+
+    def _hide_in(self, request: Request) -> None:
+        hide_bearer(request, self.config)
