@@ -8,7 +8,8 @@ CPU per request. No kernel, no peers, no noise from the other processes of a wrk
 of 1 µs show up.
 
     python bench/hotpath_bench.py [--requests 200000] [--plugins 'request_id;NAME={json}']
-                                  [--consumers N] [--general] [--profile]
+                                  [--consumers N] [--header 'Name: value'] [--general]
+                                  [--profile]
 
 ``--consumers N`` configures N consumers with a ``key_auth`` key each; the requests carry
 their keys in an ``apikey`` header, in turn (for ``key_auth`` and per-consumer limits).
@@ -100,10 +101,11 @@ async def main(args: argparse.Namespace) -> None:
         ).join(["consumers:" if args.consumers else "", "\n"]),
         "bench.yaml",
     )
-    requests = [REQUEST]
+    extra = b"".join(h.encode("latin-1") + b"\r\n" for h in args.header)
+    requests = [REQUEST.replace(b"Accept:", extra + b"Accept:")]
     if args.consumers:
         requests = [
-            REQUEST.replace(b"Accept:", b"apikey: bench-key-%d\r\nAccept:" % i)
+            REQUEST.replace(b"Accept:", extra + b"apikey: bench-key-%d\r\nAccept:" % i)
             for i in range(args.consumers)
         ]
     from portway.observability.metrics import get_metrics
@@ -179,6 +181,12 @@ if __name__ == "__main__":
         help="global plugins, ';'-separated: a name, or name={json config}",
     )
     ap.add_argument("--consumers", type=int, default=0, help="consumers with key_auth keys")
+    ap.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="'Name: value' added to every request (repeatable), e.g. a bearer token",
+    )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
         "--no-dashboard", action="store_true", help="without the recent-errors observer"

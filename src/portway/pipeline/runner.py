@@ -23,6 +23,32 @@ _PRE_ATTEMPT: Final[ContextKey[list[tuple[bytes, bytes]]]] = ContextKey(
 )
 
 
+class SyncHooks:
+    """The request and response work of a built-in plugin as plain methods.
+
+    A plugin whose ``on_request``/``on_response`` never suspend may offer one as its
+    ``fast_hooks`` attribute (an instance, built with the plugin): the chain then calls
+    ``request``/``response`` directly instead of creating a coroutine per hook and driving it
+    to ``StopIteration``. Both must do exactly what the plugin's ``on_request``/``on_response``
+    do (those usually delegate here). A base class compiled with the runner, so the call is a
+    direct one: only modules compiled with it (setup.py ``HOT_MODULES``) subclass it, never a
+    third-party plugin (an interpreted class cannot subclass a compiled one; such plugins keep
+    the coroutine hooks, which stay supported).
+    """
+
+    def request(self, ctx: RequestContext) -> Response | None:
+        return None
+
+    def response(self, ctx: RequestContext) -> None:
+        return None
+
+
+def hooks_of(plugin: Bound) -> SyncHooks | None:
+    """The plugin's :class:`SyncHooks`, when it offers them."""
+    h = getattr(plugin, "fast_hooks", None)
+    return h if isinstance(h, SyncHooks) else None
+
+
 def _wrap(plugin: Bound, phase: str, exc: Exception) -> GatewayError:
     if isinstance(exc, GatewayError):
         if exc.source is None:
@@ -46,6 +72,8 @@ class Chain:
 
     __slots__ = (
         "_pos",
+        "_req_hooks",
+        "_resp_hooks",
         "buffer_cap",
         "callbacks_only",
         "on_error",
@@ -72,6 +100,9 @@ class Chain:
         self.on_response_chunk = tuple(reversed(pick("on_response_chunk")))
         self.on_error = tuple(reversed(pick("on_error")))
         self.on_log = tuple(reversed(pick("on_log")))
+        #: the plugins' :class:`SyncHooks` (or None), aligned with on_request / on_response
+        self._req_hooks = tuple(hooks_of(p) for p in self.on_request)
+        self._resp_hooks = tuple(hooks_of(p) for p in self.on_response)
         #: some chunk hook may change the body length, so Content-Length cannot be kept
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]
@@ -117,10 +148,12 @@ class Chain:
         (no tracing or debug trace there: those requests take the task path). A hook that
         suspends raises :class:`HookSuspended` (its ``index`` set): the caller hands it to a
         task, which carries on with :meth:`resume_request`."""
+        hooks = self._req_hooks
         for i, p in enumerate(self.on_request):
             ctx.reached = self._pos[id(p)]
+            h = hooks[i]
             try:
-                resp = drive(p.on_request(ctx))
+                resp = h.request(ctx) if h is not None else drive(p.on_request(ctx))
             except HookSuspended as s:
                 s.index = i
                 raise
@@ -152,10 +185,19 @@ class Chain:
         """:meth:`run_response` for a chain of ``sync_hooks`` plugins, outside any task. A
         hook that suspends here fails the request (the response is already being relayed:
         there is no earlier point to hand over from)."""
-        plugins = self.on_response if ctx.reached is None else self._ran(ctx, self.on_response)
-        for p in plugins:
+        plugins = self.on_response
+        hooks = self._resp_hooks
+        cut = ctx.reached
+        pos = self._pos
+        for i, p in enumerate(plugins):
+            if cut is not None and pos[id(p)] > cut:
+                continue  # a short-circuit never reached it (see _ran)
+            h = hooks[i]
             try:
-                drive(p.on_response(ctx))
+                if h is not None:
+                    h.response(ctx)
+                else:
+                    drive(p.on_response(ctx))
             except HookSuspended as s:
                 s.close()
                 raise _wrap(p, "on_response", RuntimeError(str(s))) from None

@@ -11,7 +11,7 @@ from portway.http.models import Request, Response
 from portway.plugins.jwt.config import JwtConfig
 from portway.plugins.jwt.jwks import parse_jwks
 from portway.plugins.jwt.plugin import JwtPlugin
-from tests.helpers import free_port, run_upstream
+from tests.helpers import free_port, http_get, run_gateway, run_upstream
 from tests.identity_testing import make_context, make_env
 from tests.plugins._identity.kit import claims, ec_key, mint, public_jwk, refused, rsa_key
 
@@ -151,10 +151,59 @@ async def test_jwk_algorithm_binding() -> None:
             await p.aclose()
 
 
-def test_a_jwks_issuer_keeps_the_route_off_the_task_free_path() -> None:
-    # a JWKS may have to be fetched (an await); static and consumers' keys never are
-    assert not plugin("http://127.0.0.1:1/jwks").sync_hooks
-    assert JwtPlugin(JwtConfig.model_validate({}), make_env()).sync_hooks
+async def test_a_jwks_route_is_task_free_and_an_unknown_kid_is_fetched_in_the_task() -> None:
+    """Every jwt binding has sync hooks: a known kid is verified inside the parser callback;
+    an unknown kid makes the hook await the JWKS fetch, and the request is handed to the
+    connection's task (pipeline/suspend.py), which finishes it with the new keys."""
+    srv = JwksServer()
+    k1, k2 = rsa_key(), rsa_key()
+    srv.keys = [public_jwk(k1, kid="k1", alg="RS256")]
+    async with run_upstream(srv) as jwks, run_upstream() as up:
+        cfg = {
+            "upstreams": {"u": {"targets": [{"url": up.url}]}},
+            "routes": [
+                {
+                    "name": "r",
+                    "match": {"paths": ["/"]},
+                    "upstream": "u",
+                    "plugins": [
+                        {
+                            "name": "jwt",
+                            "config": {
+                                "issuers": [
+                                    {
+                                        "issuer": "idp",
+                                        "algorithms": ["RS256"],
+                                        "jwks_url": jwks.url + "/jwks",
+                                    }
+                                ],
+                                "jwks_min_refresh": 0,
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+        async with run_gateway(cfg) as gw:
+            app = gw.worker.app
+            assert app is not None
+            auth1 = [("authorization", "Bearer " + mint(claims(), k1, "RS256", kid="k1"))]
+            assert (await http_get(gw.url + "/warm", headers=auth1))[0] == 200
+            before, hits = app.fast_requests, srv.hits
+            for i in range(3):
+                assert (await http_get(f"{gw.url}/a{i}", headers=auth1))[0] == 200
+            assert app.fast_requests - before == 3 and srv.hits == hits
+            # the issuer rotates k2 in: the first k2 token fetches (in the task), then passes
+            srv.keys = [public_jwk(k1, kid="k1"), public_jwk(k2, kid="k2", alg="RS256")]
+            auth2 = [("authorization", "Bearer " + mint(claims(), k2, "RS256", kid="k2"))]
+            status, _, body = await http_get(gw.url + "/b", headers=auth2)
+            assert status == 200, body
+            # fetched once; not counted task-free (handed over after the hook suspended)
+            assert srv.hits == hits + 1 and app.fast_requests - before == 3
+            assert len([r for r in up.requests if r.path == "/b"]) == 1
+            # an unknown kid that stays unknown is refused the same way
+            auth3 = [("authorization", "Bearer " + mint(claims(), k2, "RS256", kid="k3"))]
+            assert (await http_get(gw.url + "/c", headers=auth3))[0] == 401
 
 
 async def test_key_ops_must_allow_verify() -> None:

@@ -179,3 +179,58 @@ async def test_through_the_gateway_on_both_paths(path: ServingPath) -> None:
     assert h.get_all("x-consumer-username") == ["alice"]
     assert h.get("x-consumer-groups") == "admin"
     assert h.get("apikey") is None
+
+
+@pytest.mark.parametrize(
+    ("cfg", "headers", "query"),
+    [
+        ({}, [("apikey", "alice-key"), ("x-consumer-id", "forged")], b""),
+        ({}, [], b"a=1&apikey=alice-key&b=2"),
+        ({"hide_credentials": False}, [("x-api-key", " alice-key ")], b""),
+        ({"anonymous": "guest"}, [("x-consumer-username", "root")], b""),
+        ({}, [("apikey", "alice-key"), ("apikey", "alice-key")], b""),
+    ],
+)
+async def test_the_plain_call_hooks_do_what_on_request_does(
+    cfg: dict[str, object], headers: list[tuple[str, str]], query: bytes
+) -> None:
+    """The task-free runner calls ``fast_hooks.request``; the task path ``on_request``:
+    the same consumer, the same upstream request, for every case, twice (the second time
+    from the cache of accepted keys)."""
+    p = plugin(**cfg)
+    assert p.fast_hooks is not None
+    for _ in range(2):
+        a = make_context(headers=headers, query=query)
+        b = make_context(headers=headers, query=query)
+        assert await p.on_request(a) is None
+        assert p.fast_hooks.request(b) is None
+        assert a.consumer is b.consumer and a.consumer is not None
+        assert a.upstream_request.headers.raw() == b.upstream_request.headers.raw()
+        assert a.upstream_request.query == b.upstream_request.query
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], [("apikey", "wrong")], [("apikey", "alice-key"), ("apikey", "other")]],
+)
+async def test_the_plain_call_hooks_refuse_alike(headers: list[tuple[str, str]]) -> None:
+    from portway.errors import GatewayError
+
+    p = plugin()
+    assert p.fast_hooks is not None
+    e1 = await refused(p, make_context(headers=headers))
+    with pytest.raises(GatewayError) as e2:
+        p.fast_hooks.request(make_context(headers=headers))
+    assert (e1.status, e1.message, e1.headers) == (
+        e2.value.status,
+        e2.value.message,
+        e2.value.headers,
+    )
+
+
+def test_a_subclass_keeps_the_coroutine_hooks() -> None:
+    class Custom(KeyAuthPlugin):
+        pass
+
+    p = Custom(KeyAuthConfig.model_validate({}), make_env(CONSUMERS))
+    assert p.fast_hooks is None

@@ -94,3 +94,33 @@ async def test_untrusted_incoming_and_no_echo() -> None:
     assert s == 200 and h.get("x-request-id") is None
     (sent,) = _sent(b)
     assert sent != "client-id" and HEX32.match(sent)
+
+
+def test_generated_ids_are_unique_hex_across_random_blocks() -> None:
+    import re
+
+    from portway.plugins.request_id.hooks import BLOCK, new_id
+
+    ids = [new_id() for _ in range(3 * BLOCK // 16 + 7)]  # several blocks
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(rb"[0-9a-f]{32}", i) for i in ids)
+
+
+def test_a_forked_child_never_repeats_the_parents_ids() -> None:
+    import os
+
+    from portway.plugins.request_id.hooks import new_id
+
+    new_id()  # the parent holds a block with unused ids
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        try:
+            os.write(w, new_id())
+        finally:
+            os._exit(0)
+    os.close(w)
+    child = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != new_id()

@@ -41,14 +41,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Final
 
 State = list[float]
 Step = tuple[bool, State | None, float, float, float, float]
 StepFn = Callable[[State | None, float, float, float, float, float], Step]
 
 #: tolerance, as a fraction of one emission interval, absorbing float rounding at boundaries
-EPS = 1e-9
-INF = math.inf
+EPS: Final = 1e-9
+INF: Final = math.inf
+#: the algorithms as small ints (``local.LocalLimiter`` dispatches on them)
+GCRA: Final = 0
+TOKEN_BUCKET: Final = 1
+FIXED_WINDOW: Final = 2
+SLIDING_WINDOW: Final = 3
 
 
 def gcra(
@@ -127,7 +133,7 @@ def sliding_window(
     return (True, [float(wid), cur, prev], remaining, reset, 0.0, expires)
 
 
-ALGORITHMS: dict[str, StepFn] = {
+ALGORITHMS: Final[dict[str, StepFn]] = {
     "gcra": gcra,
     "token_bucket": token_bucket,
     "fixed_window": fixed_window,
@@ -135,4 +141,4 @@ ALGORITHMS: dict[str, StepFn] = {
 }
 
 #: algorithms whose capacity is ``burst`` (the window algorithms use ``rate``)
-USES_BURST = frozenset({"gcra", "token_bucket"})
+USES_BURST: Final = frozenset({"gcra", "token_bucket"})

@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Final
 
 from portway.http.headers import Headers
 from portway.pipeline.context import ContextKey, RequestContext
-from portway.plugins._ratelimit.limiter import Decision
+from portway.plugins._ratelimit.local import Decision
 
-POLICY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+POLICY_NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def ceil_s(x: float) -> int:
@@ -61,7 +62,7 @@ class Reporter:
 
 
 Report = tuple[Reporter, Decision]
-REPORTS: ContextKey[list[Report]] = ContextKey("ratelimit.reports")
+REPORTS: Final[ContextKey[list[Report]]] = ContextKey("ratelimit.reports")
 
 
 def add_report(ctx: RequestContext, reporter: Reporter, decision: Decision) -> None:
@@ -100,7 +101,7 @@ def header_pairs(reports: Sequence[Report]) -> list[tuple[str, str]]:
 
 
 #: every field :func:`header_pairs` may render
-FIELDS = frozenset(
+FIELDS: Final = frozenset(
     {
         b"ratelimit-policy",
         b"ratelimit",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from portway.errors import BadRequestError
 from portway.pipeline.context import RequestContext
@@ -22,11 +23,11 @@ from portway.plugins.graphql.context import GRAPHQL_OPERATION
 KeyFn = Callable[[RequestContext], str]
 CostFn = Callable[[RequestContext], int]
 
-_HEADER = re.compile(r"^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
-SIMPLE_PARTS = frozenset(
+_HEADER: Final = re.compile(r"^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+SIMPLE_PARTS: Final = frozenset(
     {"consumer", "credential", "ip", "route", "service", "global", "graphql_operation", "profile"}
 )
-MAX_COST = 1_000_000_000
+MAX_COST: Final = 1_000_000_000
 
 
 def check_key_part(part: str) -> str:
@@ -101,7 +102,7 @@ def _header(name: str) -> KeyFn:
     return fn
 
 
-_SIMPLE: dict[str, KeyFn] = {
+_SIMPLE: Final[dict[str, KeyFn]] = {
     "consumer": _consumer,
     "credential": _credential,
     "ip": _ip,

@@ -21,12 +21,11 @@ import weakref
 from collections import deque
 from typing import IO
 
-import orjson
 from pydantic import Field
 
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginConfig, PluginEnv, Stage
-from portway.upstream.choice import variant_of
+from portway.plugins.access_log.line import LineFormatter
 
 log = logging.getLogger("portway.access_log")
 
@@ -170,48 +169,10 @@ class AccessLogPlugin(Plugin[AccessLogConfig]):
         super().__init__(config, env)
         key = f"access_log:{os.path.abspath(config.path) if config.path != '-' else '-'}"
         self._writer = env.shared(key, lambda: _SharedWriter(config.path, config.max_queue))
-        self._sec = -1
-        self._stamp = ""
+        self._format = LineFormatter()
 
     def on_log(self, ctx: RequestContext) -> None:
-        req = ctx.request
-        resp = ctx.response
-        t = ctx.target
-        ua = req.headers.get_raw(b"user-agent")
-        now = time.time()
-        sec = int(now)
-        if sec != self._sec:
-            # the formatted second changes once a second, not per request
-            self._sec = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        rec = {
-            "time": f"{self._stamp}.{int(now * 1000) % 1000:03d}Z",
-            "request_id": ctx.request_id or None,
-            "client_ip": req.client_ip,
-            "method": req.method,
-            "path": req.path,
-            "route": ctx.route_name,
-            "upstream": ctx.upstream_name,
-            "target": t.id if t is not None else None,
-            "status": resp.status if resp is not None else 499,
-            "bytes_in": (req.body.received if req.body is not None else 0),
-            "bytes_out": ctx.bytes_out,
-            "latency_ms": round((time.perf_counter() - ctx.start) * 1000, 3),
-            "upstream_latency_ms": round(ctx.upstream_latency * 1000, 3)
-            if ctx.upstream_latency is not None
-            else None,
-            "user_agent": ua.decode("latin-1") if ua is not None else None,
-            "consumer": ctx.consumer.username if ctx.consumer is not None else None,
-            "variant": variant_of(ctx),
-        }
-        extra = ctx.extra
-        if extra:
-            # only when set: BFF profile, GraphQL operation, aggregate calls (status, ms, error)
-            for k in ("profile", "graphql_operation", "aggregate"):
-                v = extra.get(k)
-                if v is not None:
-                    rec[k] = v
-        self._writer.writer.put(orjson.dumps(rec) + b"\n")
+        self._writer.writer.put(self._format.line(ctx))
 
 
 class _SharedWriter:

@@ -89,6 +89,10 @@ class RotatingKeys(Generic[K]):
         #: completed fetch attempts (successful or not); for metrics and tests
         self.fetches = 0
         self.loaded = False
+        #: bumped whenever the key set changes (a fetch that returns other bytes): what was
+        #: verified with an older version is verified again (``jwt/cache.py``)
+        self.version = 0
+        self._body: bytes | None = None
 
     async def start(self) -> None:
         await self.refresh()
@@ -159,6 +163,8 @@ class RotatingKeys(Generic[K]):
             return False
         finally:
             self.fetches += 1
+        if r.body == self._body:
+            return True  # the same document: the same keys (and the same version)
         by_kid: dict[str, list[K]] = {}
         no_kid: list[K] = []
         for k in keys:
@@ -167,6 +173,8 @@ class RotatingKeys(Generic[K]):
             else:
                 by_kid.setdefault(k.kid, []).append(k)
         self._by_kid, self._no_kid = by_kid, no_kid
+        self._body = r.body
+        self.version += 1
         self.loaded = True
         return True
 

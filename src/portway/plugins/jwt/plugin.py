@@ -7,16 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from portway.http.models import Request
 from portway.pipeline.context import Consumer, RequestContext
 from portway.pipeline.plugin import PluginConfig, PluginEnv
 from portway.plugins._identity.base import IdentityPlugin
 from portway.plugins._identity.credentials import JwtEntry
 from portway.plugins._identity.errors import challenge, missing, unauthorized
 from portway.plugins._identity.hashing import credential_id
-from portway.plugins._identity.headers import lookup_claim
+from portway.plugins._identity.headers import consumer_pairs, lookup_claim
 from portway.plugins._identity.jose import JwsKey
 from portway.plugins._identity.tokens import bearer_token, hide_bearer
+from portway.plugins.jwt.cache import TokenCache
 from portway.plugins.jwt.config import IssuerConfig, JwtConfig
+from portway.plugins.jwt.hooks import JwtHooks
 from portway.plugins.jwt.jwks import Fetch, JwksCache
 from portway.plugins.jwt.token import ParsedToken, TokenError, check_claims, parse, scopes_of
 
@@ -84,8 +87,28 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
                 credential_id("jwt", ic.issuer),
             )
         self._by_id = {c.id: c for c in env.consumers.all()}
-        # static keys and consumers' keys verify without awaiting; a JWKS may have to be fetched
-        self.sync_hooks = all(i.jwks is None for i in self._issuers.values())
+        #: verified tokens (jwt/cache.py): a token seen again skips parsing and the signature
+        self._cache = TokenCache(config.leeway, config.max_age)
+        # static keys and consumers' keys verify without awaiting; a JWKS may have to be
+        # fetched (an unknown kid), and then the hook suspends and the request is handed to
+        # the connection's task (pipeline/suspend.py): every request may start task-free
+        self.sync_hooks = True
+        #: a kept token's request as compiled plain calls (pipeline/runner.py); only for the
+        #: default token source and without an anonymous fallback, and not in subclasses
+        self.fast_hooks: JwtHooks | None = None
+        if (
+            type(self) is JwtPlugin
+            and self._anonymous is None
+            and (config.header or "").lower() == "authorization"
+            and config.cookie is None
+            and config.query_param is None
+        ):
+            self.fast_hooks = JwtHooks(
+                self._cache,
+                self.on_request,
+                self._hide_in if config.hide_credentials else None,
+                clock,
+            )
 
     async def start(self) -> None:
         for i in self._issuers.values():
@@ -108,6 +131,9 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
             raise unauthorized(self._malformed, self.name, "invalid token") from None
         if token is None:
             raise missing(self._challenges, self.name)
+        hit = self._cache.get(token, self._clock())
+        if hit is not None:
+            return hit
         try:
             return await self._verify(token)
         except TokenError as e:
@@ -123,10 +149,15 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
             raise TokenError(detail="missing iss")
         issuer = self._issuers.get(iss)
         owner: Consumer | None = None
+        source: JwksCache | None = None
         if issuer is not None:
             keys = issuer.keys
             if issuer.jwks is not None:
-                keys = await issuer.jwks.keys_for(t.kid)
+                source = issuer.jwks
+                version = source.version
+                keys = await source.keys_for(t.kid)
+                if source.version != version:
+                    source = None  # rotated while waiting: not kept (which version verified?)
             audiences = issuer.audiences
             credential = issuer.credential
         elif cfg.consumer_credentials:
@@ -149,7 +180,10 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
             audiences=audiences,
             max_age=cfg.max_age,
         )
-        return self._consumer(t, owner, credential)
+        consumer = self._consumer(t, owner, credential)
+        if issuer is None or issuer.jwks is None or source is not None:
+            self._cache.put(token, t.claims, consumer, consumer_pairs(consumer), source)
+        return consumer
 
     def _consumer(self, t: ParsedToken, owner: Consumer | None, credential: str) -> Consumer:
         claims = t.claims
@@ -187,5 +221,11 @@ class JwtPlugin(IdentityPlugin[JwtConfig]):
             scopes=scopes,
         )
 
+    def identity_pairs(self, consumer: Consumer) -> list[tuple[bytes, bytes]] | None:
+        return self._cache.pairs(consumer)
+
     def hide(self, ctx: RequestContext) -> None:
         hide_bearer(ctx.upstream_request, self.config)
+
+    def _hide_in(self, request: Request) -> None:
+        hide_bearer(request, self.config)

@@ -8,11 +8,11 @@ from portway.pipeline.context import Consumer, RequestContext
 from portway.pipeline.plugin import PluginConfig, PluginEnv
 from portway.plugins._identity.base import IdentityPlugin
 from portway.plugins._identity.credentials import KeyEntry
-from portway.plugins._identity.errors import missing, unauthorized
-from portway.plugins._identity.hashing import digests_equal, sha256_hex
+from portway.plugins._identity.errors import unauthorized
+from portway.plugins._identity.hashing import digests_equal
 from portway.plugins._identity.headers import consumer_pairs
-from portway.plugins._identity.tokens import query_values, remove_query_params
 from portway.plugins.key_auth.config import KeyAuthConfig
+from portway.plugins.key_auth.hooks import KeyAuthHooks
 
 
 class KeyAuthPlugin(IdentityPlugin[KeyAuthConfig]):
@@ -31,44 +31,20 @@ class KeyAuthPlugin(IdentityPlugin[KeyAuthConfig]):
 
     def __init__(self, config: KeyAuthConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        self._names = frozenset(h.lower().encode("latin-1") for h in config.headers)
-        self._params = set(config.query_params)
-        self._max = config.max_key_bytes
-        # digest of an accepted key -> its consumer and X-Consumer-* fields, built once per
-        # credential (bounded by the configured keys: only accepted digests are kept; the
-        # directory is fixed for this graph's lifetime)
-        self._known: dict[str, tuple[Consumer, list[tuple[bytes, bytes]]]] = {}
-        self._pairs: dict[int, list[tuple[bytes, bytes]]] = {}
-
-    def _find_key(self, ctx: RequestContext) -> str | None:
-        """The one key the request carries (``None``: none); several different keys are
-        refused."""
-        req = ctx.request
-        names = self._names
-        key: str | None = None
-        several = False
-        for k, v in req.headers.raw():
-            if k in names:
-                s = v.decode("latin-1").strip()
-                if not s:
-                    continue
-                if key is None:
-                    key = s
-                elif s != key:
-                    several = True
-        if self._params and req.query:
-            for p in self.config.query_params:
-                for q in query_values(req.query, p):
-                    s = q.strip()
-                    if not s:
-                        continue
-                    if key is None:
-                        key = s
-                    elif s != key:
-                        several = True
-        if several:
-            raise unauthorized(self._challenges, self.name)
-        return key
+        #: the per-request work, compiled (pipeline/runner.py ``SyncHooks``); the methods
+        #: below delegate to it, so both paths share its cache of accepted keys
+        self._hooks = KeyAuthHooks(
+            frozenset(h.lower().encode("latin-1") for h in config.headers),
+            list(config.query_params),
+            config.max_key_bytes,
+            self._challenges,
+            self.name,
+            self._anonymous,
+            config.hide_credentials,
+            self._resolve,
+        )
+        # a subclass may change the flow the hooks reproduce: it keeps the coroutine hooks
+        self.fast_hooks = self._hooks if type(self) is KeyAuthPlugin else None
 
     sync_authenticate = True
 
@@ -76,43 +52,27 @@ class KeyAuthPlugin(IdentityPlugin[KeyAuthConfig]):
         return self.authenticate_now(ctx)
 
     def authenticate_now(self, ctx: RequestContext) -> Consumer:
-        key = self._find_key(ctx)
-        if key is None:
-            raise missing(self._challenges, self.name)
-        if len(key) > self._max:
-            raise unauthorized(self._challenges, self.name)
-        digest = sha256_hex(key)
-        known = self._known.get(digest)
-        if known is not None:
-            # found by the same dict lookup the directory makes: no new timing signal
-            return known[0]
+        return self._hooks.authenticate(ctx)[0]
+
+    def _resolve(self, digest: str) -> tuple[Consumer, list[tuple[bytes, bytes]]]:
+        """An accepted key's consumer (one frozen object per credential, serving every
+        request) and its fields; a digest no credential has is refused."""
         hit = self.env.consumers.by_credential("key_auth", digest)
         if hit is None:
             raise unauthorized(self._challenges, self.name)
         consumer, entry = hit
         if not isinstance(entry, KeyEntry) or not digests_equal(entry.digest, digest):
             raise unauthorized(self._challenges, self.name)
-        # Consumer is frozen: one object per credential serves every request
         found = Consumer(
             id=consumer.id,
             username=consumer.username,
             groups=consumer.groups,
             credential=entry.credential,
         )
-        pairs = consumer_pairs(found)
-        self._known[digest] = (found, pairs)
-        self._pairs[id(found)] = pairs
-        return found
+        return found, consumer_pairs(found)
 
     def identity_pairs(self, consumer: Consumer) -> list[tuple[bytes, bytes]] | None:
-        return self._pairs.get(id(consumer))
+        return self._hooks.pairs.get(id(consumer))
 
     def hide(self, ctx: RequestContext) -> None:
-        up = ctx.upstream_request
-        names = self._names
-        for k, _ in up.headers.raw():
-            if k in names:
-                up.headers.remove_many(names)
-                break
-        if self._params and up.query:
-            up.query = remove_query_params(up.query, self._params)
+        self._hooks.hide_key(ctx)

@@ -17,19 +17,13 @@ from __future__ import annotations
 import logging
 import math
 
-from portway.errors import TooManyRequestsError, UnavailableError
+from portway.errors import UnavailableError
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins._ratelimit.algorithms import USES_BURST
-from portway.plugins._ratelimit.headers import (
-    REPORTS,
-    Reporter,
-    add_report,
-    apply_reports,
-    ceil_s,
-    header_pairs,
-)
+from portway.plugins._ratelimit.headers import Reporter, add_report, apply_reports
+from portway.plugins._ratelimit.hooks import LocalRateHooks, rejection
 from portway.plugins._ratelimit.keys import compile_cost, compile_key
 from portway.plugins._ratelimit.limiter import Decision, LimitSpec, LocalLimiter, RedisLimiter
 from portway.plugins._ratelimit.stores import key_prefix, shared_redis
@@ -91,6 +85,19 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
         self._store_down = False
         # the in-memory store decides without awaiting: such routes may take the task-free path
         self.sync_hooks = self.redis is None
+        #: the local store's per-request work as compiled plain calls (pipeline/runner.py)
+        self.fast_hooks: LocalRateHooks | None = None
+        if self.redis is None and type(self) is RateLimitPlugin:
+            # (a subclass may change what the hooks do: it keeps the coroutine hooks)
+            self.fast_hooks = LocalRateHooks(
+                self.local,
+                self._key,
+                None if self._const_cost is not None else self._cost,
+                self._const_cost or 0,
+                self._reporter,
+                self._capacity,
+                self.name,
+            )
 
     async def decide(self, key: str, cost: int) -> Decision:
         """Decide one request; raises :class:`UnavailableError` under ``deny`` when the store
@@ -119,29 +126,16 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
         return d
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
-        # the local path is inlined: this runs on every request of a limited route
+        hooks = self.fast_hooks
+        if hooks is not None:
+            return hooks.request(ctx)
         cost = self._const_cost if self._const_cost is not None else self._cost(ctx)
-        if self.redis is None:
-            d = self.local.decide(self._key(ctx), cost)
-        else:
-            d = await self.decide(self._key(ctx), cost)
+        d = await self.decide(self._key(ctx), cost)
         if self._reporter is not None:
             add_report(ctx, self._reporter, d)
         if not d.allowed:
-            raise self._rejection(ctx, d)
+            raise rejection(ctx, d, self._capacity, self.name)
         return None
-
-    def _rejection(self, ctx: RequestContext, d: Decision) -> TooManyRequestsError:
-        reports = ctx.state.get(REPORTS)
-        headers = header_pairs(reports) if reports else []
-        if math.isinf(d.retry_after):
-            return TooManyRequestsError(
-                f"request cost exceeds the rate limit's capacity of {self._capacity:g}",
-                headers=headers,
-                source=self.name,
-            )
-        headers.append(("retry-after", str(max(1, ceil_s(d.retry_after)))))
-        return TooManyRequestsError("rate limit exceeded", headers=headers, source=self.name)
 
     async def on_response(self, ctx: RequestContext) -> None:
         apply_reports(ctx)

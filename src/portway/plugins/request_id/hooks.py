@@ -1,0 +1,88 @@
+"""The per-request work of ``request_id``, as :class:`SyncHooks` (compiled with mypyc,
+setup.py ``HOT_MODULES``).
+
+Generated ids are 16 random bytes as 32 hex digits, as before, but taken from a 4 KiB block
+read from ``os.urandom`` once per 256 ids instead of one ``getrandom`` call per request. The
+block is dropped in a forked child (``os.register_at_fork``), so two workers never hand out
+the same ids.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+
+from portway.http.headers import Headers
+from portway.http.models import Response
+from portway.pipeline.context import RequestContext
+from portway.pipeline.runner import SyncHooks
+
+SAFE: Final = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+#: random bytes read at once (256 ids)
+BLOCK: Final = 4096
+
+
+class _Random:
+    """Unused random bytes of the current block."""
+
+    def __init__(self) -> None:
+        self.block = b""
+        self.pos = 0
+
+    def take16(self) -> bytes:
+        pos = self.pos
+        block = self.block
+        if pos + 16 > len(block):
+            block = self.block = os.urandom(BLOCK)
+            pos = 0
+        self.pos = pos + 16
+        return block[pos : pos + 16]
+
+    def drop(self) -> None:
+        self.block = b""
+        self.pos = 0
+
+
+_RANDOM: Final = _Random()
+os.register_at_fork(after_in_child=_RANDOM.drop)
+
+
+def new_id() -> bytes:
+    """A fresh id: 32 lowercase hex digits of 16 random bytes."""
+    return _RANDOM.take16().hex().encode()
+
+
+class RequestIdHooks(SyncHooks):
+    """Accept (``trust``) or generate the id, forward it; echo it on the response (``echo``)."""
+
+    def __init__(self, name: bytes, trust: bool, echo: bool) -> None:
+        self.name = name
+        self.trust = trust
+        self.echo = echo
+
+    def request(self, ctx: RequestContext) -> Response | None:
+        name = self.name
+        rid = ctx.request.headers.get_raw(name) if self.trust else None
+        if rid is None or SAFE.match(rid) is None:
+            rid = new_id()
+        ctx.request_id = rid.decode()
+        h = ctx.upstream_request.headers
+        _drop(h, name)
+        h.add_raw(name, rid)
+        return None
+
+    def response(self, ctx: RequestContext) -> None:
+        resp = ctx.response
+        if self.echo and resp is not None and ctx.request_id:
+            h = resp.headers
+            _drop(h, self.name)
+            h.add_raw(self.name, ctx.request_id.encode())
+
+
+def _drop(h: Headers, name: bytes) -> None:
+    # a scan, and a rebuild of the list only when the field is there (rarely, upstream)
+    for k, _ in h.raw():
+        if k == name:
+            h.remove(name)
+            return
