@@ -114,6 +114,9 @@ class _StreamWriter:
             raise ClientDisconnectedError("stream closed")
         self._head_sent = True
         out = [(b":status", b"%d" % status), *_h2_fields(fields)]
+        alt = self.h2conn.alt_svc
+        if alt is not None:
+            out.append((b"alt-svc", alt))
         # Content-Length: 0 ends the stream on HEADERS: a gRPC trailers-only response
         # (grpc-status in the head) must not be followed by an empty DATA frame
         empty = (
@@ -281,6 +284,8 @@ class H2Connection(WriteFlow):
         self.h2.incoming_buffer = buf
         #: GOAWAY sent for shutdown: open streams complete, new ones are refused
         self.draining = False
+        #: ``Alt-Svc`` value of every response head (the listener's HTTP/3 endpoint)
+        self.alt_svc: bytes | None = None
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
