@@ -350,3 +350,58 @@ async def test_graceful_stop_sends_goaway_and_finishes_in_flight(
                 await cm.__aexit__(None, None, None)
     assert [r.path for r in up.requests] == ["/slow"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_client_reset_cancels_only_its_stream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RESET_STREAM from the client cancels that request: the gateway hangs up on the
+    upstream exchange it no longer needs; the connection's other streams are served."""
+    pki = Pki(tmp_path)
+    cert, key = pki.leaf("a.example.com")
+    arrived, gone = asyncio.Event(), asyncio.Event()
+    paths: list[bytes] = []
+
+    async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:  # one request per connection
+            head = await r.readuntil(b"\r\n\r\n")
+            path = head.split(b" ")[1]
+            paths.append(path)
+            if path == b"/hang":
+                arrived.set()
+                if await r.read() == b"":  # no answer: wait for the gateway to hang up
+                    gone.set()
+                return
+            w.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n"
+                b"connection: close\r\n\r\nok"
+            )
+            await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            w.close()
+
+    caplog.set_level(logging.WARNING)
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    up_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with run_gateway(_cfg(up_url, cert, key)) as gw:
+            async with h3_client(gw.port, pki.ca_path) as c:
+                hung = c.start("GET", "/hang", "a.example.com")
+                await asyncio.wait_for(arrived.wait(), 20)
+                # cancelling a request whose HEADERS already ended its side: STOP_SENDING
+                # (RFC 9114 §4.1.1), with RESET_STREAM, both H3_REQUEST_CANCELLED
+                c._quic.stop_stream(0, 0x10C)
+                c._quic.reset_stream(0, 0x10C)
+                c.transmit()
+                await asyncio.wait_for(gone.wait(), 20)
+                r = await c.request("GET", "/next")
+                assert (r.status, r.body) == (200, b"ok")
+                # aioquic answered the STOP_SENDING with RESET_STREAM: no response
+                cancelled = await asyncio.wait_for(hung, 20)
+                assert (cancelled.reset, cancelled.status) == (0x10C, 0)
+    finally:
+        server.close()
+    assert paths == [b"/hang", b"/next"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -250,7 +250,9 @@ class H3Protocol(QuicConnectionProtocol):
         if isinstance(ev, HeadersReceived):
             w = self.streams.get(ev.stream_id)
             if w is None:
-                self._on_request(ev)
+                if ev.stream_id > self._highest:  # a new request (ids only grow)
+                    self._on_request(ev)
+                # else: trailers of a request already answered and forgotten
             elif ev.stream_ended:  # request trailers: not forwarded (as on HTTP/2)
                 self._on_end(ev.stream_id)
         elif isinstance(ev, DataReceived):
