@@ -22,13 +22,15 @@ import asyncio
 import logging
 import socket
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portway.config.schema import ListenerConfig
 from portway.http.forwarded import TrustedProxies
 from portway.http.limits import ServerLimits
 from portway.http.server import App
-from portway.server.tls import ListenerTls
+
+if TYPE_CHECKING:
+    from portway.server.tls import ListenerTls
 
 log = logging.getLogger("portway.quic")
 
