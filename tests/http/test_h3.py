@@ -405,3 +405,28 @@ async def test_client_reset_cancels_only_its_stream(
         server.close()
     assert paths == [b"/hang", b"/next"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_reload_applies_routes_to_h3_and_warns_on_quic_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload reaches HTTP/3 requests (new routes at once, on the open connection); the
+    endpoint itself is static: turning quic off asks for a restart."""
+    pki = Pki(tmp_path)
+    cert, key = pki.leaf("a.example.com")
+    caplog.set_level(logging.WARNING)
+    async with run_upstream() as up:
+        cfg = _cfg(up.url, cert, key)
+        async with run_gateway(cfg) as gw, h3_client(gw.port, pki.ca_path) as c:
+            assert (await c.request("GET", "/v1/x")).status == 200
+            cfg2 = _cfg(up.url, cert, key)
+            cfg2["routes"][0]["match"] = {"paths": ["/v2"]}
+            await gw.reload(cfg2)
+            assert (await c.request("GET", "/v1/x")).status == 404
+            assert (await c.request("GET", "/v2/x")).status == 200
+            assert not [r for r in caplog.records if "needs a restart" in r.getMessage()]
+            await gw.reload(_cfg(up.url, cert, key, quic=False))
+            assert [
+                r for r in caplog.records if "quic or quic_port needs a restart" in r.getMessage()
+            ]
+            assert (await c.request("GET", "/v1/x")).status == 200

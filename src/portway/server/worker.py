@@ -146,7 +146,12 @@ class Worker:
         Listener addresses are static; a listener that gained or lost TLS needs a restart."""
         if result != "ok" or self.gateway is None:
             return
+        quic = {q.cfg.name: q.cfg for q in self.quic}
         for lc in self.gateway.config.listeners:
+            was = quic.get(lc.name)
+            now = (lc.quic, lc.quic_port if lc.quic else None)
+            if now != ((True, was.quic_port) if was else (False, None)):
+                log.warning("listener %s: changing quic or quic_port needs a restart", lc.name)
             tls = self.tls.get(lc.name)
             if tls is None or lc.tls is None:
                 if (tls is None) != (lc.tls is None):
