@@ -430,3 +430,27 @@ async def test_reload_applies_routes_to_h3_and_warns_on_quic_changes(
                 r for r in caplog.records if "quic or quic_port needs a restart" in r.getMessage()
             ]
             assert (await c.request("GET", "/v1/x")).status == 200
+
+
+async def test_sni_chooses_the_certificate_on_quic_as_on_tcp(tmp_path: Path) -> None:
+    """Exact name, one-label wildcard, default: the TCP listener's choice, over QUIC. The
+    client verifies the name, so a handshake succeeds only with the right certificate."""
+    pki = Pki(tmp_path)
+    certs = [
+        dict(zip(("cert", "key"), pki.leaf(n), strict=True))
+        for n in ("a.example.com", "b.example.com", "*.api.example.com")
+    ]
+    async with run_upstream() as up:
+        cfg = simple_config(up.url)
+        cfg["listeners"] = [{"name": "pub", "tls": {"certificates": certs}, "quic": True}]
+        async with run_gateway(cfg) as gw:
+            for name in ("a.example.com", "b.example.com", "pay.api.example.com"):
+                async with h3_client(gw.port, pki.ca_path, name) as c:
+                    r = await c.request("GET", "/sni", authority=name)
+                    assert r.status == 200, name
+                    sent = dict((k, v) for k, v in orjson.loads(r.body)["headers"])
+                    assert sent["host"] == name
+            # a name no certificate covers gets the default (a.example.com): not verifiable
+            with pytest.raises((ConnectionError, TimeoutError)):
+                async with h3_client(gw.port, pki.ca_path, "x.pay.api.example.com"):
+                    pass

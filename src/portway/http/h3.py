@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
+from aioquic import tls as aioquic_tls
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
@@ -57,6 +59,53 @@ def h3_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``fields`` for HTTP/3: lower-case names, connection-specific ones dropped (RFC 9114
     §4.2: the relay's hop-by-hop set, ``http/relay.py``)."""
     return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
+
+
+#: ``choose(server_name)``: the (certificate, chain, private key) a handshake serves, or
+#: ``None`` for the configuration's
+CertificateChooser = Callable[[str | None], tuple[Any, list[Any], Any] | None]
+
+
+class _SniContext(aioquic_tls.Context):
+    """aioquic's TLS context, choosing the certificate by the ClientHello's server name.
+
+    aioquic reads the certificate from the context while it answers the ClientHello and has
+    no callback before that; this subclass peeks at the ClientHello (the buffer is rewound)
+    and sets the certificate first, so the signature algorithm is negotiated for its key."""
+
+    choose: CertificateChooser
+
+    def _server_handle_hello(self, input_buf: Any, initial_buf: Any, handshake_buf: Any) -> None:
+        start = input_buf.tell()
+        try:
+            name = aioquic_tls.pull_client_hello(input_buf).server_name
+        except Exception:  # malformed: aioquic's own parse below reports it
+            name = None
+        finally:
+            input_buf.seek(start)
+        chosen = self.choose(name)
+        if chosen is not None:
+            self.certificate, self.certificate_chain, self.certificate_private_key = chosen
+        super()._server_handle_hello(input_buf, initial_buf, handshake_buf)
+
+
+def choose_certificate_by_sni(quic: QuicConnection, choose: CertificateChooser) -> bool:
+    """Make the server connection ``quic`` pick its certificate with ``choose``. aioquic
+    creates the TLS context at the first datagram (``_initialize``), so the hook goes there.
+    Returns False, leaving the configuration's certificate, when aioquic's internals differ."""
+    initialize = getattr(quic, "_initialize", None)
+    if initialize is None or not hasattr(aioquic_tls.Context, "_server_handle_hello"):
+        return False
+
+    def hooked(peer_cid: bytes) -> None:
+        initialize(peer_cid)
+        ctx = getattr(quic, "tls", None)
+        if type(ctx) is aioquic_tls.Context:
+            ctx.__class__ = _SniContext
+            cast(_SniContext, ctx).choose = choose
+
+    setattr(quic, "_initialize", hooked)  # noqa: B010 (an instance attribute, not a method)
+    return True
 
 
 class _StreamWriter:
@@ -195,8 +244,11 @@ class H3Protocol(QuicConnectionProtocol):
         listener: str = "",
         server_port: int = 0,
         underscores: bool | None = False,
+        choose: CertificateChooser | None = None,
     ) -> None:
         super().__init__(quic, stream_handler)
+        if choose is not None:
+            choose_certificate_by_sni(quic, choose)
         #: the listener's ``underscores_in_headers`` (see ``http/owned.py``)
         self.underscores = underscores
         self.app = app
@@ -499,4 +551,10 @@ def drain_connections(app: App | None = None) -> int:
     return len(conns)
 
 
-__all__ = ["H3Protocol", "drain_connections", "h3_fields"]
+__all__ = [
+    "CertificateChooser",
+    "H3Protocol",
+    "choose_certificate_by_sni",
+    "drain_connections",
+    "h3_fields",
+]

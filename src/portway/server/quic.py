@@ -84,6 +84,8 @@ class QuicEndpoint:
         self._infos: object = None
         #: this endpoint's connections (H3Protocol), for the close at shutdown
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: certificates loaded for aioquic, by (cert, key) path; emptied by a reload
+        self._loaded: dict[tuple[str, str], tuple[Any, list[Any], Any]] = {}
 
     async def start(self, host: str, port: int) -> None:
         from aioquic.asyncio.server import QuicServer
@@ -120,6 +122,28 @@ class QuicEndpoint:
         conf.certificate_chain = fresh.certificate_chain
         conf.private_key = fresh.private_key
         self._infos = infos
+        self._loaded = {
+            (first.cert, first.key): (conf.certificate, conf.certificate_chain, conf.private_key)
+        }
+
+    def certificate_for(self, server_name: str | None) -> tuple[Any, list[Any], Any] | None:
+        """The certificate for a ClientHello's ``server_name``: the TCP listener's choice
+        (``ListenerTls.select``: exact name, wildcard, default), loaded for aioquic once per
+        reload; ``None`` (the default) when its files cannot be read any more."""
+        info = self.tls.select_info(server_name)
+        key = (info.cert, info.key)
+        got = self._loaded.get(key)
+        if got is None:
+            from aioquic.quic.configuration import QuicConfiguration
+
+            try:
+                conf = QuicConfiguration(is_client=False)
+                conf.load_cert_chain(info.cert, info.key)
+            except Exception as e:  # a file changed since the reload read it
+                log.error("listener %s: QUIC cannot load %s: %s", self.cfg.name, info.cert, e)
+                return None
+            got = self._loaded[key] = (conf.certificate, conf.certificate_chain, conf.private_key)
+        return got
 
     def _protocol(self, quic: Any, stream_handler: Any = None) -> Any:
         from portway.http.h3 import H3Protocol
@@ -140,6 +164,7 @@ class QuicEndpoint:
             listener=self.cfg.name,
             server_port=self.port,
             underscores=self.cfg.underscores_in_headers,
+            choose=self.certificate_for,
         )
         self._conns.add(proto)
         return proto
