@@ -12,7 +12,14 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from portway.config.paths import parse_path
 from portway.config.tracing import TracingConfig
@@ -84,6 +91,14 @@ class TlsConfig(Model):
         return self
 
 
+def _have_aioquic() -> bool:
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class ListenerConfig(Model):
     name: str = Field("public", description="listener name, used in logs and metrics")
     address: str = Field("127.0.0.1:8080", description="HOST:PORT to bind")
@@ -97,8 +112,40 @@ class ListenerConfig(Model):
         "as nginx does: servers that fold '_' into '-' would read X_User_ID as X-User-ID); "
         "underscore spellings of headers the gateway sets are dropped either way",
     )
+    quic: bool = Field(
+        False,
+        description="also serve HTTP/3 over QUIC (UDP) on this TLS listener, advertised to "
+        "TCP clients by Alt-Svc; needs the http3 extra (pip install 'portway[http3]')",
+    )
+    quic_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="UDP port of the QUIC endpoint; default: the listener's own port number "
+        "(what browsers expect)",
+    )
 
     _addr = field_validator("address")(classmethod(lambda cls, v: _check_addr(v)))
+
+    @field_validator("quic")
+    @classmethod
+    def _quic(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v:
+            return v
+        if "tls" not in info.data:
+            return v  # tls itself is invalid and reported
+        tls: TlsConfig | None = info.data["tls"]
+        if tls is None:
+            raise ValueError("quic: true needs tls on the listener (QUIC is always encrypted)")
+        if tls.client_cert == "required":
+            # aioquic does not request client certificates: every QUIC client would pass
+            raise ValueError(
+                "quic: true cannot be combined with tls.client_cert: required "
+                "(QUIC connections carry no client certificate)"
+            )
+        if not _have_aioquic():
+            raise ValueError("quic: true needs the aioquic package: pip install 'portway[http3]'")
+        return v
 
 
 class RequestBufferingConfig(Model):

@@ -29,7 +29,7 @@ from portway.http.models import Request
 from portway.http.wire import append_fields
 
 #: RFC 9110 §7.6.3 received-protocol of the client hop
-_VIA_PROTO: Final = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 "}
+_VIA_PROTO: Final = {"1.1": b"1.1 ", "1.0": b"1.0 ", "2": b"2 ", "3": b"3 "}
 #: methods whose bodiless requests carry ``Content-Length: 0``
 _NEEDS_LENGTH: Final = frozenset({"POST", "PUT", "PATCH"})
 #: http2-settings: RFC 7540 §3.2.1 connection-specific, meaningful only with "Upgrade: h2c",

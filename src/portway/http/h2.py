@@ -29,26 +29,19 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from portway.errors import (
-    BadRequestError,
     GatewayError,
-    HeadersTooLargeError,
     PayloadTooLargeError,
-    RequestTimeoutError,
-    UriTooLongError,
 )
-from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
 from portway.http.headers import Headers
 from portway.http.limits import ServerLimits
 from portway.http.models import Request
-from portway.http.owned import drop_underscored
-from portway.http.path import normalize_path
 from portway.http.relay import HOP_BY_HOP, no_body
 from portway.http.requestid import request_id_of
-from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort, _parse_host
-from portway.http.validate import check_fields, check_method, check_target
+from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort
+from portway.http.streamreq import StreamBody, StreamHead, build_request, check_head, split_fields
 
 log = logging.getLogger("portway.http.h2")
 
@@ -65,48 +58,6 @@ _GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
 
 #: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
 _LIVE: weakref.WeakSet[H2Connection] = weakref.WeakSet()
-
-
-class _H2Body(BodyStream):
-    """A request body whose consumption releases HTTP/2 flow-control credit."""
-
-    __slots__ = ("_ack", "_first_read", "_timeout")
-
-    def __init__(self, ack: Any, first_read: Any, timeout: float = 0.0) -> None:
-        super().__init__()
-        self._ack = ack
-        self._first_read = first_read
-        #: ``limits.body_timeout``: the longest wait for the client's next DATA (credit is
-        #: returned as the body is read, so a reader waiting is waiting on the client)
-        self._timeout = timeout
-
-    def _pop(self) -> bytes:
-        chunk = super()._pop()
-        self._ack(len(chunk))
-        return chunk
-
-    def _started(self) -> None:
-        f = self._first_read
-        if f is not None:
-            self._first_read = None
-            f()
-
-    async def read(self) -> bytes:
-        self._started()
-        if self._chunks or self._eof or self._exc is not None or self._timeout <= 0:
-            return await super().read()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await super().read()
-        except TimeoutError:
-            # the client stalled its body: its fault (408), as on HTTP/1.1
-            err = RequestTimeoutError("request body timed out")
-            self.set_exception(err)
-            raise err from None
-
-    def read_nowait(self) -> bytes | None:
-        self._started()
-        return super().read_nowait()
 
 
 class _StreamWriter:
@@ -127,7 +78,7 @@ class _StreamWriter:
         self.closed = False
         self.extra: dict[str, Any] = dict(conn.extra)
         self.upgrade_buffer: bytearray | None = None
-        self.body: _H2Body | None = None
+        self.body: StreamBody | None = None
         self.task: asyncio.Task[None] | None = None
         self._trailers: list[tuple[bytes, bytes]] = []
         self._head_sent = False
@@ -163,6 +114,9 @@ class _StreamWriter:
             raise ClientDisconnectedError("stream closed")
         self._head_sent = True
         out = [(b":status", b"%d" % status), *_h2_fields(fields)]
+        alt = self.h2conn.alt_svc
+        if alt is not None:
+            out.append((b"alt-svc", alt))
         # Content-Length: 0 ends the stream on HEADERS: a gRPC trailers-only response
         # (grpc-status in the head) must not be followed by an empty DATA frame
         empty = (
@@ -330,6 +284,8 @@ class H2Connection(WriteFlow):
         self.h2.incoming_buffer = buf
         #: GOAWAY sent for shutdown: open streams complete, new ones are refused
         self.draining = False
+        #: ``Alt-Svc`` value of every response head (the listener's HTTP/3 endpoint)
+        self.alt_svc: bytes | None = None
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -411,42 +367,14 @@ class H2Connection(WriteFlow):
             self.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._cancel_idle()
-        pseudo: dict[bytes, bytes] = {}
-        fields: list[tuple[bytes, bytes]] = []
-        cookies: list[bytes] = []
-        size = 0
-        for k, v in ev.headers or ():
-            k, v = bytes(k), bytes(v)
-            size += len(k) + len(v) + 32
-            if k.startswith(b":"):
-                pseudo[k] = v
-            elif k == b"cookie":
-                cookies.append(v)
-            elif (
-                95 in k
-                and self.underscores is not None
-                and drop_underscored(k.lower(), self.underscores, self.app.owned_headers())
-            ):
-                continue  # the rule of the HTTP/1.1 listener (http/owned.py)
-            else:
-                fields.append((k, v))
-        if cookies:
-            # RFC 9113 §8.2.3: crumbs are joined again for an HTTP/1.1 hop
-            fields.append((b"cookie", b"; ".join(cookies)))
-        raw_method = pseudo.get(b":method", b"GET")
-        method = raw_method.decode("latin-1")
-        w = _StreamWriter(self, sid, method)
+        head = split_fields(ev.headers or (), self.underscores, self.app.owned_headers)
+        fields = head.fields
+        w = _StreamWriter(self, sid, head.raw_method.decode("latin-1"))
         self.streams[sid] = w
         try:
-            if size > self.limits.max_header_bytes:
-                raise HeadersTooLargeError("request header section too large")
-            if len(fields) > self.limits.max_header_count:
-                raise HeadersTooLargeError("too many request header fields")
-            # the rules the HTTP/1.1 listener's parser applies (http/validate.py): this
-            # request is forwarded on an HTTP/1.1 hop, where these bytes would reframe it
-            check_method(raw_method)
-            check_fields(fields, h2=True)
-            req = self._build_request(w, method, pseudo, fields, ev.stream_ended is not None)
+            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3)
+            check_head(head, self.limits)
+            req = self._build_request(w, head, ev.stream_ended is not None)
         except (_Abort, GatewayError) as e:
             self.send_simple(sid, e.error if isinstance(e, _Abort) else e, fields)
             return
@@ -457,82 +385,28 @@ class H2Connection(WriteFlow):
             return
         w.task = self.loop.create_task(self._serve(w, req))
 
-    def _build_request(
-        self,
-        w: _StreamWriter,
-        method: str,
-        pseudo: dict[bytes, bytes],
-        fields: list[tuple[bytes, bytes]],
-        ended: bool,
-    ) -> Request:
-        if method == "CONNECT":
-            raise GatewayError("CONNECT over HTTP/2", status=501, code="not_implemented")
-        target = pseudo.get(b":path", b"")
-        if len(target) > self.limits.max_uri_bytes:
-            raise UriTooLongError("request target too long")
-        if not target.startswith(b"/"):
-            raise BadRequestError("invalid request target")
-        check_target(target)
-        if 35 in target:  # b"#" (an int needle is a plain byte search)
-            raise BadRequestError("fragment in request target")
-        raw_path, _, query = target.partition(b"?")
-        headers = Headers(fields)
-        authority = pseudo.get(b":authority")
-        if authority is not None:
-            # RFC 9113 §8.3.1: :authority takes precedence over Host for the HTTP/1.1 hop
-            headers.remove("host")
-            headers.add_raw(b"host", authority)
-        if len(headers.get_all("host")) > 1:
-            raise BadRequestError("multiple Host header fields")
-        host_raw = headers.get_raw(b"host")
-        if host_raw is None:
-            raise BadRequestError("missing :authority")
-        host = _parse_host(host_raw)
-        path = normalize_path(raw_path, allow_encoded_slashes=True)
-        cl: int | None = None
-        cl_raw = headers.get_raw(b"content-length")
-        if cl_raw is not None:
-            if not cl_raw.isdigit():
-                raise BadRequestError("invalid Content-Length")
-            cl = int(cl_raw)
-            limit = self.limits.max_body_bytes
-            if limit is not None and cl > limit:
-                raise PayloadTooLargeError("request body too large")
-        body: _H2Body | None = None
-        expect = headers.get_raw(b"expect")
-        expect_continue = expect is not None and expect.lower() == b"100-continue"
-        headers.remove("expect")
-        if not ended:
-
+    def _build_request(self, w: _StreamWriter, head: StreamHead, ended: bool) -> Request:
+        def make_body(expect_continue: bool) -> StreamBody:
             def first_read() -> None:
                 if expect_continue and not w._head_sent and not w.closed:
                     self.send_headers(w.stream_id, [(b":status", b"100")])
 
-            body = _H2Body(
+            body = StreamBody(
                 functools.partial(self._ack, w.stream_id), first_read, self.limits.body_timeout
             )
             w.body = body
-        client_ip, trusted = (
-            self.trusted.client_ip(self.peer_ip, headers) if self.trusted else (self.peer_ip, False)
-        )
-        return Request(
-            method=method,
-            path=path,
-            query=query,
-            headers=headers,
+            return body
+
+        return build_request(
+            head,
+            self.limits,
+            self.trusted,
             version="2",
-            host=host,
-            client_ip=client_ip,
-            client_port=self.peer_port,
             scheme=self.scheme,
-            raw_target=target,
-            body=body,
-            content_length=cl,
-            peer_ip=self.peer_ip,
+            peer=(self.peer_ip, self.peer_port),
             server_port=self.server_port,
-            trusted_peer=trusted,
-            expect_continue=False,
-            upgrade=False,
+            ended=ended,
+            make_body=make_body,
         )
 
     async def _serve(self, w: _StreamWriter, req: Request) -> None:

@@ -198,6 +198,9 @@ class ServerConnection(WriteFlow):
         self.extra: dict[str, Any] = {}
         #: the listener's name (BFF profiles may match on it); set by the listener factory
         self.listener = ""
+        #: ``Alt-Svc`` value every response head carries (a listener with an HTTP/3
+        #: endpoint, ``server/quic.py``); set by the listener factory
+        self.alt_svc: bytes | None = None
         self._queue: deque[Request | GatewayError | Resumed] = deque()
         #: a request is being served (by the worker task or by a callback exchange)
         self._busy = False
@@ -397,6 +400,7 @@ class ServerConnection(WriteFlow):
             self.extra,
             self.underscores,
         )
+        h.alt_svc = self.alt_svc
         # this protocol is done; the app's connection count moves to the H2Connection
         self.transport = None
         self.closed = True
@@ -775,6 +779,8 @@ class ServerConnection(WriteFlow):
         if self.transport is None or self.closed:
             raise ClientDisconnectedError("client disconnected")
         self._chunked_out = mode == "chunked"
+        if self.alt_svc is not None:
+            fields.append((b"alt-svc", self.alt_svc))
         data = head_bytes(status, reason, fields)
         if body:
             # one write for head + body: a syscall per response saved

@@ -418,6 +418,9 @@ class FastExchange(ResponseSink):
         line = status_line(status, reason)
         out.append(line)
         size = len(line) + 2
+        alt = self.conn.alt_svc
+        if alt is not None:  # the listener advertises HTTP/3 (server/quic.py)
+            items.append((b"alt-svc", alt))
         for run in runs:
             out.append(run)
             size += len(run)

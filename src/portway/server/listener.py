@@ -79,8 +79,15 @@ async def start_listener(
             underscores=cfg.underscores_in_headers,
         )
         conn.listener = cfg.name
+        conn.alt_svc = alt_svc
         return as_protocol(conn)
 
     if sock is None:
         sock = bind_socket(cfg.address)
+    alt_svc: bytes | None = None
+    if cfg.quic:
+        # the QUIC endpoint (started by the worker) takes this port number unless quic_port
+        from portway.server.quic import alt_svc_value
+
+        alt_svc = alt_svc_value(cfg, sock.getsockname()[1])
     return await loop.create_server(factory, sock=sock, ssl=sslctx, backlog=4096)

@@ -87,6 +87,7 @@ class ListenerTls:
         self._exact: dict[str, ssl.SSLContext] = {}
         self._wild: dict[str, ssl.SSLContext] = {}
         self._default: ssl.SSLContext = self.front
+        self._pairs: list[tuple[ssl.SSLContext, CertInfo]] = []
         self.infos: list[CertInfo] = []
         self.cfg: TlsConfig | None = None
         self.update(cfg)
@@ -104,6 +105,7 @@ class ListenerTls:
         _configure(self.front, cfg, self.http2)
         self.front.load_cert_chain(infos[0].cert, infos[0].key)
         self._exact, self._wild, self._default = exact, wild, contexts[0]
+        self._pairs = list(zip(contexts, infos, strict=True))
         old = {i.label for i in self.infos}
         self.infos, self.cfg = infos, cfg
         self._publish(old)
@@ -121,6 +123,12 @@ class ListenerTls:
                 if ctx is not None:
                     return ctx
         return self._default
+
+    def select_info(self, server_name: str | None) -> CertInfo:
+        """The certificate :meth:`select` picks, as its files (the QUIC endpoint loads them:
+        aioquic takes no ``SSLContext``)."""
+        ctx = self.select(server_name)
+        return next((i for c, i in self._pairs if c is ctx), self.infos[0])
 
     def _on_sni(self, sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         sslobj.context = self.select(server_name)

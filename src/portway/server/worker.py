@@ -54,6 +54,8 @@ class Worker:
         self.health = Health()
         #: TLS state per listener name: certificates are swapped here on every reload
         self.tls: dict[str, ListenerTls] = {}
+        #: HTTP/3 endpoints of listeners with ``quic: true`` (server/quic.py)
+        self.quic: list[Any] = []
 
     async def start(self) -> None:
         observers: list[Any] = []
@@ -119,6 +121,19 @@ class Worker:
                 lc, app, lambda: gw.graph.config.server.limits, lambda: gw.graph.trusted, tls=tls
             )
             self.servers.append(srv)
+            if lc.quic and tls is not None:
+                from portway.server.quic import start_quic
+
+                self.quic.append(
+                    await start_quic(
+                        lc,
+                        tls,
+                        app,
+                        lambda: gw.graph.config.server.limits,
+                        lambda: gw.graph.trusted,
+                        srv,
+                    )
+                )
         if self.admin_enabled and self.worker_id == 0:
             await self._start_admin(gw)
         if self.watch and self.config_path is not None:
@@ -131,7 +146,12 @@ class Worker:
         Listener addresses are static; a listener that gained or lost TLS needs a restart."""
         if result != "ok" or self.gateway is None:
             return
+        quic = {q.cfg.name: q.cfg for q in self.quic}
         for lc in self.gateway.config.listeners:
+            was = quic.get(lc.name)
+            now = (lc.quic, lc.quic_port if lc.quic else None)
+            if now != ((True, was.quic_port) if was else (False, None)):
+                log.warning("listener %s: changing quic or quic_port needs a restart", lc.name)
             tls = self.tls.get(lc.name)
             if tls is None or lc.tls is None:
                 if (tls is None) != (lc.tls is None):
@@ -225,9 +245,13 @@ class Worker:
         h2 = sys.modules.get("portway.http.h2")
         if h2 is not None and self.app is not None:
             h2.drain_connections(self.app)
+        for q in self.quic:
+            q.begin_drain()  # HTTP/3: GOAWAY, the same way
         gw = self.gateway
         if gw is not None:
             await gw.drain(gw.config.server.shutdown_timeout)
+        for q in self.quic:
+            await q.aclose(min(5.0, gw.config.server.shutdown_timeout) if gw else 0.0)
         if self.admin_server is not None:
             self.admin_server.close()
         for c in self._closers:

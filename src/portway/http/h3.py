@@ -1,0 +1,560 @@
+"""HTTP/3 on the client side (RFC 9114): aioquic's QUIC and H3 framing in front of the handler.
+
+:class:`H3Protocol` is one QUIC connection of a listener's UDP endpoint (``server/quic.py``).
+Each request stream becomes a :class:`Request` built by the rules HTTP/2 uses
+(``http/streamreq.py``: field split, limits, ``http/validate.py``, target and authority
+checks) with ``version="3"``, and is served by the same ``App`` in its own task. The app
+writes through the per-stream :class:`_StreamWriter`, which implements the response-writer
+interface (``send_info``/``send_head``/``send_body``/``send_end``/``abort``) as H3 HEADERS
+and DATA frames, connection-specific fields dropped by the relay's hop-by-hop set.
+
+Flow control is aioquic's: it raises the client's stream credit as data *arrives*, not as the
+handler reads it, so an HTTP/3 request body is bounded by ``limits.max_body_bytes`` rather
+than by a window (docs/tls.md). Response data is buffered by aioquic until acknowledged;
+``drain()`` waits while more than :data:`_HIGH` bytes of a stream are unacknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any, cast
+
+from aioquic import tls as aioquic_tls
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    ProtocolNegotiated,
+    QuicEvent,
+    StopSendingReceived,
+    StreamReset,
+)
+
+from portway.errors import GatewayError, PayloadTooLargeError
+from portway.http.forwarded import TrustedProxies
+from portway.http.headers import Headers
+from portway.http.limits import ServerLimits
+from portway.http.models import Request
+from portway.http.relay import HOP_BY_HOP, no_body
+from portway.http.requestid import request_id_of
+from portway.http.server import App, ClientDisconnectedError, ServerConnection
+from portway.http.streamreq import StreamBody, StreamHead, build_request, check_head, split_fields
+
+log = logging.getLogger("portway.http.h3")
+
+#: unacknowledged response bytes per stream above which ``drain()`` waits
+_HIGH = 256 * 1024
+
+#: live connections, for a graceful GOAWAY at shutdown
+_LIVE: weakref.WeakSet[H3Protocol] = weakref.WeakSet()
+
+
+def h3_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``fields`` for HTTP/3: lower-case names, connection-specific ones dropped (RFC 9114
+    §4.2: the relay's hop-by-hop set, ``http/relay.py``)."""
+    return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
+
+
+#: ``choose(server_name)``: the (certificate, chain, private key) a handshake serves, or
+#: ``None`` for the configuration's
+CertificateChooser = Callable[[str | None], tuple[Any, list[Any], Any] | None]
+
+
+class _SniContext(aioquic_tls.Context):
+    """aioquic's TLS context, choosing the certificate by the ClientHello's server name.
+
+    aioquic reads the certificate from the context while it answers the ClientHello and has
+    no callback before that; this subclass peeks at the ClientHello (the buffer is rewound)
+    and sets the certificate first, so the signature algorithm is negotiated for its key."""
+
+    choose: CertificateChooser
+
+    def _server_handle_hello(self, input_buf: Any, initial_buf: Any, handshake_buf: Any) -> None:
+        start = input_buf.tell()
+        try:
+            name = aioquic_tls.pull_client_hello(input_buf).server_name
+        except Exception:  # malformed: aioquic's own parse below reports it
+            name = None
+        finally:
+            input_buf.seek(start)
+        chosen = self.choose(name)
+        if chosen is not None:
+            self.certificate, self.certificate_chain, self.certificate_private_key = chosen
+        super()._server_handle_hello(input_buf, initial_buf, handshake_buf)
+
+
+def choose_certificate_by_sni(quic: QuicConnection, choose: CertificateChooser) -> bool:
+    """Make the server connection ``quic`` pick its certificate with ``choose``. aioquic
+    creates the TLS context at the first datagram (``_initialize``), so the hook goes there.
+    Returns False, leaving the configuration's certificate, when aioquic's internals differ."""
+    initialize = getattr(quic, "_initialize", None)
+    if initialize is None or not hasattr(aioquic_tls.Context, "_server_handle_hello"):
+        return False
+
+    def hooked(peer_cid: bytes) -> None:
+        initialize(peer_cid)
+        ctx = getattr(quic, "tls", None)
+        if type(ctx) is aioquic_tls.Context:
+            ctx.__class__ = _SniContext
+            cast(_SniContext, ctx).choose = choose
+
+    setattr(quic, "_initialize", hooked)  # noqa: B010 (an instance attribute, not a method)
+    return True
+
+
+class _StreamWriter:
+    """The :class:`ClientConnection` one response is written through on an HTTP/3 stream.
+
+    ``send_head`` becomes HEADERS, ``send_body`` DATA, ``send_end`` trailing HEADERS or the
+    end of the stream; ``close()`` cancels an unfinished response (H3_REQUEST_CANCELLED),
+    ``abort()`` resets it (H3_INTERNAL_ERROR). Neither touches the connection."""
+
+    def __init__(self, conn: H3Protocol, stream_id: int, method: str) -> None:
+        self.h3conn = conn
+        self.stream_id = stream_id
+        self.method = method
+        self.closed = False
+        self.extra: dict[str, Any] = {}
+        #: the listener's name (BFF profiles may match on it)
+        self.listener = conn.listener
+        self.upgrade_buffer: bytearray | None = None
+        self.body: StreamBody | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._head_sent = False
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # --- the response-writer interface ------------------------------------------------------
+    @property
+    def _can_write(self) -> object | None:
+        return True if self.h3conn.unacked(self.stream_id) > _HIGH else None
+
+    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
+        if status == 100 or status == 101 or self._head_sent or self.closed:
+            # 100: sent by the stream itself when the body is first read; no 101 in HTTP/3
+            return
+        self.h3conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *h3_fields(fields)])
+
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[tuple[bytes, bytes]],
+        mode: str,
+        body: bytes,
+        end: bool,
+    ) -> int:
+        if self.closed:
+            raise ClientDisconnectedError("stream closed")
+        self._head_sent = True
+        out = [(b":status", b"%d" % status), *h3_fields(fields)]
+        empty = (
+            mode == "none"
+            or no_body(self.method, status)
+            or (not body and any(k == b"content-length" and v == b"0" for k, v in out))
+        )
+        c = self.h3conn
+        c.send_headers(self.stream_id, out, empty)
+        if empty:
+            self._ended = True
+        elif body or end:
+            c.send_data(self.stream_id, bytes(body), end)
+            self._ended = end
+        return sum(len(k) + len(v) + 32 for k, v in out)
+
+    def send_body(self, data: bytes) -> None:
+        if self.closed:
+            raise ClientDisconnectedError("stream closed")
+        if self._ended or not data:
+            return
+        self.h3conn.send_data(self.stream_id, bytes(data), False)
+
+    def send_end(self, trailers: Headers | None) -> None:
+        if self._ended or self.closed:
+            return
+        self._ended = True
+        fields = h3_fields(trailers.raw()) if trailers is not None else []
+        if fields:
+            self.h3conn.send_headers(self.stream_id, fields, True)
+        else:
+            self.h3conn.send_data(self.stream_id, b"", True)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """HTTP/1.1 bytes have no meaning on a stream: writers use the interface above."""
+        raise TypeError("an HTTP/3 stream takes send_head/send_body/send_end, not bytes")
+
+    def write_soon(self, data: bytes) -> None:
+        self.write(data)
+
+    async def drain(self) -> None:
+        c = self.h3conn
+        while not self.closed and c.unacked(self.stream_id) > _HIGH:
+            self._waiter = c.loop.create_future()
+            await self._waiter
+        if self.closed and not self._ended:
+            raise ClientDisconnectedError("stream closed")
+
+    def close(self) -> None:
+        if not self._ended and not self.closed:
+            self.reset(ErrorCode.H3_REQUEST_CANCELLED)
+
+    def abort(self) -> None:
+        if not self._ended and not self.closed:
+            self.reset(ErrorCode.H3_INTERNAL_ERROR)
+
+    # --- state -------------------------------------------------------------------------------
+    def wake(self) -> None:
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def reset(self, code: int) -> None:
+        self.h3conn.reset_stream(self.stream_id, code)
+        self.stream_gone()
+
+    def stream_gone(self) -> None:
+        """The stream can carry nothing more (reset by either side, or the connection died)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.body is not None and not self.body._eof:
+            self.body.set_exception(ClientDisconnectedError("stream reset"))
+        self.wake()
+
+
+class H3Protocol(QuicConnectionProtocol):
+    """One QUIC connection speaking HTTP/3; request streams are served concurrently by
+    ``app``. Built by aioquic's ``QuicServer`` (``create_protocol``) with the listener's
+    settings bound by ``functools.partial``."""
+
+    def __init__(
+        self,
+        quic: QuicConnection,
+        stream_handler: Any = None,
+        *,
+        app: App,
+        limits: ServerLimits,
+        trusted: TrustedProxies | None,
+        listener: str = "",
+        server_port: int = 0,
+        underscores: bool | None = False,
+        choose: CertificateChooser | None = None,
+    ) -> None:
+        super().__init__(quic, stream_handler)
+        if choose is not None:
+            choose_certificate_by_sni(quic, choose)
+        #: the listener's ``underscores_in_headers`` (see ``http/owned.py``)
+        self.underscores = underscores
+        self.app = app
+        self.limits = limits
+        self.trusted = trusted
+        self.listener = listener
+        self.server_port = server_port
+        self.loop = asyncio.get_running_loop()
+        self.h3: H3Connection | None = None
+        self.streams: dict[int, _StreamWriter] = {}
+        self.peer_ip, self.peer_port = "", 0
+        self.opened = False
+        self.closed = False
+        #: GOAWAY sent: open streams complete, new ones are refused
+        self.draining = False
+        self._highest = -1
+        self._tx: asyncio.Handle | None = None
+        #: while draining: streams whose response aioquic still holds unacknowledged (closing
+        #: the connection would drop it)
+        self._unflushed: set[int] = set()
+
+    # --- datagrams and QUIC events -------------------------------------------------------------
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if not self.peer_ip:
+            self.peer_ip, self.peer_port = str(addr[0]), int(addr[1])
+        super().datagram_received(data, addr)
+        # acknowledgements arrive in datagrams: writers waiting on them may go on
+        for w in self.streams.values():
+            if w._waiter is not None and self.unacked(w.stream_id) <= _HIGH:
+                w.wake()
+        if self.draining:
+            self._close_when_flushed()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated):
+            if event.alpn_protocol == "h3" and self.h3 is None:
+                self.h3 = H3Connection(self._quic)
+                self.opened = True
+                _LIVE.add(self)
+                self.app.connection_opened()
+        elif isinstance(event, (StreamReset, StopSendingReceived)):
+            self._on_reset(event.stream_id)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated()
+            return
+        if self.h3 is not None:
+            for ev in self.h3.handle_event(event):
+                self._h3_event(ev)
+
+    def _h3_event(self, ev: H3Event) -> None:
+        if isinstance(ev, HeadersReceived):
+            w = self.streams.get(ev.stream_id)
+            if w is None:
+                if ev.stream_id > self._highest:  # a new request (ids only grow)
+                    self._on_request(ev)
+                # else: trailers of a request already answered and forgotten
+            elif ev.stream_ended:  # request trailers: not forwarded (as on HTTP/2)
+                self._on_end(ev.stream_id)
+        elif isinstance(ev, DataReceived):
+            self._on_data(ev)
+
+    # --- streams ------------------------------------------------------------------------------
+    def _on_request(self, ev: HeadersReceived) -> None:
+        sid = ev.stream_id
+        self._highest = max(self._highest, sid)
+        if self.draining:
+            # past our GOAWAY: never processed, the client may retry it elsewhere
+            self.reset_stream(sid, ErrorCode.H3_REQUEST_REJECTED)
+            self.stop_stream(sid, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        head = split_fields(ev.headers, self.underscores, self.app.owned_headers)
+        w = _StreamWriter(self, sid, head.raw_method.decode("latin-1"))
+        self.streams[sid] = w
+        try:
+            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/2)
+            check_head(head, self.limits)
+            req = self._build_request(w, head, ev.stream_ended)
+        except GatewayError as e:
+            self.send_simple(w, e, head.fields)
+            return
+        except Exception:
+            # a bug in Portway: logged with its traceback, a 500 (not the client's fault)
+            log.exception("internal error while reading an HTTP/3 request")
+            self.send_simple(w, GatewayError("internal error"), head.fields)
+            return
+        w.task = self.loop.create_task(self._serve(w, req))
+
+    def _build_request(self, w: _StreamWriter, head: StreamHead, ended: bool) -> Request:
+        def make_body(expect_continue: bool) -> StreamBody:
+            def first_read() -> None:
+                if expect_continue and not w._head_sent and not w.closed:
+                    self.send_headers(w.stream_id, [(b":status", b"100")])
+
+            body = StreamBody(None, first_read, self.limits.body_timeout)
+            w.body = body
+            return body
+
+        return build_request(
+            head,
+            self.limits,
+            self.trusted,
+            version="3",
+            scheme="https",
+            peer=(self.peer_ip, self.peer_port),
+            server_port=self.server_port,
+            ended=ended,
+            make_body=make_body,
+        )
+
+    async def _serve(self, w: _StreamWriter, req: Request) -> None:
+        try:
+            await self.app.handle(cast(ServerConnection, w), req)
+            if not w._ended and not w.closed:
+                w.close()  # the handler returned without finishing the response
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("unhandled error while serving an HTTP/3 stream")
+            w.abort()
+        finally:
+            w.task = None
+            b = w.body
+            if not w.closed and b is not None and not b._eof:
+                # RFC 9114 §4.1: a complete response may precede the request's end
+                self.stop_stream(w.stream_id, ErrorCode.H3_NO_ERROR)
+                b.set_exception(ClientDisconnectedError("request body abandoned"))
+            self._forget(w.stream_id)
+
+    def _on_data(self, ev: DataReceived) -> None:
+        w = self.streams.get(ev.stream_id)
+        b = w.body if w is not None else None
+        if w is None or b is None or w.closed or b._eof or b.failed:
+            return
+        limit = self.limits.max_body_bytes
+        if limit is not None and b.received + len(ev.data) > limit:
+            b.set_exception(PayloadTooLargeError("request body too large"))
+            self.stop_stream(ev.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+            return
+        if ev.data:
+            b.feed(ev.data)
+        if ev.stream_ended:
+            b.feed_eof()
+
+    def _on_end(self, sid: int) -> None:
+        w = self.streams.get(sid)
+        if w is not None and w.body is not None and not w.body.failed:
+            w.body.feed_eof()
+
+    def _on_reset(self, sid: int) -> None:
+        w = self.streams.get(sid)
+        if w is None:
+            return
+        w.stream_gone()
+        if w.task is not None and not w.task.done():
+            w.task.cancel()
+        self._forget(sid)
+
+    def _forget(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+        if self.draining:
+            self._unflushed.add(sid)
+            self._close_when_flushed()
+
+    def _close_when_flushed(self) -> None:
+        """Draining: close (H3_NO_ERROR) once no stream is open and the client acknowledged
+        every response byte (a CONNECTION_CLOSE makes aioquic drop what it still holds)."""
+        if self.closed or self.streams:
+            return
+        self._unflushed = {s for s in self._unflushed if self.unacked(s) > 0}
+        if self._unflushed:
+            self.transmit_soon()  # checked again as acknowledgements arrive
+        else:
+            self.close(error_code=ErrorCode.H3_NO_ERROR)
+
+    def _terminated(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._tx is not None:
+            self._tx.cancel()
+            self._tx = None
+        for w in list(self.streams.values()):
+            w.stream_gone()
+            if w.task is not None and not w.task.done():
+                w.task.cancel()
+        self.streams.clear()
+        _LIVE.discard(self)
+        if self.opened:
+            self.app.connection_closed()
+
+    # --- frames out ---------------------------------------------------------------------------
+    def unacked(self, sid: int) -> int:
+        """Response bytes of stream ``sid`` aioquic holds until the client acknowledges them
+        (0 when aioquic's internals differ: no back-pressure then, never a stall)."""
+        stream = getattr(self._quic, "_streams", {}).get(sid)
+        buf = getattr(getattr(stream, "sender", None), "_buffer", None)
+        return len(buf) if buf is not None else 0
+
+    def send_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
+        if self.h3 is None or self.closed:
+            return
+        try:
+            self.h3.send_headers(sid, headers, end_stream=end)
+        except Exception as e:  # the stream is finished or reset: nothing more to say on it
+            log.debug("HTTP/3 HEADERS on stream %d not sent: %s", sid, e)
+            self._stream_failed(sid)
+        self.transmit_soon()
+
+    def send_data(self, sid: int, data: bytes, end: bool) -> None:
+        if self.h3 is None or self.closed:
+            raise ClientDisconnectedError("client disconnected")
+        try:
+            self.h3.send_data(sid, data, end_stream=end)
+        except Exception as e:
+            log.debug("HTTP/3 DATA on stream %d not sent: %s", sid, e)
+            self._stream_failed(sid)
+        self.transmit_soon()
+
+    def _stream_failed(self, sid: int) -> None:
+        w = self.streams.get(sid)
+        if w is not None:
+            w.stream_gone()
+
+    def send_simple(
+        self, w: _StreamWriter, err: GatewayError, fields: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Answer the stream with ``err``'s JSON error (requests rejected before the
+        handler); ``fields``: the request's, for the client's X-Request-ID."""
+        rid = request_id_of(fields)
+        body = err.body(rid)
+        headers = [
+            (b":status", b"%d" % err.status),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", rid.encode("ascii")),
+        ]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
+        self.send_headers(w.stream_id, headers)
+        w._head_sent = True
+        if not w.closed:
+            self.send_data(w.stream_id, body, True)
+            w._ended = True
+            if w.body is not None and not w.body._eof:
+                self.stop_stream(w.stream_id, ErrorCode.H3_NO_ERROR)
+        self._forget(w.stream_id)
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        if self.closed:
+            return
+        try:
+            self._quic.reset_stream(sid, code)
+        except Exception as e:  # already finished or reset
+            log.debug("HTTP/3 stream %d not reset: %s", sid, e)
+        self.transmit_soon()
+
+    def stop_stream(self, sid: int, code: int) -> None:
+        if self.closed:
+            return
+        try:
+            self._quic.stop_stream(sid, code)
+        except Exception as e:  # the request side already ended
+            log.debug("HTTP/3 stream %d not stopped: %s", sid, e)
+        self.transmit_soon()
+
+    def transmit_soon(self) -> None:
+        """One ``transmit()`` for everything the handlers queued in this loop iteration."""
+        if self._tx is None and not self.closed:
+            self._tx = self.loop.call_soon(self._transmit_now)
+
+    def _transmit_now(self) -> None:
+        self._tx = None
+        if not self.closed:
+            self.transmit()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def begin_drain(self) -> None:
+        """Graceful GOAWAY (RFC 9114 §5.2): streams up to the last one received are served,
+        later ones refused; the connection closes (H3_NO_ERROR) when the last one ends."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        h3 = self.h3
+        control = getattr(h3, "_local_control_stream_id", None)
+        if control is not None:
+            # aioquic has no server GOAWAY call: the frame goes on our control stream
+            goaway = encode_frame(
+                FrameType.GOAWAY, encode_uint_var(self._highest + 4 if self._highest >= 0 else 0)
+            )
+            self._quic.send_stream_data(control, goaway)
+            self.transmit()
+        self._close_when_flushed()
+
+
+def drain_connections(app: App | None = None) -> int:
+    """:meth:`H3Protocol.begin_drain` on every live connection (of ``app`` when given);
+    returns how many there were."""
+    conns = [c for c in _LIVE if not c.closed and (app is None or c.app is app)]
+    for c in conns:
+        c.begin_drain()
+    return len(conns)
+
+
+__all__ = [
+    "CertificateChooser",
+    "H3Protocol",
+    "choose_certificate_by_sni",
+    "drain_connections",
+    "h3_fields",
+]

@@ -1,0 +1,227 @@
+"""A request that arrived as a field list on a multiplexed stream (HTTP/2, HTTP/3).
+
+HTTP/2 (``http/h2.py``) and HTTP/3 (``http/h3.py``) both receive a request as a list of
+``(name, value)`` fields with pseudo-headers (RFC 9113 §8.3, RFC 9114 §4.3) and both turn it
+into the :class:`Request` the HTTP/1.1 listener builds, with the same checks: the rules live
+here once and each protocol calls them.
+
+- :func:`split_fields` separates pseudo-headers, joins cookie crumbs, applies the listener's
+  underscore rule (``http/owned.py``) and sizes the section;
+- :func:`check_head` applies the limits (431) and the field rules of the HTTP/1.1 parser
+  (``http/validate.py``): the request is forwarded on an HTTP/1.1 hop, where these bytes
+  would reframe it;
+- :func:`build_request` checks the target (414, 400), maps ``:authority`` to Host, reads
+  Content-Length (413) and ``Expect``, resolves the client IP through the trusted proxies;
+- :class:`StreamBody` is the request body: a read timeout (``limits.body_timeout`` → 408), a
+  hook on the first read (``Expect: 100-continue`` is answered then) and one on every
+  consumed chunk (HTTP/2 returns flow-control credit there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from portway.errors import (
+    BadRequestError,
+    GatewayError,
+    HeadersTooLargeError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UriTooLongError,
+)
+from portway.http.body import BodyStream
+from portway.http.forwarded import TrustedProxies
+from portway.http.headers import Headers
+from portway.http.limits import ServerLimits
+from portway.http.models import Request
+from portway.http.owned import drop_underscored
+from portway.http.path import normalize_path
+from portway.http.server import _parse_host
+from portway.http.validate import check_fields, check_method, check_target
+
+
+class StreamBody(BodyStream):
+    """A request body on a stream: ``ack(n)`` is called as ``n`` bytes are consumed,
+    ``first_read()`` once when the handler first reads, and a read waits at most
+    ``timeout`` seconds for the client's next bytes (0: no limit)."""
+
+    __slots__ = ("_ack", "_first_read", "_timeout")
+
+    def __init__(
+        self,
+        ack: Callable[[int], None] | None,
+        first_read: Callable[[], None] | None,
+        timeout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self._ack = ack
+        self._first_read = first_read
+        #: ``limits.body_timeout``: the longest wait for the client's next DATA (credit is
+        #: returned as the body is read, so a reader waiting is waiting on the client)
+        self._timeout = timeout
+
+    def _pop(self) -> bytes:
+        chunk = super()._pop()
+        if self._ack is not None:
+            self._ack(len(chunk))
+        return chunk
+
+    def _started(self) -> None:
+        f = self._first_read
+        if f is not None:
+            self._first_read = None
+            f()
+
+    async def read(self) -> bytes:
+        self._started()
+        if self._chunks or self._eof or self._exc is not None or self._timeout <= 0:
+            return await super().read()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await super().read()
+        except TimeoutError:
+            # the client stalled its body: its fault (408), as on HTTP/1.1
+            err = RequestTimeoutError("request body timed out")
+            self.set_exception(err)
+            raise err from None
+
+    def read_nowait(self) -> bytes | None:
+        self._started()
+        return super().read_nowait()
+
+
+@dataclass(slots=True)
+class StreamHead:
+    """A stream's request fields, split: ``pseudo`` (``:method``…), the regular ``fields``
+    (cookie crumbs joined), and the section's size as HPACK/QPACK count it."""
+
+    pseudo: dict[bytes, bytes]
+    fields: list[tuple[bytes, bytes]]
+    size: int
+
+    @property
+    def raw_method(self) -> bytes:
+        return self.pseudo.get(b":method", b"GET")
+
+
+def split_fields(
+    headers: Iterable[tuple[bytes, bytes]],
+    underscores: bool | None,
+    owned: Callable[[], frozenset[bytes]],
+) -> StreamHead:
+    """Split a request's field list (never raises: the checks are :func:`check_head`'s).
+    ``owned()`` gives the names the gateway sets (asked only for names containing ``_``)."""
+    pseudo: dict[bytes, bytes] = {}
+    fields: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    size = 0
+    for k, v in headers:
+        k, v = bytes(k), bytes(v)
+        size += len(k) + len(v) + 32
+        if k.startswith(b":"):
+            pseudo[k] = v
+        elif k == b"cookie":
+            cookies.append(v)
+        elif (
+            95 in k
+            and underscores is not None
+            and drop_underscored(k.lower(), underscores, owned())
+        ):
+            continue  # the rule of the HTTP/1.1 listener (http/owned.py)
+        else:
+            fields.append((k, v))
+    if cookies:
+        # RFC 9113 §8.2.3, RFC 9114 §4.2.1: crumbs are joined again for an HTTP/1.1 hop
+        fields.append((b"cookie", b"; ".join(cookies)))
+    return StreamHead(pseudo, fields, size)
+
+
+def check_head(head: StreamHead, limits: ServerLimits) -> None:
+    """The size limits (431) and the HTTP/1.1 parser's method and field rules."""
+    if head.size > limits.max_header_bytes:
+        raise HeadersTooLargeError("request header section too large")
+    if len(head.fields) > limits.max_header_count:
+        raise HeadersTooLargeError("too many request header fields")
+    check_method(head.raw_method)
+    check_fields(head.fields, h2=True)
+
+
+def build_request(
+    head: StreamHead,
+    limits: ServerLimits,
+    trusted: TrustedProxies | None,
+    *,
+    version: str,
+    scheme: str,
+    peer: tuple[str, int],
+    server_port: int,
+    ended: bool,
+    make_body: Callable[[bool], StreamBody],
+) -> Request:
+    """The :class:`Request` of a checked ``head``; ``make_body(expect_continue)`` gives the
+    body unless the stream already ended. Raises :class:`GatewayError` (the client's fault)."""
+    method = head.raw_method.decode("latin-1")
+    if method == "CONNECT":
+        raise GatewayError(f"CONNECT over HTTP/{version}", status=501, code="not_implemented")
+    pseudo = head.pseudo
+    target = pseudo.get(b":path", b"")
+    if len(target) > limits.max_uri_bytes:
+        raise UriTooLongError("request target too long")
+    if not target.startswith(b"/"):
+        raise BadRequestError("invalid request target")
+    check_target(target)
+    if 35 in target:  # b"#" (an int needle is a plain byte search)
+        raise BadRequestError("fragment in request target")
+    raw_path, _, query = target.partition(b"?")
+    headers = Headers(head.fields)
+    authority = pseudo.get(b":authority")
+    if authority is not None:
+        # RFC 9113 §8.3.1 / RFC 9114 §4.3.1: :authority takes precedence over Host
+        headers.remove("host")
+        headers.add_raw(b"host", authority)
+    if len(headers.get_all("host")) > 1:
+        raise BadRequestError("multiple Host header fields")
+    host_raw = headers.get_raw(b"host")
+    if host_raw is None:
+        raise BadRequestError("missing :authority")
+    host = _parse_host(host_raw)
+    path = normalize_path(raw_path, allow_encoded_slashes=True)
+    cl: int | None = None
+    cl_raw = headers.get_raw(b"content-length")
+    if cl_raw is not None:
+        if not cl_raw.isdigit():
+            raise BadRequestError("invalid Content-Length")
+        cl = int(cl_raw)
+        limit = limits.max_body_bytes
+        if limit is not None and cl > limit:
+            raise PayloadTooLargeError("request body too large")
+    expect = headers.get_raw(b"expect")
+    expect_continue = expect is not None and expect.lower() == b"100-continue"
+    headers.remove("expect")
+    body = None if ended else make_body(expect_continue)
+    peer_ip, peer_port = peer
+    client_ip, is_trusted = trusted.client_ip(peer_ip, headers) if trusted else (peer_ip, False)
+    return Request(
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        version=version,
+        host=host,
+        client_ip=client_ip,
+        client_port=peer_port,
+        scheme=scheme,
+        raw_target=target,
+        body=body,
+        content_length=cl,
+        peer_ip=peer_ip,
+        server_port=server_port,
+        trusted_peer=is_trusted,
+        expect_continue=False,
+        upgrade=False,
+    )
+
+
+__all__ = ["StreamBody", "StreamHead", "build_request", "check_head", "split_fields"]
