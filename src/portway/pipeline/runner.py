@@ -46,6 +46,7 @@ class Chain:
 
     __slots__ = (
         "_pos",
+        "answers_inline",
         "buffer_cap",
         "callbacks_only",
         "on_error",
@@ -55,6 +56,7 @@ class Chain:
         "on_response_chunk",
         "on_upstream_request",
         "plugins",
+        "sync_request",
         "transforms_body",
     )
 
@@ -78,9 +80,18 @@ class Chain:
         self.buffer_cap: int | None = max(caps) if caps else None
         #: nothing here needs a task: a request may take the task-free path (proxy/fast.py),
         #: running the request/response hooks of ``sync_hooks`` plugins with ``*_sync``
-        self.callbacks_only = not (
+        #: the request and response hooks never suspend: the task-free path may run the
+        #: request hooks (and hand the request to the task after them when it cannot finish)
+        self.sync_request = all(p.sync_hooks for p in (*self.on_request, *self.on_response))
+        self.callbacks_only = self.sync_request and not (
             self.on_upstream_request or self.on_response_chunk or self.on_error
-        ) and all(p.sync_hooks for p in (*self.on_request, *self.on_response))
+        )
+        #: an answer a request hook gives with a ``bytes`` body may be written task-free: the
+        #: response and chunk hooks it passes through all run without a task (a chunk hook
+        #: only there when its plugin observes chunks and promises ``sync_hooks``)
+        self.answers_inline = self.sync_request and all(
+            p.sync_hooks and p.observes_response_chunks for p in self.on_response_chunk
+        )
 
     async def run_request(self, ctx: RequestContext, start: int = 0) -> Response | None:
         """Run ``on_request`` in order (from the ``start``-th hook); return the first
@@ -161,6 +172,22 @@ class Chain:
                 raise _wrap(p, "on_response", RuntimeError(str(s))) from None
             except Exception as e:
                 raise _wrap(p, "on_response", e) from e
+
+    def run_chunk_sync(self, ctx: RequestContext, body: bytes) -> bytes:
+        """:meth:`run_chunk` of a whole ``bytes`` body (``end`` set) outside any task, for a
+        chain with ``answers_inline``. A hook that suspends fails the request."""
+        plugins = self.on_response_chunk
+        if ctx.reached is not None:
+            plugins = self._ran(ctx, plugins)
+        for p in plugins:
+            try:
+                body = drive(p.on_response_chunk(ctx, body, True))
+            except HookSuspended as s:
+                s.close()
+                raise _wrap(p, "on_response_chunk", RuntimeError(str(s))) from None
+            except Exception as e:
+                raise _wrap(p, "on_response_chunk", e) from e
+        return body
 
     def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
         """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never

@@ -29,6 +29,7 @@ from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
+from portway.plugins.cache.hit import KeyMemo, hit_response, wire_of
 from portway.plugins.cache.keys import (
     KeyBuilder,
     UrlParts,
@@ -46,6 +47,7 @@ from portway.plugins.cache.policy import (
     Windows,
     assess,
     first,
+    fresh_age,
     has_conditionals,
     request_directives,
     retention,
@@ -137,6 +139,15 @@ class CachePlugin(Plugin[CacheConfig]):
         self.clock: Callable[[], float] = time.time
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self.refresher = Refresher(self)
+        #: the in-memory store, read without a coroutine: its hooks never suspend (but for
+        #: a miss collapsed behind another, which the task finishes), so the request phase
+        #: runs task-free and a hit is written there (proxy/fast.py); Redis-backed stores
+        #: (redis, tiered) await their lookups and stay on the general path
+        store = self.store
+        self._mem: MemoryStore | None = store if isinstance(store, MemoryStore) else None
+        self.sync_hooks = self._mem is not None
+        self._memo = KeyMemo()
+        self._url_only = self.keys.url_only
 
     def _make_store(self) -> CacheStore:
         c = self.config
@@ -181,9 +192,21 @@ class CachePlugin(Plugin[CacheConfig]):
         # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
         ranges = values(pairs, b"range") if req.method == "GET" else []
         rq = request_directives(pairs)
-        flight = Flight(Mode.MISS, key=self._key(ctx, request_url(req)), rq=rq)
+        flight = Flight(Mode.MISS, key=self._request_key(ctx, req), rq=rq)
         ctx.state[CACHE_STATE] = flight
-        entry, flight.index = await self._lookup(flight, pairs)
+        mem = self._mem
+        if mem is not None:
+            entry, flight.index = self._lookup_mem(mem, flight, pairs)
+            if entry is not None and not ranges and not rq.values:
+                # the common hit: fresh, no request directives, no range
+                age = fresh_age(entry, self.clock(), self.windows)
+                if age is not None:
+                    self.counters.hit += 1
+                    flight.entry = entry
+                    return self._answer(ctx, flight, entry, age, "HIT")
+            flight.version, flight.version_at = mem.version_nowait(flight.key), time.monotonic()
+        else:
+            entry, flight.index = await self._lookup(flight, pairs)
         if entry is not None:
             a = assess(entry, self.clock(), self.windows)
             flight.entry, flight.assessment = entry, a
@@ -219,6 +242,33 @@ class CachePlugin(Plugin[CacheConfig]):
         return self.keys.primary(
             self.env.route or ctx.route_name or "-", url, ctx.request, consumer
         )
+
+    def _request_key(self, ctx: RequestContext, req: Request) -> str:
+        """:meth:`_key` of the request's own URL, memoised when the URL alone makes it."""
+        if not self._url_only:
+            return self._key(ctx, request_url(req))
+        route = self.env.route or ctx.route_name or "-"
+        key = self._memo.primary(route, req)
+        if key is None:
+            key = self.keys.primary(route, request_url(req), req, None)
+            self._memo.remember_primary(route, req, key)
+        return key
+
+    def _lookup_mem(
+        self, mem: MemoryStore, flight: Flight, pairs: Pairs
+    ) -> tuple[CacheEntry | None, VaryIndex | None]:
+        """:meth:`_lookup` on the memory store without a coroutine (the invalidation version
+        is left to the caller): a dict get per object, the variant key memoised."""
+        key = flight.key
+        obj = mem.hit(key)
+        if obj is None or isinstance(obj, CacheEntry):
+            return obj, None
+        vkey, memo_key = self._memo.variant(key, obj.gen, obj.names, pairs)
+        if vkey is None:
+            vkey = variant_key(key, obj.gen, obj.names, pairs)
+            self._memo.remember_variant(memo_key, vkey)
+        found = mem.hit(vkey)
+        return (found if isinstance(found, CacheEntry) else None), obj
 
     async def _lookup(
         self, flight: Flight, pairs: Pairs
@@ -298,7 +348,12 @@ class CachePlugin(Plugin[CacheConfig]):
         flight.mode = Mode.DONE
         self._settle(flight, False)
         key = flight.key if self.config.expose_key else None
-        return answer(entry, age, label, ctx.request.headers.raw(), self._strip, key)
+        pairs = ctx.request.headers.raw()
+        if not has_conditionals(pairs):
+            wire = wire_of(entry, self._strip)
+            if wire is not None:
+                return hit_response(entry, wire, age, label.encode(), key)
+        return answer(entry, age, label, pairs, self._strip, key)
 
     def _answer_range(
         self,
@@ -525,6 +580,7 @@ class CachePlugin(Plugin[CacheConfig]):
                 ok = await self.store.put(key, new_index, keep, guard)
         if ok:
             self.counters.stored += 1
+            wire_of(entry, self._strip)  # the head a hit sends, prebuilt now
         elif guard.version != await self.store.version(guard.key):
             self.counters.store_raced += 1
         else:

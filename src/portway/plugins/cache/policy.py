@@ -347,6 +347,17 @@ def assess(entry: CacheEntry, now: float, windows: Windows = _DEFAULT_WINDOWS) -
     )
 
 
+def fresh_age(entry: CacheEntry, now: float, windows: Windows) -> float | None:
+    """The entry's current age when it is fresh and reusable without validation for a
+    request without Cache-Control (what :func:`assess` + :func:`reuse` call
+    :attr:`Reuse.FRESH`), else ``None``: a hit judged without building an Assessment."""
+    m = _meta(entry, windows)
+    if m.no_cache:
+        return None
+    age = m.initial_age + max(0.0, now - entry.response_time)
+    return age if m.lifetime > age else None
+
+
 def retention(a: Assessment, has_validators: bool, retain_stale: float) -> float:
     """Seconds from now a store should keep the entry: until it can no longer be served
     fresh or stale, or revalidated."""
