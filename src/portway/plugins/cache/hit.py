@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from portway.http.models import Request, Response
-from portway.plugins.cache.entry import CacheEntry
+from portway.plugins.cache.entry import CacheEntry, VaryIndex
+from portway.plugins.cache.keys import KeyBuilder, request_url, variant_key
+from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.policy import _REPLACED, Pairs
 
 #: memoised keys kept per plugin before the memo starts afresh
@@ -40,13 +42,16 @@ class KeyMemo:
         self._variant: dict[tuple[str, str, tuple[tuple[bytes, bytes], ...]], str] = {}
         self._names: dict[tuple[str, ...], frozenset[bytes]] = {}
 
-    def primary(self, route: str, req: Request) -> str | None:
-        return self._primary.get((route, req.scheme, req.host, req.path, req.query))
-
-    def remember_primary(self, route: str, req: Request, key: str) -> None:
-        if len(self._primary) >= MEMO_MAX:
-            self._primary.clear()
-        self._primary[(route, req.scheme, req.host, req.path, req.query)] = key
+    def request_key(self, keys: KeyBuilder, route: str, req: Request) -> str:
+        """``keys.primary`` of ``req``'s URL (``keys`` must be ``url_only``)."""
+        k = (route, req.scheme, req.host, req.path, req.query)
+        key = self._primary.get(k)
+        if key is None:
+            key = keys.primary(route, request_url(req), req, None)
+            if len(self._primary) >= MEMO_MAX:
+                self._primary.clear()
+            self._primary[k] = key
+        return key
 
     def variant(
         self, primary: str, gen: str, names: tuple[str, ...], pairs: Pairs
@@ -64,6 +69,23 @@ class KeyMemo:
         if len(self._variant) >= MEMO_MAX:
             self._variant.clear()
         self._variant[k] = key
+
+
+def lookup_mem(
+    mem: MemoryStore, memo: KeyMemo, key: str, pairs: Pairs
+) -> tuple[CacheEntry | None, VaryIndex | None]:
+    """The plugin's ``_lookup`` on the memory store without a coroutine (the invalidation
+    version is left to the caller): a dict get per object, the variant key memoised.
+    Returns the entry and the Vary index it came through."""
+    obj = mem.hit(key)
+    if obj is None or isinstance(obj, CacheEntry):
+        return obj, None
+    vkey, memo_key = memo.variant(key, obj.gen, obj.names, pairs)
+    if vkey is None:
+        vkey = variant_key(key, obj.gen, obj.names, pairs)
+        memo.remember_variant(memo_key, vkey)
+    found = mem.hit(vkey)
+    return (found if isinstance(found, CacheEntry) else None), obj
 
 
 @dataclass(slots=True)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -29,7 +28,7 @@ from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
-from portway.plugins.cache.hit import KeyMemo, hit_response, wire_of
+from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
 from portway.plugins.cache.keys import (
     KeyBuilder,
     UrlParts,
@@ -50,7 +49,6 @@ from portway.plugins.cache.policy import (
     fresh_age,
     has_conditionals,
     request_directives,
-    retention,
     reuse,
     stale_if_error_ok,
     storable,
@@ -58,13 +56,13 @@ from portway.plugins.cache.policy import (
     validator_matches,
     validators,
     values,
-    vary_names,
 )
 from portway.plugins.cache.redis_store import RedisStore
 from portway.plugins.cache.refresh import Refresher
 from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
 from portway.plugins.cache.store import GUARD_MAX_AGE, CacheStore, Guard
+from portway.plugins.cache.storing import store_guarded
 from portway.plugins.cache.tiered import TieredStore
 from portway.state.connect import state_redis_url
 
@@ -124,7 +122,7 @@ class CachePlugin(Plugin[CacheConfig]):
         self.targets: tuple[bytes, ...] = tuple(
             n.lower().encode("latin-1") for n in c.targeted_cache_control
         )
-        self._strip: tuple[bytes, ...] = tuple(
+        self.strip_fields: tuple[bytes, ...] = tuple(
             n.lower().encode("latin-1") for n in c.strip_targeted_cache_control
         )
         self.windows = Windows(
@@ -196,7 +194,7 @@ class CachePlugin(Plugin[CacheConfig]):
         ctx.state[CACHE_STATE] = flight
         mem = self._mem
         if mem is not None:
-            entry, flight.index = self._lookup_mem(mem, flight, pairs)
+            entry, flight.index = lookup_mem(mem, self._memo, flight.key, pairs)
             if entry is not None and not ranges and not rq.values:
                 # the common hit: fresh, no request directives, no range
                 age = fresh_age(entry, self.clock(), self.windows)
@@ -247,28 +245,7 @@ class CachePlugin(Plugin[CacheConfig]):
         """:meth:`_key` of the request's own URL, memoised when the URL alone makes it."""
         if not self._url_only:
             return self._key(ctx, request_url(req))
-        route = self.env.route or ctx.route_name or "-"
-        key = self._memo.primary(route, req)
-        if key is None:
-            key = self.keys.primary(route, request_url(req), req, None)
-            self._memo.remember_primary(route, req, key)
-        return key
-
-    def _lookup_mem(
-        self, mem: MemoryStore, flight: Flight, pairs: Pairs
-    ) -> tuple[CacheEntry | None, VaryIndex | None]:
-        """:meth:`_lookup` on the memory store without a coroutine (the invalidation version
-        is left to the caller): a dict get per object, the variant key memoised."""
-        key = flight.key
-        obj = mem.hit(key)
-        if obj is None or isinstance(obj, CacheEntry):
-            return obj, None
-        vkey, memo_key = self._memo.variant(key, obj.gen, obj.names, pairs)
-        if vkey is None:
-            vkey = variant_key(key, obj.gen, obj.names, pairs)
-            self._memo.remember_variant(memo_key, vkey)
-        found = mem.hit(vkey)
-        return (found if isinstance(found, CacheEntry) else None), obj
+        return self._memo.request_key(self.keys, self.env.route or ctx.route_name or "-", req)
 
     async def _lookup(
         self, flight: Flight, pairs: Pairs
@@ -350,10 +327,10 @@ class CachePlugin(Plugin[CacheConfig]):
         key = flight.key if self.config.expose_key else None
         pairs = ctx.request.headers.raw()
         if not has_conditionals(pairs):
-            wire = wire_of(entry, self._strip)
+            wire = wire_of(entry, self.strip_fields)
             if wire is not None:
                 return hit_response(entry, wire, age, label.encode(), key)
-        return answer(entry, age, label, pairs, self._strip, key)
+        return answer(entry, age, label, pairs, self.strip_fields, key)
 
     def _answer_range(
         self,
@@ -366,7 +343,8 @@ class CachePlugin(Plugin[CacheConfig]):
     ) -> Response:
         """A Range request answered from a stored complete response (see ``answers.py``)."""
         key = flight.key if self.config.expose_key else None
-        resp = range_answer(entry, age, label, ctx.request.headers.raw(), ranges, self._strip, key)
+        pairs = ctx.request.headers.raw()
+        resp = range_answer(entry, age, label, pairs, ranges, self.strip_fields, key)
         if resp is None:
             return self._answer(ctx, flight, entry, age, label)
         flight.mode = Mode.DONE
@@ -381,10 +359,10 @@ class CachePlugin(Plugin[CacheConfig]):
             await self._on_response(ctx)
         finally:
             resp = ctx.response
-            if self._strip and resp is not None and resp.upstream:
+            if self.strip_fields and resp is not None and resp.upstream:
                 # fields that address this cache alone (RFC 9213 §3: a cache MAY remove a
                 # targeted field that is of no use downstream); stored copies keep them
-                resp.headers.remove_many(self._strip)
+                resp.headers.remove_many(self.strip_fields)
 
     async def _on_response(self, ctx: RequestContext) -> None:
         flight = ctx.state.get(CACHE_STATE)
@@ -550,42 +528,9 @@ class CachePlugin(Plugin[CacheConfig]):
         entry: CacheEntry,
         guard: Guard,
     ) -> bool:
-        """Store ``entry`` (and its Vary index); every write is refused once ``guard``'s
-        version is stale, so an invalidation that came after the request went upstream
-        always wins over this store."""
-        now = self.clock()
-        a = assess(entry, now, self.windows)
-        ttl = retention(a, bool(validators(entry)), self.config.retain_stale)
-        if ttl <= 0:
-            self.counters.not_storable += 1
-            return False
-        entry.expires_at = now + ttl
-        names = vary_names(entry.headers)
-        if names is None:
-            return False
-        all_names = tuple(sorted(set(names) | set(self.config.vary_headers)))
-        if not all_names:
-            ok = await self.store.put(key, entry, ttl, guard)
-        else:
-            if index is None:
-                current = await self.store.get(key)
-                index = current if isinstance(current, VaryIndex) else None
-            gen = index.gen if index is not None else secrets.token_hex(6)
-            keep = max(ttl, index.expires_at - now) if index is not None else ttl
-            new_index = VaryIndex(all_names, gen, now + keep)
-            ok = await self.store.put(
-                variant_key(key, gen, all_names, req_pairs), entry, ttl, guard
-            )
-            if ok:
-                ok = await self.store.put(key, new_index, keep, guard)
-        if ok:
-            self.counters.stored += 1
-            wire_of(entry, self._strip)  # the head a hit sends, prebuilt now
-        elif guard.version != await self.store.version(guard.key):
-            self.counters.store_raced += 1
-        else:
-            self.counters.too_large += 1
-        return ok
+        """Store ``entry`` and its Vary index, refused once ``guard`` is stale (see
+        ``storing.store_guarded``)."""
+        return await store_guarded(self, key, index, req_pairs, entry, guard)
 
     async def _freshen(self, ctx: RequestContext, flight: Flight, resp: Response) -> None:
         """Merge a 304 into the stored response, store it, and answer from it."""
