@@ -81,6 +81,11 @@ class MemTransport(asyncio.Transport):
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.cache and "cache" not in args.plugins.split(";"):
+        args.plugins = ";".join(p for p in (args.plugins, "cache") if p)
+    response = RESPONSE
+    if args.cache:
+        response = RESPONSE.replace(b"Server:", b"Cache-Control: max-age=31536000\r\nServer:")
     # "name" or "name={json config}" (JSON is YAML flow syntax), separated by ";"
     plugins = "".join(
         f"\n  - {{name: {name}, config: {cfg or '{}'}}}"
@@ -136,13 +141,33 @@ async def main(args: argparse.Namespace) -> None:
         batch.flush()  # what the end of the loop pass does
         while not ut.out:  # the general path: the connection's task writes the request
             await asyncio.sleep(0)
-        up.data_received(RESPONSE)
+        up.data_received(response)
         batch.flush()
         while not ct.out:
             await asyncio.sleep(0)
 
+    async def hit(request: bytes = requests[0]) -> None:
+        # a cache hit: answered by the gateway alone, the upstream never sees it
+        conn.data_received(request)
+        batch.flush()
+        while not ct.out:
+            await asyncio.sleep(0)
+            batch.flush()
+
     await one()
-    assert ut.out and ct.out and ct.out[-1].startswith(b"HTTP/1.1 200"), (ut.out, ct.out)
+    assert ut.out and ct.out and ct.out[0].startswith(b"HTTP/1.1 200"), (ut.out, ct.out)
+    if args.cache:
+        for r in requests[1:]:  # a miss per consumer key, then only hits
+            ut.out.clear()
+            ct.out.clear()
+            await one(r)
+        ut.out.clear()
+        ct.out.clear()
+        fast_before = app.fast_requests
+        await hit()
+        assert b"x-cache: HIT" in b"".join(ct.out) and not ut.out, (ct.out, ut.out)
+        assert app.fast_requests - fast_before == (0 if args.general else 1)
+        one = hit
     fast = app.fast_requests > 0
     assert not (fast and args.general)
     gc.collect()
@@ -166,7 +191,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"calls per request: {sum(v[1] for v in st.stats.values()) / n:.0f}")
     print(
         f"{dt / n * 1e6:.2f} µs CPU per request ({n} requests, task-free path: {fast}, "
-        f"plugins: {args.plugins or 'none'})"
+        f"plugins: {args.plugins or 'none'}{', cache hits' if args.cache else ''})"
     )
 
 
@@ -179,6 +204,12 @@ if __name__ == "__main__":
         help="global plugins, ';'-separated: a name, or name={json config}",
     )
     ap.add_argument("--consumers", type=int, default=0, help="consumers with key_auth keys")
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="bind the cache plugin (memory store) and time cache hits (the upstream's "
+        "response gets Cache-Control: max-age; the first request is the miss that stores it)",
+    )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
         "--no-dashboard", action="store_true", help="without the recent-errors observer"

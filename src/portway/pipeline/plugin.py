@@ -143,6 +143,10 @@ class Plugin(Generic[C]):
     #: such a plugin's ``on_response_chunk``, with ``observes_response_chunks``, must not
     #: suspend either on an answer).
     sync_hooks: bool = False
+    #: ``on_response`` and ``on_response_chunk`` do nothing on a response this plugin's own
+    #: ``on_request`` answered with (or an error it raised there): the runner leaves them
+    #: out of that request's response phases, on every path (a cache hit's own hooks)
+    skip_own_answer: ClassVar[bool] = False
     #: phases this instance does not need although its class implements them (a combinator
     #: whose members need none); the runner leaves them out of the chain
     unused_phases: frozenset[str] = frozenset()

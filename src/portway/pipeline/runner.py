@@ -45,6 +45,7 @@ class Chain:
     """
 
     __slots__ = (
+        "_cuts",
         "_pos",
         "answers_inline",
         "buffer_cap",
@@ -64,6 +65,7 @@ class Chain:
         self.plugins = tuple(plugins)
         #: binding position of each plugin, to tell which ones a short-circuit never reached
         self._pos = {id(p): i for i, p in enumerate(self.plugins)}
+        self._cuts: dict[tuple[int, int], tuple[Bound, ...]] = {}
 
         def pick(phase: str) -> tuple[Bound, ...]:
             return tuple(p for p in self.plugins if implements(p, phase))
@@ -191,12 +193,23 @@ class Chain:
 
     def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
         """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never
-        reached: as in Envoy, a local reply only passes through filters that saw the request."""
+        reached: as in Envoy, a local reply only passes through filters that saw the request.
+        The plugin that short-circuited is left out too when its ``skip_own_answer`` says its
+        hooks do nothing then. Memoised per (phase list, cut)."""
         cut = ctx.reached
         if cut is None:
             return plugins
-        pos = self._pos
-        return tuple(p for p in plugins if pos[id(p)] <= cut)
+        k = (id(plugins), cut)
+        got = self._cuts.get(k)
+        if got is None:
+            pos = self._pos
+            got = tuple(
+                p
+                for p in plugins
+                if pos[id(p)] < cut or (pos[id(p)] == cut and not p.skip_own_answer)
+            )
+            self._cuts[k] = got
+        return got
 
     async def run_upstream_request(self, ctx: RequestContext) -> None:
         """Run ``on_upstream_request`` in order; called once per attempt.

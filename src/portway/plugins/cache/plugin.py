@@ -18,10 +18,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from portway.errors import GatewayError, UnavailableError, UpstreamError, UpstreamTimeoutError
-from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
@@ -29,17 +27,19 @@ from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
+from portway.plugins.cache.invalidation import targets, url_key
 from portway.plugins.cache.keys import (
     KeyBuilder,
     UrlParts,
     request_url,
-    resolve_location,
     variant_key,
 )
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.policy import (
     CONDITIONAL_FIELDS,
     ERROR_STATUSES,
+    NO_DIRECTIVES,
+    REQUEST_FIELDS,
     SAFE_METHODS,
     Pairs,
     Reuse,
@@ -94,6 +94,9 @@ class CachePlugin(Plugin[CacheConfig]):
     stage: ClassVar[Stage] = Stage.traffic
     Config: ClassVar[type[CacheConfig]] = CacheConfig
     observes_response_chunks: ClassVar[bool] = True
+    #: on its own answers (and the 504 of only-if-cached) its response hooks do nothing
+    #: (``Mode.DONE``; answers are never upstream responses), and ``on_log`` still settles
+    skip_own_answer: ClassVar[bool] = True
 
     def __init__(self, config: CacheConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
@@ -187,22 +190,35 @@ class CachePlugin(Plugin[CacheConfig]):
             ctx.state[CACHE_STATE] = Flight(Mode.BYPASS)
             self.counters.bypass += 1
             return None
-        # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
-        ranges = values(pairs, b"range") if req.method == "GET" else []
-        rq = request_directives(pairs)
-        flight = Flight(Mode.MISS, key=self._request_key(ctx, req), rq=rq)
-        ctx.state[CACHE_STATE] = flight
+        # one look at the field names: the common request has none of these
+        plain = True
+        for k, _ in pairs:
+            if k in REQUEST_FIELDS:
+                plain = False
+                break
+        key = self._request_key(ctx, req)
         mem = self._mem
+        index: VaryIndex | None = None
         if mem is not None:
-            entry, flight.index = lookup_mem(mem, self._memo, flight.key, pairs)
-            if entry is not None and not ranges and not rq.values:
-                # the common hit: fresh, no request directives, no range
+            entry, index = lookup_mem(mem, self._memo, key, pairs)
+            if entry is not None and plain:
+                # the common hit (fresh; no directives, conditionals or range asked for):
+                # nothing for the later phases to do, so no per-request state either
                 age = fresh_age(entry, self.clock(), self.windows)
-                if age is not None:
+                wire = wire_of(entry, self.strip_fields) if age is not None else None
+                if age is not None and wire is not None:
                     self.counters.hit += 1
-                    flight.entry = entry
-                    return self._answer(ctx, flight, entry, age, "HIT")
-            flight.version, flight.version_at = mem.version_nowait(flight.key), time.monotonic()
+                    return hit_response(
+                        entry, wire, age, b"HIT", key if self.config.expose_key else None
+                    )
+        # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
+        ranges = values(pairs, b"range") if not plain and req.method == "GET" else []
+        rq = NO_DIRECTIVES if plain else request_directives(pairs)
+        flight = Flight(Mode.MISS, key=key, rq=rq)
+        ctx.state[CACHE_STATE] = flight
+        if mem is not None:
+            flight.index = index
+            flight.version, flight.version_at = mem.version_nowait(key), time.monotonic()
         else:
             entry, flight.index = await self._lookup(flight, pairs)
         if entry is not None:
@@ -570,26 +586,11 @@ class CachePlugin(Plugin[CacheConfig]):
 
     async def _invalidate(self, ctx: RequestContext, resp: Response) -> None:
         """RFC 9111 §4.4: a successful unsafe request invalidates its URL and same-origin
-        Location / Content-Location. Deleting the primary key suffices: variants hang off
-        the Vary index's generation and become unreachable with it."""
-        base = request_url(ctx.request)
-        keys = {self._key(ctx, base)}
-        for name in ("location", "content-location"):
-            v = resp.headers.get(name)
-            if v is not None:
-                target = resolve_location(base, v)
-                if target is not None:
-                    keys.add(self._key(ctx, target))
-        n = await self.store.invalidate(*keys)
+        Location / Content-Location (``invalidation.targets``)."""
+        n = await self.store.invalidate(*targets(ctx, resp, self._key))
         self.counters.invalidated += n
 
     async def purge_url(self, url: str, host: str | None = None) -> int:
         """Drop the stored response for ``url`` on this plugin's route (admin helper)."""
-        if not self.keys.url_only or self.env.route is None:
-            return 0
-        u = urlsplit(url)
-        h = u.netloc or host or ""
-        parts = UrlParts(u.scheme or "http", h, u.path or "/", u.query.encode("latin-1"))
-        dummy = Request(method="GET", path=parts.path, query=parts.query, headers=Headers())
-        key = self.keys.primary(self.env.route, parts, dummy, None)
-        return await self.store.invalidate(key)
+        key = url_key(self.keys, self.env.route, url, host)
+        return 0 if key is None else await self.store.invalidate(key)

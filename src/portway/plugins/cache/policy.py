@@ -58,6 +58,21 @@ _304_FIELDS: tuple[bytes, ...] = (
 )
 
 
+#: request fields the cache reads beyond its key: a request with none of them is "plain"
+REQUEST_FIELDS: frozenset[bytes] = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"range",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+    }
+)
+
+
 def values(pairs: Pairs, name: bytes) -> list[str]:
     return [v.decode("latin-1") for k, v in pairs if k == name]
 
@@ -84,6 +99,8 @@ def response_directives(pairs: Pairs, targets: Sequence[bytes] = ()) -> Directiv
 
 
 _NO_DIRECTIVES = Directives()
+#: the directives of a request without Cache-Control or Pragma (shared: never mutated)
+NO_DIRECTIVES = _NO_DIRECTIVES
 
 
 def request_directives(pairs: Pairs) -> Directives:
