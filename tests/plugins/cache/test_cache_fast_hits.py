@@ -395,3 +395,48 @@ async def test_response_hooks_of_earlier_plugins_and_observers_still_run_on_a_hi
         assert after["general"] - before["general"] == 1
         assert after["fallback"] - before["fallback"] == 1
         assert len(seen) == 1
+
+
+async def test_a_hit_for_a_closing_connection_is_the_tasks_and_says_close() -> None:
+    clock = Clock(T0)
+    seen: list[Request] = []
+    route = "fasthit_close"
+    async with (
+        run_upstream(origin(clock, seen)) as up,
+        run_gateway(config(route, up.url, [{"name": "cache"}])) as gw,
+    ):
+        cache_plugin(gw, route).clock = clock
+        before = counts(route)
+        async with connect(gw.port) as c:
+            await c.send("GET", "/doc")
+            last = await c.send("GET", "/doc", [("Connection", "close")])
+            assert await c.reader.read() == b""  # closed after the answer
+        assert field(last, b"x-cache") == b"HIT" and field(last, b"connection") == b"close"
+        assert fields(last)[2] == b"cached body -"
+        after = counts(route)
+        assert after["fast"] - before["fast"] == 0
+        assert after["fallback"] - before["fallback"] == 2
+        assert len(seen) == 1
+
+
+async def test_redis_backed_hits_stay_on_the_general_path(
+    redis_url: str, redis_prefix: str
+) -> None:
+    clock = Clock(T0)
+    seen: list[Request] = []
+    route = "fasthit_redis"
+    cache = {"store": "redis", "redis_url": redis_url, "redis_prefix": redis_prefix}
+    async with (
+        run_upstream(origin(clock, seen)) as up,
+        run_gateway(config(route, up.url, [{"name": "cache", "config": cache}])) as gw,
+    ):
+        cache_plugin(gw, route).clock = clock
+        before = counts(route)
+        async with connect(gw.port) as c:
+            await c.send("GET", "/doc")
+            hits = [await c.send("GET", "/doc") for _ in range(3)]
+        assert all(field(h, b"x-cache") == b"HIT" for h in hits)
+        assert len(seen) == 1
+        after = counts(route)
+        assert after["fast"] - before["fast"] == 0
+        assert after["general"] - before["general"] == 4
