@@ -148,6 +148,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
                 and isinstance(answer.body, bytes)
                 and conn.transport is not None
                 and not conn.closed
+                and conn._can_write is None  # a client not reading: the task's, as before
             ):
                 return _answer(app, graph, conn, ctx, rt, answer)
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))

@@ -440,3 +440,35 @@ async def test_redis_backed_hits_stay_on_the_general_path(
         after = counts(route)
         assert after["fast"] - before["fast"] == 0
         assert after["general"] - before["general"] == 4
+
+
+async def test_pipelined_hits_are_answered_in_order() -> None:
+    clock = Clock(T0)
+    seen: list[Request] = []
+    route = "fasthit_pipeline"
+    async with (
+        run_upstream(origin(clock, seen, vary="Accept-Language")) as up,
+        run_gateway(config(route, up.url, [{"name": "cache"}])) as gw,
+    ):
+        cache_plugin(gw, route).clock = clock
+        before = counts(route)
+        async with connect(gw.port) as c:
+            for lang in ("en", "fr"):
+                await c.send("GET", "/doc", [("Accept-Language", lang)])
+            order = ["en", "fr", "fr", "en", "en"]
+            c.writer.write(
+                b"".join(
+                    b"GET /doc HTTP/1.1\r\nHost: cache.test\r\nAccept-Language: %s\r\n\r\n"
+                    % lang.encode()
+                    for lang in order
+                )
+            )
+            bodies = []
+            for _ in order:
+                async with asyncio.timeout(10):
+                    head = await c.reader.readuntil(b"\r\n\r\n")
+                    n = int(field(head, b"content-length") or b"0")
+                    bodies.append(await c.reader.readexactly(n))
+        assert bodies == [b"cached body " + lang.encode() for lang in order]
+        assert counts(route)["fast"] - before["fast"] == 5
+        assert len(seen) == 2
