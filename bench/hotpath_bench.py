@@ -82,6 +82,11 @@ class MemTransport(asyncio.Transport):
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.cache and "cache" not in args.plugins.split(";"):
+        args.plugins = ";".join(p for p in (args.plugins, "cache") if p)
+    response = RESPONSE
+    if args.cache:
+        response = RESPONSE.replace(b"Server:", b"Cache-Control: max-age=31536000\r\nServer:")
     # "name" or "name={json config}" (JSON is YAML flow syntax), separated by ";"
     plugins = "".join(
         f"\n  - {{name: {name}, config: {cfg or '{}'}}}"
@@ -138,15 +143,37 @@ async def main(args: argparse.Namespace) -> None:
         batch.flush()  # what the end of the loop pass does
         while not ut.out:  # the general path: the connection's task writes the request
             await asyncio.sleep(0)
-        up.data_received(RESPONSE)
+        up.data_received(response)
         batch.flush()
         while not ct.out:
             await asyncio.sleep(0)
 
+    async def hit(request: bytes = requests[0]) -> None:
+        # a cache hit: answered by the gateway alone, the upstream never sees it
+        conn.data_received(request)
+        batch.flush()
+        while not ct.out:
+            await asyncio.sleep(0)
+            batch.flush()
+
     await one()
-    assert ut.out and ct.out and ct.out[-1].startswith(b"HTTP/1.1 200"), (ut.out, ct.out)
+    assert ut.out and ct.out and ct.out[0].startswith(b"HTTP/1.1 200"), (ut.out, ct.out)
     fast = app.fast_requests > 0
     assert not (fast and args.general)
+    if args.cache:
+        for r in requests[1:]:  # a miss per consumer key, then only hits
+            ut.out.clear()
+            ct.out.clear()
+            await one(r)
+        ut.out.clear()
+        ct.out.clear()
+        fast_before = app.fast_requests
+        await hit()
+        assert b"x-cache: HIT" in b"".join(ct.out) and not ut.out, (ct.out, ut.out)
+        # whether hits are task-free (before issue 26's early answers they never were)
+        fast = app.fast_requests - fast_before == 1
+        assert not (fast and args.general)
+        one = hit
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)  # as the worker does (server/worker.py)
@@ -168,7 +195,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"calls per request: {sum(v[1] for v in st.stats.values()) / n:.0f}")
     print(
         f"{dt / n * 1e6:.2f} µs CPU per request ({n} requests, task-free path: {fast}, "
-        f"plugins: {args.plugins or 'none'})"
+        f"plugins: {args.plugins or 'none'}{', cache hits' if args.cache else ''})"
     )
 
 
@@ -186,6 +213,12 @@ if __name__ == "__main__":
         action="append",
         default=[],
         help="'Name: value' added to every request (repeatable), e.g. a bearer token",
+    )
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="bind the cache plugin (memory store) and time cache hits (the upstream's "
+        "response gets Cache-Control: max-age; the first request is the miss that stores it)",
     )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(

@@ -171,6 +171,15 @@ class Response:
         self._fields = fields
         self._extra = extra
 
+    def raw_fields(self) -> tuple[list[bytes], list[tuple[bytes, bytes]]] | None:
+        """What :meth:`set_raw_fields` was given, while :attr:`headers` was never read (so
+        nothing can have edited them); ``None`` otherwise."""
+        fields = self._fields
+        if fields is None:
+            return None
+        extra = self._extra
+        return fields, extra if extra is not None else []
+
     def __repr__(self) -> str:
         return f"Response(status={self.status}, headers={self.headers!r}, reason={self.reason!r})"
 

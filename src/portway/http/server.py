@@ -675,9 +675,12 @@ class ServerConnection(WriteFlow):
     def _serve(self, item: Request | GatewayError | Resumed) -> None:
         """Serve ``item`` (not busy; it was next): without a task when the app can, else by
         the worker task, at the head of the queue."""
-        if isinstance(item, Request) and item.body is None and self.app.try_fast(self, item):
+        if isinstance(item, Request) and item.body is None:
+            # busy before the app looks: a callback exchange may also end inside try_fast (an
+            # answer written at once, proxy/fast.py) and call fast_done
             self._busy = True
-            return
+            if self.app.try_fast(self, item):
+                return
         self._queue.appendleft(item)
         self._start_worker()
 

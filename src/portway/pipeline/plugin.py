@@ -136,8 +136,17 @@ class Plugin(Generic[C]):
     #: (``proxy/fast.py``), which costs about 40 % less CPU per request. A hook that
     #: suspends anyway fails its request with a 500 there. A class attribute, or set per
     #: instance in ``__init__`` when it depends on the config (``rate_limit``: only the
-    #: in-memory store is synchronous).
+    #: in-memory store is synchronous). A plugin with ``sync_hooks`` whose chain also needs
+    #: a task (its own ``on_response_chunk`` / ``on_error``, e.g. ``cache``) still has its
+    #: request hooks run task-free: the request goes to the task after them, unless a hook
+    #: answered with a ``bytes`` body, which is written at once (``Chain.answers_inline``;
+    #: such a plugin's ``on_response_chunk``, with ``observes_response_chunks``, must not
+    #: suspend either on an answer).
     sync_hooks: bool = False
+    #: ``on_response`` and ``on_response_chunk`` do nothing on a response this plugin's own
+    #: ``on_request`` answered with (or an error it raised there): the runner leaves them
+    #: out of that request's response phases, on every path (a cache hit's own hooks)
+    skip_own_answer: ClassVar[bool] = False
     #: phases this instance does not need although its class implements them (a combinator
     #: whose members need none); the runner leaves them out of the chain
     unused_phases: frozenset[str] = frozenset()

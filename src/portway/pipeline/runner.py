@@ -71,9 +71,11 @@ class Chain:
     """
 
     __slots__ = (
+        "_cuts",
         "_pos",
         "_req_hooks",
         "_resp_hooks",
+        "answers_inline",
         "buffer_cap",
         "callbacks_only",
         "on_error",
@@ -83,6 +85,7 @@ class Chain:
         "on_response_chunk",
         "on_upstream_request",
         "plugins",
+        "sync_request",
         "transforms_body",
     )
 
@@ -90,6 +93,7 @@ class Chain:
         self.plugins = tuple(plugins)
         #: binding position of each plugin, to tell which ones a short-circuit never reached
         self._pos = {id(p): i for i, p in enumerate(self.plugins)}
+        self._cuts: dict[tuple[int, int], tuple[Bound, ...]] = {}
 
         def pick(phase: str) -> tuple[Bound, ...]:
             return tuple(p for p in self.plugins if implements(p, phase))
@@ -109,9 +113,18 @@ class Chain:
         self.buffer_cap: int | None = max(caps) if caps else None
         #: nothing here needs a task: a request may take the task-free path (proxy/fast.py),
         #: running the request/response hooks of ``sync_hooks`` plugins with ``*_sync``
-        self.callbacks_only = not (
+        #: the request and response hooks never suspend: the task-free path may run the
+        #: request hooks (and hand the request to the task after them when it cannot finish)
+        self.sync_request = all(p.sync_hooks for p in (*self.on_request, *self.on_response))
+        self.callbacks_only = self.sync_request and not (
             self.on_upstream_request or self.on_response_chunk or self.on_error
-        ) and all(p.sync_hooks for p in (*self.on_request, *self.on_response))
+        )
+        #: an answer a request hook gives with a ``bytes`` body may be written task-free: the
+        #: response and chunk hooks it passes through all run without a task (a chunk hook
+        #: only there when its plugin observes chunks and promises ``sync_hooks``)
+        self.answers_inline = self.sync_request and all(
+            p.sync_hooks and p.observes_response_chunks for p in self.on_response_chunk
+        )
 
     async def run_request(self, ctx: RequestContext, start: int = 0) -> Response | None:
         """Run ``on_request`` in order (from the ``start``-th hook); return the first
@@ -204,14 +217,41 @@ class Chain:
             except Exception as e:
                 raise _wrap(p, "on_response", e) from e
 
+    def run_chunk_sync(self, ctx: RequestContext, body: bytes) -> bytes:
+        """:meth:`run_chunk` of a whole ``bytes`` body (``end`` set) outside any task, for a
+        chain with ``answers_inline``. A hook that suspends fails the request."""
+        plugins = self.on_response_chunk
+        if ctx.reached is not None:
+            plugins = self._ran(ctx, plugins)
+        for p in plugins:
+            try:
+                body = drive(p.on_response_chunk(ctx, body, True))
+            except HookSuspended as s:
+                s.close()
+                raise _wrap(p, "on_response_chunk", RuntimeError(str(s))) from None
+            except Exception as e:
+                raise _wrap(p, "on_response_chunk", e) from e
+        return body
+
     def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
         """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never
-        reached: as in Envoy, a local reply only passes through filters that saw the request."""
+        reached: as in Envoy, a local reply only passes through filters that saw the request.
+        The plugin that short-circuited is left out too when its ``skip_own_answer`` says its
+        hooks do nothing then. Memoised per (phase list, cut)."""
         cut = ctx.reached
         if cut is None:
             return plugins
-        pos = self._pos
-        return tuple(p for p in plugins if pos[id(p)] <= cut)
+        k = (id(plugins), cut)
+        got = self._cuts.get(k)
+        if got is None:
+            pos = self._pos
+            got = tuple(
+                p
+                for p in plugins
+                if pos[id(p)] < cut or (pos[id(p)] == cut and not p.skip_own_answer)
+            )
+            self._cuts[k] = got
+        return got
 
     async def run_upstream_request(self, ctx: RequestContext) -> None:
         """Run ``on_upstream_request`` in order; called once per attempt.

@@ -37,17 +37,20 @@ from portway.http.forwarding import (
     needs_zero_length,
     with_forwarded_prefix,
 )
+from portway.http.grpc_status import is_grpc_request
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
 from portway.http.relay import (
     FRAMING,
+    add_connection_field,
     add_response_framing,
     informational_items,
     no_body,
     response_header_items,
     switch_allowed,
     via_value,
+    without_framing,
 )
 from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
 from portway.pipeline.context import FALLBACK, FAST, RequestContext
@@ -109,15 +112,18 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         return NOT_TAKEN  # 404/405 are the general path's to explain
     rt = graph.routes[m.index]
     up = rt.upstream
-    if up is None or not rt.chain.callbacks_only or up.protocol != "http1":
+    chain = rt.chain
+    if up is None or not chain.sync_request or up.protocol != "http1":
         return NOT_TAKEN  # HTTP/2 upstreams (proxy/h2upstream.py) need a task
+    if not chain.callbacks_only and not chain.on_request:
+        return NOT_TAKEN  # nothing to run here: the task does all of it
     tr = rt.traffic
     if tr is not None and not tr.fast_ok:
         return NOT_TAKEN  # mirror / fallback need a task
     path = req.path
     if "%" in path and not rt.encoded_slashes and ("%2F" in path or "%5C" in path):
         return NOT_TAKEN
-    hooks = bool(rt.chain.on_request)
+    hooks = bool(chain.on_request)
     # the upstream request is a copy only when a hook may edit it
     ctx = RequestContext(req, copy=hooks)
     ctx.match = m
@@ -129,14 +135,27 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         # from here on the request must not go back to the general path's start: the hooks
         # ran; whatever comes next is handed over with what they decided
         try:
-            answer = rt.chain.run_request_sync(ctx)
+            answer = chain.run_request_sync(ctx)
         except GatewayError as e:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
         except HookSuspended as s:
             # a sync hook awaited after all: the task finishes it (it is not run again)
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(suspended=s)))
         if answer is not None:
+            if (
+                chain.answers_inline
+                and req.keep_alive
+                and isinstance(answer.body, bytes)
+                and conn.transport is not None
+                and not conn.closed
+                and conn._can_write is None  # a client not reading: the task's, as before
+            ):
+                return _answer(app, graph, conn, ctx, rt, answer)
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
+    if not chain.callbacks_only:
+        # a chunk or error hook needs the task for the upstream exchange (a cache miss):
+        # it carries on after the request hooks
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
     try:
         return _forward(app, graph, conn, req, ctx, rt, up, hooks)
     except Exception:
@@ -202,6 +221,64 @@ def _forward(
     uconn.arm_read_timeout(now + rt.try_timeout, now)
     graph.inflight += 1
     conn.exchange = ex
+    return STARTED
+
+
+def _answer(
+    app: ProxyApp,
+    graph: RuntimeGraph,
+    conn: ServerConnection,
+    ctx: RequestContext,
+    rt: RouteRuntime,
+    answer: Response,
+) -> int:
+    """Write ``answer`` (a request hook's, ``bytes`` body) now, without a task or upstream:
+    what ``handler.ProxyApp.serve``/``_send`` do with it, in the same order and to the same
+    bytes — the response hooks of the plugins the request reached, their chunk hooks, the
+    head framed by Content-Length, then ``on_log`` and the observers. A head the answering
+    plugin prebuilt (:meth:`Response.set_raw_fields`, e.g. a cache hit) and no hook read is
+    written from its lines as they are. Anything unusual goes to the task instead."""
+    chain = rt.chain
+    req = ctx.request
+    ctx.response = answer
+    try:
+        if chain.on_response:
+            chain.run_response_sync(ctx)
+        resp = ctx.response
+        body = resp.body
+        if not isinstance(body, bytes) or (resp.status >= 400 and is_grpc_request(req)):
+            # a hook swapped in a streamed body, or gRPC's error mapping: the task's
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=resp)))
+        if chain.on_response_chunk:
+            body = chain.run_chunk_sync(ctx, body)
+    except GatewayError as e:
+        ctx.response = None
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
+    status = resp.status
+    empty = no_body(req.method, status)
+    out = [status_line(status, resp.reason)]
+    size = len(out[0]) + 2
+    raw = resp.raw_fields()
+    if raw is not None:
+        runs, extra = raw
+        for run in runs:
+            out.append(run)
+            size += len(run)
+        items = [kv for kv in extra if kv[0] not in FRAMING]
+    else:
+        items = without_framing(resp.headers.raw())
+    if not empty or req.method == "HEAD":
+        items.append((b"content-length", str(len(body)).encode()))
+    add_connection_field(items, req, True)
+    size += append_fields(out, items)
+    out.append(b"\r\n")
+    if not empty:
+        out.append(body)
+    conn.write_soon(b"".join(out))
+    ctx.bytes_out += size + (0 if empty else len(body))
+    ctx.served = FAST
+    graph.request_done(chain, ctx)
+    conn.fast_done(True)
     return STARTED
 
 

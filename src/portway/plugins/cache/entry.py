@@ -36,6 +36,8 @@ class CacheEntry:
     expires_at: float
     #: derived freshness data, computed once per entry by the policy (never serialised)
     meta: Any = field(default=None, compare=False, repr=False)
+    #: the stored fields prebuilt as header lines (``hit.Wire``; never serialised)
+    wire: Any = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:

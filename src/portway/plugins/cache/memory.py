@@ -60,6 +60,19 @@ class MemoryStore:
         self._items.move_to_end(key)
         return obj
 
+    def hit(self, key: str) -> Stored | None:
+        """:meth:`get` without a coroutine (the task-free path's lookup): one dict get; the
+        object becomes the most recently used."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._items[key]
+            self._bytes -= item[2]
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
     def get_nowait(self, key: str) -> Stored | None:
         item = self._items.get(key)
         if item is None or item[1] <= self._clock():

@@ -15,40 +15,40 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from portway.errors import GatewayError, UnavailableError, UpstreamError, UpstreamTimeoutError
-from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
+from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
+from portway.plugins.cache.invalidation import targets, url_key
 from portway.plugins.cache.keys import (
     KeyBuilder,
     UrlParts,
     request_url,
-    resolve_location,
     variant_key,
 )
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.policy import (
     CONDITIONAL_FIELDS,
     ERROR_STATUSES,
+    NO_DIRECTIVES,
+    REQUEST_FIELDS,
     SAFE_METHODS,
     Pairs,
     Reuse,
     Windows,
     assess,
     first,
+    fresh_age,
     has_conditionals,
     request_directives,
-    retention,
     reuse,
     stale_if_error_ok,
     storable,
@@ -56,13 +56,13 @@ from portway.plugins.cache.policy import (
     validator_matches,
     validators,
     values,
-    vary_names,
 )
 from portway.plugins.cache.redis_store import RedisStore
 from portway.plugins.cache.refresh import Refresher
 from portway.plugins.cache.registry import registry
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight, Mode
 from portway.plugins.cache.store import GUARD_MAX_AGE, CacheStore, Guard
+from portway.plugins.cache.storing import store_guarded
 from portway.plugins.cache.tiered import TieredStore
 from portway.state.connect import state_redis_url
 
@@ -94,6 +94,9 @@ class CachePlugin(Plugin[CacheConfig]):
     stage: ClassVar[Stage] = Stage.traffic
     Config: ClassVar[type[CacheConfig]] = CacheConfig
     observes_response_chunks: ClassVar[bool] = True
+    #: on its own answers (and the 504 of only-if-cached) its response hooks do nothing
+    #: (``Mode.DONE``; answers are never upstream responses), and ``on_log`` still settles
+    skip_own_answer: ClassVar[bool] = True
 
     def __init__(self, config: CacheConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
@@ -122,7 +125,7 @@ class CachePlugin(Plugin[CacheConfig]):
         self.targets: tuple[bytes, ...] = tuple(
             n.lower().encode("latin-1") for n in c.targeted_cache_control
         )
-        self._strip: tuple[bytes, ...] = tuple(
+        self.strip_fields: tuple[bytes, ...] = tuple(
             n.lower().encode("latin-1") for n in c.strip_targeted_cache_control
         )
         self.windows = Windows(
@@ -137,6 +140,15 @@ class CachePlugin(Plugin[CacheConfig]):
         self.clock: Callable[[], float] = time.time
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self.refresher = Refresher(self)
+        #: the in-memory store, read without a coroutine: its hooks never suspend (but for
+        #: a miss collapsed behind another, which the task finishes), so the request phase
+        #: runs task-free and a hit is written there (proxy/fast.py); Redis-backed stores
+        #: (redis, tiered) await their lookups and stay on the general path
+        store = self.store
+        self._mem: MemoryStore | None = store if isinstance(store, MemoryStore) else None
+        self.sync_hooks = self._mem is not None
+        self._memo = KeyMemo()
+        self._url_only = self.keys.url_only
 
     def _make_store(self) -> CacheStore:
         c = self.config
@@ -178,12 +190,37 @@ class CachePlugin(Plugin[CacheConfig]):
             ctx.state[CACHE_STATE] = Flight(Mode.BYPASS)
             self.counters.bypass += 1
             return None
+        # one look at the field names: the common request has none of these
+        plain = True
+        for k, _ in pairs:
+            if k in REQUEST_FIELDS:
+                plain = False
+                break
+        key = self._request_key(ctx, req)
+        mem = self._mem
+        index: VaryIndex | None = None
+        if mem is not None:
+            entry, index = lookup_mem(mem, self._memo, key, pairs)
+            if entry is not None and plain:
+                # the common hit (fresh; no directives, conditionals or range asked for):
+                # nothing for the later phases to do, so no per-request state either
+                age = fresh_age(entry, self.clock(), self.windows)
+                wire = wire_of(entry, self.strip_fields) if age is not None else None
+                if age is not None and wire is not None:
+                    self.counters.hit += 1
+                    return hit_response(
+                        entry, wire, age, b"HIT", key if self.config.expose_key else None
+                    )
         # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
-        ranges = values(pairs, b"range") if req.method == "GET" else []
-        rq = request_directives(pairs)
-        flight = Flight(Mode.MISS, key=self._key(ctx, request_url(req)), rq=rq)
+        ranges = values(pairs, b"range") if not plain and req.method == "GET" else []
+        rq = NO_DIRECTIVES if plain else request_directives(pairs)
+        flight = Flight(Mode.MISS, key=key, rq=rq)
         ctx.state[CACHE_STATE] = flight
-        entry, flight.index = await self._lookup(flight, pairs)
+        if mem is not None:
+            flight.index = index
+            flight.version, flight.version_at = mem.version_nowait(key), time.monotonic()
+        else:
+            entry, flight.index = await self._lookup(flight, pairs)
         if entry is not None:
             a = assess(entry, self.clock(), self.windows)
             flight.entry, flight.assessment = entry, a
@@ -219,6 +256,12 @@ class CachePlugin(Plugin[CacheConfig]):
         return self.keys.primary(
             self.env.route or ctx.route_name or "-", url, ctx.request, consumer
         )
+
+    def _request_key(self, ctx: RequestContext, req: Request) -> str:
+        """:meth:`_key` of the request's own URL, memoised when the URL alone makes it."""
+        if not self._url_only:
+            return self._key(ctx, request_url(req))
+        return self._memo.request_key(self.keys, self.env.route or ctx.route_name or "-", req)
 
     async def _lookup(
         self, flight: Flight, pairs: Pairs
@@ -298,7 +341,12 @@ class CachePlugin(Plugin[CacheConfig]):
         flight.mode = Mode.DONE
         self._settle(flight, False)
         key = flight.key if self.config.expose_key else None
-        return answer(entry, age, label, ctx.request.headers.raw(), self._strip, key)
+        pairs = ctx.request.headers.raw()
+        if not has_conditionals(pairs):
+            wire = wire_of(entry, self.strip_fields)
+            if wire is not None:
+                return hit_response(entry, wire, age, label.encode(), key)
+        return answer(entry, age, label, pairs, self.strip_fields, key)
 
     def _answer_range(
         self,
@@ -311,7 +359,8 @@ class CachePlugin(Plugin[CacheConfig]):
     ) -> Response:
         """A Range request answered from a stored complete response (see ``answers.py``)."""
         key = flight.key if self.config.expose_key else None
-        resp = range_answer(entry, age, label, ctx.request.headers.raw(), ranges, self._strip, key)
+        pairs = ctx.request.headers.raw()
+        resp = range_answer(entry, age, label, pairs, ranges, self.strip_fields, key)
         if resp is None:
             return self._answer(ctx, flight, entry, age, label)
         flight.mode = Mode.DONE
@@ -326,10 +375,10 @@ class CachePlugin(Plugin[CacheConfig]):
             await self._on_response(ctx)
         finally:
             resp = ctx.response
-            if self._strip and resp is not None and resp.upstream:
+            if self.strip_fields and resp is not None and resp.upstream:
                 # fields that address this cache alone (RFC 9213 §3: a cache MAY remove a
                 # targeted field that is of no use downstream); stored copies keep them
-                resp.headers.remove_many(self._strip)
+                resp.headers.remove_many(self.strip_fields)
 
     async def _on_response(self, ctx: RequestContext) -> None:
         flight = ctx.state.get(CACHE_STATE)
@@ -495,41 +544,9 @@ class CachePlugin(Plugin[CacheConfig]):
         entry: CacheEntry,
         guard: Guard,
     ) -> bool:
-        """Store ``entry`` (and its Vary index); every write is refused once ``guard``'s
-        version is stale, so an invalidation that came after the request went upstream
-        always wins over this store."""
-        now = self.clock()
-        a = assess(entry, now, self.windows)
-        ttl = retention(a, bool(validators(entry)), self.config.retain_stale)
-        if ttl <= 0:
-            self.counters.not_storable += 1
-            return False
-        entry.expires_at = now + ttl
-        names = vary_names(entry.headers)
-        if names is None:
-            return False
-        all_names = tuple(sorted(set(names) | set(self.config.vary_headers)))
-        if not all_names:
-            ok = await self.store.put(key, entry, ttl, guard)
-        else:
-            if index is None:
-                current = await self.store.get(key)
-                index = current if isinstance(current, VaryIndex) else None
-            gen = index.gen if index is not None else secrets.token_hex(6)
-            keep = max(ttl, index.expires_at - now) if index is not None else ttl
-            new_index = VaryIndex(all_names, gen, now + keep)
-            ok = await self.store.put(
-                variant_key(key, gen, all_names, req_pairs), entry, ttl, guard
-            )
-            if ok:
-                ok = await self.store.put(key, new_index, keep, guard)
-        if ok:
-            self.counters.stored += 1
-        elif guard.version != await self.store.version(guard.key):
-            self.counters.store_raced += 1
-        else:
-            self.counters.too_large += 1
-        return ok
+        """Store ``entry`` and its Vary index, refused once ``guard`` is stale (see
+        ``storing.store_guarded``)."""
+        return await store_guarded(self, key, index, req_pairs, entry, guard)
 
     async def _freshen(self, ctx: RequestContext, flight: Flight, resp: Response) -> None:
         """Merge a 304 into the stored response, store it, and answer from it."""
@@ -569,26 +586,11 @@ class CachePlugin(Plugin[CacheConfig]):
 
     async def _invalidate(self, ctx: RequestContext, resp: Response) -> None:
         """RFC 9111 §4.4: a successful unsafe request invalidates its URL and same-origin
-        Location / Content-Location. Deleting the primary key suffices: variants hang off
-        the Vary index's generation and become unreachable with it."""
-        base = request_url(ctx.request)
-        keys = {self._key(ctx, base)}
-        for name in ("location", "content-location"):
-            v = resp.headers.get(name)
-            if v is not None:
-                target = resolve_location(base, v)
-                if target is not None:
-                    keys.add(self._key(ctx, target))
-        n = await self.store.invalidate(*keys)
+        Location / Content-Location (``invalidation.targets``)."""
+        n = await self.store.invalidate(*targets(ctx, resp, self._key))
         self.counters.invalidated += n
 
     async def purge_url(self, url: str, host: str | None = None) -> int:
         """Drop the stored response for ``url`` on this plugin's route (admin helper)."""
-        if not self.keys.url_only or self.env.route is None:
-            return 0
-        u = urlsplit(url)
-        h = u.netloc or host or ""
-        parts = UrlParts(u.scheme or "http", h, u.path or "/", u.query.encode("latin-1"))
-        dummy = Request(method="GET", path=parts.path, query=parts.query, headers=Headers())
-        key = self.keys.primary(self.env.route, parts, dummy, None)
-        return await self.store.invalidate(key)
+        key = url_key(self.keys, self.env.route, url, host)
+        return 0 if key is None else await self.store.invalidate(key)

@@ -58,6 +58,21 @@ _304_FIELDS: tuple[bytes, ...] = (
 )
 
 
+#: request fields the cache reads beyond its key: a request with none of them is "plain"
+REQUEST_FIELDS: frozenset[bytes] = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"range",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+    }
+)
+
+
 def values(pairs: Pairs, name: bytes) -> list[str]:
     return [v.decode("latin-1") for k, v in pairs if k == name]
 
@@ -84,6 +99,8 @@ def response_directives(pairs: Pairs, targets: Sequence[bytes] = ()) -> Directiv
 
 
 _NO_DIRECTIVES = Directives()
+#: the directives of a request without Cache-Control or Pragma (shared: never mutated)
+NO_DIRECTIVES = _NO_DIRECTIVES
 
 
 def request_directives(pairs: Pairs) -> Directives:
@@ -345,6 +362,17 @@ def assess(entry: CacheEntry, now: float, windows: Windows = _DEFAULT_WINDOWS) -
         swr=m.swr,
         sie=m.sie,
     )
+
+
+def fresh_age(entry: CacheEntry, now: float, windows: Windows) -> float | None:
+    """The entry's current age when it is fresh and reusable without validation for a
+    request without Cache-Control (what :func:`assess` + :func:`reuse` call
+    :attr:`Reuse.FRESH`), else ``None``: a hit judged without building an Assessment."""
+    m = _meta(entry, windows)
+    if m.no_cache:
+        return None
+    age = m.initial_age + max(0.0, now - entry.response_time)
+    return age if m.lifetime > age else None
 
 
 def retention(a: Assessment, has_validators: bool, retain_stale: float) -> float:

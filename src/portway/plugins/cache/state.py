@@ -48,7 +48,7 @@ class Counters:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(slots=True)
 class Flight:
     """Per-request cache state, kept in ``ctx.state[CACHE_STATE]``."""
 
