@@ -47,7 +47,7 @@ from portway.http.headers import PLAIN_CONNECTION, Headers
 from portway.http.rawhead import SPECIAL, RawHead, Reparse
 from portway.http.relay import body_forbidden
 from portway.http.serverstate import TRACE, illegal_transition
-from portway.http.sweeper import NEVER, sweeper_for
+from portway.http.sweeper import NEVER, UNWATCHED, sweeper_for
 
 log: Final = logging.getLogger("portway.http")
 
@@ -62,7 +62,6 @@ class UpstreamConnection(WriteFlow):
     state       event                                               next
     ==========  ==================================================  ==========
     CONNECTING  ``connection_made``                                 IDLE
-    CONNECTING  ``close``/``abort``, ``connection_lost``            CLOSED
     IDLE        ``begin``/``begin_sink`` (an exchange starts)       HEAD
     IDLE        unsolicited bytes from the upstream                 BROKEN
     IDLE        ``close``/``abort`` (pool sweep), upstream closes   CLOSED
@@ -170,7 +169,7 @@ class UpstreamConnection(WriteFlow):
         self.tunnel_eof: Callable[[], None] | None = None
         #: loop time of the next timeout check (see ``portway.http.sweeper``)
         self.deadline = NEVER
-        self.due = NEVER
+        self.due = UNWATCHED
         self._read_timeout = 0.0
         self._head_deadline = 0.0
         self.last_io = 0.0
@@ -610,7 +609,7 @@ class UpstreamConnection(WriteFlow):
         self.informational = None
 
     def abort(self) -> None:
-        if self.state < BROKEN:
+        if IDLE <= self.state < BROKEN:
             self._to(CLOSED)
         self.drop_soon_writes()
         self._cancel_timer()
@@ -619,7 +618,7 @@ class UpstreamConnection(WriteFlow):
             self.transport.abort()
 
     def close(self) -> None:
-        if self.state < BROKEN:
+        if IDLE <= self.state < BROKEN:
             self._to(CLOSED)
         self._cancel_timer()
         if self.transport is not None:

@@ -29,7 +29,7 @@ NAMES: Final = ("CONNECTING", "IDLE", "HEAD", "BODY", "DONE", "BROKEN", "CLOSED"
 
 #: state → bit mask of the states it may move to
 NEXT: Final = (
-    mask(IDLE, CLOSED),  # CONNECTING
+    mask(IDLE),  # CONNECTING (asyncio makes the protocol once connected: nothing else)
     mask(HEAD, BROKEN, CLOSED),  # IDLE
     mask(BODY, BROKEN, CLOSED),  # HEAD
     mask(DONE, BROKEN, CLOSED),  # BODY

@@ -30,7 +30,7 @@ from portway.http.serverapi import App as App
 from portway.http.serverapi import CallbackExchange as CallbackExchange
 from portway.http.serverapi import ClientConnection as ClientConnection
 from portway.http.serverapi import Resumed as Resumed
-from portway.http.serverparse import NO_HEADERS, ServerParsing
+from portway.http.serverparse import NO_HEADERS, ServerParsing, hooks_for
 from portway.http.serverparse import _Abort as _Abort
 from portway.http.serverparse import _parse_host as _parse_host
 from portway.http.serversimple import serve_simple as serve_simple
@@ -47,7 +47,7 @@ from portway.http.serverstate import (
     TRACE,
     illegal_transition,
 )
-from portway.http.sweeper import NEVER, sweeper_for
+from portway.http.sweeper import NEVER, UNWATCHED, sweeper_for
 from portway.http.validate import INVALID_TARGET
 from portway.http.wire import chunk, head_bytes, last_chunk
 
@@ -134,7 +134,9 @@ class ServerConnection(ServerParsing):
         #: ``loop.time``, bound once per loop: compiled code calls it without a lookup
         self.now = self._sweeper.clock
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        #: the loop's shared callback object (see ``ParserHooks``)
+        self._hooks = hooks_for(self.loop)
+        self.parser = httptools.HttpRequestParser(self._hooks)
         self.peer_ip = ""
         self.peer_port = 0
         self.server_port = 0
@@ -151,7 +153,7 @@ class ServerConnection(ServerParsing):
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.deadline = NEVER
-        self.due = NEVER
+        self.due = UNWATCHED
         self._can_write: asyncio.Future[None] | None = None
         self._paused = False
         # per-message parse state (ServerParsing)
@@ -282,6 +284,9 @@ class ServerConnection(ServerParsing):
             return
         # only bytes that begin at a message boundary can begin with a request line
         self._chunk = data if self._boundary else b""
+        hooks = self._hooks
+        prev = hooks.conn
+        hooks.conn = self
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -300,6 +305,8 @@ class ServerConnection(ServerParsing):
             else:
                 msg = str(e.args[0] if e.args else e)
                 self._protocol_error(BadRequestError(f"malformed request: {msg}"))
+        finally:
+            hooks.conn = prev  # (a nested parse of another connection gets its own back)
         self._chunk = b""  # not kept past the read (it may be large)
         if self._in_headers and self.state == IDLE:
             # a request head is incomplete after this read: from now on the header timeout

@@ -67,7 +67,9 @@ class ClientConnection(Protocol):
     """
 
     closed: bool
-    extra: dict[str, Any]
+
+    @property
+    def extra(self) -> dict[str, Any]: ...
 
     @property
     def _can_write(self) -> object | None: ...

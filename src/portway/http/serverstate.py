@@ -64,7 +64,7 @@ def table(nxt: tuple[int, ...] = NEXT) -> set[tuple[int, int]]:
     return {(a, b) for a in range(n) for b in range(n) if (nxt[a] >> b) & 1}
 
 
-class IllegalTransitionError(RuntimeError):
+class IllegalTransitionError(Exception):
     """A connection moved between two states the table does not connect (a Portway bug)."""
 
 

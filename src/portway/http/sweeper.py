@@ -18,7 +18,7 @@ with :meth:`Sweeper.refile` — the owners do it in one helper (``_set_deadline`
 comparison on the hot path and a set move about once per timeout period.
 
 Contract for a watched object: attributes ``deadline`` (loop time, ``NEVER`` for none) and
-``due`` (owned by the sweeper; start it at ``NEVER``), method ``expired(now)``.
+``due`` (owned by the sweeper; start it at ``UNWATCHED``), method ``expired(now)``.
 """
 
 from __future__ import annotations
@@ -32,29 +32,34 @@ from portway.http.loops import PerLoop
 
 INTERVAL: Final = 0.05
 NEVER: Final = math.inf
+#: ``due`` of an object that is not watched
+UNWATCHED: Final = -1.0
 
 
 class Expiring(Protocol):
     deadline: float
-    #: the time of the bucket this object is filed in (NEVER: none); the sweeper's
+    #: the sweeper's: the time of the bucket this object is filed in (NEVER: watched, not
+    #: filed; UNWATCHED: not watched)
     due: float
 
     def expired(self, now: float) -> None: ...
 
 
 class Sweeper:
-    """One per event loop; see :func:`sweeper_for`."""
+    """One per event loop; see :func:`sweeper_for`. Whether an object is watched is its
+    ``due`` (no set of all watched objects: a watched idle object costs nothing here until
+    its deadline is finite, then one slot in one bucket)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = INTERVAL) -> None:
         self._loop = loop
         self._interval = interval
-        #: every watched object (filed or not)
-        self._items: set[Expiring] = set()
         #: bucket number (``ceil(deadline / interval)``) → the objects filed there
         self._buckets: dict[int, set[Expiring]] = {}
         #: the last bucket number a tick processed
         self._done = -1
         self._handle: asyncio.TimerHandle | None = None
+        #: how many objects are watched
+        self._count = 0
         #: objects visited by ticks so far (a deterministic measure of the sweep's cost)
         self.visited = 0
         #: ``loop.time`` bound once, shared by the loop's connections (a bound method per
@@ -62,22 +67,26 @@ class Sweeper:
         self.clock: Callable[[], float] = loop.time
 
     def watch(self, obj: Expiring) -> None:
-        if obj in self._items:
-            self._unfile(obj)
+        """Start watching ``obj`` (again: its deadline is filed anew)."""
+        if obj.due == UNWATCHED:
+            self._count += 1
         else:
-            self._items.add(obj)
-            obj.due = NEVER
+            self._unfile(obj)
+        obj.due = NEVER
         self._file(obj)
         if self._handle is None and not self._loop.is_closed():
             self._handle = self._loop.call_later(self._interval, self._tick)
 
     def unwatch(self, obj: Expiring) -> None:
-        self._items.discard(obj)
+        if obj.due == UNWATCHED:
+            return
         self._unfile(obj)
+        obj.due = UNWATCHED
+        self._count -= 1
 
     def refile(self, obj: Expiring) -> None:
         """``obj.deadline`` moved earlier than ``obj.due``: file it where it now belongs."""
-        if obj in self._items:
+        if obj.due != UNWATCHED:
             self._unfile(obj)
             self._file(obj)
 
@@ -95,6 +104,7 @@ class Sweeper:
         obj.due = k * self._interval
 
     def _unfile(self, obj: Expiring) -> None:
+        """Take ``obj`` out of its bucket (it stays watched: ``due`` becomes NEVER)."""
         due = obj.due
         if due == NEVER:
             return
@@ -109,7 +119,7 @@ class Sweeper:
     def _tick(self) -> None:
         self._handle = None
         self.tick(self._loop.time())
-        if self._items and not self._loop.is_closed():
+        if self._count > 0 and not self._loop.is_closed():
             self._handle = self._loop.call_later(self._interval, self._tick)
 
     def tick(self, now: float) -> None:
@@ -128,17 +138,21 @@ class Sweeper:
         for k in keys:
             objs = self._buckets.pop(k)
             self.visited += len(objs)
+            due = k * self._interval
             for obj in objs:
-                if obj not in self._items:
-                    continue  # unwatched by an earlier one's ``expired``
+                if obj.due != due:
+                    continue  # unwatched or re-filed by an earlier one's ``expired``
                 obj.due = NEVER
                 if obj.deadline <= now:
                     try:
                         obj.expired(now)
                     except Exception:  # one broken object must not stop the others' timeouts
-                        self._items.discard(obj)
+                        if obj.due != UNWATCHED:
+                            self._unfile(obj)
+                            obj.due = UNWATCHED
+                            self._count -= 1
                         continue
-                if obj in self._items and obj.due == NEVER:
+                if obj.due == NEVER:  # still watched, not re-filed by ``expired``
                     self._file(obj)
 
     def filed(self) -> int:
@@ -146,7 +160,7 @@ class Sweeper:
         return sum(len(b) for b in self._buckets.values())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
 
 #: the sweeper of a loop
