@@ -109,6 +109,7 @@ class UpstreamConnection(WriteFlow):
         "_soon",
         "_sweeper",
         "_te",
+        "_was",
         "awaiting_client",
         "created",
         "deadline",
@@ -147,6 +148,8 @@ class UpstreamConnection(WriteFlow):
         #: the lite parser stopped on a head it does not take (see ``Reparse``)
         self._redo = False
         self.state = CONNECTING
+        #: the state before BROKEN/CLOSED (what was under way when it closed)
+        self._was = CONNECTING
         #: BROKEN or CLOSED (kept by ``_to``; pools and exchanges read it)
         self.closed = False
         self.created = loop.time()
@@ -194,12 +197,25 @@ class UpstreamConnection(WriteFlow):
         old = self.state
         if not (NEXT[old] >> new) & 1:
             illegal_transition("upstream", NAMES, old, new)
-        self.state = new
         if new >= BROKEN:
+            if old < BROKEN:
+                self._was = old
             self.closed = True
+        self.state = new
         seen = TRACE.seen_up
         if seen is not None:
             seen.add((old, new))
+
+    def _in_progress(self) -> bool:
+        """A response is (or was, when the connection closed) under way and nobody was told
+        it ended: HEAD/BODY, or closed by its owner from there; an exchange ``_fail`` ended
+        with a sink is over (the sink was told)."""
+        s = self.state
+        if s >= BROKEN:
+            if s == BROKEN and self.sink is not None:
+                return False
+            s = self._was
+        return s in (HEAD, BODY)
 
     @property
     def message_done(self) -> bool:
@@ -224,7 +240,10 @@ class UpstreamConnection(WriteFlow):
 
     def connection_lost(self, exc: Exception | None) -> None:
         old = self.state
-        in_progress = old in (HEAD, BODY)
+        in_progress = self._in_progress()
+        ends = (
+            in_progress and self._close_delimited and (self._was if old >= BROKEN else old) == BODY
+        )
         if old == BODY and self._close_delimited:
             self._to(DONE)  # the response ends with the connection
         if self.state != CLOSED:
@@ -239,7 +258,7 @@ class UpstreamConnection(WriteFlow):
         )
         sink = self.sink
         if sink is not None and in_progress:
-            if old == BODY and self._close_delimited:
+            if ends:
                 self.last_io = self.now()  # the response ends now
                 in_progress = False
                 sink.on_end()
@@ -566,9 +585,8 @@ class UpstreamConnection(WriteFlow):
         self.deadline = NEVER
 
     def _fail(self, exc: BaseException) -> None:
-        s = self.state
-        in_progress = s in (HEAD, BODY)
-        if s < BROKEN:
+        in_progress = self._in_progress()
+        if self.state < BROKEN:
             self._to(BROKEN)
         sink = self.sink
         if sink is not None and in_progress:
