@@ -279,3 +279,35 @@ def test_an_illegal_transition_raises_when_strict() -> None:
             up._to(C.BODY)
     finally:
         loop.close()
+
+
+async def test_a_body_under_way_when_its_owner_closes_the_connection_is_failed() -> None:
+    """A reader of the response body is told when the connection goes away, also when the
+    exchange's owner closed it (state CLOSED from BODY), not left waiting."""
+    from portway.http.client import UpstreamResetError, build_request_head, open_connection
+
+    async def partial(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await w.drain()
+        await r.read()
+
+    server = await asyncio.start_server(partial, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await open_connection("127.0.0.1", port, 5.0)
+        assert conn.state == C.IDLE
+        body = conn.begin(False, 5.0)
+        conn.write(build_request_head("GET", "/", [(b"host", b"t")]))
+        head = await conn.read_head()
+        assert head.status == 200 and conn.state == C.BODY
+        async with asyncio.timeout(10):
+            while body.received < 3:
+                await asyncio.sleep(0.005)
+        conn.close()
+        assert conn.state == C.CLOSED and conn.closed and not conn.reusable
+        with pytest.raises(UpstreamResetError):
+            async with asyncio.timeout(10):
+                await body.read_all()
+    finally:
+        server.close()
