@@ -54,6 +54,10 @@ from portway.http.wire import chunk, head_bytes, last_chunk
 log: Final = logging.getLogger("portway.http")
 
 
+#: ``ServerConnection.extra`` of a connection without values (never written)
+_NO_EXTRA: Final[dict[str, Any]] = {}
+
+
 class ServerConnection(ServerParsing):
     """One client connection: an explicit state machine. All methods run on the event loop
     thread.
@@ -136,7 +140,7 @@ class ServerConnection(ServerParsing):
         self.transport: asyncio.Transport | None = None
         #: the loop's shared callback object (see ``ParserHooks``)
         self._hooks = hooks_for(self.loop)
-        self.parser = httptools.HttpRequestParser(self._hooks)
+        self.parser = httptools.HttpRequestParser(self._hooks.protocol)
         self.peer_ip = ""
         self.peer_port = 0
         self.server_port = 0
@@ -209,11 +213,11 @@ class ServerConnection(ServerParsing):
 
     @property
     def extra(self) -> dict[str, Any]:
-        """Per-connection values of the gateway (peer certificate, ...), made on first use."""
+        """Per-connection values of the gateway (the peer certificate); read-only (only
+        ``connection_made`` sets them). Without any, a shared empty dict: the handlers ask
+        ``if conn.extra`` on every request, and a dict per connection is 64 bytes kept."""
         e = self._extra
-        if e is None:
-            e = self._extra = {}
-        return e
+        return _NO_EXTRA if e is None else e
 
     @property
     def forward_memo(self) -> ForwardMemo:
@@ -235,8 +239,10 @@ class ServerConnection(ServerParsing):
         if ssl_obj is not None:
             cert = ssl_obj.getpeercert()
             if cert:
-                self.extra["peercert"] = cert
-                self.extra["peercert_der"] = ssl_obj.getpeercert(binary_form=True)
+                self._extra = {
+                    "peercert": cert,
+                    "peercert_der": ssl_obj.getpeercert(binary_form=True),
+                }
         # HEAD from the start: the first request's header timeout runs from the connection on
         self._arm(self._header_timeout)
         self._sweeper.watch(self)

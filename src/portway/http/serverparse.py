@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, Final
 
 import httptools
@@ -385,14 +386,24 @@ class ParserHooks:
     client connections: it passes each callback on to ``conn``, the connection whose bytes
     are being parsed (``ServerConnection.data_received`` sets it around ``feed_data``).
 
-    Why: httptools binds every callback of its protocol object once per parser, six bound
-    methods (~400 bytes) per connection for life; bound to this shared object they cost
-    nothing per connection (issue 26: an idle keep-alive connection ≤ 3 KB). The price is
-    one direct call per callback (compiled)."""
+    Why: httptools looks every callback up on its protocol object once per parser, and a
+    method looked up is a new bound method: six of them (~430 bytes) per connection for
+    life. ``protocol`` holds the six bound once, as plain attributes, so every parser of the
+    loop shares them (issue 26: an idle keep-alive connection ≤ 3 KB). The price is one
+    direct call per callback (compiled)."""
 
     def __init__(self, loop: object) -> None:
-        #: the connection being parsed (the last one, between reads)
+        #: the connection being parsed (None between reads)
         self.conn: ServerParsing | None = None
+        #: what the parsers are made with: the callbacks, bound once
+        self.protocol: object = SimpleNamespace(
+            on_message_begin=self.on_message_begin,
+            on_url=self.on_url,
+            on_header=self.on_header,
+            on_headers_complete=self.on_headers_complete,
+            on_body=self.on_body,
+            on_message_complete=self.on_message_complete,
+        )
 
     def on_message_begin(self) -> None:
         c = self.conn
