@@ -23,6 +23,7 @@ from portway.http.clientsimple import SimpleResponse as SimpleResponse
 from portway.http.clientsimple import open_connection as open_connection
 from portway.http.clientsimple import simple_request as simple_request
 from portway.http.clientstate import (
+    ALLOWED,
     BODY,
     BROKEN,
     CLOSED,
@@ -31,7 +32,6 @@ from portway.http.clientstate import (
     HEAD,
     IDLE,
     NAMES,
-    NEXT,
 )
 from portway.http.clientwire import _SPECIAL_SIZES, _Lite
 from portway.http.clientwire import ResponseHead as ResponseHead
@@ -50,6 +50,11 @@ from portway.http.serverstate import TRACE, illegal_transition
 from portway.http.sweeper import NEVER, UNWATCHED, sweeper_for
 
 log: Final = logging.getLogger("portway.http")
+
+
+#: this module's own finals (compiled, read as C statics on every transition)
+_ALLOWED: Final = ALLOWED
+_TRACE: Final = TRACE
 
 
 class UpstreamConnection(WriteFlow):
@@ -195,14 +200,14 @@ class UpstreamConnection(WriteFlow):
     def _to(self, new: int) -> None:
         """The one place the state changes (see the table in the class docstring)."""
         old = self.state
-        if not (NEXT[old] >> new) & 1:
+        if not (_ALLOWED >> (old * 8 + new)) & 1:
             illegal_transition("upstream", NAMES, old, new)
         if new >= BROKEN:
             if old < BROKEN:
                 self._was = old
             self.closed = True
         self.state = new
-        seen = TRACE.seen_up
+        seen = _TRACE.seen_up
         if seen is not None:
             seen.add((old, new))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from portway.http.serverstate import mask
+from portway.http.serverstate import mask, pack
 
 #: created, the TCP (or TLS) connection not made yet
 CONNECTING: Final = 0
@@ -37,3 +37,6 @@ NEXT: Final = (
     mask(CLOSED),  # BROKEN
     0,  # CLOSED
 )
+
+#: :data:`NEXT` packed (bit ``old * 8 + new``)
+ALLOWED: Final = pack(NEXT)

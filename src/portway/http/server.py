@@ -35,6 +35,7 @@ from portway.http.serverparse import _Abort as _Abort
 from portway.http.serverparse import _parse_host as _parse_host
 from portway.http.serversimple import serve_simple as serve_simple
 from portway.http.serverstate import (
+    ALLOWED,
     CLOSED,
     CLOSING,
     FAST,
@@ -42,7 +43,6 @@ from portway.http.serverstate import (
     HEAD,
     IDLE,
     NAMES,
-    NEXT,
     TASK,
     TRACE,
     illegal_transition,
@@ -56,6 +56,11 @@ log: Final = logging.getLogger("portway.http")
 
 #: ``ServerConnection.extra`` of a connection without values (never written)
 _NO_EXTRA: Final[dict[str, Any]] = {}
+
+
+#: this module's own finals (compiled, read as C statics on every transition)
+_ALLOWED: Final = ALLOWED
+_TRACE: Final = TRACE
 
 
 class ServerConnection(ServerParsing):
@@ -194,7 +199,7 @@ class ServerConnection(ServerParsing):
     def _to(self, new: int) -> None:
         """The one place the state changes (see the table in the class docstring)."""
         old = self.state
-        if not (NEXT[old] >> new) & 1:
+        if not (_ALLOWED >> (old * 8 + new)) & 1:
             illegal_transition("client", NAMES, old, new)
         self.state = new
         if new >= CLOSING:
@@ -202,7 +207,7 @@ class ServerConnection(ServerParsing):
                 self.closing = True
             if new != CLOSING:
                 self.closed = True
-        seen = TRACE.seen
+        seen = _TRACE.seen
         if seen is not None:
             seen.add((old, new))
 

@@ -58,6 +58,20 @@ NEXT: Final = (
 )
 
 
+def pack(nxt: tuple[int, ...]) -> int:
+    """A transition table as one int: bit ``old * 8 + new`` is set when allowed (compiled,
+    testing a bit of an int is native arithmetic; indexing a tuple of ints boxed all seven
+    on every transition)."""
+    bits = 0
+    for a, m in enumerate(nxt):
+        bits |= m << (a * 8)
+    return bits
+
+
+#: :data:`NEXT` packed (see :func:`pack`)
+ALLOWED: Final = pack(NEXT)
+
+
 def table(nxt: tuple[int, ...] = NEXT) -> set[tuple[int, int]]:
     """Every allowed ``(from, to)`` pair of a transition table (default: the server's)."""
     n = len(nxt)
