@@ -216,14 +216,14 @@ async def test_refused_paths_say_why_with_a_request_id(path: bytes, words: str) 
 async def test_a_bug_inside_the_request_parser_callback_is_a_logged_500(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from portway.http import server
+    from portway.http import serverparse
 
     def broken(_: Any) -> Any:
         raise TypeError("a bug")
 
     # a module global (compiled code looks those up too; its classes cannot be patched),
     # called while building the request of an upgrade, inside llhttp's callback
-    monkeypatch.setattr(server, "is_websocket", broken)
+    monkeypatch.setattr(serverparse, "is_websocket", broken)
     async with (
         raw_upstream(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) as url,
         run_gateway(_cfg(url)) as gw,

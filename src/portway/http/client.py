@@ -1,9 +1,11 @@
 """Upstream side of the data plane: an HTTP/1.1 client protocol on llhttp.
 
 :class:`UpstreamConnection` carries one exchange at a time over a keep-alive connection owned by
-a :class:`~portway.http.pool.ConnectionPool`. The request is written by the caller
+a :class:`~portway.http.pool.ConnectionPool`; it is an explicit state machine (the table is in
+its docstring, the states in ``http/clientstate.py``). The request is written by the caller
 (``write``/``drain``); the response head arrives through ``read_head()`` and the body streams
-into a flow-controlled :class:`~portway.http.body.BodyStream`.
+into a flow-controlled :class:`~portway.http.body.BodyStream`, or both go to a
+:class:`~portway.http.clientwire.ResponseSink` by callbacks (the task-free path).
 """
 
 from __future__ import annotations
@@ -11,148 +13,83 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from typing import Final, cast
 
 import httptools
 
 from portway.errors import GatewayError, RequestTimeoutError
 from portway.http.body import BodyStream
+from portway.http.clientsimple import SimpleResponse as SimpleResponse
+from portway.http.clientsimple import open_connection as open_connection
+from portway.http.clientsimple import simple_request as simple_request
+from portway.http.clientstate import (
+    ALLOWED,
+    BODY,
+    BROKEN,
+    CLOSED,
+    CONNECTING,
+    DONE,
+    HEAD,
+    IDLE,
+    NAMES,
+)
+from portway.http.clientwire import _SPECIAL_SIZES, _Lite
+from portway.http.clientwire import ResponseHead as ResponseHead
+from portway.http.clientwire import ResponseSink as ResponseSink
+from portway.http.clientwire import build_request_head as build_request_head
+from portway.http.clientwire import request_line as request_line
+from portway.http.clientwire import request_line_parts as request_line_parts
 from portway.http.exceptions import ReadTimeoutError as ReadTimeoutError
 from portway.http.exceptions import UpstreamProtocolError as UpstreamProtocolError
 from portway.http.exceptions import UpstreamResetError as UpstreamResetError
-from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow, as_protocol
+from portway.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
 from portway.http.headers import PLAIN_CONNECTION, Headers
-from portway.http.rawhead import SPECIAL, RawHead, Reparse, scan_head
+from portway.http.rawhead import SPECIAL, RawHead, Reparse
 from portway.http.relay import body_forbidden
-from portway.http.sweeper import NEVER, sweeper_for
-from portway.http.wire import METHODS, append_fields
+from portway.http.serverstate import TRACE, illegal_transition
+from portway.http.sweeper import NEVER, UNWATCHED, sweeper_for
 
 log: Final = logging.getLogger("portway.http")
 
-#: whether a name of that length can be in ``SPECIAL`` (none is 20 bytes or longer)
-_SPECIAL_SIZES: Final = tuple(any(len(x) == i for x in SPECIAL) for i in range(20))
 
-
-@dataclass(slots=True)
-class ResponseHead:
-    status: int
-    reason: bytes
-    headers: Headers
-    keep_alive: bool
-    chunked: bool
-    content_length: int | None
-    #: bytes after a 101 response, to be tunnelled
-    upgrade_tail: bytes | None = None
-    #: a hop-by-hop field or Via is present (the proxy must rewrite the header list)
-    special: bool = True
-    #: the Connection field values, joined (None: no Connection field)
-    connection: bytes | None = None
-
-
-class ResponseSink:
-    """Receives a response by callbacks instead of ``read_head()`` + a :class:`BodyStream`
-    (the task-free exchange in ``portway.proxy.fast`` subclasses it).
-
-    ``on_head``/``on_info``/``on_body``/``on_trailer``/``on_end`` run inside llhttp callbacks
-    and must not raise nor start another exchange on this connection; ``settle`` runs after
-    each batch of received bytes (outside the parser) and is where a finished exchange may
-    release the connection. ``on_error`` ends the exchange (also outside the parser).
-    ``paused`` tells the read timeout that the client, not the upstream, is holding things up.
-    ``on_head`` gets ``special`` when the head has hop-by-hop fields, Via, or a Connection
-    value naming other fields (what a plain ``Connection: keep-alive``/``close`` and
-    Content-Length need, dropping two names, the sink does itself).
-
-    A sink with ``raw_head`` set takes a plain response head (no hop-by-hop field but a plain
-    Connection value, no Via, no Transfer-Encoding, not 1xx) as ``on_head_raw``: its header
-    lines as llhttp validated them, whole, without a callback per field (see
-    :class:`_Lite`); any other head still comes as ``on_head``.
-
-    A base class, not a ``Protocol``: compiled, calls through it are direct (a protocol-typed
-    call is a Python method call with argument parsing, five of them per response).
-    """
-
-    __slots__ = ("paused", "raw_head")
-
-    #: set by the subclass's ``__init__`` (False)
-    paused: bool
-    #: set by the subclass's ``__init__``: whether ``on_head_raw`` may be used
-    raw_head: bool
-
-    def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        raise NotImplementedError
-
-    def on_head(
-        self,
-        status: int,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        keep_alive: bool,
-        chunked: bool,
-        content_length: bytes | None,
-        special: bool,
-        connection: bytes | None,
-    ) -> None:
-        raise NotImplementedError
-
-    def on_head_raw(
-        self,
-        status: int,
-        reason: bytes,
-        fields: list[bytes],
-        keep_alive: bool,
-        content_length: bytes | None,
-    ) -> None:
-        """``fields``: runs of whole ``name: value CRLF`` lines, in order, without the
-        Connection lines (``keep_alive`` says what they meant); a Content-Length line is
-        among them, its value is ``content_length``. The list is the sink's."""
-        raise NotImplementedError
-
-    def on_body(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def on_trailer(self, name: bytes, value: bytes) -> None:
-        raise NotImplementedError
-
-    def on_end(self) -> None:
-        raise NotImplementedError
-
-    def settle(self) -> None:
-        raise NotImplementedError
-
-    def on_error(self, exc: BaseException) -> None:
-        raise NotImplementedError
-
-
-class _Lite:
-    """The protocol object of an upstream connection's second llhttp parser: it has no
-    ``on_status``/``on_header`` callbacks, so llhttp validates a response head without a
-    call into Python per field, and ``on_headers_complete`` takes the validated head's bytes
-    whole (``UpstreamConnection._lite_head``). Trailers need ``on_header``: a chunked
-    response is handed to the full parser before its body starts."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: UpstreamConnection) -> None:
-        self.conn = conn
-
-    def on_message_begin(self) -> None:
-        if self.conn.message_done:
-            raise UpstreamProtocolError("upstream sent data after the end of the response")
-
-    def on_headers_complete(self) -> None:
-        self.conn._lite_head()
-
-    def on_body(self, body: bytes) -> None:
-        self.conn.on_body(body)
-
-    def on_message_complete(self) -> None:
-        self.conn.on_message_complete()
+#: this module's own finals (compiled, read as C statics on every transition)
+_ALLOWED: Final = ALLOWED
+_TRACE: Final = TRACE
 
 
 class UpstreamConnection(WriteFlow):
-    """One keep-alive connection to a target. Not safe for concurrent exchanges."""
+    """One keep-alive connection to a target. Not safe for concurrent exchanges.
+
+    An explicit state machine (``http/clientstate.py``; ``state`` holds one, ``_to`` is the
+    only writer and checks every transition against the table):
+
+    ==========  ==================================================  ==========
+    state       event                                               next
+    ==========  ==================================================  ==========
+    CONNECTING  ``connection_made``                                 IDLE
+    IDLE        ``begin``/``begin_sink`` (an exchange starts)       HEAD
+    IDLE        unsolicited bytes from the upstream                 BROKEN
+    IDLE        ``close``/``abort`` (pool sweep), upstream closes   CLOSED
+    HEAD        the final (non-1xx) response head is parsed         BODY
+    HEAD        head timeout, invalid response                      BROKEN
+    HEAD        ``close``/``abort``, upstream closes (reset)        CLOSED
+    BODY        the message completes (or a HEAD response's head)   DONE
+    BODY        the upstream closes a close-delimited body          DONE
+    BODY        read timeout, invalid body                          BROKEN
+    BODY        ``close``/``abort``, upstream closes (reset)        CLOSED
+    DONE        ``finish`` (the exchange lets go)                   IDLE
+    DONE        bytes after the end of the response                 BROKEN
+    DONE        ``close``/``abort`` (not reusable, tunnel end)      CLOSED
+    BROKEN      ``connection_lost``                                 CLOSED
+    ==========  ==================================================  ==========
+
+    Not states: the request is written by the caller during HEAD (and BODY: a response may
+    begin before the request body ends); ``awaiting_client`` says the sender waits for the
+    client's body (no read timeout then); after a 101 (DONE) the proxy's tunnel pipes bytes
+    (``tunnel``); ``closing`` is the transport's closing (also after an answered EOF).
+    ``closed`` (BROKEN or CLOSED) and ``message_done`` (not HEAD/BODY) are read from the
+    state; ``reusable`` is IDLE or DONE without a tunnel.
+    """
 
     __slots__ = (
         "_batch",
@@ -168,7 +105,6 @@ class UpstreamConnection(WriteFlow):
         "_head_deadline",
         "_head_fut",
         "_head_only",
-        "_head_seen",
         "_headers",
         "_hop",
         "_lite",
@@ -178,19 +114,20 @@ class UpstreamConnection(WriteFlow):
         "_soon",
         "_sweeper",
         "_te",
+        "_was",
         "awaiting_client",
-        "closed",
         "created",
         "deadline",
+        "due",
         "idle_since",
         "informational",
         "last_io",
         "loop",
-        "message_done",
         "now",
         "parser",
         "received_any",
         "sink",
+        "state",
         "transport",
         "tunnel",
         "tunnel_eof",
@@ -199,14 +136,15 @@ class UpstreamConnection(WriteFlow):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        #: ``loop.time`` bound once: compiled code calls it without a method lookup
-        self.now: Callable[[], float] = loop.time
+        self._sweeper = sweeper_for(loop)
+        #: ``loop.time``, bound once per loop: compiled code calls it without a lookup
+        self.now: Callable[[], float] = self._sweeper.clock
         self.transport: asyncio.Transport | None = None
         #: the parser in use: ``_full`` (a callback per field), or ``_lite`` for a sink that
         #: takes raw heads (created on first use, dropped when it stops mid-message)
         self.parser = self._full = httptools.HttpResponseParser(self)
         self._lite: httptools.HttpResponseParser | None = None
-        #: the bytes being fed (``_lite_head`` reads the head out of them)
+        #: the bytes being fed (the lite parser's ``on_headers_complete`` reads the head there)
         self._cur = b""
         #: the received pieces of a raw head that has not ended yet
         self._head_chunks: list[bytes] | None = None
@@ -214,6 +152,10 @@ class UpstreamConnection(WriteFlow):
         self._head = RawHead()
         #: the lite parser stopped on a head it does not take (see ``Reparse``)
         self._redo = False
+        self.state = CONNECTING
+        #: the state before BROKEN/CLOSED (what was under way when it closed)
+        self._was = CONNECTING
+        #: BROKEN or CLOSED (kept by ``_to``; pools and exchanges read it)
         self.closed = False
         self.created = loop.time()
         self.idle_since = self.created
@@ -223,12 +165,9 @@ class UpstreamConnection(WriteFlow):
         self._body: BodyStream | None = None
         #: callback mode (instead of ``_head_fut`` + ``_body``), see :class:`ResponseSink`
         self.sink: ResponseSink | None = None
-        #: the final (non-1xx) response head of the current exchange was parsed
-        self._head_seen = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._head_only = False
-        self.message_done = True
         self.received_any = False
         #: called with each 1xx (not 101) response head; default drops them
         self.informational: Callable[[ResponseHead], None] | None = None
@@ -238,7 +177,7 @@ class UpstreamConnection(WriteFlow):
         self.tunnel_eof: Callable[[], None] | None = None
         #: loop time of the next timeout check (see ``portway.http.sweeper``)
         self.deadline = NEVER
-        self._sweeper = sweeper_for(loop)
+        self.due = UNWATCHED
         self._read_timeout = 0.0
         self._head_deadline = 0.0
         self.last_io = 0.0
@@ -257,16 +196,63 @@ class UpstreamConnection(WriteFlow):
         #: an unexpected exception (a Portway bug) raised inside a parser callback
         self._bug: Exception | None = None
 
+    # --- the state machine --------------------------------------------------------------------
+    def _to(self, new: int) -> None:
+        """The one place the state changes (see the table in the class docstring)."""
+        old = self.state
+        if not (_ALLOWED >> (old * 8 + new)) & 1:
+            illegal_transition("upstream", NAMES, old, new)
+        if new >= BROKEN:
+            if old < BROKEN:
+                self._was = old
+            self.closed = True
+        self.state = new
+        seen = _TRACE.seen_up
+        if seen is not None:
+            seen.add((old, new))
+
+    def _in_progress(self) -> bool:
+        """A response is (or was, when the connection closed) under way and nobody was told
+        it ended: HEAD/BODY, or closed by its owner from there; an exchange ``_fail`` ended
+        with a sink is over (the sink was told)."""
+        s = self.state
+        if s >= BROKEN:
+            if s == BROKEN and self.sink is not None:
+                return False
+            s = self._was
+        return s in (HEAD, BODY)
+
+    @property
+    def message_done(self) -> bool:
+        """No response is in progress (not HEAD nor BODY)."""
+        s = self.state
+        return s != HEAD and s != BODY
+
+    def _set_deadline(self, deadline: float) -> None:
+        """Move the timeout; one earlier than the sweeper's bucket is re-filed."""
+        self.deadline = deadline
+        if deadline < self.due:
+            self._sweeper.refile(self)
+
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._to(IDLE)
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         # watched for life; an exchange only moves ``deadline`` (no set churn per request)
         self._sweeper.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        old = self.state
+        in_progress = self._in_progress()
+        ends = (
+            in_progress and self._close_delimited and (self._was if old >= BROKEN else old) == BODY
+        )
+        if old == BODY and self._close_delimited:
+            self._to(DONE)  # the response ends with the connection
+        if self.state != CLOSED:
+            self._to(CLOSED)
         self.closing = True
         self.drop_soon_writes()
         self._cancel_timer()
@@ -276,17 +262,17 @@ class UpstreamConnection(WriteFlow):
             received=self.received_any,
         )
         sink = self.sink
-        if sink is not None and not self.message_done:
-            if self._head_seen and self._close_delimited:
+        if sink is not None and in_progress:
+            if ends:
                 self.last_io = self.now()  # the response ends now
-                self.message_done = True
+                in_progress = False
                 sink.on_end()
                 sink.settle()
             else:
                 sink.on_error(err)
         if self._head_fut is not None and not self._head_fut.done():
             self._head_fut.set_exception(err)
-        if self._body is not None and not self.message_done:
+        if self._body is not None and in_progress:
             if self._head_only:
                 pass
             elif not self.parser_expects_close():
@@ -310,9 +296,9 @@ class UpstreamConnection(WriteFlow):
             return
         self.received_any = True
         self._feed(data)
-        if self._head_only and not self.message_done and self._head_seen:
+        if self._head_only and self.state == BODY:
             # a response to HEAD has no body whatever its framing headers say
-            self.message_done = True
+            self._to(DONE)
             self._cancel_timer()
             if self.parser is self._lite:
                 self._lite = None
@@ -329,7 +315,7 @@ class UpstreamConnection(WriteFlow):
 
     def _feed(self, data: bytes) -> None:
         # this exchange reads its head through the lite parser, and the head has not ended
-        raw = not self._head_seen and self.parser is self._lite
+        raw = self.state == HEAD and self.parser is self._lite
         if raw:
             chunks = self._head_chunks
             if chunks is not None:
@@ -361,7 +347,7 @@ class UpstreamConnection(WriteFlow):
                 return
             self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
             return
-        if raw and not self._head_seen and self._head_chunks is None:
+        if raw and self.state == HEAD and self._head_chunks is None:
             self._head_chunks = [data]
 
     def _reparse(self) -> None:
@@ -384,7 +370,8 @@ class UpstreamConnection(WriteFlow):
 
     # --- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if self.message_done:
+        s = self.state
+        if s != HEAD and s != BODY:
             # bytes after the end of the response (a lying Content-Length, or an unsolicited
             # response): reusing this connection would hand them to the next exchange
             raise UpstreamProtocolError("upstream sent data after the end of the response")
@@ -402,7 +389,7 @@ class UpstreamConnection(WriteFlow):
         if value and value[-1] <= 32:
             # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
             value = value.rstrip(b" \t")
-        if self._head_seen:
+        if self.state == BODY:
             # trailer section of a chunked response
             if self.sink is not None:
                 self.sink.on_trailer(name.lower(), value)
@@ -465,7 +452,7 @@ class UpstreamConnection(WriteFlow):
             return
         no_body = body_forbidden(self._head_only, status)  # 101 included: the body is the tunnel's
         self._close_delimited = not no_body and not chunked and cl_raw is None
-        self._head_seen = True
+        self._to(BODY)
         keep_alive = bool(self.parser.should_keep_alive()) and not self._close_delimited
         if self.sink is not None:
             self.sink.on_head(
@@ -504,9 +491,9 @@ class UpstreamConnection(WriteFlow):
             self._body.feed(body)
 
     def on_message_complete(self) -> None:
-        if not self._head_seen or self.message_done:
+        if self.state != BODY:
             return  # end of a 1xx message (or of a HEAD response already ended)
-        self.message_done = True
+        self._to(DONE)
         self._cancel_timer()
         if self.sink is not None:
             try:
@@ -517,28 +504,11 @@ class UpstreamConnection(WriteFlow):
         elif self._body is not None:
             self._body.feed_eof()
 
-    def _lite_head(self) -> None:
-        """The lite parser's ``on_headers_complete``: the head's bytes go to
-        :func:`~portway.http.rawhead.scan_head`; a plain head to ``sink.on_head_raw``,
-        anything else back to the field-by-field parser (:class:`Reparse`, ``_redo``)."""
-        chunks = self._head_chunks
-        buf = b"".join(chunks) if chunks is not None else self._cur
-        self._head_chunks = None
-        h = self._head
-        try:
-            scan_head(buf, self._head_only, h)
-        except Reparse:
-            self._redo = True
-            raise
-        self._head_seen = True
-        self._close_delimited = h.close_delimited
-        sink = self.sink
-        assert sink is not None
-        try:
-            sink.on_head_raw(h.status, h.reason, h.fields, h.keep_alive, h.content_length)
-        except Exception as exc:
-            self._note(exc)
-            raise
+    def head_parsed(self, close_delimited: bool) -> None:
+        """The final response head was parsed (HEAD → BODY); ``close_delimited``: its body
+        ends when the connection does."""
+        self._to(BODY)
+        self._close_delimited = close_delimited
 
     # --- exchange API ----------------------------------------------------------------------
     def begin(self, head_only: bool, read_timeout: float) -> BodyStream:
@@ -564,10 +534,9 @@ class UpstreamConnection(WriteFlow):
         self.parser = self._full
         self._head_chunks = None
         self.uses += 1
-        self.message_done = False
+        self._to(HEAD)
         self.received_any = False
         self._close_delimited = False
-        self._head_seen = False
         self._head_only = head_only
         self._read_timeout = read_timeout
 
@@ -579,20 +548,21 @@ class UpstreamConnection(WriteFlow):
         self._head_deadline = head_deadline
         if self._read_timeout > 0 or head_deadline > 0:
             self.last_io = now if now >= 0 else self.now()
-            self.deadline = self._next_due()
+            self._set_deadline(self._next_due())
 
     def _next_due(self) -> float:
         due = self.last_io + self._read_timeout if self._read_timeout > 0 else float("inf")
-        if self._head_deadline > 0 and not self._head_seen:
+        if self._head_deadline > 0 and self.state == HEAD:
             due = min(due, self._head_deadline)
         return due
 
     def expired(self, now: float) -> None:
         """Sweeper callback: fail the exchange if a timeout really passed, else re-arm."""
-        if self.closed or self.message_done:
+        s = self.state
+        if s != HEAD and s != BODY:
             self._cancel_timer()
             return
-        head_pending = not self._head_seen
+        head_pending = s == HEAD
         if self._head_deadline > 0 and head_pending and now >= self._head_deadline:
             self._cancel_timer()
             if self.awaiting_client:
@@ -620,13 +590,16 @@ class UpstreamConnection(WriteFlow):
         self.deadline = NEVER
 
     def _fail(self, exc: BaseException) -> None:
+        in_progress = self._in_progress()
+        if self.state < BROKEN:
+            self._to(BROKEN)
         sink = self.sink
-        if sink is not None and not self.message_done:
-            self.message_done = True
+        if sink is not None and in_progress:
+            in_progress = False
             sink.on_error(exc)
         if self._head_fut is not None and not self._head_fut.done():
             self._head_fut.set_exception(exc)
-        if self._body is not None and not self.message_done:
+        if self._body is not None and in_progress:
             self._body.set_exception(exc)
         self.abort()
 
@@ -644,9 +617,14 @@ class UpstreamConnection(WriteFlow):
 
     @property
     def reusable(self) -> bool:
-        return not self.closed and self.message_done and self.tunnel is None
+        s = self.state
+        return (s in (IDLE, DONE, CONNECTING)) and self.tunnel is None
 
     def finish(self) -> None:
+        """The exchange lets go of the connection (DONE → IDLE; in any other state it is
+        not reusable and its owner closes it)."""
+        if self.state == DONE:
+            self._to(IDLE)
         self._cancel_timer()
         self._head_fut = None
         self._body = None
@@ -654,7 +632,8 @@ class UpstreamConnection(WriteFlow):
         self.informational = None
 
     def abort(self) -> None:
-        self.closed = True
+        if IDLE <= self.state < BROKEN:
+            self._to(CLOSED)
         self.drop_soon_writes()
         self._cancel_timer()
         self.closing = True
@@ -662,102 +641,10 @@ class UpstreamConnection(WriteFlow):
             self.transport.abort()
 
     def close(self) -> None:
-        self.closed = True
+        if IDLE <= self.state < BROKEN:
+            self._to(CLOSED)
         self._cancel_timer()
         if self.transport is not None:
             self.flush_soon_writes()
             self.closing = True
             self.transport.close()
-
-
-async def open_connection(
-    host: str, port: int, timeout: float, ssl: Any = None, server_hostname: str | None = None
-) -> UpstreamConnection:
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
-        _, p = await loop.create_connection(
-            lambda: as_protocol(UpstreamConnection(loop)),
-            host,
-            port,
-            ssl=ssl,
-            server_hostname=server_hostname if ssl else None,
-        )
-    return cast(UpstreamConnection, p)
-
-
-def request_line(method: str, target: str) -> list[bytes]:
-    """The pieces of an HTTP/1.1 request line, to append field lines to and join."""
-    return [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
-
-
-def request_line_parts(method: str, path: str, query: bytes) -> list[bytes]:
-    """:func:`request_line` for a path and a raw query (``b""``: none), without building the
-    target string first."""
-    m = _METHOD_BYTES.get(method)
-    parts = [m if m is not None else method.encode("ascii"), b" ", path.encode("latin-1")]
-    if query:
-        parts.append(b"?")
-        parts.append(query)
-    parts.append(b" HTTP/1.1\r\n")
-    return parts
-
-
-_METHOD_BYTES: Final = {m: m.encode() for m in METHODS}
-
-
-def build_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    parts = request_line(method, target)
-    append_fields(parts, headers)
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-@dataclass(slots=True)
-class SimpleResponse:
-    status: int
-    headers: Headers
-    body: bytes
-
-
-async def simple_request(
-    method: str,
-    url: str,
-    *,
-    headers: list[tuple[str, str]] | None = None,
-    body: bytes = b"",
-    timeout: float = 5.0,
-    max_body: int = 16 * 1024 * 1024,
-    ssl: Any = None,
-) -> SimpleResponse:
-    """One request on a fresh connection (health probes, JWKS, introspection, exporters).
-    ``ssl``: the context for ``https`` (default: verified against the system CAs)."""
-    import ssl as _ssl
-
-    u = urlsplit(url)
-    https = u.scheme == "https"
-    host = u.hostname or "127.0.0.1"
-    port = u.port or (443 if https else 80)
-    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    async with asyncio.timeout(timeout):
-        conn = await open_connection(
-            host,
-            port,
-            timeout,
-            ssl=(ssl or _ssl.create_default_context()) if https else None,
-            server_hostname=host,
-        )
-        try:
-            extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers or []]
-            h: list[tuple[bytes, bytes]] = [(b"connection", b"close")]
-            if not any(k == b"host" for k, _ in extra):
-                h.insert(0, (b"host", (host if u.port is None else f"{host}:{port}").encode()))
-            h += extra
-            if body or method in ("POST", "PUT", "PATCH"):
-                h.append((b"content-length", str(len(body)).encode()))
-            stream = conn.begin(method == "HEAD", timeout)
-            conn.write(build_request_head(method, target, h) + body)
-            head = await conn.read_head()
-            data = await stream.read_all(max_body)
-            return SimpleResponse(head.status, head.headers, data)
-        finally:
-            conn.close()

@@ -1,0 +1,514 @@
+"""Request parsing of an HTTP/1.1 client connection: the llhttp callbacks and the building of
+a :class:`~portway.http.models.Request` from what they collected.
+
+:class:`ServerParsing` is the base of :class:`~portway.http.server.ServerConnection` (which
+holds the connection's state machine): llhttp (strict: it already rejects Content-Length with
+Transfer-Encoding, duplicate or invalid Content-Length, obs-fold, bare LF and control
+characters) calls these methods, and they add the checks llhttp leaves to us: version, Host,
+transfer codings and size limits. A finished head goes to ``_enqueue`` (the subclass's).
+
+An error found inside a callback is raised as :class:`_Abort` and kept in ``_pending``
+(httptools re-wraps callback exceptions as parse errors); anything else raised there is a
+Portway bug, kept in ``_bug`` for a logged 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, Final
+
+import httptools
+
+from portway.errors import (
+    BadRequestError,
+    GatewayError,
+    HeadersTooLargeError,
+    PayloadTooLargeError,
+    UriTooLongError,
+)
+from portway.http.body import BodyStream
+from portway.http.flow import WriteFlow
+from portway.http.forwarded import TrustedProxies
+from portway.http.headers import Headers
+from portway.http.loops import PerLoop
+from portway.http.memo import remember
+from portway.http.models import Request
+from portway.http.owned import drop_underscored
+from portway.http.path import normalize_path
+from portway.http.serverstate import FAST, IDLE, TASK
+from portway.http.sweeper import NEVER, Sweeper
+from portway.http.upgrade import is_websocket
+from portway.http.wire import METHODS
+
+
+class _Abort(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+#: llhttp's method names as the ``str`` a Request carries
+_METHODS: Final[dict[bytes, str]] = {m.encode(): m for m in METHODS}
+#: the header list of no request (between requests; never mutated: a new message gets a
+#: fresh list in ``on_message_begin`` before anything is appended)
+NO_HEADERS: Final[list[tuple[bytes, bytes]]] = []
+
+
+class ServerParsing(WriteFlow):
+    """The parse half of a client connection (see the module docstring). Every attribute is
+    set by the subclass's ``__init__``; the per-message ones are reset by
+    ``on_message_begin`` and dropped again (``_forget_message``) once the connection idles,
+    so an idle connection does not keep its last request's header list alive."""
+
+    # set by ServerConnection.__init__ (declared here for the callbacks)
+    state: int
+    #: loop time at which the header/idle/body timeout fires (checked by the sweeper)
+    deadline: float
+    #: the sweeper's: the time of the bucket this connection is filed in
+    due: float
+    _sweeper: Sweeper
+    #: ``loop.time``, bound once per loop (shared by the loop's connections)
+    now: Callable[[], float]
+    underscores: bool | None
+    trusted: TrustedProxies
+    scheme: str
+    peer_ip: str
+    peer_port: int
+    server_port: int
+    requests: int
+    parser: httptools.HttpRequestParser
+    _max_uri: int
+    _max_header_bytes: int
+    _max_header_count: int
+    _body_limit: int | None
+    _body_timeout: float
+    _body: BodyStream | None
+    _body_seen: int
+    _pending: GatewayError | None
+    _bug: Exception | None
+    # per-message parse state
+    _url: bytes
+    _headers: list[tuple[bytes, bytes]]
+    _header_bytes: int
+    _host: bytes | None
+    _hosts: int
+    _te: bytes | None
+    _cl: bytes | None
+    _expect: bytes | None
+    _conn: bytes | None
+    _upgrade: bytes | None
+    #: a request head is being parsed (a parser fact: also while a pipelined request is
+    #: served, so not a connection state)
+    _in_headers: bool
+    #: the parser is between messages (the last one completed, the next not begun)
+    _boundary: bool
+    #: the bytes being parsed when they began at a message boundary, else b"" (for the
+    #: request-line shortcut of ``_version``)
+    _chunk: bytes
+    #: the bytes the current message began at the start of, or b"" (see ``_version``)
+    _line: bytes
+
+    # --- what the subclass provides -------------------------------------------------------
+    def _enqueue(self, item: Request | GatewayError) -> None:
+        raise NotImplementedError
+
+    def _owned_headers(self) -> frozenset[bytes]:
+        raise NotImplementedError
+
+    def expired(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _resume_body(self) -> None:
+        raise NotImplementedError
+
+    def _set_deadline(self, deadline: float) -> None:
+        """Move the timeout; one earlier than the sweeper's bucket is re-filed (see
+        ``http/sweeper.py``: later ones cost nothing here)."""
+        self.deadline = deadline
+        if deadline < self.due:
+            self._sweeper.refile(self)
+
+    def _forget_message(self) -> None:
+        """Drop the last message's parse state (the connection idles)."""
+        self._url = b""
+        self._headers = NO_HEADERS
+        self._host = None
+        self._te = self._cl = self._expect = self._conn = self._upgrade = None
+
+    # --- llhttp callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._in_headers = True
+        self._host = None
+        self._hosts = 0
+        self._te = self._cl = self._expect = self._conn = self._upgrade = None
+        self._boundary = False
+        # The first message of bytes that began at a message boundary starts at their first
+        # byte; ``_build_request`` reads its version there (see ``_version``).
+        self._line = self._chunk
+        self._chunk = b""  # a later message of these bytes does not start at their start
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_uri:
+            self._pending = UriTooLongError("request target too long")
+            raise _Abort(self._pending)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_headers:
+            body = self._body
+            if body is not None:
+                lname = name.lower()
+                if lname in _FORBIDDEN_TRAILERS:
+                    # RFC 9110 §6.5.1: an upstream merging trailers into the header section
+                    # must never get framing, routing, auth or forwarding fields from a client
+                    return
+                if body.trailers is None:
+                    body.trailers = Headers()
+                body.trailers.add_raw(lname, value)
+            return
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._max_header_bytes:
+            self._pending = HeadersTooLargeError("request header section too large")
+            raise _Abort(self._pending)
+        if len(self._headers) >= self._max_header_count:
+            self._pending = HeadersTooLargeError("too many request header fields")
+            raise _Abort(self._pending)
+        if value and value[-1] <= 32:
+            # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
+            value = value.rstrip(b" \t")
+        n = name.lower()
+        if (
+            95 in n  # b"_" (an int needle: a byte search)
+            and self.underscores is not None
+            and drop_underscored(n, self.underscores, self._owned_headers())
+        ):
+            return
+        self._headers.append((n, value))
+        # the fields the framing needs, noted while parsing instead of searched for later;
+        # told apart by first letter and equality (a set lookup would hash every new name)
+        c = n[0]
+        if c == 104:  # h
+            if n == b"host":
+                self._hosts += 1
+                self._host = value
+        elif c == 99:  # c
+            if n == b"content-length":
+                if self._cl is None:
+                    self._cl = value
+            elif n == b"connection":
+                self._conn = value if self._conn is None else self._conn + b", " + value
+        elif c == 116:  # t
+            if n == b"transfer-encoding":
+                # all codings count: "identity" then "chunked" is not plain chunked
+                self._te = value if self._te is None else self._te + b", " + value
+        elif c == 101 and n == b"expect" and self._expect is None:
+            self._expect = value
+        elif c == 117 and n == b"upgrade":  # u
+            self._upgrade = value if self._upgrade is None else self._upgrade + b", " + value
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        if self.state <= IDLE:
+            # HEAD/IDLE: the header (or idle) timeout is over; serving states own the timer
+            self.deadline = NEVER
+        # (one handler and distinct names: compiled, two ``except ... as e`` clauses share one
+        # variable typed by the first, and the second's assignment raised a TypeError)
+        try:
+            req = self._build_request()
+        except Exception as exc:
+            if isinstance(exc, _Abort):
+                self._pending = exc.error
+            elif isinstance(exc, GatewayError):
+                self._pending = exc
+            else:
+                # a bug in Portway, not the client's fault: kept for a logged 500
+                self._bug = exc
+            raise
+        self.requests += 1
+        self._enqueue(req)
+
+    def on_body(self, body: bytes) -> None:
+        b = self._body
+        if b is None:
+            return
+        b.feed(body)
+        if self._body_limit is not None and b.received > self._body_limit:
+            self._pending = PayloadTooLargeError("request body too large")
+            b.set_exception(self._pending)
+            raise _Abort(self._pending)
+
+    def on_message_complete(self) -> None:
+        self._boundary = True
+        if self._body is not None:
+            self._body.feed_eof()
+            self._body = None
+            s = self.state
+            if s in (TASK, FAST):  # the body timeout is over
+                self.deadline = NEVER
+
+    # --- request construction ----------------------------------------------------------------
+    def _build_request(self) -> Request:
+        p = self.parser
+        raw_method = p.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii")
+        version = self._version(raw_method)
+        if version not in ("1.1", "1.0"):
+            raise _Abort(BadRequestError(f"unsupported HTTP version {version}"))
+        if method == "CONNECT":
+            # a proxy tunnel to any host: not what a gateway offers (HTTP/2 answers the same)
+            raise _Abort(
+                GatewayError("CONNECT is not supported", status=501, code="not_implemented")
+            )
+        headers = Headers.adopt(self._headers)
+        url = self._url
+        if self._hosts > 1:
+            raise _Abort(BadRequestError("multiple Host header fields"))
+        host_raw = self._host
+        if url.startswith(b"/"):
+            if 63 in url:  # b"?"
+                raw_path, _, query = url.partition(b"?")
+            else:
+                raw_path, query = url, b""
+        elif url == b"*":
+            raise _Abort(BadRequestError("asterisk-form request target is not supported"))
+        else:
+            try:
+                # Any: httptools' stubs say bytes where it returns None (no userinfo, no
+                # port), and compiled code would check the stub's types
+                u: Any = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError as e:
+                raise _Abort(BadRequestError("invalid request target")) from e
+            if u.schema not in (b"http", b"https") or not u.host or u.userinfo:
+                # RFC 9110 §4.2.4: userinfo in an http(s) URI is to be treated as an error
+                raise _Abort(BadRequestError("invalid request target"))
+            raw_path = u.path or b"/"
+            query = u.query or b""
+            authority = u.host + (b":%d" % u.port if u.port else b"")
+            # RFC 9112 §3.2.2: the absolute-form authority replaces Host
+            headers.remove("host")
+            headers.add_raw(b"host", authority)
+            host_raw = authority
+        if host_raw is None:
+            if version == "1.1":
+                raise _Abort(BadRequestError("missing Host header"))
+            host = ""
+        else:
+            host = _parse_host(host_raw)
+        if 35 in url:  # b"#"; an int is a byte search, a bytes needle goes through an exception
+            raise _Abort(BadRequestError("fragment in request target"))
+        path = normalize_path(raw_path, allow_encoded_slashes=True)
+        te = self._te
+        cl_raw = self._cl
+        chunked = False
+        if te is not None:
+            if version == "1.0":
+                # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+                raise _Abort(BadRequestError("Transfer-Encoding in an HTTP/1.0 request"))
+            if te.strip().lower() != b"chunked":
+                raise _Abort(BadRequestError("unsupported transfer coding"))
+            chunked = True
+        cl: int | None = None
+        if cl_raw is not None:
+            cl = int(cl_raw)
+            if self._body_limit is not None and cl > self._body_limit:
+                raise _Abort(PayloadTooLargeError("request body too large"))
+        body: BodyStream | None = None
+        if chunked or (cl is not None and cl > 0):
+            t = self.transport
+            assert t is not None
+            body = BodyStream(t.pause_reading, self._resume_body)
+            self._body = body
+            self._body_seen = -1
+            self._set_deadline(self.now() + self._body_timeout)
+        if self.trusted:
+            client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
+        else:
+            client_ip, trusted = self.peer_ip, False
+        expect = self._expect
+        conn = self._conn
+        if version != "1.0":
+            keep_alive = conn is None or conn.lower().find(b"close") < 0
+        else:
+            keep_alive = conn is not None and conn.lower().find(b"keep-alive") >= 0
+        upgrade = False
+        if p.should_upgrade():
+            if is_websocket(self._upgrade):
+                upgrade = True
+            else:
+                # not tunnelled (h2c, ...: http/upgrade.py): served as a plain request, and
+                # the connection ends with it, since llhttp reads nothing after an upgrade
+                keep_alive = False
+        return Request(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            version=version,
+            host=host,
+            client_ip=client_ip,
+            client_port=self.peer_port,
+            scheme=self.scheme,
+            raw_target=url,
+            body=body,
+            content_length=cl if not chunked else None,
+            peer_ip=self.peer_ip,
+            server_port=self.server_port,
+            trusted_peer=trusted,
+            expect_continue=expect is not None and expect.lower() == b"100-continue",
+            upgrade=upgrade,
+            keep_alive=keep_alive,
+        )
+
+    def _version(self, raw_method: bytes) -> str:
+        """The request's HTTP version. httptools only offers it as a freshly formatted
+        string (~3k instructions); when the request line is the first line of the bytes being
+        parsed (``_line``), llhttp accepted exactly ``method SP target SP version CRLF``
+        there, so the version sits right after the target it reported. Anything else (a
+        line split across reads, leading empty lines, a pipelined request) asks the parser."""
+        line = self._line
+        if line:
+            self._line = b""
+            k = len(raw_method) + len(self._url) + 1
+            if line[k : k + 11] == b" HTTP/1.1\r\n":
+                return "1.1"
+        return self.parser.get_http_version()
+
+
+class ParserHooks:
+    """The object llhttp's callbacks are bound to, one per event loop, shared by the loop's
+    client connections: it passes each callback on to ``conn``, the connection whose bytes
+    are being parsed (``ServerConnection.data_received`` sets it around ``feed_data``).
+
+    Why: httptools looks every callback up on its protocol object once per parser, and a
+    method looked up is a new bound method: six of them (~430 bytes) per connection for
+    life. ``protocol`` holds the six bound once, as plain attributes, so every parser of the
+    loop shares them (issue 26: an idle keep-alive connection ≤ 3 KB). The price is one
+    direct call per callback (compiled)."""
+
+    def __init__(self, loop: object) -> None:
+        #: the connection being parsed (None between reads)
+        self.conn: ServerParsing | None = None
+        #: what the parsers are made with: the callbacks, bound once
+        self.protocol: object = SimpleNamespace(
+            on_message_begin=self.on_message_begin,
+            on_url=self.on_url,
+            on_header=self.on_header,
+            on_headers_complete=self.on_headers_complete,
+            on_body=self.on_body,
+            on_message_complete=self.on_message_complete,
+        )
+
+    def on_message_begin(self) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_body(body)
+
+    def on_message_complete(self) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_message_complete()
+
+
+#: the parser hooks of a loop
+hooks_for: PerLoop[ParserHooks] = PerLoop(ParserHooks)
+
+
+def _parse_host(raw: bytes) -> str:
+    # A server sees few distinct Host values; remember the valid plain ones (bounded, so a
+    # client sending random hosts only costs the regex).
+    known = _HOSTS.get(raw)
+    if known is not None:
+        return known
+    if _PLAIN_HOST.fullmatch(raw) is not None:
+        return remember(_HOSTS, raw, raw.lower().partition(b":")[0].decode("ascii"), 256)
+    h = raw.strip().lower()
+    if not h:
+        return ""
+    if h.startswith(b"["):
+        end = h.find(b"]")
+        if end < 0:
+            raise _Abort(BadRequestError("invalid Host header"))
+        name, rest = h[: end + 1], h[end + 1 :]
+    else:
+        name, _, port = h.partition(b":")
+        rest = b":" + port if _ else b""
+    if rest and not (rest.startswith(b":") and rest[1:].isdigit()):
+        raise _Abort(BadRequestError("invalid Host header"))
+    for c in name:
+        if c not in _HOST_CHARS:
+            raise _Abort(BadRequestError("invalid Host header"))
+    return name.decode("ascii")
+
+
+#: RFC 9110 §6.5.1 fields a trailer section must not carry (framing, routing, authentication,
+#: request modifiers, content handling) plus what the gateway itself asserts about the client
+_FORBIDDEN_TRAILERS: Final = frozenset(
+    {
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"expect",
+        b"forwarded",
+        b"host",
+        b"if-match",
+        b"if-modified-since",
+        b"if-none-match",
+        b"if-range",
+        b"if-unmodified-since",
+        b"keep-alive",
+        b"max-forwards",
+        b"pragma",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"set-cookie",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+    }
+)
+
+#: the common Host: a name or IPv4 address with an optional port (anything else takes the
+#: careful path below)
+_PLAIN_HOST: Final = re.compile(rb"[A-Za-z0-9.-]+(?::[0-9]+)?")
+_HOSTS: Final[dict[bytes, str]] = {}
+_HOST_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~[]:!$&'()*+,;=%")
