@@ -36,6 +36,7 @@ HEAVY = (
     "dns",  # DNS discovery
     "portway.http.h2",
     "portway.http.h2client",
+    "portway.http.h2conn",
     "portway.admin.app",  # the admin API and dashboard
     "portway.observability.tracing_otel",
 )
