@@ -22,15 +22,13 @@ from portway.errors import BadRequestError, GatewayError, RequestTimeoutError
 from portway.http.exceptions import ClientDisconnectedError as ClientDisconnectedError
 from portway.http.flow import adopt_transport, as_protocol
 from portway.http.forwarded import ForwardMemo, TrustedProxies
-from portway.http.headers import Headers
 from portway.http.limits import ServerLimits
 from portway.http.models import Request
-from portway.http.requestid import request_id_of
 from portway.http.serverapi import App as App
 from portway.http.serverapi import CallbackExchange as CallbackExchange
 from portway.http.serverapi import ClientConnection as ClientConnection
 from portway.http.serverapi import Resumed as Resumed
-from portway.http.serverparse import NO_HEADERS, ServerParsing, hooks_for
+from portway.http.serverparse import NO_HEADERS, hooks_for
 from portway.http.serverparse import _Abort as _Abort
 from portway.http.serverparse import _parse_host as _parse_host
 from portway.http.serversimple import serve_simple as serve_simple
@@ -47,9 +45,9 @@ from portway.http.serverstate import (
     TRACE,
     illegal_transition,
 )
+from portway.http.serverwrite import ServerWriting
 from portway.http.sweeper import NEVER, UNWATCHED, sweeper_for
 from portway.http.validate import INVALID_TARGET
-from portway.http.wire import chunk, head_bytes, last_chunk
 
 log: Final = logging.getLogger("portway.http")
 
@@ -63,7 +61,7 @@ _ALLOWED: Final = ALLOWED
 _TRACE: Final = TRACE
 
 
-class ServerConnection(ServerParsing):
+class ServerConnection(ServerWriting):
     """One client connection: an explicit state machine. All methods run on the event loop
     thread.
 
@@ -155,9 +153,9 @@ class ServerConnection(ServerParsing):
         self.listener = ""
         #: ``Alt-Svc`` value every response head carries (a listener with an HTTP/3
         #: endpoint, ``server/quic.py``); set by the listener factory
-        self.alt_svc: bytes | None = None
+        self.alt_svc = None
         #: requests parsed while one is served (pipelining); None until the first such
-        self._queue: deque[Request | GatewayError | Resumed] | None = None
+        self._queue = None
         #: the callback exchange in progress (FAST), told when the client goes away
         self.exchange: CallbackExchange | None = None
         #: one long-lived worker task per connection, parked on ``_waiter`` between requests:
@@ -525,93 +523,6 @@ class ServerConnection(ServerParsing):
             self._forget_message()
         self._arm(self._idle_timeout, now)
         return True
-
-    # --- writing: the response-writer interface (see ClientConnection) --------------------
-    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
-        self.write(head_bytes(status, reason, fields))
-
-    def send_head(
-        self,
-        status: int,
-        reason: bytes,
-        fields: list[tuple[bytes, bytes]],
-        mode: str,
-        body: bytes,
-        end: bool,
-    ) -> int:
-        if self.transport is None or self.closed:
-            raise ClientDisconnectedError("client disconnected")
-        self._chunked_out = mode == "chunked"
-        if self.alt_svc is not None:
-            fields.append((b"alt-svc", self.alt_svc))
-        data = head_bytes(status, reason, fields)
-        if body:
-            # one write for head + body: a syscall per response saved
-            self.write_soon(data + (chunk(body) if self._chunked_out else body))
-        else:
-            self.write_soon(data)
-        return len(data)
-
-    def send_body(self, data: bytes) -> None:
-        self.write(chunk(data) if self._chunked_out else data)
-
-    def send_end(self, trailers: Headers | None) -> None:
-        if self._chunked_out:
-            self._chunked_out = False
-            self.write(last_chunk(trailers))
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        t = self.transport
-        if t is None or self.closed:
-            raise ClientDisconnectedError("client disconnected")
-        if self._soon is not None:
-            self.flush_soon_writes()
-        t.write(data)
-
-    def send_error(self, err: GatewayError, *, close: bool, request_id: str | None = None) -> None:
-        """Answer ``err`` as JSON; every answer carries a request id (the client's own
-        X-Request-ID when it sent a well-formed one before the error, else a new one)."""
-        rid = request_id or request_id_of(self._headers)
-        body = err.body(rid)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode("ascii")),
-        ]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
-        if close:
-            headers.append((b"connection", b"close"))
-        if self.transport is not None and not self.closed:
-            self.flush_soon_writes()
-            self.transport.write(head_bytes(err.status, b"", headers) + body)
-        if close:
-            self.close()
-
-    def _internal_error(self, exc: Exception) -> None:
-        """A bug raised inside a parser callback: logged with its traceback and answered 500
-        (never a 400 blaming the client); the connection closes, as its parse state is lost."""
-        log.error(
-            "internal error while parsing a request from %s",
-            self.peer_ip,
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-        self._protocol_error(GatewayError("internal error"))
-
-    def _protocol_error(self, err: GatewayError) -> None:
-        if self._body is not None:
-            self._body.set_exception(err)
-            self._body = None
-        if self.transport is not None:
-            self.transport.pause_reading()
-        s = self.state
-        if s not in (TASK, FAST):
-            self.send_error(err, close=True)
-        else:
-            # answer after the responses already in progress, then close
-            q = self._queue
-            if q is None:
-                q = self._queue = deque()
-            q.append(err)
 
     # --- timers -------------------------------------------------------------------------------
     def _arm(self, seconds: float, now: float = -1.0) -> None:
