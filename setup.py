@@ -38,6 +38,7 @@ HOT_MODULES = [
     "src/portway/http/client.py",
     "src/portway/http/clientsimple.py",
     "src/portway/http/clientstate.py",
+    "src/portway/http/clientparse.py",
     "src/portway/http/clientwire.py",
     "src/portway/http/flow.py",
     "src/portway/http/forwarded.py",
