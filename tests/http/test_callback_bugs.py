@@ -27,9 +27,10 @@ def _cfg(url: str) -> dict[str, Any]:
 
 
 class _Boom(Exception):
-    """Stands in for a Portway bug: raises a TypeError where the client module builds its
-    "unsupported transfer coding" error, inside the response parser's callback. (Patched as
-    a module global, which compiled code looks up too: compiled classes cannot be patched.)"""
+    """Stands in for a Portway bug: raises a TypeError where the response parser's module
+    (``http/clientparse.py``) builds its "unsupported transfer coding" error, inside its
+    callback. (Patched as a module global, which compiled code looks up too: compiled
+    classes cannot be patched.)"""
 
     def __init__(self, *_: Any) -> None:
         raise TypeError("a bug in a callback")
@@ -39,7 +40,7 @@ class _Boom(Exception):
 async def test_bug_in_a_response_callback_is_a_500_not_an_upstream_failure(
     warm: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from portway.http import client
+    from portway.http import clientparse
 
     async def handler(head: bytes, w: Any, n: int) -> bool:
         if b"/gzip" in head:
@@ -54,7 +55,7 @@ async def test_bug_in_a_response_callback_is_a_500_not_an_upstream_failure(
         assert app is not None
         if warm:
             assert (await http_get(gw.url + "/warm"))[0] == 200
-        monkeypatch.setattr(client, "UpstreamProtocolError", _Boom)
+        monkeypatch.setattr(clientparse, "UpstreamProtocolError", _Boom)
         before = app.fast_requests
         with caplog.at_level(logging.ERROR):
             out = await raw_request(
