@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
+from mypy_extensions import mypyc_attr
+
 from portway.http.models import Request, Response
 
 if TYPE_CHECKING:
@@ -96,10 +98,13 @@ FALLBACK: Final = 2
 SERVED_LABELS: Final[tuple[str, ...]] = ("general", "fast", "fallback")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Releasable:
-    """What holds an upstream connection for one request until it is released
-    (``proxy/exchange.py:Exchange``): ``release`` acts once, later calls do nothing. A base
-    class, not a ``Protocol``: compiled, the call through it is direct."""
+    """What holds an upstream connection (HTTP/1.1, ``proxy/exchange.py:Exchange``) or stream
+    (HTTP/2, ``proxy/h2upstream.py:H2Exchange``) for one request until it is released:
+    ``release`` acts once, later calls do nothing. A base class, not a ``Protocol``:
+    compiled, the call through it is direct; the HTTP/2 side is interpreted, hence the
+    subclassing allowance."""
 
     def release(self, ok: bool) -> None:
         raise NotImplementedError

@@ -8,8 +8,10 @@ another attempt for any method, its body replayed from a small buffer (:class:`_
 
 The request body is pumped by its own task while the response streams back, so gRPC
 client-, server- and bidi-streaming calls relay each message as it comes. The exchange is
-released by :func:`release_h2` from the handler's ``finally``: an upstream stream that is not
-over then is reset with CANCEL (the client went away or the handler failed).
+``ctx.exchange`` (an :class:`H2Exchange`, the HTTP/2 side of ``proxy/exchange.py``) and is
+released like the HTTP/1.1 one, by ``finish_exchange`` once the body is relayed or from the
+handler's ``finally``: an upstream stream that is not over then is reset with CANCEL (the
+client went away or the handler failed).
 
 Deadline: the route's ``timeouts.total``, lowered by a gRPC client's ``grpc-timeout``; the
 remaining time is forwarded as ``grpc-timeout``. When it passes, the upstream stream is
@@ -49,7 +51,7 @@ from portway.http.h2client import (
 )
 from portway.http.headers import Headers
 from portway.http.models import Response
-from portway.pipeline.context import RequestContext
+from portway.pipeline.context import Releasable, RequestContext
 from portway.proxy.forward import Forwarder, attempt_answered, begin_attempt
 from portway.proxy.overload import overloaded
 from portway.upstream.target import Target
@@ -64,7 +66,6 @@ log: Final = logging.getLogger("portway.proxy.h2")
 #: request body bytes kept to resend a refused stream; a larger body that was already
 #: partly sent is not retried
 REPLAY_LIMIT: Final = 64 * 1024
-_EXCHANGE: Final = "_h2_exchange"
 #: RFC 9113 §8.2.2 connection-specific fields, and what the HTTP/1.1 framing left behind
 _DROP: Final = frozenset(
     {
@@ -160,8 +161,10 @@ class _Replay:
             yield c
 
 
-class H2Exchange:
-    """One attempt's upstream stream, its body pump and deadline timer; released once."""
+class H2Exchange(Releasable):
+    """One attempt's upstream stream, its body pump and deadline timer; released once. The
+    HTTP/2 side of ``ctx.exchange`` (``proxy/exchange.py`` is the HTTP/1.1 side): whoever
+    ends the request releases it through ``finish_exchange``, as for HTTP/1.1."""
 
     def __init__(
         self,
@@ -197,7 +200,8 @@ class H2Exchange:
         st.cancel()  # RST_STREAM(CANCEL) to the upstream
         _cancel(self.pump)
 
-    def release(self) -> None:
+    def release(self, ok: bool = False) -> None:
+        # ``ok`` changes nothing here: a stream that did not end is reset either way
         if self.released:
             return
         self.released = True
@@ -210,13 +214,6 @@ class H2Exchange:
             st.cancel()  # RST_STREAM(CANCEL): the upstream stops working on it
         if self.owns_in_flight:
             self.target.in_flight -= 1
-
-
-def release_h2(ctx: RequestContext) -> None:
-    """End the request's HTTP/2 exchange, if any (the handler's ``finally``)."""
-    ex = ctx.extra.pop(_EXCHANGE, None)
-    if isinstance(ex, H2Exchange):
-        ex.release()
 
 
 async def forward_h2(
@@ -391,7 +388,7 @@ async def _exchange(
     if via is not None:
         rheaders.add_raw(b"via", b"2 " + via)
     ex.owns_in_flight = True
-    ctx.extra[_EXCHANGE] = ex
+    ctx.exchange = ex
     if stream.ended and stream.body.at_eof and stream.body.trailers is None:
         # a HEADERS frame that ended the stream (gRPC trailers-only): nothing follows
         return Response(status, rheaders, b"", upstream=True)
@@ -445,4 +442,4 @@ def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
 
 
-__all__ = ["H2Exchange", "forward_h2", "pool_of", "release_h2", "uses_h2"]
+__all__ = ["H2Exchange", "forward_h2", "pool_of", "uses_h2"]

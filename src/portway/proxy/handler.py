@@ -191,10 +191,6 @@ class ProxyApp(App):
             ctx.error = e
         finally:
             Forwarder.finish_exchange(ctx, ok=False)
-            if "_h2_exchange" in ctx.extra:
-                from portway.proxy.h2upstream import release_h2
-
-                release_h2(ctx)
             graph.request_done(chain, ctx)
             if tracer.enabled:
                 tracer.end_request(ctx)
