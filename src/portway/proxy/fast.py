@@ -248,7 +248,9 @@ def _without_replaced(fields: list[bytes], reps: list[Replaces]) -> list[bytes]:
     names: frozenset[bytes] | None = None
     for rep in reps:
         for needle in rep.needles:
-            if needle in low:
+            # (``find``, not ``in``: ``bytes.__contains__`` first tries the needle as an
+            # int, and a failed try formats a TypeError: ~2.5k instructions per search)
+            if low.find(needle) >= 0:
                 names = rep.names if names is None else names | rep.names
                 break
     if names is None:
