@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Final, TypeVar, cast
 
 from portway.errors import GatewayError, PluginError
+from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, implements
@@ -43,6 +45,61 @@ class SyncHooks:
         return None
 
 
+class Replaces:
+    """The response fields a :class:`FieldHooks` sets: lower-case ``names`` whose fields
+    (the upstream's, or an earlier hook's) give way to the hook's own. Built once per
+    binding; ``pattern`` (``\\n(?:name|...):``) lets the lite response head look for such
+    names in its lower-cased raw lines (``proxy/fast.py``) with one search, without parsing
+    them."""
+
+    def __init__(self, names: Iterable[bytes]) -> None:
+        self.names: frozenset[bytes] = frozenset(n.lower() for n in names)
+        # longest first: an alternation takes the first name that matches
+        alt = b"|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+        self.pattern: re.Pattern[bytes] = re.compile(b"\n(?:" + alt + b"):")
+
+
+class FieldHooks(SyncHooks):
+    """:class:`SyncHooks` whose response work is only "set these fields": every field named
+    by the returned :class:`Replaces` is removed (whoever added it), then the hook's fields
+    are appended, in its order (:func:`replace_fields`, the one rule).
+
+    ``response_fields`` appends the ``(lower-case name, value)`` fields to set to ``out`` and
+    returns the names they replace, or None when it sets nothing this time (``out``
+    untouched). It must not read or edit the response's fields, and never names a framing or
+    hop-by-hop field. A chain whose response hooks are all of this kind keeps the lite
+    response head on the task-free path (``Chain.fields_only``): the upstream's lines are
+    relayed as they are, minus lines of the replaced names, plus these fields; every other
+    path applies the same result to ``Response.headers`` through :meth:`response`."""
+
+    def response_fields(
+        self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
+    ) -> Replaces | None:
+        return None
+
+    def response(self, ctx: RequestContext) -> None:
+        resp = ctx.response
+        if resp is None:
+            return
+        out: list[tuple[bytes, bytes]] = []
+        rep = self.response_fields(ctx, out)
+        if rep is not None:
+            replace_fields(resp.headers, rep.names, out)
+
+
+def replace_fields(h: Headers, names: frozenset[bytes], fields: list[tuple[bytes, bytes]]) -> None:
+    """Remove every field of ``h`` named in ``names``, then append ``fields``: what a
+    :class:`FieldHooks` does to a response (a later hook replacing an earlier one's fields:
+    the last wins)."""
+    # one scan, and one rebuild only when some field is there already (rare)
+    for k, _ in h.raw():
+        if k in names:
+            h.remove_many(names)
+            break
+    items = h.raw()
+    items += fields
+
+
 def hooks_of(plugin: Bound) -> SyncHooks | None:
     """The plugin's :class:`SyncHooks`, when it offers them."""
     h = getattr(plugin, "fast_hooks", None)
@@ -72,12 +129,14 @@ class Chain:
 
     __slots__ = (
         "_cuts",
+        "_field_hooks",
         "_pos",
         "_req_hooks",
         "_resp_hooks",
         "answers_inline",
         "buffer_cap",
         "callbacks_only",
+        "fields_only",
         "on_error",
         "on_log",
         "on_request",
@@ -107,6 +166,11 @@ class Chain:
         #: the plugins' :class:`SyncHooks` (or None), aligned with on_request / on_response
         self._req_hooks = tuple(hooks_of(p) for p in self.on_request)
         self._resp_hooks = tuple(hooks_of(p) for p in self.on_response)
+        fh = tuple(h for h in self._resp_hooks if isinstance(h, FieldHooks))
+        #: every response hook only sets fields (:class:`FieldHooks`): the task-free path
+        #: keeps the lite response head (``run_response_fields``)
+        self.fields_only = bool(self.on_response) and len(fh) == len(self.on_response)
+        self._field_hooks: tuple[FieldHooks, ...] = fh if self.fields_only else ()
         #: some chunk hook may change the body length, so Content-Length cannot be kept
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]
@@ -203,8 +267,8 @@ class Chain:
         cut = ctx.reached
         pos = self._pos
         for i, p in enumerate(plugins):
-            if cut is not None and pos[id(p)] > cut:
-                continue  # a short-circuit never reached it (see _ran)
+            if cut is not None and (pos[id(p)] > cut or (pos[id(p)] == cut and p.skip_own_answer)):
+                continue  # the rule of _ran (a short-circuit never reached it)
             h = hooks[i]
             try:
                 if h is not None:
@@ -232,6 +296,39 @@ class Chain:
             except Exception as e:
                 raise _wrap(p, "on_response_chunk", e) from e
         return body
+
+    def run_response_fields(
+        self, ctx: RequestContext, items: list[tuple[bytes, bytes]]
+    ) -> list[Replaces] | None:
+        """:meth:`run_response_sync` for a ``fields_only`` chain, on no parsed fields: append
+        the fields the hooks set to ``items`` (empty on entry), in hook order, a later hook's
+        replacing an earlier one's; return the :class:`Replaces` of the hooks that set any
+        (the response's own fields of those names are to go), or None for none."""
+        hooks = self._field_hooks
+        cut = ctx.reached
+        pos = self._pos
+        reps: list[Replaces] | None = None
+        for i, p in enumerate(self.on_response):
+            if cut is not None and (pos[id(p)] > cut or (pos[id(p)] == cut and p.skip_own_answer)):
+                continue  # the rule of _ran (a short-circuit never reached it)
+            n = len(items)
+            try:
+                rep = hooks[i].response_fields(ctx, items)
+            except Exception as e:
+                raise _wrap(p, "on_response", e) from e
+            if rep is None:
+                continue
+            if n:
+                names = rep.names
+                for j in range(n):
+                    if items[j][0] in names:
+                        items[:n] = [kv for kv in items[:n] if kv[0] not in names]
+                        break
+            if reps is None:
+                reps = [rep]
+            else:
+                reps.append(rep)
+        return reps
 
     def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
         """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never

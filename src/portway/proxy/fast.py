@@ -54,6 +54,7 @@ from portway.http.relay import (
 )
 from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
 from portway.pipeline.context import FALLBACK, FAST, RequestContext
+from portway.pipeline.runner import Replaces
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.forward import (
     IDEMPOTENT,
@@ -315,6 +316,28 @@ def _request_head(
     return b"".join(parts)
 
 
+def _without_replaced(fields: list[bytes], reps: list[Replaces]) -> list[bytes]:
+    """``fields`` (runs of whole validated lines) without the lines whose names response
+    hooks replace (``pipeline/runner.py:replace_fields``, the general path's rule). Upstreams
+    rarely send such names: one lower-cased copy of the lines and one regex search per hook
+    that set fields (a ``bytes.find`` per name costs more: each parses its arguments, and
+    ``in`` first tries the needle as an int, formatting a TypeError); the lines are split only
+    when a name is found."""
+    low = (b"\n" + b"".join(fields)).lower()
+    names: frozenset[bytes] | None = None
+    for rep in reps:
+        if rep.pattern.search(low) is not None:
+            names = rep.names if names is None else names | rep.names
+    if names is None:
+        return fields
+    kept: list[bytes] = []
+    for run in fields:
+        for line in run.split(b"\r\n"):
+            if line and line[: line.find(b":")].lower() not in names:
+                kept.append(line + b"\r\n")
+    return kept
+
+
 class FastExchange(ResponseSink):
     """One task-free exchange: the upstream connection's :class:`ResponseSink` and the client
     connection's current exchange. Ends exactly once: ``_end`` (response relayed, or the
@@ -356,8 +379,9 @@ class FastExchange(ResponseSink):
         t0: float,
     ) -> None:
         self.paused = False
-        # response hooks edit parsed fields; without any, the head's lines pass whole
-        self.raw_head = not rt.chain.on_response
+        # response hooks edit parsed fields; without any, or when they only set fields of
+        # their own (``Chain.fields_only``), the head's lines pass whole
+        self.raw_head = not rt.chain.on_response or rt.chain.fields_only
         self.app = app
         self.graph = graph
         self.conn = conn
@@ -468,18 +492,31 @@ class FastExchange(ResponseSink):
             return
         ctx = self.ctx
         req = ctx.request
-        # the upstream's Content-Length line is among ``fields``, relayed as it is
-        framing: list[tuple[bytes, bytes]] = []
-        mode, self.keep = add_response_framing(
-            framing, req, no_body(req.method, status), content_length, self.keep, length_sent=True
-        )
         via_line = self.graph.via_line
         if via_line:
             fields.append(via_line)
         resp = Response(status, None, b"", reason, False, True)
-        resp.set_raw_fields(fields, framing)
         ctx.response = resp
-        self._emit_head(status, reason, fields, framing, mode)
+        # the fields the response hooks set (``Chain.fields_only``), then the framing ones:
+        # the order the field-by-field path sends them in
+        items: list[tuple[bytes, bytes]] = []
+        chain = self.rt.chain
+        if chain.on_response:
+            try:
+                reps = chain.run_response_fields(ctx, items)
+            except GatewayError as e:
+                self.pending = Resume(attempt=1, error=e, in_response=True)
+                return
+            if reps is not None:
+                fields = _without_replaced(fields, reps)
+                if any(k in FRAMING for k, _ in items):
+                    items[:] = [kv for kv in items if kv[0] not in FRAMING]
+        # the upstream's Content-Length line is among ``fields``, relayed as it is
+        mode, self.keep = add_response_framing(
+            items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
+        )
+        resp.set_raw_fields(fields, items)
+        self._emit_head(status, reason, fields, items, mode)
 
     def _emit_head(
         self,

@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from portway.http.headers import Headers
 from portway.pipeline.context import ContextKey, RequestContext
+from portway.pipeline.runner import Replaces, replace_fields
 from portway.plugins._ratelimit.local import Decision
 
 POLICY_NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -112,20 +112,13 @@ FIELDS: Final = frozenset(
 )
 
 
-def apply_reports(ctx: RequestContext) -> None:
-    """Set the fields for every report on ``ctx.response`` (idempotent: fields a previous
-    call or the upstream set are replaced)."""
-    reports = ctx.state.get(REPORTS)
-    resp = ctx.response
-    if not reports or resp is None:
-        return
-    h: Headers = resp.headers
-    # one scan, and one rebuild only when some field is there already (rare)
-    for k, _ in h.raw():
-        if k in FIELDS:
-            h.remove_many(FIELDS)
-            break
-    add = h.add_raw
+#: what the rendering replaces: every field it may render, whichever it renders this time
+REPLACES: Final = Replaces(FIELDS)
+
+
+def render_fields(reports: Sequence[Report], out: list[tuple[bytes, bytes]]) -> None:
+    """Append the fields for ``reports`` (not empty) to ``out``; they replace every field in
+    :data:`FIELDS` (:data:`REPLACES`)."""
     if len(reports) == 1:
         rep, d = reports[0]
         if len(rep.names) == 1:
@@ -133,12 +126,34 @@ def apply_reports(ctx: RequestContext) -> None:
             remaining = max(0, int(d.remaining[0]))
             reset = ceil_s(d.reset[0])
             if rep.ietf:
-                add(b"ratelimit-policy", rep.policy_b)
-                add(b"ratelimit", rep.names_b[0] + b";r=%d;t=%d" % (remaining, reset))
+                out.append((b"ratelimit-policy", rep.policy_b))
+                out.append((b"ratelimit", rep.names_b[0] + b";r=%d;t=%d" % (remaining, reset)))
             if rep.legacy:
-                add(b"x-ratelimit-limit", rep.quotas_b[0])
-                add(b"x-ratelimit-remaining", b"%d" % remaining)
-                add(b"x-ratelimit-reset", b"%d" % reset)
+                out.append((b"x-ratelimit-limit", rep.quotas_b[0]))
+                out.append((b"x-ratelimit-remaining", b"%d" % remaining))
+                out.append((b"x-ratelimit-reset", b"%d" % reset))
             return
     for name, value in header_pairs(reports):
-        add(name.encode("ascii"), value.encode("latin-1"))
+        out.append((name.encode("ascii"), value.encode("latin-1")))
+
+
+def report_fields(ctx: RequestContext, out: list[tuple[bytes, bytes]]) -> Replaces | None:
+    """The request's rate-limit fields (every report), as a :class:`FieldHooks` sets them;
+    None when no limiter reported."""
+    reports = ctx.state.get(REPORTS)
+    if not reports:
+        return None
+    render_fields(reports, out)
+    return REPLACES
+
+
+def apply_reports(ctx: RequestContext) -> None:
+    """Set the fields for every report on ``ctx.response`` (idempotent: fields a previous
+    call or the upstream set are replaced; the rule of ``pipeline/runner.py:replace_fields``)."""
+    resp = ctx.response
+    if resp is None:
+        return
+    out: list[tuple[bytes, bytes]] = []
+    rep = report_fields(ctx, out)
+    if rep is not None:
+        replace_fields(resp.headers, rep.names, out)

@@ -14,14 +14,14 @@ import math
 from portway.errors import TooManyRequestsError
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
-from portway.pipeline.runner import SyncHooks
+from portway.pipeline.runner import FieldHooks, Replaces
 from portway.plugins._ratelimit.headers import (
     REPORTS,
     Reporter,
     add_report,
-    apply_reports,
     ceil_s,
     header_pairs,
+    report_fields,
 )
 from portway.plugins._ratelimit.keys import CostFn, KeyFn
 from portway.plugins._ratelimit.local import Decision, LocalLimiter
@@ -43,8 +43,9 @@ def rejection(
     return TooManyRequestsError("rate limit exceeded", headers=headers, source=source)
 
 
-class LocalRateHooks(SyncHooks):
-    """Decide on the local limiter in ``request``; render the fields in ``response``.
+class LocalRateHooks(FieldHooks):
+    """Decide on the local limiter in ``request``; render the fields in ``response_fields``
+    (a :class:`FieldHooks`: the route may keep the lite response head).
 
     ``cost`` is None for a constant cost (``const_cost``); ``reporter`` None when the binding
     sends no rate-limit fields."""
@@ -78,5 +79,7 @@ class LocalRateHooks(SyncHooks):
             raise rejection(ctx, d, self.capacity, self.source)
         return None
 
-    def response(self, ctx: RequestContext) -> None:
-        apply_reports(ctx)
+    def response_fields(
+        self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
+    ) -> Replaces | None:
+        return report_fields(ctx, out)

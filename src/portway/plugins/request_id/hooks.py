@@ -16,7 +16,7 @@ from typing import Final
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
-from portway.pipeline.runner import SyncHooks
+from portway.pipeline.runner import FieldHooks, Replaces
 
 SAFE: Final = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 #: random bytes read at once (256 ids)
@@ -53,13 +53,15 @@ def new_id() -> bytes:
     return _RANDOM.take16().hex().encode()
 
 
-class RequestIdHooks(SyncHooks):
+class RequestIdHooks(FieldHooks):
     """Accept (``trust``) or generate the id, forward it; echo it on the response (``echo``)."""
 
     def __init__(self, name: bytes, trust: bool, echo: bool) -> None:
         self.name = name
         self.trust = trust
         self.echo = echo
+        #: the echoed id replaces any field of that name (the upstream's)
+        self.replaces = Replaces((name,))
 
     def request(self, ctx: RequestContext) -> Response | None:
         name = self.name
@@ -72,12 +74,14 @@ class RequestIdHooks(SyncHooks):
         h.add_raw(name, rid)
         return None
 
-    def response(self, ctx: RequestContext) -> None:
-        resp = ctx.response
-        if self.echo and resp is not None and ctx.request_id:
-            h = resp.headers
-            _drop(h, self.name)
-            h.add_raw(self.name, ctx.request_id.encode())
+    def response_fields(
+        self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
+    ) -> Replaces | None:
+        rid = ctx.request_id
+        if not self.echo or not rid:
+            return None
+        out.append((self.name, rid.encode()))
+        return self.replaces
 
 
 def _drop(h: Headers, name: bytes) -> None:
