@@ -27,15 +27,6 @@ from portway.errors import GatewayError, UpstreamError
 from portway.http.client import (
     ResponseSink,
     UpstreamConnection,
-    build_request_head,
-    request_line_parts,
-)
-from portway.http.forwarded import ForwardMemo
-from portway.http.forwarding import (
-    forward_header_items,
-    forward_header_lines,
-    needs_zero_length,
-    with_forwarded_prefix,
 )
 from portway.http.grpc_status import is_grpc_request
 from portway.http.headers import Headers
@@ -43,19 +34,17 @@ from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
 from portway.http.relay import (
     FRAMING,
-    add_connection_field,
     add_response_framing,
     informational_items,
     no_body,
     response_header_items,
     switch_allowed,
     via_value,
-    without_framing,
 )
 from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
 from portway.pipeline.context import FALLBACK, FAST, RequestContext
-from portway.pipeline.runner import Replaces
 from portway.pipeline.suspend import HookSuspended
+from portway.proxy.fastlines import answer_bytes, request_head, without_replaced
 from portway.proxy.forward import (
     IDEMPOTENT,
     Resume,
@@ -63,7 +52,6 @@ from portway.proxy.forward import (
     after_failure,
     classify_failure,
     retry_on_status,
-    upstream_path,
 )
 
 if TYPE_CHECKING:
@@ -206,7 +194,7 @@ def _forward(
         # picking again there would cost the balancer a turn
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(target=target)))
     try:
-        head = _request_head(req, rt, graph, target, ctx, conn.forward_memo)
+        head = request_head(req, rt, graph, target, ctx, conn.forward_memo)
         ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
         uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     except Exception:
@@ -255,27 +243,8 @@ def _answer(
     except GatewayError as e:
         ctx.response = None
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
-    status = resp.status
-    empty = no_body(req.method, status)
-    out = [status_line(status, resp.reason)]
-    size = len(out[0]) + 2
-    raw = resp.raw_fields()
-    if raw is not None:
-        runs, extra = raw
-        for run in runs:
-            out.append(run)
-            size += len(run)
-        items = [kv for kv in extra if kv[0] not in FRAMING]
-    else:
-        items = without_framing(resp.headers.raw())
-    if not empty or req.method == "HEAD":
-        items.append((b"content-length", str(len(body)).encode()))
-    add_connection_field(items, req, True)
-    size += append_fields(out, items)
-    out.append(b"\r\n")
-    if not empty:
-        out.append(body)
-    conn.write_soon(b"".join(out))
+    data, size, empty = answer_bytes(req, resp, body)
+    conn.write_soon(data)
     ctx.bytes_out += size + (0 if empty else len(body))
     ctx.served = FAST
     graph.request_done(chain, ctx)
@@ -286,56 +255,6 @@ def _answer(
 def _hand_over(conn: ServerConnection, resumed: _Resumed) -> int:
     conn.fast_fallback(resumed)
     return HANDED_OVER
-
-
-def _request_head(
-    req: Request,
-    rt: RouteRuntime,
-    graph: RuntimeGraph,
-    target: Target,
-    ctx: RequestContext,
-    memo: ForwardMemo,
-) -> bytes:
-    ureq = ctx.upstream_request  # ``req`` itself unless a hook may have edited it
-    new_host = None if rt.preserve_host else target.host_value()
-    path, prefix = upstream_path(rt, ctx.match, ureq.path)
-    query = ureq.query
-    if prefix is not None:
-        target_s = path + "?" + query.decode("latin-1") if query else path
-        items = forward_header_items(req, ureq.headers.raw(), graph.via, new_host)
-        items = with_forwarded_prefix(items, prefix)
-        if needs_zero_length(ureq.method):
-            items.append((b"content-length", b"0"))
-        return build_request_head(ureq.method, target_s, items)
-    # the common case straight into bytes: no field list, fewer pieces to join
-    parts = request_line_parts(ureq.method, path, query)
-    forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts, memo)
-    if needs_zero_length(ureq.method):
-        parts.append(b"content-length: 0\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def _without_replaced(fields: list[bytes], reps: list[Replaces]) -> list[bytes]:
-    """``fields`` (runs of whole validated lines) without the lines whose names response
-    hooks replace (``pipeline/runner.py:replace_fields``, the general path's rule). Upstreams
-    rarely send such names: one lower-cased copy of the lines and one regex search per hook
-    that set fields (a ``bytes.find`` per name costs more: each parses its arguments, and
-    ``in`` first tries the needle as an int, formatting a TypeError); the lines are split only
-    when a name is found."""
-    low = (b"\n" + b"".join(fields)).lower()
-    names: frozenset[bytes] | None = None
-    for rep in reps:
-        if rep.pattern.search(low) is not None:
-            names = rep.names if names is None else names | rep.names
-    if names is None:
-        return fields
-    kept: list[bytes] = []
-    for run in fields:
-        for line in run.split(b"\r\n"):
-            if line and line[: line.find(b":")].lower() not in names:
-                kept.append(line + b"\r\n")
-    return kept
 
 
 class FastExchange(ResponseSink):
@@ -508,7 +427,7 @@ class FastExchange(ResponseSink):
                 self.pending = Resume(attempt=1, error=e, in_response=True)
                 return
             if reps is not None:
-                fields = _without_replaced(fields, reps)
+                fields = without_replaced(fields, reps)
                 if any(k in FRAMING for k, _ in items):
                     items[:] = [kv for kv in items if kv[0] not in FRAMING]
         # the upstream's Content-Length line is among ``fields``, relayed as it is
