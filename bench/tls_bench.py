@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import free_port, nginx, wait_port
+from variants import free_port, nginx, wait_port
 
 PROXY_CONF = """
 worker_processes 1;
