@@ -26,6 +26,8 @@ HOT_MODULES = [
     "src/portway/pipeline/runner.py",
     "src/portway/plugins/_ratelimit/algorithms.py",
     "src/portway/plugins/access_log/line.py",
+    "src/portway/plugins/cache/hit.py",
+    "src/portway/plugins/cache/hooks.py",
     "src/portway/plugins/_ratelimit/headers.py",
     "src/portway/plugins/_ratelimit/hooks.py",
     "src/portway/plugins/_ratelimit/keys.py",
