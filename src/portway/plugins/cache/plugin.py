@@ -367,6 +367,10 @@ class CachePlugin(Plugin[CacheConfig]):
             flight.mode = Mode.VALIDATE
             vals = validators(flight.entry)
             if vals:
+                if ctx.upstream_request is req:
+                    # a runner that shares the client's request until a hook edits it
+                    # (``RequestContext(copy=False)``): edit a copy, never the request
+                    ctx.upstream_request = req.copy_for_upstream()
                 up = ctx.upstream_request.headers
                 up.remove_many(CONDITIONAL_FIELDS)
                 for name, value in vals:
