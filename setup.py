@@ -28,6 +28,7 @@ HOT_MODULES = [
     "src/portway/plugins/access_log/line.py",
     "src/portway/plugins/cache/hit.py",
     "src/portway/plugins/cache/hooks.py",
+    "src/portway/plugins/cache/memory.py",
     "src/portway/plugins/_ratelimit/headers.py",
     "src/portway/plugins/_ratelimit/hooks.py",
     "src/portway/plugins/_ratelimit/keys.py",

@@ -91,13 +91,32 @@ def lookup_mem(
 
 
 class Wire:
-    """An entry's stored fields as header lines, for one ``strip`` list."""
+    """An entry's stored fields as header lines, for one ``strip`` list; with the entry's
+    status and body, and (once :meth:`note` ran) its freshness data for one ``windows``,
+    so a hit reads compiled attributes only (entries are never changed once stored)."""
 
-    def __init__(self, strip: tuple[bytes, ...], run: bytes, length: bytes | None) -> None:
+    def __init__(
+        self, strip: tuple[bytes, ...], run: bytes, length: bytes | None, entry: CacheEntry
+    ) -> None:
         self.strip = strip
         self.run = run
         #: Content-Length's value (``None`` for a 204 / 1xx, which carry none)
         self.length = length
+        self.status = entry.status
+        self.body = entry.body
+        self.response_time = entry.response_time
+        #: the ``Windows`` the fields below were computed for (None: not yet)
+        self.windows: object = None
+        self.no_cache = False
+        self.initial_age = 0.0
+        self.lifetime = 0.0
+
+    def note(self, windows: object, no_cache: bool, initial_age: float, lifetime: float) -> None:
+        """Keep the entry's freshness data (``policy._Meta``) computed for ``windows``."""
+        self.no_cache = no_cache
+        self.initial_age = initial_age
+        self.lifetime = lifetime
+        self.windows = windows
 
 
 def _plain(k: bytes, v: bytes) -> bool:
@@ -128,13 +147,13 @@ def wire_of(entry: CacheEntry, strip: tuple[bytes, ...]) -> Wire | None:
         lines.append(k + b": " + v + b"\r\n")
     st = entry.status
     length = None if st == 204 or 100 <= st < 200 else str(len(entry.body)).encode()
-    w = Wire(strip, b"".join(lines), length)
+    w = Wire(strip, b"".join(lines), length, entry)
     entry.wire = w
     return w
 
 
 def hit_response(
-    entry: CacheEntry, wire: Wire, age: float, label: bytes, key: str | None
+    entry: CacheEntry | None, wire: Wire, age: float, label: bytes, key: str | None
 ) -> Response:
     """What :func:`~.answers.answer` gives for a request without matching conditionals,
     with the head prebuilt: the stored lines, Age, Content-Length, X-Cache (X-Cache-Key)."""
@@ -144,6 +163,7 @@ def hit_response(
     extra.append((b"x-cache", label))
     if key is not None:
         extra.append((b"x-cache-key", key.encode()))
-    resp = Response(entry.status, None, entry.body)
+    # (the wire's status and body are the entry's: ``entry`` is only what it was built from)
+    resp = Response(wire.status, None, wire.body)
     resp.set_raw_fields([wire.run] if wire.run else [], extra)
     return resp

@@ -23,7 +23,7 @@ from typing import Any
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import SyncHooks, drive
-from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
+from portway.plugins.cache.hit import KeyMemo, Wire, hit_response, lookup_mem, wire_of
 from portway.plugins.cache.keys import KeyBuilder
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.policy import REQUEST_FIELDS, Windows, _Meta, fresh_age
@@ -90,24 +90,31 @@ class CacheHooks(SyncHooks):
             return None
         now = self.clock()
         windows = self.windows
-        m = entry.meta
+        strip = self.strip
+        w = entry.wire
         age: float | None
-        if isinstance(m, _Meta) and m.windows is windows:
-            # policy.fresh_age on the entry's memoised metadata, without the call
-            if m.no_cache:
+        wire: Wire
+        if isinstance(w, Wire) and w.windows is windows and w.strip == strip:
+            # policy.fresh_age on the data kept on the entry's wire (same arithmetic)
+            if w.no_cache:
                 return None
-            age = m.initial_age + max(0.0, now - entry.response_time)
-            if not m.lifetime > age:
+            age = w.initial_age + max(0.0, now - w.response_time)
+            if not w.lifetime > age:
                 return None
+            wire = w
         else:
             age = fresh_age(entry, now, windows)
             if age is None:
                 return None
-        wire = wire_of(entry, self.strip)
-        if wire is None:
-            return None
+            built = wire_of(entry, strip)
+            if built is None:
+                return None
+            wire = built
+            m = entry.meta
+            if isinstance(m, _Meta):  # (fresh_age just computed it for ``windows``)
+                wire.note(windows, m.no_cache, m.initial_age, m.lifetime)
         self.counters.hit += 1
-        return hit_response(entry, wire, age, b"HIT", key if self.expose_key else None)
+        return hit_response(None, wire, age, b"HIT", key if self.expose_key else None)
 
     def request(self, ctx: RequestContext) -> Response | None:
         resp = self.hit(ctx)
