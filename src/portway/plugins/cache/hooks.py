@@ -27,10 +27,17 @@ from portway.plugins.cache.hit import KeyMemo, Wire, hit_response, lookup_mem, w
 from portway.plugins.cache.keys import KeyBuilder
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.policy import REQUEST_FIELDS, Windows, _Meta, fresh_age
-from portway.plugins.cache.state import CACHE_STATE, Counters
+from portway.plugins.cache.state import CACHE_STATE, Counters, Flight
 
 RequestHook = Callable[[RequestContext], Coroutine[Any, Any, Response | None]]
 ResponseHook = Callable[[RequestContext], Coroutine[Any, Any, None]]
+
+
+def flight_of(ctx: RequestContext) -> Flight | None:
+    """The request's cache state, without creating ``ctx.state`` when there is none (a
+    plain hit leaves none)."""
+    st = ctx._state
+    return None if st is None else st.get(CACHE_STATE)
 
 
 class CacheHooks(SyncHooks):
@@ -123,8 +130,7 @@ class CacheHooks(SyncHooks):
         return drive(self.full_request(ctx))
 
     def response(self, ctx: RequestContext) -> None:
-        st = ctx._state
-        if st is None or st.get(CACHE_STATE) is None:
+        if flight_of(ctx) is None:
             # no per-request state (the cache answered a plain hit, or never ran): the full
             # hook's only work is dropping targeted fields from an upstream's response
             resp = ctx.response

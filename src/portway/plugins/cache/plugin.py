@@ -27,7 +27,7 @@ from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
-from portway.plugins.cache.hooks import CacheHooks
+from portway.plugins.cache.hooks import CacheHooks, flight_of
 from portway.plugins.cache.invalidation import targets, url_key
 from portway.plugins.cache.keys import (
     KeyBuilder,
@@ -548,7 +548,7 @@ class CachePlugin(Plugin[CacheConfig]):
         return None
 
     def on_log(self, ctx: RequestContext) -> None:
-        flight = ctx.state.get(CACHE_STATE)
+        flight = flight_of(ctx)
         if flight is not None:
             flight.capture = None
             self._settle(flight, False)
