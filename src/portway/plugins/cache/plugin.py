@@ -27,6 +27,7 @@ from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
+from portway.plugins.cache.hooks import CacheHooks, flight_of
 from portway.plugins.cache.invalidation import targets, url_key
 from portway.plugins.cache.keys import (
     KeyBuilder,
@@ -136,8 +137,9 @@ class CachePlugin(Plugin[CacheConfig]):
             default_ttl=c.default_ttl,
             targets=self.targets,
         )
+        self._hooks: CacheHooks | None = None
         #: wall-clock seconds; replaceable in tests
-        self.clock: Callable[[], float] = time.time
+        self.clock = time.time
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self.refresher = Refresher(self)
         #: the in-memory store, read without a coroutine: its hooks never suspend (but for
@@ -149,6 +151,27 @@ class CachePlugin(Plugin[CacheConfig]):
         self.sync_hooks = self._mem is not None
         self._memo = KeyMemo()
         self._url_only = self.keys.url_only
+        #: the common hit, compiled (``hooks.py``); ``on_request`` tries it first on every
+        #: path, and the task-free runner calls it as ``fast_hooks`` without a coroutine
+        self.fast_hooks: CacheHooks | None = None
+        if self._mem is not None:
+            self._hooks = CacheHooks(
+                self._mem,
+                self._memo,
+                self.keys,
+                env.route or "",
+                SAFE_METHODS & frozenset(c.methods),
+                self.windows,
+                self.strip_fields,
+                c.expose_key,
+                self.counters,
+                self.clock,
+                self._request,
+                self.on_response,
+            )
+            # a subclass may change what the hooks reproduce: it keeps the coroutine hooks
+            if type(self) is CachePlugin:
+                self.fast_hooks = self._hooks
 
     def _make_store(self) -> CacheStore:
         c = self.config
@@ -180,7 +203,28 @@ class CachePlugin(Plugin[CacheConfig]):
 
     # --- request phase -------------------------------------------------------------------
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Wall-clock seconds (``time.time``); replaceable in tests (the hooks follow)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, fn: Callable[[], float]) -> None:
+        self._clock = fn
+        if self._hooks is not None:
+            self._hooks.clock = fn
+
     async def on_request(self, ctx: RequestContext) -> Response | None:
+        hooks = self._hooks
+        if hooks is not None:
+            resp = hooks.hit(ctx)
+            if resp is not None:
+                return resp
+        return await self._request(ctx)
+
+    async def _request(self, ctx: RequestContext) -> Response | None:
+        """``on_request`` for everything but the plain fresh hit of ``CacheHooks.hit`` (it
+        answers that one too, for the keys the hooks do not memoise)."""
         req = ctx.request
         if req.method not in SAFE_METHODS:
             ctx.state[CACHE_STATE] = Flight(Mode.INVALIDATE)
@@ -323,6 +367,10 @@ class CachePlugin(Plugin[CacheConfig]):
             flight.mode = Mode.VALIDATE
             vals = validators(flight.entry)
             if vals:
+                if ctx.upstream_request is req:
+                    # a runner that shares the client's request until a hook edits it
+                    # (``RequestContext(copy=False)``): edit a copy, never the request
+                    ctx.upstream_request = req.copy_for_upstream()
                 up = ctx.upstream_request.headers
                 up.remove_many(CONDITIONAL_FIELDS)
                 for name, value in vals:
@@ -500,7 +548,7 @@ class CachePlugin(Plugin[CacheConfig]):
         return None
 
     def on_log(self, ctx: RequestContext) -> None:
-        flight = ctx.state.get(CACHE_STATE)
+        flight = flight_of(ctx)
         if flight is not None:
             flight.capture = None
             self._settle(flight, False)
