@@ -108,6 +108,10 @@ class Worker:
             metrics.set_upstreams_source(lambda: gw.graph.upstreams)
             await metrics.start()
             self._closers.append(metrics.aclose)
+        if self.watch and self.config_path is not None:
+            # the files' baseline is taken before anything is served: a change made once a
+            # client could see the listener (a rotation right after start) is a change
+            await self._start_watch(gw)
         app = self.app = ProxyApp(
             gw.graph_ref,
             on_open=getattr(metrics, "connection_opened", None),
@@ -136,8 +140,6 @@ class Worker:
                 )
         if self.admin_enabled and self.worker_id == 0:
             await self._start_admin(gw)
-        if self.watch and self.config_path is not None:
-            await self._start_watch(gw)
         self.health.loaded = True
 
     def _reload_tls(self, result: str) -> None:
