@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|h|d)?\s*$")
 _DUR_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -78,3 +78,11 @@ Size = Annotated[
         }
     ),
 ]
+
+TlsVersion = Literal["1.2", "1.3"]
+
+
+class Model(BaseModel):
+    """Base of the config models: frozen, unknown keys rejected, fields settable by name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
