@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ import dns.rrset
 from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.pipeline.context import Consumer, RequestContext
+from tests.helpers import free_port as free_port
 
 CtxFactory = Callable[..., RequestContext]
 
@@ -38,13 +38,6 @@ def make_ctx(
     if consumer is not None:
         ctx.consumer = Consumer(id=consumer, username=consumer)
     return ctx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class HttpServer:
