@@ -38,7 +38,7 @@ from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
 from portway.http.headers import Headers
 from portway.http.limits import ServerLimits
 from portway.http.models import Request
-from portway.http.relay import HOP_BY_HOP, no_body
+from portway.http.relay import head_ends_stream, stream_fields
 from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort
 from portway.http.streamreq import StreamBody, StreamHead, build_request, check_head, split_fields
@@ -98,7 +98,7 @@ class _StreamWriter:
             # (RFC 9113 §8.6)
             return
         self.h2conn.send_headers(
-            self.stream_id, [(b":status", b"%d" % status), *_h2_fields(fields)]
+            self.stream_id, [(b":status", b"%d" % status), *stream_fields(fields)]
         )
 
     def send_head(
@@ -113,17 +113,11 @@ class _StreamWriter:
         if self.closed:
             raise ClientDisconnectedError("stream closed")
         self._head_sent = True
-        out = [(b":status", b"%d" % status), *_h2_fields(fields)]
+        out = [(b":status", b"%d" % status), *stream_fields(fields)]
         alt = self.h2conn.alt_svc
         if alt is not None:
             out.append((b"alt-svc", alt))
-        # Content-Length: 0 ends the stream on HEADERS: a gRPC trailers-only response
-        # (grpc-status in the head) must not be followed by an empty DATA frame
-        empty = (
-            mode == "none"
-            or no_body(self.method, status)
-            or (not body and any(k == b"content-length" and v == b"0" for k, v in out))
-        )
+        empty = head_ends_stream(self.method, status, mode, body, out)
         self.h2conn.send_headers(self.stream_id, out, empty)
         if empty:
             self._ended = True
@@ -198,7 +192,7 @@ class _StreamWriter:
                     self._out[0] = data[window:]
             if not self._out and self._eof_pending and not self._ended:
                 self._ended = True
-                trailers = _h2_fields(self._trailers)
+                trailers = stream_fields(self._trailers)
                 if trailers:
                     c.h2.send_headers(self.stream_id, trailers, end_stream=True)
                 else:
@@ -229,12 +223,6 @@ class _StreamWriter:
         if self.body is not None and not self.body._eof:
             self.body.set_exception(ClientDisconnectedError("stream reset"))
         self._wake()
-
-
-def _h2_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``fields`` for HTTP/2: lower-case names, connection-specific ones dropped (RFC 9113
-    §8.2.2: the relay's hop-by-hop set, ``http/relay.py``)."""
-    return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
 
 
 class H2Connection(WriteFlow):
@@ -268,7 +256,7 @@ class H2Connection(WriteFlow):
         self._receiving = False
         self.streams: dict[int, _StreamWriter] = {}
         self._idle: asyncio.TimerHandle | None = None
-        # what we send is already HTTP/2-shaped (``_h2_fields``: lower-case names, no
+        # what we send is already HTTP/2-shaped (``relay.stream_fields``: lower-case names, no
         # connection-specific fields; values came through llhttp or our own code, which
         # reject CR/LF/NUL), so h2's outbound checks would only repeat them per response;
         # everything received is still validated

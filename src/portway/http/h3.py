@@ -41,7 +41,7 @@ from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
 from portway.http.limits import ServerLimits
 from portway.http.models import Request
-from portway.http.relay import HOP_BY_HOP, no_body
+from portway.http.relay import head_ends_stream, stream_fields
 from portway.http.requestid import request_id_of
 from portway.http.server import App, ClientDisconnectedError, ServerConnection
 from portway.http.streamreq import StreamBody, StreamHead, build_request, check_head, split_fields
@@ -53,12 +53,6 @@ _HIGH = 256 * 1024
 
 #: live connections, for a graceful GOAWAY at shutdown
 _LIVE: weakref.WeakSet[H3Protocol] = weakref.WeakSet()
-
-
-def h3_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``fields`` for HTTP/3: lower-case names, connection-specific ones dropped (RFC 9114
-    §4.2: the relay's hop-by-hop set, ``http/relay.py``)."""
-    return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
 
 
 #: ``choose(server_name)``: the (certificate, chain, private key) a handshake serves, or
@@ -139,7 +133,9 @@ class _StreamWriter:
         if status == 100 or status == 101 or self._head_sent or self.closed:
             # 100: sent by the stream itself when the body is first read; no 101 in HTTP/3
             return
-        self.h3conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *h3_fields(fields)])
+        self.h3conn.send_headers(
+            self.stream_id, [(b":status", b"%d" % status), *stream_fields(fields)]
+        )
 
     def send_head(
         self,
@@ -153,12 +149,8 @@ class _StreamWriter:
         if self.closed:
             raise ClientDisconnectedError("stream closed")
         self._head_sent = True
-        out = [(b":status", b"%d" % status), *h3_fields(fields)]
-        empty = (
-            mode == "none"
-            or no_body(self.method, status)
-            or (not body and any(k == b"content-length" and v == b"0" for k, v in out))
-        )
+        out = [(b":status", b"%d" % status), *stream_fields(fields)]
+        empty = head_ends_stream(self.method, status, mode, body, out)
         c = self.h3conn
         c.send_headers(self.stream_id, out, empty)
         if empty:
@@ -179,7 +171,7 @@ class _StreamWriter:
         if self._ended or self.closed:
             return
         self._ended = True
-        fields = h3_fields(trailers.raw()) if trailers is not None else []
+        fields = stream_fields(trailers.raw()) if trailers is not None else []
         if fields:
             self.h3conn.send_headers(self.stream_id, fields, True)
         else:
@@ -556,5 +548,4 @@ __all__ = [
     "H3Protocol",
     "choose_certificate_by_sni",
     "drain_connections",
-    "h3_fields",
 ]

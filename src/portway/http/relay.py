@@ -164,3 +164,22 @@ def add_connection_field(items: list[tuple[bytes, bytes]], req: Request, keep: b
         items.append((b"connection", b"close"))
     elif req.version == "1.0":
         items.append((b"connection", b"keep-alive"))
+
+
+def stream_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``fields`` for an HTTP/2 or HTTP/3 stream: lower-case names, connection-specific ones
+    dropped (RFC 9113 §8.2.2, RFC 9114 §4.2: the hop-by-hop set above)."""
+    return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
+
+
+def head_ends_stream(
+    method: str, status: int, mode: str, body: bytes, fields: list[tuple[bytes, bytes]]
+) -> bool:
+    """Whether a stream's response HEADERS also end it (HTTP/2 and HTTP/3): no body by the
+    framing mode or the status/method, or an empty ``bytes`` body with Content-Length: 0 —
+    a gRPC trailers-only response must not be followed by an empty DATA frame."""
+    return (
+        mode == "none"
+        or no_body(method, status)
+        or (not body and any(k == b"content-length" and v == b"0" for k, v in fields))
+    )
