@@ -47,7 +47,10 @@ async def test_admin_put_on_one_instance_reaches_the_other(
             )
             assert r.status == 200, r.body
             assert (await http_get(a.url + "/b"))[0] == 200
-            for _ in range(50):
+            # the change travels through Redis pub/sub: a deadline, not a count of polls
+            # (50 polls of 50 ms ran out on a loaded machine)
+            deadline = asyncio.get_running_loop().time() + 20
+            while asyncio.get_running_loop().time() < deadline:
                 if (await http_get(b.url + "/b"))[0] == 200:
                     break
                 await asyncio.sleep(0.05)
