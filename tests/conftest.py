@@ -14,15 +14,11 @@ from typing import Any
 
 import pytest
 
+from portway.testing import free_port
+
 # --- Redis -------------------------------------------------------------------------------
 # Tests never FLUSHDB/FLUSHALL/SCRIPT FLUSH: the Redis may be shared. Every test namespaces
 # its keys with `redis_prefix`.
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -30,7 +26,7 @@ class RedisServer:
     same port, to exercise outages without touching a shared Redis."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="portway-redis-")
         self._proc: subprocess.Popen[bytes] | None = None

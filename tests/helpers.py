@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from portway.http.server import serve_simple
 from portway.server.worker import Worker
+from portway.testing import free_port
 
 
 async def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -39,33 +38,6 @@ async def wait_port(port: int, timeout: float = 10.0) -> None:
             if loop.time() > deadline:
                 raise RuntimeError(f"nothing listening on port {port}") from None
             await asyncio.sleep(0.05)
-
-
-#: ports :func:`free_port` handed out in this process (never the same one twice)
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 for a server the test starts later.
-
-    Chosen below the kernel's ephemeral range (32768+ on Linux) rather than by binding port 0:
-    between this call and the server's bind, any outgoing connection of this or another
-    process may be given an ephemeral port — a port 0 pick is one of those, a port from
-    20000-32000 is not. Checked bindable, and never handed out twice in one process."""
-    for _ in range(500):
-        port = random.randint(20000, 32000)
-        if port in _GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _GIVEN.add(port)
-        return port
-    with socket.socket() as s:  # a crowded range: what the kernel gives
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

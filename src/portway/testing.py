@@ -22,6 +22,7 @@ Both are async context managers on the running event loop (pytest-asyncio, anyio
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -39,9 +40,29 @@ __all__ = ["MockUpstream", "RecordedRequest", "SimpleResponse", "TestGateway", "
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+#: ports :func:`free_port` handed out in this process (never the same one twice)
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
+    """A free TCP port on 127.0.0.1 for a server started a moment later.
+
+    Chosen below the kernel's ephemeral range (32768+ on Linux) rather than by binding port 0:
+    between this call and the server's bind, any outgoing connection of this or another
+    process may be given an ephemeral port — a port 0 pick is one of those, a port from
+    20000-32000 is not. Checked bindable, and never handed out twice in one process."""
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: what the kernel gives
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
