@@ -21,6 +21,7 @@ import orjson
 
 from portway.config.schema import StateConfig
 from portway.state.connect import redis_client, state_redis_url
+from portway.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from portway.runtime.gateway import Gateway
@@ -138,9 +139,6 @@ class ConfigSync:
                 delay = min(delay * 2, 10.0)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop_tasks(self._task)
         with contextlib.suppress(Exception):
             await self._redis.aclose()

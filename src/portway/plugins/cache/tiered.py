@@ -17,6 +17,7 @@ from portway.plugins.cache.entry import Stored
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.redis_store import REFUSED, STORED, RedisStore
 from portway.plugins.cache.store import Guard
+from portway.tasks import stop_tasks
 
 log = logging.getLogger("portway.cache")
 
@@ -135,11 +136,8 @@ class TieredStore:
                 await asyncio.wait_for(self._ready.wait(), 1.0)
 
     async def aclose(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
+        await stop_tasks(self._listener)
+        self._listener = None
         await self.front.aclose()
         await self.back.aclose()
 

@@ -12,7 +12,6 @@ set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ import orjson
 
 from portway.plugins._identity.fetch import FetchResponse, http_request
 from portway.plugins._identity.jose import JoseKeyError, JwsKey, jwk_key
+from portway.tasks import stop_tasks
 
 log = logging.getLogger("portway.plugins.jwt")
 
@@ -100,11 +100,7 @@ class RotatingKeys(Generic[K]):
             self._task = asyncio.create_task(self._loop(), name=f"jwks:{self.url}")
 
     async def aclose(self) -> None:
-        for t in (self._task, self._inflight):
-            if t is not None and not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        await stop_tasks(self._task, self._inflight)
         self._task = None
 
     async def _loop(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from joserfc.errors import JoseError
 from portway.plugins._identity.fetch import http_request
 from portway.plugins.jwt.jwks import Fetch, RotatingKeys
 from portway.plugins.oidc.config import SIGNING_ALGS, OidcConfig
+from portway.tasks import stop_tasks
 
 log = logging.getLogger("portway.plugins.oidc")
 
@@ -178,11 +178,7 @@ class Provider:
             self._task = asyncio.create_task(self._loop(), name=f"oidc:{self.issuer}")
 
     async def aclose(self) -> None:
-        for t in (self._task, self._inflight):
-            if t is not None and not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        await stop_tasks(self._task, self._inflight)
         self._task = None
         if self._keys is not None:
             await self._keys.aclose()
