@@ -30,12 +30,12 @@ FORBIDDEN: Final = frozenset(
         "host",
     }
 )
-_TOKEN: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.1 field-name
-_BAD_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB (RFC 9110 §5.5)
+FIELD_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.1 field-name
+BAD_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB (RFC 9110 §5.5)
 
 
 def check_name(k: str) -> str:
-    if not _TOKEN.match(k):
+    if not FIELD_NAME.match(k):
         raise ValueError(f"invalid header name {k!r}")
     if k.lower() in FORBIDDEN:
         raise ValueError(f"header {k!r} is managed by the gateway and cannot be edited")
@@ -76,7 +76,7 @@ class HeaderRules(PluginConfig):
     def _values(cls, v: dict[str, str]) -> dict[str, str]:
         for k, val in v.items():
             check_name(k)
-            if _BAD_VALUE.search(val):
+            if BAD_VALUE.search(val):
                 raise ValueError(f"header {k!r}: value contains CR, LF, NUL or another CTL")
             compile_template(val)
         return {k.lower(): val for k, val in v.items()}
@@ -97,7 +97,7 @@ class HeaderRules(PluginConfig):
         if ctx is None or t.constant:
             return value
         out = t.render(ctx)
-        if _BAD_VALUE.search(out):
+        if BAD_VALUE.search(out):
             # a claim or header value with a CTL must never reach a header block
             log.warning("header template %r rendered a value with a CTL: not written", value)
             return None

@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator
 
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginConfig, Stage
-
-#: framing and hop-by-hop fields are the gateway's job: editing them would desync framing
-#: or smuggle requests (RFC 9110 §7.6.1, RFC 9112 §6); Host is set by routing/preserve_host
-_FORBIDDEN = frozenset(
-    {
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "host",
-    }
-)
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.1 field-name
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB (RFC 9110 §5.5)
-
-
-def _name(k: str) -> str:
-    if not _TOKEN.match(k):
-        raise ValueError(f"invalid header name {k!r}")
-    if k.lower() in _FORBIDDEN:
-        raise ValueError(f"header {k!r} is managed by the gateway and cannot be edited")
-    return k
+from portway.plugins._transform.headers import BAD_VALUE, check_name
 
 
 class HeaderOps(PluginConfig):
@@ -50,8 +23,8 @@ class HeaderOps(PluginConfig):
     @classmethod
     def _values(cls, v: dict[str, str]) -> dict[str, str]:
         for k, val in v.items():
-            _name(k)
-            if _BAD_VALUE.search(val):
+            check_name(k)
+            if BAD_VALUE.search(val):
                 raise ValueError(f"header {k!r}: value contains CR, LF, NUL or another CTL")
         return v
 
@@ -59,15 +32,15 @@ class HeaderOps(PluginConfig):
     @classmethod
     def _removed(cls, v: list[str]) -> list[str]:
         for k in v:
-            _name(k)
+            check_name(k)
         return v
 
     @field_validator("rename")
     @classmethod
     def _renamed(cls, v: dict[str, str]) -> dict[str, str]:
         for old, new in v.items():
-            _name(old)
-            _name(new)
+            check_name(old)
+            check_name(new)
         return v
 
     def apply(self, h: Headers) -> None:
