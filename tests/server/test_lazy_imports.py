@@ -41,6 +41,11 @@ HEAVY = (
     "portway.observability.tracing_otel",
 )
 
+#: standard-library packages nothing in a minimal worker needs (s8-mem): importlib.metadata
+#: (pydantic's plugin scan, the plugin registry's entry points; with email, csv: ~1 MB),
+#: email (an API version's sunset date), difflib (did-you-mean in config errors)
+STDLIB = ("importlib.metadata", "email", "difflib")
+
 _PROBE = textwrap.dedent(
     """
     import asyncio, json, sys, tempfile
@@ -50,6 +55,7 @@ _PROBE = textwrap.dedent(
     from portway.server.worker import Worker, ports_of, settle_after_start
 
     HEAVY = {heavy!r}
+    STDLIB = {stdlib!r}
 
     async def upstream(reader, writer):
         await reader.readuntil(b"\\r\\n\\r\\n")
@@ -71,7 +77,14 @@ _PROBE = textwrap.dedent(
         loaded = sorted(
             h for h in HEAVY if any(m == h or m.startswith(h + ".") for m in sys.modules)
         )
-        print(json.dumps({{"status": r.status, "loaded": loaded}}))
+        stdlib = sorted(
+            h for h in STDLIB if any(m == h or m.startswith(h + ".") for m in sys.modules)
+        )
+        loader = sys.modules.get("pydantic.plugin._loader")
+        print(json.dumps({{
+            "status": r.status, "loaded": loaded, "stdlib": stdlib,
+            "pydantic_plugins_skipped": loader is not None and not hasattr(loader, "_plugins"),
+        }}))
         await w.shutdown()
         up.close()
 
@@ -89,7 +102,7 @@ routes: [{name: r, match: {paths: ["/"]}, upstream: u}]
 
 def _probe(config: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(heavy=HEAVY)],
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY, stdlib=STDLIB)],
         input=config,
         capture_output=True,
         text=True,
@@ -104,7 +117,24 @@ def _probe(config: str) -> dict[str, object]:
 
 def test_a_minimal_worker_imports_no_optional_package() -> None:
     result = _probe(MINIMAL)
-    assert result == {"status": 200, "loaded": []}
+    assert result["status"] == 200
+    assert result["loaded"] == []
+    # nor the standard-library packages only a rare feature or an error message needs
+    assert result["stdlib"] == []
+    # pydantic never scanned the installed distributions for its plugins
+    assert result["pydantic_plugins_skipped"] is True
+
+
+def test_a_version_with_a_sunset_formats_its_date_without_email_at_start() -> None:
+    # the control for the email import made lazy: a route whose version has a sunset date
+    # builds its lifecycle fields at start, which is the one place email.utils is needed
+    cfg = MINIMAL.replace(
+        "upstream: u}]",
+        "upstream: u, versions: {from: 'header:x-v', default: '1', map: {'1': {upstream: u, sunset: 2030-01-01}}}}]",
+    )
+    result = _probe(cfg)
+    assert result["status"] == 200
+    assert result["stdlib"] == ["email"]
 
 
 def test_consumers_with_key_auth_keys_do_not_load_cryptography() -> None:
