@@ -144,13 +144,11 @@ def test_consumers_with_key_auth_keys_do_not_load_cryptography() -> None:
         "plugins: [{name: key_auth, config: {headers: [apikey]}}]\n"
     )
     result = _probe(cfg)
-    # the request has no key: 401, proxied nowhere; argon2/bcrypt come with the consumer
-    # directory's hashing module, cryptography (JWT keys) must not
+    # the request has no key: 401, proxied nowhere; nothing a key needs is optional: not
+    # cryptography (JWT keys), nor argon2/bcrypt (password hashes; s8-mem: imported when a
+    # hash is first checked, no longer with the consumer directory's hashing module)
     assert result["status"] == 401
-    loaded = result["loaded"]
-    assert isinstance(loaded, list)
-    assert "cryptography" not in loaded
-    assert "prometheus_client" not in loaded
+    assert result["loaded"] == []
 
 
 def test_a_configured_feature_loads_its_package() -> None:
@@ -164,3 +162,36 @@ def test_a_configured_feature_loads_its_package() -> None:
         "opentelemetry",
         "portway.observability.tracing_otel",
     ]
+
+
+def test_a_basic_auth_consumer_loads_its_hash_library_on_the_first_check() -> None:
+    # the control for argon2/bcrypt made lazy: a basic_auth consumer's worker starts and
+    # answers a request without credentials without them; the first password check loads
+    # the library of the hash's scheme
+    import bcrypt
+
+    pw_hash = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+    cfg = MINIMAL + (
+        "consumers: [{username: app, credentials: {basic_auth: "
+        f"[{{username: app, password_hash: '{pw_hash}'}}]}}}}]\n"
+        "plugins: [{name: basic_auth}]\n"
+    )
+    result = _probe(cfg)
+    assert result["status"] == 401
+    assert result["loaded"] == []
+    check = (
+        "import sys\n"
+        "from portway.plugins._identity.hashing import verify_password\n"
+        "assert 'bcrypt' not in sys.modules\n"
+        f"assert verify_password({pw_hash!r}, 'secret')\n"
+        "assert 'bcrypt' in sys.modules and 'argon2' not in sys.modules\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
