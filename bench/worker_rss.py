@@ -46,6 +46,9 @@ HEAVY = [
     "pydantic",
     "ssl",
     "certifi",
+    "importlib.metadata",  # s8-mem: none of these three in a minimal worker
+    "email",
+    "_hashlib",
 ]
 
 

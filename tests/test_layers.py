@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "portway"
 LAYER: dict[str, int] = {
     "errors": 0,
     "tasks": 0,
+    "digest": 0,
     "http": 1,
     "pipeline": 2,
     "config": 3,

@@ -41,6 +41,12 @@ HEAVY = (
     "portway.observability.tracing_otel",
 )
 
+#: standard-library packages nothing in a minimal worker needs (s8-mem): importlib.metadata
+#: (pydantic's plugin scan, the plugin registry's entry points; with email, csv: ~1 MB),
+#: email (an API version's sunset date), difflib (did-you-mean in config errors); OpenSSL's
+#: digests (_hashlib, with hashlib, hmac, secrets: ~0.5 MB; the core uses portway.digest)
+STDLIB = ("importlib.metadata", "email", "difflib", "_hashlib", "hashlib", "hmac", "secrets")
+
 _PROBE = textwrap.dedent(
     """
     import asyncio, json, sys, tempfile
@@ -50,6 +56,7 @@ _PROBE = textwrap.dedent(
     from portway.server.worker import Worker, ports_of, settle_after_start
 
     HEAVY = {heavy!r}
+    STDLIB = {stdlib!r}
 
     async def upstream(reader, writer):
         await reader.readuntil(b"\\r\\n\\r\\n")
@@ -71,7 +78,14 @@ _PROBE = textwrap.dedent(
         loaded = sorted(
             h for h in HEAVY if any(m == h or m.startswith(h + ".") for m in sys.modules)
         )
-        print(json.dumps({{"status": r.status, "loaded": loaded}}))
+        stdlib = sorted(
+            h for h in STDLIB if any(m == h or m.startswith(h + ".") for m in sys.modules)
+        )
+        loader = sys.modules.get("pydantic.plugin._loader")
+        print(json.dumps({{
+            "status": r.status, "loaded": loaded, "stdlib": stdlib,
+            "pydantic_plugins_skipped": loader is not None and not hasattr(loader, "_plugins"),
+        }}))
         await w.shutdown()
         up.close()
 
@@ -89,7 +103,7 @@ routes: [{name: r, match: {paths: ["/"]}, upstream: u}]
 
 def _probe(config: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(heavy=HEAVY)],
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY, stdlib=STDLIB)],
         input=config,
         capture_output=True,
         text=True,
@@ -104,7 +118,24 @@ def _probe(config: str) -> dict[str, object]:
 
 def test_a_minimal_worker_imports_no_optional_package() -> None:
     result = _probe(MINIMAL)
-    assert result == {"status": 200, "loaded": []}
+    assert result["status"] == 200
+    assert result["loaded"] == []
+    # nor the standard-library packages only a rare feature or an error message needs
+    assert result["stdlib"] == []
+    # pydantic never scanned the installed distributions for its plugins
+    assert result["pydantic_plugins_skipped"] is True
+
+
+def test_a_version_with_a_sunset_formats_its_date_without_email_at_start() -> None:
+    # the control for the email import made lazy: a route whose version has a sunset date
+    # builds its lifecycle fields at start, which is the one place email.utils is needed
+    cfg = MINIMAL.replace(
+        "upstream: u}]",
+        "upstream: u, versions: {from: 'header:x-v', default: '1', map: {'1': {upstream: u, sunset: 2030-01-01}}}}]",
+    )
+    result = _probe(cfg)
+    assert result["status"] == 200
+    assert "email" in result["stdlib"]  # (email.utils brings hashlib and hmac with it)
 
 
 def test_consumers_with_key_auth_keys_do_not_load_cryptography() -> None:
@@ -113,13 +144,11 @@ def test_consumers_with_key_auth_keys_do_not_load_cryptography() -> None:
         "plugins: [{name: key_auth, config: {headers: [apikey]}}]\n"
     )
     result = _probe(cfg)
-    # the request has no key: 401, proxied nowhere; argon2/bcrypt come with the consumer
-    # directory's hashing module, cryptography (JWT keys) must not
+    # the request has no key: 401, proxied nowhere; nothing a key needs is optional: not
+    # cryptography (JWT keys), nor argon2/bcrypt (password hashes; s8-mem: imported when a
+    # hash is first checked, no longer with the consumer directory's hashing module)
     assert result["status"] == 401
-    loaded = result["loaded"]
-    assert isinstance(loaded, list)
-    assert "cryptography" not in loaded
-    assert "prometheus_client" not in loaded
+    assert result["loaded"] == []
 
 
 def test_a_configured_feature_loads_its_package() -> None:
@@ -133,3 +162,36 @@ def test_a_configured_feature_loads_its_package() -> None:
         "opentelemetry",
         "portway.observability.tracing_otel",
     ]
+
+
+def test_a_basic_auth_consumer_loads_its_hash_library_on_the_first_check() -> None:
+    # the control for argon2/bcrypt made lazy: a basic_auth consumer's worker starts and
+    # answers a request without credentials without them; the first password check loads
+    # the library of the hash's scheme
+    import bcrypt
+
+    pw_hash = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+    cfg = MINIMAL + (
+        "consumers: [{username: app, credentials: {basic_auth: "
+        f"[{{username: app, password_hash: '{pw_hash}'}}]}}}}]\n"
+        "plugins: [{name: basic_auth}]\n"
+    )
+    result = _probe(cfg)
+    assert result["status"] == 401
+    assert result["loaded"] == []
+    check = (
+        "import sys\n"
+        "from portway.plugins._identity.hashing import verify_password\n"
+        "assert 'bcrypt' not in sys.modules\n"
+        f"assert verify_password({pw_hash!r}, 'secret')\n"
+        "assert 'bcrypt' in sys.modules and 'argon2' not in sys.modules\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr

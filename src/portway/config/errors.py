@@ -8,7 +8,6 @@ an integer (got 'abc')``) instead of pydantic's internal message format.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import types
@@ -147,6 +146,8 @@ def model_at(root: type[BaseModel], loc: Sequence[PathPart]) -> type[BaseModel] 
 
 def suggest(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate to a misspelt ``word``, if one is close enough."""
+    import difflib  # only a config with an error needs it
+
     found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return found[0] if found else None
 

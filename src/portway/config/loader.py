@@ -10,7 +10,6 @@ raw pydantic message reach the user.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from portway.config.errors import (
     suggest,
 )
 from portway.config.schema import GatewayConfig
+from portway.digest import sha256
 from portway.pipeline.plugin import Stage
 from portway.pipeline.registry import Registry, UnknownPluginError
 from portway.pipeline.registry import registry as default_registry
@@ -287,4 +287,4 @@ def config_hash(cfg: GatewayConfig) -> str:
     canonical = orjson.dumps(
         cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
     )
-    return hashlib.sha256(canonical).hexdigest()[:12]
+    return sha256(canonical).hexdigest()[:12]

@@ -18,10 +18,11 @@ Without the right token the header means nothing and is stripped before forwardi
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from typing import TYPE_CHECKING, Any
+
+from portway.digest import compare_digest
 
 if TYPE_CHECKING:
     from portway.http.headers import Headers
@@ -43,7 +44,7 @@ def debug_requested(request: Request, token: str | None) -> bool:
     value = request.headers.get_raw(_DEBUG_HEADER_B)
     if value is None:
         return False
-    return hmac.compare_digest(value.strip(), token.encode("utf-8"))
+    return compare_digest(value.strip(), token.encode("utf-8"))
 
 
 def strip_debug_header(headers: Headers) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from portway.digest import token_hex
 from portway.observability.exposition import CIRCUIT_STATES as CIRCUIT_STATES
 from portway.observability.exposition import (
     GatewayCollector,
@@ -280,7 +280,7 @@ class Metrics(Observer):
         self._pid = os.getpid()
         self._file: str | None = None
         if multiprocess_dir:
-            token = secrets.token_hex(4)
+            token = token_hex(4)
             self._file = os.path.join(multiprocess_dir, f"portway-{self._pid}-{token}.json")
         self._task: asyncio.Task[None] | None = None
         self.collector = GatewayCollector(self)

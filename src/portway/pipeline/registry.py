@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import logging
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +90,10 @@ class Registry:
 
     def _load_external(self) -> dict[str, Any]:
         if self._external is None:
+            # imported here: importlib.metadata (with email, csv, zipfile) costs ~1 MB of
+            # RSS, and only a plugin name that is not a built-in needs it
+            from importlib.metadata import entry_points
+
             self._external = {}
             for ep in entry_points(group="portway.plugins"):
                 if ep.name not in BUILTINS:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from portway.digest import compare_digest
 from portway.errors import (
     BadRequestError,
     GatewayError,
@@ -108,7 +108,7 @@ class ProxyApp(App):
         try:
             if graph.debug_token is not None:
                 tok = req.headers.get_raw(b"x-portway-debug")
-                if tok is not None and hmac.compare_digest(tok, graph.debug_token):
+                if tok is not None and compare_digest(tok, graph.debug_token):
                     ctx.debug = True
                     ctx.trace = []
                     if b"explain" in req.query.split(b"&"):

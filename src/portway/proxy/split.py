@@ -16,13 +16,12 @@ bucketed by it, and the response sets the cookie so the client stays on its vari
 
 from __future__ import annotations
 
-import hashlib
 import math
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from portway.config.traffic import BUCKETS, SplitConfig
+from portway.digest import blake2b, token_hex
 from portway.pipeline.context import RequestContext
 from portway.routing.conditions import CompiledCondition
 
@@ -35,7 +34,7 @@ COOKIE_MAX_AGE: Final = 30 * 24 * 3600
 
 def bucket_of(key: bytes) -> int:
     """The sticky bucket (0..9999) of ``key``: stable across processes, reloads and hosts."""
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % BUCKETS
+    return int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % BUCKETS
 
 
 def cookie_value(req_cookie: bytes | None, name: bytes) -> bytes | None:
@@ -130,7 +129,7 @@ class Splitter:
         if key is None:
             if self.cookie is None:
                 return self.next_arm(), "split", None
-            new_cookie = secrets.token_hex(8)
+            new_cookie = token_hex(8)
             key = new_cookie.encode()
         return self.by_bucket(bucket_of(key)), "sticky", new_cookie
 

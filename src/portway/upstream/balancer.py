@@ -13,13 +13,13 @@ draining, weights and breakers still apply.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from portway.digest import blake2b
 from portway.pipeline.context import RequestContext
 from portway.upstream.target import Target
 
@@ -204,7 +204,7 @@ class LeastLatencyBalancer(Balancer):
 
 
 def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
 def hash_key(ctx: RequestContext, hash_on: str) -> str | None:

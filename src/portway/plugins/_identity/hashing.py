@@ -14,16 +14,24 @@ import hmac
 import secrets
 from collections import Counter
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import bcrypt
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 PasswordScheme = Literal["argon2", "bcrypt"]
 
 _PROCESS_KEY = secrets.token_bytes(32)
-_ARGON2 = PasswordHasher()
+
+
+# argon2 (with cffi) and bcrypt cost ~0.85 MB of RSS in every worker: they are imported when
+# a password hash is first checked or made, not with the consumer directory (key_auth, jwt
+# and mTLS consumers never need them)
+@functools.cache
+def _argon2() -> PasswordHasher:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 def sha256_hex(secret: str | bytes) -> str:
@@ -61,8 +69,10 @@ def digests_equal(a: str, b: str) -> bool:
 def password_scheme(password_hash: str) -> PasswordScheme:
     """The scheme of a stored hash; ``ValueError`` for anything but argon2 or bcrypt."""
     if password_hash.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
+        from argon2.exceptions import InvalidHashError
+
         try:
-            _ARGON2.check_needs_rehash(password_hash)
+            _argon2().check_needs_rehash(password_hash)
         except (InvalidHashError, ValueError) as e:
             raise ValueError("password_hash is not a valid argon2 hash") from e
         return "argon2"
@@ -77,10 +87,14 @@ def password_scheme(password_hash: str) -> PasswordScheme:
 def verify_password(password_hash: str, password: str) -> bool:
     """Check ``password`` against a stored argon2/bcrypt hash. CPU-bound: call it in a thread."""
     if password_hash.startswith("$argon2"):
+        from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
         try:
-            return _ARGON2.verify(password_hash, password)
+            return _argon2().verify(password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+    import bcrypt
+
     try:
         return bcrypt.checkpw(password.encode("utf-8"), password_hash.encode("ascii"))
     except ValueError:
@@ -91,7 +105,9 @@ def verify_password(password_hash: str, password: str) -> bool:
 def hash_password(password: str, scheme: PasswordScheme = "argon2") -> str:
     """Produce a stored hash (for tooling and tests; the gateway itself only verifies)."""
     if scheme == "argon2":
-        return _ARGON2.hash(password)
+        return _argon2().hash(password)
+    import bcrypt
+
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
 
 
@@ -117,10 +133,14 @@ def dummy_hash(params: str = "") -> str:
     Computed once per ``params`` (hashing costs up to ~0.1 s)."""
     secret = secrets.token_hex(16)
     if params.startswith("bcrypt$"):
+        import bcrypt
+
         _, prefix, cost = params.split("$")
         salt = bcrypt.gensalt(rounds=int(cost), prefix=prefix.encode("ascii"))
         return bcrypt.hashpw(secret.encode("ascii"), salt).decode("ascii")
     if params.startswith("argon2"):
+        from argon2 import PasswordHasher, Type
+
         variant, _, costs = params.split("$")
         kv = dict(x.split("=", 1) for x in costs.split(","))
         hasher = PasswordHasher(
@@ -130,7 +150,7 @@ def dummy_hash(params: str = "") -> str:
             type={"argon2id": Type.ID, "argon2i": Type.I, "argon2d": Type.D}[variant],
         )
         return hasher.hash(secret)
-    return _ARGON2.hash(secret)
+    return _argon2().hash(secret)
 
 
 def dummy_params(hashes: Iterable[str]) -> str:
