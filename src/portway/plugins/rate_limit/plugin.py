@@ -83,8 +83,12 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
                 c.headers,
             )
         self._store_down = False
-        # the in-memory store decides without awaiting: such routes may take the task-free path
-        self.sync_hooks = self.redis is None
+        # every route may take the task-free path: the in-memory store decides without
+        # awaiting; a Redis decision suspends ``on_request`` on the reply's future, and the
+        # task-free path parks the request until that future is done and carries on from its
+        # callback (proxy/fast.py ``Parked``; a store that yields anything else hands the
+        # request to the task, which finishes the hook: pipeline/suspend.py)
+        self.sync_hooks = True
         #: the local store's per-request work as compiled plain calls (pipeline/runner.py)
         self.fast_hooks: LocalRateHooks | None = None
         if self.redis is None and type(self) is RateLimitPlugin:
