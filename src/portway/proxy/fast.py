@@ -648,8 +648,10 @@ class Parked:
     (:meth:`client_lost`). Ends exactly once: the future's callback (:meth:`wake`) carries
     the request on — the hook is sent on, the chain's later hooks run, then the answer or
     the upstream exchange as :func:`_start` does — or the client left first and the hook
-    is closed when the future is done. No timer of its own: the future's owner bounds the
-    wait (the store's reply timeout fails it, and the hook applies its store-error policy).
+    is closed at once (``GeneratorExit`` where a task would see ``CancelledError``: its
+    ``finally`` blocks run; the future is not cancelled, it may be shared). No timer of its
+    own: the future's owner bounds the wait (the store's reply timeout fails it, and the
+    hook applies its store-error policy).
     """
 
     __slots__ = ("app", "conn", "ctx", "done", "graph", "rt", "s")
@@ -675,6 +677,9 @@ class Parked:
         if self.done:
             return
         self.done = True
+        # the hook ends now (its ``finally`` blocks run), as a cancelled task's would; the
+        # future is left alone (it may be shared): its callback only reads it
+        self.s.close()
         ctx = self.ctx
         ctx.error = ctx.error or ConnectionError("client connection lost")
         ctx.served = FAST
@@ -684,11 +689,10 @@ class Parked:
     def wake(self, fut: asyncio.Future[object]) -> None:
         s = self.s
         if self.done:
-            # the client left while parked: the hook is abandoned (what it decided stands);
-            # its reply is read so a failed one is not reported as never retrieved
+            # the client left while parked (the hook was closed then; what it decided
+            # stands): the reply is read so a failed one is not reported as never retrieved
             if not fut.cancelled():
                 fut.exception()
-            s.close()
             return
         self.done = True
         graph = self.graph
