@@ -206,3 +206,23 @@ async def test_silent_redis_times_out_to_the_store_error_policy() -> None:
             assert status == 200
             assert redis.calls >= 1
             path.assert_served(1)
+
+
+async def test_half_closed_client_still_gets_its_answer_after_parking() -> None:
+    path = ServingPath("warm")
+    async with SilentRedis().running() as redis, run_upstream() as up:
+        cfg = limited(up.url, {"url": f"redis://127.0.0.1:{redis.port}/0", "timeout": "30s"})
+        async with run_gateway(path.config(cfg)) as gw:
+            await path.prepare(gw)
+            r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+            w.write(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(10):
+                await redis.seen.wait()  # parked on the decision
+            w.write_eof()
+            redis.release()
+            async with asyncio.timeout(10):
+                out = await r.read()  # the answer, then the gateway closes
+            w.close()
+            assert out.startswith(b"HTTP/1.1 200 "), out[:200]
+            assert b'"path":"/half"' in out
+            path.assert_served(1)
