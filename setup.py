@@ -33,6 +33,7 @@ HOT_MODULES = [
     "src/portway/plugins/_ratelimit/hooks.py",
     "src/portway/plugins/_ratelimit/keys.py",
     "src/portway/plugins/_ratelimit/local.py",
+    "src/portway/plugins/_ratelimit/redis_hooks.py",
     "src/portway/plugins/jwt/cache.py",
     "src/portway/plugins/jwt/hooks.py",
     "src/portway/plugins/key_auth/hooks.py",

@@ -322,7 +322,8 @@ RUNS: dict[str, int] = {}
 
 
 class _Sleepy(Plugin[EmptyConfig]):
-    """Claims ``sync_hooks`` but awaits a timer: the task finishes it (pipeline/suspend.py)."""
+    """Claims ``sync_hooks`` but awaits a timer: parked on the timer's future and carried on
+    from its callback (proxy/fast.py ``Parked``), run once."""
 
     name = "t_fast_sleepy"
     sync_hooks = True
@@ -408,7 +409,7 @@ async def test_sync_hook_answer_and_broken_promise_go_through_the_task() -> None
             assert status == 403 and orjson.loads(body)["status"] == 403
             runs = RUNS.get("t_fast_sleepy", 0)
             status, _, body = await http_get(gw.url + "/sleepy")
-            # the hook awaited after all: handed to the task, finished there, run once
+            # the hook awaited after all: parked on its future, carried on there, run once
             assert status == 200, body
             assert RUNS["t_fast_sleepy"] == runs + 1
             sent = dict(orjson.loads(body)["headers"])

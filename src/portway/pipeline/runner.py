@@ -220,13 +220,16 @@ class Chain:
         ctx.reached = None
         return None
 
-    def run_request_sync(self, ctx: RequestContext) -> Response | None:
+    def run_request_sync(self, ctx: RequestContext, start: int = 0) -> Response | None:
         """:meth:`run_request` for a chain of ``sync_hooks`` plugins, outside any task
-        (no tracing or debug trace there: those requests take the task path). A hook that
-        suspends raises :class:`HookSuspended` (its ``index`` set): the caller hands it to a
-        task, which carries on with :meth:`resume_request`."""
+        (no tracing or debug trace there: those requests take the task path), from the
+        ``start``-th hook. A hook that suspends raises :class:`HookSuspended` (its ``index``
+        set): the caller hands it to a task, which carries on with :meth:`resume_request`,
+        or waits for what it yielded and carries on with :meth:`continue_request_sync`."""
         hooks = self._req_hooks
-        for i, p in enumerate(self.on_request):
+        plugins = self.on_request
+        for i in range(start, len(plugins)):
+            p = plugins[i]
             ctx.reached = self._pos[id(p)]
             h = hooks[i]
             try:
@@ -242,6 +245,32 @@ class Chain:
                 return resp
         ctx.reached = None
         return None
+
+    def continue_request_sync(self, ctx: RequestContext, s: HookSuspended) -> Response | None:
+        """Carry on :meth:`run_request_sync` where a hook suspended, outside any task, once
+        what it yielded (a future: a Redis reply) is done — from that future's done-callback
+        (``proxy/fast.py`` parks the request meanwhile): the hook is sent on (not run again),
+        then the hooks after it run. Raises :class:`HookSuspended` (a new one, ``index`` set)
+        when a hook suspends again, and the hooks' errors as :meth:`run_request_sync` does."""
+        i = s.index
+        p = self.on_request[i]
+        ctx.reached = self._pos[id(p)]
+        coro = s.coro
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            resp = cast("Response | None", stop.value)
+        except Exception as e:
+            ctx.extra["rejected_by"] = p.name
+            raise _wrap(p, "on_request", e) from e
+        else:
+            again = HookSuspended(coro, yielded)
+            again.index = i
+            raise again
+        if resp is not None:
+            ctx.extra["rejected_by"] = p.name
+            return resp
+        return self.run_request_sync(ctx, i + 1)
 
     async def resume_request(self, ctx: RequestContext, s: HookSuspended) -> Response | None:
         """Carry on :meth:`run_request_sync` where a hook suspended: finish that hook (it is

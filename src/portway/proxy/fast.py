@@ -72,13 +72,17 @@ _NO_RUNS: Final[list[bytes]] = []
 NOT_TAKEN: Final = 0
 STARTED: Final = 1
 HANDED_OVER: Final = 2
+#: parked while a request hook waits on a future (:class:`Parked`); it goes on from the
+#: future's callback (counted in ``fast_requests`` then, when an exchange starts)
+PARKED: Final = 3
 
 
 def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     """Start ``req`` on the task-free path (:data:`STARTED`), or hand it, routed and with its
     target picked, to the connection's task (:data:`HANDED_OVER`: no idle pooled connection
-    to that target, and connecting is an await); :data:`NOT_TAKEN` (nothing changed) when it
-    does not qualify.
+    to that target, and connecting is an await), or park it while a request hook waits on
+    a future (:data:`PARKED`: it carries on from that future's callback); :data:`NOT_TAKEN`
+    (nothing changed) when it does not qualify.
 
     Called from inside the client parser's callback, so it must never raise. Whether the
     request qualifies is decided before any hook runs; once one ran, a failure (a bug) hands
@@ -120,6 +124,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     ctx.attempt = 1
     if conn.extra:
         ctx.extra.update(conn.extra)
+    answer: Response | None = None
     if hooks:
         # from here on the request must not go back to the general path's start: the hooks
         # ran; whatever comes next is handed over with what they decided
@@ -128,19 +133,36 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         except GatewayError as e:
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
         except HookSuspended as s:
-            # a sync hook awaited after all: the task finishes it (it is not run again)
-            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(suspended=s)))
-        if answer is not None:
-            if (
-                chain.answers_inline
-                and req.keep_alive
-                and isinstance(answer.body, bytes)
-                and conn.transport is not None
-                and not conn.closed
-                and conn._can_write is None  # a client not reading: the task's, as before
-            ):
-                return _answer(app, graph, conn, ctx, rt, answer)
-            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
+            return _suspended(app, graph, conn, ctx, rt, s)
+    return _after_hooks(app, graph, conn, req, ctx, rt, up, hooks, answer)
+
+
+def _after_hooks(
+    app: ProxyApp,
+    graph: RuntimeGraph,
+    conn: ServerConnection,
+    req: Request,
+    ctx: RequestContext,
+    rt: RouteRuntime,
+    up: Upstream,
+    hooks: bool,
+    answer: Response | None,
+) -> int:
+    """The part of :func:`_start` after the request hooks ran to their end (at once, or
+    from a parked request's callback): write a hook's answer, or forward."""
+    chain = rt.chain
+    tr = rt.traffic
+    if answer is not None:
+        if (
+            chain.answers_inline
+            and req.keep_alive
+            and isinstance(answer.body, bytes)
+            and conn.transport is not None
+            and not conn.closed
+            and conn._can_write is None  # a client not reading: the task's, as before
+        ):
+            return _answer(app, graph, conn, ctx, rt, answer)
+        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=answer)))
     if not chain.callbacks_only:
         # a chunk or error hook needs the task for the upstream exchange (a cache miss):
         # it carries on after the request hooks
@@ -152,6 +174,31 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
             raise  # nothing ran and nothing was taken: the general path starts afresh
         log.exception("task-free path failed after the request hooks; the task carries on")
         return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
+
+
+def _suspended(
+    app: ProxyApp,
+    graph: RuntimeGraph,
+    conn: ServerConnection,
+    ctx: RequestContext,
+    rt: RouteRuntime,
+    s: HookSuspended,
+) -> int:
+    """A request hook awaited after all (``s``): when it waits on a future (a Redis
+    decision, ``state/resp.py``), the request is parked until that future is done and
+    carries on task-free from its callback (:class:`Parked`); anything else is handed to
+    the task, which finishes the hook (it is not run again)."""
+    fut = s.yielded
+    if isinstance(fut, asyncio.Future) and not fut.done():
+        # the traceback holds the frames that raised it, and this exception is kept until
+        # the callback: drop it so no reference cycle outlives the request
+        s.__traceback__ = None
+        parked = Parked(app, graph, conn, ctx, rt, s)
+        conn.exchange = parked
+        graph.inflight += 1
+        fut.add_done_callback(parked.wake)
+        return PARKED
+    return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(suspended=s)))
 
 
 def _forward(
@@ -592,6 +639,86 @@ class FastExchange(ResponseSink):
         self.ctx.response = None
         self.app.fast_fallbacks += 1
         self.conn.fast_fallback(_Resumed(self.app, self.graph, self.ctx, self.rt, resume))
+
+
+class Parked:
+    """A request parked on the task-free path while a request hook waits on a future (a
+    Redis rate-limit decision): the connection's current exchange meanwhile, so pipelined
+    requests queue behind it (HTTP/1.1 order) and a client that goes away is told
+    (:meth:`client_lost`). Ends exactly once: the future's callback (:meth:`wake`) carries
+    the request on — the hook is sent on, the chain's later hooks run, then the answer or
+    the upstream exchange as :func:`_start` does — or the client left first and the hook
+    is closed at once (``GeneratorExit`` where a task would see ``CancelledError``: its
+    ``finally`` blocks run; the future is not cancelled, it may be shared). No timer of its
+    own: the future's owner bounds the wait (the store's reply timeout fails it, and the
+    hook applies its store-error policy).
+    """
+
+    __slots__ = ("app", "conn", "ctx", "done", "graph", "rt", "s")
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        graph: RuntimeGraph,
+        conn: ServerConnection,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        s: HookSuspended,
+    ) -> None:
+        self.app = app
+        self.graph = graph
+        self.conn = conn
+        self.ctx = ctx
+        self.rt = rt
+        self.s = s
+        self.done = False
+
+    def client_lost(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        # the hook ends now (its ``finally`` blocks run), as a cancelled task's would; the
+        # future is left alone (it may be shared): its callback only reads it
+        self.s.close()
+        ctx = self.ctx
+        ctx.error = ctx.error or ConnectionError("client connection lost")
+        ctx.served = FAST
+        self.graph.inflight -= 1
+        self.graph.request_done(self.rt.chain, ctx)
+
+    def wake(self, fut: asyncio.Future[object]) -> None:
+        s = self.s
+        if self.done:
+            # the client left while parked (the hook was closed then; what it decided
+            # stands): the reply is read so a failed one is not reported as never retrieved
+            if not fut.cancelled():
+                fut.exception()
+            return
+        self.done = True
+        graph = self.graph
+        graph.inflight -= 1
+        conn = self.conn
+        conn.exchange = None
+        app = self.app
+        ctx = self.ctx
+        rt = self.rt
+        try:
+            answer = rt.chain.continue_request_sync(ctx, s)
+        except GatewayError as e:
+            _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
+            return
+        except HookSuspended as again:
+            _suspended(app, graph, conn, ctx, rt, again)
+            return
+        up = rt.upstream
+        assert up is not None
+        try:
+            if _after_hooks(app, graph, conn, ctx.request, ctx, rt, up, True, answer) == STARTED:
+                app.fast_requests += 1
+        except Exception:  # (a bug: _after_hooks hands over itself on what it expects)
+            log.exception("task-free path failed after a parked hook; the task carries on")
+            if conn.exchange is None and not conn.closed:
+                _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume()))
 
 
 class _Resumed:

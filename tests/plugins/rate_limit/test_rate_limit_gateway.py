@@ -51,7 +51,9 @@ async def test_rate_limit_through_gateway(path: ServingPath) -> None:
             path.assert_served(3, local=1)
 
 
-def test_only_the_in_memory_store_is_synchronous() -> None:
+def test_every_store_offers_sync_hooks() -> None:
+    """The Redis store suspends on the decision's future; the task-free path parks the
+    request on it (tests/plugins/rate_limit/test_redis_paths.py)."""
     from portway.pipeline.plugin import PluginEnv
     from portway.plugins.rate_limit.config import RateLimitConfig
     from portway.plugins.rate_limit.plugin import RateLimitPlugin
@@ -63,7 +65,12 @@ def test_only_the_in_memory_store_is_synchronous() -> None:
         )
 
     assert plugin().sync_hooks
-    assert not plugin(store="redis", redis={"url": "redis://127.0.0.1:1"}).sync_hooks
+    redis = plugin(store="redis", redis={"url": "redis://127.0.0.1:1"})
+    assert redis.sync_hooks
+    # its response work only sets fields: the route keeps the lite response head
+    from portway.pipeline.runner import Chain
+
+    assert Chain([redis]).fields_only
 
 
 async def test_concurrency_limit_released_after_each_request():

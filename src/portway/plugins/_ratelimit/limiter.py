@@ -9,7 +9,7 @@ from typing import Any
 
 from portway.plugins._ratelimit.algorithms import INF
 from portway.plugins._ratelimit.local import Decision, LimitSpec, LocalLimiter
-from portway.plugins._ratelimit.lua import RATE_LIMIT
+from portway.plugins._ratelimit.lua import RATE_LIMIT, RATE_LIMIT_GCRA1
 from portway.state.base import PackedScriptingStore, ScriptingStore
 
 __all__ = ["Decision", "LimitSpec", "LocalLimiter", "RedisLimiter", "hash_tag"]
@@ -29,7 +29,8 @@ def hash_tag(scope: str, key: str) -> str:
 
 
 class RedisLimiter:
-    """Exact limiting across processes and nodes: one EVALSHA per decision.
+    """Exact limiting across processes and nodes: one EVALSHA per decision (``script``:
+    :data:`~.lua.RATE_LIMIT`, or its straight-line copy for one ``gcra`` limit).
 
     Keys are ``<prefix>{<scope>|<key>}:<algorithm>:<rate>/<per>`` per limit; changing a limit
     therefore starts it from fresh rather than misreading another limit's state. Raises
@@ -49,6 +50,10 @@ class RedisLimiter:
         self.algorithm = algorithm
         self.limits = tuple(limits)
         self._prefix = key_prefix
+        #: one gcra limit (the usual binding) runs the straight-line script: same layout
+        self.script = (
+            RATE_LIMIT_GCRA1 if algorithm == "gcra" and len(self.limits) == 1 else RATE_LIMIT
+        )
         self._scope = scope
         self._suffixes = tuple(f"}}:{algorithm}:{lim.rate:g}/{lim.per:g}" for lim in self.limits)
         # arguments as bytes: redis-py's encoder passes bytes through untouched, and encoding
@@ -87,7 +92,7 @@ class RedisLimiter:
         keys = b"".join([bulk(head + s.encode()) for s in self._suffixes])
         store = self._packed_store
         assert store is not None
-        return store.eval_packed(RATE_LIMIT, self._nparams, self._numkeys + keys + after)
+        return store.eval_packed(self.script, self._nparams, self._numkeys + keys + after)
 
     def keys_for(self, key: str) -> list[str]:
         head = self._prefix + "{" + hash_tag(self._scope, key)
@@ -104,7 +109,7 @@ class RedisLimiter:
                 b"" if now_us is None else repr(now_us).encode(),
                 *self._args,
             ]
-            reply = await self.store.eval_script(RATE_LIMIT, self.keys_for(key), args)
+            reply = await self.store.eval_script(self.script, self.keys_for(key), args)
         allowed = int(reply[0]) == 1
         n = len(self.limits)
         rems = [float(reply[1 + 3 * i]) for i in range(n)]

@@ -171,6 +171,41 @@ return out
 """
 )
 
+#: ``RATE_LIMIT`` for the common binding, one ``gcra`` limit, as straight-line Lua: the same
+#: KEYS, ARGV, reply, stored value and expiry (a binding may switch between the two scripts
+#: with no effect on its keys), without the per-limit loop, the tables and the closure —
+#: Redis runs every decision of every gateway on its one thread, and this is the part of a
+#: decision's Redis CPU the script itself controls (docs/performance.md "s8-redisrl").
+#: ``test_lua_matches_python_model`` checks it against :mod:`.algorithms` like the general one.
+RATE_LIMIT_GCRA1 = LuaScript(
+    r"""
+local cost = tonumber(ARGV[2])
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local t = tonumber(ARGV[5]) / tonumber(ARGV[4])
+local burst = tonumber(ARGV[6])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+local new_tat = tat + cost * t
+local allow_at = new_tat - burst * t
+if allow_at - now > 1e-9 * t then
+  local retry = -1
+  if cost <= burst then retry = math.ceil((allow_at - now) / 1000) end
+  return {0, math.max(0, math.floor((now - (tat - burst * t)) / t + 1e-9)),
+          math.ceil((tat - now) / 1000), retry}
+end
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
+           math.ceil((new_tat - now) / 1000) + 1000)
+return {1, math.max(0, math.floor((now - allow_at) / t + 1e-9)),
+        math.ceil((new_tat - now) / 1000), 0}
+"""
+)
+
 #: concurrency leases: KEYS[1] a sorted set of lease id -> expiry (ms, Redis clock).
 #: ARGV = max, lease id, lease ttl ms. Reply = {acquired, in_flight}.
 ACQUIRE = LuaScript(

@@ -26,6 +26,7 @@ from portway.plugins._ratelimit.headers import Reporter, add_report, apply_repor
 from portway.plugins._ratelimit.hooks import LocalRateHooks, rejection
 from portway.plugins._ratelimit.keys import compile_cost, compile_key
 from portway.plugins._ratelimit.limiter import Decision, LimitSpec, LocalLimiter, RedisLimiter
+from portway.plugins._ratelimit.redis_hooks import RedisRateHooks
 from portway.plugins._ratelimit.stores import key_prefix, shared_redis
 from portway.plugins.rate_limit.config import RateLimitConfig
 from portway.state.base import StoreUnavailableError
@@ -83,13 +84,22 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
                 c.headers,
             )
         self._store_down = False
-        # the in-memory store decides without awaiting: such routes may take the task-free path
-        self.sync_hooks = self.redis is None
-        #: the local store's per-request work as compiled plain calls (pipeline/runner.py)
-        self.fast_hooks: LocalRateHooks | None = None
-        if self.redis is None and type(self) is RateLimitPlugin:
+        # every route may take the task-free path: the in-memory store decides without
+        # awaiting; a Redis decision suspends ``on_request`` on the reply's future, and the
+        # task-free path parks the request until that future is done and carries on from its
+        # callback (proxy/fast.py ``Parked``; a store that yields anything else hands the
+        # request to the task, which finishes the hook: pipeline/suspend.py)
+        self.sync_hooks = True
+        #: the per-request work as compiled plain calls (pipeline/runner.py): the local
+        #: store's whole decision; Redis': the decision coroutine driven until it suspends
+        #: on the reply, and the fields (the route keeps the lite response head)
+        self.fast_hooks: LocalRateHooks | RedisRateHooks | None = None
+        self._local_hooks: LocalRateHooks | None = None
+        if self.redis is not None and type(self) is RateLimitPlugin:
+            self.fast_hooks = RedisRateHooks(self._redis_request)
+        elif type(self) is RateLimitPlugin:
             # (a subclass may change what the hooks do: it keeps the coroutine hooks)
-            self.fast_hooks = LocalRateHooks(
+            self._local_hooks = LocalRateHooks(
                 self.local,
                 self._key,
                 None if self._const_cost is not None else self._cost,
@@ -98,6 +108,7 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
                 self._capacity,
                 self.name,
             )
+            self.fast_hooks = self._local_hooks
 
     async def decide(self, key: str, cost: int) -> Decision:
         """Decide one request; raises :class:`UnavailableError` under ``deny`` when the store
@@ -126,9 +137,14 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
         return d
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
-        hooks = self.fast_hooks
+        hooks = self._local_hooks
         if hooks is not None:
             return hooks.request(ctx)
+        return await self._redis_request(ctx)
+
+    async def _redis_request(self, ctx: RequestContext) -> Response | None:
+        """The decision of a binding without local hooks (Redis, or a subclass): awaited
+        by ``on_request``, driven by :class:`RedisRateHooks` on the task-free path."""
         cost = self._const_cost if self._const_cost is not None else self._cost(ctx)
         d = await self.decide(self._key(ctx), cost)
         if self._reporter is not None:
