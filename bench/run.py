@@ -231,7 +231,11 @@ def measure(setup: V.Setup, args: argparse.Namespace) -> int:
                 results.setdefault((t.name, c), []).append(r)
             for a, b in setup.ratios:
                 results.setdefault((f"{a} / {b}", c), []).append(
-                    {"ratio": round_res[a]["rps"] / round_res[b]["rps"]}
+                    {
+                        "ratio": round_res[a]["rps"] / round_res[b]["rps"],
+                        # the tail target is per round too: p99 against the other's p99
+                        "p99_ratio": round_res[a]["p99"] / round_res[b]["p99"],
+                    }
                 )
             print(
                 f"round {rnd + 1}/{args.rounds} c{c}: "
@@ -257,15 +261,21 @@ def measure(setup: V.Setup, args: argparse.Namespace) -> int:
             f"| {name}{errs} | {c} | {med('rps'):.0f} | {med('p50'):.3f} | "
             f"{med('p99'):.3f} | {med('cpu_us'):.1f}{side} | {med('rss_mb'):.0f} | {added} |"
         )
-    print("\n| ratio (median of per-round ratios) | conns | median | rounds |")
-    print("|---|---|---|---|")
+    print(
+        "\n| ratio (median of per-round ratios) | conns | req/s median | rounds "
+        "| p99 median | rounds |"
+    )
+    print("|---|---|---|---|---|---|")
     for (name, c), rs in sorted(results.items(), key=lambda x: (x[0][1], x[0][0])):
         if "rps" in rs[0]:
             continue
         vals = [r["ratio"] for r in rs]
+        p99s = [r["p99_ratio"] for r in rs]
         print(
             f"| {name} | {c} | {statistics.median(vals):.2f} | "
             + " ".join(f"{v:.2f}" for v in vals)
+            + f" | {statistics.median(p99s):.2f} | "
+            + " ".join(f"{v:.2f}" for v in p99s)
             + " |"
         )
     return 0

@@ -163,6 +163,114 @@ def probe(d: str, up: int, args: argparse.Namespace) -> None:
     print("upstream pools (target, connections opened, idle now):", data["pools"])
 
 
+def nstat() -> dict[str, int]:
+    """The kernel's TCP counters (absolute, ``nstat -az``), the ones a tail could come from."""
+    try:
+        out = subprocess.run(["nstat", "-az"], capture_output=True, text=True).stdout
+    except OSError:
+        return {}
+    keep = (
+        "TcpExtListenOverflows",
+        "TcpExtListenDrops",
+        "TcpRetransSegs",
+        "TcpExtTCPTimeouts",
+        "TcpExtTCPLossProbes",
+        "TcpExtTCPSynRetrans",
+        "TcpExtTCPBacklogDrop",
+        "TcpExtTCPToZeroWindowAdv",
+        "TcpExtTCPAbortOnData",
+        "TcpActiveOpens",
+        "TcpPassiveOpens",
+    )
+    vals = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0] in keep:
+            vals[f[0]] = int(f[1])
+    return vals
+
+
+def latency_max(out: str) -> str:
+    m = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", out, re.M)
+    return m.group(1) if m else "?"
+
+
+def sequence(d: str, up: int, args: argparse.Namespace) -> None:
+    """``bench/run.py``'s order (a 1 s warm-up at 16 connections, then per round c1, c64,
+    c256, nginx and Portway taking turns to lead), with the instrumented worker as Portway:
+    prints every run's wrk percentiles and kernel TCP counters, and for Portway's runs the
+    GC collections and loop stalls inside it, to tell which of the history's parts makes
+    a tail."""
+    port = V.free_port()
+    cfg = Path(d) / "probe.yaml"
+    cfg.write_text(
+        f"listeners: [{{name: public, address: '127.0.0.1:{port}'}}]\n"
+        "admin: {enabled: false}\n" + V.upstream_yaml(up) + V.route()
+    )
+    out = Path(d) / "probe.json"
+    env = dict(os.environ, PROBE_OUT=str(out))
+    err = open(Path(d) / "probe.err", "wb")  # noqa: SIM115 (lives with the process)
+    p = subprocess.Popen([sys.executable, "-c", WORKER, str(cfg)], env=env, stderr=err)
+    V.STARTED.append(p)
+    V.wait_port(port)
+    ng = V.free_port()
+    V.nginx(d, "ngx", ng, f"location / {{ {V.PROXY} }}", up=up)
+    targets = [("nginx", ng), ("portway", port)]
+    conns = [int(c) for c in args.seq_conns.split(",")]
+    windows = []
+    for _name, prt in targets:
+        subprocess.run(
+            ["wrk", "-t1", "-c16", "-d1s", f"http://127.0.0.1:{prt}/"], capture_output=True
+        )
+    for rnd in range(args.runs):
+        for c in conns:
+            k = rnd % len(targets)
+            for name, prt in targets[k:] + targets[:k]:
+                threads = 1 if c < 16 else args.threads
+                n0 = nstat()
+                t0 = time.perf_counter()
+                res = subprocess.run(
+                    [
+                        "wrk",
+                        f"-t{threads}",
+                        f"-c{c}",
+                        f"-d{args.duration}s",
+                        "--latency",
+                        f"http://127.0.0.1:{prt}/",
+                    ],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                t1 = time.perf_counter()
+                n1 = nstat()
+                rps = re.search(r"Requests/sec:\s+([\d.]+)", res)
+                delta = {k2.replace("TcpExt", ""): n1[k2] - n0.get(k2, 0) for k2 in n1}
+                delta = {k2: v for k2, v in delta.items() if v}
+                print(
+                    f"r{rnd} c{c} {name:7s} {float(rps.group(1)) if rps else 0:7.0f} req/s "
+                    f"p50 {pct(res, '50'):>8s} p90 {pct(res, '90'):>8s} p99 {pct(res, '99'):>8s} "
+                    f"max {latency_max(res):>8s}"
+                    f"  tcp {delta}",
+                    flush=True,
+                )
+                if name == "portway":
+                    windows.append((f"r{rnd} c{c}", t0, t1))
+    p.send_signal(signal.SIGUSR2)
+    p.wait(10)
+    data = json.loads(out.read_text())
+    for label, t0, t1 in windows:
+        gcs = collections.Counter(g for s, _, g in data["pauses"] if t0 <= s <= t1)
+        worst = max((dur for s, dur, _ in data["pauses"] if t0 <= s <= t1), default=0.0)
+        first = [lag for t, lag in data["lags"] if 0 <= t - t0 < 0.3]
+        rest = [lag for t, lag in data["lags"] if 0.3 <= t - t0 <= t1 - t0]
+        print(
+            f"{label} portway: GC {dict(gcs) or 'none'} (worst {worst * 1e3:.1f} ms); stalls "
+            f"> 2 ms: first 0.3 s {len(first)} (max {max(first, default=0) * 1e3:.0f} ms), "
+            f"rest {len(rest)} (max {max(rest, default=0) * 1e3:.0f} ms)"
+        )
+    print("upstream pools (target, connections opened, idle now):", data["pools"])
+
+
 def spread(d: str, up: int, args: argparse.Namespace) -> None:
     from run import cpu_seconds, proc_tree
 
@@ -206,13 +314,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--default-gc", action="store_true", help="Python's GC settings")
     ap.add_argument("--spread", action="store_true", help="--workers 2 connection spread")
+    ap.add_argument(
+        "--sequence",
+        action="store_true",
+        help="bench/run.py's order (c1, c64, c256; nginx and Portway in turn), --runs rounds",
+    )
+    ap.add_argument("--seq-conns", default="1,64,256", help="with --sequence")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads from 16 connections")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="portway-tail-")
     os.chmod(d, 0o755)
     up = V.free_port()
     V.nginx(d, "upstream", up, V.upstream_body(d))
     try:
-        (spread if args.spread else probe)(d, up, args)
+        (spread if args.spread else sequence if args.sequence else probe)(d, up, args)
     finally:
         for q in V.STARTED:
             if q.poll() is None:

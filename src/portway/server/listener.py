@@ -1,11 +1,25 @@
-"""Client listeners (plain and TLS) bound with SO_REUSEPORT so workers share a port."""
+"""Client listeners (plain and TLS) bound with SO_REUSEPORT so workers share a port.
+
+Accepting is ours (:class:`AcceptServer`), not the event loop's ``create_server``: libuv
+(since 1.50; uvloop 0.22+ bundles 1.52) takes **one** connection off the accept queue per
+loop iteration. An iteration of a busy worker serves every ready client (256 requests at
+c256, several ms), so a burst of new connections — every load test's start, a client pool
+reconnecting after a deploy — was admitted one per iteration: the k-th connection waited
+behind k-1 rounds of everyone else's requests, up to ~1-2 s for the last of 256 (seen with
+``strace``: one ``accept4`` per ``epoll_pwait``; those waits were the c256 p99 of
+``bench/run.py``). :class:`AcceptServer` drains the queue (up to :data:`ACCEPT_BATCH`) each
+time the listening socket is readable, as nginx with ``multi_accept on`` does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from portway.config.schema import LimitsConfig, ListenerConfig
 from portway.http.flow import as_protocol
@@ -14,6 +28,93 @@ from portway.http.server import App, ServerConnection
 
 if TYPE_CHECKING:
     from portway.server.tls import ListenerTls
+
+log: Final = logging.getLogger("portway.server")
+
+#: connections taken off the accept queue per readiness of the listening socket, at most
+#: (bounds one iteration's work; what is left is taken on the next)
+ACCEPT_BATCH: Final = 1024
+#: seconds accepting pauses after running out of file descriptors or memory
+ACCEPT_RETRY: Final = 0.5
+#: accept errors that concern the whole process, not one connection
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class AcceptServer:
+    """A listening socket served by our own accept loop (see the module docstring); what
+    the worker uses of ``asyncio.Server``: ``sockets``, ``close``, ``is_serving``,
+    ``wait_closed``.
+
+    Each accepted socket becomes a transport through ``loop.connect_accepted_socket`` (with
+    the listener's TLS context: the handshake runs there), in a task per connection, held
+    until it finishes; a connection that fails its TLS handshake is logged at debug level,
+    as the loop's own server did. Closing stops accepting and closes the listening socket;
+    connections already made are not touched."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.BaseProtocol],
+        sslctx: ssl.SSLContext | None,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._factory = factory
+        self._ssl = sslctx
+        self.sockets: list[socket.socket] = [sock]
+        self._serving = False
+        self._closed = asyncio.Event()
+        #: connection set-ups in progress (a task is only weakly held by the loop)
+        self._starting: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._serving = True
+        self._loop.add_reader(self._sock, self._accept)
+
+    def _accept(self) -> None:
+        sock = self._sock
+        loop = self._loop
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _RESOURCE_ERRNOS:
+                    # the queue keeps its connections; try again shortly (asyncio does too)
+                    log.error("cannot accept connections (%s); retrying in %gs", e, ACCEPT_RETRY)
+                    loop.remove_reader(sock)
+                    loop.call_later(ACCEPT_RETRY, self._resume)
+                    return
+                continue  # that connection is gone (ECONNABORTED, …); the next one may not be
+            conn.setblocking(False)
+            t = loop.create_task(loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl))
+            self._starting.add(t)
+            t.add_done_callback(self._started)
+
+    def _started(self, t: asyncio.Task[Any]) -> None:
+        self._starting.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.debug("connection set-up failed: %s", t.exception())
+
+    def _resume(self) -> None:
+        if self._serving:
+            self._loop.add_reader(self._sock, self._accept)
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        self._loop.remove_reader(self._sock)
+        self._sock.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -56,7 +157,7 @@ async def start_listener(
     trusted_ref: Any,
     sock: socket.socket | None = None,
     tls: ListenerTls | None = None,
-) -> asyncio.Server:
+) -> AcceptServer:
     """Serve ``app`` on the listener; ``limits_ref()``/``trusted_ref()`` give the current
     settings so reloads apply to new connections. ``tls``: the listener's certificates, kept
     by the caller to swap them on reload (built here from ``cfg`` when not given)."""
@@ -90,4 +191,8 @@ async def start_listener(
         from portway.server.quic import alt_svc_value
 
         alt_svc = alt_svc_value(cfg, sock.getsockname()[1])
-    return await loop.create_server(factory, sock=sock, ssl=sslctx, backlog=4096)
+    sock.listen(4096)  # (again, for a socket bound elsewhere: what create_server did)
+    sock.setblocking(False)
+    srv = AcceptServer(loop, sock, factory, sslctx)
+    srv.start()
+    return srv

@@ -30,6 +30,7 @@ from portway.http.limits import ServerLimits
 from portway.http.server import App
 
 if TYPE_CHECKING:
+    from portway.server.listener import AcceptServer
     from portway.server.tls import ListenerTls
 
 log = logging.getLogger("portway.quic")
@@ -199,7 +200,7 @@ async def start_quic(
     app: App,
     limits_ref: Any,
     trusted_ref: Any,
-    tcp: asyncio.Server,
+    tcp: AcceptServer,
 ) -> QuicEndpoint:
     """Start the QUIC endpoint of ``cfg`` next to its started TCP server ``tcp`` (whose
     bound port is the UDP port unless ``quic_port`` is set)."""

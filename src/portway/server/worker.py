@@ -17,7 +17,7 @@ from portway.config.schema import GatewayConfig
 from portway.proxy.handler import ProxyApp
 from portway.runtime.gateway import Gateway, ReloadError
 from portway.server.health import Health
-from portway.server.listener import make_listener_tls, start_listener
+from portway.server.listener import AcceptServer, make_listener_tls, start_listener
 
 if TYPE_CHECKING:
     from portway.server.tls import ListenerTls
@@ -46,7 +46,7 @@ class Worker:
         self.workers = workers
         self.gateway: Gateway | None = None
         self.app: ProxyApp | None = None
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[AcceptServer] = []
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Any]] = []
         self.admin_server: asyncio.Server | None = None
@@ -277,7 +277,7 @@ def reopen_log_files() -> None:
     reopen_all()
 
 
-def ports_of(servers: list[asyncio.Server]) -> list[int]:
+def ports_of(servers: list[AcceptServer]) -> list[int]:
     out = []
     for s in servers:
         for sock in s.sockets:
