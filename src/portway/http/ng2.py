@@ -545,6 +545,24 @@ def _header(
     return 0
 
 
+def _invalid_header(
+    session: Any, frame: Any, name: Any, nlen: int, value: Any, vlen: int, fl: int, ud: Any
+) -> int:
+    """A regular field nghttp2 finds invalid (its value's bytes, mostly): kept, so that our
+    own rules judge it as on HTTP/1.1 and the h2 engine (a JSON 400 from ``check_head``),
+    except NUL, CR and LF, which make the request malformed (RFC 9113 §8.2.1: a stream
+    error, as h2 answers too). nghttp2 resets names with upper-case letters itself."""
+    c = _cur
+    assert c is not None
+    h = c._hdrs
+    v = ffi.unpack(value, vlen)
+    if h is None or b"\0" in v or b"\r" in v or b"\n" in v:
+        lib.nghttp2_submit_rst_stream(session, 0, frame.hd.stream_id, L.PROTOCOL_ERROR)
+        return L.ERR_TEMPORAL_CALLBACK_FAILURE
+    h.append((ffi.unpack(name, nlen), v))
+    return 0
+
+
 def _frame_recv(session: Any, frame: Any, ud: Any) -> int:
     c = _cur
     assert c is not None
@@ -610,6 +628,13 @@ def _make_callbacks() -> tuple[Any, Any, list[Any]]:
             onerror=_cb_error,
         ),
         ffi.callback(
+            "int(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,"
+            " size_t, uint8_t, void *)",
+            _invalid_header,
+            error=err,
+            onerror=_cb_error,
+        ),
+        ffi.callback(
             "int(nghttp2_session *, const nghttp2_frame *, void *)",
             _frame_recv,
             error=err,
@@ -636,11 +661,12 @@ def _make_callbacks() -> tuple[Any, Any, list[Any]]:
     lib.nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, keep[0])
     lib.nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, keep[1])
     lib.nghttp2_session_callbacks_set_on_header_callback(cbs, keep[2])
-    lib.nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, keep[3])
-    lib.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, keep[4])
-    lib.nghttp2_session_callbacks_set_on_stream_close_callback(cbs, keep[5])
+    lib.nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, keep[3])
+    lib.nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, keep[4])
+    lib.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, keep[5])
+    lib.nghttp2_session_callbacks_set_on_stream_close_callback(cbs, keep[6])
     provider = ffi.new("nghttp2_data_provider *")
-    provider.read_callback = keep[6]
+    provider.read_callback = keep[7]
     op = ffi.new("nghttp2_option **")
     if lib.nghttp2_option_new(op) != 0:
         raise MemoryError("nghttp2_option_new failed")

@@ -68,6 +68,9 @@ void nghttp2_session_callbacks_set_on_begin_headers_callback(nghttp2_session_cal
 void nghttp2_session_callbacks_set_on_header_callback(nghttp2_session_callbacks *,
     int (*)(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,
             size_t, uint8_t, void *));
+void nghttp2_session_callbacks_set_on_invalid_header_callback(nghttp2_session_callbacks *,
+    int (*)(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,
+            size_t, uint8_t, void *));
 void nghttp2_session_callbacks_set_on_frame_recv_callback(nghttp2_session_callbacks *,
     int (*)(nghttp2_session *, const nghttp2_frame *, void *));
 void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(nghttp2_session_callbacks *,
@@ -114,6 +117,7 @@ int nghttp2_submit_goaway(nghttp2_session *session, uint8_t flags, int32_t last_
 
 # --- constants of nghttp2.h (stable ABI values) ------------------------------------------------
 ERR_DEFERRED = -508
+ERR_TEMPORAL_CALLBACK_FAILURE = -521
 ERR_CALLBACK_FAILURE = -902
 ERR_FLOODED = -904
 ERR_TOO_MANY_CONTINUATIONS = -905
