@@ -27,6 +27,7 @@ import functools
 import logging
 import struct
 import weakref
+from itertools import chain
 from typing import Any, cast
 
 from portway.errors import GatewayError, PayloadTooLargeError
@@ -77,7 +78,7 @@ def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
     (``keep``, alive until the submit call returns: nghttp2 copies the fields) and the
     ``nghttp2_nv`` array packed in one ``struct.pack`` (a cdata per pointer costs more
     than the whole response otherwise)."""
-    blob = b"".join([k + v for k, v in fields])
+    blob = b"".join(chain.from_iterable(fields))
     at = int(ffi.cast("uintptr_t", ffi.from_buffer(blob)))
     vals: list[int] = []
     for k, v in fields:
