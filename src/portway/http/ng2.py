@@ -9,7 +9,7 @@ fields and body; everything nghttp2 has to send then leaves in one ``transport.w
 provider whose read callback copies from the stream's queue, so DATA follows the peer's
 windows without Python bookkeeping.
 
-Callbacks find their connection in the module global ``_cur``, set around every call into
+Callbacks (``http/ng2cb.py``) find their connection in ``ng2cb.cur``, set around every call into
 nghttp2 that may call back (``mem_recv``/``mem_send``): cheaper than a cffi handle per call,
 and safe because nothing inside a callback calls back into nghttp2's receive or send path.
 
@@ -31,6 +31,7 @@ from itertools import chain
 from typing import Any, cast
 
 from portway.errors import GatewayError, PayloadTooLargeError
+from portway.http import ng2cb as cb
 from portway.http import ng2lib as L
 from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
@@ -68,9 +69,6 @@ _MAX_STREAMS = 128
 
 #: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
 _LIVE: weakref.WeakSet[NgConnection] = weakref.WeakSet()
-
-#: the connection nghttp2 is calling back for (see the module docstring)
-_cur: NgConnection | None = None
 
 
 def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
@@ -138,7 +136,7 @@ class NgConnection(WriteFlow):
         self.pending_rst: list[int] = []
         self._out_ptr = ffi.new("const char **")
         sp = ffi.new("nghttp2_session **")
-        rv = lib.nghttp2_session_server_new2(sp, _CALLBACKS, ffi.NULL, _OPTION)
+        rv = lib.nghttp2_session_server_new2(sp, cb.CALLBACKS, ffi.NULL, cb.OPTION)
         if rv != 0:
             raise MemoryError("nghttp2_session_server_new2 failed")
         self.session: Any = ffi.gc(sp[0], lib.nghttp2_session_del)
@@ -183,15 +181,14 @@ class NgConnection(WriteFlow):
         self.app.connection_closed()
 
     def data_received(self, data: bytes) -> None:
-        global _cur
         if self.closed:
             return
-        prev, _cur = _cur, self
+        prev, cb.cur = cb.cur, self
         self._receiving = True
         try:
             rv = lib.nghttp2_session_mem_recv(self.session, data, len(data))
         finally:
-            _cur = prev
+            cb.cur = prev
             self._receiving = False
         if rv < 0:
             self._fail(rv)
@@ -296,7 +293,7 @@ class NgConnection(WriteFlow):
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
         nva, n, keep = _nva(fields)
-        lib.nghttp2_submit_response(self.session, sid, nva, n, _PROVIDER if body else ffi.NULL)
+        lib.nghttp2_submit_response(self.session, sid, nva, n, cb.PROVIDER if body else ffi.NULL)
         del keep
         self.flush_soon()
 
@@ -364,14 +361,13 @@ class NgConnection(WriteFlow):
         self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        global _cur
         self._flush_pending = False
         if self.closed:
             return
         out: list[bytes] = []
         p = self._out_ptr
         sess = self.session
-        prev, _cur = _cur, self
+        prev, cb.cur = cb.cur, self
         try:
             while True:
                 n = lib.nghttp2_session_mem_send(sess, p)
@@ -388,7 +384,7 @@ class NgConnection(WriteFlow):
                     if w is not None:
                         w.stream_gone()
         finally:
-            _cur = prev
+            cb.cur = prev
         t = self.transport
         if out and t is not None and not t.is_closing():
             t.write(out[0] if len(out) == 1 else b"".join(out))
@@ -398,7 +394,7 @@ class NgConnection(WriteFlow):
             # a GOAWAY was sent and nothing is left in flight (or the session failed)
             self.close()
 
-    # --- callbacks (nghttp2 → Python; ``_cur`` is this connection) --------------------------
+    # --- called back from http/ng2cb.py (``ng2cb.cur`` is this connection) -------------------
     def on_begin_frame(self, sid: int, ftype: int, flags: int, length: int) -> int:
         if ftype == L.CONTINUATION:
             self._cont += 1
@@ -510,176 +506,5 @@ def drain_connections(app: App | None = None) -> int:
         c.begin_drain()
     return len(conns)
 
-
-# --- the callbacks, shared by every session ------------------------------------------------------
-def _cb_error(exc_type: Any, exc: Any, tb: Any) -> None:
-    log.error("error in an HTTP/2 callback", exc_info=(exc_type, exc, tb))
-
-
-def _begin_frame(session: Any, hd: Any, ud: Any) -> int:
-    c = _cur
-    assert c is not None
-    return c.on_begin_frame(hd.stream_id, hd.type, hd.flags, hd.length)
-
-
-def _begin_headers(session: Any, frame: Any, ud: Any) -> int:
-    c = _cur
-    assert c is not None
-    h = frame.headers
-    if h.cat == L.HCAT_REQUEST:
-        c._hsid = h.hd.stream_id
-        c._hdrs = []
-        c._opened += 1
-    else:
-        c._hdrs = None
-    return 0
-
-
-def _header(
-    session: Any, frame: Any, name: Any, nlen: int, value: Any, vlen: int, fl: int, ud: Any
-) -> int:
-    c = _cur
-    assert c is not None
-    h = c._hdrs
-    if h is not None:
-        h.append((ffi.unpack(name, nlen), ffi.unpack(value, vlen)))
-    return 0
-
-
-def _invalid_header(
-    session: Any, frame: Any, name: Any, nlen: int, value: Any, vlen: int, fl: int, ud: Any
-) -> int:
-    """A regular field nghttp2 finds invalid (its value's bytes, mostly): kept, so that our
-    own rules judge it as on HTTP/1.1 and the h2 engine (a JSON 400 from ``check_head``),
-    except NUL, CR and LF, which make the request malformed (RFC 9113 §8.2.1: a stream
-    error, as h2 answers too). nghttp2 resets names with upper-case letters itself."""
-    c = _cur
-    assert c is not None
-    h = c._hdrs
-    v = ffi.unpack(value, vlen)
-    if h is None or b"\0" in v or b"\r" in v or b"\n" in v:
-        lib.nghttp2_submit_rst_stream(session, 0, frame.hd.stream_id, L.PROTOCOL_ERROR)
-        return L.ERR_TEMPORAL_CALLBACK_FAILURE
-    h.append((ffi.unpack(name, nlen), v))
-    return 0
-
-
-def _frame_recv(session: Any, frame: Any, ud: Any) -> int:
-    c = _cur
-    assert c is not None
-    hd = frame.hd
-    t = hd.type
-    if t == L.HEADERS:
-        sid = hd.stream_id
-        h = c._hdrs
-        if h is not None and c._hsid == sid:
-            c._hdrs = None
-            c._on_request(sid, h, bool(hd.flags & L.FLAG_END_STREAM))
-        elif hd.flags & L.FLAG_END_STREAM:
-            c.on_end(sid)  # request trailers end the body (their fields are not kept)
-    elif t == L.DATA and hd.flags & L.FLAG_END_STREAM:
-        c.on_end(hd.stream_id)
-    return 0
-
-
-def _data_chunk(session: Any, flags: int, sid: int, data: Any, n: int, ud: Any) -> int:
-    c = _cur
-    assert c is not None
-    c.on_data(sid, ffi.unpack(data, n))
-    return 0
-
-
-def _stream_close(session: Any, sid: int, code: int, ud: Any) -> int:
-    c = _cur
-    assert c is not None
-    c.on_stream_close(sid, code)
-    return 0
-
-
-def _read(session: Any, sid: int, buf: Any, length: int, flags: Any, source: Any, ud: Any) -> int:
-    c = _cur
-    assert c is not None
-    w = c.streams.get(sid)
-    if w is None:
-        flags[0] = L.DATA_FLAG_EOF
-        return 0
-    return w.read_into(buf, length, flags)
-
-
-def _make_callbacks() -> tuple[Any, Any, list[Any]]:
-    err = L.ERR_CALLBACK_FAILURE
-    keep = [
-        ffi.callback(
-            "int(nghttp2_session *, const nghttp2_frame_hd *, void *)",
-            _begin_frame,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
-            "int(nghttp2_session *, const nghttp2_frame *, void *)",
-            _begin_headers,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
-            "int(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,"
-            " size_t, uint8_t, void *)",
-            _header,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
-            "int(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,"
-            " size_t, uint8_t, void *)",
-            _invalid_header,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
-            "int(nghttp2_session *, const nghttp2_frame *, void *)",
-            _frame_recv,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
-            "int(nghttp2_session *, uint8_t, int32_t, const char *, size_t, void *)",
-            _data_chunk,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
-            "int(nghttp2_session *, int32_t, uint32_t, void *)",
-            _stream_close,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback("nghttp2_data_source_read_callback", _read, error=err, onerror=_cb_error),
-    ]
-    pp = ffi.new("nghttp2_session_callbacks **")
-    if lib.nghttp2_session_callbacks_new(pp) != 0:
-        raise MemoryError("nghttp2_session_callbacks_new failed")
-    cbs = pp[0]  # one set for the process: never freed
-    lib.nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, keep[0])
-    lib.nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, keep[1])
-    lib.nghttp2_session_callbacks_set_on_header_callback(cbs, keep[2])
-    lib.nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, keep[3])
-    lib.nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, keep[4])
-    lib.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, keep[5])
-    lib.nghttp2_session_callbacks_set_on_stream_close_callback(cbs, keep[6])
-    provider = ffi.new("nghttp2_data_provider *")
-    provider.read_callback = keep[7]
-    op = ffi.new("nghttp2_option **")
-    if lib.nghttp2_option_new(op) != 0:
-        raise MemoryError("nghttp2_option_new failed")
-    opt = op[0]
-    # request DATA is acknowledged as the handler reads it (nghttp2_session_consume)
-    lib.nghttp2_option_set_no_auto_window_update(opt, 1)
-    # SETTINGS entries per frame; the PING/SETTINGS rate is our token bucket (above)
-    lib.nghttp2_option_set_max_settings(opt, 32)
-    lib.nghttp2_option_set_max_outbound_ack(opt, 1000)
-    return cbs, (provider, opt), keep
-
-
-_CALLBACKS, (_PROVIDER, _OPTION), _KEEP = _make_callbacks()
 
 __all__ = ["NgConnection", "drain_connections"]
