@@ -60,6 +60,7 @@ HOT_MODULES = [
     "src/portway/http/serversimple.py",
     "src/portway/http/serverstate.py",
     "src/portway/http/serverwrite.py",
+    "src/portway/http/streamreq.py",
     "src/portway/http/sweeper.py",
     "src/portway/http/wire.py",
     "src/portway/proxy/exchange.py",

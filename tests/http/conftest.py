@@ -16,3 +16,17 @@ def _strict_states() -> Iterator[None]:
     TRACE.strict = True
     yield
     TRACE.strict = before
+
+
+@pytest.fixture(params=["nghttp2", "h2"])
+def h2_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on each HTTP/2 server engine (``http/h2engine.py``): libnghttp2 (skipped
+    when it does not load) and the ``h2`` library."""
+    engine = str(request.param)
+    if engine == "nghttp2":
+        from portway.http import ng2lib
+
+        if ng2lib.load() is None:
+            pytest.skip("libnghttp2 is not available")
+    monkeypatch.setenv("PORTWAY_H2_ENGINE", engine)
+    return engine

@@ -16,6 +16,7 @@ import h2.config
 import h2.connection
 import h2.events
 import orjson
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,6 +25,9 @@ from cryptography.x509.oid import NameOID
 from portway.http.headers import Headers
 from portway.http.models import Request, Response
 from tests.helpers import http_get, raw_request, run_gateway, run_upstream, simple_config
+
+#: every test runs on both HTTP/2 server engines (tests/http/conftest.py)
+pytestmark = pytest.mark.usefixtures("h2_engine")
 
 BIG = 20 * 1024 * 1024
 

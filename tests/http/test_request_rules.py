@@ -154,7 +154,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("path", "value"), BAD)
-async def test_same_bytes_refused_on_http1_and_http2(path: bytes, value: bytes | None) -> None:
+async def test_same_bytes_refused_on_http1_and_http2(
+    path: bytes, value: bytes | None, h2_engine: str
+) -> None:
     rec = Recorder()
     async with raw_upstream(rec) as url, run_gateway(_cfg(url)) as gw:
         extra = b"X-T: " + value + b"\r\n" if value is not None else b""
@@ -164,7 +166,10 @@ async def test_same_bytes_refused_on_http1_and_http2(path: bytes, value: bytes |
         assert out.startswith(b"HTTP/1.1 400"), out
         c = await _h2(gw.port)
         status, body = await c.get(path, [(b"x-t", value)] if value is not None else [])
-        if value is not None and 0 in value:
+        # nghttp2 checks the :path bytes itself (a pseudo-header it finds invalid is a
+        # malformed request, never passed on); either refusal keeps the bytes off the hop
+        path_refused = h2_engine == "nghttp2" and value is None and status == 0
+        if (value is not None and 0 in value) or path_refused:
             # NUL, CR, LF: h2 refuses the field itself; a malformed request is a stream error
             # (RFC 9113 §8.2.1, §8.1.1): RST_STREAM, and the connection goes on
             assert status == 0

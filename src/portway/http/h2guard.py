@@ -30,16 +30,23 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-# --- abuse limits (each a connection error ENHANCE_YOUR_CALM when exceeded) ----------------
-#: CONTINUATION frames of one header block (h2's own limit is 64 frames of any size)
-MAX_CONTINUATIONS = 16
-#: client resets of streams whose response was not complete (CVE-2023-44487 "rapid reset"):
-#: tolerated up to this count, and beyond it while they stay under half the streams opened
-#: (browsers cancel some streams; an attacker cancels nearly all)
-PREMATURE_RESETS = 100
-#: PING and SETTINGS frames (each forces an answer): a token bucket per connection
-CONTROL_BURST = 100.0
-CONTROL_PER_SECOND = 10.0
+# the abuse limits are shared with the libnghttp2 engine (http/ng2.py)
+from portway.http.h2engine import (
+    CONTROL_BURST,
+    CONTROL_PER_SECOND,
+    MAX_CONTINUATIONS,
+    PREMATURE_RESETS,
+)
+
+__all__ = [
+    "CONTROL_BURST",
+    "CONTROL_PER_SECOND",
+    "MAX_CONTINUATIONS",
+    "PREMATURE_RESETS",
+    "EagerFrameBuffer",
+    "ServerH2",
+    "goaway_bytes",
+]
 
 
 class EagerFrameBuffer(h2.frame_buffer.FrameBuffer):

@@ -349,14 +349,14 @@ class ServerConnection(ServerWriting):
 
     def _maybe_h2(self, data: bytes) -> bool:
         """Detect the h2c prior-knowledge preface; True when ``data`` was consumed."""
-        from portway.http.h2 import PREFACE
+        from portway.http.h2engine import PREFACE
 
         buf = self._preface + data
         n = min(len(buf), len(PREFACE))
         if buf[:n] != PREFACE[:n]:
             if n > 16 and buf.startswith(PREFACE[:16]) and self.transport is not None:
                 # "PRI * HTTP/2.0\r\n" then not the rest: a broken HTTP/2 client (GOAWAY)
-                from portway.http.h2 import goaway_bytes
+                from portway.http.h2engine import goaway_bytes
 
                 self.transport.write(goaway_bytes())
                 self.close()
@@ -375,14 +375,15 @@ class ServerConnection(ServerWriting):
         return True
 
     def _switch_to_h2(self, data: bytes) -> None:
-        from portway.http.h2 import H2Connection
+        from portway.http.h2engine import new_connection
 
         t = self.transport
         assert t is not None
         self._disarm()
         self._sweeper.unwatch(self)
         self.http2 = False
-        h = H2Connection(
+        # libnghttp2 when it loads, else the h2 library (http/h2engine.py)
+        h = new_connection(
             self.app,
             self.limits,
             self.trusted,
@@ -392,7 +393,7 @@ class ServerConnection(ServerWriting):
             self.underscores,
         )
         h.alt_svc = self.alt_svc
-        # this protocol is done; the app's connection count moves to the H2Connection
+        # this protocol is done; the app's connection count moves to the HTTP/2 connection
         self.transport = None
         self._to(H2)
         t.set_protocol(as_protocol(h))

@@ -244,7 +244,7 @@ class Worker:
         # HTTP/2 clients learn the last stream served (GOAWAY) and stop opening new ones;
         # streams in flight finish within the drain below. No HTTP/2 connection was ever
         # served if the module is not loaded: nothing to drain, nothing to import.
-        h2 = sys.modules.get("portway.http.h2")
+        h2 = sys.modules.get("portway.http.h2engine")
         if h2 is not None and self.app is not None:
             h2.drain_connections(self.app)
         for q in self.quic:

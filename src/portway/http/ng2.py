@@ -1,0 +1,510 @@
+"""HTTP/2 on the client side, on libnghttp2 (``http/ng2lib.py``): the fast server engine.
+
+:class:`NgConnection` is a drop-in for :class:`portway.http.h2.H2Connection` (same
+constructor, same lifecycle methods, same per-stream response writer, same limits); only
+the framing, HPACK and the protocol's state machines run in C. ``data_received`` hands the
+bytes to ``nghttp2_session_mem_recv``, whose callbacks (below) collect each request's
+fields and body; everything nghttp2 has to send then leaves in one ``transport.write``
+(``nghttp2_session_mem_send`` drained into one buffer). Responses are submitted with a data
+provider whose read callback copies from the stream's queue, so DATA follows the peer's
+windows without Python bookkeeping.
+
+Callbacks (``http/ng2cb.py``) find their connection in ``ng2cb.cur``, set around every call into
+nghttp2 that may call back (``mem_recv``/``mem_send``): cheaper than a cffi handle per call,
+and safe because nothing inside a callback calls back into nghttp2's receive or send path.
+
+Kept from ``h2guard``, because nghttp2 ends these with other codes or not at all: the
+CONTINUATION bounds, the rapid-reset budget and the PING/SETTINGS token bucket, counted
+per frame header (``on_begin_frame``) and ending the connection with
+GOAWAY(ENHANCE_YOUR_CALM). Request DATA is acknowledged only as the handler consumes it
+(``no_auto_window_update`` + ``nghttp2_session_consume``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import struct
+import weakref
+from itertools import chain
+from typing import Any, cast
+
+from portway.errors import GatewayError, PayloadTooLargeError
+from portway.http import ng2cb as cb
+from portway.http import ng2lib as L
+from portway.http.flow import WriteFlow, adopt_transport
+from portway.http.forwarded import TrustedProxies
+from portway.http.h2engine import (
+    CONTROL_BURST,
+    CONTROL_PER_SECOND,
+    MAX_CONTINUATIONS,
+    PREMATURE_RESETS,
+)
+from portway.http.limits import ServerLimits
+from portway.http.ng2stream import NgStream
+from portway.http.requestid import request_id_of
+from portway.http.server import App, ServerConnection, _Abort
+from portway.http.streamreq import (
+    StreamBody,
+    StreamHead,
+    build_request,
+    check_head,
+    split_fields,
+)
+
+log = logging.getLogger("portway.http.h2")
+
+_loaded = L.load()
+if _loaded is None:  # pragma: no cover - h2engine imports this module only when it loaded
+    raise ImportError("libnghttp2 is not available")
+ffi: Any = _loaded[0]
+lib: Any = _loaded[1]
+
+#: per-stream receive window: bounds the request body buffered per stream
+_STREAM_WINDOW = 256 * 1024
+#: connection receive window: large enough that one stalled stream never starves the others
+_CONN_WINDOW = 4 * 1024 * 1024
+_MAX_STREAMS = 128
+
+#: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
+_LIVE: weakref.WeakSet[NgConnection] = weakref.WeakSet()
+
+
+def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
+    """``(nghttp2_nv[], count, keep)`` for ``fields``: every name and value in one buffer
+    (``keep``, alive until the submit call returns: nghttp2 copies the fields) and the
+    ``nghttp2_nv`` array packed in one ``struct.pack`` (a cdata per pointer costs more
+    than the whole response otherwise)."""
+    blob = b"".join(chain.from_iterable(fields))
+    at = int(ffi.cast("uintptr_t", ffi.from_buffer(blob)))
+    vals: list[int] = []
+    for k, v in fields:
+        nk, nv = len(k), len(v)
+        vals += (at, at + nk, nk, nv, 0)
+        at += nk + nv
+    packed = struct.pack(f"={len(vals)}Q", *vals)
+    return ffi.from_buffer("nghttp2_nv[]", packed), len(fields), blob
+
+
+class NgConnection(WriteFlow):
+    """One HTTP/2 client connection on libnghttp2; streams are served concurrently by
+    ``app``, one task per stream (none for a request answered before the handler)."""
+
+    def __init__(
+        self,
+        app: App,
+        limits: ServerLimits,
+        trusted: TrustedProxies,
+        scheme: str = "http",
+        loop: asyncio.AbstractEventLoop | None = None,
+        extra: dict[str, Any] | None = None,
+        underscores: bool | None = None,
+    ) -> None:
+        self.app = app
+        self.underscores = underscores
+        self.limits = limits
+        self.trusted = trusted
+        self.scheme = scheme
+        self.loop = loop or asyncio.get_running_loop()
+        self.extra: dict[str, Any] = extra or {}
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip, self.peer_port = "", 0
+        self.server_port = 0
+        self.closed = False
+        self._can_write = None
+        self._flush_pending = False
+        self._receiving = False
+        self.streams: dict[int, NgStream] = {}
+        self._idle: asyncio.TimerHandle | None = None
+        self.draining = False
+        #: ``Alt-Svc`` value of every response head (the listener's HTTP/3 endpoint)
+        self.alt_svc: bytes | None = None
+        # header block being received: its stream and fields (None: not a request head)
+        self._hsid = 0
+        self._hdrs: list[tuple[bytes, bytes]] | None = None
+        # flood accounting (see h2engine's limits)
+        self._calm = ""
+        self._cont = 0
+        self._cont_bytes = 0
+        self._max_block = max(2 * limits.max_header_bytes, 16 * 1024)
+        self._opened = 0
+        self._resets = 0
+        self._tokens = CONTROL_BURST
+        self._token_at = 0.0
+        #: streams to reset (NO_ERROR) once their response's last DATA is serialized
+        self.pending_rst: list[int] = []
+        self._out_ptr = ffi.new("const char **")
+        sp = ffi.new("nghttp2_session **")
+        rv = lib.nghttp2_session_server_new2(sp, cb.CALLBACKS, ffi.NULL, cb.OPTION)
+        if rv != 0:
+            raise MemoryError("nghttp2_session_server_new2 failed")
+        self.session: Any = ffi.gc(sp[0], lib.nghttp2_session_del)
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start HTTP/2 on ``transport`` (the app's ``connection_opened`` is the caller's)."""
+        self.transport, self.peer_ip, self.peer_port, self.server_port = adopt_transport(transport)
+        _LIVE.add(self)
+        self._token_at = self.loop.time()
+        iv = ffi.new(
+            "nghttp2_settings_entry[4]",
+            [
+                (L.SETTINGS_MAX_CONCURRENT_STREAMS, _MAX_STREAMS),
+                (L.SETTINGS_INITIAL_WINDOW_SIZE, _STREAM_WINDOW),
+                (L.SETTINGS_MAX_HEADER_LIST_SIZE, self.limits.max_header_bytes),
+                (L.SETTINGS_ENABLE_PUSH, 0),
+            ],
+        )
+        lib.nghttp2_submit_settings(self.session, 0, iv, 4)
+        lib.nghttp2_session_set_local_window_size(self.session, 0, 0, _CONN_WINDOW)
+        self.flush()
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.transport = None
+        self._cancel_idle()
+        for s in list(self.streams.values()):
+            s.stream_gone()
+            t = s.task
+            if t is not None and not t.done():
+                t.cancel()
+        self.streams.clear()
+        w = self._can_write
+        if w is not None and not w.done():
+            from portway.http.server import ClientDisconnectedError
+
+            w.set_exception(ClientDisconnectedError("client disconnected"))
+        self.app.connection_closed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        prev, cb.cur = cb.cur, self
+        self._receiving = True
+        try:
+            rv = lib.nghttp2_session_mem_recv(self.session, data, len(data))
+        finally:
+            cb.cur = prev
+            self._receiving = False
+        if rv < 0:
+            self._fail(rv)
+            return
+        self.flush()
+
+    def _fail(self, rv: int) -> None:
+        """``mem_recv`` failed: a flood (our GOAWAY ENHANCE_YOUR_CALM) or a protocol error
+        nghttp2 already answered with GOAWAY (else PROTOCOL_ERROR); then close."""
+        last = lib.nghttp2_session_get_last_proc_stream_id(self.session)
+        if rv == L.ERR_TOO_MANY_CONTINUATIONS and not self._calm:
+            # nghttp2's own bound (builds with the CVE-2024-28182 fix; 8 frames by default)
+            self._calm = "CONTINUATION flood"
+        elif rv == L.ERR_FLOODED and not self._calm:
+            self._calm = "control frame flood"  # answers it could not send out
+        if self._calm:
+            log.warning("HTTP/2 %s from %s: connection closed", self._calm, self.peer_ip)
+            lib.nghttp2_session_terminate_session2(self.session, last, L.ENHANCE_YOUR_CALM)
+        else:
+            err = ffi.string(lib.nghttp2_strerror(rv)).decode("ascii", "replace")
+            log.debug("HTTP/2 protocol error from %s: %s", self.peer_ip, err)
+            # (refused when nghttp2 already queued its own GOAWAY: that one is sent)
+            lib.nghttp2_session_terminate_session2(self.session, last, L.PROTOCOL_ERROR)
+        self.flush()
+        self.close()
+
+    # --- streams ----------------------------------------------------------------------------
+    def _on_request(self, sid: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+        if self.draining:
+            # past our GOAWAY's last stream id: never processed, the client may retry it
+            self.reset_stream(sid, L.REFUSED_STREAM)
+            return
+        self._cancel_idle()
+        head = split_fields(fields, self.underscores, self.app.owned_headers)
+        w = NgStream(self, sid, head.raw_method.decode("latin-1"))
+        self.streams[sid] = w
+        try:
+            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3)
+            check_head(head, self.limits)
+            req = self._build_request(w, head, ended)
+        except (_Abort, GatewayError) as e:
+            self.send_simple(w, e.error if isinstance(e, _Abort) else e, head.fields)
+            return
+        except Exception:
+            log.exception("internal error while reading an HTTP/2 request")
+            self.send_simple(w, GatewayError("internal error"), head.fields)
+            return
+        w.task = self.loop.create_task(self._serve(w, req))
+
+    def _build_request(self, w: NgStream, head: StreamHead, ended: bool) -> Any:
+        def make_body(expect_continue: bool) -> StreamBody:
+            def first_read() -> None:
+                if expect_continue and not w.head_sent and not w.closed:
+                    self.send_info(w.stream_id, [(b":status", b"100")])
+
+            body = StreamBody(
+                functools.partial(self._ack, w.stream_id), first_read, self.limits.body_timeout
+            )
+            w.body = body
+            return body
+
+        return build_request(
+            head,
+            self.limits,
+            self.trusted,
+            version="2",
+            scheme=self.scheme,
+            peer=(self.peer_ip, self.peer_port),
+            server_port=self.server_port,
+            ended=ended,
+            make_body=make_body,
+        )
+
+    async def _serve(self, w: NgStream, req: Any) -> None:
+        try:
+            await self.app.handle(cast(ServerConnection, w), req)
+            if not w.ended and not w.closed:
+                # the handler returned without finishing the response (close-delimited body)
+                w.close()
+            while w.out and not w.closed:
+                await w.drain()
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("unhandled error while serving an HTTP/2 stream")
+            w.abort()
+        finally:
+            w.task = None
+            b = w.body
+            if not w.closed and b is not None and not b._eof:
+                # RFC 9113 §8.1: a complete response may precede the request's end
+                self.end_then_reset(w)
+
+    def _ack(self, sid: int, n: int) -> None:
+        if n <= 0 or self.closed:
+            return
+        lib.nghttp2_session_consume(self.session, sid, n)
+        self.flush_soon()
+
+    # --- frames out ------------------------------------------------------------------------------
+    def submit_response(self, sid: int, fields: list[tuple[bytes, bytes]], body: bool) -> None:
+        """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
+        ``body`` (else the HEADERS end the stream)."""
+        nva, n, keep = _nva(fields)
+        lib.nghttp2_submit_response(self.session, sid, nva, n, cb.PROVIDER if body else ffi.NULL)
+        del keep
+        self.flush_soon()
+
+    def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
+        """A 1xx response head on ``sid``."""
+        nva, n, keep = _nva(fields)
+        lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, n, ffi.NULL)
+        del keep
+        self.flush_soon()
+
+    def submit_trailer(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
+        nva, n, keep = _nva(fields)
+        lib.nghttp2_submit_trailer(self.session, sid, nva, n)
+        del keep
+
+    def resume(self, sid: int) -> None:
+        """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
+        lib.nghttp2_session_resume_data(self.session, sid)
+        self.flush_soon()
+
+    def send_simple(
+        self, w: NgStream, err: GatewayError, fields: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Answer ``w`` with ``err``'s JSON error (requests rejected before the handler);
+        ``fields``: the request's, for the client's X-Request-ID."""
+        rid = request_id_of(fields or [])
+        body = err.body(rid)
+        headers = [
+            (b":status", b"%d" % err.status),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", rid.encode("ascii")),
+        ]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
+        w.head_sent = True
+        w.out.append(body)
+        w.eof_pending = True
+        self.submit_response(w.stream_id, headers, True)
+        if w.body is not None and not w.body._eof:
+            # the request body will never be read: end the stream once the answer is out
+            self.end_then_reset(w)
+
+    def end_then_reset(self, w: NgStream) -> None:
+        """Reset ``w`` with NO_ERROR after its response (whose request body is unread):
+        at once when the last frame is already with nghttp2, else when it is serialized
+        (a RST_STREAM queued now would overtake the DATA still in the stream's queue)."""
+        if w.ended and not w.out:
+            self.reset_stream(w.stream_id, L.NO_ERROR)
+            w.stream_gone()
+        else:
+            w.reset_after_end = True
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        if not self.closed:
+            lib.nghttp2_submit_rst_stream(self.session, 0, sid, code)
+            self.flush_soon()
+
+    def flush_soon(self) -> None:
+        """Write what nghttp2 queued once this loop iteration is over (one ``write`` for the
+        frames of every stream answered meanwhile); inside ``data_received`` its own flush
+        at the end covers it."""
+        if self._flush_pending or self._receiving or self.closed:
+            return
+        self._flush_pending = True
+        self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if self.closed:
+            return
+        out: list[bytes] = []
+        p = self._out_ptr
+        sess = self.session
+        prev, cb.cur = cb.cur, self
+        try:
+            while True:
+                n = lib.nghttp2_session_mem_send(sess, p)
+                if n > 0:
+                    out.append(ffi.unpack(p[0], n))
+                    continue
+                rst = self.pending_rst
+                if n < 0 or not rst:
+                    break
+                self.pending_rst = []
+                for sid in rst:
+                    lib.nghttp2_submit_rst_stream(sess, 0, sid, L.NO_ERROR)
+                    w = self.streams.get(sid)
+                    if w is not None:
+                        w.stream_gone()
+        finally:
+            cb.cur = prev
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            t.write(out[0] if len(out) == 1 else b"".join(out))
+        if n < 0 or not (
+            lib.nghttp2_session_want_read(sess) or lib.nghttp2_session_want_write(sess)
+        ):
+            # a GOAWAY was sent and nothing is left in flight (or the session failed)
+            self.close()
+
+    # --- called back from http/ng2cb.py (``ng2cb.cur`` is this connection) -------------------
+    def on_begin_frame(self, sid: int, ftype: int, flags: int, length: int) -> int:
+        if ftype == L.CONTINUATION:
+            self._cont += 1
+            self._cont_bytes += length
+            if self._cont >= MAX_CONTINUATIONS or self._cont_bytes > self._max_block:
+                return self._flood("CONTINUATION flood")
+        elif ftype == L.HEADERS:
+            self._cont, self._cont_bytes = 0, length
+        elif ftype == L.RST_STREAM:
+            w = self.streams.get(sid)
+            if w is not None and not (w.ended and not w.out):
+                self._resets += 1
+                n = self._resets
+                if n > PREMATURE_RESETS and 2 * n > self._opened:
+                    return self._flood("rapid reset flood")
+        elif (ftype == L.PING or ftype == L.SETTINGS) and not flags & L.FLAG_ACK:
+            now = self.loop.time()
+            tokens = min(CONTROL_BURST, self._tokens + (now - self._token_at) * CONTROL_PER_SECOND)
+            self._token_at = now
+            if tokens < 1.0:
+                return self._flood("PING flood" if ftype == L.PING else "SETTINGS flood")
+            self._tokens = tokens - 1.0
+        return 0
+
+    def _flood(self, what: str) -> int:
+        self._calm = what
+        return L.ERR_CALLBACK_FAILURE
+
+    def on_stream_close(self, sid: int, code: int) -> None:
+        w = self.streams.pop(sid, None)
+        if w is None:
+            return
+        b = w.body
+        if b is not None:
+            # credit for bytes buffered but never read goes back to the connection window
+            self._ack(sid, b._buffered)
+        if code != L.NO_ERROR or not w.ended or w.out:
+            w.stream_gone()
+            t = w.task
+            if t is not None and not t.done():
+                t.cancel()
+        if not self.streams:
+            if self.draining:
+                self.flush_soon()
+            else:
+                self._arm_idle()
+
+    def on_data(self, sid: int, data: bytes) -> None:
+        w = self.streams.get(sid)
+        b = w.body if w is not None else None
+        if w is None or b is None or w.closed or b._eof or b.failed:
+            # nobody will read it: return the credit at once so other streams keep flowing
+            lib.nghttp2_session_consume(self.session, sid, len(data))
+            return
+        limit = self.limits.max_body_bytes
+        if limit is not None and b.received + len(data) > limit:
+            lib.nghttp2_session_consume(self.session, sid, len(data))
+            b.set_exception(PayloadTooLargeError("request body too large"))
+            return
+        b.feed(data)
+
+    def on_end(self, sid: int) -> None:
+        w = self.streams.get(sid)
+        if w is not None and w.body is not None and not w.body.failed:
+            w.body.feed_eof()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        secs = self.limits.idle_timeout
+        self._idle = self.loop.call_later(secs, self.shutdown) if secs > 0 else None
+
+    def begin_drain(self) -> None:
+        """Graceful GOAWAY (server shutdown): tell the client the last stream that will be
+        served, finish the open streams, refuse new ones, close when the last one ends."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        last = lib.nghttp2_session_get_last_proc_stream_id(self.session)
+        lib.nghttp2_submit_goaway(self.session, 0, last, L.NO_ERROR, ffi.NULL, 0)
+        self.flush()
+        if not self.streams:
+            self.close()
+
+    def shutdown(self) -> None:
+        """Send GOAWAY(NO_ERROR) and close once nothing is in flight (idle or server exit)."""
+        if self.closed:
+            return
+        last = lib.nghttp2_session_get_last_proc_stream_id(self.session)
+        lib.nghttp2_session_terminate_session2(self.session, last, L.NO_ERROR)
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
+
+
+def drain_connections(app: App | None = None) -> int:
+    """:meth:`NgConnection.begin_drain` on every live connection (of ``app`` when given)."""
+    conns = [c for c in _LIVE if not c.closed and (app is None or c.app is app)]
+    for c in conns:
+        c.begin_drain()
+    return len(conns)
+
+
+__all__ = ["NgConnection", "drain_connections"]
