@@ -152,18 +152,31 @@ def wire_of(entry: CacheEntry, strip: tuple[bytes, ...]) -> Wire | None:
     return w
 
 
+#: ``x-cache: LABEL CRLF`` by label (HIT, STALE: a handful)
+_LABEL_LINES: Final[dict[bytes, bytes]] = {}
+
+
 def hit_response(
     entry: CacheEntry | None, wire: Wire, age: float, label: bytes, key: str | None
 ) -> Response:
     """What :func:`~.answers.answer` gives for a request without matching conditionals,
-    with the head prebuilt: the stored lines, Age, Content-Length, X-Cache (X-Cache-Key)."""
-    extra: list[tuple[bytes, bytes]] = [(b"age", b"%d" % int(age))]
+    with the head prebuilt: the stored lines, Age, X-Cache, Content-Length (X-Cache-Key).
+
+    Age and X-Cache are lines too (runs of the raw head): the task-free writer joins them
+    as they are, and the framing field it adds itself (Content-Length, the only field
+    left as an item with X-Cache-Key) follows them — the bytes the field-by-field head
+    gives (``answer_bytes`` and ``handler._send`` both move Content-Length last)."""
+    line = _LABEL_LINES.get(label)
+    if line is None:
+        line = _LABEL_LINES[label] = b"x-cache: " + label + b"\r\n"
+    age_line = b"age: %d\r\n" % int(age)
+    runs = [wire.run, age_line, line] if wire.run else [age_line, line]
+    extra: list[tuple[bytes, bytes]] = []
     if wire.length is not None:
         extra.append((b"content-length", wire.length))
-    extra.append((b"x-cache", label))
     if key is not None:
         extra.append((b"x-cache-key", key.encode()))
     # (the wire's status and body are the entry's: ``entry`` is only what it was built from)
     resp = Response(wire.status, None, wire.body)
-    resp.set_raw_fields([wire.run] if wire.run else [], extra)
+    resp.set_raw_fields(runs, extra)
     return resp
