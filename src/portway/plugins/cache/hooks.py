@@ -99,11 +99,12 @@ class CacheHooks(SyncHooks):
         got = self.probe(ctx)
         return got if isinstance(got, Response) else None
 
-    def probe(self, ctx: RequestContext) -> Response | Probe | None:
+    def probe(self, ctx: RequestContext, lines: bool = False) -> Response | Probe | None:
         """:meth:`hit`, and when it declines after looking the request up (a miss, most
         often), what it found: the full hook's lookup is then not made twice (a lookup
         changes nothing but the LRU order, which the full one would refresh the same way).
-        ``None``: declined before any lookup."""
+        ``None``: declined before any lookup. ``lines``: the answer is for the task-free
+        writer (``hit.hit_response``)."""
         req = ctx.request
         if not self.url_only or req.method not in self.methods:
             return None
@@ -146,10 +147,11 @@ class CacheHooks(SyncHooks):
             if isinstance(m, _Meta):  # (fresh_age just computed it for ``windows``)
                 wire.note(windows, m.no_cache, m.initial_age, m.lifetime)
         self.counters.hit += 1
-        return hit_response(None, wire, age, b"HIT", key if self.expose_key else None)
+        return hit_response(None, wire, age, b"HIT", key if self.expose_key else None, lines)
 
     def request(self, ctx: RequestContext) -> Response | None:
-        got = self.probe(ctx)
+        # (the task-free runner's entry: the answer is written from its raw lines there)
+        got = self.probe(ctx, True)
         if isinstance(got, Response):
             return got
         return drive(self.full_request(ctx, got))
