@@ -147,6 +147,13 @@ class Plugin(Generic[C]):
     #: ``on_request`` answered with (or an error it raised there): the runner leaves them
     #: out of that request's response phases, on every path (a cache hit's own hooks)
     skip_own_answer: ClassVar[bool] = False
+    #: ``on_request`` never edits ``ctx.upstream_request`` while it is still ``ctx.request``
+    #: itself: it makes the copy first (``req.copy_for_upstream()``) when it edits. A chain
+    #: of such plugins (and no ``on_upstream_request``) then shares the client's request
+    #: until the request is really forwarded (``Chain.copies_upstream_request``): a request a
+    #: hook answers (a cache hit) is never copied. The default (False) gets a copy before
+    #: the hooks, as every plugin may edit it in place.
+    copies_on_edit: ClassVar[bool] = False
     #: phases this instance does not need although its class implements them (a combinator
     #: whose members need none); the runner leaves them out of the chain
     unused_phases: frozenset[str] = frozenset()

@@ -131,11 +131,13 @@ class Chain:
         "_cuts",
         "_field_hooks",
         "_pos",
+        "_quiet_answer",
         "_req_hooks",
         "_resp_hooks",
         "answers_inline",
         "buffer_cap",
         "callbacks_only",
+        "copies_upstream_request",
         "fields_only",
         "on_error",
         "on_log",
@@ -182,6 +184,24 @@ class Chain:
         self.sync_request = all(p.sync_hooks for p in (*self.on_request, *self.on_response))
         self.callbacks_only = self.sync_request and not (
             self.on_upstream_request or self.on_response_chunk or self.on_error
+        )
+        #: ``RequestContext.upstream_request`` must be a copy before the request hooks run:
+        #: some hook may edit it in place (not ``Plugin.copies_on_edit``) or an
+        #: ``on_upstream_request`` hook edits it per attempt. False: the request is shared
+        #: and copied only when it is forwarded on the general path (``handler.py``) or a
+        #: hook edits it — a request a hook answers (a cache hit) is never copied
+        self.copies_upstream_request = bool(self.on_upstream_request) or any(
+            not p.copies_on_edit for p in self.on_request
+        )
+        #: by binding position: an answer given there passes no response or chunk hook (the
+        #: rule of :meth:`_ran`), so the task-free path writes it without running either
+        #: phase (a cache hit on a route where nothing before the cache edits responses)
+        self._quiet_answer = tuple(
+            not any(
+                self._pos[id(p)] < cut or (self._pos[id(p)] == cut and not p.skip_own_answer)
+                for p in (*self.on_response, *self.on_response_chunk)
+            )
+            for cut in range(len(self.plugins))
         )
         #: an answer a request hook gives with a ``bytes`` body may be written task-free: the
         #: response and chunk hooks it passes through all run without a task (a chunk hook
@@ -286,6 +306,13 @@ class Chain:
             ctx.extra["rejected_by"] = p.name
             return cast(Response, resp)
         return await self.run_request(ctx, s.index + 1)
+
+    def answer_is_quiet(self, ctx: RequestContext) -> bool:
+        """The answer a request hook gave (``ctx.reached`` is its position) passes no
+        response or chunk hook: :meth:`run_response_sync` and :meth:`run_chunk_sync` would
+        do nothing for it."""
+        cut = ctx.reached
+        return cut is not None and self._quiet_answer[cut]
 
     def run_response_sync(self, ctx: RequestContext) -> None:
         """:meth:`run_response` for a chain of ``sync_hooks`` plugins, outside any task. A

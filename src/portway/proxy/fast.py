@@ -117,8 +117,9 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     if "%" in path and not rt.encoded_slashes and ("%2F" in path or "%5C" in path):
         return NOT_TAKEN
     hooks = bool(chain.on_request)
-    # the upstream request is a copy only when a hook may edit it
-    ctx = RequestContext(req, copy=hooks)
+    # the upstream request is a copy only when a hook may edit it in place (a chain of
+    # copy-on-edit hooks shares it; the general path copies it if it gets the request)
+    ctx = RequestContext(req, copy=chain.copies_upstream_request)
     ctx.match = m
     ctx.upstream_name = up.name
     ctx.attempt = 1
@@ -277,19 +278,27 @@ def _answer(
     chain = rt.chain
     req = ctx.request
     ctx.response = answer
-    try:
-        if chain.on_response:
-            chain.run_response_sync(ctx)
-        resp = ctx.response
-        body = resp.body
-        if not isinstance(body, bytes) or (resp.status >= 400 and is_grpc_request(req)):
-            # a hook swapped in a streamed body, or gRPC's error mapping: the task's
+    resp = answer
+    body = answer.body
+    assert isinstance(body, bytes)  # (the caller's condition)
+    if chain.answer_is_quiet(ctx):
+        # no response or chunk hook runs for this answer (a cache hit on most routes)
+        if resp.status >= 400 and is_grpc_request(req):
             return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=resp)))
-        if chain.on_response_chunk:
-            body = chain.run_chunk_sync(ctx, body)
-    except GatewayError as e:
-        ctx.response = None
-        return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
+    else:
+        try:
+            if chain.on_response:
+                chain.run_response_sync(ctx)
+            resp = ctx.response
+            body = resp.body
+            if not isinstance(body, bytes) or (resp.status >= 400 and is_grpc_request(req)):
+                # a hook swapped in a streamed body, or gRPC's error mapping: the task's
+                return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(response=resp)))
+            if chain.on_response_chunk:
+                body = chain.run_chunk_sync(ctx, body)
+        except GatewayError as e:
+            ctx.response = None
+            return _hand_over(conn, _Resumed(app, graph, ctx, rt, Resume(error=e)))
     data, size, empty = answer_bytes(req, resp, body)
     conn.write_soon(data)
     ctx.bytes_out += size + (0 if empty else len(body))

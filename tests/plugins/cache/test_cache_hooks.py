@@ -4,12 +4,17 @@ compared in test_cache_fast_hits.py; here, the hook's own contract."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
 from portway.http.models import Request
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
-from portway.plugins.cache.hooks import CacheHooks
+from portway.plugins.cache.hooks import CacheHooks, Probe
 from portway.plugins.cache.plugin import CachePlugin
-from portway.plugins.cache.state import CACHE_STATE, Mode
+from portway.plugins.cache.state import CACHE_STATE, Flight, Mode
 from tests.plugins.cache.harness import Clock, Upstream, fixed, make_plugin, make_request, run
 
 
@@ -101,3 +106,91 @@ async def test_validators_go_on_a_copy_when_the_runner_shares_the_request() -> N
     assert ctx.upstream_request is not req
     assert ctx.upstream_request.headers.get("if-none-match") == '"a"'
     assert req.headers.get("if-none-match") is None
+
+
+async def test_a_cache_chain_shares_the_request_and_writes_its_hits_without_response_phases() -> (
+    None
+):
+    from portway.pipeline.plugin import Plugin
+
+    class Edits(Plugin[Any]):
+        name = "edits"
+
+        async def on_request(self, ctx: RequestContext) -> None:
+            ctx.upstream_request.headers.set("x-edited", "1")
+
+    class Watches(Plugin[Any]):
+        name = "watches"
+
+        async def on_response(self, ctx: RequestContext) -> None:
+            return None
+
+    p = make_plugin(Clock())
+    chain = Chain([p])
+    # the cache copies before it edits (validators): a hit never copies the request
+    assert not chain.copies_upstream_request
+    ctx = RequestContext(make_request())
+    ctx.reached = 0
+    assert chain.answer_is_quiet(ctx)
+    # a plugin that edits the upstream request in place needs the copy first
+    edits = Edits(p.config, p.env)
+    assert Chain([edits, p]).copies_upstream_request
+    # a response hook bound before the cache sees its answers; one after it does not
+    watches = Watches(p.config, p.env)
+    ctx.reached = 1
+    assert not Chain([watches, p]).answer_is_quiet(ctx)
+    ctx.reached = 0
+    assert Chain([p, watches]).answer_is_quiet(ctx)
+
+
+async def test_a_miss_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import portway.plugins.cache.plugin as plugin_mod
+
+    clock = Clock()
+    p = make_plugin(clock)
+    up = _fresh(clock)
+    await run(p, up)
+    hooks = p.fast_hooks
+    assert hooks is not None
+    looked: list[str] = []
+    real = plugin_mod.lookup_mem
+
+    def counted(*a: Any) -> Any:
+        looked.append(a[2])
+        return real(*a)
+
+    monkeypatch.setattr(plugin_mod, "lookup_mem", counted)
+    ctx = RequestContext(make_request(path="/other"))
+    got = hooks.probe(ctx)
+    assert isinstance(got, Probe) and got.entry is None
+    assert hooks.request(ctx) is None
+    flight = ctx.state.get(CACHE_STATE)
+    assert flight is not None and flight.mode is Mode.MISS and flight.key == got.key
+    # stale: the probe's entry is what the full hook revalidates
+    clock.t += 120
+    ctx = RequestContext(make_request())
+    assert hooks.request(ctx) is None
+    flight = ctx.state.get(CACHE_STATE)
+    assert flight is not None and flight.mode is Mode.VALIDATE
+    assert looked == []  # the full hook took the hooks' lookup both times
+    # a request the hooks do not probe (a directive) is looked up by the full hook
+    ctx = RequestContext(make_request(headers=[("Cache-Control", "no-cache")]))
+    assert hooks.request(ctx) is None
+    assert len(looked) == 1
+
+
+async def test_on_log_is_the_compiled_hooks_and_still_settles_flights() -> None:
+    clock = Clock()
+    p = make_plugin(clock)
+    hooks = p.fast_hooks
+    assert hooks is not None
+    assert p.on_log == hooks.log
+    ctx = RequestContext(make_request())
+    p.on_log(ctx)  # no state: nothing to do, none created
+    assert ctx._state is None
+    flight = Flight(Mode.MISS, key="k")
+    fut = asyncio.get_running_loop().create_future()
+    flight.leader = fut
+    ctx.state[CACHE_STATE] = flight
+    p.on_log(ctx)
+    assert fut.done() and flight.leader is None

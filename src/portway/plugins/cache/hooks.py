@@ -23,14 +23,29 @@ from typing import Any
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import SyncHooks, drive
+from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.hit import KeyMemo, Wire, hit_response, lookup_mem, wire_of
 from portway.plugins.cache.keys import KeyBuilder
 from portway.plugins.cache.memory import MemoryStore
 from portway.plugins.cache.policy import REQUEST_FIELDS, Windows, _Meta, fresh_age
 from portway.plugins.cache.state import CACHE_STATE, Counters, Flight
 
-RequestHook = Callable[[RequestContext], Coroutine[Any, Any, Response | None]]
+
+class Probe:
+    """What :meth:`CacheHooks.probe` looked up before declining (a miss, a stale or
+    uncached-looking entry): the full hook carries on from it instead of looking up again."""
+
+    __slots__ = ("entry", "index", "key")
+
+    def __init__(self, key: str, entry: CacheEntry | None, index: VaryIndex | None) -> None:
+        self.key = key
+        self.entry = entry
+        self.index = index
+
+
+RequestHook = Callable[[RequestContext, "Probe | None"], Coroutine[Any, Any, Response | None]]
 ResponseHook = Callable[[RequestContext], Coroutine[Any, Any, None]]
+LogHook = Callable[[RequestContext], None]
 
 
 def flight_of(ctx: RequestContext) -> Flight | None:
@@ -57,6 +72,7 @@ class CacheHooks(SyncHooks):
         clock: Callable[[], float],
         full_request: RequestHook,
         full_response: ResponseHook,
+        full_log: LogHook,
     ) -> None:
         self.mem = mem
         self.memo = memo
@@ -75,10 +91,20 @@ class CacheHooks(SyncHooks):
         self.clock = clock
         self.full_request = full_request
         self.full_response = full_response
+        self.full_log = full_log
 
     def hit(self, ctx: RequestContext) -> Response | None:
         """The answer to a plain fresh hit, or ``None`` (nothing changed: the full hook
         decides)."""
+        got = self.probe(ctx)
+        return got if isinstance(got, Response) else None
+
+    def probe(self, ctx: RequestContext, lines: bool = False) -> Response | Probe | None:
+        """:meth:`hit`, and when it declines after looking the request up (a miss, most
+        often), what it found: the full hook's lookup is then not made twice (a lookup
+        changes nothing but the LRU order, which the full one would refresh the same way).
+        ``None``: declined before any lookup. ``lines``: the answer is for the task-free
+        writer (``hit.hit_response``)."""
         req = ctx.request
         if not self.url_only or req.method not in self.methods:
             return None
@@ -92,9 +118,9 @@ class CacheHooks(SyncHooks):
             route = ctx.route_name or "-"
         memo = self.memo
         key = memo.request_key(self.keys, route, req)
-        entry, _ = lookup_mem(self.mem, memo, key, pairs)
+        entry, index = lookup_mem(self.mem, memo, key, pairs)
         if entry is None:
-            return None
+            return Probe(key, None, index)
         now = self.clock()
         windows = self.windows
         strip = self.strip
@@ -104,30 +130,31 @@ class CacheHooks(SyncHooks):
         if isinstance(w, Wire) and w.windows is windows and w.strip == strip:
             # policy.fresh_age on the data kept on the entry's wire (same arithmetic)
             if w.no_cache:
-                return None
+                return Probe(key, entry, index)
             age = w.initial_age + max(0.0, now - w.response_time)
             if not w.lifetime > age:
-                return None
+                return Probe(key, entry, index)
             wire = w
         else:
             age = fresh_age(entry, now, windows)
             if age is None:
-                return None
+                return Probe(key, entry, index)
             built = wire_of(entry, strip)
             if built is None:
-                return None
+                return Probe(key, entry, index)
             wire = built
             m = entry.meta
             if isinstance(m, _Meta):  # (fresh_age just computed it for ``windows``)
                 wire.note(windows, m.no_cache, m.initial_age, m.lifetime)
         self.counters.hit += 1
-        return hit_response(None, wire, age, b"HIT", key if self.expose_key else None)
+        return hit_response(None, wire, age, b"HIT", key if self.expose_key else None, lines)
 
     def request(self, ctx: RequestContext) -> Response | None:
-        resp = self.hit(ctx)
-        if resp is not None:
-            return resp
-        return drive(self.full_request(ctx))
+        # (the task-free runner's entry: the answer is written from its raw lines there)
+        got = self.probe(ctx, True)
+        if isinstance(got, Response):
+            return got
+        return drive(self.full_request(ctx, got))
 
     def response(self, ctx: RequestContext) -> None:
         if flight_of(ctx) is None:
@@ -138,3 +165,10 @@ class CacheHooks(SyncHooks):
                 resp.headers.remove_many(self.strip)
             return
         drive(self.full_response(ctx))
+
+    def log(self, ctx: RequestContext) -> None:
+        """The plugin's ``on_log`` (bound in its place on the instance: the runner's call
+        is then a compiled one): nothing to settle without per-request state (a plain hit,
+        a request the cache never ran for)."""
+        if ctx._state is not None:
+            self.full_log(ctx)

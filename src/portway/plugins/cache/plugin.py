@@ -27,7 +27,7 @@ from portway.plugins.cache.answers import answer, merged_entry, range_answer
 from portway.plugins.cache.config import CacheConfig
 from portway.plugins.cache.entry import CacheEntry, VaryIndex
 from portway.plugins.cache.hit import KeyMemo, hit_response, lookup_mem, wire_of
-from portway.plugins.cache.hooks import CacheHooks, flight_of
+from portway.plugins.cache.hooks import CacheHooks, Probe, flight_of
 from portway.plugins.cache.invalidation import targets, url_key
 from portway.plugins.cache.keys import (
     KeyBuilder,
@@ -98,6 +98,9 @@ class CachePlugin(Plugin[CacheConfig]):
     #: on its own answers (and the 504 of only-if-cached) its response hooks do nothing
     #: (``Mode.DONE``; answers are never upstream responses), and ``on_log`` still settles
     skip_own_answer: ClassVar[bool] = True
+    #: ``on_request`` edits ``ctx.upstream_request`` only to add validators, on a copy it
+    #: makes then (``_go_upstream``): a hit never copies the request
+    copies_on_edit: ClassVar[bool] = True
 
     def __init__(self, config: CacheConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
@@ -168,10 +171,15 @@ class CachePlugin(Plugin[CacheConfig]):
                 self.clock,
                 self._request,
                 self.on_response,
+                self._on_log,
             )
             # a subclass may change what the hooks reproduce: it keeps the coroutine hooks
             if type(self) is CachePlugin:
                 self.fast_hooks = self._hooks
+                # the instance's ``on_log`` is the compiled one (the class still implements
+                # the phase; the runner finds this bound method first): a plain hit then
+                # costs the log phase no interpreted call
+                self.on_log = self._hooks.log  # type: ignore[method-assign]
 
     def _make_store(self) -> CacheStore:
         c = self.config
@@ -216,15 +224,19 @@ class CachePlugin(Plugin[CacheConfig]):
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         hooks = self._hooks
+        probe: Probe | None = None
         if hooks is not None:
-            resp = hooks.hit(ctx)
-            if resp is not None:
-                return resp
-        return await self._request(ctx)
+            got = hooks.probe(ctx)
+            if isinstance(got, Response):
+                return got
+            probe = got
+        return await self._request(ctx, probe)
 
-    async def _request(self, ctx: RequestContext) -> Response | None:
+    async def _request(self, ctx: RequestContext, probe: Probe | None = None) -> Response | None:
         """``on_request`` for everything but the plain fresh hit of ``CacheHooks.hit`` (it
-        answers that one too, for the keys the hooks do not memoise)."""
+        answers that one too, for the keys the hooks do not memoise). ``probe``: what the
+        hooks already looked up for this request (the memory store's key, entry and Vary
+        index), not looked up again."""
         req = ctx.request
         if req.method not in SAFE_METHODS:
             ctx.state[CACHE_STATE] = Flight(Mode.INVALIDATE)
@@ -240,21 +252,27 @@ class CachePlugin(Plugin[CacheConfig]):
             if k in REQUEST_FIELDS:
                 plain = False
                 break
-        key = self._request_key(ctx, req)
         mem = self._mem
+        entry: CacheEntry | None = None
         index: VaryIndex | None = None
-        if mem is not None:
-            entry, index = lookup_mem(mem, self._memo, key, pairs)
-            if entry is not None and plain:
-                # the common hit (fresh; no directives, conditionals or range asked for):
-                # nothing for the later phases to do, so no per-request state either
-                age = fresh_age(entry, self.clock(), self.windows)
-                wire = wire_of(entry, self.strip_fields) if age is not None else None
-                if age is not None and wire is not None:
-                    self.counters.hit += 1
-                    return hit_response(
-                        entry, wire, age, b"HIT", key if self.config.expose_key else None
-                    )
+        if probe is not None:
+            # the hooks probed it (a plain request of a cached method, keyed as here, on
+            # the memory store): their lookup stands
+            key, entry, index = probe.key, probe.entry, probe.index
+        else:
+            key = self._request_key(ctx, req)
+            if mem is not None:
+                entry, index = lookup_mem(mem, self._memo, key, pairs)
+        if mem is not None and entry is not None and plain:
+            # the common hit (fresh; no directives, conditionals or range asked for):
+            # nothing for the later phases to do, so no per-request state either
+            age = fresh_age(entry, self.clock(), self.windows)
+            wire = wire_of(entry, self.strip_fields) if age is not None else None
+            if age is not None and wire is not None:
+                self.counters.hit += 1
+                return hit_response(
+                    entry, wire, age, b"HIT", key if self.config.expose_key else None
+                )
         # RFC 9110 §14.2: only GET has range semantics; a HEAD's Range is ignored
         ranges = values(pairs, b"range") if not plain and req.method == "GET" else []
         rq = NO_DIRECTIVES if plain else request_directives(pairs)
@@ -548,6 +566,9 @@ class CachePlugin(Plugin[CacheConfig]):
         return None
 
     def on_log(self, ctx: RequestContext) -> None:
+        self._on_log(ctx)
+
+    def _on_log(self, ctx: RequestContext) -> None:
         flight = flight_of(ctx)
         if flight is not None:
             flight.capture = None
