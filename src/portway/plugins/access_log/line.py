@@ -13,27 +13,32 @@ Numbers: milliseconds with three decimals (``12.345``, ``0.000``), as JSON numbe
 
 from __future__ import annotations
 
+import re
 import time
+from time import perf_counter
+from time import time as now_s
 from typing import Any, Final
 
 import orjson
 
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import LogHook
-from portway.upstream.choice import variant_of
+from portway.upstream.choice import CHOICE
 
 #: fields added only when the request set them
 _OPTIONAL: Final[tuple[str, ...]] = ("profile", "graphql_operation", "aggregate")
 #: "000" .. "999": the three decimals of a millisecond count, by index
 _MS3: Final[tuple[str, ...]] = tuple(f"{i:03d}" for i in range(1000))
-#: quoted configuration names kept (a bound: consumer names may come from tokens)
+#: quoted names kept (a bound: consumer names may come from tokens, agents from clients)
 _MAX_NAMES: Final = 4096
+#: what a JSON string must escape (orjson leaves the rest, non-ASCII included, as UTF-8)
+_ESCAPE: Final = re.compile('[\\x00-\\x1f"\\\\]')
 
 
 def quote(s: str) -> str:
-    """``s`` as a JSON string literal (what ``orjson.dumps(s)`` spells), without orjson for
-    the usual printable ASCII without quote or backslash."""
-    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+    """``s`` as a JSON string literal (what ``orjson.dumps(s)`` spells): orjson only when
+    some character needs an escape."""
+    if _ESCAPE.search(s) is None:
         return '"' + s + '"'
     return orjson.dumps(s).decode()
 
@@ -56,7 +61,7 @@ class LineFormatter:
         self.names: dict[str, str] = {}
 
     def name(self, s: str | None) -> str:
-        """A configuration name quoted (kept), or ``null``."""
+        """A name that repeats quoted (kept), or ``null``."""
         if s is None:
             return "null"
         names = self.names
@@ -73,7 +78,7 @@ class LineFormatter:
         resp = ctx.response
         t = ctx.target
         ua = req.headers.get_raw(b"user-agent")
-        now = time.time()
+        now = now_s()
         sec = int(now)
         if sec != self.sec:
             # the formatted second changes once a second, not per request
@@ -84,24 +89,25 @@ class LineFormatter:
         body = req.body
         rid = ctx.request_id
         match = ctx.match
-        name = self.name
+        st = ctx._state  # (variant_of's test, inline: most requests have no state)
+        choice = st.get(CHOICE) if st is not None else None
         text = (
             f'{{"time":"{self.stamp}.{_MS3[int(now * 1000) % 1000]}Z",'
             f'"request_id":{quote(rid) if rid else "null"},'
-            f'"client_ip":{quote(req.client_ip)},'
-            f'"method":{quote(req.method)},'
+            f'"client_ip":{self.name(req.client_ip)},'
+            f'"method":{self.name(req.method)},'
             f'"path":{quote(req.path)},'
-            f'"route":{name(match.route.name) if match is not None else "null"},'
-            f'"upstream":{name(ctx.upstream_name)},'
-            f'"target":{name(t.id) if t is not None else "null"},'
+            f'"route":{self.name(match.route.name) if match is not None else "null"},'
+            f'"upstream":{self.name(ctx.upstream_name)},'
+            f'"target":{self.name(t.id) if t is not None else "null"},'
             f'"status":{resp.status if resp is not None else 499},'
             f'"bytes_in":{body.received if body is not None else 0},'
             f'"bytes_out":{ctx.bytes_out},'
-            f'"latency_ms":{ms3(time.perf_counter() - ctx.start)},'
+            f'"latency_ms":{ms3(perf_counter() - ctx.start)},'
             f'"upstream_latency_ms":{ms3(up_latency) if up_latency is not None else "null"},'
-            f'"user_agent":{quote(ua.decode("latin-1")) if ua is not None else "null"},'
-            f'"consumer":{name(consumer.username) if consumer is not None else "null"},'
-            f'"variant":{name(variant_of(ctx))}'
+            f'"user_agent":{self.name(ua.decode("latin-1")) if ua is not None else "null"},'
+            f'"consumer":{self.name(consumer.username) if consumer is not None else "null"},'
+            f'"variant":{self.name(choice.variant) if choice is not None else "null"}'
         )
         extra = ctx.extra
         if extra:
