@@ -97,7 +97,8 @@ class Headers:
 
     def remove_many(self, names: Iterable[bytes]) -> None:
         keys = frozenset(names)
-        self._items = [(k, v) for k, v in self._items if k not in keys]
+        # the pairs themselves, not new tuples unpacked and built again
+        self._items = [kv for kv in self._items if kv[0] not in keys]
 
     def rename(self, old: str | bytes, new: str | bytes) -> None:
         o, n = _b(old), _b(new)

@@ -45,6 +45,23 @@ class SyncHooks:
         return None
 
 
+class LogHook:
+    """A built-in plugin's ``on_log`` work as a plain method (``log``), offered as the
+    plugin's ``fast_log`` attribute: the chain calls it directly instead of the plugin's
+    interpreted ``on_log`` (which must do the same, usually by delegating here). Compiled with
+    the runner, subclassed only by compiled modules (as :class:`SyncHooks`). Like ``on_log``,
+    ``log`` must not raise in normal operation (the chain logs and swallows what it raises)."""
+
+    def log(self, ctx: RequestContext) -> None:
+        return None
+
+
+def log_hook_of(plugin: Bound) -> LogHook | None:
+    """The plugin's :class:`LogHook`, when it offers one."""
+    h = getattr(plugin, "fast_log", None)
+    return h if isinstance(h, LogHook) else None
+
+
 class Replaces:
     """The response fields a :class:`FieldHooks` sets: lower-case ``names`` whose fields
     (the upstream's, or an earlier hook's) give way to the hook's own. Built once per
@@ -75,6 +92,12 @@ class FieldHooks(SyncHooks):
     def response_fields(
         self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
     ) -> Replaces | None:
+        return None
+
+    def replaces_names(self) -> frozenset[bytes] | None:
+        """Every name a :class:`Replaces` that ``response_fields`` returns may hold, or None
+        (not known: the default). When every hook of a chain knows, the lite head looks
+        for all their names at once, and a search that finds none needs no other."""
         return None
 
     def response(self, ctx: RequestContext) -> None:
@@ -130,6 +153,7 @@ class Chain:
     __slots__ = (
         "_cuts",
         "_field_hooks",
+        "_log_hooks",
         "_pos",
         "_quiet_answer",
         "_req_hooks",
@@ -138,6 +162,7 @@ class Chain:
         "buffer_cap",
         "callbacks_only",
         "copies_upstream_request",
+        "field_names",
         "fields_only",
         "on_error",
         "on_log",
@@ -168,11 +193,24 @@ class Chain:
         #: the plugins' :class:`SyncHooks` (or None), aligned with on_request / on_response
         self._req_hooks = tuple(hooks_of(p) for p in self.on_request)
         self._resp_hooks = tuple(hooks_of(p) for p in self.on_response)
+        #: the plugins' :class:`LogHook` (or None), aligned with on_log
+        self._log_hooks = tuple(log_hook_of(p) for p in self.on_log)
         fh = tuple(h for h in self._resp_hooks if isinstance(h, FieldHooks))
         #: every response hook only sets fields (:class:`FieldHooks`): the task-free path
         #: keeps the lite response head (``run_response_fields``)
         self.fields_only = bool(self.on_response) and len(fh) == len(self.on_response)
         self._field_hooks: tuple[FieldHooks, ...] = fh if self.fields_only else ()
+        #: every name the field hooks may replace, as one :class:`Replaces`: the lite head
+        #: looks for all of them with one search (``fastlines.without_replaced``)
+        self.field_names: Replaces | None = None
+        known = [h.replaces_names() for h in fh]
+        if self.fields_only and len(fh) > 1 and None not in known:
+            # (one hook: its own search is the same one)
+            every: set[bytes] = set()
+            for names in known:
+                if names is not None:
+                    every |= names
+            self.field_names = Replaces(every)
         #: some chunk hook may change the body length, so Content-Length cannot be kept
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]
@@ -471,9 +509,14 @@ class Chain:
 
     def run_log(self, ctx: RequestContext) -> None:
         """Run every ``on_log`` hook (reverse order), short-circuit or not; never raises."""
-        for p in self.on_log:
+        hooks = self._log_hooks
+        for i, p in enumerate(self.on_log):
             try:
-                p.on_log(ctx)
+                h = hooks[i]
+                if h is not None:
+                    h.log(ctx)
+                else:
+                    p.on_log(ctx)
             except Exception as e:  # on_log never breaks a request
                 log.error("plugin %s failed in on_log: %s", p.name, e, exc_info=e)
 

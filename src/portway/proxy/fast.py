@@ -483,7 +483,7 @@ class FastExchange(ResponseSink):
                 self.pending = Resume(attempt=1, error=e, in_response=True)
                 return
             if reps is not None:
-                fields = without_replaced(fields, reps)
+                fields = without_replaced(fields, reps, chain.field_names)
                 if any(k in FRAMING for k, _ in items):
                     items[:] = [kv for kv in items if kv[0] not in FRAMING]
         # the upstream's Content-Length line is among ``fields``, relayed as it is

@@ -55,14 +55,19 @@ def request_head(
     return b"".join(parts)
 
 
-def without_replaced(fields: list[bytes], reps: list[Replaces]) -> list[bytes]:
+def without_replaced(
+    fields: list[bytes], reps: list[Replaces], every: Replaces | None
+) -> list[bytes]:
     """``fields`` (runs of whole validated lines) without the lines whose names response
     hooks replace (``pipeline/runner.py:replace_fields``, the general path's rule). Upstreams
     rarely send such names: one lower-cased copy of the lines and one regex search per hook
     that set fields (a ``bytes.find`` per name costs more: each parses its arguments, and
     ``in`` first tries the needle as an int, formatting a TypeError); the lines are split only
-    when a name is found."""
+    when a name is found. ``every`` (``Chain.field_names``, every name the chain's hooks may
+    replace) is searched first: when none is there, no search per hook."""
     low = (b"\n" + b"".join(fields)).lower()
+    if every is not None and every.pattern.search(low) is None:
+        return fields
     names: frozenset[bytes] | None = None
     for rep in reps:
         if rep.pattern.search(low) is not None:

@@ -207,3 +207,33 @@ def test_config_validation() -> None:
         load_config_text(text, "c.yaml")
     errors = " ".join(str(e) for e in ei.value.errors)
     assert "max_queue" in errors and "format" in errors
+
+
+def test_line_quotes_what_json_must_escape() -> None:
+    """The line is spelled by hand (line.py): strings the client controls still come out as
+    valid JSON whatever they hold, decoding to the same values."""
+    from portway.plugins.access_log.line import LineFormatter, ms3, quote
+
+    odd = ["plain", 'q"uote', "back\\slash", "tab\there", "nul\x00", "del\x7f", "é ü", "\u2028"]
+    for s in odd:
+        assert orjson.loads(quote(s)) == s
+    assert [ms3(x) for x in (0.0, 4e-7, 6e-7, 0.012345, 1.5, -1.0)] == [
+        "0.000",
+        "0.000",
+        "0.001",
+        "12.345",
+        "1500.000",
+        "0.000",
+    ]
+    h = Headers([(b"user-agent", 'agent "x" \\ é'.encode("latin-1"))])
+    req = Request(method="GET", path='/a"b\\c', query=b"", headers=h, client_ip="10.0.0.1")
+    ctx = RequestContext(req)
+    ctx.request_id = "r1"
+    ctx.extra["graphql_operation"] = 'Op"1'
+    line = LineFormatter().line(ctx)
+    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    rec = orjson.loads(line)
+    assert list(rec) == [*FIELDS, "graphql_operation"]
+    assert rec["path"] == '/a"b\\c' and rec["user_agent"] == 'agent "x" \\ é'
+    assert rec["request_id"] == "r1" and rec["client_ip"] == "10.0.0.1"
+    assert rec["status"] == 499 and rec["route"] is None and rec["graphql_operation"] == 'Op"1'

@@ -37,7 +37,19 @@ def ceil_s(x: float) -> int:
 class Reporter:
     """Renders one plugin binding's policies; built once per binding."""
 
-    __slots__ = ("ietf", "legacy", "names", "names_b", "policy", "policy_b", "quotas", "quotas_b")
+    __slots__ = (
+        "ietf",
+        "last",
+        "last_rem",
+        "last_reset",
+        "legacy",
+        "names",
+        "names_b",
+        "policy",
+        "policy_b",
+        "quotas",
+        "quotas_b",
+    )
 
     def __init__(
         self,
@@ -59,6 +71,30 @@ class Reporter:
         self.names_b = tuple(n.encode("latin-1") for n in self.names)
         self.policy_b = self.policy.encode("latin-1")
         self.quotas_b = tuple(b"%d" % q for q in self.quotas)
+        #: the one-limit fields rendered last, for (``last_rem``, ``last_reset``): a key
+        #: far from its limit reports the same numbers request after request
+        self.last: list[tuple[bytes, bytes]] = []
+        self.last_rem = -1
+        self.last_reset = -1
+
+    def one(self, remaining: int, reset: int) -> list[tuple[bytes, bytes]]:
+        """The fields of one limit (the first) for these numbers; never mutate the list."""
+        if remaining == self.last_rem and reset == self.last_reset:
+            return self.last
+        rem_b = str(remaining).encode()
+        reset_b = str(reset).encode()
+        out: list[tuple[bytes, bytes]] = []
+        if self.ietf:
+            out.append((b"ratelimit-policy", self.policy_b))
+            out.append((b"ratelimit", b"".join([self.names_b[0], b";r=", rem_b, b";t=", reset_b])))
+        if self.legacy:
+            out.append((b"x-ratelimit-limit", self.quotas_b[0]))
+            out.append((b"x-ratelimit-remaining", rem_b))
+            out.append((b"x-ratelimit-reset", reset_b))
+        self.last = out
+        self.last_rem = remaining
+        self.last_reset = reset
+        return out
 
 
 Report = tuple[Reporter, Decision]
@@ -122,16 +158,9 @@ def render_fields(reports: Sequence[Report], out: list[tuple[bytes, bytes]]) -> 
     if len(reports) == 1:
         rep, d = reports[0]
         if len(rep.names) == 1:
-            # one plugin, one limit: the common case, rendered straight to bytes
-            remaining = max(0, int(d.remaining[0]))
-            reset = ceil_s(d.reset[0])
-            if rep.ietf:
-                out.append((b"ratelimit-policy", rep.policy_b))
-                out.append((b"ratelimit", rep.names_b[0] + b";r=%d;t=%d" % (remaining, reset)))
-            if rep.legacy:
-                out.append((b"x-ratelimit-limit", rep.quotas_b[0]))
-                out.append((b"x-ratelimit-remaining", b"%d" % remaining))
-                out.append((b"x-ratelimit-reset", b"%d" % reset))
+            # one plugin, one limit: the common case, rendered straight to bytes (and not
+            # again while the numbers stay the same)
+            out.extend(rep.one(max(0, int(d.remaining[0])), ceil_s(d.reset[0])))
             return
     for name, value in header_pairs(reports):
         out.append((name.encode("ascii"), value.encode("latin-1")))

@@ -16,6 +16,7 @@ from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import FieldHooks, Replaces
 from portway.plugins._ratelimit.headers import (
+    FIELDS,
     REPORTS,
     Reporter,
     add_report,
@@ -78,6 +79,9 @@ class LocalRateHooks(FieldHooks):
         if not d.allowed:
             raise rejection(ctx, d, self.capacity, self.source)
         return None
+
+    def replaces_names(self) -> frozenset[bytes] | None:
+        return FIELDS
 
     def response_fields(
         self, ctx: RequestContext, out: list[tuple[bytes, bytes]]

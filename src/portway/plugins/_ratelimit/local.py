@@ -85,6 +85,16 @@ class Decision:
         )
 
 
+class _Entry:
+    """One key's stored state, updated in place (no new tuple and list per request)."""
+
+    __slots__ = ("expires", "states")
+
+    def __init__(self, expires: float, states: list[State | None]) -> None:
+        self.expires = expires
+        self.states = states
+
+
 class LocalLimiter:
     """Exact limiting within one process; state in a dict keyed by the request key.
 
@@ -113,8 +123,8 @@ class LocalLimiter:
         self._burst = self._params[0][2]
         self._clock = clock
         self._max_keys = max_keys
-        # key -> (expires, states per limit)
-        self._entries: dict[str, tuple[float, list[State | None]]] = {}
+        # key -> its expiry and states per limit
+        self._entries: dict[str, _Entry] = {}
         self._ops = 0
 
     def __len__(self) -> int:
@@ -145,13 +155,17 @@ class LocalLimiter:
                 self._sweep(now)
             states = [None] * len(self._params)
         else:
-            states = entry[1]
+            states = entry.states
         if self._single:
             ok, new, rem, reset, retry, expires = self._step(
                 states[0], self._rate, self._per, self._burst, now, cost
             )
             if ok:
-                entries[key] = (expires, [new])
+                if entry is None:
+                    entries[key] = _Entry(expires, [new])
+                else:
+                    entry.expires = expires
+                    states[0] = new
             return Decision(ok, (rem,), (reset,), retry)
         allowed = True
         rems: list[float] = []
@@ -170,7 +184,7 @@ class LocalLimiter:
             elif expires > max_exp:
                 max_exp = expires
         if allowed:
-            self._entries[key] = (max_exp, news)
+            self._entries[key] = _Entry(max_exp, news)
         else:
             # nothing was consumed: limits that would have admitted report what is left
             rems = [r + cost if n is not None else r for r, n in zip(rems, news, strict=True)]
@@ -179,7 +193,7 @@ class LocalLimiter:
     def _sweep(self, now: float) -> None:
         self._ops = 0
         entries = self._entries
-        dead = [k for k, (exp, _) in entries.items() if exp <= now]
+        dead = [k for k, e in entries.items() if e.expires <= now]
         for k in dead:
             del entries[k]
         excess = len(entries) - self._max_keys

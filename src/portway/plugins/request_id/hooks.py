@@ -3,8 +3,9 @@ setup.py ``HOT_MODULES``).
 
 Generated ids are 16 random bytes as 32 hex digits, as before, but taken from a 4 KiB block
 read from ``os.urandom`` once per 256 ids instead of one ``getrandom`` call per request. The
-block is dropped in a forked child (``os.register_at_fork``), so two workers never hand out
-the same ids.
+block is hex-encoded once when read, so an id is one slice of it (not a slice, a ``hex()``
+and an ``encode()`` per request). The block is dropped in a forked child
+(``os.register_at_fork``), so two workers never hand out the same ids.
 """
 
 from __future__ import annotations
@@ -24,20 +25,21 @@ BLOCK: Final = 4096
 
 
 class _Random:
-    """Unused random bytes of the current block."""
+    """Unused random bytes of the current block, as lowercase hex digits."""
 
     def __init__(self) -> None:
         self.block = b""
         self.pos = 0
 
-    def take16(self) -> bytes:
+    def take32hex(self) -> bytes:
+        """32 hex digits of 16 fresh random bytes."""
         pos = self.pos
         block = self.block
-        if pos + 16 > len(block):
-            block = self.block = os.urandom(BLOCK)
+        if pos + 32 > len(block):
+            block = self.block = os.urandom(BLOCK).hex().encode()
             pos = 0
-        self.pos = pos + 16
-        return block[pos : pos + 16]
+        self.pos = pos + 32
+        return block[pos : pos + 32]
 
     def drop(self) -> None:
         self.block = b""
@@ -50,7 +52,7 @@ os.register_at_fork(after_in_child=_RANDOM.drop)
 
 def new_id() -> bytes:
     """A fresh id: 32 lowercase hex digits of 16 random bytes."""
-    return _RANDOM.take16().hex().encode()
+    return _RANDOM.take32hex()
 
 
 class RequestIdHooks(FieldHooks):
@@ -73,6 +75,9 @@ class RequestIdHooks(FieldHooks):
         _drop(h, name)
         h.add_raw(name, rid)
         return None
+
+    def replaces_names(self) -> frozenset[bytes] | None:
+        return self.replaces.names
 
     def response_fields(
         self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
