@@ -65,6 +65,7 @@ HOT_MODULES = [
     "src/portway/http/wire.py",
     "src/portway/proxy/exchange.py",
     "src/portway/proxy/fast.py",
+    "src/portway/proxy/fastexchange.py",
     "src/portway/proxy/fastlines.py",
     "src/portway/proxy/forward.py",
     "src/portway/proxy/handler.py",

@@ -26,7 +26,7 @@ from tests.http.adv_helpers import (
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 GET_CLOSE = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 #: a warm exchange that fails before the response head is handed back to the task, which
-#: answers the JSON error (proxy/fast.py: ``FastExchange._fall_back``)
+#: answers the JSON error (proxy/fastexchange.py: ``FastExchange._fall_back``)
 BEFORE_HEAD = 1
 FAST = {"timeouts": {"read": "300ms", "total": "2s", "connect": "1s"}}
 

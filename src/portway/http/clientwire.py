@@ -39,7 +39,7 @@ class ResponseHead:
 
 class ResponseSink:
     """Receives a response by callbacks instead of ``read_head()`` + a :class:`BodyStream`
-    (the task-free exchange in ``portway.proxy.fast`` subclasses it).
+    (the task-free exchange in ``portway.proxy.fastexchange`` subclasses it).
 
     ``on_head``/``on_info``/``on_body``/``on_trailer``/``on_end`` run inside llhttp callbacks
     and must not raise nor start another exchange on this connection; ``settle`` runs after

@@ -1,0 +1,412 @@
+"""The task-free exchange itself: :class:`FastExchange` relays one upstream response from
+inside the upstream parser's callbacks (``proxy/fast.py`` starts it), and :class:`Resumed`
+hands an exchange it cannot finish back to the connection's worker task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Final
+
+from portway.errors import GatewayError, UpstreamError
+from portway.http.client import (
+    ResponseSink,
+    UpstreamConnection,
+)
+from portway.http.headers import Headers
+from portway.http.models import Response
+from portway.http.pool import ConnectionPool
+from portway.http.relay import (
+    FRAMING,
+    add_response_framing,
+    informational_items,
+    no_body,
+    response_header_items,
+    switch_allowed,
+    via_value,
+)
+from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
+from portway.pipeline.context import FALLBACK, FAST, RequestContext
+from portway.proxy.fastlines import without_replaced
+from portway.proxy.forward import (
+    IDEMPOTENT,
+    Resume,
+    _Attempt,
+    after_failure,
+    classify_failure,
+    retry_on_status,
+)
+
+if TYPE_CHECKING:
+    from portway.http.server import ServerConnection
+    from portway.proxy.handler import ProxyApp
+    from portway.runtime.graph import RouteRuntime, RuntimeGraph
+    from portway.upstream.target import Target
+    from portway.upstream.upstream import Upstream
+
+
+log: Final = logging.getLogger("portway.proxy")
+
+#: no runs of upstream lines (a head relayed field by field); never mutated
+_NO_RUNS: Final[list[bytes]] = []
+
+
+class FastExchange(ResponseSink):
+    """One task-free exchange: the upstream connection's :class:`ResponseSink` and the client
+    connection's current exchange. Ends exactly once: ``_end`` (response relayed, or the
+    client gone after its head) or ``_fall_back`` (the worker task takes over)."""
+
+    __slots__ = (
+        "app",
+        "chunked_out",
+        "conn",
+        "ctx",
+        "deadline",
+        "done",
+        "ended",
+        "graph",
+        "head_sent",
+        "keep",
+        "mode",
+        "out",
+        "pending",
+        "rt",
+        "t0",
+        "target",
+        "trailers",
+        "uconn",
+        "up",
+        "up_keep_alive",
+    )
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        graph: RuntimeGraph,
+        conn: ServerConnection,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        up: Upstream,
+        target: Target,
+        uconn: UpstreamConnection,
+        t0: float,
+    ) -> None:
+        self.paused = False
+        # response hooks edit parsed fields; without any, or when they only set fields of
+        # their own (``Chain.fields_only``), the head's lines pass whole
+        self.raw_head = not rt.chain.on_response or rt.chain.fields_only
+        self.app = app
+        self.graph = graph
+        self.conn = conn
+        self.ctx = ctx
+        self.rt = rt
+        self.up = up
+        self.target = target
+        self.uconn = uconn
+        #: loop time the exchange started
+        self.t0 = t0
+        self.deadline = self.t0 + rt.total_timeout
+        self.keep = ctx.request.keep_alive
+        self.out: list[bytes] = []
+        self.mode = ""
+        self.head_sent = False
+        self.ended = False
+        self.done = False
+        self.up_keep_alive = False
+        self.chunked_out = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: a decision taken inside a parser callback, acted on in ``settle``
+        self.pending: Resume | None = None
+
+    # --- ResponseSink (inside the upstream parser) ---------------------------------------------
+    def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if status == 103 and self.ctx.request.version != "1.0" and not self.head_sent:
+            self.out.append(head_bytes(103, reason, informational_items(headers)))
+
+    def on_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        chunked: bool,
+        content_length: bytes | None,
+        special: bool,
+        connection: bytes | None,
+    ) -> None:
+        if not self._admit(status, keep_alive):
+            return
+        ctx = self.ctx
+        req = ctx.request
+        via = self.graph.via
+        if special:
+            items = response_header_items(
+                headers, status, via, drop_framing=True, connection=connection
+            )
+        else:
+            # at most a plain Connection field and Content-Length to drop: compared by
+            # equality, no set (the names were never hashed)
+            items = (
+                headers
+                if content_length is None and connection is None
+                else [kv for kv in headers if kv[0] != b"content-length" and kv[0] != b"connection"]
+            )
+            if via is not None:
+                items.append((b"via", via_value(None, via)))
+        # ``ctx.response`` shares ``items``: what observers and on_log see is what was sent
+        resp = Response(status, Headers.adopt(items), b"", reason, chunked, upstream=True)
+        ctx.response = resp
+        if self.rt.chain.on_response:
+            try:
+                self.rt.chain.run_response_sync(ctx)
+            except GatewayError as e:
+                self.pending = Resume(attempt=1, error=e, in_response=True)
+                return
+            status, reason = resp.status, resp.reason
+            items = resp.headers.raw()
+            if any(k in FRAMING for k, _ in items):
+                items[:] = [kv for kv in items if kv[0] not in FRAMING]
+        empty = no_body(req.method, status)
+        mode, self.keep = add_response_framing(items, req, empty, content_length, self.keep)
+        self._emit_head(status, reason, _NO_RUNS, items, mode)
+
+    def _admit(self, status: int, keep_alive: bool) -> bool:
+        """Record the response head's arrival; False when it is not to be relayed (a
+        decision for ``settle`` is in ``pending``)."""
+        ctx = self.ctx
+        up = self.up
+        target = self.target
+        # the upstream connection read the clock as these bytes arrived
+        latency = self.uconn.last_io - self.t0
+        if status == 101 and not switch_allowed(ctx.request.upgrade, None):
+            # RFC 9110 §15.2.2: a switch the client did not ask for cannot be relayed (no
+            # upgrade takes this path); both connections end (http/upgrade.py)
+            ctx.request.keep_alive = False
+            err = UpstreamError("upstream switched protocols unasked", source="upstream")
+            self.pending = self._after_failure(_Attempt("reset", True, err), latency)
+            return False
+        ctx.upstream_latency = latency
+        up.record(target, status < 500, latency, status, None)
+        if retry_on_status(ctx, up, status, 1, self.deadline):
+            self.pending = Resume(attempt=1, exclude={target}, delay=up.backoff(1))
+            return False
+        self.up_keep_alive = keep_alive
+        return True
+
+    def on_head_raw(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[bytes],
+        keep_alive: bool,
+        content_length: bytes | None,
+    ) -> None:
+        if not self._admit(status, keep_alive):
+            return
+        ctx = self.ctx
+        req = ctx.request
+        via_line = self.graph.via_line
+        if via_line:
+            fields.append(via_line)
+        resp = Response(status, None, b"", reason, False, True)
+        ctx.response = resp
+        # the fields the response hooks set (``Chain.fields_only``), then the framing ones:
+        # the order the field-by-field path sends them in
+        items: list[tuple[bytes, bytes]] = []
+        chain = self.rt.chain
+        if chain.on_response:
+            try:
+                reps = chain.run_response_fields(ctx, items)
+            except GatewayError as e:
+                self.pending = Resume(attempt=1, error=e, in_response=True)
+                return
+            if reps is not None:
+                fields = without_replaced(fields, reps, chain.field_names)
+                if any(k in FRAMING for k, _ in items):
+                    items[:] = [kv for kv in items if kv[0] not in FRAMING]
+        # the upstream's Content-Length line is among ``fields``, relayed as it is
+        mode, self.keep = add_response_framing(
+            items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
+        )
+        resp.set_raw_fields(fields, items)
+        self._emit_head(status, reason, fields, items, mode)
+
+    def _emit_head(
+        self,
+        status: int,
+        reason: bytes,
+        runs: list[bytes],
+        items: list[tuple[bytes, bytes]],
+        mode: str,
+    ) -> None:
+        """Queue the head for the one join in ``settle`` (no head bytes of their own): the
+        status line, ``runs`` of whole lines as the upstream sent them, ``items``."""
+        out = self.out
+        line = status_line(status, reason)
+        out.append(line)
+        size = len(line) + 2
+        alt = self.conn.alt_svc
+        if alt is not None:  # the listener advertises HTTP/3 (server/quic.py)
+            items.append((b"alt-svc", alt))
+        for run in runs:
+            out.append(run)
+            size += len(run)
+        if items:
+            size += append_fields(out, items)
+        self.ctx.bytes_out += size
+        out.append(b"\r\n")
+        self.mode = mode
+        self.chunked_out = mode == "chunked"
+        self.head_sent = True
+
+    def on_body(self, data: bytes) -> None:
+        if not self.head_sent or self.mode == "none":
+            return
+        self.ctx.bytes_out += len(data)
+        self.out.append(chunk(data) if self.chunked_out else data)
+
+    def on_trailer(self, name: bytes, value: bytes) -> None:
+        if self.trailers is None:
+            self.trailers = []
+        self.trailers.append((name, value))
+
+    def on_end(self) -> None:
+        self.ended = True
+        if self.chunked_out:
+            self.out.append(last_chunk(Headers(self.trailers) if self.trailers else None))
+
+    # --- outside the parser ------------------------------------------------------------------
+    def settle(self) -> None:
+        if self.done:
+            return
+        if self.pending is not None:
+            self._fall_back(self.pending)
+            return
+        out = self.out
+        if out:
+            conn = self.conn
+            if conn.closed or conn.transport is None:
+                out.clear()
+                self._abort_client()
+                return
+            conn.write_soon(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            if conn._can_write is not None and not self.paused and not self.ended:
+                # the client is not keeping up: stop reading the upstream until it drains
+                self.paused = True
+                t = self.uconn.transport
+                if t is not None:
+                    t.pause_reading()
+                conn._can_write.add_done_callback(self._resume)
+        if self.ended:
+            self._end(True, notify=True)
+
+    def _resume(self, _: asyncio.Future[None]) -> None:
+        self.paused = False
+        t = self.uconn.transport
+        if t is not None and not self.uconn.closed:
+            t.resume_reading()
+
+    def on_error(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        if self.head_sent:
+            if not isinstance(exc, ConnectionError):
+                log.warning("upstream body failed mid-stream: %s", exc)
+            self._abort_client()
+            return
+        if isinstance(exc, GatewayError):
+            # ours (a bug while reading the response, a client's timeout): no outcome of
+            # the target's, nothing recorded against it
+            self.up.release(self.target)
+            self._fall_back(Resume(attempt=1, error=exc))
+            return
+        latency = self.conn.now() - self.t0
+        req = self.ctx.request
+        a = classify_failure(exc, req.method in IDEMPOTENT)
+        if a is None:
+            a = _Attempt("reset", True, UpstreamError(str(exc), source="upstream"))
+        if a.reason == "stale":
+            # a pooled connection the upstream closed as we reused it: one free retry
+            self._fall_back(Resume(stale_retried=True))
+            return
+        self._fall_back(self._after_failure(a, latency))
+
+    def _after_failure(self, a: _Attempt, latency: float) -> Resume:
+        try:
+            delay = after_failure(self.ctx, self.up, self.target, a, 1, latency, self.deadline)
+        except GatewayError as e:
+            return Resume(attempt=1, error=e)
+        return Resume(attempt=1, exclude={self.target}, last_error=a.error, delay=delay)
+
+    # --- ServerConnection.exchange --------------------------------------------------------------
+    def client_lost(self) -> None:
+        if self.done:
+            return
+        if not self.head_sent:
+            self.up.release(self.target)
+        self._end(False, notify=False)
+
+    # --- endings ----------------------------------------------------------------------------------
+    def _abort_client(self) -> None:
+        self.conn.abort()
+        self._end(False, notify=False)
+
+    def _end(self, ok: bool, notify: bool) -> None:
+        self.done = True
+        uconn = self.uconn
+        self.target.in_flight -= 1
+        if self.paused and uconn.transport is not None and not uconn.closed:
+            self.paused = False
+            uconn.transport.resume_reading()
+        if ok and self.up_keep_alive and uconn.reusable:
+            pool: ConnectionPool = self.target.pool
+            pool.release(uconn)
+        else:
+            uconn.finish()
+            uconn.abort() if not ok else uconn.close()
+        ctx = self.ctx
+        if not ok:
+            ctx.error = ctx.error or ConnectionError("client connection lost")
+        ctx.served = FAST
+        self.graph.request_done(self.rt.chain, ctx)
+        self.graph.inflight -= 1
+        if notify:
+            # the response went out as the upstream's bytes arrived: their time is now
+            self.conn.fast_done(self.keep and ok, uconn.last_io)
+
+    def _fall_back(self, resume: Resume) -> None:
+        """The worker task carries on from here (nothing has reached the client)."""
+        self.done = True
+        uconn = self.uconn
+        self.target.in_flight -= 1
+        uconn.finish()
+        uconn.abort()
+        self.graph.inflight -= 1
+        self.ctx.response = None
+        self.app.fast_fallbacks += 1
+        self.conn.fast_fallback(Resumed(self.app, self.graph, self.ctx, self.rt, resume))
+
+
+class Resumed:
+    """A task-free exchange handed back to the worker task."""
+
+    __slots__ = ("app", "ctx", "graph", "resume", "rt")
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        graph: RuntimeGraph,
+        ctx: RequestContext,
+        rt: RouteRuntime,
+        resume: Resume,
+    ) -> None:
+        self.app = app
+        self.graph = graph
+        self.ctx = ctx
+        self.rt = rt
+        self.resume = resume
+
+    async def run(self, conn: ServerConnection) -> bool:
+        self.ctx.served = FALLBACK
+        return await self.app.serve(conn, self.ctx, self.graph, self.rt, self.resume)
