@@ -151,10 +151,11 @@ async def test_jwk_algorithm_binding() -> None:
             await p.aclose()
 
 
-async def test_a_jwks_route_is_task_free_and_an_unknown_kid_is_fetched_in_the_task() -> None:
+async def test_a_jwks_route_is_task_free_and_an_unknown_kid_is_fetched_while_parked() -> None:
     """Every jwt binding has sync hooks: a known kid is verified inside the parser callback;
-    an unknown kid makes the hook await the JWKS fetch, and the request is handed to the
-    connection's task (pipeline/suspend.py), which finishes it with the new keys."""
+    an unknown kid makes the hook await the JWKS fetch (a future): the request is parked on
+    the task-free path (proxy/fast.py ``Parked``) and carries on from the fetch's callback
+    with the new keys, still without a task."""
     srv = JwksServer()
     k1, k2 = rsa_key(), rsa_key()
     srv.keys = [public_jwk(k1, kid="k1", alg="RS256")]
@@ -193,13 +194,13 @@ async def test_a_jwks_route_is_task_free_and_an_unknown_kid_is_fetched_in_the_ta
             for i in range(3):
                 assert (await http_get(f"{gw.url}/a{i}", headers=auth1))[0] == 200
             assert app.fast_requests - before == 3 and srv.hits == hits
-            # the issuer rotates k2 in: the first k2 token fetches (in the task), then passes
+            # the issuer rotates k2 in: the first k2 token fetches (parked meanwhile), then passes
             srv.keys = [public_jwk(k1, kid="k1"), public_jwk(k2, kid="k2", alg="RS256")]
             auth2 = [("authorization", "Bearer " + mint(claims(), k2, "RS256", kid="k2"))]
             status, _, body = await http_get(gw.url + "/b", headers=auth2)
             assert status == 200, body
-            # fetched once; not counted task-free (handed over after the hook suspended)
-            assert srv.hits == hits + 1 and app.fast_requests - before == 3
+            # fetched once; the request went on task-free from the fetch's callback
+            assert srv.hits == hits + 1 and app.fast_requests - before == 4
             assert len([r for r in up.requests if r.path == "/b"]) == 1
             # an unknown kid that stays unknown is refused the same way
             auth3 = [("authorization", "Bearer " + mint(claims(), k2, "RS256", kid="k3"))]
