@@ -401,3 +401,16 @@ class ServingPath:
             assert local or got["general"] == 0, (self.name, got)
         else:
             assert got["started"] == 0 and got["fast"] == 0, (self.name, got)
+
+
+def skip_without_nghttp2() -> None:
+    """For a test of the nghttp2 HTTP/2 engine when libnghttp2 did not load: skipped on a
+    user's machine, a failure where ``PORTWAY_REQUIRE_NGHTTP2=1`` (``.ci/run``: CI runs
+    both engines)."""
+    import os
+
+    import pytest
+
+    if os.environ.get("PORTWAY_REQUIRE_NGHTTP2") == "1":
+        pytest.fail("libnghttp2 did not load, and PORTWAY_REQUIRE_NGHTTP2=1")
+    pytest.skip("libnghttp2 is not available")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from portway.http.serverstate import TRACE
+from tests.helpers import skip_without_nghttp2
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,6 @@ def h2_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         from portway.http import ng2lib
 
         if ng2lib.load() is None:
-            pytest.skip("libnghttp2 is not available")
+            skip_without_nghttp2()
     monkeypatch.setenv("PORTWAY_H2_ENGINE", engine)
     return engine

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from portway.http import h2engine, ng2lib
+from tests.helpers import skip_without_nghttp2
 
 
 def test_nghttp2_missing_falls_back_to_h2(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,7 +23,7 @@ def test_env_forces_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTWAY_H2_ENGINE", "h2")
     assert h2engine.engine() == "h2"
     if ng2lib.load() is None:
-        pytest.skip("libnghttp2 is not available")
+        skip_without_nghttp2()
     monkeypatch.setenv("PORTWAY_H2_ENGINE", "nghttp2")
     assert h2engine.engine() == "nghttp2"
     monkeypatch.delenv("PORTWAY_H2_ENGINE")
