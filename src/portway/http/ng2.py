@@ -26,7 +26,6 @@ import asyncio
 import functools
 import logging
 import struct
-import weakref
 from itertools import chain
 from typing import Any, cast
 
@@ -67,8 +66,9 @@ _STREAM_WINDOW = 256 * 1024
 _CONN_WINDOW = 4 * 1024 * 1024
 _MAX_STREAMS = 128
 
-#: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
-_LIVE: weakref.WeakSet[NgConnection] = weakref.WeakSet()
+#: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`); a plain
+#: set (left in ``connection_lost``) because mypyc-compiled classes take no weak references
+_LIVE: set[NgConnection] = set()
 
 
 def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
@@ -166,6 +166,7 @@ class NgConnection(WriteFlow):
             return
         self.closed = True
         self.transport = None
+        _LIVE.discard(self)
         self._cancel_idle()
         for s in list(self.streams.values()):
             s.stream_gone()
@@ -268,8 +269,8 @@ class NgConnection(WriteFlow):
             if not w.ended and not w.closed:
                 # the handler returned without finishing the response (close-delimited body)
                 w.close()
-            while w.out and not w.closed:
-                await w.drain()
+            # a body still queued in ``w.out`` needs no task: nghttp2's read callback takes
+            # it as the peer's windows allow (no drain wait here, one loop pass less)
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
