@@ -27,7 +27,7 @@ import functools
 import logging
 import struct
 from itertools import chain
-from typing import Any, cast
+from typing import Any
 
 from portway.errors import GatewayError, PayloadTooLargeError
 from portway.http import ng2cb as cb
@@ -43,7 +43,7 @@ from portway.http.h2engine import (
 from portway.http.limits import ServerLimits
 from portway.http.ng2stream import NgStream
 from portway.http.requestid import request_id_of
-from portway.http.server import App, ServerConnection, _Abort
+from portway.http.server import App, _Abort
 from portway.http.streamreq import (
     StreamBody,
     StreamHead,
@@ -265,7 +265,10 @@ class NgConnection(WriteFlow):
 
     async def _serve(self, w: NgStream, req: Any) -> None:
         try:
-            await self.app.handle(cast(ServerConnection, w), req)
+            # through ``Any``: compiled, a call typed ``App.handle(ServerConnection, ...)``
+            # would check that ``w`` is one (it is a ClientConnection, as the handler takes)
+            app: Any = self.app
+            await app.handle(w, req)
             if not w.ended and not w.closed:
                 # the handler returned without finishing the response (close-delimited body)
                 w.close()
