@@ -134,6 +134,9 @@ class NgConnection(WriteFlow):
         self._token_at = 0.0
         #: streams to reset (NO_ERROR) once their response's last DATA is serialized
         self.pending_rst: list[int] = []
+        #: the field blob of the nv array being submitted: held by the object, because
+        #: compiled (mypyc) a local only passed to ``del`` is freed before the call
+        self._nv_keep = b""
         self._out_ptr = ffi.new("const char **")
         sp = ffi.new("nghttp2_session **")
         rv = lib.nghttp2_session_server_new2(sp, cb.CALLBACKS, ffi.NULL, cb.OPTION)
@@ -296,22 +299,22 @@ class NgConnection(WriteFlow):
     def submit_response(self, sid: int, fields: list[tuple[bytes, bytes]], body: bool) -> None:
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
-        nva, n, keep = _nva(fields)
+        nva, n, self._nv_keep = _nva(fields)
         lib.nghttp2_submit_response(self.session, sid, nva, n, cb.PROVIDER if body else ffi.NULL)
-        del keep
+        self._nv_keep = b""
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
         """A 1xx response head on ``sid``."""
-        nva, n, keep = _nva(fields)
+        nva, n, self._nv_keep = _nva(fields)
         lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, n, ffi.NULL)
-        del keep
+        self._nv_keep = b""
         self.flush_soon()
 
     def submit_trailer(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
-        nva, n, keep = _nva(fields)
+        nva, n, self._nv_keep = _nva(fields)
         lib.nghttp2_submit_trailer(self.session, sid, nva, n)
-        del keep
+        self._nv_keep = b""
 
     def resume(self, sid: int) -> None:
         """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
