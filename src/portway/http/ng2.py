@@ -26,9 +26,8 @@ import asyncio
 import functools
 import logging
 import struct
-import weakref
 from itertools import chain
-from typing import Any, cast
+from typing import Any
 
 from portway.errors import GatewayError, PayloadTooLargeError
 from portway.http import ng2cb as cb
@@ -44,7 +43,7 @@ from portway.http.h2engine import (
 from portway.http.limits import ServerLimits
 from portway.http.ng2stream import NgStream
 from portway.http.requestid import request_id_of
-from portway.http.server import App, ServerConnection, _Abort
+from portway.http.server import App, _Abort
 from portway.http.streamreq import (
     StreamBody,
     StreamHead,
@@ -67,8 +66,9 @@ _STREAM_WINDOW = 256 * 1024
 _CONN_WINDOW = 4 * 1024 * 1024
 _MAX_STREAMS = 128
 
-#: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`)
-_LIVE: weakref.WeakSet[NgConnection] = weakref.WeakSet()
+#: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`); a plain
+#: set (left in ``connection_lost``) because mypyc-compiled classes take no weak references
+_LIVE: set[NgConnection] = set()
 
 
 def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
@@ -134,6 +134,9 @@ class NgConnection(WriteFlow):
         self._token_at = 0.0
         #: streams to reset (NO_ERROR) once their response's last DATA is serialized
         self.pending_rst: list[int] = []
+        #: the field blob of the nv array being submitted: held by the object, because
+        #: compiled (mypyc) a local only passed to ``del`` is freed before the call
+        self._nv_keep = b""
         self._out_ptr = ffi.new("const char **")
         sp = ffi.new("nghttp2_session **")
         rv = lib.nghttp2_session_server_new2(sp, cb.CALLBACKS, ffi.NULL, cb.OPTION)
@@ -166,6 +169,7 @@ class NgConnection(WriteFlow):
             return
         self.closed = True
         self.transport = None
+        _LIVE.discard(self)
         self._cancel_idle()
         for s in list(self.streams.values()):
             s.stream_gone()
@@ -264,12 +268,15 @@ class NgConnection(WriteFlow):
 
     async def _serve(self, w: NgStream, req: Any) -> None:
         try:
-            await self.app.handle(cast(ServerConnection, w), req)
+            # through ``Any``: compiled, a call typed ``App.handle(ServerConnection, ...)``
+            # would check that ``w`` is one (it is a ClientConnection, as the handler takes)
+            app: Any = self.app
+            await app.handle(w, req)
             if not w.ended and not w.closed:
                 # the handler returned without finishing the response (close-delimited body)
                 w.close()
-            while w.out and not w.closed:
-                await w.drain()
+            # a body still queued in ``w.out`` needs no task: nghttp2's read callback takes
+            # it as the peer's windows allow (no drain wait here, one loop pass less)
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
@@ -292,22 +299,22 @@ class NgConnection(WriteFlow):
     def submit_response(self, sid: int, fields: list[tuple[bytes, bytes]], body: bool) -> None:
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
-        nva, n, keep = _nva(fields)
+        nva, n, self._nv_keep = _nva(fields)
         lib.nghttp2_submit_response(self.session, sid, nva, n, cb.PROVIDER if body else ffi.NULL)
-        del keep
+        self._nv_keep = b""
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
         """A 1xx response head on ``sid``."""
-        nva, n, keep = _nva(fields)
+        nva, n, self._nv_keep = _nva(fields)
         lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, n, ffi.NULL)
-        del keep
+        self._nv_keep = b""
         self.flush_soon()
 
     def submit_trailer(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
-        nva, n, keep = _nva(fields)
+        nva, n, self._nv_keep = _nva(fields)
         lib.nghttp2_submit_trailer(self.session, sid, nva, n)
-        del keep
+        self._nv_keep = b""
 
     def resume(self, sid: int) -> None:
         """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
