@@ -27,7 +27,7 @@ import functools
 import logging
 import struct
 from itertools import chain
-from typing import Any
+from typing import Any, Final
 
 from portway.errors import GatewayError, PayloadTooLargeError
 from portway.http import ng2cb as cb
@@ -61,10 +61,10 @@ ffi: Any = _loaded[0]
 lib: Any = _loaded[1]
 
 #: per-stream receive window: bounds the request body buffered per stream
-_STREAM_WINDOW = 256 * 1024
+_STREAM_WINDOW: Final = 256 * 1024
 #: connection receive window: large enough that one stalled stream never starves the others
-_CONN_WINDOW = 4 * 1024 * 1024
-_MAX_STREAMS = 128
+_CONN_WINDOW: Final = 4 * 1024 * 1024
+_MAX_STREAMS: Final = 128
 
 #: live connections, for a graceful GOAWAY at shutdown (:func:`drain_connections`); a plain
 #: set (left in ``connection_lost``) because mypyc-compiled classes take no weak references
@@ -81,7 +81,7 @@ def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
     vals: list[int] = []
     for k, v in fields:
         nk, nv = len(k), len(v)
-        vals += (at, at + nk, nk, nv, 0)
+        vals.extend((at, at + nk, nk, nv, 0))
         at += nk + nv
     packed = struct.pack(f"={len(vals)}Q", *vals)
     return ffi.from_buffer("nghttp2_nv[]", packed), len(fields), blob

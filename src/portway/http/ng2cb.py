@@ -74,7 +74,7 @@ def _invalid_header(
     assert c is not None
     h = c._hdrs
     v = ffi.unpack(value, vlen)
-    if h is None or b"\0" in v or b"\r" in v or b"\n" in v:
+    if h is None or 0 in v or 13 in v or 10 in v:  # NUL, CR, LF
         lib.nghttp2_submit_rst_stream(session, 0, frame.hd.stream_id, L.PROTOCOL_ERROR)
         return L.ERR_TEMPORAL_CALLBACK_FAILURE
     h.append((ffi.unpack(name, nlen), v))
