@@ -56,8 +56,9 @@ def snap(pid: int) -> dict[str, float]:
 
 
 def wrk(port: int, conns: int, duration: int) -> tuple[int, float]:
+    threads = "1" if conns < 16 else "2"  # as bench/run.py
     out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(conns), "-d", f"{duration}s", f"http://127.0.0.1:{port}/"],
+        ["wrk", "-t", threads, "-c", str(conns), "-d", f"{duration}s", f"http://127.0.0.1:{port}/"],
         capture_output=True,
         text=True,
         check=True,
