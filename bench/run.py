@@ -120,6 +120,39 @@ def tree_cpu(pids: list[int]) -> float:
     return sum(cpu_seconds(p) for pid in pids for p in proc_tree(pid))
 
 
+def proc_io(pids: list[int]) -> dict[int, tuple[float, int]]:
+    """CPU seconds and bytes written (``wchar``) of every process of the targets' trees.
+
+    A proxy writes each request to the upstream and each response to the client, so its
+    processes' shares of the bytes written are their shares of the requests (for nginx and
+    Portway alike, whatever their write batching)."""
+    out = {}
+    for pid in pids:
+        for p in proc_tree(pid):
+            try:
+                io = Path(f"/proc/{p}/io").read_text()
+                out[p] = (cpu_seconds(p), int(io.split("wchar: ", 1)[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def split_of(
+    before: dict[int, tuple[float, int]], after: dict[int, tuple[float, int]], n: float
+) -> list[tuple[float, float]]:
+    """(share of the requests, CPU µs per request it served) of each process that served
+    any, busiest first; the processes that served none (a supervisor, nginx's master) are
+    not listed (their CPU is in the target's total)."""
+    d = {p: (after[p][0] - before[p][0], after[p][1] - before[p][1]) for p in after if p in before}
+    total = sum(w for _, w in d.values()) or 1
+    rows = []
+    for cpu, w in d.values():
+        share = w / total
+        if share > 0.01:
+            rows.append((share, cpu / (n * share) * 1e6))
+    return sorted(rows, reverse=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,6 +236,7 @@ def measure(setup: V.Setup, args: argparse.Namespace) -> int:
     loaded = [t for t in setup.targets if t.ports]
     watched = [t for t in setup.targets if not t.ports]  # CPU/memory only (a Redis)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    splits: dict[tuple[str, int], list[list[tuple[float, float]]]] = {}
     for t in loaded:  # warm up (and fill caches)
         wrk(t, 16, 1)
     for rnd in range(args.rounds):
@@ -215,11 +249,15 @@ def measure(setup: V.Setup, args: argparse.Namespace) -> int:
                 order = [t for t in loaded if t.name == "direct"] + order
             for t in order:
                 side0 = {w.name: tree_cpu(w.pids) for w in watched}
+                io0 = proc_io(t.pids)
                 cpu0 = tree_cpu(t.pids)
                 r = wrk(t, c, args.duration)
                 cpu1 = tree_cpu(t.pids)
                 n = max(1.0, r["rps"] * args.duration)
                 r["cpu_us"] = (cpu1 - cpu0) / n * 1e6
+                rows = split_of(io0, proc_io(t.pids), n)
+                if len(rows) > 1:  # several workers: how the load and the CPU were split
+                    splits.setdefault((t.name, c), []).append(rows)
                 r["rss_mb"] = sum(rss_kb(p) for p in t.pids) / 1024
                 for w in watched:
                     r[f"{w.name}_cpu_us"] = (tree_cpu(w.pids) - side0[w.name]) / n * 1e6
@@ -278,6 +316,21 @@ def measure(setup: V.Setup, args: argparse.Namespace) -> int:
             + " ".join(f"{v:.2f}" for v in p99s)
             + " |"
         )
+    if splits:
+        print(
+            "\n| workers: request split, CPU µs/req of each worker (busiest first), per round "
+            "| conns | rounds |"
+        )
+        print("|---|---|---|")
+        for (name, c), per_round in sorted(splits.items(), key=lambda x: (x[0][1], x[0][0])):
+            cells = [
+                " / ".join(f"{share * 100:.0f}%" for share, _ in rows)
+                + " ("
+                + " / ".join(f"{us:.1f}" for _, us in rows)
+                + ")"
+                for rows in per_round
+            ]
+            print(f"| {name} | {c} | " + ", ".join(cells) + " |")
     return 0
 
 

@@ -51,12 +51,15 @@ BATCH_MAX: Final = 16 * 1024
 class _Batch:
     """Per-loop list of protocols with queued writes, flushed by one ``call_soon``."""
 
-    __slots__ = ("flush_cb", "loop", "pending", "scheduled")
+    __slots__ = ("busy", "flush_cb", "loop", "pending", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pending: list[WriteFlow] = []
         self.scheduled = False
+        #: the last pass wrote to more than one transport: the loop is serving many clients
+        #: at once, so the first write of the next pass is held with the rest
+        self.busy = False
         #: ``flush`` bound once (a bound method per ``call_soon`` is an allocation)
         self.flush_cb = self.flush
 
@@ -64,6 +67,9 @@ class _Batch:
         self.scheduled = False
         pending = self.pending
         self.pending = []
+        # transports written in this pass: the queued ones, plus the first one when it
+        # was written at once (not busy)
+        self.busy = len(pending) >= (2 if self.busy else 1)
         for p in pending:
             p.flush_soon_writes()
 
@@ -113,15 +119,18 @@ class WriteFlow:
         if b is None:
             b = self._batch = _batch_for(asyncio.get_running_loop())
         if not b.scheduled:
-            # the first write of this loop pass goes out now: nothing is gained by holding
-            # it (no earlier send to join), and at low concurrency — one request per pass —
-            # the response reaches the client before the exchange's bookkeeping (pool,
-            # metrics, log hooks) instead of after it. The flush scheduled here marks the
-            # pass: the writes that follow in it are batched behind this one.
+            # the flush scheduled here marks the pass: the writes that follow in it are
+            # batched behind this one. At low concurrency — one request per pass — this
+            # first write goes out now: the response reaches the client before the
+            # exchange's bookkeeping (pool, metrics, log hooks) instead of after it. When
+            # the last pass wrote to several transports it is held too: sent at once it
+            # wakes its idle peer (the upstream, a client), which then falls asleep again
+            # before the pass's other writes reach it — two wake-ups instead of one.
             b.scheduled = True
             b.loop.call_soon(b.flush_cb)
-            t.write(data)
-            return
+            if not b.busy:
+                t.write(data)
+                return
         self._soon = [data]
         b.pending.append(self)
 
