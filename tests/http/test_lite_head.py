@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from portway.http.models import Response, parse_fields
-from portway.http.rawhead import SPECIAL, special_length
+from portway.http.rawhead import SPECIAL, RawHead, scan_head, special_length
 
 
 @pytest.mark.parametrize("name", sorted(SPECIAL))
@@ -62,3 +62,49 @@ def test_assigned_headers_replace_raw_fields() -> None:
     r.headers = Headers([(b"a", b"b")])
     assert r.headers.raw() == [(b"a", b"b")]
     assert Response(204).headers.raw() == []
+
+
+def _scan(buf: bytes, head_only: bool, out: RawHead) -> tuple[object, ...]:
+    scan_head(buf, head_only, out)
+    return (
+        out.status,
+        out.reason,
+        list(out.fields),
+        out.content_length,
+        out.keep_alive,
+        out.close_delimited,
+        out.lines,
+    )
+
+
+HEAD_A = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n"
+HEAD_B = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 4\r\nConnection: keep-alive\r\n\r\n"
+HEAD_C = b"HTTP/1.1 204 No Content\r\nServer: up\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        [(HEAD_A + b"abc", False), (HEAD_A + b"abc", False)],
+        [(HEAD_A + b"abc", False), (HEAD_B + b"abcd", False), (HEAD_A + b"abc", False)],
+        [(HEAD_A + b"abc", False), (HEAD_A, True), (HEAD_A + b"abc", False)],
+        [(HEAD_C, False), (HEAD_A + b"abc", False), (HEAD_C + b"HTTP/1.1", False)],
+        # the last head as a prefix of a longer one is no match (it ends with the empty line)
+        [(HEAD_C, False), (HEAD_C[:-2] + b"X-A: b\r\n\r\n", False)],
+    ],
+)
+def test_a_remembered_head_scans_as_a_fresh_one(sequence: list[tuple[bytes, bool]]) -> None:
+    out = RawHead()
+    for buf, head_only in sequence:
+        assert _scan(buf, head_only, out) == _scan(buf, head_only, RawHead())
+
+
+def test_the_remembered_runs_are_handed_out_as_a_fresh_list() -> None:
+    out = RawHead()
+    scan_head(HEAD_A + b"abc", False, out)
+    first = out.fields
+    first.append(b"via: 1.1 gw\r\n")  # what a sink does with its list
+    scan_head(HEAD_A + b"abc", False, out)
+    assert out.fields is not first
+    assert b"via: 1.1 gw\r\n" not in out.fields
+    assert b"".join(out.fields) == b"Server: up\r\nContent-Length: 3\r\n"

@@ -43,16 +43,22 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[tuple[bytes, bytes]] | None = None) -> None:
-        self._items: list[tuple[bytes, bytes]] = list(items) if items is not None else []
+    def __init__(
+        self,
+        items: Iterable[tuple[bytes, bytes]] | None = None,
+        _own: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        # ``_own``: :meth:`adopt`'s list, taken as it is (no empty list made and dropped)
+        if _own is not None:
+            self._items: list[tuple[bytes, bytes]] = _own
+        else:
+            self._items = list(items) if items is not None else []
 
     @staticmethod
     def adopt(items: list[tuple[bytes, bytes]]) -> Headers:
         """Headers over ``items`` itself, not a copy: for a fresh list nobody else keeps
         (the parsers' per-message lists)."""
-        h = Headers()
-        h._items = items
-        return h
+        return Headers(None, items)
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Headers:

@@ -30,13 +30,22 @@ class RawHead:
     object per response). ``fields`` are runs of whole ``name: value CRLF`` lines in the
     upstream's order and spelling, without its Connection lines (``keep_alive`` says what
     they meant) and with its Content-Length line (``content_length`` is the value);
-    ``lines`` counts the head's lines, the empty one included."""
+    ``lines`` counts the head's lines, the empty one included.
+
+    ``last`` is the last head scanned whole (its bytes up to and including the empty line,
+    b"" for none) and ``last_fields`` its runs, never handed out: an upstream answering the
+    same request on a keep-alive connection usually sends the same head byte for byte
+    (Date moves once a second), and a head equal to the last one scans to the same values,
+    which ``out`` still holds (see :func:`scan_head`)."""
 
     __slots__ = (
         "close_delimited",
         "content_length",
         "fields",
         "keep_alive",
+        "last",
+        "last_fields",
+        "last_head_only",
         "lines",
         "reason",
         "status",
@@ -51,6 +60,9 @@ class RawHead:
         #: the body ends when the connection closes (no framing, a body allowed)
         self.close_delimited = False
         self.lines = 0
+        self.last = b""
+        self.last_fields: tuple[bytes, ...] = ()
+        self.last_head_only = False
 
 
 def special_length(line: bytes, size: int) -> int:
@@ -87,7 +99,16 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     """Read the head at the start of ``buf`` (llhttp has accepted it whole) into ``out``,
     whose ``lines`` (the line count of the connection's last head, 0 for none) is a guess
     that saves a search; ``head_only``: the response answers a HEAD request. Raises
-    :class:`Reparse`."""
+    :class:`Reparse`.
+
+    A head byte for byte the same as the last one scanned into ``out`` (``out.last``: it
+    ends with the empty line, so ``buf`` starting with it has exactly that head), for the
+    same ``head_only``, is not scanned again: every value ``out`` holds is what the scan
+    would give (only ``fields`` is handed out, so it is a fresh list of the same runs)."""
+    last = out.last
+    if last and out.last_head_only == head_only and buf.startswith(last):
+        out.fields = list(out.last_fields)
+        return
     count = out.lines
     # a ``find`` per line would cost more than the callbacks saved: one split, that stops
     # after the head when it has as many lines as the last one on this connection (the
@@ -164,3 +185,15 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     out.keep_alive = keep_alive
     out.close_delimited = close
     out.lines = i + 1
+    if pos <= _LAST_MAX:
+        # ``pos`` is where the empty line starts: the head is ``buf[: pos + 2]``
+        out.last = buf[: pos + 2]
+        out.last_fields = tuple(fields)
+        out.last_head_only = head_only
+    else:
+        out.last = b""
+        out.last_fields = ()
+
+
+#: heads up to this size are remembered (``RawHead.last``): one per pooled connection
+_LAST_MAX: Final = 1024

@@ -133,6 +133,7 @@ class ServerConnection(ServerWriting):
         self._idle_timeout = limits.idle_timeout
         self._body_timeout = limits.body_timeout
         self.trusted = trusted
+        self._trusts = bool(trusted)
         #: this connection's memo of added X-Forwarded-*/Via bytes (see ``forward_memo``)
         self._memo: ForwardMemo | None = None
         self.scheme = scheme

@@ -73,6 +73,8 @@ class ServerParsing(WriteFlow):
     now: Callable[[], float]
     underscores: bool | None
     trusted: TrustedProxies
+    #: ``bool(trusted)``, read once (the truth test of a class is a slot call)
+    _trusts: bool
     scheme: str
     peer_ip: str
     peer_port: int
@@ -327,7 +329,7 @@ class ServerParsing(WriteFlow):
             self._body = body
             self._body_seen = -1
             self._set_deadline(self.now() + self._body_timeout)
-        if self.trusted:
+        if self._trusts:
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
             client_ip, trusted = self.peer_ip, False
@@ -338,7 +340,9 @@ class ServerParsing(WriteFlow):
         else:
             keep_alive = conn is not None and conn.lower().find(b"keep-alive") >= 0
         upgrade = False
-        if p.should_upgrade():
+        # llhttp's upgrade flag needs an Upgrade field (CONNECT, the other way, is refused
+        # above), and ``on_header`` notes every one: without one, no call to ask
+        if self._upgrade is not None and p.should_upgrade():
             if is_websocket(self._upgrade):
                 upgrade = True
             else:
