@@ -527,10 +527,9 @@ def open_request(
             ended=ended,
             make_body=make_body,
         )
-    except _Abort as e:
-        err = e.error
-    except GatewayError as e:
-        err = e
+    except (_Abort, GatewayError) as e:
+        # (one clause: compiled, a name bound by two clauses keeps the first one's type)
+        err = e.error if isinstance(e, _Abort) else e
     except Exception:
         # a bug in Portway: logged with its traceback, a 500 (not the client's fault)
         log.exception("internal error while reading an HTTP/%s request", version)
