@@ -324,8 +324,7 @@ class H2Connection(WriteFlow):
     def _on_reset(self, sid: int) -> None:
         w = self.streams.get(sid)
         if w is not None:
-            w.lost()
-            self._forget(sid)
+            w.peer_reset()
 
     def _forget(self, sid: int) -> None:
         w = self.streams.pop(sid, None)

@@ -251,7 +251,7 @@ class H3Protocol(QuicConnectionProtocol):
                     self._on_request(ev)
                 # else: trailers of a request already answered and forgotten
             elif ev.stream_ended:  # request trailers: not forwarded (as on HTTP/2)
-                self._on_end(ev.stream_id)
+                w.request_ended()
         elif isinstance(ev, DataReceived):
             self._on_data(ev)
 
@@ -299,16 +299,10 @@ class H3Protocol(QuicConnectionProtocol):
         if ev.stream_ended:
             b.feed_eof()
 
-    def _on_end(self, sid: int) -> None:
-        w = self.streams.get(sid)
-        if w is not None:
-            w.request_ended()
-
     def _on_reset(self, sid: int) -> None:
         w = self.streams.get(sid)
         if w is not None:
-            w.lost()
-            self._forget(sid)
+            w.peer_reset()
 
     def _forget(self, sid: int) -> None:
         self.streams.pop(sid, None)

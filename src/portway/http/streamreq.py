@@ -443,6 +443,11 @@ class StreamWriter:
         if t is not None and not t.done():
             t.cancel()
 
+    def peer_reset(self) -> None:
+        """The client reset the stream: :meth:`lost`, then :meth:`release`."""
+        self.lost()
+        self.release()
+
     # --- the transport hooks (each protocol's subclass) -----------------------------------------
     def send_interim(self, fields: list[tuple[bytes, bytes]]) -> None:
         """An interim (1xx) HEADERS frame."""
