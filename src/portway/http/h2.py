@@ -16,8 +16,8 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections import deque
-from typing import Any, cast
+from collections.abc import Awaitable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -29,19 +29,20 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from portway.errors import (
-    GatewayError,
     PayloadTooLargeError,
 )
 from portway.http.flow import WriteFlow, adopt_transport
 from portway.http.forwarded import TrustedProxies
 from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
-from portway.http.headers import Headers
 from portway.http.limits import ServerLimits
-from portway.http.models import Request
-from portway.http.relay import head_ends_stream, stream_fields
-from portway.http.requestid import request_id_of
-from portway.http.server import App, ClientDisconnectedError, ServerConnection, _Abort
-from portway.http.streamreq import StreamBody, StreamHead, build_request, check_head, split_fields
+from portway.http.server import App, ClientDisconnectedError
+from portway.http.streamreq import (
+    StreamRules,
+    StreamWriter,
+    open_request,
+    serve_stream,
+    split_fields,
+)
 
 log = logging.getLogger("portway.http.h2")
 
@@ -60,169 +61,91 @@ _GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
 _LIVE: weakref.WeakSet[H2Connection] = weakref.WeakSet()
 
 
-class _StreamWriter:
-    """The :class:`ClientConnection` one response is written through on an HTTP/2 stream.
+#: HTTP/2's reset codes for ``close()`` and ``abort()``; 4 bytes per field in a head's size
+_RULES = StreamRules("2", h2.errors.ErrorCodes.CANCEL, h2.errors.ErrorCodes.INTERNAL_ERROR, 4)
 
-    It implements the response-writer interface natively: ``send_head`` becomes HEADERS
-    (connection-specific fields dropped, RFC 9113 §8.2.2), ``send_body`` DATA within the
-    peer's windows, ``send_end`` trailing HEADERS or END_STREAM; nothing the handler writes
-    is parsed back. ``close()`` cancels an unfinished stream (a complete response still
-    queued behind flow control is not cut short); ``abort()`` resets it. Neither touches
-    the connection.
-    """
+
+class _StreamWriter(StreamWriter):
+    """The response writer of one HTTP/2 stream (:class:`StreamWriter`, shared with HTTP/3)
+    over h2: HEADERS through the connection, DATA within the peer's windows (:meth:`push`),
+    ``drain()`` waits for WINDOW_UPDATE."""
 
     def __init__(self, conn: H2Connection, stream_id: int, method: str) -> None:
+        super().__init__(_RULES, stream_id, method, conn.loop, dict(conn.extra), conn.alt_svc)
         self.h2conn = conn
-        self.stream_id = stream_id
-        self.method = method
-        self.closed = False
-        self.extra: dict[str, Any] = dict(conn.extra)
-        self.upgrade_buffer: bytearray | None = None
-        self.body: StreamBody | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._trailers: list[tuple[bytes, bytes]] = []
-        self._head_sent = False
-        self._out: deque[bytes] = deque()
-        self._eof_pending = False
-        self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
 
-    # --- the response-writer interface ------------------------------------------------------
-    @property
-    def _can_write(self) -> object | None:
-        return True if self._out or self.h2conn._can_write is not None else None
+    # --- the transport hooks --------------------------------------------------------------------
+    def send_interim(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.h2conn.send_headers(self.stream_id, fields)
 
-    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
-        if status == 100 or status == 101 or self._head_sent or self.closed:
-            # 100: sent by the stream itself when the body is first read; no 101 in HTTP/2
-            # (RFC 9113 §8.6)
-            return
-        self.h2conn.send_headers(
-            self.stream_id, [(b":status", b"%d" % status), *stream_fields(fields)]
-        )
+    def send_response(self, fields: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self.h2conn.send_headers(self.stream_id, fields, end_stream)
+        self.push()
 
-    def send_head(
-        self,
-        status: int,
-        reason: bytes,
-        fields: list[tuple[bytes, bytes]],
-        mode: str,
-        body: bytes,
-        end: bool,
-    ) -> int:
-        if self.closed:
-            raise ClientDisconnectedError("stream closed")
-        self._head_sent = True
-        out = [(b":status", b"%d" % status), *stream_fields(fields)]
-        alt = self.h2conn.alt_svc
-        if alt is not None:
-            out.append((b"alt-svc", alt))
-        empty = head_ends_stream(self.method, status, mode, body, out)
-        self.h2conn.send_headers(self.stream_id, out, empty)
-        if empty:
-            self._ended = True
-        else:
-            if body:
-                self._out.append(body)
-            if end:
-                self._eof_pending = True
-        self._flush()
-        return sum(len(k) + len(v) + 4 for k, v in out)
+    def send_reset(self, code: int) -> None:
+        self.h2conn.reset_stream(self.stream_id, code)
 
-    def send_body(self, data: bytes) -> None:
-        if self.closed:
-            raise ClientDisconnectedError("stream closed")
-        if self._ended or not data:
-            return
-        self._out.append(bytes(data))
-        self._flush()
+    def conn_paused(self) -> bool:
+        return self.h2conn._can_write is not None
 
-    def send_end(self, trailers: Headers | None) -> None:
-        if self._ended or self.closed or self._eof_pending:
-            return
-        if trailers is not None:
-            self._trailers = trailers.raw()
-        self._eof_pending = True
-        self._flush()
+    def conn_drain(self) -> Awaitable[None]:
+        return self.h2conn.drain()
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """HTTP/1.1 bytes have no meaning on a stream: writers use the interface above."""
-        raise TypeError("an HTTP/2 stream takes send_head/send_body/send_end, not bytes")
+    def abandon_body(self) -> None:
+        self.h2conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        self.stream_gone()
 
-    def write_soon(self, data: bytes) -> None:
-        self.write(data)
+    def release(self) -> None:
+        self.h2conn._forget(self.stream_id)
 
-    async def drain(self) -> None:
-        while self._out and not self.closed:
-            self._waiter = self.h2conn.loop.create_future()
-            await self._waiter
-        if self.closed and not self._ended:
-            raise ClientDisconnectedError("stream closed")
-        await self.h2conn.drain()
-
-    def close(self) -> None:
-        if self._ended or self.closed or self._eof_pending:
-            # a complete response still queued behind flow control is not cut short
-            return
-        self.reset(h2.errors.ErrorCodes.CANCEL)
-
-    def abort(self) -> None:
-        if not self._ended and not self.closed:
-            self.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    # --- sending --------------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def send_error(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         c = self.h2conn
-        if self.closed or (self._ended and not self._out):
+        c.send_headers(self.stream_id, headers)
+        if not self.closed:
+            self.head_sent = True
+            self.out.append(body)
+            self.eof_pending = True
+            self.push()
+            if self.task is None:
+                b = self.body
+                if b is not None and not b._eof and not self.closed:
+                    self.abandon_body()
+                if not self.out:
+                    c._forget(self.stream_id)
+
+    def push(self) -> None:
+        c = self.h2conn
+        out = self.out
+        if self.closed or (self.ended and not out):
             c.flush_soon()
             return
         try:
-            while self._out:
+            while out:
                 window = min(
                     c.h2.local_flow_control_window(self.stream_id), c.h2.max_outbound_frame_size
                 )
                 if window <= 0:
                     break
-                data = self._out[0]
+                data = out[0]
                 if len(data) <= window:
-                    self._out.popleft()
+                    out.popleft()
                     c.h2.send_data(self.stream_id, data)
                 else:
                     c.h2.send_data(self.stream_id, data[:window])
-                    self._out[0] = data[window:]
-            if not self._out and self._eof_pending and not self._ended:
-                self._ended = True
-                trailers = stream_fields(self._trailers)
-                if trailers:
-                    c.h2.send_headers(self.stream_id, trailers, end_stream=True)
+                    out[0] = data[window:]
+            if not out and self.eof_pending and not self.ended:
+                self.ended = True
+                if self.trailers:
+                    c.h2.send_headers(self.stream_id, self.trailers, end_stream=True)
                 else:
                     c.h2.end_stream(self.stream_id)
         except _GONE:
             self.stream_gone()
         c.flush_soon()
-        if not self._out:
-            self._wake()
-            if self._ended and self.task is None:
+        if not out:
+            self.wake()
+            if self.ended and self.task is None:
                 c._forget(self.stream_id)
-
-    def _wake(self) -> None:
-        w, self._waiter = self._waiter, None
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def reset(self, code: h2.errors.ErrorCodes) -> None:
-        self.h2conn.reset_stream(self.stream_id, code)
-        self.stream_gone()
-
-    def stream_gone(self) -> None:
-        """The stream can carry nothing more (reset by either side, or the connection died)."""
-        if self.closed:
-            return
-        self.closed = True
-        self._out.clear()
-        if self.body is not None and not self.body._eof:
-            self.body.set_exception(ClientDisconnectedError("stream reset"))
-        self._wake()
 
 
 class H2Connection(WriteFlow):
@@ -304,9 +227,7 @@ class H2Connection(WriteFlow):
         self.transport = None
         self._cancel_idle()
         for s in list(self.streams.values()):
-            s.stream_gone()
-            if s.task is not None and not s.task.done():
-                s.task.cancel()
+            s.lost()
         self.streams.clear()
         w = self._can_write
         if w is not None and not w.done():
@@ -339,8 +260,8 @@ class H2Connection(WriteFlow):
                     self._on_reset(ev.stream_id)
                 elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
                     for s in list(self.streams.values()):
-                        if s._out:
-                            s._flush()
+                        if s.out:
+                            s.push()
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     self.close()
         finally:
@@ -356,77 +277,32 @@ class H2Connection(WriteFlow):
             return
         self._cancel_idle()
         head = split_fields(ev.headers or (), self.underscores, self.app.owned_headers)
-        fields = head.fields
         w = _StreamWriter(self, sid, head.raw_method.decode("latin-1"))
         self.streams[sid] = w
-        try:
-            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3)
-            check_head(head, self.limits)
-            req = self._build_request(w, head, ev.stream_ended is not None)
-        except (_Abort, GatewayError) as e:
-            self.send_simple(sid, e.error if isinstance(e, _Abort) else e, fields)
-            return
-        except Exception:
-            # a bug in Portway: logged with its traceback, a 500 (not the client's fault)
-            log.exception("internal error while reading an HTTP/2 request")
-            self.send_simple(sid, GatewayError("internal error"), fields)
-            return
-        w.task = self.loop.create_task(self._serve(w, req))
-
-    def _build_request(self, w: _StreamWriter, head: StreamHead, ended: bool) -> Request:
-        def make_body(expect_continue: bool) -> StreamBody:
-            def first_read() -> None:
-                if expect_continue and not w._head_sent and not w.closed:
-                    self.send_headers(w.stream_id, [(b":status", b"100")])
-
-            body = StreamBody(
-                functools.partial(self._ack, w.stream_id), first_read, self.limits.body_timeout
-            )
-            w.body = body
-            return body
-
-        return build_request(
+        # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3); a
+        # request they refuse is answered there
+        req = open_request(
+            w,
             head,
+            ev.stream_ended is not None,
             self.limits,
             self.trusted,
-            version="2",
             scheme=self.scheme,
             peer=(self.peer_ip, self.peer_port),
             server_port=self.server_port,
-            ended=ended,
-            make_body=make_body,
+            ack=functools.partial(self._ack, sid),
+            log=log,
         )
-
-    async def _serve(self, w: _StreamWriter, req: Request) -> None:
-        try:
-            await self.app.handle(cast(ServerConnection, w), req)
-            if not w._ended and not w.closed:
-                # the handler returned without finishing the response (close-delimited body)
-                w.close()
-            # a bytes body larger than the peer's window is still queued: see it out
-            while w._out and not w.closed:
-                await w.drain()
-        except (asyncio.CancelledError, ConnectionError):
-            pass
-        except Exception:
-            log.exception("unhandled error while serving an HTTP/2 stream")
-            w.abort()
-        finally:
-            w.task = None
-            b = w.body
-            if not w.closed and b is not None and not b._eof:
-                # RFC 9113 §8.1: a complete response may precede the request's end
-                self.reset_stream(w.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-                w.stream_gone()
-            self._forget(w.stream_id)
+        if req is not None:
+            w.task = self.loop.create_task(serve_stream(self.app, w, req, log))
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
         sid = ev.stream_id
         data = ev.data or b""
         flow = ev.flow_controlled_length or 0
         w = self.streams.get(sid)
-        b = w.body if w is not None else None
-        if w is None or b is None or w.closed or b._eof or b.failed:
+        b = w.open_body() if w is not None else None
+        if b is None:
             # nobody will read it: return the credit at once so other streams keep flowing
             self._ack(sid, flow)
             return
@@ -442,17 +318,13 @@ class H2Connection(WriteFlow):
 
     def _on_end(self, sid: int) -> None:
         w = self.streams.get(sid)
-        if w is not None and w.body is not None and not w.body.failed:
-            w.body.feed_eof()
+        if w is not None:
+            w.request_ended()
 
     def _on_reset(self, sid: int) -> None:
         w = self.streams.get(sid)
-        if w is None:
-            return
-        w.stream_gone()
-        if w.task is not None and not w.task.done():
-            w.task.cancel()
-        self._forget(sid)
+        if w is not None:
+            w.peer_reset()
 
     def _forget(self, sid: int) -> None:
         w = self.streams.pop(sid, None)
@@ -485,35 +357,7 @@ class H2Connection(WriteFlow):
                 w.stream_gone()
         self.flush_soon()
 
-    def send_simple(
-        self, sid: int, err: GatewayError, fields: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        """Answer ``sid`` with ``err``'s JSON error (requests rejected before the handler);
-        ``fields``: the request's, for the client's X-Request-ID."""
-        rid = request_id_of(fields or [])
-        body = err.body(rid)
-        headers = [
-            (b":status", b"%d" % err.status),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"x-request-id", rid.encode("ascii")),
-        ]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
-        w = self.streams.get(sid)
-        self.send_headers(sid, headers)
-        if w is not None and not w.closed:
-            w._head_sent = True
-            w._out.append(body)
-            w._eof_pending = True
-            w._flush()
-            if w.task is None:
-                if w.body is not None and not w.body._eof and not w.closed:
-                    self.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
-                    w.stream_gone()
-                if not w._out:
-                    self._forget(sid)
-
-    def reset_stream(self, sid: int, code: h2.errors.ErrorCodes) -> None:
+    def reset_stream(self, sid: int, code: int) -> None:
         with contextlib.suppress(*_GONE):
             self.h2.reset_stream(sid, code)
         self.flush_soon()

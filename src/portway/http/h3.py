@@ -36,15 +36,17 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from portway.errors import GatewayError, PayloadTooLargeError
+from portway.errors import PayloadTooLargeError
 from portway.http.forwarded import TrustedProxies
-from portway.http.headers import Headers
 from portway.http.limits import ServerLimits
-from portway.http.models import Request
-from portway.http.relay import head_ends_stream, stream_fields
-from portway.http.requestid import request_id_of
-from portway.http.server import App, ClientDisconnectedError, ServerConnection
-from portway.http.streamreq import StreamBody, StreamHead, build_request, check_head, split_fields
+from portway.http.server import App, ClientDisconnectedError
+from portway.http.streamreq import (
+    StreamRules,
+    StreamWriter,
+    open_request,
+    serve_stream,
+    split_fields,
+)
 
 log = logging.getLogger("portway.http.h3")
 
@@ -102,122 +104,73 @@ def choose_certificate_by_sni(quic: QuicConnection, choose: CertificateChooser) 
     return True
 
 
-class _StreamWriter:
-    """The :class:`ClientConnection` one response is written through on an HTTP/3 stream.
+#: HTTP/3's codes for ``close()`` (H3_REQUEST_CANCELLED) and ``abort()`` (H3_INTERNAL_ERROR);
+#: a head's size counts 32 bytes per field (as QPACK's table does)
+_RULES = StreamRules("3", ErrorCode.H3_REQUEST_CANCELLED, ErrorCode.H3_INTERNAL_ERROR, 32)
 
-    ``send_head`` becomes HEADERS, ``send_body`` DATA, ``send_end`` trailing HEADERS or the
-    end of the stream; ``close()`` cancels an unfinished response (H3_REQUEST_CANCELLED),
-    ``abort()`` resets it (H3_INTERNAL_ERROR). Neither touches the connection."""
+
+class _StreamWriter(StreamWriter):
+    """The response writer of one HTTP/3 stream (:class:`StreamWriter`, shared with
+    HTTP/2): HEADERS and DATA go to aioquic at once (it buffers them until acknowledged);
+    ``drain()`` waits while more than :data:`_HIGH` bytes are unacknowledged."""
 
     def __init__(self, conn: H3Protocol, stream_id: int, method: str) -> None:
+        super().__init__(_RULES, stream_id, method, conn.loop, {})
         self.h3conn = conn
-        self.stream_id = stream_id
-        self.method = method
-        self.closed = False
-        self.extra: dict[str, Any] = {}
         #: the listener's name (BFF profiles may match on it)
         self.listener = conn.listener
-        self.upgrade_buffer: bytearray | None = None
-        self.body: StreamBody | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._head_sent = False
-        self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
 
-    # --- the response-writer interface ------------------------------------------------------
-    @property
-    def _can_write(self) -> object | None:
-        return True if self.h3conn.unacked(self.stream_id) > _HIGH else None
+    # --- the transport hooks --------------------------------------------------------------------
+    def send_interim(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.h3conn.send_headers(self.stream_id, fields)
 
-    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
-        if status == 100 or status == 101 or self._head_sent or self.closed:
-            # 100: sent by the stream itself when the body is first read; no 101 in HTTP/3
-            return
-        self.h3conn.send_headers(
-            self.stream_id, [(b":status", b"%d" % status), *stream_fields(fields)]
-        )
+    def send_response(self, fields: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self.h3conn.send_headers(self.stream_id, fields, end_stream)
+        if not end_stream:
+            self.push()
 
-    def send_head(
-        self,
-        status: int,
-        reason: bytes,
-        fields: list[tuple[bytes, bytes]],
-        mode: str,
-        body: bytes,
-        end: bool,
-    ) -> int:
-        if self.closed:
-            raise ClientDisconnectedError("stream closed")
-        self._head_sent = True
-        out = [(b":status", b"%d" % status), *stream_fields(fields)]
-        empty = head_ends_stream(self.method, status, mode, body, out)
+    def push(self) -> None:
         c = self.h3conn
-        c.send_headers(self.stream_id, out, empty)
-        if empty:
-            self._ended = True
-        elif body or end:
-            c.send_data(self.stream_id, bytes(body), end)
-            self._ended = end
-        return sum(len(k) + len(v) + 32 for k, v in out)
+        out = self.out
+        while out:
+            data = bytes(out.popleft())
+            last = not out and self.eof_pending and not self.trailers
+            c.send_data(self.stream_id, data, last)
+            if last:
+                self.ended = True
+        if self.eof_pending and not self.ended and not self.closed:
+            self.ended = True
+            if self.trailers:
+                c.send_headers(self.stream_id, self.trailers, True)
+            else:
+                c.send_data(self.stream_id, b"", True)
 
-    def send_body(self, data: bytes) -> None:
-        if self.closed:
-            raise ClientDisconnectedError("stream closed")
-        if self._ended or not data:
-            return
-        self.h3conn.send_data(self.stream_id, bytes(data), False)
-
-    def send_end(self, trailers: Headers | None) -> None:
-        if self._ended or self.closed:
-            return
-        self._ended = True
-        fields = stream_fields(trailers.raw()) if trailers is not None else []
-        if fields:
-            self.h3conn.send_headers(self.stream_id, fields, True)
-        else:
-            self.h3conn.send_data(self.stream_id, b"", True)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """HTTP/1.1 bytes have no meaning on a stream: writers use the interface above."""
-        raise TypeError("an HTTP/3 stream takes send_head/send_body/send_end, not bytes")
-
-    def write_soon(self, data: bytes) -> None:
-        self.write(data)
-
-    async def drain(self) -> None:
-        c = self.h3conn
-        while not self.closed and c.unacked(self.stream_id) > _HIGH:
-            self._waiter = c.loop.create_future()
-            await self._waiter
-        if self.closed and not self._ended:
-            raise ClientDisconnectedError("stream closed")
-
-    def close(self) -> None:
-        if not self._ended and not self.closed:
-            self.reset(ErrorCode.H3_REQUEST_CANCELLED)
-
-    def abort(self) -> None:
-        if not self._ended and not self.closed:
-            self.reset(ErrorCode.H3_INTERNAL_ERROR)
-
-    # --- state -------------------------------------------------------------------------------
-    def wake(self) -> None:
-        w, self._waiter = self._waiter, None
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def reset(self, code: int) -> None:
+    def send_reset(self, code: int) -> None:
         self.h3conn.reset_stream(self.stream_id, code)
-        self.stream_gone()
 
-    def stream_gone(self) -> None:
-        """The stream can carry nothing more (reset by either side, or the connection died)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.body is not None and not self.body._eof:
-            self.body.set_exception(ClientDisconnectedError("stream reset"))
-        self.wake()
+    def backlogged(self) -> bool:
+        return self.h3conn.unacked(self.stream_id) > _HIGH
+
+    def abandon_body(self) -> None:
+        self.h3conn.stop_stream(self.stream_id, ErrorCode.H3_NO_ERROR)
+        b = self.body
+        if b is not None:
+            b.set_exception(ClientDisconnectedError("request body abandoned"))
+
+    def release(self) -> None:
+        self.h3conn._forget(self.stream_id)
+
+    def send_error(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        c = self.h3conn
+        c.send_headers(self.stream_id, headers)
+        self.head_sent = True
+        if not self.closed:
+            c.send_data(self.stream_id, body, True)
+            self.ended = True
+            b = self.body
+            if b is not None and not b._eof:
+                c.stop_stream(self.stream_id, ErrorCode.H3_NO_ERROR)
+        c._forget(self.stream_id)
 
 
 class H3Protocol(QuicConnectionProtocol):
@@ -269,7 +222,7 @@ class H3Protocol(QuicConnectionProtocol):
         super().datagram_received(data, addr)
         # acknowledgements arrive in datagrams: writers waiting on them may go on
         for w in self.streams.values():
-            if w._waiter is not None and self.unacked(w.stream_id) <= _HIGH:
+            if w._waiter is not None and not w.backlogged():
                 w.wake()
         if self.draining:
             self._close_when_flushed()
@@ -298,7 +251,7 @@ class H3Protocol(QuicConnectionProtocol):
                     self._on_request(ev)
                 # else: trailers of a request already answered and forgotten
             elif ev.stream_ended:  # request trailers: not forwarded (as on HTTP/2)
-                self._on_end(ev.stream_id)
+                w.request_ended()
         elif isinstance(ev, DataReceived):
             self._on_data(ev)
 
@@ -314,65 +267,27 @@ class H3Protocol(QuicConnectionProtocol):
         head = split_fields(ev.headers, self.underscores, self.app.owned_headers)
         w = _StreamWriter(self, sid, head.raw_method.decode("latin-1"))
         self.streams[sid] = w
-        try:
-            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/2)
-            check_head(head, self.limits)
-            req = self._build_request(w, head, ev.stream_ended)
-        except GatewayError as e:
-            self.send_simple(w, e, head.fields)
-            return
-        except Exception:
-            # a bug in Portway: logged with its traceback, a 500 (not the client's fault)
-            log.exception("internal error while reading an HTTP/3 request")
-            self.send_simple(w, GatewayError("internal error"), head.fields)
-            return
-        w.task = self.loop.create_task(self._serve(w, req))
-
-    def _build_request(self, w: _StreamWriter, head: StreamHead, ended: bool) -> Request:
-        def make_body(expect_continue: bool) -> StreamBody:
-            def first_read() -> None:
-                if expect_continue and not w._head_sent and not w.closed:
-                    self.send_headers(w.stream_id, [(b":status", b"100")])
-
-            body = StreamBody(None, first_read, self.limits.body_timeout)
-            w.body = body
-            return body
-
-        return build_request(
+        # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/2); a
+        # request they refuse is answered there
+        req = open_request(
+            w,
             head,
+            ev.stream_ended,
             self.limits,
             self.trusted,
-            version="3",
             scheme="https",
             peer=(self.peer_ip, self.peer_port),
             server_port=self.server_port,
-            ended=ended,
-            make_body=make_body,
+            ack=None,
+            log=log,
         )
-
-    async def _serve(self, w: _StreamWriter, req: Request) -> None:
-        try:
-            await self.app.handle(cast(ServerConnection, w), req)
-            if not w._ended and not w.closed:
-                w.close()  # the handler returned without finishing the response
-        except (asyncio.CancelledError, ConnectionError):
-            pass
-        except Exception:
-            log.exception("unhandled error while serving an HTTP/3 stream")
-            w.abort()
-        finally:
-            w.task = None
-            b = w.body
-            if not w.closed and b is not None and not b._eof:
-                # RFC 9114 §4.1: a complete response may precede the request's end
-                self.stop_stream(w.stream_id, ErrorCode.H3_NO_ERROR)
-                b.set_exception(ClientDisconnectedError("request body abandoned"))
-            self._forget(w.stream_id)
+        if req is not None:
+            w.task = self.loop.create_task(serve_stream(self.app, w, req, log))
 
     def _on_data(self, ev: DataReceived) -> None:
         w = self.streams.get(ev.stream_id)
-        b = w.body if w is not None else None
-        if w is None or b is None or w.closed or b._eof or b.failed:
+        b = w.open_body() if w is not None else None
+        if b is None:
             return
         limit = self.limits.max_body_bytes
         if limit is not None and b.received + len(ev.data) > limit:
@@ -384,19 +299,10 @@ class H3Protocol(QuicConnectionProtocol):
         if ev.stream_ended:
             b.feed_eof()
 
-    def _on_end(self, sid: int) -> None:
-        w = self.streams.get(sid)
-        if w is not None and w.body is not None and not w.body.failed:
-            w.body.feed_eof()
-
     def _on_reset(self, sid: int) -> None:
         w = self.streams.get(sid)
-        if w is None:
-            return
-        w.stream_gone()
-        if w.task is not None and not w.task.done():
-            w.task.cancel()
-        self._forget(sid)
+        if w is not None:
+            w.peer_reset()
 
     def _forget(self, sid: int) -> None:
         self.streams.pop(sid, None)
@@ -423,9 +329,7 @@ class H3Protocol(QuicConnectionProtocol):
             self._tx.cancel()
             self._tx = None
         for w in list(self.streams.values()):
-            w.stream_gone()
-            if w.task is not None and not w.task.done():
-                w.task.cancel()
+            w.lost()
         self.streams.clear()
         _LIVE.discard(self)
         if self.opened:
@@ -463,29 +367,6 @@ class H3Protocol(QuicConnectionProtocol):
         w = self.streams.get(sid)
         if w is not None:
             w.stream_gone()
-
-    def send_simple(
-        self, w: _StreamWriter, err: GatewayError, fields: list[tuple[bytes, bytes]]
-    ) -> None:
-        """Answer the stream with ``err``'s JSON error (requests rejected before the
-        handler); ``fields``: the request's, for the client's X-Request-ID."""
-        rid = request_id_of(fields)
-        body = err.body(rid)
-        headers = [
-            (b":status", b"%d" % err.status),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"x-request-id", rid.encode("ascii")),
-        ]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
-        self.send_headers(w.stream_id, headers)
-        w._head_sent = True
-        if not w.closed:
-            self.send_data(w.stream_id, body, True)
-            w._ended = True
-            if w.body is not None and not w.body._eof:
-                self.stop_stream(w.stream_id, ErrorCode.H3_NO_ERROR)
-        self._forget(w.stream_id)
 
     def reset_stream(self, sid: int, code: int) -> None:
         if self.closed:
