@@ -39,7 +39,10 @@ class RawHead:
         "keep_alive",
         "lines",
         "reason",
+        "seen",
         "status",
+        "watch_first",
+        "watch_names",
     )
 
     def __init__(self) -> None:
@@ -51,6 +54,31 @@ class RawHead:
         #: the body ends when the connection closes (no framing, a body allowed)
         self.close_delimited = False
         self.lines = 0
+        #: lower-case names to look for (:meth:`watch`; None: none): the names response
+        #: hooks may replace, so the relay need not search the lines for them
+        self.watch_names: frozenset[bytes] | None = None
+        #: 256 bytes, non-zero at the first bytes (either case) of ``watch_names``
+        self.watch_first = b""
+        #: the last scanned head had a line of a watched name
+        self.seen = False
+
+    def watch(self, names: frozenset[bytes] | None, first: bytes) -> None:
+        """Look for ``names`` (lower-case; ``first`` from :func:`first_bytes`) in the heads
+        scanned from now on (None: stop looking); :attr:`seen` tells."""
+        self.watch_names = names
+        self.watch_first = first
+
+
+def first_bytes(names: frozenset[bytes]) -> bytes:
+    """The table :meth:`RawHead.watch` takes: byte ``c`` is 1 when some name starts with
+    ``c`` (in either case)."""
+    table = bytearray(256)
+    for n in names:
+        if n:
+            table[n[0]] = 1
+            table[bytes([n[0]]).upper()[0]] = 1
+            table[bytes([n[0]]).lower()[0]] = 1
+    return bytes(table)
 
 
 def special_length(line: bytes, size: int) -> int:
@@ -110,6 +138,9 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     if status < 200 or (minor != 49 and minor != 48):
         raise Reparse  # 1xx and 101 take the field-by-field path (rare)
     reason = first[13:] if size > 13 else b""
+    watch = out.watch_names
+    table = out.watch_first
+    seen = False
     fields: list[bytes] = []
     cl: bytes | None = None
     cv: bytes | None = None
@@ -121,6 +152,14 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
         if not size:
             break  # the empty line that ends the head
         i += 1
+        # a name a response hook may replace? (rare: the relay then drops its lines)
+        if (
+            watch is not None
+            and not seen
+            and table[line[0]]
+            and line[: line.find(b":")].lower() in watch
+        ):
+            seen = True
         n = special_length(line, size)
         if n:
             name = line[:n]
@@ -164,3 +203,4 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     out.keep_alive = keep_alive
     out.close_delimited = close
     out.lines = i + 1
+    out.seen = seen

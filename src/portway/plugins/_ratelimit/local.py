@@ -12,6 +12,7 @@ from typing import Final
 
 from portway.plugins._ratelimit.algorithms import (
     ALGORITHMS,
+    EPS,
     FIXED_WINDOW,
     GCRA,
     SLIDING_WINDOW,
@@ -121,6 +122,8 @@ class LocalLimiter:
         self._rate = self._params[0][0]
         self._per = self._params[0][1]
         self._burst = self._params[0][2]
+        #: one GCRA limit: a stored key is decided inline (:meth:`decide`)
+        self._gcra1 = self._single and self._algo == GCRA
         self._clock = clock
         self._max_keys = max_keys
         # key -> its expiry and states per limit
@@ -156,6 +159,23 @@ class LocalLimiter:
             states = [None] * len(self._params)
         else:
             states = entry.states
+            if self._gcra1:
+                st = states[0]
+                if st is not None:
+                    # ``gcra`` for a stored key, the same arithmetic inline: an admitted
+                    # request updates the state in place (no step tuple, no new list)
+                    rate = self._rate
+                    per = self._per
+                    burst = self._burst
+                    t = per / rate
+                    tat = st[0] if st[0] > now else now
+                    new_tat = tat + cost * t
+                    allow_at = new_tat - burst * t
+                    if not allow_at - now > EPS * t:
+                        remaining = max(0.0, math.floor((now - allow_at) / t + EPS))
+                        st[0] = new_tat
+                        entry.expires = new_tat
+                        return Decision(True, (remaining,), (new_tat - now,), 0.0)
         if self._single:
             ok, new, rem, reset, retry, expires = self._step(
                 states[0], self._rate, self._per, self._burst, now, cost
