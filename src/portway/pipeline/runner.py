@@ -230,11 +230,13 @@ class Chain:
         #: in the head (``RawHead.seen``), no search of its lines at all; None: not known
         self.watch: Replaces | None = None
         if self.fields_only and None not in known:
-            self.watch = (
+            watch = (
                 self.field_names
                 if self.field_names is not None
                 else Replaces(known[0] or frozenset())
             )
+            # (the gateway's own Via line is added after the scan)
+            self.watch = watch if b"via" not in watch.names else None
         #: some chunk hook may change the body length, so Content-Length cannot be kept
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]

@@ -97,10 +97,12 @@ class FastExchange(ResponseSink):
         self.raw_head = not rt.chain.on_response or rt.chain.fields_only
         # the head scanner looks for the names the field hooks replace (``RawHead.seen``)
         watch = rt.chain.watch
+        head = uconn._head
         if watch is not None:
-            uconn._head.watch(watch.names, watch.first)
-        elif uconn._head.watch_names is not None:
-            uconn._head.watch(None, b"")
+            if head.watch_names is not watch.names:
+                head.watch(watch.names, watch.first)
+        elif head.watch_names is not None:
+            head.watch(None, b"")
         self.app = app
         self.graph = graph
         self.conn = conn
