@@ -38,7 +38,9 @@ _ESCAPE: Final = re.compile('[\\x00-\\x1f"\\\\]')
 def quote(s: str) -> str:
     """``s`` as a JSON string literal (what ``orjson.dumps(s)`` spells): orjson only when
     some character needs an escape."""
-    if _ESCAPE.search(s) is None:
+    # printable (no control character) and no quote or backslash: as it is (a regex
+    # search costs more; anything else is left to it)
+    if (s.isprintable() and '"' not in s and "\\" not in s) or _ESCAPE.search(s) is None:
         return '"' + s + '"'
     return orjson.dumps(s).decode()
 
