@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from portway.http.models import Response, parse_fields
-from portway.http.rawhead import SPECIAL, RawHead, scan_head, special_length
+from portway.http.rawhead import SPECIAL, RawHead, first_bytes, scan_head, special_length
 
 
 @pytest.mark.parametrize("name", sorted(SPECIAL))
@@ -108,3 +108,27 @@ def test_the_remembered_runs_are_handed_out_as_a_fresh_list() -> None:
     assert out.fields is not first
     assert b"via: 1.1 gw\r\n" not in out.fields
     assert b"".join(out.fields) == b"Server: up\r\nContent-Length: 3\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "seen"),
+    [
+        (b"X-Request-ID: up", True),
+        (b"x-request-id:up", True),
+        (b"RateLimit: 1", True),
+        (b"X-Request-Idx: up", False),
+        (b"X-Other: 1", False),
+        (b"Date: today", False),
+    ],
+)
+def test_the_scanner_tells_whether_a_watched_name_is_there(line: bytes, seen: bool) -> None:
+    names = frozenset({b"x-request-id", b"ratelimit"})
+    head = RawHead()
+    head.watch(names, first_bytes(names))
+    buf = b"HTTP/1.1 200 OK\r\nServer: up\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"
+    scan_head(buf, False, head)
+    assert head.seen is seen
+    assert b"".join(head.fields) == buf[buf.index(b"\r\n") + 2 : -2]  # the lines as they are
+    head.watch(None, b"")
+    scan_head(buf, False, head)
+    assert head.seen is False

@@ -89,12 +89,14 @@ class Request:
         """Path plus query as it will be forwarded."""
         return self.path + ("?" + self.query.decode("latin-1") if self.query else "")
 
-    def copy_for_upstream(self) -> Request:
+    def copy_for_upstream(self, headers: Headers | None = None) -> Request:
+        """A copy to edit for the upstream; ``headers`` (nobody else's) instead of a copy
+        of this request's."""
         return Request(
             method=self.method,
             path=self.path,
             query=self.query,
-            headers=self.headers.copy(),
+            headers=self.headers.copy() if headers is None else headers,
             version=self.version,
             host=self.host,
             client_ip=self.client_ip,

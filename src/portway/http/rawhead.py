@@ -48,7 +48,10 @@ class RawHead:
         "last_head_only",
         "lines",
         "reason",
+        "seen",
         "status",
+        "watch_first",
+        "watch_names",
     )
 
     def __init__(self) -> None:
@@ -63,6 +66,33 @@ class RawHead:
         self.last = b""
         self.last_fields: tuple[bytes, ...] = ()
         self.last_head_only = False
+        #: lower-case names to look for (:meth:`watch`; None: none): the names response
+        #: hooks may replace, so the relay need not search the lines for them
+        self.watch_names: frozenset[bytes] | None = None
+        #: 256 bytes, non-zero at the first bytes (either case) of ``watch_names``
+        self.watch_first = b""
+        #: the last scanned head had a line of a watched name
+        self.seen = False
+
+    def watch(self, names: frozenset[bytes] | None, first: bytes) -> None:
+        """Look for ``names`` (lower-case; ``first`` from :func:`first_bytes`) in the heads
+        scanned from now on (None: stop looking); :attr:`seen` tells."""
+        self.watch_names = names
+        self.watch_first = first
+        # the remembered head's ``seen`` was for the old names
+        self.last = b""
+
+
+def first_bytes(names: frozenset[bytes]) -> bytes:
+    """The table :meth:`RawHead.watch` takes: byte ``c`` is 1 when some name starts with
+    ``c`` (in either case)."""
+    table = bytearray(256)
+    for n in names:
+        if n:
+            table[n[0]] = 1
+            table[bytes([n[0]]).upper()[0]] = 1
+            table[bytes([n[0]]).lower()[0]] = 1
+    return bytes(table)
 
 
 def special_length(line: bytes, size: int) -> int:
@@ -131,6 +161,9 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     if status < 200 or (minor != 49 and minor != 48):
         raise Reparse  # 1xx and 101 take the field-by-field path (rare)
     reason = first[13:] if size > 13 else b""
+    watch = out.watch_names
+    table = out.watch_first
+    seen = False
     fields: list[bytes] = []
     cl: bytes | None = None
     cv: bytes | None = None
@@ -142,6 +175,14 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
         if not size:
             break  # the empty line that ends the head
         i += 1
+        # a name a response hook may replace? (rare: the relay then drops its lines)
+        if (
+            watch is not None
+            and not seen
+            and table[line[0]]
+            and line[: line.find(b":")].lower() in watch
+        ):
+            seen = True
         n = special_length(line, size)
         if n:
             name = line[:n]
@@ -185,6 +226,7 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     out.keep_alive = keep_alive
     out.close_delimited = close
     out.lines = i + 1
+    out.seen = seen
     if pos <= _LAST_MAX:
         # ``pos`` is where the empty line starts: the head is ``buf[: pos + 2]``
         out.last = buf[: pos + 2]

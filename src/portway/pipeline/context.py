@@ -142,7 +142,9 @@ class RequestContext:
         "upstream_request",
     )
 
-    def __init__(self, request: Request, request_id: str = "", *, copy: bool = True) -> None:
+    def __init__(
+        self, request: Request, request_id: str = "", *, copy: bool = True, id_set: bool = False
+    ) -> None:
         self.request = request
         #: ``copy=False`` (the task-free path, where no plugin edits it) shares ``request``
         self.upstream_request = request.copy_for_upstream() if copy else request
@@ -156,7 +158,9 @@ class RequestContext:
         self.error: BaseException | None = None
         self._state: State | None = None
         self._request_id = request_id
-        if request_id or request_id_var.get() is not None:
+        # ``id_set``: the caller's first step sets the id (``Chain.sets_id_first``), so the
+        # previous request's is not cleared first
+        if request_id or (not id_set and request_id_var.get() is not None):
             # (a ContextVar.set allocates a new context mapping: skip the no-op)
             request_id_var.set(request_id or None)
         self.start = perf_counter()

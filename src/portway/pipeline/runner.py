@@ -11,6 +11,7 @@ from typing import Any, Final, TypeVar, cast
 from portway.errors import GatewayError, PluginError
 from portway.http.headers import Headers
 from portway.http.models import Response
+from portway.http.rawhead import first_bytes
 from portway.pipeline.context import ContextKey, RequestContext
 from portway.pipeline.plugin import Plugin, implements
 from portway.pipeline.suspend import HookSuspended, finish
@@ -44,6 +45,11 @@ class SyncHooks:
     def response(self, ctx: RequestContext) -> None:
         return None
 
+    def sets_request_id(self) -> bool:
+        """``request`` sets ``ctx.request_id`` first thing, whatever the request (it raises
+        nothing before that)."""
+        return False
+
 
 class LogHook:
     """A built-in plugin's ``on_log`` work as a plain method (``log``), offered as the
@@ -74,6 +80,9 @@ class Replaces:
         # longest first: an alternation takes the first name that matches
         alt = b"|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
         self.pattern: re.Pattern[bytes] = re.compile(b"\n(?:" + alt + b"):")
+        #: the first bytes of ``names`` (``http/rawhead.py:first_bytes``): the lite head's
+        #: scanner tells whether a line of these names is there (``RawHead.watch``)
+        self.first: bytes = first_bytes(self.names)
 
 
 class FieldHooks(SyncHooks):
@@ -171,8 +180,10 @@ class Chain:
         "on_response_chunk",
         "on_upstream_request",
         "plugins",
+        "sets_id_first",
         "sync_request",
         "transforms_body",
+        "watch",
     )
 
     def __init__(self, plugins: Sequence[Bound]) -> None:
@@ -195,6 +206,10 @@ class Chain:
         self._resp_hooks = tuple(hooks_of(p) for p in self.on_response)
         #: the plugins' :class:`LogHook` (or None), aligned with on_log
         self._log_hooks = tuple(log_hook_of(p) for p in self.on_log)
+        #: the first request hook sets the request id (``request_id``): the task-free path
+        #: does not clear the previous request's before (one ``ContextVar.set`` fewer)
+        first = self._req_hooks[0] if self._req_hooks else None
+        self.sets_id_first = first is not None and first.sets_request_id()
         fh = tuple(h for h in self._resp_hooks if isinstance(h, FieldHooks))
         #: every response hook only sets fields (:class:`FieldHooks`): the task-free path
         #: keeps the lite response head (``run_response_fields``)
@@ -211,6 +226,17 @@ class Chain:
                 if names is not None:
                     every |= names
             self.field_names = Replaces(every)
+        #: the same names for the upstream head scanner (one hook too): when none of them is
+        #: in the head (``RawHead.seen``), no search of its lines at all; None: not known
+        self.watch: Replaces | None = None
+        if self.fields_only and None not in known:
+            watch = (
+                self.field_names
+                if self.field_names is not None
+                else Replaces(known[0] or frozenset())
+            )
+            # (the gateway's own Via line is added after the scan)
+            self.watch = watch if b"via" not in watch.names else None
         #: some chunk hook may change the body length, so Content-Length cannot be kept
         self.transforms_body = any(not p.observes_response_chunks for p in self.on_response_chunk)
         caps = [p.buffer_response for p in self.on_response_chunk if p.buffer_response]

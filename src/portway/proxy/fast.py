@@ -98,7 +98,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
     hooks = bool(chain.on_request)
     # the upstream request is a copy only when a hook may edit it in place (a chain of
     # copy-on-edit hooks shares it; the general path copies it if it gets the request)
-    ctx = RequestContext(req, copy=chain.copies_upstream_request)
+    ctx = RequestContext(req, copy=chain.copies_upstream_request, id_set=chain.sets_id_first)
     ctx.match = m
     ctx.upstream_name = up.name
     ctx.attempt = 1

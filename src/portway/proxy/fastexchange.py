@@ -95,6 +95,14 @@ class FastExchange(ResponseSink):
         # response hooks edit parsed fields; without any, or when they only set fields of
         # their own (``Chain.fields_only``), the head's lines pass whole
         self.raw_head = not rt.chain.on_response or rt.chain.fields_only
+        # the head scanner looks for the names the field hooks replace (``RawHead.seen``)
+        watch = rt.chain.watch
+        head = uconn._head
+        if watch is not None:
+            if head.watch_names is not watch.names:
+                head.watch(watch.names, watch.first)
+        elif head.watch_names is not None:
+            head.watch(None, b"")
         self.app = app
         self.graph = graph
         self.conn = conn
@@ -221,7 +229,16 @@ class FastExchange(ResponseSink):
                 self.pending = Resume(attempt=1, error=e, in_response=True)
                 return
             if reps is not None:
-                fields = without_replaced(fields, reps, chain.field_names)
+                # the scanner found no line of those names in this head: nothing to drop
+                h = self.uconn._head
+                watch = chain.watch
+                if (
+                    watch is None
+                    or h.fields is not fields
+                    or h.watch_names is not watch.names
+                    or h.seen
+                ):
+                    fields = without_replaced(fields, reps, chain.field_names)
                 if any(k in FRAMING for k, _ in items):
                     items[:] = [kv for kv in items if kv[0] not in FRAMING]
         # the upstream's Content-Length line is among ``fields``, relayed as it is

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from portway.errors import GatewayError
+from portway.http.headers import Headers
+from portway.http.models import Request
+from portway.pipeline.context import RequestContext
 from portway.plugins.key_auth.config import KeyAuthConfig
 from portway.plugins.key_auth.plugin import KeyAuthPlugin
 from tests.helpers import ServingPath
@@ -234,3 +238,54 @@ def test_a_subclass_keeps_the_coroutine_hooks() -> None:
 
     p = Custom(KeyAuthConfig.model_validate({}), make_env(CONSUMERS))
     assert p.fast_hooks is None
+
+
+def shared_context(headers: list[tuple[str, str]], query: bytes = b"") -> RequestContext:
+    """A context as the task-free path makes it for a chain of copy-on-edit plugins: the
+    upstream request is the client's own until a hook edits it."""
+    req = Request(
+        method="GET",
+        path="/",
+        query=query,
+        headers=Headers.from_pairs(headers),
+        host="gateway.test",
+        client_ip="127.0.0.1",
+    )
+    return RequestContext(req, copy=False)
+
+
+@pytest.mark.parametrize("hide", [True, False])
+def test_the_hooks_copy_the_shared_request_before_editing(hide: bool) -> None:
+    p = plugin(hide_credentials=hide, query_params=["apikey"])
+    assert p.copies_on_edit
+    sent = [("accept", "*/*"), ("apikey", "alice-key"), ("x-consumer-id", "spoofed"), ("b", "2")]
+    ctx = shared_context(sent, query=b"apikey=alice-key&a=1")
+    before = list(ctx.request.headers.raw())
+    assert p.fast_hooks is not None and p.fast_hooks.request(ctx) is None
+    assert ctx.upstream_request is not ctx.request
+    assert ctx.request.headers.raw() == before  # the client's request is untouched
+    assert ctx.request.query == b"apikey=alice-key&a=1"
+    # what the in-place flow on a copy gives (the general path's)
+    ref = make_context(headers=sent, query=b"apikey=alice-key&a=1")
+    assert p.fast_hooks.request(ref) is None
+    assert ctx.upstream_request.headers.raw() == ref.upstream_request.headers.raw()
+    assert ctx.upstream_request.query == ref.upstream_request.query
+    names = [k for k, _ in ctx.upstream_request.headers.raw()]
+    assert (b"apikey" in names) is not hide and names.count(b"x-consumer-id") == 1
+    assert ctx.consumer is not None and ctx.consumer.username == "alice"
+
+
+def test_a_refused_key_leaves_the_shared_request_alone() -> None:
+    p = plugin()
+    ctx = shared_context([("apikey", "nobody")])
+    assert p.fast_hooks is not None
+    with pytest.raises(GatewayError):
+        p.fast_hooks.request(ctx)
+    assert ctx.upstream_request is ctx.request
+
+
+def test_a_subclass_gets_the_copy_before_the_hooks() -> None:
+    class Custom(KeyAuthPlugin):
+        pass
+
+    assert KeyAuthPlugin.copies_on_edit and not Custom.copies_on_edit

@@ -124,3 +124,34 @@ def test_a_forked_child_never_repeats_the_parents_ids() -> None:
     os.close(r)
     os.waitpid(pid, 0)
     assert len(child) == 32 and child != new_id()
+
+
+def test_the_hooks_copy_the_shared_request_before_adding_the_id() -> None:
+    from portway.http.headers import Headers
+    from portway.http.models import Request
+    from portway.pipeline.context import RequestContext
+    from portway.pipeline.runner import Chain
+    from portway.plugins.request_id.plugin import RequestIdConfig, RequestIdPlugin
+
+    p = RequestIdPlugin(RequestIdConfig(), None)
+    assert p.copies_on_edit and p.fast_hooks is not None
+    chain = Chain([p])
+    assert chain.sets_id_first and not chain.copies_upstream_request
+    assert chain.watch is not None and chain.watch.names == {b"x-request-id"}
+    sent = [("accept", "*/*"), ("x-request-id", "bad id!"), ("b", "2")]
+    req = Request("GET", "/", b"", Headers.from_pairs(sent))
+    ctx = RequestContext(req, copy=False, id_set=True)
+    before = list(req.headers.raw())
+    p.fast_hooks.request(ctx)
+    assert ctx.upstream_request is not req and req.headers.raw() == before
+    rid = ctx.request_id.encode()
+    assert re.fullmatch(rb"[0-9a-f]{32}", rid)
+    assert ctx.upstream_request.headers.raw() == [
+        (b"accept", b"*/*"),
+        (b"b", b"2"),
+        (b"x-request-id", rid),
+    ]
+    # an upstream copy already made is edited in place, to the same fields
+    ref = RequestContext(req)
+    p.fast_hooks.request(ref)
+    assert [k for k, _ in ref.upstream_request.headers.raw()] == [b"accept", b"b", b"x-request-id"]

@@ -45,6 +45,9 @@ class Reporter:
         "legacy",
         "names",
         "names_b",
+        "ok",
+        "ok_rem",
+        "ok_reset",
         "policy",
         "policy_b",
         "quotas",
@@ -76,6 +79,10 @@ class Reporter:
         self.last: list[tuple[bytes, bytes]] = []
         self.last_rem = -1
         self.last_reset = -1
+        #: the report :func:`add_admitted` made last, for (``ok_rem``, ``ok_reset``)
+        self.ok: Report | None = None
+        self.ok_rem = -1
+        self.ok_reset = -1
 
     def one(self, remaining: int, reset: int) -> list[tuple[bytes, bytes]]:
         """The fields of one limit (the first) for these numbers; never mutate the list."""
@@ -99,6 +106,29 @@ class Reporter:
 
 Report = tuple[Reporter, Decision]
 REPORTS: Final[ContextKey[list[Report]]] = ContextKey("ratelimit.reports")
+
+
+def add_admitted(ctx: RequestContext, reporter: Reporter, remaining: float, reset: float) -> None:
+    """:func:`add_report` of an admitted one-limit decision of these numbers, made as every
+    rendering reads them (whole units left, whole seconds to reset, rounded up: what
+    :func:`header_pairs` and :meth:`Reporter.one` do to them again gives the same): the
+    report is kept and shared while the numbers repeat (a key far from its limit)."""
+    rem = max(0, int(remaining))
+    sec = ceil_s(reset)
+    rep = reporter.ok
+    if rep is None or rem != reporter.ok_rem or sec != reporter.ok_reset:
+        rep = reporter.ok = (reporter, Decision(True, (float(rem),), (float(sec),), 0.0))
+        reporter.ok_rem = rem
+        reporter.ok_reset = sec
+    add_report_pair(ctx, rep)
+
+
+def add_report_pair(ctx: RequestContext, report: Report) -> None:
+    reports = ctx.state.get(REPORTS)
+    if reports is None:
+        ctx.state[REPORTS] = [report]
+    else:
+        reports.append(report)
 
 
 def add_report(ctx: RequestContext, reporter: Reporter, decision: Decision) -> None:

@@ -19,6 +19,7 @@ from portway.plugins._ratelimit.headers import (
     FIELDS,
     REPORTS,
     Reporter,
+    add_admitted,
     add_report,
     ceil_s,
     header_pairs,
@@ -72,8 +73,15 @@ class LocalRateHooks(FieldHooks):
     def request(self, ctx: RequestContext) -> Response | None:
         cost_fn = self.cost
         cost = self.const_cost if cost_fn is None else cost_fn(ctx)
-        d = self.limiter.decide(self.key(ctx), cost)
+        limiter = self.limiter
+        d = limiter.admit(self.key(ctx), cost)
         reporter = self.reporter
+        if d is None:
+            # admitted without a decision object (a stored key, one GCRA limit): the
+            # report for these numbers as they are rendered, kept while they repeat
+            if reporter is not None:
+                add_admitted(ctx, reporter, limiter.last_remaining, limiter.last_reset)
+            return None
         if reporter is not None:
             add_report(ctx, reporter, d)
         if not d.allowed:

@@ -12,6 +12,7 @@ from typing import Final
 
 from portway.plugins._ratelimit.algorithms import (
     ALGORITHMS,
+    EPS,
     FIXED_WINDOW,
     GCRA,
     SLIDING_WINDOW,
@@ -121,6 +122,11 @@ class LocalLimiter:
         self._rate = self._params[0][0]
         self._per = self._params[0][1]
         self._burst = self._params[0][2]
+        #: one GCRA limit: a stored key is decided inline (:meth:`decide`)
+        self._gcra1 = self._single and self._algo == GCRA
+        #: the numbers of the last admission :meth:`admit` made without a decision
+        self.last_remaining = 0.0
+        self.last_reset = 0.0
         self._clock = clock
         self._max_keys = max_keys
         # key -> its expiry and states per limit
@@ -142,9 +148,45 @@ class LocalLimiter:
             return sliding_window(state, rate, per, burst, now, cost)
         return fixed_window(state, rate, per, burst, now, cost)
 
+    def _gcra_stored(self, entry: _Entry, st: State, now: float, cost: float) -> bool:
+        """``gcra`` for a stored key of a one-limit GCRA limiter, the same arithmetic
+        inline: when admitted, the state is updated in place (no step tuple, no new list),
+        ``last_remaining`` / ``last_reset`` set, and True returned; False: nothing changed."""
+        rate = self._rate
+        per = self._per
+        burst = self._burst
+        t = per / rate
+        tat = st[0] if st[0] > now else now
+        new_tat = tat + cost * t
+        allow_at = new_tat - burst * t
+        if allow_at - now > EPS * t:
+            return False
+        self.last_remaining = max(0.0, math.floor((now - allow_at) / t + EPS))
+        self.last_reset = new_tat - now
+        st[0] = new_tat
+        entry.expires = new_tat
+        return True
+
+    def admit(self, key: str, cost: float) -> Decision | None:
+        """:meth:`decide`, but None when a stored key of a one-limit GCRA limiter is
+        admitted (the common case; no object made): its numbers are then in
+        ``last_remaining`` / ``last_reset`` until the next call."""
+        clock = self._clock
+        now = time.monotonic() if clock is None else clock()
+        if self._gcra1:
+            entry = self._entries.get(key)
+            if entry is not None:
+                st = entry.states[0]
+                if st is not None and self._gcra_stored(entry, st, now, cost):
+                    return None
+        return self._decide(key, cost, now)
+
     def decide(self, key: str, cost: float) -> Decision:
         clock = self._clock
         now = time.monotonic() if clock is None else clock()
+        return self._decide(key, cost, now)
+
+    def _decide(self, key: str, cost: float, now: float) -> Decision:
         entries = self._entries
         entry = entries.get(key)
         states: list[State | None]
@@ -156,6 +198,10 @@ class LocalLimiter:
             states = [None] * len(self._params)
         else:
             states = entry.states
+            if self._gcra1:
+                st = states[0]
+                if st is not None and self._gcra_stored(entry, st, now, cost):
+                    return Decision(True, (self.last_remaining,), (self.last_reset,), 0.0)
         if self._single:
             ok, new, rem, reset, retry, expires = self._step(
                 states[0], self._rate, self._per, self._burst, now, cost

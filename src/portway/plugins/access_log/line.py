@@ -38,7 +38,9 @@ _ESCAPE: Final = re.compile('[\\x00-\\x1f"\\\\]')
 def quote(s: str) -> str:
     """``s`` as a JSON string literal (what ``orjson.dumps(s)`` spells): orjson only when
     some character needs an escape."""
-    if _ESCAPE.search(s) is None:
+    # printable (no control character) and no quote or backslash: as it is (a regex
+    # search costs more; anything else is left to it)
+    if (s.isprintable() and '"' not in s and "\\" not in s) or _ESCAPE.search(s) is None:
         return '"' + s + '"'
     return orjson.dumps(s).decode()
 
@@ -49,6 +51,17 @@ def ms3(seconds: float) -> str:
     if us < 0:
         us = 0
     return f"{us // 1000}.{_MS3[us % 1000]}"
+
+
+def _optional(extra: dict[str, Any]) -> str:
+    """The optional fields, only when set: BFF profile, GraphQL operation, aggregate calls
+    (status, ms, error)."""
+    more: list[str] = []
+    for k in _OPTIONAL:
+        v: Any = extra.get(k)
+        if v is not None:
+            more.append(f',"{k}":{orjson.dumps(v).decode()}')
+    return "".join(more)
 
 
 class LineFormatter:
@@ -91,6 +104,8 @@ class LineFormatter:
         match = ctx.match
         st = ctx._state  # (variant_of's test, inline: most requests have no state)
         choice = st.get(CHOICE) if st is not None else None
+        extra = ctx.extra
+        tail = _optional(extra) if extra else ""
         text = (
             f'{{"time":"{self.stamp}.{_MS3[int(now * 1000) % 1000]}Z",'
             f'"request_id":{quote(rid) if rid else "null"},'
@@ -108,18 +123,9 @@ class LineFormatter:
             f'"user_agent":{self.name(ua.decode("latin-1")) if ua is not None else "null"},'
             f'"consumer":{self.name(consumer.username) if consumer is not None else "null"},'
             f'"variant":{self.name(choice.variant) if choice is not None else "null"}'
+            f"{tail}}}\n"
         )
-        extra = ctx.extra
-        if extra:
-            # only when set: BFF profile, GraphQL operation, aggregate calls (status, ms, error)
-            more: list[str] = []
-            for k in _OPTIONAL:
-                v: Any = extra.get(k)
-                if v is not None:
-                    more.append(f',"{k}":{orjson.dumps(v).decode()}')
-            if more:
-                text += "".join(more)
-        return (text + "}\n").encode()
+        return text.encode()
 
 
 class LineBuffer:

@@ -25,6 +25,7 @@ import hashlib
 import os
 from collections.abc import Callable
 
+from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import Consumer, RequestContext
 from portway.pipeline.runner import SyncHooks
@@ -130,7 +131,11 @@ class KeyAuthHooks(SyncHooks):
         return found
 
     def request(self, ctx: RequestContext) -> Response | None:
+        req = ctx.request
         up = ctx.upstream_request
+        # the plugin edits a copy (``copies_on_edit``): while ``up`` is still the client's
+        # request, the copy is made below, its fields built in one pass
+        shared = up is req
         headers = up.headers
         # one scan for both: client-sent identity fields (stripped now) and the key's
         # fields (hidden below, once the key was read from the client's request)
@@ -147,13 +152,17 @@ class KeyAuthHooks(SyncHooks):
                     strip = True
                 if k in names:
                     keyed = True
-        if strip:
+        if strip and not shared:
             headers.remove_many(standard)
         current = ctx.consumer
         anonymous = self.anonymous
         if anonymous is not None and current is not None and not current.anonymous:
             # another method already authenticated the request: methods combine as "any of"
-            set_consumer_headers(headers, current)
+            if shared:
+                up = ctx.upstream_request = req.copy_for_upstream()
+                if strip:
+                    up.headers.remove_many(standard)
+            set_consumer_headers(up.headers, current)
             return None
         pairs: Pairs | None = None
         try:
@@ -163,15 +172,26 @@ class KeyAuthHooks(SyncHooks):
                 raise
             consumer = current if current is not None else anonymous
             pairs = self.pairs.get(id(consumer))
-        if self.hide:
-            if keyed:
+        if pairs is None:
+            pairs = consumer_pairs(consumer)
+        hide = self.hide
+        if shared:
+            # the copy's fields: the client's without the identity fields and (hidden) the
+            # key's, then the consumer's (the order the in-place edits below give)
+            drop = (watch if strip else names) if hide and keyed else standard if strip else None
+            raw = headers.raw()
+            items = list(raw) if drop is None else [kv for kv in raw if kv[0] not in drop]
+            items.extend(pairs)
+            up = ctx.upstream_request = req.copy_for_upstream(Headers.adopt(items))
+        else:
+            if hide and keyed:
                 headers.remove_many(names)
-            if self.param_set and up.query:
-                up.query = remove_query_params(up.query, self.param_set)
+            # identity fields were stripped above and nothing since adds them; the pairs
+            # are immutable tuples, shared by every request of the consumer
+            headers.raw().extend(pairs)
+        if hide and self.param_set and up.query:
+            up.query = remove_query_params(up.query, self.param_set)
         ctx.consumer = consumer
-        # identity fields were stripped above and nothing since adds them; the pairs are
-        # immutable tuples, shared by every request of the consumer
-        headers.raw().extend(consumer_pairs(consumer) if pairs is None else pairs)
         return None
 
     def hide_key(self, ctx: RequestContext) -> None:

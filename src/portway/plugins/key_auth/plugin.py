@@ -27,6 +27,14 @@ class KeyAuthPlugin(IdentityPlugin[KeyAuthConfig]):
     scheme = "Key"
     # the key's digest is looked up in memory: nothing awaits
     sync_hooks = True
+    # the compiled hooks copy the request when they edit it (``KeyAuthHooks.request``); a
+    # subclass runs the base class's in-place flow, on a copy made before the hooks
+    copies_on_edit: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.copies_on_edit = False
+
     Config: ClassVar[type[PluginConfig]] = KeyAuthConfig
 
     def __init__(self, config: KeyAuthConfig, env: PluginEnv) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import ClassVar
 
 from portway.errors import UnavailableError
 from portway.http.models import Response
@@ -40,6 +41,13 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
     name = "rate_limit"
     stage = Stage.traffic
     Config = RateLimitConfig
+    # it never edits the upstream request: a chain of such plugins shares the client's
+    # (a subclass may edit it: it gets the copy before the hooks)
+    copies_on_edit: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.copies_on_edit = False
 
     def __init__(self, config: RateLimitConfig, env: PluginEnv) -> None:
         super().__init__(config, env)

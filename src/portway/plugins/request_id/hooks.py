@@ -71,10 +71,22 @@ class RequestIdHooks(FieldHooks):
         if rid is None or SAFE.match(rid) is None:
             rid = new_id()
         ctx.request_id = rid.decode()
-        h = ctx.upstream_request.headers
+        req = ctx.request
+        up = ctx.upstream_request
+        if up is req:
+            # (``copies_on_edit``) the copy's fields built at once: the client's without
+            # the name, then the id
+            items = [kv for kv in req.headers.raw() if kv[0] != name]
+            items.append((name, rid))
+            ctx.upstream_request = req.copy_for_upstream(Headers.adopt(items))
+            return None
+        h = up.headers
         _drop(h, name)
         h.add_raw(name, rid)
         return None
+
+    def sets_request_id(self) -> bool:
+        return True
 
     def replaces_names(self) -> frozenset[bytes] | None:
         return self.replaces.names

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from portway.http.models import Response
@@ -23,6 +25,13 @@ class RequestIdPlugin(Plugin[RequestIdConfig]):
     sync_hooks = True
     stage = Stage.edge
     Config = RequestIdConfig
+    # the hooks copy the request when they edit it (``RequestIdHooks.request``); a subclass
+    # may edit it in place: it gets the copy before the hooks
+    copies_on_edit: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.copies_on_edit = False
 
     def __init__(self, config: RequestIdConfig, env: object) -> None:
         super().__init__(config, env)  # type: ignore[arg-type]
