@@ -33,7 +33,7 @@ from portway.errors import GatewayError, PayloadTooLargeError
 from portway.http import ng2cb as cb
 from portway.http import ng2lib as L
 from portway.http.flow import WriteFlow, adopt_transport
-from portway.http.forwarded import TrustedProxies
+from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.h2engine import (
     CONTROL_BURST,
     CONTROL_PER_SECOND,
@@ -138,11 +138,21 @@ class NgConnection(WriteFlow):
         #: compiled (mypyc) a local only passed to ``del`` is freed before the call
         self._nv_keep = b""
         self._out_ptr = ffi.new("const char **")
+        self._memo: ForwardMemo | None = None
         sp = ffi.new("nghttp2_session **")
         rv = lib.nghttp2_session_server_new2(sp, cb.CALLBACKS, ffi.NULL, cb.OPTION)
         if rv != 0:
             raise MemoryError("nghttp2_session_server_new2 failed")
         self.session: Any = ffi.gc(sp[0], lib.nghttp2_session_del)
+
+    @property
+    def forward_memo(self) -> ForwardMemo:
+        """This connection's memo of added X-Forwarded-*/Via bytes (the task-free path's
+        ``forward_header_lines``), made on first use."""
+        m = self._memo
+        if m is None:
+            m = self._memo = ForwardMemo()
+        return m
 
     # --- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -240,7 +250,20 @@ class NgConnection(WriteFlow):
             log.exception("internal error while reading an HTTP/2 request")
             self.send_simple(w, GatewayError("internal error"), head.fields)
             return
-        w.task = self.loop.create_task(self._serve(w, req))
+        # through ``Any``, as ``handle``: compiled, a typed call would check the stream's type
+        app: Any = self.app
+        if req.body is None and app.try_fast(w, req):
+            # task-free (``proxy/fast.py``, ``proxy/fastsink.py``): the response is relayed
+            # from the upstream's callbacks, or the request was handed to a task of its own
+            # (``fast_fallback``); nghttp2 calls nothing back from here, and anything
+            # submitted meanwhile leaves with this ``data_received``'s flush
+            return
+        self.start_task(w, req, None)
+
+    def start_task(self, w: NgStream, req: Any, resumed: Any) -> None:
+        """Serve ``w`` in a task: ``req`` from the start, or a task-free exchange's
+        ``resumed`` (``serverapi.Resumed``) from where it stopped."""
+        w.task = self.loop.create_task(self._serve(w, req, resumed))
 
     def _build_request(self, w: NgStream, head: StreamHead, ended: bool) -> Any:
         def make_body(expect_continue: bool) -> StreamBody:
@@ -266,12 +289,15 @@ class NgConnection(WriteFlow):
             make_body=make_body,
         )
 
-    async def _serve(self, w: NgStream, req: Any) -> None:
+    async def _serve(self, w: NgStream, req: Any, resumed: Any) -> None:
         try:
             # through ``Any``: compiled, a call typed ``App.handle(ServerConnection, ...)``
             # would check that ``w`` is one (it is a ClientConnection, as the handler takes)
-            app: Any = self.app
-            await app.handle(w, req)
+            if resumed is None:
+                app: Any = self.app
+                await app.handle(w, req)
+            else:
+                await resumed.run(w)
             if not w.ended and not w.closed:
                 # the handler returned without finishing the response (close-delimited body)
                 w.close()

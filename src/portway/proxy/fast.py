@@ -27,16 +27,18 @@ from portway.errors import GatewayError
 from portway.http.grpc_status import is_grpc_request
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
+from portway.http.server import ServerConnection
 from portway.pipeline.context import FAST, RequestContext
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.fastexchange import FastExchange, Resumed
 from portway.proxy.fastlines import answer_bytes, request_head
+from portway.proxy.fastsink import StreamExchange
 from portway.proxy.forward import (
     Resume,
 )
 
 if TYPE_CHECKING:
-    from portway.http.server import ServerConnection
+    from portway.http.serverapi import FastConn
     from portway.proxy.handler import ProxyApp
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.target import Target
@@ -56,7 +58,7 @@ HANDED_OVER: Final = 2
 PARKED: Final = 3
 
 
-def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
+def try_fast(app: ProxyApp, conn: FastConn, req: Request) -> int:
     """Start ``req`` on the task-free path (:data:`STARTED`), or hand it, routed and with its
     target picked, to the connection's task (:data:`HANDED_OVER`: no idle pooled connection
     to that target, and connecting is an await), or park it while a request hook waits on
@@ -73,7 +75,7 @@ def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         return NOT_TAKEN
 
 
-def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
+def _start(app: ProxyApp, conn: FastConn, req: Request) -> int:
     graph = app.graph_ref()
     if req.upgrade or graph.tracer.enabled or graph.profiles is not None:
         return NOT_TAKEN
@@ -120,7 +122,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
 def _after_hooks(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     req: Request,
     ctx: RequestContext,
     rt: RouteRuntime,
@@ -140,6 +142,7 @@ def _after_hooks(
             and conn.transport is not None
             and not conn.closed
             and conn._can_write is None  # a client not reading: the task's, as before
+            and isinstance(conn, ServerConnection)  # HTTP/2: the task writes it
         ):
             return _answer(app, graph, conn, ctx, rt, answer)
         return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(response=answer)))
@@ -159,7 +162,7 @@ def _after_hooks(
 def _suspended(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     ctx: RequestContext,
     rt: RouteRuntime,
     s: HookSuspended,
@@ -184,7 +187,7 @@ def _suspended(
 def _forward(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     req: Request,
     ctx: RequestContext,
     rt: RouteRuntime,
@@ -222,7 +225,10 @@ def _forward(
         return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(target=target)))
     try:
         head = request_head(req, rt, graph, target, ctx, conn.forward_memo)
-        ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
+        if isinstance(conn, ServerConnection):
+            ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
+        else:  # an HTTP/2 stream: the response goes through its send_head/send_body
+            ex = StreamExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
         uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     except Exception:
         # a bug before anything was written: the pooled connection is given up (never
@@ -243,7 +249,7 @@ def _forward(
 def _answer(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     ctx: RequestContext,
     rt: RouteRuntime,
     answer: Response,
@@ -287,7 +293,7 @@ def _answer(
     return STARTED
 
 
-def _hand_over(conn: ServerConnection, resumed: Resumed) -> int:
+def _hand_over(conn: FastConn, resumed: Resumed) -> int:
     conn.fast_fallback(resumed)
     return HANDED_OVER
 
@@ -311,7 +317,7 @@ class Parked:
         self,
         app: ProxyApp,
         graph: RuntimeGraph,
-        conn: ServerConnection,
+        conn: FastConn,
         ctx: RequestContext,
         rt: RouteRuntime,
         s: HookSuspended,

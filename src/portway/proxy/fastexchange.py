@@ -38,7 +38,7 @@ from portway.proxy.forward import (
 )
 
 if TYPE_CHECKING:
-    from portway.http.server import ServerConnection
+    from portway.http.serverapi import ClientConnection, FastConn
     from portway.proxy.handler import ProxyApp
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.target import Target
@@ -83,7 +83,7 @@ class FastExchange(ResponseSink):
         self,
         app: ProxyApp,
         graph: RuntimeGraph,
-        conn: ServerConnection,
+        conn: FastConn,
         ctx: RequestContext,
         rt: RouteRuntime,
         up: Upstream,
@@ -339,7 +339,7 @@ class FastExchange(ResponseSink):
             return Resume(attempt=1, error=e)
         return Resume(attempt=1, exclude={self.target}, last_error=a.error, delay=delay)
 
-    # --- ServerConnection.exchange --------------------------------------------------------------
+    # --- FastConn.exchange ------------------------------------------------------------------------
     def client_lost(self) -> None:
         if self.done:
             return
@@ -407,6 +407,6 @@ class Resumed:
         self.rt = rt
         self.resume = resume
 
-    async def run(self, conn: ServerConnection) -> bool:
+    async def run(self, conn: ClientConnection) -> bool:
         self.ctx.served = FALLBACK
         return await self.app.serve(conn, self.ctx, self.graph, self.rt, self.resume)
