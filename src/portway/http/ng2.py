@@ -71,20 +71,21 @@ _MAX_STREAMS: Final = 128
 _LIVE: set[NgConnection] = set()
 
 
-def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
-    """``(nghttp2_nv[], count, keep)`` for ``fields``: every name and value in one buffer
-    (``keep``, alive until the submit call returns: nghttp2 copies the fields) and the
-    ``nghttp2_nv`` array packed in one ``struct.pack`` (a cdata per pointer costs more
-    than the whole response otherwise)."""
-    blob = b"".join(chain.from_iterable(fields))
-    at = int(ffi.cast("uintptr_t", ffi.from_buffer(blob)))
+#: bytes of one ``nghttp2_nv`` (two pointers, two lengths, the flags byte padded to 8)
+_NV_SIZE: Final = 40
+
+
+def _nv_bytes(fields: list[tuple[bytes, bytes]], base: int) -> bytes:
+    """``fields`` as the bytes of an ``nghttp2_nv`` array followed by every name and value,
+    for a buffer at address ``base``: one copy into C memory (``ffi.memmove``) instead of a
+    cdata per buffer and per array (nghttp2 copies the fields at the submit call)."""
+    at = base + _NV_SIZE * len(fields)
     vals: list[int] = []
     for k, v in fields:
         nk, nv = len(k), len(v)
         vals.extend((at, at + nk, nk, nv, 0))
         at += nk + nv
-    packed = struct.pack(f"={len(vals)}Q", *vals)
-    return ffi.from_buffer("nghttp2_nv[]", packed), len(fields), blob
+    return struct.pack(f"={len(vals)}Q", *vals) + b"".join(chain.from_iterable(fields))
 
 
 class NgConnection(WriteFlow):
@@ -134,9 +135,11 @@ class NgConnection(WriteFlow):
         self._token_at = 0.0
         #: streams to reset (NO_ERROR) once their response's last DATA is serialized
         self.pending_rst: list[int] = []
-        #: the field blob of the nv array being submitted: held by the object, because
-        #: compiled (mypyc) a local only passed to ``del`` is freed before the call
-        self._nv_keep = b""
+        #: C memory the fields of a submitted head are copied into (``_nv``), grown on need
+        self._nv_buf: Any = None
+        self._nv_ptr: Any = None
+        self._nv_base = 0
+        self._nv_cap = 0
         self._out_ptr = ffi.new("const char **")
         self._memo: ForwardMemo | None = None
         sp = ffi.new("nghttp2_session **")
@@ -322,25 +325,39 @@ class NgConnection(WriteFlow):
         self.flush_soon()
 
     # --- frames out ------------------------------------------------------------------------------
+    def _nv(self, fields: list[tuple[bytes, bytes]]) -> Any:
+        """An ``nghttp2_nv *`` to ``fields``, valid until the next call (the submit calls
+        copy them): written into this connection's buffer in one cffi call."""
+        size = _NV_SIZE * len(fields) + sum(len(k) + len(v) for k, v in fields)
+        if size > self._nv_cap:
+            cap = max(1024, size)
+            buf = ffi.new("char[]", cap)
+            self._nv_buf = buf  # (keeps the memory alive)
+            self._nv_ptr = ffi.cast("nghttp2_nv *", buf)
+            self._nv_base = int(ffi.cast("uintptr_t", buf))
+            self._nv_cap = cap
+        data = _nv_bytes(fields, self._nv_base)
+        ffi.memmove(self._nv_buf, data, len(data))
+        return self._nv_ptr
+
     def submit_response(self, sid: int, fields: list[tuple[bytes, bytes]], body: bool) -> None:
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
-        nva, n, self._nv_keep = _nva(fields)
-        lib.nghttp2_submit_response(self.session, sid, nva, n, cb.PROVIDER if body else ffi.NULL)
-        self._nv_keep = b""
+        nva = self._nv(fields)
+        lib.nghttp2_submit_response(
+            self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL
+        )
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
         """A 1xx response head on ``sid``."""
-        nva, n, self._nv_keep = _nva(fields)
-        lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, n, ffi.NULL)
-        self._nv_keep = b""
+        nva = self._nv(fields)
+        lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, len(fields), ffi.NULL)
         self.flush_soon()
 
     def submit_trailer(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
-        nva, n, self._nv_keep = _nva(fields)
-        lib.nghttp2_submit_trailer(self.session, sid, nva, n)
-        self._nv_keep = b""
+        nva = self._nv(fields)
+        lib.nghttp2_submit_trailer(self.session, sid, nva, len(fields))
 
     def resume(self, sid: int) -> None:
         """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
