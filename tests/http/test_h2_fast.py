@@ -13,6 +13,8 @@ import h2.events
 import orjson
 import pytest
 
+from portway.http.headers import Headers
+from portway.http.models import Request, Response
 from tests.helpers import ServingPath, run_gateway, run_upstream, simple_config, warmable
 from tests.http.adv_helpers import cfg_for, read_request_head, scripted_upstream
 from tests.http.test_h2 import H2Client
@@ -333,3 +335,37 @@ async def test_h2_client_reset_mid_response_ends_the_exchange_once(path: Serving
                 break
             await asyncio.sleep(0.02)
         path.assert_served(1)
+
+
+async def test_h2_cache_hit_is_answered_task_free() -> None:
+    """A request hook's answer (a cache hit, ``proxy/fast.py:_answer``) is written on the
+    stream at once: no task, no upstream; the same fields and body as the miss relayed."""
+    from tests.plugins.cache.test_cache_fast_hits import counts
+
+    async def origin(req: Request) -> Response:
+        h = Headers([(b"cache-control", b"max-age=60"), (b"content-type", b"text/plain")])
+        return Response(200, h, b"cached")
+
+    route = "h2hit"
+    cfg = simple_config("http://x", plugins=[{"name": "cache"}])
+    cfg["routes"][0]["name"] = route
+    async with run_upstream(origin) as up:
+        cfg["upstreams"]["u"]["targets"] = [{"url": up.url}]
+        async with run_gateway(cfg) as gw:
+            c = await H2Client.open(gw.port)
+            try:
+                miss = await _get(c, "/doc")
+                before = counts(route)
+                hit = await _get(c, "/doc")
+                head = await _get(c, "/doc", "HEAD")
+            finally:
+                c.close()
+            after = counts(route)
+    assert len(up.requests) == 1
+    assert after["fast"] - before["fast"] == 2, (before, after)
+    assert after["general"] == before["general"] and after["fallback"] == before["fallback"]
+    assert bytes(c.responses[hit]["body"]) == bytes(c.responses[miss]["body"]) == b"cached"
+    f = _fields(c, hit)
+    assert f[b"content-type"] == b"text/plain" and f[b"content-length"] == b"6"
+    assert bytes(c.responses[head]["body"]) == b""
+    assert _fields(c, head)[b"content-length"] == b"6"

@@ -32,7 +32,7 @@ from portway.pipeline.context import FAST, RequestContext
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.fastexchange import FastExchange, Resumed
 from portway.proxy.fastlines import answer_bytes, request_head
-from portway.proxy.fastsink import StreamExchange
+from portway.proxy.fastsink import StreamExchange, answer_stream
 from portway.proxy.forward import (
     Resume,
 )
@@ -142,7 +142,6 @@ def _after_hooks(
             and conn.transport is not None
             and not conn.closed
             and conn._can_write is None  # a client not reading: the task's, as before
-            and isinstance(conn, ServerConnection)  # HTTP/2: the task writes it
         ):
             return _answer(app, graph, conn, ctx, rt, answer)
         return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(response=answer)))
@@ -284,8 +283,11 @@ def _answer(
         except GatewayError as e:
             ctx.response = None
             return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(error=e)))
-    data, size, empty = answer_bytes(req, resp, body)
-    conn.write_soon(data)
+    if isinstance(conn, ServerConnection):
+        data, size, empty = answer_bytes(req, resp, body)
+        conn.write_soon(data)
+    else:  # an HTTP/2 stream: HEADERS (+ DATA) through its writer
+        size, empty = answer_stream(conn, req, resp, body)
     ctx.bytes_out += size + (0 if empty else len(body))
     ctx.served = FAST
     graph.request_done(chain, ctx)

@@ -15,11 +15,15 @@ trailers as a trailing HEADERS.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from portway.http.headers import Headers
-from portway.http.relay import informational_items
+from portway.http.models import Request, Response
+from portway.http.relay import FRAMING, informational_items, no_body, without_framing
 from portway.proxy.fastexchange import FastExchange
+
+if TYPE_CHECKING:
+    from portway.http.serverapi import FastConn
 
 #: what a relayed head's runs of lines are split on
 _CRLF: Final = b"\r\n"
@@ -36,6 +40,29 @@ def split_runs(runs: list[bytes], items: list[tuple[bytes, bytes]]) -> list[tupl
                 out.append((k, v.strip(b" \t")))
     out.extend(items)
     return out
+
+
+def answer_stream(conn: FastConn, req: Request, resp: Response, body: bytes) -> tuple[int, bool]:
+    """A request hook's whole answer ``resp`` (``body`` after the chunk hooks) on a stream:
+    what ``fastlines.answer_bytes`` writes on HTTP/1.1 and ``handler.ProxyApp._send`` on a
+    stream — its fields (a prebuilt head's lines, :meth:`Response.set_raw_fields`, split)
+    without framing ones, Content-Length unless the status or method has no body, the body
+    unless it has none. Returns (head size, bodiless)."""
+    status = resp.status
+    empty = no_body(req.method, status)
+    raw = resp.raw_fields()
+    if raw is not None:
+        runs, extra = raw
+        items = split_runs(runs, [kv for kv in extra if kv[0] not in FRAMING])
+    else:
+        items = without_framing(resp.headers.raw())
+    if not empty or req.method == "HEAD":
+        items.append((b"content-length", str(len(body)).encode()))
+    size = conn.send_head(
+        status, resp.reason, items, "none" if empty else "length", b"" if empty else body, True
+    )
+    conn.send_end(None)
+    return size, empty
 
 
 class StreamExchange(FastExchange):
@@ -121,4 +148,4 @@ class StreamExchange(FastExchange):
         self._end(False, notify=False)
 
 
-__all__ = ["StreamExchange", "split_runs"]
+__all__ = ["StreamExchange", "answer_stream", "split_runs"]
