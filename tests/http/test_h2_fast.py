@@ -369,3 +369,37 @@ async def test_h2_cache_hit_is_answered_task_free() -> None:
     assert f[b"content-type"] == b"text/plain" and f[b"content-length"] == b"6"
     assert bytes(c.responses[head]["body"]) == b""
     assert _fields(c, head)[b"content-length"] == b"6"
+
+
+async def test_h2_goaway_drain_lets_a_task_free_stream_finish(path: ServingPath) -> None:
+    """Shutdown's GOAWAY (``ng2.drain_connections``) with a stream in flight on either path:
+    the response completes (curl: a whole 200, its GOAWAY taken gracefully)."""
+    from portway.http.ng2 import drain_connections
+    from tests.http.test_h2 import curl
+
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request_head(r)
+        arrived.set()
+        await release.wait()
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        await w.drain()
+        await r.read()
+
+    async with (
+        scripted_upstream(warmable(handler)) as (url, _),
+        run_gateway(path.config(cfg_for(url))) as gw,
+    ):
+        await path.prepare(gw)
+        client = asyncio.create_task(
+            curl("--http2-prior-knowledge", "-w", "%{http_code}", f"http://127.0.0.1:{gw.port}/x")
+        )
+        await arrived.wait()
+        app = gw.worker.app
+        assert drain_connections(app) == 1
+        release.set()
+        rc, out, err = await client
+        assert rc == 0 and out == b"done200", (rc, out, err)
+        path.assert_served(1)

@@ -41,7 +41,8 @@ class NgStream:
         self.stream_id = stream_id
         self.method = method
         self.closed = False
-        self.extra: dict[str, Any] = dict(conn.extra)
+        #: the connection's values (read-only, shared by its streams: no dict per stream)
+        self.extra: dict[str, Any] = conn.extra
         self.upgrade_buffer: bytearray | None = None
         self.body: StreamBody | None = None
         self.task: asyncio.Task[None] | None = None
