@@ -123,6 +123,7 @@ class NgConnection(WriteFlow):
         self.alt_svc: bytes | None = None
         # header block being received: its stream and fields (None: not a request head)
         self._hsid = 0
+        self._last_sid = 0
         self._hdrs: list[tuple[bytes, bytes]] | None = None
         # flood accounting (see h2engine's limits)
         self._calm = ""
@@ -234,6 +235,7 @@ class NgConnection(WriteFlow):
 
     # --- streams ----------------------------------------------------------------------------
     def _on_request(self, sid: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self._opened += 1
         if self.draining:
             # past our GOAWAY's last stream id: never processed, the client may retry it
             self.reset_stream(sid, L.REFUSED_STREAM)
@@ -453,6 +455,13 @@ class NgConnection(WriteFlow):
                 return self._flood("CONTINUATION flood")
         elif ftype == L.HEADERS:
             self._cont, self._cont_bytes = 0, length
+            if sid > self._last_sid:
+                # a new stream's request head (a client's stream ids only grow): its fields
+                # are collected (one callback per request fewer than ``begin_headers``)
+                self._last_sid = self._hsid = sid
+                self._hdrs = []
+            else:
+                self._hdrs = None  # trailers: their fields are not kept
         elif ftype == L.RST_STREAM:
             w = self.streams.get(sid)
             if w is not None and not (w.ended and not w.out):

@@ -196,12 +196,13 @@ class NgStream:
             k = len(d)
             room = length - n
             if k <= room:
-                _memmove(buf + n, d, k)
+                # (the first chunk at ``buf`` itself: no pointer cdata for ``buf + 0``)
+                _memmove(buf + n if n else buf, d, k)
                 out.popleft()
                 n += k
             else:
                 v = d if isinstance(d, memoryview) else memoryview(d)
-                _memmove(buf + n, v[:room], room)
+                _memmove(buf + n if n else buf, v[:room], room)
                 out[0] = v[room:]
                 n = length
         if not out:
