@@ -70,6 +70,7 @@ HOT_MODULES = [
     "src/portway/proxy/fast.py",
     "src/portway/proxy/fastexchange.py",
     "src/portway/proxy/fastlines.py",
+    "src/portway/proxy/fastsink.py",
     "src/portway/proxy/forward.py",
     "src/portway/proxy/handler.py",
     "src/portway/routing/entry.py",

@@ -33,7 +33,7 @@ from portway.errors import GatewayError, PayloadTooLargeError
 from portway.http import ng2cb as cb
 from portway.http import ng2lib as L
 from portway.http.flow import WriteFlow, adopt_transport
-from portway.http.forwarded import TrustedProxies
+from portway.http.forwarded import ForwardMemo, TrustedProxies
 from portway.http.h2engine import (
     CONTROL_BURST,
     CONTROL_PER_SECOND,
@@ -71,20 +71,21 @@ _MAX_STREAMS: Final = 128
 _LIVE: set[NgConnection] = set()
 
 
-def _nva(fields: list[tuple[bytes, bytes]]) -> tuple[Any, int, bytes]:
-    """``(nghttp2_nv[], count, keep)`` for ``fields``: every name and value in one buffer
-    (``keep``, alive until the submit call returns: nghttp2 copies the fields) and the
-    ``nghttp2_nv`` array packed in one ``struct.pack`` (a cdata per pointer costs more
-    than the whole response otherwise)."""
-    blob = b"".join(chain.from_iterable(fields))
-    at = int(ffi.cast("uintptr_t", ffi.from_buffer(blob)))
+#: bytes of one ``nghttp2_nv`` (two pointers, two lengths, the flags byte padded to 8)
+_NV_SIZE: Final = 40
+
+
+def _nv_bytes(fields: list[tuple[bytes, bytes]], base: int) -> bytes:
+    """``fields`` as the bytes of an ``nghttp2_nv`` array followed by every name and value,
+    for a buffer at address ``base``: one copy into C memory (``ffi.memmove``) instead of a
+    cdata per buffer and per array (nghttp2 copies the fields at the submit call)."""
+    at = base + _NV_SIZE * len(fields)
     vals: list[int] = []
     for k, v in fields:
         nk, nv = len(k), len(v)
         vals.extend((at, at + nk, nk, nv, 0))
         at += nk + nv
-    packed = struct.pack(f"={len(vals)}Q", *vals)
-    return ffi.from_buffer("nghttp2_nv[]", packed), len(fields), blob
+    return struct.pack(f"={len(vals)}Q", *vals) + b"".join(chain.from_iterable(fields))
 
 
 class NgConnection(WriteFlow):
@@ -122,6 +123,7 @@ class NgConnection(WriteFlow):
         self.alt_svc: bytes | None = None
         # header block being received: its stream and fields (None: not a request head)
         self._hsid = 0
+        self._last_sid = 0
         self._hdrs: list[tuple[bytes, bytes]] | None = None
         # flood accounting (see h2engine's limits)
         self._calm = ""
@@ -134,15 +136,27 @@ class NgConnection(WriteFlow):
         self._token_at = 0.0
         #: streams to reset (NO_ERROR) once their response's last DATA is serialized
         self.pending_rst: list[int] = []
-        #: the field blob of the nv array being submitted: held by the object, because
-        #: compiled (mypyc) a local only passed to ``del`` is freed before the call
-        self._nv_keep = b""
+        #: C memory the fields of a submitted head are copied into (``_nv``), grown on need
+        self._nv_buf: Any = None
+        self._nv_ptr: Any = None
+        self._nv_base = 0
+        self._nv_cap = 0
         self._out_ptr = ffi.new("const char **")
+        self._memo: ForwardMemo | None = None
         sp = ffi.new("nghttp2_session **")
         rv = lib.nghttp2_session_server_new2(sp, cb.CALLBACKS, ffi.NULL, cb.OPTION)
         if rv != 0:
             raise MemoryError("nghttp2_session_server_new2 failed")
         self.session: Any = ffi.gc(sp[0], lib.nghttp2_session_del)
+
+    @property
+    def forward_memo(self) -> ForwardMemo:
+        """This connection's memo of added X-Forwarded-*/Via bytes (the task-free path's
+        ``forward_header_lines``), made on first use."""
+        m = self._memo
+        if m is None:
+            m = self._memo = ForwardMemo()
+        return m
 
     # --- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -221,6 +235,7 @@ class NgConnection(WriteFlow):
 
     # --- streams ----------------------------------------------------------------------------
     def _on_request(self, sid: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self._opened += 1
         if self.draining:
             # past our GOAWAY's last stream id: never processed, the client may retry it
             self.reset_stream(sid, L.REFUSED_STREAM)
@@ -240,7 +255,20 @@ class NgConnection(WriteFlow):
             log.exception("internal error while reading an HTTP/2 request")
             self.send_simple(w, GatewayError("internal error"), head.fields)
             return
-        w.task = self.loop.create_task(self._serve(w, req))
+        # through ``Any``, as ``handle``: compiled, a typed call would check the stream's type
+        app: Any = self.app
+        if req.body is None and app.try_fast(w, req):
+            # task-free (``proxy/fast.py``, ``proxy/fastsink.py``): the response is relayed
+            # from the upstream's callbacks, or the request was handed to a task of its own
+            # (``fast_fallback``); nghttp2 calls nothing back from here, and anything
+            # submitted meanwhile leaves with this ``data_received``'s flush
+            return
+        self.start_task(w, req, None)
+
+    def start_task(self, w: NgStream, req: Any, resumed: Any) -> None:
+        """Serve ``w`` in a task: ``req`` from the start, or a task-free exchange's
+        ``resumed`` (``serverapi.Resumed``) from where it stopped."""
+        w.task = self.loop.create_task(self._serve(w, req, resumed))
 
     def _build_request(self, w: NgStream, head: StreamHead, ended: bool) -> Any:
         def make_body(expect_continue: bool) -> StreamBody:
@@ -266,12 +294,15 @@ class NgConnection(WriteFlow):
             make_body=make_body,
         )
 
-    async def _serve(self, w: NgStream, req: Any) -> None:
+    async def _serve(self, w: NgStream, req: Any, resumed: Any) -> None:
         try:
             # through ``Any``: compiled, a call typed ``App.handle(ServerConnection, ...)``
             # would check that ``w`` is one (it is a ClientConnection, as the handler takes)
-            app: Any = self.app
-            await app.handle(w, req)
+            if resumed is None:
+                app: Any = self.app
+                await app.handle(w, req)
+            else:
+                await resumed.run(w)
             if not w.ended and not w.closed:
                 # the handler returned without finishing the response (close-delimited body)
                 w.close()
@@ -296,25 +327,39 @@ class NgConnection(WriteFlow):
         self.flush_soon()
 
     # --- frames out ------------------------------------------------------------------------------
+    def _nv(self, fields: list[tuple[bytes, bytes]]) -> Any:
+        """An ``nghttp2_nv *`` to ``fields``, valid until the next call (the submit calls
+        copy them): written into this connection's buffer in one cffi call."""
+        size = _NV_SIZE * len(fields) + sum(len(k) + len(v) for k, v in fields)
+        if size > self._nv_cap:
+            cap = max(1024, size)
+            buf = ffi.new("char[]", cap)
+            self._nv_buf = buf  # (keeps the memory alive)
+            self._nv_ptr = ffi.cast("nghttp2_nv *", buf)
+            self._nv_base = int(ffi.cast("uintptr_t", buf))
+            self._nv_cap = cap
+        data = _nv_bytes(fields, self._nv_base)
+        ffi.memmove(self._nv_buf, data, len(data))
+        return self._nv_ptr
+
     def submit_response(self, sid: int, fields: list[tuple[bytes, bytes]], body: bool) -> None:
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
-        nva, n, self._nv_keep = _nva(fields)
-        lib.nghttp2_submit_response(self.session, sid, nva, n, cb.PROVIDER if body else ffi.NULL)
-        self._nv_keep = b""
+        nva = self._nv(fields)
+        lib.nghttp2_submit_response(
+            self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL
+        )
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
         """A 1xx response head on ``sid``."""
-        nva, n, self._nv_keep = _nva(fields)
-        lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, n, ffi.NULL)
-        self._nv_keep = b""
+        nva = self._nv(fields)
+        lib.nghttp2_submit_headers(self.session, 0, sid, ffi.NULL, nva, len(fields), ffi.NULL)
         self.flush_soon()
 
     def submit_trailer(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
-        nva, n, self._nv_keep = _nva(fields)
-        lib.nghttp2_submit_trailer(self.session, sid, nva, n)
-        self._nv_keep = b""
+        nva = self._nv(fields)
+        lib.nghttp2_submit_trailer(self.session, sid, nva, len(fields))
 
     def resume(self, sid: int) -> None:
         """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
@@ -410,6 +455,13 @@ class NgConnection(WriteFlow):
                 return self._flood("CONTINUATION flood")
         elif ftype == L.HEADERS:
             self._cont, self._cont_bytes = 0, length
+            if sid > self._last_sid:
+                # a new stream's request head (a client's stream ids only grow): its fields
+                # are collected (one callback per request fewer than ``begin_headers``)
+                self._last_sid = self._hsid = sid
+                self._hdrs = []
+            else:
+                self._hdrs = None  # trailers: their fields are not kept
         elif ftype == L.RST_STREAM:
             w = self.streams.get(sid)
             if w is not None and not (w.ended and not w.out):

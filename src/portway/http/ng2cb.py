@@ -39,19 +39,6 @@ def _begin_frame(session: Any, hd: Any, ud: Any) -> int:
     return c.on_begin_frame(hd.stream_id, hd.type, hd.flags, hd.length)
 
 
-def _begin_headers(session: Any, frame: Any, ud: Any) -> int:
-    c = cur
-    assert c is not None
-    h = frame.headers
-    if h.cat == L.HCAT_REQUEST:
-        c._hsid = h.hd.stream_id
-        c._hdrs = []
-        c._opened += 1
-    else:
-        c._hdrs = None
-    return 0
-
-
 def _header(
     session: Any, frame: Any, name: Any, nlen: int, value: Any, vlen: int, fl: int, ud: Any
 ) -> int:
@@ -133,12 +120,6 @@ def _make_callbacks() -> tuple[Any, Any, list[Any]]:
             onerror=_cb_error,
         ),
         ffi.callback(
-            "int(nghttp2_session *, const nghttp2_frame *, void *)",
-            _begin_headers,
-            error=err,
-            onerror=_cb_error,
-        ),
-        ffi.callback(
             "int(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,"
             " size_t, uint8_t, void *)",
             _header,
@@ -176,15 +157,15 @@ def _make_callbacks() -> tuple[Any, Any, list[Any]]:
     if lib.nghttp2_session_callbacks_new(pp) != 0:
         raise MemoryError("nghttp2_session_callbacks_new failed")
     cbs = pp[0]  # one set for the process: never freed
+    # (no begin_headers callback: ``on_begin_frame`` tells a request head from trailers)
     lib.nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, keep[0])
-    lib.nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, keep[1])
-    lib.nghttp2_session_callbacks_set_on_header_callback(cbs, keep[2])
-    lib.nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, keep[3])
-    lib.nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, keep[4])
-    lib.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, keep[5])
-    lib.nghttp2_session_callbacks_set_on_stream_close_callback(cbs, keep[6])
+    lib.nghttp2_session_callbacks_set_on_header_callback(cbs, keep[1])
+    lib.nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, keep[2])
+    lib.nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, keep[3])
+    lib.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, keep[4])
+    lib.nghttp2_session_callbacks_set_on_stream_close_callback(cbs, keep[5])
     provider = ffi.new("nghttp2_data_provider *")
-    provider.read_callback = keep[7]
+    provider.read_callback = keep[6]
     op = ffi.new("nghttp2_option **")
     if lib.nghttp2_option_new(op) != 0:
         raise MemoryError("nghttp2_option_new failed")

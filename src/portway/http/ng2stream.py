@@ -21,7 +21,9 @@ from portway.http.server import ClientDisconnectedError
 from portway.http.streamreq import StreamBody
 
 if TYPE_CHECKING:
+    from portway.http.forwarded import ForwardMemo
     from portway.http.ng2 import NgConnection
+    from portway.http.serverapi import CallbackExchange, Resumed
 
 _loaded = L.load()
 _memmove: Any = _loaded[0].memmove if _loaded is not None else None
@@ -39,7 +41,8 @@ class NgStream:
         self.stream_id = stream_id
         self.method = method
         self.closed = False
-        self.extra: dict[str, Any] = dict(conn.extra)
+        #: the connection's values (read-only, shared by its streams: no dict per stream)
+        self.extra: dict[str, Any] = conn.extra
         self.upgrade_buffer: bytearray | None = None
         self.body: StreamBody | None = None
         self.task: asyncio.Task[None] | None = None
@@ -56,11 +59,21 @@ class NgStream:
         #: reset the stream (NO_ERROR) once the response is out: the request body is unread
         self.reset_after_end = False
         self._waiter: asyncio.Future[None] | None = None
+        #: the task-free exchange in progress (``proxy/fastsink.py``), told when the stream
+        #: goes away
+        self.exchange: CallbackExchange | None = None
 
     # --- the response-writer interface ------------------------------------------------------
     @property
-    def _can_write(self) -> object | None:
-        return True if self.out or self.h2conn._can_write is not None else None
+    def _can_write(self) -> asyncio.Future[None] | None:
+        """None when a write may follow at once; else a future done once nghttp2 took the
+        queued body (then the connection's own, while its transport is full)."""
+        if self.out and not self.closed:
+            w = self._waiter
+            if w is None:
+                w = self._waiter = self.h2conn.loop.create_future()
+            return w
+        return self.h2conn._can_write
 
     def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
         if status == 100 or status == 101 or self.head_sent or self.closed:
@@ -121,8 +134,10 @@ class NgStream:
 
     async def drain(self) -> None:
         while self.out and not self.closed:
-            self._waiter = self.h2conn.loop.create_future()
-            await self._waiter
+            w = self._waiter
+            if w is None:
+                w = self._waiter = self.h2conn.loop.create_future()
+            await w
         if self.closed and not self.ended:
             raise ClientDisconnectedError("stream closed")
         await self.h2conn.drain()
@@ -136,6 +151,32 @@ class NgStream:
     def abort(self) -> None:
         if not self.ended and not self.closed:
             self.reset(L.INTERNAL_ERROR)
+
+    # --- the task-free path (``http/serverapi.py:FastConn``) ----------------------------------
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.h2conn.transport
+
+    @property
+    def alt_svc(self) -> bytes | None:
+        return self.h2conn.alt_svc
+
+    @property
+    def forward_memo(self) -> ForwardMemo:
+        return self.h2conn.forward_memo
+
+    def now(self) -> float:
+        return self.h2conn.loop.time()
+
+    def fast_done(self, keep: bool, now: float = -1.0) -> None:
+        """The exchange handed its whole response to the stream: it ends with its
+        END_STREAM (the connection goes on whatever ``keep`` says)."""
+        self.exchange = None
+
+    def fast_fallback(self, resumed: Resumed) -> None:
+        """A task carries the request on (retry, error before the response head)."""
+        self.exchange = None
+        self.h2conn.start_task(self, None, resumed)
 
     # --- nghttp2's side -------------------------------------------------------------------------
     def _kick(self) -> None:
@@ -155,12 +196,13 @@ class NgStream:
             k = len(d)
             room = length - n
             if k <= room:
-                _memmove(buf + n, d, k)
+                # (the first chunk at ``buf`` itself: no pointer cdata for ``buf + 0``)
+                _memmove(buf + n if n else buf, d, k)
                 out.popleft()
                 n += k
             else:
                 v = d if isinstance(d, memoryview) else memoryview(d)
-                _memmove(buf + n, v[:room], room)
+                _memmove(buf + n if n else buf, v[:room], room)
                 out[0] = v[room:]
                 n = length
         if not out:
@@ -198,6 +240,10 @@ class NgStream:
         if b is not None and not b._eof:
             b.set_exception(ClientDisconnectedError("stream reset"))
         self._wake()
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.client_lost()
 
 
 __all__ = ["NgStream"]

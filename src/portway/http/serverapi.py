@@ -4,12 +4,14 @@ callback-exchange hooks of the task-free path. Re-exported by ``portway.http.ser
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 from portway.http.headers import Headers
 from portway.http.models import Request
 
 if TYPE_CHECKING:
+    from portway.http.forwarded import ForwardMemo
     from portway.http.server import ServerConnection
 
 
@@ -25,12 +27,13 @@ class App:
     async def handle(self, conn: ServerConnection, request: Request) -> bool:
         raise NotImplementedError
 
-    def try_fast(self, conn: ServerConnection, request: Request) -> bool:
+    def try_fast(self, conn: FastConn, request: Request) -> bool:
         """Serve ``request`` without a task when possible (callbacks only); True when taken.
 
-        A taken request must end with exactly one :meth:`ServerConnection.fast_done` or
-        :meth:`ServerConnection.fast_fallback` (which may come before this returns). Must
-        never raise."""
+        ``conn``: an HTTP/1.1 :class:`ServerConnection` or an HTTP/2 stream
+        (``http/ng2stream.py``). A taken request must end with exactly one
+        :meth:`FastConn.fast_done` or :meth:`FastConn.fast_fallback` (which may come before
+        this returns). Must never raise."""
         return False
 
     def owned_headers(self) -> frozenset[bytes]:
@@ -102,12 +105,72 @@ class ClientConnection(Protocol):
 
 
 class Resumed(Protocol):
-    """Work a callback exchange handed back to the connection's worker task."""
+    """Work a callback exchange handed back to the connection's worker task (or, on an
+    HTTP/2 stream, to a task of the stream's own)."""
 
-    async def run(self, conn: ServerConnection) -> bool: ...
+    async def run(self, conn: ClientConnection) -> bool: ...
 
 
 class CallbackExchange(Protocol):
     """A callback exchange in progress on a connection (see :meth:`App.try_fast`)."""
 
     def client_lost(self) -> None: ...
+
+
+class FastConn(Protocol):
+    """What the task-free path (``proxy/fast.py``, ``proxy/fastexchange.py``) serves a
+    request through: an HTTP/1.1 :class:`ServerConnection` or an HTTP/2 stream
+    (``http/ng2stream.py:NgStream``). The HTTP/1.1 one takes the response as bytes
+    (``write_soon``); a stream only through the response-writer interface of
+    :class:`ClientConnection` (``proxy/fastsink.py``).
+
+    - ``fast_done(keep, now)``: the exchange wrote its whole response (HTTP/1.1: the next
+      queued request is served; a stream: nothing, it ends with its END_STREAM);
+    - ``fast_fallback(resumed)``: a task carries the request on (:class:`Resumed`);
+    - ``exchange``: the exchange in progress, told (``client_lost``) when the client goes
+      away (HTTP/1.1: the connection; a stream: its reset too).
+    """
+
+    closed: bool
+    exchange: CallbackExchange | None
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    @property
+    def extra(self) -> dict[str, Any]: ...
+
+    @property
+    def alt_svc(self) -> bytes | None: ...
+
+    @property
+    def _can_write(self) -> Any: ...
+
+    @property
+    def forward_memo(self) -> ForwardMemo: ...
+
+    def now(self) -> float: ...
+
+    def write_soon(self, data: bytes) -> None: ...
+
+    def send_info(self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None: ...
+
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[tuple[bytes, bytes]],
+        mode: str,
+        body: bytes,
+        end: bool,
+    ) -> int: ...
+
+    def send_body(self, data: bytes) -> None: ...
+
+    def send_end(self, trailers: Headers | None) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def fast_done(self, keep: bool, now: float = -1.0) -> None: ...
+
+    def fast_fallback(self, resumed: Resumed) -> None: ...

@@ -27,16 +27,18 @@ from portway.errors import GatewayError
 from portway.http.grpc_status import is_grpc_request
 from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
+from portway.http.server import ServerConnection
 from portway.pipeline.context import FAST, RequestContext
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.fastexchange import FastExchange, Resumed
 from portway.proxy.fastlines import answer_bytes, request_head
+from portway.proxy.fastsink import StreamExchange, answer_stream
 from portway.proxy.forward import (
     Resume,
 )
 
 if TYPE_CHECKING:
-    from portway.http.server import ServerConnection
+    from portway.http.serverapi import FastConn
     from portway.proxy.handler import ProxyApp
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.target import Target
@@ -56,7 +58,7 @@ HANDED_OVER: Final = 2
 PARKED: Final = 3
 
 
-def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
+def try_fast(app: ProxyApp, conn: FastConn, req: Request) -> int:
     """Start ``req`` on the task-free path (:data:`STARTED`), or hand it, routed and with its
     target picked, to the connection's task (:data:`HANDED_OVER`: no idle pooled connection
     to that target, and connecting is an await), or park it while a request hook waits on
@@ -73,7 +75,7 @@ def try_fast(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
         return NOT_TAKEN
 
 
-def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
+def _start(app: ProxyApp, conn: FastConn, req: Request) -> int:
     graph = app.graph_ref()
     if req.upgrade or graph.tracer.enabled or graph.profiles is not None:
         return NOT_TAKEN
@@ -120,7 +122,7 @@ def _start(app: ProxyApp, conn: ServerConnection, req: Request) -> int:
 def _after_hooks(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     req: Request,
     ctx: RequestContext,
     rt: RouteRuntime,
@@ -159,7 +161,7 @@ def _after_hooks(
 def _suspended(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     ctx: RequestContext,
     rt: RouteRuntime,
     s: HookSuspended,
@@ -184,7 +186,7 @@ def _suspended(
 def _forward(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     req: Request,
     ctx: RequestContext,
     rt: RouteRuntime,
@@ -214,15 +216,21 @@ def _forward(
     # typed locally: ``Target.pool`` is ``Any`` (no import of the pool there), which would
     # make every pool call a Python method call
     pool: ConnectionPool = target.pool
-    now = conn.now()
+    # HTTP/1.1 narrowed: native reads, compiled, where the ``FastConn`` protocol's are getattrs
+    h1 = conn if isinstance(conn, ServerConnection) else None
+    now = h1.now() if h1 is not None else conn.now()
     uconn = pool.acquire_idle(now)
     if uconn is None or uconn.transport is None:
         # connecting is an await: the task does it (and fills the pool), with this target —
         # picking again there would cost the balancer a turn
         return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(target=target)))
     try:
-        head = request_head(req, rt, graph, target, ctx, conn.forward_memo)
-        ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
+        memo = h1.forward_memo if h1 is not None else conn.forward_memo
+        head = request_head(req, rt, graph, target, ctx, memo)
+        if h1 is not None:
+            ex = FastExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
+        else:  # an HTTP/2 stream: the response goes through its send_head/send_body
+            ex = StreamExchange(app, graph, conn, ctx, rt, up, target, uconn, now)
         uconn.begin_sink(ex, req.method == "HEAD", rt.read_timeout)
     except Exception:
         # a bug before anything was written: the pooled connection is given up (never
@@ -243,7 +251,7 @@ def _forward(
 def _answer(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     ctx: RequestContext,
     rt: RouteRuntime,
     answer: Response,
@@ -278,8 +286,11 @@ def _answer(
         except GatewayError as e:
             ctx.response = None
             return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(error=e)))
-    data, size, empty = answer_bytes(req, resp, body)
-    conn.write_soon(data)
+    if isinstance(conn, ServerConnection):
+        data, size, empty = answer_bytes(req, resp, body)
+        conn.write_soon(data)
+    else:  # an HTTP/2 stream: HEADERS (+ DATA) through its writer
+        size, empty = answer_stream(conn, req, resp, body)
     ctx.bytes_out += size + (0 if empty else len(body))
     ctx.served = FAST
     graph.request_done(chain, ctx)
@@ -287,7 +298,7 @@ def _answer(
     return STARTED
 
 
-def _hand_over(conn: ServerConnection, resumed: Resumed) -> int:
+def _hand_over(conn: FastConn, resumed: Resumed) -> int:
     conn.fast_fallback(resumed)
     return HANDED_OVER
 
@@ -311,7 +322,7 @@ class Parked:
         self,
         app: ProxyApp,
         graph: RuntimeGraph,
-        conn: ServerConnection,
+        conn: FastConn,
         ctx: RequestContext,
         rt: RouteRuntime,
         s: HookSuspended,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from portway.errors import GatewayError, UpstreamError
 from portway.http.client import (
@@ -25,6 +25,7 @@ from portway.http.relay import (
     switch_allowed,
     via_value,
 )
+from portway.http.server import ServerConnection
 from portway.http.wire import append_fields, chunk, head_bytes, last_chunk, status_line
 from portway.pipeline.context import FALLBACK, FAST, RequestContext
 from portway.proxy.fastlines import without_replaced
@@ -38,7 +39,7 @@ from portway.proxy.forward import (
 )
 
 if TYPE_CHECKING:
-    from portway.http.server import ServerConnection
+    from portway.http.serverapi import ClientConnection, FastConn
     from portway.proxy.handler import ProxyApp
     from portway.runtime.graph import RouteRuntime, RuntimeGraph
     from portway.upstream.target import Target
@@ -83,7 +84,7 @@ class FastExchange(ResponseSink):
         self,
         app: ProxyApp,
         graph: RuntimeGraph,
-        conn: ServerConnection,
+        conn: FastConn,
         ctx: RequestContext,
         rt: RouteRuntime,
         up: Upstream,
@@ -262,7 +263,9 @@ class FastExchange(ResponseSink):
         line = status_line(status, reason)
         out.append(line)
         size = len(line) + 2
-        alt = self.conn.alt_svc
+        # (HTTP/1.1 only: a stream's exchange, ``fastsink.py``, has its own): the cast makes
+        # the reads native, compiled, where the ``FastConn`` protocol's are ``getattr``s
+        alt = cast(ServerConnection, self.conn).alt_svc
         if alt is not None:  # the listener advertises HTTP/3 (server/quic.py)
             items.append((b"alt-svc", alt))
         for run in runs:
@@ -301,7 +304,7 @@ class FastExchange(ResponseSink):
             return
         out = self.out
         if out:
-            conn = self.conn
+            conn = cast(ServerConnection, self.conn)  # (as in ``_emit_head``)
             if conn.closed or conn.transport is None:
                 out.clear()
                 self._abort_client()
@@ -356,7 +359,7 @@ class FastExchange(ResponseSink):
             return Resume(attempt=1, error=e)
         return Resume(attempt=1, exclude={self.target}, last_error=a.error, delay=delay)
 
-    # --- ServerConnection.exchange --------------------------------------------------------------
+    # --- FastConn.exchange ------------------------------------------------------------------------
     def client_lost(self) -> None:
         if self.done:
             return
@@ -390,7 +393,12 @@ class FastExchange(ResponseSink):
         self.graph.inflight -= 1
         if notify:
             # the response went out as the upstream's bytes arrived: their time is now
-            self.conn.fast_done(self.keep and ok, uconn.last_io)
+            keep = self.keep and ok
+            conn = self.conn
+            if isinstance(conn, ServerConnection):
+                conn.fast_done(keep, uconn.last_io)  # (native, compiled)
+            else:
+                conn.fast_done(keep, uconn.last_io)
 
     def _fall_back(self, resume: Resume) -> None:
         """The worker task carries on from here (nothing has reached the client)."""
@@ -424,6 +432,6 @@ class Resumed:
         self.rt = rt
         self.resume = resume
 
-    async def run(self, conn: ServerConnection) -> bool:
+    async def run(self, conn: ClientConnection) -> bool:
         self.ctx.served = FALLBACK
         return await self.app.serve(conn, self.ctx, self.graph, self.rt, self.resume)

@@ -22,6 +22,7 @@ from portway.http.models import Request, Response
 from portway.http.relay import add_connection_field, add_response_framing, no_body, without_framing
 from portway.http.requestid import new_request_id, well_formed
 from portway.http.server import App, ClientConnection, ClientDisconnectedError, ServerConnection
+from portway.http.serverapi import FastConn
 from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Chain
 from portway.proxy.buffering import buffer_request_body
@@ -72,7 +73,7 @@ class ProxyApp(App):
         if self._on_close is not None:
             self._on_close()
 
-    def try_fast(self, conn: ServerConnection, req: Request) -> bool:  # HTTP/1.1 only
+    def try_fast(self, conn: FastConn, req: Request) -> bool:
         if not self.fast:
             return False
         done = try_fast(self, conn, req)
