@@ -23,6 +23,7 @@ HOT_MODULES = [
     "src/portway/observability/metrics.py",
     "src/portway/observability/observer.py",
     "src/portway/pipeline/context.py",
+    "src/portway/pipeline/pending.py",
     "src/portway/pipeline/runner.py",
     "src/portway/plugins/_ratelimit/algorithms.py",
     "src/portway/plugins/access_log/line.py",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 from portway.state.batch import ScriptBatcher
 from portway.state.connect import drop_connections
-from portway.state.resp import ScriptPipe
+from portway.state.resp import ReplyWaiter, ScriptPipe
 
 if TYPE_CHECKING:
     # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
@@ -217,6 +217,18 @@ class RedisStore:
         if not self._backoff.allow(self._clock()):
             raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
         return pipe.submit_packed(script, nparams, params)
+
+    def eval_packed_to(
+        self, script: LuaScript, nparams: int, params: bytes, waiter: ReplyWaiter
+    ) -> None:
+        """:meth:`eval_packed` telling ``waiter`` (``resolved(reply)`` / ``failed(exc)``, from
+        the connection's callbacks: no future, see ``ScriptPipe.submit_to``); raises
+        :class:`StoreUnavailableError` at once while backing off. Only when :attr:`packs`."""
+        pipe = self._pipe
+        assert pipe is not None, "eval_packed_to needs a plain-server store (see packs)"
+        if not self._backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
+        pipe.submit_to(script, nparams, params, waiter)
 
     async def get(self, key: str) -> bytes | None:
         async def run() -> bytes | None:

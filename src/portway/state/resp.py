@@ -15,7 +15,11 @@ timeout context and a parser call per reply, a flusher task per busy period).
 - batches are not held back while others are in flight (no added wait at any load):
   pipelining keeps Redis busy while the next pass's calls gather;
 - callers may pass the command's parameters pre-encoded (:meth:`submit_packed`, with
-  :func:`bulk`): a rate limiter renders the constant part of its call once.
+  :func:`bulk`): a rate limiter renders the constant part of its call once;
+- instead of a future, a caller may pass a :class:`ReplyWaiter` (:meth:`submit_to`): its
+  ``resolved(reply)`` or ``failed(exc)`` is called straight from ``data_received`` (or from
+  the failure that ends the connection) — no future, no ``call_soon`` per call. The task-free
+  path's rate-limit decisions take this way (``plugins/_ratelimit/redis_hooks.py``).
 
 Failures: a refused or timed-out connect, a connection lost with calls pending, a reader
 protocol error or no reply for ``timeout`` seconds while calls are pending fail every pending
@@ -33,17 +37,33 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 
-#: a pending call: its future (None for the connection's own AUTH/SELECT), the script and
-#: its packed parameters (to send it again as EVAL after NOSCRIPT)
-_Pending = tuple["asyncio.Future[Any] | None", "LuaScript | None", int, bytes]
+log = logging.getLogger("portway.state")
+
+
+class ReplyWaiter(Protocol):
+    """Told a call's outcome by plain calls (:meth:`ScriptPipe.submit_to`), exactly once:
+    ``resolved`` with the reply, or ``failed`` with a
+    :class:`~portway.state.base.StoreUnavailableError`. Both are called from the
+    connection's callbacks and must not raise (what they raise is logged). (A protocol:
+    the compiled rate-limit decision implements it; anything not a future is a waiter.)"""
+
+    def resolved(self, reply: Any) -> None: ...
+
+    def failed(self, exc: StoreUnavailableError) -> None: ...
+
+
+#: a pending call: its future or waiter (None for the connection's own AUTH/SELECT), the
+#: script and its packed parameters (to send it again as EVAL after NOSCRIPT)
+_Pending = tuple["asyncio.Future[Any] | ReplyWaiter | None", "LuaScript | None", int, bytes]
 
 
 def bulk(value: ScriptArg) -> bytes:
@@ -180,6 +200,29 @@ class ScriptPipe:
                 self._connecting = loop.create_task(self._connect())
         return fut
 
+    def submit_to(
+        self, script: LuaScript, nparams: int, params: bytes, waiter: ReplyWaiter
+    ) -> None:
+        """:meth:`submit_packed` telling ``waiter`` instead of resolving a future (never
+        from inside this call: a closed pipe raises :class:`StoreUnavailableError`)."""
+        if self._closed:
+            raise StoreUnavailableError("redis store closed")
+        head = self._heads.get((script.sha, nparams))
+        if head is None:
+            head = self._head(script, nparams, source=False)
+        out = self._out
+        out.append(head)
+        out.append(params)
+        self._pending.append((waiter, script, nparams, params))
+        self._queued += 1
+        self.calls += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self._transport is not None:
+                asyncio.get_running_loop().call_soon(self._flush)
+            elif self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
     def _head(self, script: LuaScript, nparams: int, *, source: bool) -> bytes:
         if source:
             return b"*%d\r\n$4\r\nEVAL\r\n%s" % (nparams + 2, bulk(script.source))
@@ -263,8 +306,16 @@ class ScriptPipe:
                     self._error_reply(reply, fut, script, nparams, params)
                     if self._conn is not conn:
                         return  # the set-up was refused: the connection is gone
-                elif fut is not None and not fut.done():
-                    fut.set_result(reply)
+                elif fut is None:
+                    pass  # AUTH / SELECT accepted
+                elif isinstance(fut, asyncio.Future):
+                    if not fut.done():
+                        fut.set_result(reply)
+                else:
+                    try:
+                        fut.resolved(reply)
+                    except Exception:  # (a bug in the waiter: the other calls go on)
+                        log.exception("redis reply waiter failed")
         except (hiredis.ProtocolError, IndexError) as e:  # garbage, or a reply nobody asked
             self._drop(e)
             return
@@ -274,7 +325,7 @@ class ScriptPipe:
     def _error_reply(
         self,
         reply: hiredis.ReplyError,
-        fut: asyncio.Future[Any] | None,
+        fut: asyncio.Future[Any] | ReplyWaiter | None,
         script: LuaScript | None,
         nparams: int,
         params: bytes,
@@ -284,7 +335,7 @@ class ScriptPipe:
             # AUTH or SELECT refused: this connection is of no use
             self._drop(ConnectionError(f"redis refused the connection set-up: {msg}"))
             return
-        if msg.startswith("NOSCRIPT") and not fut.done():
+        if msg.startswith("NOSCRIPT") and not (isinstance(fut, asyncio.Future) and fut.done()):
             # the server lost its script cache (restart, failover): EVAL caches it again
             self._out.append(self._head(script, nparams, source=True))
             self._out.append(params)
@@ -294,11 +345,10 @@ class ScriptPipe:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
             return
-        if not fut.done():
-            # a script error answers this call only; the server itself is fine
-            err = StoreUnavailableError(f"redis at {self._describe()}: {msg}")
-            err.__cause__ = reply
-            fut.set_exception(err)
+        # a script error answers this call only; the server itself is fine
+        err = StoreUnavailableError(f"redis at {self._describe()}: {msg}")
+        err.__cause__ = reply
+        _tell_failed(fut, err)
 
     def _lost(self, conn: _Conn, exc: Exception | None) -> None:
         if conn is not self._conn:
@@ -355,8 +405,7 @@ class ScriptPipe:
             self._on_failure(exc)
         err = StoreUnavailableError(f"redis at {self._describe()}: {exc or 'connection lost'}")
         for fut, *_ in pending:
-            if fut is not None and not fut.done():
-                fut.set_exception(err)
+            _tell_failed(fut, err)
 
     async def aclose(self) -> None:
         """Close the connection; pending and later calls fail."""
@@ -372,6 +421,19 @@ class ScriptPipe:
         if t is not None:
             t.close()
         self._fail(ConnectionError("redis store closed"), report=False)
+
+
+def _tell_failed(fut: asyncio.Future[Any] | ReplyWaiter | None, err: StoreUnavailableError) -> None:
+    if fut is None:
+        return
+    if isinstance(fut, asyncio.Future):
+        if not fut.done():
+            fut.set_exception(err)
+        return
+    try:
+        fut.failed(err)
+    except Exception:
+        log.exception("redis reply waiter failed")
 
 
 def _loop_time() -> float:
