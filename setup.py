@@ -77,6 +77,7 @@ HOT_MODULES = [
     "src/portway/routing/router.py",
     "src/portway/routing/tree.py",
     "src/portway/runtime/graph.py",
+    "src/portway/state/resp.py",
     "src/portway/upstream/balancer.py",
     "src/portway/upstream/breaker.py",
     "src/portway/upstream/health.py",

@@ -92,9 +92,11 @@ def command(*words: ScriptArg) -> bytes:
     return b"*%d\r\n%s" % (len(words), b"".join(bulk(w) for w in words))
 
 
-class _Conn(asyncio.Protocol):
+class _Conn:
     """One TCP/unix connection of a :class:`ScriptPipe` (a new one per reconnect, so a late
-    ``connection_lost`` of an old connection cannot touch its successor)."""
+    ``connection_lost`` of an old connection cannot touch its successor). Implements
+    asyncio's protocol methods without subclassing ``asyncio.Protocol`` (a Python base class
+    would keep mypyc from compiling it: ``http/flow.py`` ``as_protocol``)."""
 
     def __init__(self, pipe: ScriptPipe) -> None:
         self.pipe = pipe
@@ -122,6 +124,11 @@ class ScriptPipe:
     def __init__(
         self,
         *,
+        # (the keyword-only arguments without a default first: mypyc's signature text
+        # rejects the other order)
+        describe: Callable[[], str],
+        on_failure: Callable[[BaseException], None],
+        on_success: Callable[[], None],
         host: str = "127.0.0.1",
         port: int = 6379,
         path: str | None = None,
@@ -130,9 +137,6 @@ class ScriptPipe:
         password: str | None = None,
         connect_timeout: float = 0.25,
         timeout: float = 0.25,
-        describe: Callable[[], str],
-        on_failure: Callable[[BaseException], None],
-        on_success: Callable[[], None],
     ) -> None:
         self._host = host
         self._port = port
@@ -253,9 +257,9 @@ class ScriptPipe:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if self._path is not None:
-                    await loop.create_unix_connection(lambda: _Conn(self), self._path)
+                    await loop.create_unix_connection(self._protocol, self._path)
                 else:
-                    await loop.create_connection(lambda: _Conn(self), self._host, self._port)
+                    await loop.create_connection(self._protocol, self._host, self._port)
         except (OSError, TimeoutError) as e:
             self._connecting = None
             self._fail(e)
@@ -265,6 +269,9 @@ class ScriptPipe:
             self._fail(e, report=False)
             raise
         self._connecting = None
+
+    def _protocol(self) -> asyncio.Protocol:
+        return cast(asyncio.Protocol, _Conn(self))
 
     def _made(self, conn: _Conn) -> None:
         transport = conn.transport
