@@ -276,3 +276,61 @@ async def test_waiters_are_failed_when_the_server_is_gone():
             store.eval_packed_to(script, n, params, _Waiter(asyncio.Event(), []))
     finally:
         await store.aclose()
+
+
+def test_our_resp_reader_reads_what_hiredis_reads():
+    """The fallback reader (no hiredis installed) against hiredis on the same bytes, fed
+    whole and one byte at a time."""
+    import hiredis
+
+    from portway.state.resp import RespProtocolError, RespReader, RespReplyError
+
+    wire = (
+        b"*4\r\n:1\r\n:-7\r\n:1000\r\n:0\r\n"  # a rate-limit reply
+        b"+OK\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n*-1\r\n*0\r\n"
+        b"-NOSCRIPT No matching script.\r\n"
+        b"*3\r\n$4\r\na\r\nb\r\n*1\r\n:5\r\n-ERR inner\r\n"  # binary-safe bulk, nesting
+    )
+
+    def read_all(reader: object, chunks: list[bytes]) -> list[object]:
+        out: list[object] = []
+        for c in chunks:
+            reader.feed(c)  # type: ignore[attr-defined]
+            while (v := reader.gets()) is not False:  # type: ignore[attr-defined]
+                out.append(v)
+        return out
+
+    def norm(vs: list[object]) -> list[object]:
+        return [
+            ("error", str(v)) if isinstance(v, Exception) else norm(v) if isinstance(v, list) else v
+            for v in vs
+        ]
+
+    expected = norm(read_all(hiredis.Reader(), [wire]))
+    assert len(expected) == 9
+    assert norm(read_all(RespReader(), [wire])) == expected
+    assert norm(read_all(RespReader(), [wire[i : i + 1] for i in range(len(wire))])) == expected
+    errs = [v for v in read_all(RespReader(), [wire]) if isinstance(v, Exception)]
+    assert errs and all(isinstance(e, RespReplyError) for e in errs)
+    bad = RespReader()
+    bad.feed(b"?what\r\n")
+    with pytest.raises(RespProtocolError):
+        bad.gets()
+
+
+async def test_the_pipe_without_hiredis(private_redis, monkeypatch):
+    from portway.state import resp
+
+    monkeypatch.setattr(resp, "hiredis", None)
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    script = LuaScript("return {1, redis.call('INCR', KEYS[1]), 'x'}")
+    broken = LuaScript("return redis.call('NOSUCHCOMMAND')")
+    try:
+        got = await asyncio.gather(*(store.eval_script(script, ["nh"], []) for _ in range(20)))
+        assert sorted(g[1] for g in got) == list(range(1, 21))
+        assert all(g[0] == 1 and g[2] == b"x" for g in got)
+        with pytest.raises(StoreUnavailableError, match=r"NOSUCHCOMMAND|Unknown"):
+            await store.eval_script(broken, [], [])
+        assert isinstance(store.batcher._reader, resp.RespReader)  # type: ignore[union-attr]
+    finally:
+        await store.aclose()

@@ -9,7 +9,8 @@ timeout context and a parser call per reply, a flusher task per busy period).
   call of an event-loop pass schedules one ``write`` of everything buffered with
   ``loop.call_soon``, so the calls of one pass share one write (the round trip counted by
   ``round_trips``) and reach Redis in one read;
-- replies are parsed by hiredis' C reader in ``data_received`` and resolve the callers'
+- replies are parsed by hiredis' C reader (or, where hiredis is not installed, by
+  :class:`RespReader`) in ``data_received`` and resolve the callers'
   futures in order (Redis answers a connection's commands in the order sent). A request
   awaiting a decision therefore awaits exactly one future: no task of its own, no flusher;
 - batches are not held back while others are in flight (no added wait at any load):
@@ -40,13 +41,106 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
-
-import hiredis
+from typing import Any, Final, Protocol, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 
+hiredis: Any
+try:
+    import hiredis as _hiredis_module
+
+    hiredis = _hiredis_module
+except ImportError:  # pragma: no cover - a plain dependency; the fallback is tested directly
+    hiredis = None
+
 log = logging.getLogger("portway.state")
+
+
+class RespProtocolError(Exception):
+    """Bytes that are not RESP (what hiredis calls ``ProtocolError``)."""
+
+
+class RespReplyError(Exception):
+    """An error reply (``-ERR ...``), returned as a value as hiredis' ``ReplyError`` is."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class RespReader:
+    """A RESP2 reply reader with hiredis' ``Reader`` interface (``feed``; ``gets`` returns a
+    reply or False while it is incomplete): status replies and bulk strings as bytes,
+    integers as int, arrays as lists, nil as None, error replies as
+    :class:`RespReplyError` values. Used when hiredis is not installed."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+        else:
+            self._buf += data
+
+    def gets(self) -> Any:
+        try:
+            value, pos = self._parse(self._pos)
+        except _Incomplete:
+            return False
+        self._pos = pos
+        return value
+
+    def _parse(self, pos: int) -> tuple[Any, int]:
+        buf = self._buf
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            raise _Incomplete
+        if end == pos:
+            raise RespProtocolError("empty RESP line")
+        kind = buf[pos]
+        line = buf[pos + 1 : end]
+        pos = end + 2
+        try:
+            if kind == 58:  # ':' integer
+                return int(line), pos
+            if kind == 36:  # '$' bulk string
+                n = int(line)
+                if n < 0:
+                    return None, pos
+                if len(buf) < pos + n + 2:
+                    raise _Incomplete
+                return buf[pos : pos + n], pos + n + 2
+            if kind == 42:  # '*' array
+                n = int(line)
+                if n < 0:
+                    return None, pos
+                items: list[Any] = []
+                for _ in range(n):
+                    item, pos = self._parse(pos)
+                    items.append(item)
+                return items, pos
+        except ValueError as e:
+            raise RespProtocolError(f"bad RESP length or integer: {line[:40]!r}") from e
+        if kind == 43:  # '+' status
+            return line, pos
+        if kind == 45:  # '-' error
+            return RespReplyError(line.decode("utf-8", "replace")), pos
+        raise RespProtocolError(f"unknown RESP type byte {kind!r}")
+
+
+def _new_reader() -> Any:
+    return hiredis.Reader() if hiredis is not None else RespReader()
+
+
+#: what reading raises on bytes that are not RESP (IndexError: a reply nobody asked for)
+_PROTOCOL_ERRORS: Final[tuple[type[Exception], ...]] = (
+    (hiredis.ProtocolError, RespProtocolError, IndexError)
+    if hiredis is not None
+    else (RespProtocolError, IndexError)
+)
 
 
 class ReplyWaiter(Protocol):
@@ -156,7 +250,7 @@ class ScriptPipe:
         self._conn: _Conn | None = None
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._reader = hiredis.Reader()
+        self._reader = _new_reader()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._out: list[bytes] = []
         self._queued = 0  # calls in ``_out`` (the tail of ``_pending`` not yet written)
@@ -287,7 +381,7 @@ class ScriptPipe:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = conn
         self._transport = transport
-        self._reader = hiredis.Reader()
+        self._reader = _new_reader()
         if self._prelude:
             # AUTH / SELECT go first; their replies are checked like any other
             self._out[:0] = self._prelude
@@ -309,7 +403,7 @@ class ScriptPipe:
                 if reply is False:
                     break
                 fut, script, nparams, params = pending.popleft()
-                if isinstance(reply, hiredis.ReplyError):
+                if isinstance(reply, Exception):  # an error reply (hiredis' or ours)
                     self._error_reply(reply, fut, script, nparams, params)
                     if self._conn is not conn:
                         return  # the set-up was refused: the connection is gone
@@ -323,7 +417,7 @@ class ScriptPipe:
                         fut.resolved(reply)
                     except Exception:  # (a bug in the waiter: the other calls go on)
                         log.exception("redis reply waiter failed")
-        except (hiredis.ProtocolError, IndexError) as e:  # garbage, or a reply nobody asked
+        except _PROTOCOL_ERRORS as e:  # garbage, or a reply nobody asked
             self._drop(e)
             return
         self._progress = _loop_time()
@@ -331,7 +425,7 @@ class ScriptPipe:
 
     def _error_reply(
         self,
-        reply: hiredis.ReplyError,
+        reply: Exception,
         fut: asyncio.Future[Any] | ReplyWaiter | None,
         script: LuaScript | None,
         nparams: int,
@@ -407,7 +501,7 @@ class ScriptPipe:
         self._out.clear()
         self._queued = 0
         self._flush_scheduled = False
-        self._reader = hiredis.Reader()
+        self._reader = _new_reader()
         if report:
             self._on_failure(exc)
         err = StoreUnavailableError(f"redis at {self._describe()}: {exc or 'connection lost'}")
