@@ -47,6 +47,8 @@ Decide = Callable[[RequestContext], Coroutine[Any, Any, Response | None]]
 
 #: how long a hash tag may be before it is hashed (``limiter.hash_tag``'s rule)
 _TAG_MAX: Final = 120
+#: rendered calls kept per binding (constant cost: one per key), cleared when full
+_MEMO_MAX: Final = 4096
 
 
 def _bulk(b: bytes) -> bytes:
@@ -137,19 +139,30 @@ class RedisRateHooks(FieldHooks):
         self.deny = deny
         self.on_store_error = on_store_error
         self.store_down = False
+        #: key -> the call's parameters, for a constant cost (the usual binding)
+        self.memo: dict[str, bytes] = {}
 
     def request(self, ctx: RequestContext) -> Response | Pending | None:
         packing = self.packing
         if packing is None:
             return drive(self.decide(ctx))
         cost_fn = self.cost
-        cost = self.const_cost if cost_fn is None else cost_fn(ctx)
         key = self.key(ctx)
+        if cost_fn is None:
+            cost = self.const_cost
+            memo = self.memo
+            params = memo.get(key)
+            if params is None:
+                params = packing.params(key, cost)
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                memo[key] = params
+        else:
+            cost = cost_fn(ctx)
+            params = packing.params(key, cost)
         pending = RedisDecision(self, ctx, key, cost)
         try:
-            packing.store.eval_packed_to(
-                packing.script, packing.nparams, packing.params(key, cost), pending
-            )
+            packing.store.eval_packed_to(packing.script, packing.nparams, params, pending)
         except StoreUnavailableError as e:  # backing off: decided now, without Redis
             self.report(ctx, self.store_failed(e, key, cost))
             return None
