@@ -186,6 +186,50 @@ def command(*words: ScriptArg) -> bytes:
     return b"*%d\r\n%s" % (len(words), b"".join(bulk(w) for w in words))
 
 
+class Backoff:
+    """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
+
+    ``allow(now)`` is True while closed; when open it is False until the deadline, then True
+    for exactly one probe (half-open) until ``success``/``failure`` is reported.
+    """
+
+    __slots__ = ("_delay", "_max", "_min", "_probing", "_until", "failures")
+
+    def __init__(self, backoff_min: float = 0.5, backoff_max: float = 5.0) -> None:
+        self._min = backoff_min
+        self._max = backoff_max
+        self._delay = 0.0
+        self._until = 0.0
+        self._probing = False
+        self.failures = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._delay > 0.0
+
+    def allow(self, now: float) -> bool:
+        if self._delay == 0.0:
+            return True
+        if self._probing or now < self._until:
+            return False
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        self._delay = 0.0
+        self._probing = False
+        self.failures = 0
+
+    def failure(self, now: float) -> bool:
+        """Record a failure; returns True when this failure opened a closed breaker."""
+        opened = self._delay == 0.0
+        self._delay = self._min if opened else min(self._max, self._delay * 2)
+        self._until = now + self._delay
+        self._probing = False
+        self.failures += 1
+        return opened
+
+
 class _Conn:
     """One TCP/unix connection of a :class:`ScriptPipe` (a new one per reconnect, so a late
     ``connection_lost`` of an old connection cannot touch its successor). Implements
@@ -231,6 +275,8 @@ class ScriptPipe:
         password: str | None = None,
         connect_timeout: float = 0.25,
         timeout: float = 0.25,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
         self._port = port
@@ -240,6 +286,9 @@ class ScriptPipe:
         self._describe = describe
         self._on_failure = on_failure
         self._on_success = on_success
+        #: the store's failure backoff: :meth:`submit_to` asks it first
+        self._backoff = backoff
+        self._clock = clock
         prelude: list[bytes] = []
         if password:
             words: tuple[str, ...] = (username, password) if username else (password,)
@@ -302,9 +351,13 @@ class ScriptPipe:
         self, script: LuaScript, nparams: int, params: bytes, waiter: ReplyWaiter
     ) -> None:
         """:meth:`submit_packed` telling ``waiter`` instead of resolving a future (never
-        from inside this call: a closed pipe raises :class:`StoreUnavailableError`)."""
+        from inside this call: a closed pipe, or the store's backoff while open, raises
+        :class:`StoreUnavailableError`)."""
         if self._closed:
             raise StoreUnavailableError("redis store closed")
+        backoff = self._backoff
+        if backoff is not None and not backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._describe()} unavailable (backing off)")
         head = self._heads.get((script.sha, nparams))
         if head is None:
             head = self._head(script, nparams, source=False)

@@ -84,12 +84,13 @@ class RedisLimiter:
     def packing(self) -> Any:
         """The constant parts of a packed call, for the compiled decision path
         (``redis_hooks.Packing``), or None when the store does not take packed calls."""
-        if not self._packed:
+        pipe = getattr(self._packed_store, "pipe", None) if self._packed else None
+        if pipe is None:
             return None
         from portway.plugins._ratelimit.redis_hooks import Packing
 
         return Packing(
-            self._packed_store,
+            pipe,
             self.script,
             self._nparams,
             self._numkeys,

@@ -40,6 +40,7 @@ from portway.plugins._ratelimit.hooks import rejection
 from portway.plugins._ratelimit.keys import CostFn, KeyFn
 from portway.plugins._ratelimit.local import Decision, LocalLimiter
 from portway.state.base import LuaScript, StoreUnavailableError
+from portway.state.resp import ScriptPipe
 
 log: Final = logging.getLogger("portway.plugins.rate_limit")
 
@@ -61,7 +62,7 @@ class Packing:
 
     def __init__(
         self,
-        store: Any,
+        pipe: ScriptPipe,
         script: LuaScript,
         nparams: int,
         numkeys: bytes,
@@ -73,8 +74,9 @@ class Packing:
         tail: bytes,
         hash_tag: Callable[[str, str], str],
     ) -> None:
-        #: a ``RedisStore`` whose ``packs`` is True (``eval_packed_to``)
-        self.store = store
+        #: the store's pipelined connection (``RedisStore.pipe``: ``submit_to`` is its
+        #: ``eval_packed_to``, the backoff asked first)
+        self.pipe = pipe
         self.script = script
         self.nparams = nparams
         self.numkeys = numkeys
@@ -162,7 +164,7 @@ class RedisRateHooks(FieldHooks):
             params = packing.params(key, cost)
         pending = RedisDecision(self, ctx, key, cost)
         try:
-            packing.store.eval_packed_to(packing.script, packing.nparams, params, pending)
+            packing.pipe.submit_to(packing.script, packing.nparams, params, pending)
         except StoreUnavailableError as e:  # backing off: decided now, without Redis
             self.report(ctx, self.store_failed(e, key, cost))
             return None
