@@ -450,6 +450,7 @@ class ScriptPipe:
         reader = self._reader
         reader.feed(data)
         pending = self._pending
+        told = False  # the store was told the server answers (before any waiter runs)
         try:
             while True:
                 reply = reader.gets()
@@ -466,6 +467,12 @@ class ScriptPipe:
                     if not fut.done():
                         fut.set_result(reply)
                 else:
+                    if not told:
+                        # a waiter carries its request on at once (it may call again):
+                        # the backoff must know the server answers first
+                        told = True
+                        self._progress = _loop_time()
+                        self._on_success()
                     try:
                         fut.resolved(reply)
                     except Exception:  # (a bug in the waiter: the other calls go on)
@@ -473,8 +480,9 @@ class ScriptPipe:
         except _PROTOCOL_ERRORS as e:  # garbage, or a reply nobody asked
             self._drop(e)
             return
-        self._progress = _loop_time()
-        self._on_success()
+        if not told:
+            self._progress = _loop_time()
+            self._on_success()
 
     def _error_reply(
         self,
