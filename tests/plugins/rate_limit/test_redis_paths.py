@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.helpers import (
     ServingPath,
@@ -252,3 +253,30 @@ def test_the_compiled_call_is_the_limiters_call() -> None:
                 assert packing.nparams == n
                 assert packing.params(key, cost) == expected, (key, cost)
     assert RedisLimiter(RedisStore("rediss://127.0.0.1:1/0"), "gcra", limits).packing() is None
+
+
+@pytest.mark.parametrize("packed", [True, False])
+async def test_the_general_path_awaits_the_same_decision(
+    packed: bool, redis_url: str, redis_prefix: str, monkeypatch: Any
+) -> None:
+    """With the task-free path off (as for HTTP/2, tracing, debug requests) ``on_request``
+    runs in the connection's task: it awaits the compiled decision's ``Pending``
+    (``pending.wait``) — or, for a store without packed calls (TLS, Cluster, Sentinel:
+    ``RedisLimiter.packing`` None), the decision coroutine — with the same answers."""
+    from portway.plugins._ratelimit.limiter import RedisLimiter
+
+    if not packed:
+        monkeypatch.setattr(RedisLimiter, "packing", lambda self: None)
+    async with run_upstream() as up:
+        cfg = limited(up.url, {"url": redis_url, "key_prefix": redis_prefix})
+        async with run_gateway(cfg) as gw:
+            app = ServingPath._app(gw)
+            app.fast = False
+            for left in (1, 0):
+                status, h, _ = await http_get(gw.url + "/a")
+                assert status == 200
+                assert h.get("x-ratelimit-remaining") == str(left)
+            status, h, _ = await http_get(gw.url + "/a")
+            assert status == 429
+            assert int(h.get("retry-after", "0")) == 1800
+            assert app.fast_requests == 0

@@ -147,9 +147,10 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
         hooks = self._local_hooks
         if hooks is not None:
             return hooks.request(ctx)
-        fast = self.fast_hooks
-        if fast is not None:
-            # the compiled decision: its outcome comes from the reply's callback
+        fast = self._redis_hooks
+        if fast is not None and fast.packing is not None and fast is self.fast_hooks:
+            # the compiled decision: its outcome comes from the reply's callback (a store
+            # that cannot take it — TLS, Cluster, Sentinel — awaits the coroutine below)
             r = fast.request(ctx)
             if isinstance(r, Pending):
                 return await wait(r)
