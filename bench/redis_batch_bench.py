@@ -4,6 +4,8 @@ on one store against a private ``redis-server`` (started and stopped here, 127.0
 
     python bench/redis_batch_bench.py [--workers 64] [--decisions 300] [--redis-py]
                                       [--keys 1] [--rounds 3] [--suspend]
+    python bench/redis_batch_bench.py --gateway 64 [--passes 200] [--store redis|local]
+
 
 Prints, per round, the gateway's CPU (user + system of this process, so the socket writes
 count) per decision, the ``redis-server``'s CPU per decision (it shares the machine's cores
@@ -12,6 +14,16 @@ calls. ``--redis-py`` measures the previous path (redis-py pipelines, ``state/ba
 instead of the raw pipelined connection (``state/resp.py``). ``--keys N`` spreads the
 decisions over N keys (one per worker modulo N). ``--suspend`` also measures what a decision
 costs when its hook starts outside any task and suspends (see :func:`suspend_cost`).
+
+``--gateway C`` measures whole requests instead (:func:`gateway_cost`): a real gateway (its
+config, router, ``rate_limit`` plugin, task-free path) with ``C`` client connections and
+``C`` pooled upstream connections on in-memory transports, as ``bench/hotpath_bench.py`` does
+for one; each pass feeds one request into every client connection (so the ``C`` decisions
+of a pass share one write to Redis, as at ``c C`` under wrk), waits for the upstream
+requests and answers them. The only sockets are Redis': CPU per request is the gateway's
+Python work plus its Redis syscalls. ``--store local`` runs the same route on the local store
+(the baseline); under callgrind, two runs with different ``--passes`` give instructions per
+request (difference / (C x passes difference)).
 """
 
 from __future__ import annotations
@@ -183,6 +195,116 @@ async def _callback_round(limiter: RedisLimiter, n: int, workers: int) -> None:
     await done
 
 
+REQUEST = b"GET /api/items?id=7 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 12:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n\r\n"
+    + b"x"
+    * 1024
+)
+
+
+async def gateway_cost(port: int, redis_pid: int, args: argparse.Namespace) -> None:
+    """Whole requests through a gateway, ``args.gateway`` per loop pass; see the docstring."""
+    import gc
+    import json
+
+    from hotpath_bench import MemTransport
+
+    from portway.config.loader import load_config_text
+    from portway.http.client import UpstreamConnection
+    from portway.http.flow import _batch_for
+    from portway.http.forwarded import TrustedProxies
+    from portway.http.server import ServerConnection
+    from portway.proxy.handler import ProxyApp
+    from portway.runtime.gateway import Gateway
+
+    conf = {
+        "algorithm": "gcra",
+        "limits": [{"rate": 1_000_000_000, "per": "1s"}],
+        "key": ["ip"],
+        "store": args.store,
+        "redis": {"url": f"redis://127.0.0.1:{port}/0", "key_prefix": "bench:", "timeout": "5s"},
+    }
+    cfg = load_config_text(
+        "listeners: [{name: public, address: '127.0.0.1:0'}]\n"
+        "admin: {enabled: false}\n"
+        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:9'}]}}\n"
+        "routes:\n"
+        "  - {name: items, match: {paths: ['/api/items']}, upstream: u}\n"
+        f"plugins:\n  - {{name: rate_limit, config: {json.dumps(conf)}}}\n",
+        "bench.yaml",
+    )
+    from portway.observability.metrics import get_metrics
+
+    gw = Gateway(cfg, observers=[get_metrics()])
+    await gw.start()
+    loop = asyncio.get_running_loop()
+    app = ProxyApp(gw.graph_ref)
+    app.fast = not args.general
+    c = args.gateway
+    clients = []
+    for i in range(c):
+        conn = ServerConnection(app, cfg.server.limits, TrustedProxies([]), "http", loop)
+        ct = MemTransport((f"127.0.0.{1 + i % 200}", 40000 + i))
+        conn.connection_made(ct)
+        clients.append((conn, ct))
+    target = gw.graph.upstreams["u"].targets[0]
+    ups = []
+    for _ in range(c):
+        up = UpstreamConnection(loop)
+        ut = MemTransport(("127.0.0.1", 9))
+        up.connection_made(ut)
+        target.pool.release(up)
+        ups.append((up, ut))
+    batch = _batch_for(loop)
+
+    async def one_pass() -> None:
+        for conn, ct in clients:
+            ct.out.clear()
+            conn.data_received(REQUEST)
+        batch.flush()  # what the end of the loop pass does
+        waiting = list(ups)
+        answered = 0
+        while answered < c:
+            await asyncio.sleep(0)
+            rest = []
+            for up, ut in waiting:
+                if ut.out:
+                    ut.out.clear()
+                    up.data_received(RESPONSE)
+                    answered += 1
+                else:
+                    rest.append((up, ut))
+            waiting = rest
+            batch.flush()
+        while not all(ct.out for _, ct in clients):
+            await asyncio.sleep(0)
+            batch.flush()
+
+    await one_pass()
+    for _, ct in clients:
+        assert b"".join(ct.out).startswith(b"HTTP/1.1 200"), ct.out
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)  # as the worker does (server/worker.py)
+    for rnd in range(args.rounds):
+        fast0 = app.fast_requests
+        r0 = proc_cpu(redis_pid)
+        t = time.process_time()
+        for _ in range(args.passes):
+            await one_pass()
+        n = c * args.passes
+        gw_us = (time.process_time() - t) / n * 1e6
+        rd_us = (proc_cpu(redis_pid) - r0) / n * 1e6
+        print(
+            f"round {rnd + 1}: {gw_us:.1f} µs of gateway CPU per request, Redis {rd_us:.1f} µs "
+            f"({n} requests, {c} per pass, store {args.store}, "
+            f"task-free {app.fast_requests - fast0})"
+        )
+    await gw.aclose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=64)
@@ -191,6 +313,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--redis-py", action="store_true", help="the redis-py pipeline path")
     ap.add_argument("--suspend", action="store_true", help="also measure hook suspension")
+    ap.add_argument("--gateway", type=int, default=0, help="whole requests, N per loop pass")
+    ap.add_argument("--passes", type=int, default=200, help="loop passes per round (--gateway)")
+    ap.add_argument("--store", choices=("redis", "local"), default="redis")
+    ap.add_argument("--general", action="store_true", help="switch the task-free path off")
     args = ap.parse_args()
     port = free_port()
     d = tempfile.mkdtemp(prefix="portway-redis-bench-")
@@ -204,7 +330,7 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.05)
-        uvloop.run(run(port, proc.pid, args))
+        uvloop.run((gateway_cost if args.gateway else run)(port, proc.pid, args))
     finally:
         proc.terminate()
         proc.wait(10)

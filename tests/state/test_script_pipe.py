@@ -193,3 +193,144 @@ async def test_closed_store_fails_calls(private_redis):
     await store.aclose()
     with pytest.raises(StoreUnavailableError):
         await store.eval_script(script, [], [])
+
+
+class _Waiter:
+    """A reply waiter (``ScriptPipe.submit_to``): records what it was told, and when."""
+
+    def __init__(self, done: asyncio.Event, log: list[object]) -> None:
+        self.done = done
+        self.log = log
+        self.told: list[tuple[str, object]] = []
+
+    def resolved(self, reply: object) -> None:
+        self.told.append(("resolved", reply))
+        self.log.append(reply)
+        self.done.set()
+
+    def failed(self, exc: StoreUnavailableError) -> None:
+        self.told.append(("failed", exc))
+        self.log.append(exc)
+        self.done.set()
+
+
+async def test_waiters_are_told_by_plain_calls_in_one_write(private_redis):
+    from portway.state.resp import pack_params
+
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    script = LuaScript("return redis.call('INCR', KEYS[1])")
+    broken = LuaScript("return redis.call('NOSUCHCOMMAND')")
+    admin = aioredis.Redis.from_url(private_redis.url)
+    try:
+        assert await store.eval_script(script, ["w"], []) == 1  # connected, script cached
+        await admin.script_load(broken.source)  # (no NOSCRIPT round trip below)
+        pipe = store.batcher
+        assert isinstance(pipe, ScriptPipe)
+        n, params = pack_params(["w"], [])
+        trips = pipe.round_trips
+        log: list[object] = []
+        events = [asyncio.Event() for _ in range(9)]
+        waiters = [_Waiter(e, log) for e in events]
+        for i, w in enumerate(waiters):
+            # a script error in the middle answers its own call only
+            store.eval_packed_to(broken if i == 4 else script, n, params, w)
+        assert all(not w.told for w in waiters)  # never told from inside the call
+        async with asyncio.timeout(30):
+            for e in events:
+                await e.wait()
+        assert pipe.round_trips == trips + 1  # the whole pass in one write
+        assert [w.told[0][0] for w in waiters] == ["resolved"] * 4 + ["failed"] + ["resolved"] * 4
+        assert [r for r in log if isinstance(r, int)] == list(range(2, 10))  # in order
+        assert all(len(w.told) == 1 for w in waiters)
+        # NOSCRIPT: sent again as EVAL, the waiter told once
+        await admin.script_flush()
+        again = _Waiter(asyncio.Event(), [])
+        store.eval_packed_to(script, n, params, again)
+        async with asyncio.timeout(30):
+            await again.done.wait()
+        assert again.told == [("resolved", 10)]
+    finally:
+        await admin.aclose()
+        await store.aclose()
+    # a closed store refuses at once
+    with pytest.raises(StoreUnavailableError):
+        store.eval_packed_to(script, n, params, _Waiter(asyncio.Event(), []))
+
+
+async def test_waiters_are_failed_when_the_server_is_gone():
+    from portway.state.resp import pack_params
+    from tests.helpers import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=5, connect_timeout=5)
+    script = LuaScript("return 1")
+    n, params = pack_params([], [])
+    try:
+        done = asyncio.Event()
+        w = _Waiter(done, [])
+        store.eval_packed_to(script, n, params, w)
+        async with asyncio.timeout(30):
+            await done.wait()
+        assert [k for k, _ in w.told] == ["failed"]
+        # backing off: refused at once, nobody told
+        with pytest.raises(StoreUnavailableError, match="backing off"):
+            store.eval_packed_to(script, n, params, _Waiter(asyncio.Event(), []))
+    finally:
+        await store.aclose()
+
+
+def test_our_resp_reader_reads_what_hiredis_reads():
+    """The fallback reader (no hiredis installed) against hiredis on the same bytes, fed
+    whole and one byte at a time."""
+    import hiredis
+
+    from portway.state.resp import RespProtocolError, RespReader, RespReplyError
+
+    wire = (
+        b"*4\r\n:1\r\n:-7\r\n:1000\r\n:0\r\n"  # a rate-limit reply
+        b"+OK\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n*-1\r\n*0\r\n"
+        b"-NOSCRIPT No matching script.\r\n"
+        b"*3\r\n$4\r\na\r\nb\r\n*1\r\n:5\r\n-ERR inner\r\n"  # binary-safe bulk, nesting
+    )
+
+    def read_all(reader: object, chunks: list[bytes]) -> list[object]:
+        out: list[object] = []
+        for c in chunks:
+            reader.feed(c)  # type: ignore[attr-defined]
+            while (v := reader.gets()) is not False:  # type: ignore[attr-defined]
+                out.append(v)
+        return out
+
+    def norm(vs: list[object]) -> list[object]:
+        return [
+            ("error", str(v)) if isinstance(v, Exception) else norm(v) if isinstance(v, list) else v
+            for v in vs
+        ]
+
+    expected = norm(read_all(hiredis.Reader(), [wire]))
+    assert len(expected) == 9
+    assert norm(read_all(RespReader(), [wire])) == expected
+    assert norm(read_all(RespReader(), [wire[i : i + 1] for i in range(len(wire))])) == expected
+    errs = [v for v in read_all(RespReader(), [wire]) if isinstance(v, Exception)]
+    assert errs and all(isinstance(e, RespReplyError) for e in errs)
+    bad = RespReader()
+    bad.feed(b"?what\r\n")
+    with pytest.raises(RespProtocolError):
+        bad.gets()
+
+
+async def test_the_pipe_without_hiredis(private_redis, monkeypatch):
+    from portway.state import resp
+
+    monkeypatch.setattr(resp, "hiredis", None)
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    script = LuaScript("return {1, redis.call('INCR', KEYS[1]), 'x'}")
+    broken = LuaScript("return redis.call('NOSUCHCOMMAND')")
+    try:
+        got = await asyncio.gather(*(store.eval_script(script, ["nh"], []) for _ in range(20)))
+        assert sorted(g[1] for g in got) == list(range(1, 21))
+        assert all(g[0] == 1 and g[2] == b"x" for g in got)
+        with pytest.raises(StoreUnavailableError, match=r"NOSUCHCOMMAND|Unknown"):
+            await store.eval_script(broken, [], [])
+        assert isinstance(store.batcher._reader, resp.RespReader)  # type: ignore[union-attr]
+    finally:
+        await store.aclose()

@@ -13,6 +13,7 @@ from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.http.rawhead import first_bytes
 from portway.pipeline.context import ContextKey, RequestContext
+from portway.pipeline.pending import Pending
 from portway.pipeline.plugin import Plugin, implements
 from portway.pipeline.suspend import HookSuspended, finish
 
@@ -37,9 +38,12 @@ class SyncHooks:
     direct one: only modules compiled with it (setup.py ``HOT_MODULES``) subclass it, never a
     third-party plugin (an interpreted class cannot subclass a compiled one; such plugins keep
     the coroutine hooks, which stay supported).
+
+    ``request`` may return a :class:`~portway.pipeline.pending.Pending` when its outcome
+    needs I/O (a Redis decision): the chain stops there and the caller waits for it.
     """
 
-    def request(self, ctx: RequestContext) -> Response | None:
+    def request(self, ctx: RequestContext) -> Response | Pending | None:
         return None
 
     def response(self, ctx: RequestContext) -> None:
@@ -304,12 +308,14 @@ class Chain:
         ctx.reached = None
         return None
 
-    def run_request_sync(self, ctx: RequestContext, start: int = 0) -> Response | None:
+    def run_request_sync(self, ctx: RequestContext, start: int = 0) -> Response | Pending | None:
         """:meth:`run_request` for a chain of ``sync_hooks`` plugins, outside any task
         (no tracing or debug trace there: those requests take the task path), from the
         ``start``-th hook. A hook that suspends raises :class:`HookSuspended` (its ``index``
         set): the caller hands it to a task, which carries on with :meth:`resume_request`,
-        or waits for what it yielded and carries on with :meth:`continue_request_sync`."""
+        or waits for what it yielded and carries on with :meth:`continue_request_sync`. A
+        hook whose outcome comes later returns a :class:`Pending` (its ``index`` set): it is
+        returned as is, and the caller carries on with :meth:`continue_pending`."""
         hooks = self._req_hooks
         plugins = self.on_request
         for i in range(start, len(plugins)):
@@ -325,12 +331,34 @@ class Chain:
                 ctx.extra["rejected_by"] = p.name
                 raise _wrap(p, "on_request", e) from e
             if resp is not None:
+                if isinstance(resp, Pending):
+                    resp.index = i
+                    return resp
                 ctx.extra["rejected_by"] = p.name
                 return resp
         ctx.reached = None
         return None
 
-    def continue_request_sync(self, ctx: RequestContext, s: HookSuspended) -> Response | None:
+    def continue_pending(self, ctx: RequestContext, pending: Pending) -> Response | Pending | None:
+        """Carry on :meth:`run_request_sync` once a hook's :class:`Pending` finished (from
+        its ``on_done`` callback): its error raised or its response returned as the hook's
+        own would be, else the hooks after it run."""
+        i = pending.index
+        p = self.on_request[i]
+        ctx.reached = self._pos[id(p)]
+        err = pending.error
+        if err is not None:
+            ctx.extra["rejected_by"] = p.name
+            raise _wrap(p, "on_request", err) from err
+        resp = pending.response
+        if resp is not None:
+            ctx.extra["rejected_by"] = p.name
+            return resp
+        return self.run_request_sync(ctx, i + 1)
+
+    def continue_request_sync(
+        self, ctx: RequestContext, s: HookSuspended
+    ) -> Response | Pending | None:
         """Carry on :meth:`run_request_sync` where a hook suspended, outside any task, once
         what it yielded (a future: a Redis reply) is done — from that future's done-callback
         (``proxy/fast.py`` parks the request meanwhile): the hook is sent on (not run again),

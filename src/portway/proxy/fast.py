@@ -29,6 +29,7 @@ from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
 from portway.http.server import ServerConnection
 from portway.pipeline.context import FAST, RequestContext
+from portway.pipeline.pending import Pending
 from portway.pipeline.suspend import HookSuspended
 from portway.proxy.fastexchange import FastExchange, Resumed
 from portway.proxy.fastlines import answer_bytes, request_head
@@ -111,11 +112,14 @@ def _start(app: ProxyApp, conn: FastConn, req: Request) -> int:
         # from here on the request must not go back to the general path's start: the hooks
         # ran; whatever comes next is handed over with what they decided
         try:
-            answer = chain.run_request_sync(ctx)
+            ran = chain.run_request_sync(ctx)
         except GatewayError as e:
             return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(error=e)))
         except HookSuspended as s:
             return _suspended(app, graph, conn, ctx, rt, s)
+        if isinstance(ran, Pending):
+            return _park(app, graph, conn, ctx, rt, ran)
+        answer = ran
     return _after_hooks(app, graph, conn, req, ctx, rt, up, hooks, answer)
 
 
@@ -181,6 +185,26 @@ def _suspended(
         fut.add_done_callback(parked.wake)
         return PARKED
     return _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(suspended=s)))
+
+
+def _park(
+    app: ProxyApp,
+    graph: RuntimeGraph,
+    conn: ServerConnection,
+    ctx: RequestContext,
+    rt: RouteRuntime,
+    p: Pending,
+) -> int:
+    """A request hook's outcome comes later (``p``: a Redis decision in flight): park the
+    request until ``p`` finishes; it carries on task-free from ``p.on_done``."""
+    parked = Parked(app, graph, conn, ctx, rt, None, p)
+    conn.exchange = parked
+    graph.inflight += 1
+    if p.done:  # (finished already: carry on now)
+        parked.resume(p)
+    else:
+        p.on_done = parked.resume
+    return PARKED
 
 
 def _forward(
@@ -316,7 +340,7 @@ class Parked:
     hook applies its store-error policy).
     """
 
-    __slots__ = ("app", "conn", "ctx", "done", "graph", "rt", "s")
+    __slots__ = ("app", "conn", "ctx", "done", "graph", "p", "rt", "s")
 
     def __init__(
         self,
@@ -325,14 +349,18 @@ class Parked:
         conn: FastConn,
         ctx: RequestContext,
         rt: RouteRuntime,
-        s: HookSuspended,
+        s: HookSuspended | None,
+        p: Pending | None = None,
     ) -> None:
+        """Parked on ``s`` (a suspended coroutine hook: :meth:`wake` from its future) or on
+        ``p`` (a hook's :class:`Pending`: :meth:`resume` from its ``on_done``)."""
         self.app = app
         self.graph = graph
         self.conn = conn
         self.ctx = ctx
         self.rt = rt
         self.s = s
+        self.p = p
         self.done = False
 
     def client_lost(self) -> None:
@@ -341,7 +369,12 @@ class Parked:
         self.done = True
         # the hook ends now (its ``finally`` blocks run), as a cancelled task's would; the
         # future is left alone (it may be shared): its callback only reads it
-        self.s.close()
+        s = self.s
+        if s is not None:
+            s.close()
+        p = self.p
+        if p is not None:
+            p.on_done = None  # (what it decides stands; nobody carries it on)
         ctx = self.ctx
         ctx.error = ctx.error or ConnectionError("client connection lost")
         ctx.served = FAST
@@ -350,6 +383,7 @@ class Parked:
 
     def wake(self, fut: asyncio.Future[object]) -> None:
         s = self.s
+        assert s is not None
         if self.done:
             # the client left while parked (the hook was closed then; what it decided
             # stands): the reply is read so a failed one is not reported as never retrieved
@@ -371,6 +405,38 @@ class Parked:
             return
         except HookSuspended as again:
             _suspended(app, graph, conn, ctx, rt, again)
+            return
+        self._carry_on(answer)
+
+    def resume(self, p: Pending) -> None:
+        """``p`` finished: carry the request on as :meth:`wake` does."""
+        if self.done:
+            return
+        self.done = True
+        graph = self.graph
+        graph.inflight -= 1
+        conn = self.conn
+        conn.exchange = None
+        ctx = self.ctx
+        rt = self.rt
+        try:
+            answer = rt.chain.continue_pending(ctx, p)
+        except GatewayError as e:
+            _hand_over(conn, Resumed(self.app, graph, ctx, rt, Resume(error=e)))
+            return
+        except HookSuspended as again:
+            _suspended(self.app, graph, conn, ctx, rt, again)
+            return
+        self._carry_on(answer)
+
+    def _carry_on(self, answer: Response | Pending | None) -> None:
+        app = self.app
+        graph = self.graph
+        conn = self.conn
+        ctx = self.ctx
+        rt = self.rt
+        if isinstance(answer, Pending):
+            _park(app, graph, conn, ctx, rt, answer)
             return
         up = rt.upstream
         assert up is not None

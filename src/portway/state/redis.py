@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 from portway.state.batch import ScriptBatcher
 from portway.state.connect import drop_connections
-from portway.state.resp import ScriptPipe
+from portway.state.resp import Backoff, ReplyWaiter, ScriptPipe
+
+__all__ = ["Backoff", "RedisStore", "redis_failures"]
 
 if TYPE_CHECKING:
     # redis-py is imported when a store is first built (~8 MB of a worker's memory that a
@@ -38,50 +40,6 @@ def redis_failures() -> tuple[type[BaseException], ...]:
     # the Cluster client's own failures ("no reachable node", "slot not covered") do not
     # derive from RedisError
     return (RedisError, RedisClusterException, OSError, TimeoutError)
-
-
-class Backoff:
-    """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
-
-    ``allow(now)`` is True while closed; when open it is False until the deadline, then True
-    for exactly one probe (half-open) until ``success``/``failure`` is reported.
-    """
-
-    __slots__ = ("_delay", "_max", "_min", "_probing", "_until", "failures")
-
-    def __init__(self, backoff_min: float = 0.5, backoff_max: float = 5.0) -> None:
-        self._min = backoff_min
-        self._max = backoff_max
-        self._delay = 0.0
-        self._until = 0.0
-        self._probing = False
-        self.failures = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._delay > 0.0
-
-    def allow(self, now: float) -> bool:
-        if self._delay == 0.0:
-            return True
-        if self._probing or now < self._until:
-            return False
-        self._probing = True
-        return True
-
-    def success(self) -> None:
-        self._delay = 0.0
-        self._probing = False
-        self.failures = 0
-
-    def failure(self, now: float) -> bool:
-        """Record a failure; returns True when this failure opened a closed breaker."""
-        opened = self._delay == 0.0
-        self._delay = self._min if opened else min(self._max, self._delay * 2)
-        self._until = now + self._delay
-        self._probing = False
-        self.failures += 1
-        return opened
 
 
 class RedisStore:
@@ -136,6 +94,8 @@ class RedisStore:
                 describe=self._safe_url,
                 on_failure=self._pipe_failed,
                 on_success=self._backoff.success,
+                backoff=self._backoff,
+                clock=clock,
             )
         )
         self._batcher: ScriptBatcher | ScriptPipe = self._pipe or ScriptBatcher(
@@ -217,6 +177,22 @@ class RedisStore:
         if not self._backoff.allow(self._clock()):
             raise StoreUnavailableError(f"redis at {self._safe_url()} unavailable (backing off)")
         return pipe.submit_packed(script, nparams, params)
+
+    def eval_packed_to(
+        self, script: LuaScript, nparams: int, params: bytes, waiter: ReplyWaiter
+    ) -> None:
+        """:meth:`eval_packed` telling ``waiter`` (``resolved(reply)`` / ``failed(exc)``, from
+        the connection's callbacks: no future, see ``ScriptPipe.submit_to``); raises
+        :class:`StoreUnavailableError` at once while backing off. Only when :attr:`packs`."""
+        pipe = self._pipe
+        assert pipe is not None, "eval_packed_to needs a plain-server store (see packs)"
+        pipe.submit_to(script, nparams, params, waiter)  # (it asks the backoff first)
+
+    @property
+    def pipe(self) -> ScriptPipe | None:
+        """The raw pipelined connection (one plain server), else None: its ``submit_to`` is
+        :meth:`eval_packed_to` (the compiled rate-limit decision calls it directly)."""
+        return self._pipe
 
     async def get(self, key: str) -> bytes | None:
         async def run() -> bytes | None:

@@ -9,13 +9,18 @@ timeout context and a parser call per reply, a flusher task per busy period).
   call of an event-loop pass schedules one ``write`` of everything buffered with
   ``loop.call_soon``, so the calls of one pass share one write (the round trip counted by
   ``round_trips``) and reach Redis in one read;
-- replies are parsed by hiredis' C reader in ``data_received`` and resolve the callers'
+- replies are parsed by hiredis' C reader (or, where hiredis is not installed, by
+  :class:`RespReader`) in ``data_received`` and resolve the callers'
   futures in order (Redis answers a connection's commands in the order sent). A request
   awaiting a decision therefore awaits exactly one future: no task of its own, no flusher;
 - batches are not held back while others are in flight (no added wait at any load):
   pipelining keeps Redis busy while the next pass's calls gather;
 - callers may pass the command's parameters pre-encoded (:meth:`submit_packed`, with
-  :func:`bulk`): a rate limiter renders the constant part of its call once.
+  :func:`bulk`): a rate limiter renders the constant part of its call once;
+- instead of a future, a caller may pass a :class:`ReplyWaiter` (:meth:`submit_to`): its
+  ``resolved(reply)`` or ``failed(exc)`` is called straight from ``data_received`` (or from
+  the failure that ends the connection) — no future, no ``call_soon`` per call. The task-free
+  path's rate-limit decisions take this way (``plugins/_ratelimit/redis_hooks.py``).
 
 Failures: a refused or timed-out connect, a connection lost with calls pending, a reader
 protocol error or no reply for ``timeout`` seconds while calls are pending fail every pending
@@ -33,17 +38,126 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
-
-import hiredis
+from typing import Any, Final, Protocol, cast
 
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 
-#: a pending call: its future (None for the connection's own AUTH/SELECT), the script and
-#: its packed parameters (to send it again as EVAL after NOSCRIPT)
-_Pending = tuple["asyncio.Future[Any] | None", "LuaScript | None", int, bytes]
+hiredis: Any
+try:
+    import hiredis as _hiredis_module
+
+    hiredis = _hiredis_module
+except ImportError:  # pragma: no cover - a plain dependency; the fallback is tested directly
+    hiredis = None
+
+log = logging.getLogger("portway.state")
+
+
+class RespProtocolError(Exception):
+    """Bytes that are not RESP (what hiredis calls ``ProtocolError``)."""
+
+
+class RespReplyError(Exception):
+    """An error reply (``-ERR ...``), returned as a value as hiredis' ``ReplyError`` is."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class RespReader:
+    """A RESP2 reply reader with hiredis' ``Reader`` interface (``feed``; ``gets`` returns a
+    reply or False while it is incomplete): status replies and bulk strings as bytes,
+    integers as int, arrays as lists, nil as None, error replies as
+    :class:`RespReplyError` values. Used when hiredis is not installed."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+        else:
+            self._buf += data
+
+    def gets(self) -> Any:
+        try:
+            value, pos = self._parse(self._pos)
+        except _Incomplete:
+            return False
+        self._pos = pos
+        return value
+
+    def _parse(self, pos: int) -> tuple[Any, int]:
+        buf = self._buf
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            raise _Incomplete
+        if end == pos:
+            raise RespProtocolError("empty RESP line")
+        kind = buf[pos]
+        line = buf[pos + 1 : end]
+        pos = end + 2
+        try:
+            if kind == 58:  # ':' integer
+                return int(line), pos
+            if kind == 36:  # '$' bulk string
+                n = int(line)
+                if n < 0:
+                    return None, pos
+                if len(buf) < pos + n + 2:
+                    raise _Incomplete
+                return buf[pos : pos + n], pos + n + 2
+            if kind == 42:  # '*' array
+                n = int(line)
+                if n < 0:
+                    return None, pos
+                items: list[Any] = []
+                for _ in range(n):
+                    item, pos = self._parse(pos)
+                    items.append(item)
+                return items, pos
+        except ValueError as e:
+            raise RespProtocolError(f"bad RESP length or integer: {line[:40]!r}") from e
+        if kind == 43:  # '+' status
+            return line, pos
+        if kind == 45:  # '-' error
+            return RespReplyError(line.decode("utf-8", "replace")), pos
+        raise RespProtocolError(f"unknown RESP type byte {kind!r}")
+
+
+def _new_reader() -> Any:
+    return hiredis.Reader() if hiredis is not None else RespReader()
+
+
+#: what reading raises on bytes that are not RESP (IndexError: a reply nobody asked for)
+_PROTOCOL_ERRORS: Final[tuple[type[Exception], ...]] = (
+    (hiredis.ProtocolError, RespProtocolError, IndexError)
+    if hiredis is not None
+    else (RespProtocolError, IndexError)
+)
+
+
+class ReplyWaiter(Protocol):
+    """Told a call's outcome by plain calls (:meth:`ScriptPipe.submit_to`), exactly once:
+    ``resolved`` with the reply, or ``failed`` with a
+    :class:`~portway.state.base.StoreUnavailableError`. Both are called from the
+    connection's callbacks and must not raise (what they raise is logged). (A protocol:
+    the compiled rate-limit decision implements it; anything not a future is a waiter.)"""
+
+    def resolved(self, reply: Any) -> None: ...
+
+    def failed(self, exc: StoreUnavailableError) -> None: ...
+
+
+#: a pending call: its future or waiter (None for the connection's own AUTH/SELECT), the
+#: script and its packed parameters (to send it again as EVAL after NOSCRIPT)
+_Pending = tuple["asyncio.Future[Any] | ReplyWaiter | None", "LuaScript | None", int, bytes]
 
 
 def bulk(value: ScriptArg) -> bytes:
@@ -72,9 +186,55 @@ def command(*words: ScriptArg) -> bytes:
     return b"*%d\r\n%s" % (len(words), b"".join(bulk(w) for w in words))
 
 
-class _Conn(asyncio.Protocol):
+class Backoff:
+    """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
+
+    ``allow(now)`` is True while closed; when open it is False until the deadline, then True
+    for exactly one probe (half-open) until ``success``/``failure`` is reported.
+    """
+
+    __slots__ = ("_delay", "_max", "_min", "_probing", "_until", "failures")
+
+    def __init__(self, backoff_min: float = 0.5, backoff_max: float = 5.0) -> None:
+        self._min = backoff_min
+        self._max = backoff_max
+        self._delay = 0.0
+        self._until = 0.0
+        self._probing = False
+        self.failures = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._delay > 0.0
+
+    def allow(self, now: float) -> bool:
+        if self._delay == 0.0:
+            return True
+        if self._probing or now < self._until:
+            return False
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        self._delay = 0.0
+        self._probing = False
+        self.failures = 0
+
+    def failure(self, now: float) -> bool:
+        """Record a failure; returns True when this failure opened a closed breaker."""
+        opened = self._delay == 0.0
+        self._delay = self._min if opened else min(self._max, self._delay * 2)
+        self._until = now + self._delay
+        self._probing = False
+        self.failures += 1
+        return opened
+
+
+class _Conn:
     """One TCP/unix connection of a :class:`ScriptPipe` (a new one per reconnect, so a late
-    ``connection_lost`` of an old connection cannot touch its successor)."""
+    ``connection_lost`` of an old connection cannot touch its successor). Implements
+    asyncio's protocol methods without subclassing ``asyncio.Protocol`` (a Python base class
+    would keep mypyc from compiling it: ``http/flow.py`` ``as_protocol``)."""
 
     def __init__(self, pipe: ScriptPipe) -> None:
         self.pipe = pipe
@@ -102,6 +262,11 @@ class ScriptPipe:
     def __init__(
         self,
         *,
+        # (the keyword-only arguments without a default first: mypyc's signature text
+        # rejects the other order)
+        describe: Callable[[], str],
+        on_failure: Callable[[BaseException], None],
+        on_success: Callable[[], None],
         host: str = "127.0.0.1",
         port: int = 6379,
         path: str | None = None,
@@ -110,9 +275,8 @@ class ScriptPipe:
         password: str | None = None,
         connect_timeout: float = 0.25,
         timeout: float = 0.25,
-        describe: Callable[[], str],
-        on_failure: Callable[[BaseException], None],
-        on_success: Callable[[], None],
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
         self._port = port
@@ -122,6 +286,9 @@ class ScriptPipe:
         self._describe = describe
         self._on_failure = on_failure
         self._on_success = on_success
+        #: the store's failure backoff: :meth:`submit_to` asks it first
+        self._backoff = backoff
+        self._clock = clock
         prelude: list[bytes] = []
         if password:
             words: tuple[str, ...] = (username, password) if username else (password,)
@@ -132,7 +299,7 @@ class ScriptPipe:
         self._conn: _Conn | None = None
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._reader = hiredis.Reader()
+        self._reader = _new_reader()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._out: list[bytes] = []
         self._queued = 0  # calls in ``_out`` (the tail of ``_pending`` not yet written)
@@ -180,6 +347,33 @@ class ScriptPipe:
                 self._connecting = loop.create_task(self._connect())
         return fut
 
+    def submit_to(
+        self, script: LuaScript, nparams: int, params: bytes, waiter: ReplyWaiter
+    ) -> None:
+        """:meth:`submit_packed` telling ``waiter`` instead of resolving a future (never
+        from inside this call: a closed pipe, or the store's backoff while open, raises
+        :class:`StoreUnavailableError`)."""
+        if self._closed:
+            raise StoreUnavailableError("redis store closed")
+        backoff = self._backoff
+        if backoff is not None and not backoff.allow(self._clock()):
+            raise StoreUnavailableError(f"redis at {self._describe()} unavailable (backing off)")
+        head = self._heads.get((script.sha, nparams))
+        if head is None:
+            head = self._head(script, nparams, source=False)
+        out = self._out
+        out.append(head)
+        out.append(params)
+        self._pending.append((waiter, script, nparams, params))
+        self._queued += 1
+        self.calls += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self._transport is not None:
+                asyncio.get_running_loop().call_soon(self._flush)
+            elif self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
     def _head(self, script: LuaScript, nparams: int, *, source: bool) -> bytes:
         if source:
             return b"*%d\r\n$4\r\nEVAL\r\n%s" % (nparams + 2, bulk(script.source))
@@ -210,9 +404,9 @@ class ScriptPipe:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if self._path is not None:
-                    await loop.create_unix_connection(lambda: _Conn(self), self._path)
+                    await loop.create_unix_connection(self._protocol, self._path)
                 else:
-                    await loop.create_connection(lambda: _Conn(self), self._host, self._port)
+                    await loop.create_connection(self._protocol, self._host, self._port)
         except (OSError, TimeoutError) as e:
             self._connecting = None
             self._fail(e)
@@ -222,6 +416,9 @@ class ScriptPipe:
             self._fail(e, report=False)
             raise
         self._connecting = None
+
+    def _protocol(self) -> asyncio.Protocol:
+        return cast(asyncio.Protocol, _Conn(self))
 
     def _made(self, conn: _Conn) -> None:
         transport = conn.transport
@@ -237,7 +434,7 @@ class ScriptPipe:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = conn
         self._transport = transport
-        self._reader = hiredis.Reader()
+        self._reader = _new_reader()
         if self._prelude:
             # AUTH / SELECT go first; their replies are checked like any other
             self._out[:0] = self._prelude
@@ -253,28 +450,44 @@ class ScriptPipe:
         reader = self._reader
         reader.feed(data)
         pending = self._pending
+        told = False  # the store was told the server answers (before any waiter runs)
         try:
             while True:
                 reply = reader.gets()
                 if reply is False:
                     break
                 fut, script, nparams, params = pending.popleft()
-                if isinstance(reply, hiredis.ReplyError):
+                if isinstance(reply, Exception):  # an error reply (hiredis' or ours)
                     self._error_reply(reply, fut, script, nparams, params)
                     if self._conn is not conn:
                         return  # the set-up was refused: the connection is gone
-                elif fut is not None and not fut.done():
-                    fut.set_result(reply)
-        except (hiredis.ProtocolError, IndexError) as e:  # garbage, or a reply nobody asked
+                elif fut is None:
+                    pass  # AUTH / SELECT accepted
+                elif isinstance(fut, asyncio.Future):
+                    if not fut.done():
+                        fut.set_result(reply)
+                else:
+                    if not told:
+                        # a waiter carries its request on at once (it may call again):
+                        # the backoff must know the server answers first
+                        told = True
+                        self._progress = _loop_time()
+                        self._on_success()
+                    try:
+                        fut.resolved(reply)
+                    except Exception:  # (a bug in the waiter: the other calls go on)
+                        log.exception("redis reply waiter failed")
+        except _PROTOCOL_ERRORS as e:  # garbage, or a reply nobody asked
             self._drop(e)
             return
-        self._progress = _loop_time()
-        self._on_success()
+        if not told:
+            self._progress = _loop_time()
+            self._on_success()
 
     def _error_reply(
         self,
-        reply: hiredis.ReplyError,
-        fut: asyncio.Future[Any] | None,
+        reply: Exception,
+        fut: asyncio.Future[Any] | ReplyWaiter | None,
         script: LuaScript | None,
         nparams: int,
         params: bytes,
@@ -284,7 +497,7 @@ class ScriptPipe:
             # AUTH or SELECT refused: this connection is of no use
             self._drop(ConnectionError(f"redis refused the connection set-up: {msg}"))
             return
-        if msg.startswith("NOSCRIPT") and not fut.done():
+        if msg.startswith("NOSCRIPT") and not (isinstance(fut, asyncio.Future) and fut.done()):
             # the server lost its script cache (restart, failover): EVAL caches it again
             self._out.append(self._head(script, nparams, source=True))
             self._out.append(params)
@@ -294,11 +507,10 @@ class ScriptPipe:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
             return
-        if not fut.done():
-            # a script error answers this call only; the server itself is fine
-            err = StoreUnavailableError(f"redis at {self._describe()}: {msg}")
-            err.__cause__ = reply
-            fut.set_exception(err)
+        # a script error answers this call only; the server itself is fine
+        err = StoreUnavailableError(f"redis at {self._describe()}: {msg}")
+        err.__cause__ = reply
+        _tell_failed(fut, err)
 
     def _lost(self, conn: _Conn, exc: Exception | None) -> None:
         if conn is not self._conn:
@@ -350,13 +562,12 @@ class ScriptPipe:
         self._out.clear()
         self._queued = 0
         self._flush_scheduled = False
-        self._reader = hiredis.Reader()
+        self._reader = _new_reader()
         if report:
             self._on_failure(exc)
         err = StoreUnavailableError(f"redis at {self._describe()}: {exc or 'connection lost'}")
         for fut, *_ in pending:
-            if fut is not None and not fut.done():
-                fut.set_exception(err)
+            _tell_failed(fut, err)
 
     async def aclose(self) -> None:
         """Close the connection; pending and later calls fail."""
@@ -372,6 +583,19 @@ class ScriptPipe:
         if t is not None:
             t.close()
         self._fail(ConnectionError("redis store closed"), report=False)
+
+
+def _tell_failed(fut: asyncio.Future[Any] | ReplyWaiter | None, err: StoreUnavailableError) -> None:
+    if fut is None:
+        return
+    if isinstance(fut, asyncio.Future):
+        if not fut.done():
+            fut.set_exception(err)
+        return
+    try:
+        fut.failed(err)
+    except Exception:
+        log.exception("redis reply waiter failed")
 
 
 def _loop_time() -> float:

@@ -39,7 +39,8 @@ routes:
     upstream: u
     plugins:
       - name: cache
-        config: {{store: redis, redis_url: "{redis_url}", redis_prefix: "{redis_prefix}cache:"}}
+        config: {{store: redis, redis_url: "{redis_url}", redis_prefix: "{redis_prefix}cache:",
+                  redis_timeout: 10s}}
 """
                 )
                 procs.append(
@@ -50,8 +51,10 @@ routes:
                     )
                 )
                 ports.append(port)
+            # generous: two interpreters starting on a loaded machine (10 s ran out); the
+            # wait ends when the port accepts
             for p in ports:
-                await _wait(p)
+                await _wait(p, timeout=120)
             s, h, body = await http_get(f"http://127.0.0.1:{ports[0]}/item")
             assert (s, h.get("x-cache"), body) == (200, "MISS", b"from-upstream")
             # stored before the first response completed: the other process hits at once

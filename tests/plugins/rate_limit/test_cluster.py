@@ -59,7 +59,10 @@ async def gateways(
                     env=env,
                 )
             )
-        deadline = time.monotonic() + 20
+        # three interpreters importing the gateway at once: on a loaded machine that takes
+        # far longer than on a quiet one (20 s was seen to run out); the wait ends as soon as
+        # every /health answers
+        deadline = time.monotonic() + 120
         for i, port in enumerate(ports):
             while True:
                 assert procs[i].poll() is None, (tmp / f"gw{i}.log").read_text()
@@ -153,11 +156,11 @@ def limited(
 
 async def test_three_gateways_admit_rate_times_time_plus_burst(tmp_path, redis_url, redis_prefix):
     rate, burst, seconds = 50, 20, 10.0
-    redis = {"url": redis_url, "key_prefix": redis_prefix}
-    async with (
-        run_upstream() as up,
-        gateways(tmp_path, up.url, [limited("limited", "/", redis, rate, burst)]) as ports,
-    ):
+    # a reply timeout no loaded machine reaches, and deny on store errors: a decision that
+    # fell back to the local limiter would blur the count silently, a 503 shows
+    redis = {"url": redis_url, "key_prefix": redis_prefix, "timeout": "10s"}
+    routes = [limited("limited", "/", redis, rate, burst, on_store_error="deny")]
+    async with run_upstream() as up, gateways(tmp_path, up.url, routes) as ports:
         sent: list[float] = []
         counts = await load(ports, "/x", seconds, sent=sent)
     # the bucket refills over the time requests were actually arriving; the server saw
@@ -172,7 +175,15 @@ async def test_three_gateways_admit_rate_times_time_plus_burst(tmp_path, redis_u
 
 async def test_redis_outage_allow_and_deny_then_exact_again(tmp_path, private_redis):
     rate, burst = 20, 5
-    redis = {"url": private_redis.url, "backoff": "100ms", "max_backoff": "300ms"}
+    # a stopped Redis refuses connections at once, so a long reply timeout costs the outage
+    # phase nothing; it keeps a slow reply on a loaded machine from counting as an outage
+    # (a local fallback) during the exact phases
+    redis = {
+        "url": private_redis.url,
+        "backoff": "100ms",
+        "max_backoff": "300ms",
+        "timeout": "5s",
+    }
     routes = [
         limited("allow", "/allow", redis, rate, burst, instances=3),
         limited("deny", "/deny", redis, rate, burst, on_store_error="deny"),

@@ -34,7 +34,8 @@ def slot(key: str) -> int:
 
 @pytest.fixture
 async def store(redis_url):
-    s = RedisStore(redis_url)
+    # timeouts no loaded machine reaches (the default 250 ms was seen to run out)
+    s = RedisStore(redis_url, timeout=10, connect_timeout=10)
     yield s
     await s.aclose()
 
@@ -53,7 +54,7 @@ async def store(redis_url):
 )
 def test_lua_matches_python_model(redis_url, algo, rate, per_ms, burst, evs):
     async def go() -> None:
-        store = RedisStore(redis_url)
+        store = RedisStore(redis_url, timeout=10, connect_timeout=10)
         prefix = f"test:lua:{zlib.crc32(repr((algo, rate, per_ms, burst, evs)).encode())}:"
         cap = burst if algo in USES_BURST else rate
         lim = RedisLimiter(

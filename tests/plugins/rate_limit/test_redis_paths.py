@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.helpers import (
     ServingPath,
@@ -226,3 +227,56 @@ async def test_half_closed_client_still_gets_its_answer_after_parking() -> None:
             assert out.startswith(b"HTTP/1.1 200 "), out[:200]
             assert b'"path":"/half"' in out
             path.assert_served(1)
+
+
+def test_the_compiled_call_is_the_limiters_call() -> None:
+    """What the plain-callback path sends for a key (``redis_hooks.Packing``) is byte for
+    byte the limiter's own call: same keys (hash tags, hashed long or braced keys), same
+    arguments; a cost without a prerendered form too."""
+    from portway.plugins._ratelimit.limiter import LimitSpec, RedisLimiter
+    from portway.state.redis import RedisStore
+    from portway.state.resp import pack_params
+
+    store = RedisStore("redis://127.0.0.1:1/0")
+    for limits in (
+        [LimitSpec("a", 10, 1, 10)],
+        [LimitSpec("a", 10, 1, 20), LimitSpec("b", 1000, 3600, 1000)],
+    ):
+        lim = RedisLimiter(store, "gcra", limits, key_prefix="p:", scope="route")
+        packing = lim.packing()
+        assert packing is not None and packing.script is lim.script
+        for key in ("10.0.0.1", "x{y}", "k" * 300, ""):
+            for cost in (1, 3, 12):
+                n, expected = pack_params(
+                    lim.keys_for(key), [b"gcra", str(cost).encode(), b"", *lim._args]
+                )
+                assert packing.nparams == n
+                assert packing.params(key, cost) == expected, (key, cost)
+    assert RedisLimiter(RedisStore("rediss://127.0.0.1:1/0"), "gcra", limits).packing() is None
+
+
+@pytest.mark.parametrize("packed", [True, False])
+async def test_the_general_path_awaits_the_same_decision(
+    packed: bool, redis_url: str, redis_prefix: str, monkeypatch: Any
+) -> None:
+    """With the task-free path off (as for HTTP/2, tracing, debug requests) ``on_request``
+    runs in the connection's task: it awaits the compiled decision's ``Pending``
+    (``pending.wait``) — or, for a store without packed calls (TLS, Cluster, Sentinel:
+    ``RedisLimiter.packing`` None), the decision coroutine — with the same answers."""
+    from portway.plugins._ratelimit.limiter import RedisLimiter
+
+    if not packed:
+        monkeypatch.setattr(RedisLimiter, "packing", lambda self: None)
+    async with run_upstream() as up:
+        cfg = limited(up.url, {"url": redis_url, "key_prefix": redis_prefix})
+        async with run_gateway(cfg) as gw:
+            app = ServingPath._app(gw)
+            app.fast = False
+            for left in (1, 0):
+                status, h, _ = await http_get(gw.url + "/a")
+                assert status == 200
+                assert h.get("x-ratelimit-remaining") == str(left)
+            status, h, _ = await http_get(gw.url + "/a")
+            assert status == 429
+            assert int(h.get("retry-after", "0")) == 1800
+            assert app.fast_requests == 0

@@ -81,6 +81,28 @@ class RedisLimiter:
             self._tail = tail
             self._bulk = bulk
 
+    def packing(self) -> Any:
+        """The constant parts of a packed call, for the compiled decision path
+        (``redis_hooks.Packing``), or None when the store does not take packed calls."""
+        pipe = getattr(self._packed_store, "pipe", None) if self._packed else None
+        if pipe is None:
+            return None
+        from portway.plugins._ratelimit.redis_hooks import Packing
+
+        return Packing(
+            pipe,
+            self.script,
+            self._nparams,
+            self._numkeys,
+            self._prefix,
+            self._scope,
+            self._suffixes,
+            self._after_keys,
+            self._algo,
+            self._tail,
+            hash_tag,
+        )
+
     def _submit_packed(self, key: str, cost: float, now_us: float | None) -> Awaitable[Any]:
         head = (self._prefix + "{" + hash_tag(self._scope, key)).encode()
         bulk = self._bulk

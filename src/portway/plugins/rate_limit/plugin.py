@@ -18,9 +18,9 @@ import logging
 import math
 from typing import ClassVar
 
-from portway.errors import UnavailableError
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
+from portway.pipeline.pending import Pending, wait
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins._ratelimit.algorithms import USES_BURST
 from portway.plugins._ratelimit.headers import Reporter, add_report, apply_reports
@@ -91,7 +91,6 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
                 [s.window for s in self.specs],
                 c.headers,
             )
-        self._store_down = False
         # every route may take the task-free path: the in-memory store decides without
         # awaiting; a Redis decision suspends ``on_request`` on the reply's future, and the
         # task-free path parks the request until that future is done and carries on from its
@@ -103,8 +102,27 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
         #: on the reply, and the fields (the route keeps the lite response head)
         self.fast_hooks: LocalRateHooks | RedisRateHooks | None = None
         self._local_hooks: LocalRateHooks | None = None
-        if self.redis is not None and type(self) is RateLimitPlugin:
-            self.fast_hooks = RedisRateHooks(self._redis_request)
+        self._redis_hooks: RedisRateHooks | None = None
+        if self.redis is not None:
+            # (a subclass may change what the hooks do: it keeps the coroutine hooks, and
+            # these only for the store-error state)
+            exact = type(self) is RateLimitPlugin
+            self._redis_hooks = RedisRateHooks(
+                self._redis_request,
+                self.redis.packing() if exact else None,
+                self.local,
+                self._key,
+                None if self._const_cost is not None else self._cost,
+                self._const_cost or 0,
+                self._reporter,
+                self._capacity,
+                self.name,
+                len(self.specs),
+                self._deny,
+                c.on_store_error,
+            )
+            if exact:
+                self.fast_hooks = self._redis_hooks
         elif type(self) is RateLimitPlugin:
             # (a subclass may change what the hooks do: it keeps the coroutine hooks)
             self._local_hooks = LocalRateHooks(
@@ -124,30 +142,27 @@ class RateLimitPlugin(Plugin[RateLimitConfig]):
         redis = self.redis
         if redis is None:
             return self.local.decide(key, cost)
+        hooks = self._redis_hooks
+        assert hooks is not None
         try:
             d = await redis.decide(key, cost)
         except StoreUnavailableError as e:
-            if not self._store_down:
-                self._store_down = True
-                log.warning(
-                    "rate_limit: %s; applying on_store_error=%s", e, self.config.on_store_error
-                )
-            if self._deny:
-                raise UnavailableError(
-                    "rate limit store unavailable",
-                    headers=[("retry-after", "1")],
-                    source=self.name,
-                ) from e
-            return self.local.decide(key, cost)
-        if self._store_down:
-            self._store_down = False
-            log.warning("rate_limit: store reachable again; exact limiting resumed")
+            return hooks.store_failed(e, key, cost)
+        hooks.store_ok()
         return d
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         hooks = self._local_hooks
         if hooks is not None:
             return hooks.request(ctx)
+        fast = self._redis_hooks
+        if fast is not None and fast.packing is not None and fast is self.fast_hooks:
+            # the compiled decision: its outcome comes from the reply's callback (a store
+            # that cannot take it — TLS, Cluster, Sentinel — awaits the coroutine below)
+            r = fast.request(ctx)
+            if isinstance(r, Pending):
+                return await wait(r)
+            return r
         return await self._redis_request(ctx)
 
     async def _redis_request(self, ctx: RequestContext) -> Response | None:
