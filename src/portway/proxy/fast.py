@@ -190,7 +190,7 @@ def _suspended(
 def _park(
     app: ProxyApp,
     graph: RuntimeGraph,
-    conn: ServerConnection,
+    conn: FastConn,
     ctx: RequestContext,
     rt: RouteRuntime,
     p: Pending,
