@@ -280,3 +280,86 @@ async def test_the_general_path_awaits_the_same_decision(
             assert status == 429
             assert int(h.get("retry-after", "0")) == 1800
             assert app.fast_requests == 0
+
+
+@pytest.fixture
+def _nghttp2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP/2 streams take the task-free path on the libnghttp2 engine only."""
+    from portway.http import ng2lib
+    from tests.helpers import skip_without_nghttp2
+
+    if ng2lib.load() is None:
+        skip_without_nghttp2()
+    monkeypatch.setenv("PORTWAY_H2_ENGINE", "nghttp2")
+
+
+@pytest.mark.usefixtures("_nghttp2")
+async def test_redis_rate_limit_over_http2_on_both_paths(
+    path: ServingPath, redis_url: str, redis_prefix: str
+) -> None:
+    """An HTTP/2 stream parks on the Redis decision as an HTTP/1.1 request does (warm: it
+    carries on task-free from the decision's callback); the same fields and refusal."""
+    from tests.http.test_h2 import H2Client
+
+    async with run_upstream() as up:
+        cfg = limited(up.url, {"url": redis_url, "key_prefix": redis_prefix})
+        async with run_gateway(path.config(cfg)) as gw:
+            await path.prepare(gw)
+            warmed = len(up.requests)
+            c = await H2Client.open(gw.port)
+            try:
+                for left in (1, 0, None):
+                    sid = c.request("GET", "/a")
+                    await c.flush()
+                    await c.wait(sid)
+                    r = c.responses[sid]
+                    fields = {k.decode(): v.decode() for k, v in r["headers"]}
+                    if left is None:
+                        assert fields[":status"] == "429"
+                        assert orjson.loads(bytes(r["body"]))["code"] == "rate_limited"
+                        assert fields["retry-after"] == "1800"
+                    else:
+                        assert fields[":status"] == "200"
+                        assert fields["ratelimit"].startswith(f'"default";r={left};t=')
+                        assert fields["x-ratelimit-remaining"] == str(left)
+            finally:
+                c.close()
+            assert len(up.requests) == warmed + 2
+            path.assert_served(3, local=1)
+
+
+@pytest.mark.usefixtures("_nghttp2")
+async def test_http2_stream_reset_while_parked() -> None:
+    """The client resets its stream while the request waits on Redis: nothing is forwarded
+    when the decision arrives, and the connection serves its next stream."""
+    from tests.http.test_h2 import H2Client
+
+    path = ServingPath("warm")
+    async with SilentRedis().running() as redis, run_upstream() as up:
+        cfg = limited(up.url, {"url": f"redis://127.0.0.1:{redis.port}/0", "timeout": "30s"})
+        async with run_gateway(path.config(cfg)) as gw:
+            await path.prepare(gw)
+            warmed = len(up.requests)
+            c = await H2Client.open(gw.port)
+            try:
+                sid = c.request("GET", "/gone")
+                await c.flush()
+                async with asyncio.timeout(10):
+                    await redis.seen.wait()  # parked on the decision
+                c.conn.reset_stream(sid)
+                await c.flush()
+                got: dict[str, int] = {}
+
+                def ended() -> bool:
+                    got.update(path.served())
+                    return got.get("fast", 0) >= 1
+
+                await _wait(ended)  # the parked request ended when its stream was reset
+                redis.release()
+                nxt = c.request("GET", "/next")
+                await c.flush()
+                await c.wait(nxt)
+                assert dict(c.responses[nxt]["headers"])[b":status"] == b"200"
+            finally:
+                c.close()
+            assert [q.path for q in up.requests[warmed:]] == ["/next"]
