@@ -74,7 +74,11 @@ _LIVE: set[NgConnection] = set()
 _NV_SIZE: Final = 40
 #: ``struct.pack`` of ``n`` ``nghttp2_nv`` (five u64 each), by ``n``
 _NV_PACK: Final[dict[int, Any]] = {}
+# (bound once: a call through a module global, not an attribute lookup on ``ffi``/``lib``)
 _memmove: Any = ffi.memmove
+_unpack: Any = ffi.unpack
+_mem_send: Any = lib.nghttp2_session_mem_send
+_submit_response: Any = lib.nghttp2_submit_response
 
 
 def _nv_bytes(fields: list[tuple[bytes, bytes]], base: int) -> bytes:
@@ -388,9 +392,7 @@ class NgConnection(WriteFlow):
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
         nva = self._nv(fields)
-        lib.nghttp2_submit_response(
-            self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL
-        )
+        _submit_response(self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL)
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
@@ -464,9 +466,9 @@ class NgConnection(WriteFlow):
         prev, cb.cur = cb.cur, self
         try:
             while True:
-                n = lib.nghttp2_session_mem_send(sess, p)
+                n = _mem_send(sess, p)
                 if n > 0:
-                    out.append(ffi.unpack(p[0], n))
+                    out.append(_unpack(p[0], n))
                     continue
                 rst = self.pending_rst
                 if n < 0 or not rst:
