@@ -69,6 +69,8 @@ def test_fields_nghttp2_accepts_pass_our_rules() -> None:
     for b in range(256):
         c = bytes([b])
         for name in (c, b"a" + c, c + b"a", b"a" + c + b"a"):
+            if name.startswith(b":"):
+                continue  # a pseudo-header (nghttp2's own rules; never a regular field)
             if name_ok(name):  # type: ignore[operator]
                 assert field_problem(name, b"v", h2=True) is None, name
         for value in (c, b"a" + c, c + b"a", b"a" + c + b"a"):

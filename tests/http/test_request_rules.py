@@ -247,10 +247,23 @@ async def test_a_bug_inside_the_request_parser_callback_is_a_logged_500(
 async def test_h2_joined_cookie_crumbs_are_checked(h2_engine: str) -> None:
     """Each crumb passes the field rules, but an empty last one makes the joined Cookie end
     in a space: refused as HTTP/1.1 would refuse it (on nghttp2 too, where the crumbs'
-    own checks are nghttp2's); crumbs that join cleanly are forwarded as one field."""
+    own checks are nghttp2's); crumbs that join cleanly are forwarded as one field.
+    (nghttp2 only: the h2 library refuses such values itself, before our rules.)"""
+    if h2_engine != "nghttp2":
+        pytest.skip("the h2 library validates received fields itself")
     rec = Recorder()
     async with raw_upstream(rec) as url, run_gateway(_cfg(url)) as gw:
         c = await _h2(gw.port)
+        # (values sent as they are: h2 would strip their surrounding whitespace)
+        c.c = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+        c.c.initiate_connection()
         status, body = await c.get(b"/x", [(b"cookie", b"a=1"), (b"cookie", b"")])
         assert status == 400, body
         assert "whitespace around the value of header field cookie" in orjson.loads(body)["error"]
