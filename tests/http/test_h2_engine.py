@@ -35,3 +35,44 @@ def test_goaway_bytes_match_the_h2_engine() -> None:
 
     assert h2engine.goaway_bytes() == goaway_bytes()
     assert h2engine.goaway_bytes(11) == goaway_bytes(11)
+
+
+def _nghttp2_checks() -> tuple[object, object]:
+    """libnghttp2's own field checks (the ones its session applies to every regular field
+    before ``on_header``; a field failing them goes to ``on_invalid_header``), through a
+    cffi instance of this test's own."""
+    if ng2lib.load() is None:
+        skip_without_nghttp2()
+    import cffi  # type: ignore[import-untyped]
+
+    ffi = cffi.FFI()
+    ffi.cdef(
+        "int nghttp2_check_header_name(const char *name, size_t len);"
+        "int nghttp2_check_header_value_rfc9113(const char *value, size_t len);"
+    )
+    lib = ffi.dlopen(ng2lib.SONAME)
+    return (
+        lambda b: lib.nghttp2_check_header_name(b, len(b)) == 1,
+        lambda b: lib.nghttp2_check_header_value_rfc9113(b, len(b)) == 1,
+    )
+
+
+def test_fields_nghttp2_accepts_pass_our_rules() -> None:
+    """``ng2`` skips ``check_fields`` for a request whose every field nghttp2 accepted
+    (``check_head(fields_checked=True)``): that is only sound while nghttp2's checks are at
+    least ours. Both are per byte (and, for values, the first and last byte): every byte in
+    every position."""
+    from portway.http.validate import field_problem
+
+    name_ok, value_ok = _nghttp2_checks()
+    assert not name_ok(b"")  # type: ignore[operator]
+    for b in range(256):
+        c = bytes([b])
+        for name in (c, b"a" + c, c + b"a", b"a" + c + b"a"):
+            if name.startswith(b":"):
+                continue  # a pseudo-header (nghttp2's own rules; never a regular field)
+            if name_ok(name):  # type: ignore[operator]
+                assert field_problem(name, b"v", h2=True) is None, name
+        for value in (c, b"a" + c, c + b"a", b"a" + c + b"a"):
+            if value_ok(value):  # type: ignore[operator]
+                assert field_problem(b"x", value, h2=True) is None, value

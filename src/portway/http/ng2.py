@@ -26,7 +26,6 @@ import asyncio
 import functools
 import logging
 import struct
-from itertools import chain
 from typing import Any, Final
 
 from portway.errors import GatewayError, PayloadTooLargeError
@@ -73,19 +72,44 @@ _LIVE: set[NgConnection] = set()
 
 #: bytes of one ``nghttp2_nv`` (two pointers, two lengths, the flags byte padded to 8)
 _NV_SIZE: Final = 40
+#: ``struct.pack`` of ``n`` ``nghttp2_nv`` (five u64 each), by ``n``
+_NV_PACK: Final[dict[int, Any]] = {}
+# (bound once: a call through a module global, not an attribute lookup on ``ffi``/``lib``)
+_memmove: Any = ffi.memmove
+_unpack: Any = ffi.unpack
+_mem_send: Any = lib.nghttp2_session_mem_send
+_submit_response: Any = lib.nghttp2_submit_response
 
 
 def _nv_bytes(fields: list[tuple[bytes, bytes]], base: int) -> bytes:
     """``fields`` as the bytes of an ``nghttp2_nv`` array followed by every name and value,
     for a buffer at address ``base``: one copy into C memory (``ffi.memmove``) instead of a
     cdata per buffer and per array (nghttp2 copies the fields at the submit call)."""
-    at = base + _NV_SIZE * len(fields)
+    n = len(fields)
+    at = base + _NV_SIZE * n
     vals: list[int] = []
+    parts: list[bytes] = [b""]  # (the array, once packed)
     for k, v in fields:
         nk, nv = len(k), len(v)
-        vals.extend((at, at + nk, nk, nv, 0))
+        vals.append(at)
+        vals.append(at + nk)
+        vals.append(nk)
+        vals.append(nv)
+        vals.append(0)
+        parts.append(k)
+        parts.append(v)
         at += nk + nv
-    return struct.pack(f"={len(vals)}Q", *vals) + b"".join(chain.from_iterable(fields))
+    pack = _NV_PACK.get(n)
+    if pack is None:
+        pack = struct.Struct(f"={5 * n}Q").pack
+        if n <= 64:
+            _NV_PACK[n] = pack
+    parts[0] = pack(*vals)
+    return b"".join(parts)
+
+
+def _ended_body(expect_continue: bool) -> StreamBody:
+    raise AssertionError("a request whose stream ended has no body")  # pragma: no cover
 
 
 class NgConnection(WriteFlow):
@@ -125,6 +149,9 @@ class NgConnection(WriteFlow):
         self._hsid = 0
         self._last_sid = 0
         self._hdrs: list[tuple[bytes, bytes]] | None = None
+        #: a field of that block failed nghttp2's checks (kept: ours judge it)
+        self._hbad = False
+        self._owned = app.owned_headers
         # flood accounting (see h2engine's limits)
         self._calm = ""
         self._cont = 0
@@ -240,13 +267,16 @@ class NgConnection(WriteFlow):
             # past our GOAWAY's last stream id: never processed, the client may retry it
             self.reset_stream(sid, L.REFUSED_STREAM)
             return
-        self._cancel_idle()
-        head = split_fields(fields, self.underscores, self.app.owned_headers)
+        if self._idle is not None:
+            self._cancel_idle()
+        head = split_fields(fields, self.underscores, self._owned)
         w = NgStream(self, sid, head.raw_method.decode("latin-1"))
         self.streams[sid] = w
         try:
-            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3)
-            check_head(head, self.limits)
+            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3);
+            # regular fields nghttp2 let through its own RFC 9113 checks pass ours (a field
+            # it found invalid is kept, ``ng2cb._invalid_header``, and then all are checked)
+            check_head(head, self.limits, not self._hbad)
             req = self._build_request(w, head, ended)
         except (_Abort, GatewayError) as e:
             self.send_simple(w, e.error if isinstance(e, _Abort) else e, head.fields)
@@ -271,6 +301,20 @@ class NgConnection(WriteFlow):
         w.task = self.loop.create_task(self._serve(w, req, resumed))
 
     def _build_request(self, w: NgStream, head: StreamHead, ended: bool) -> Any:
+        if ended:
+            # (no body: no closure made per request)
+            return build_request(
+                head,
+                self.limits,
+                self.trusted,
+                version="2",
+                scheme=self.scheme,
+                peer=(self.peer_ip, self.peer_port),
+                server_port=self.server_port,
+                ended=True,
+                make_body=_ended_body,
+            )
+
         def make_body(expect_continue: bool) -> StreamBody:
             def first_read() -> None:
                 if expect_continue and not w.head_sent and not w.closed:
@@ -330,25 +374,25 @@ class NgConnection(WriteFlow):
     def _nv(self, fields: list[tuple[bytes, bytes]]) -> Any:
         """An ``nghttp2_nv *`` to ``fields``, valid until the next call (the submit calls
         copy them): written into this connection's buffer in one cffi call."""
-        size = _NV_SIZE * len(fields) + sum(len(k) + len(v) for k, v in fields)
+        data = _nv_bytes(fields, self._nv_base)
+        size = len(data)
         if size > self._nv_cap:
+            # (rare: the buffer grows, and the pointers are made again for its address)
             cap = max(1024, size)
             buf = ffi.new("char[]", cap)
             self._nv_buf = buf  # (keeps the memory alive)
             self._nv_ptr = ffi.cast("nghttp2_nv *", buf)
             self._nv_base = int(ffi.cast("uintptr_t", buf))
             self._nv_cap = cap
-        data = _nv_bytes(fields, self._nv_base)
-        ffi.memmove(self._nv_buf, data, len(data))
+            data = _nv_bytes(fields, self._nv_base)
+        _memmove(self._nv_buf, data, size)
         return self._nv_ptr
 
     def submit_response(self, sid: int, fields: list[tuple[bytes, bytes]], body: bool) -> None:
         """HEADERS of the response on ``sid``; DATA follow from the stream's queue when
         ``body`` (else the HEADERS end the stream)."""
         nva = self._nv(fields)
-        lib.nghttp2_submit_response(
-            self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL
-        )
+        _submit_response(self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL)
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
@@ -422,9 +466,9 @@ class NgConnection(WriteFlow):
         prev, cb.cur = cb.cur, self
         try:
             while True:
-                n = lib.nghttp2_session_mem_send(sess, p)
+                n = _mem_send(sess, p)
                 if n > 0:
-                    out.append(ffi.unpack(p[0], n))
+                    out.append(_unpack(p[0], n))
                     continue
                 rst = self.pending_rst
                 if n < 0 or not rst:
@@ -460,6 +504,7 @@ class NgConnection(WriteFlow):
                 # are collected (one callback per request fewer than ``begin_headers``)
                 self._last_sid = self._hsid = sid
                 self._hdrs = []
+                self._hbad = False
             else:
                 self._hdrs = None  # trailers: their fields are not kept
         elif ftype == L.RST_STREAM:

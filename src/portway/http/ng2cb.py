@@ -23,6 +23,8 @@ if _loaded is None:  # pragma: no cover - only imported once the library loaded
     raise ImportError("libnghttp2 is not available")
 ffi: Any = _loaded[0]
 lib: Any = _loaded[1]
+#: (bound once: a call, not a method lookup on ``ffi`` per field)
+_unpack: Any = ffi.unpack
 
 #: the connection nghttp2 is calling back for
 cur: NgConnection | None = None
@@ -46,7 +48,7 @@ def _header(
     assert c is not None
     h = c._hdrs
     if h is not None:
-        h.append((ffi.unpack(name, nlen), ffi.unpack(value, vlen)))
+        h.append((_unpack(name, nlen), _unpack(value, vlen)))
     return 0
 
 
@@ -60,11 +62,12 @@ def _invalid_header(
     c = cur
     assert c is not None
     h = c._hdrs
-    v = ffi.unpack(value, vlen)
+    v = _unpack(value, vlen)
     if h is None or 0 in v or 13 in v or 10 in v:  # NUL, CR, LF
         lib.nghttp2_submit_rst_stream(session, 0, frame.hd.stream_id, L.PROTOCOL_ERROR)
         return L.ERR_TEMPORAL_CALLBACK_FAILURE
-    h.append((ffi.unpack(name, nlen), v))
+    h.append((_unpack(name, nlen), v))
+    c._hbad = True  # the request's fields are all checked by our rules (``check_head``)
     return 0
 
 

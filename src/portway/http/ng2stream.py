@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from portway.http import ng2lib as L
 from portway.http.headers import Headers
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 _loaded = L.load()
 _memmove: Any = _loaded[0].memmove if _loaded is not None else None
+
+#: ``:status`` values of the usual final statuses (no formatting per response)
+_STATUS: Final[dict[int, bytes]] = {s: b"%d" % s for s in (200, 201, 204, 301, 302, 304, 404)}
 
 
 class NgStream:
@@ -94,7 +97,10 @@ class NgStream:
         if self.closed:
             raise ClientDisconnectedError("stream closed")
         self.head_sent = True
-        out = [(b":status", b"%d" % status), *stream_fields(fields)]
+        st = _STATUS.get(status)
+        if st is None:
+            st = b"%d" % status
+        out = stream_fields(fields, [(b":status", st)])
         alt = self.h2conn.alt_svc
         if alt is not None:
             out.append((b"alt-svc", alt))
@@ -107,7 +113,10 @@ class NgStream:
             if end:
                 self.eof_pending = True
             self.h2conn.submit_response(self.stream_id, out, True)
-        return sum(len(k) + len(v) + 4 for k, v in out)
+        size = 0
+        for k, v in out:
+            size += len(k) + len(v) + 4
+        return size
 
     def send_body(self, data: bytes) -> None:
         if self.closed:

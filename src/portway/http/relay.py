@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Final
 
 from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, value_tokens
+from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.upgrade import is_websocket
 
@@ -166,10 +167,31 @@ def add_connection_field(items: list[tuple[bytes, bytes]], req: Request, keep: b
         items.append((b"connection", b"keep-alive"))
 
 
-def stream_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+#: a field name as a stream sends it (lower-cased), for the names that are not
+#: connection-specific: responses repeat their names, a lookup costs less than ``lower()``
+_STREAM_NAMES: Final[dict[bytes, bytes]] = {}
+_STREAM_NAMES_SIZE: Final = 512
+
+
+def stream_fields(
+    fields: list[tuple[bytes, bytes]], out: list[tuple[bytes, bytes]] | None = None
+) -> list[tuple[bytes, bytes]]:
     """``fields`` for an HTTP/2 or HTTP/3 stream: lower-case names, connection-specific ones
-    dropped (RFC 9113 §8.2.2, RFC 9114 §4.2: the hop-by-hop set above)."""
-    return [(k.lower(), v) for k, v in fields if k.lower() not in HOP_BY_HOP]
+    dropped (RFC 9113 §8.2.2, RFC 9114 §4.2: the hop-by-hop set above); appended to ``out``
+    when given (a head's list that starts with ``:status``)."""
+    if out is None:
+        out = []
+    names = _STREAM_NAMES
+    for k, v in fields:
+        n = names.get(k) if type(k) is bytes else None
+        if n is None:
+            n = bytes(k.lower())
+            if n in HOP_BY_HOP:
+                continue
+            if type(k) is bytes:
+                remember(names, k, n, _STREAM_NAMES_SIZE)
+        out.append((n, v))
+    return out
 
 
 def head_ends_stream(

@@ -27,7 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -51,7 +51,7 @@ from portway.http.relay import head_ends_stream, stream_fields
 from portway.http.requestid import request_id_of
 from portway.http.server import _parse_host
 from portway.http.serverparse import _Abort
-from portway.http.validate import check_fields, check_method, check_target
+from portway.http.validate import TARGET_OK, check_fields, check_method, check_target
 
 
 class StreamBody(BodyStream):
@@ -130,7 +130,11 @@ def split_fields(
     cookies: list[bytes] = []
     size = 0
     for k, v in headers:
-        k, v = bytes(k), bytes(v)
+        # (exact ``bytes`` as nghttp2's and aioquic's fields are: no copy, no call)
+        if type(k) is not bytes:
+            k = bytes(k)
+        if type(v) is not bytes:
+            v = bytes(v)
         size += len(k) + len(v) + 32
         if k.startswith(b":"):
             pseudo[k] = v
@@ -150,14 +154,31 @@ def split_fields(
     return StreamHead(pseudo, fields, size)
 
 
-def check_head(head: StreamHead, limits: ServerLimits) -> None:
-    """The size limits (431) and the HTTP/1.1 parser's method and field rules."""
+#: methods known to be tokens (``check_method`` passes them): no call for the usual ones
+_TOKEN_METHODS: Final = frozenset(
+    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT"}
+)
+
+
+def check_head(head: StreamHead, limits: ServerLimits, fields_checked: bool = False) -> None:
+    """The size limits (431) and the HTTP/1.1 parser's method and field rules.
+    ``fields_checked``: the fields as received are known to pass ``check_fields(h2=True)``
+    already (libnghttp2's RFC 9113 checks, a superset of those rules, accepted every one of
+    them: ``tests/http/test_h2_engine.py`` compares the two byte by byte); the Cookie
+    value :func:`split_fields` joined is still checked."""
     if head.size > limits.max_header_bytes:
         raise HeadersTooLargeError("request header section too large")
     if len(head.fields) > limits.max_header_count:
         raise HeadersTooLargeError("too many request header fields")
-    check_method(head.raw_method)
-    check_fields(head.fields, h2=True)
+    method = head.raw_method
+    if method not in _TOKEN_METHODS:
+        check_method(method)
+    fields = head.fields
+    if not fields_checked:
+        check_fields(fields, h2=True)
+    elif fields and fields[-1][0] == b"cookie":
+        # the crumbs, joined here, make a new value (an empty last crumb ends it in a space)
+        check_fields(fields[-1:], h2=True)
 
 
 def build_request(
@@ -183,17 +204,25 @@ def build_request(
         raise UriTooLongError("request target too long")
     if not target.startswith(b"/"):
         raise BadRequestError("invalid request target")
-    check_target(target)
+    if target.translate(None, TARGET_OK):
+        check_target(target)  # (raises, naming the byte)
     if 35 in target:  # b"#" (an int needle is a plain byte search)
         raise BadRequestError("fragment in request target")
     raw_path, _, query = target.partition(b"?")
-    headers = Headers(head.fields)
+    # (the fields' own list: ``split_fields`` made it for this request alone)
+    headers = Headers.adopt(head.fields)
+    hosts = 0
+    for k, _v in head.fields:
+        if k == b"host":
+            hosts += 1
     authority = pseudo.get(b":authority")
     if authority is not None:
         # RFC 9113 §8.3.1 / RFC 9114 §4.3.1: :authority takes precedence over Host
-        headers.remove("host")
+        if hosts:
+            headers.remove(b"host")
         headers.add_raw(b"host", authority)
-    if len(headers.get_all("host")) > 1:
+        hosts = 1
+    if hosts > 1:
         raise BadRequestError("multiple Host header fields")
     host_raw = headers.get_raw(b"host")
     if host_raw is None:
@@ -210,8 +239,10 @@ def build_request(
         if limit is not None and cl > limit:
             raise PayloadTooLargeError("request body too large")
     expect = headers.get_raw(b"expect")
-    expect_continue = expect is not None and expect.lower() == b"100-continue"
-    headers.remove("expect")
+    expect_continue = False
+    if expect is not None:
+        expect_continue = expect.lower() == b"100-continue"
+        headers.remove(b"expect")
     body = None if ended else make_body(expect_continue)
     peer_ip, peer_port = peer
     client_ip, is_trusted = trusted.client_ip(peer_ip, headers) if trusted else (peer_ip, False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from portway.http.headers import Headers
+from portway.http.memo import remember
 from portway.http.models import Request, Response
 from portway.http.relay import FRAMING, informational_items, no_body, without_framing
 from portway.proxy.fastexchange import FastExchange
@@ -29,15 +30,28 @@ if TYPE_CHECKING:
 _CRLF: Final = b"\r\n"
 
 
+#: a relayed line's field (upstreams repeat most of their lines: a lookup is cheaper than
+#: the partition and strip); bounded, cleared when full
+_LINES: Final[dict[bytes, tuple[bytes, bytes]]] = {}
+_LINES_SIZE: Final = 1024
+_LINE_MAX: Final = 128
+
+
 def split_runs(runs: list[bytes], items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``runs`` of whole ``name: value CRLF`` lines (as llhttp validated them, see
     ``ResponseSink.on_head_raw``) as fields, then ``items``: the order the head is sent in."""
     out: list[tuple[bytes, bytes]] = []
+    lines = _LINES
     for run in runs:
         for line in run.split(_CRLF):
             if line:
-                k, _, v = line.partition(b":")
-                out.append((k, v.strip(b" \t")))
+                kv = lines.get(line)
+                if kv is None:
+                    k, _, v = line.partition(b":")
+                    kv = (k, v.strip(b" \t"))
+                    if len(line) <= _LINE_MAX:
+                        remember(lines, line, kv, _LINES_SIZE)
+                out.append(kv)
     out.extend(items)
     return out
 
