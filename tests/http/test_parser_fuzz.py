@@ -112,6 +112,8 @@ def _cfg(url: str) -> dict[str, Any]:
 async def _check(data: bytes, caplog: pytest.LogCaptureFixture) -> None:
     # a HEAD response carries framing headers without a body: it cannot be parsed blindly
     assume(b"HEAD" not in data)
+    # the start of the HTTP/2 preface is answered in HTTP/2 (a GOAWAY: issue 22), not HTTP/1.1
+    assume(not data.startswith(b"PRI "))
     caplog.clear()
     async with raw_upstream() as up, run_gateway(_cfg(up.url)) as gw:
         out, _closed = await exchange(gw.port, data, timeout=4.5, half_close=True)

@@ -258,3 +258,28 @@ async def test_unasked_101_closes_both_sides(path: ServingPath) -> None:
             assert not any(b"/y" in h for h in up.heads)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"PUT /v HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: x\r\nHost: a\r\n"
+        b"Connection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+        b"POST /v HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHost: a\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    ],
+)
+async def test_an_upgrade_request_with_a_body_is_refused_not_forwarded_without_it(
+    head: bytes,
+) -> None:
+    """llhttp ends a message asking for an upgrade at its head (its body is never parsed):
+    forwarding it would lose the body (chunked) or wait for it forever (Content-Length), so
+    it gets a 400 and nothing reaches the upstream. (Found by test_parser_fuzz.)"""
+    from tests.http.adv_helpers import cfg_for, exchange, raw_upstream
+
+    async with raw_upstream() as up, run_gateway(cfg_for(up.url)) as gw:
+        out, _closed = await exchange(gw.port, head, timeout=4.5, half_close=True)
+    resps = parse_responses(out)
+    assert [r.status for r in resps] == [400], out
+    assert orjson.loads(resps[0].body)["code"] == "bad_request"
+    assert up.raw == [] or all(not bytes(b) for b in up.raw)

@@ -323,6 +323,11 @@ class ServerParsing(WriteFlow):
                 raise _Abort(PayloadTooLargeError("request body too large"))
         body: BodyStream | None = None
         if chunked or (cl is not None and cl > 0):
+            if self._upgrade is not None and self.parser.should_upgrade():
+                # llhttp ends a message that asks for an upgrade at its head and reads
+                # nothing after it: its body would be lost (or awaited forever), so it is
+                # refused whole rather than forwarded without it
+                raise _Abort(BadRequestError("a request that asks for an Upgrade has a body"))
             t = self.transport
             assert t is not None
             body = BodyStream(t.pause_reading, self._resume_body)
