@@ -26,6 +26,7 @@ import asyncio
 import functools
 import logging
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 from portway.errors import GatewayError, PayloadTooLargeError
@@ -301,31 +302,23 @@ class NgConnection(WriteFlow):
         w.task = self.loop.create_task(self._serve(w, req, resumed))
 
     def _build_request(self, w: NgStream, head: StreamHead, ended: bool) -> Any:
-        if ended:
-            # (no body: no closure made per request)
-            return build_request(
-                head,
-                self.limits,
-                self.trusted,
-                version="2",
-                scheme=self.scheme,
-                peer=(self.peer_ip, self.peer_port),
-                server_port=self.server_port,
-                ended=True,
-                make_body=_ended_body,
-            )
+        make: Callable[[bool], Any] = _ended_body
+        if not ended:  # (no body: no closure made per request)
 
-        def make_body(expect_continue: bool) -> StreamBody:
-            def first_read() -> None:
-                if expect_continue and not w.head_sent and not w.closed:
-                    self.send_info(w.stream_id, [(b":status", b"100")])
+            def make_body(expect_continue: bool) -> StreamBody:
+                def first_read() -> None:
+                    if expect_continue and not w.head_sent and not w.closed:
+                        self.send_info(w.stream_id, [(b":status", b"100")])
 
-            body = StreamBody(
-                functools.partial(self._ack, w.stream_id), first_read, self.limits.body_timeout
-            )
-            w.body = body
-            return body
+                body = StreamBody(
+                    functools.partial(self._ack, w.stream_id),
+                    first_read,
+                    self.limits.body_timeout,
+                )
+                w.body = body
+                return body
 
+            make = make_body
         return build_request(
             head,
             self.limits,
@@ -335,7 +328,7 @@ class NgConnection(WriteFlow):
             peer=(self.peer_ip, self.peer_port),
             server_port=self.server_port,
             ended=ended,
-            make_body=make_body,
+            make_body=make,
         )
 
     async def _serve(self, w: NgStream, req: Any, resumed: Any) -> None:

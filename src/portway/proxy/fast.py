@@ -390,6 +390,17 @@ class Parked:
             if not fut.cancelled():
                 fut.exception()
             return
+        self._go(s, None)
+
+    def resume(self, p: Pending) -> None:
+        """``p`` finished: carry the request on as :meth:`wake` does."""
+        if self.done:
+            return
+        self._go(None, p)
+
+    def _go(self, s: HookSuspended | None, p: Pending | None) -> None:
+        """Leave the connection and carry the request on from the hook that parked it:
+        ``s`` (a suspended coroutine hook) or ``p`` (a :class:`Pending`)."""
         self.done = True
         graph = self.graph
         graph.inflight -= 1
@@ -399,33 +410,16 @@ class Parked:
         ctx = self.ctx
         rt = self.rt
         try:
-            answer = rt.chain.continue_request_sync(ctx, s)
+            if p is not None:
+                answer = rt.chain.continue_pending(ctx, p)
+            else:
+                assert s is not None
+                answer = rt.chain.continue_request_sync(ctx, s)
         except GatewayError as e:
             _hand_over(conn, Resumed(app, graph, ctx, rt, Resume(error=e)))
             return
         except HookSuspended as again:
             _suspended(app, graph, conn, ctx, rt, again)
-            return
-        self._carry_on(answer)
-
-    def resume(self, p: Pending) -> None:
-        """``p`` finished: carry the request on as :meth:`wake` does."""
-        if self.done:
-            return
-        self.done = True
-        graph = self.graph
-        graph.inflight -= 1
-        conn = self.conn
-        conn.exchange = None
-        ctx = self.ctx
-        rt = self.rt
-        try:
-            answer = rt.chain.continue_pending(ctx, p)
-        except GatewayError as e:
-            _hand_over(conn, Resumed(self.app, graph, ctx, rt, Resume(error=e)))
-            return
-        except HookSuspended as again:
-            _suspended(self.app, graph, conn, ctx, rt, again)
             return
         self._carry_on(answer)
 
