@@ -21,10 +21,10 @@ import jwt as pyjwt
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from portway.plugins._identity.testing import make_context, make_env
 
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin
-from portway.plugins._identity.testing import make_context, make_env
 from portway.plugins.basic_auth.config import BasicAuthConfig
 from portway.plugins.basic_auth.plugin import BasicAuthPlugin
 from portway.plugins.jwt.config import JwtConfig
