@@ -301,11 +301,18 @@ class ServerConnection(ServerWriting):
         prev = hooks.conn
         hooks.conn = self
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
-            self.upgrade_buffer = bytearray(data[offset:])
-            self.transport.pause_reading() if self.transport else None
+            while True:
+                try:
+                    self.parser.feed_data(data)
+                    break
+                except httptools.HttpParserUpgrade as e:
+                    offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+                    data = data[offset:]
+                    if not self._skip_upgrade(hooks):
+                        self.upgrade_buffer = bytearray(data)
+                        self.transport.pause_reading() if self.transport else None
+                        break
+                    # an Upgrade ignored (serverparse): what follows its head is HTTP/1.1
         except httptools.HttpParserInvalidURLError:
             self._protocol_error(BadRequestError(INVALID_TARGET))
         except httptools.HttpParserError as e:

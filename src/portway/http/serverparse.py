@@ -101,6 +101,11 @@ class ServerParsing(WriteFlow):
     _expect: bytes | None
     _conn: bytes | None
     _upgrade: bytes | None
+    #: a request whose Upgrade is ignored was parsed: the head that resumes the parse after
+    #: llhttp's upgrade stop (b"" when it has no body), else None (``_skip_upgrade``)
+    _resync: bytes | None = None
+    #: that request's body stream, held back until then
+    _held: BodyStream | None = None
     #: a request head is being parsed (a parser fact: also while a pipelined request is
     #: served, so not a connection state)
     _in_headers: bool
@@ -323,11 +328,6 @@ class ServerParsing(WriteFlow):
                 raise _Abort(PayloadTooLargeError("request body too large"))
         body: BodyStream | None = None
         if chunked or (cl is not None and cl > 0):
-            if self._upgrade is not None and self.parser.should_upgrade():
-                # llhttp ends a message that asks for an upgrade at its head and reads
-                # nothing after it: its body would be lost (or awaited forever), so it is
-                # refused whole rather than forwarded without it
-                raise _Abort(BadRequestError("a request that asks for an Upgrade has a body"))
             t = self.transport
             assert t is not None
             body = BodyStream(t.pause_reading, self._resume_body)
@@ -348,12 +348,12 @@ class ServerParsing(WriteFlow):
         # llhttp's upgrade flag needs an Upgrade field (CONNECT, the other way, is refused
         # above), and ``on_header`` notes every one: without one, no call to ask
         if self._upgrade is not None and p.should_upgrade():
-            if is_websocket(self._upgrade):
+            if body is None and is_websocket(self._upgrade):
                 upgrade = True
             else:
-                # not tunnelled (h2c, ...: http/upgrade.py): served as a plain request, and
-                # the connection ends with it, since llhttp reads nothing after an upgrade
-                keep_alive = False
+                # not performed (h2c, ..., a handshake with a body: http/upgrade.py): served
+                # as a plain request, and the parse goes on after it (``_skip_upgrade``)
+                self._ignore_upgrade(chunked, cl, keep_alive)
         return Request(
             method=method,
             path=path,
@@ -374,6 +374,48 @@ class ServerParsing(WriteFlow):
             upgrade=upgrade,
             keep_alive=keep_alive,
         )
+
+    # --- an Upgrade not performed (http/upgrade.py) -----------------------------------------
+    def _ignore_upgrade(self, chunked: bool, cl: int | None, keep_alive: bool) -> None:
+        """Called by ``_build_request`` for a request whose Upgrade is ignored (RFC 9110
+        §7.8). httptools makes llhttp end such a message at its head (its body unread) and
+        stop with ``HttpParserUpgrade``; ``_skip_upgrade`` then resumes the parse. The body
+        stream is held back until then, so the message end llhttp reports right after the
+        head does not end the body too."""
+        if self._body is None:
+            self._resync = b""
+            return
+        self._held, self._body = self._body, None
+        framing = b"transfer-encoding: chunked" if chunked else b"content-length: %d" % (cl or 0)
+        # the same framing and persistence as the client's head: llhttp then delimits the
+        # body (chunk sizes, trailers) and refuses bytes after a ``close`` as for any request
+        close = b"" if keep_alive else b"connection: close\r\n"
+        self._resync = b"PUT / HTTP/1.1\r\nhost: a\r\n" + close + framing + b"\r\n\r\n"
+
+    def _skip_upgrade(self, hooks: ParserHooks) -> bool:
+        """After ``HttpParserUpgrade``: False when the upgrade is performed (the caller keeps
+        the bytes after the head for the tunnel), else True once the parser is ready to read
+        those bytes as HTTP/1.1 again. llhttp, resumed, expects a new message; when the
+        ignored request has a body it is first fed a head with the body's framing, parsed
+        with no connection to report to (``hooks.conn`` None) by a new parser (the resumed
+        one refuses anything after a ``close`` message), so that llhttp itself reads the
+        body that follows, into the held body stream, and then the next request."""
+        head = self._resync
+        if head is None:
+            return False
+        self._resync = None
+        if head:
+            self._body, self._held = self._held, None
+            self._boundary = False  # (llhttp reported the message end after the head)
+            # a new parser: llhttp, resumed, refuses any byte after a ``close`` message,
+            # but the body still is to come; the synthetic head says ``close`` again
+            self.parser = httptools.HttpRequestParser(hooks.protocol)
+            hooks.conn = None
+            try:
+                self.parser.feed_data(head)
+            finally:
+                hooks.conn = self
+        return True
 
     def _version(self, raw_method: bytes) -> str:
         """The request's HTTP version. httptools only offers it as a freshly formatted
@@ -399,7 +441,8 @@ class ParserHooks:
     method looked up is a new bound method: six of them (~430 bytes) per connection for
     life. ``protocol`` holds the six bound once, as plain attributes, so every parser of the
     loop shares them (issue 26: an idle keep-alive connection ≤ 3 KB). The price is one
-    direct call per callback (compiled)."""
+    direct call per callback (compiled). A head parsed while ``conn`` is None is no
+    message's (``ServerParsing._skip_upgrade``): its callbacks are dropped."""
 
     def __init__(self, loop: object) -> None:
         #: the connection being parsed (None between reads)
@@ -416,23 +459,23 @@ class ParserHooks:
 
     def on_message_begin(self) -> None:
         c = self.conn
-        assert c is not None
-        c.on_message_begin()
+        if c is not None:
+            c.on_message_begin()
 
     def on_url(self, url: bytes) -> None:
         c = self.conn
-        assert c is not None
-        c.on_url(url)
+        if c is not None:
+            c.on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         c = self.conn
-        assert c is not None
-        c.on_header(name, value)
+        if c is not None:
+            c.on_header(name, value)
 
     def on_headers_complete(self) -> None:
         c = self.conn
-        assert c is not None
-        c.on_headers_complete()
+        if c is not None:
+            c.on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         c = self.conn
