@@ -7,6 +7,7 @@ runs on the general path (cold pool) and the task-free path (warm pool)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -381,6 +382,22 @@ async def test_an_ignored_upgrade_with_a_body_is_served_and_the_connection_goes_
         assert up.errors == []
 
 
+class _Heads(list[Message]):
+    """``RawUpstream.messages`` that sets an event when a request head arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    def extend(self, items: Iterable[Message]) -> None:
+        super().extend(items)
+        if self:
+            self.arrived.set()
+
+    async def wait(self) -> None:
+        await self.arrived.wait()
+
+
 @pytest.mark.parametrize("framing", FRAMINGS)
 async def test_the_body_of_an_ignored_upgrade_may_arrive_later(framing: str) -> None:
     """The head alone first; the body (in two reads) only once the upstream holds the head:
@@ -388,11 +405,11 @@ async def test_the_body_of_an_ignored_upgrade_may_arrive_later(framing: str) -> 
     body = FRAMINGS[framing]
     split = body.index(b"\r\n\r\n") + 4
     async with raw_upstream(_echo) as up, run_gateway(_cfg(up.url)) as gw:
+        up.messages = heads = _Heads()
         c = await _Client.open(gw.port)
         await c.send(b"PUT /late HTTP/1.1\r\nHost: a\r\n" + H2C_FIELDS + body[:split])
         async with asyncio.timeout(5):
-            while not up.messages:  # (the upstream got the head: the body is awaited)
-                await asyncio.sleep(0.01)
+            await heads.wait()  # (the upstream got the head: the body is awaited)
         await c.send(body[split : split + 7])
         await c.send(body[split + 7 :] + NEXT)
         resps = await c.responses(2)
