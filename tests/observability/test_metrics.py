@@ -285,3 +285,55 @@ def test_bucket_is_bisect_left() -> None:
     for v in (0.0, 0.001, 0.005, 0.0050001, 0.01, 0.3, 1.0, 9.99, 10.0, 11.0, 1e9):
         assert _bucket(bounds, v) == bisect.bisect_left(bounds, v)
     assert _bucket((), 1.0) == 0
+
+
+def test_folded_counters_equal_per_request_counts() -> None:
+    """Runs of equal requests are counted lazily (``_Series.count``): every scrape, between
+    runs or in the middle of one, shows exactly what one increment per request would."""
+    import bisect
+
+    from portway.pipeline.context import FALLBACK, FAST, GENERAL
+
+    m = Metrics(include_default_registry=False)
+    bounds = m.buckets
+    want: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def add(name: str, labels: tuple[tuple[str, str], ...], n: float = 1) -> None:
+        want[(name, labels)] = want.get((name, labels), 0) + n
+
+    ru = L(route="r", upstream="u")
+    # (method, status, duration, upstream latency, served), repeated in runs and mixed
+    kinds = [
+        ("GET", 200, 0.0001, 0.00005, FAST),
+        ("GET", 200, 0.0001, None, FAST),
+        ("GET", 503, 0.03, 0.02, GENERAL),
+        ("POST", None, 0.0001, 0.00005, FALLBACK),
+        ("BREW", 99, 2.0, 0.6, GENERAL),
+        ("HEAD", 302, 0.0006, 0.0006, FAST),
+    ]
+    plan = [0] * 5 + [1, 0, 0, 2, 2, 3, 0, 4, 5, 5, 5, 1, 1, 0]
+    for step, k in enumerate(plan):
+        method, status, dur, ul, served = kinds[k]
+        ctx = make_ctx(method, status=status, upstream_latency=ul, served=served)
+        ctx.start = time.perf_counter() - dur
+        m.on_request_done(ctx)
+        meth = method if method != "BREW" else "OTHER"
+        cls = "none" if status is None else f"{status // 100}xx" if status >= 100 else "other"
+        add("portway_requests_total", L(route="r", upstream="u", method=meth, status_class=cls))
+        add("portway_route_path_requests_total", L(route="r", path=PATH[served]))
+        for le_i, le in enumerate(bounds):
+            if bisect.bisect_left(bounds, dur) <= le_i:
+                add("portway_request_duration_seconds_bucket", L(**dict(ru), le=str(le)))
+            if ul is not None and bisect.bisect_left(bounds, ul) <= le_i:
+                add("portway_upstream_duration_seconds_bucket", L(**dict(ru), le=str(le)))
+        add("portway_request_duration_seconds_count", ru)
+        if ul is not None:
+            add("portway_upstream_duration_seconds_count", ru)
+        if step in (3, 9, 15, len(plan) - 1):  # scrapes mid-run and at a run's end
+            got = samples(m)
+            for key, n in want.items():
+                assert got.get(key, 0) == n, (step, key)
+    assert m.route_paths("r") == {"general": 3, "fast": 15, "fallback": 1}
+
+
+PATH = {0: "general", 1: "fast", 2: "fallback"}

@@ -232,16 +232,20 @@ class ConnectionPool:
         if not (self._waiters and self._serve(None)):
             self._open -= 1
 
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: UpstreamConnection, now: float = -1.0) -> None:
         """Return a connection after a complete exchange: to the first waiter, else to the
-        idle stack; closes it if not reusable."""
+        idle stack; closes it if not reusable. ``now``: the loop time, when the caller has
+        just read it (the task-free exchange passes the time of the response's last bytes:
+        the upstream's own keep-alive timer started then)."""
         conn.finish()
         if not conn.reusable or self.closed_pool or self._max_idle == 0:
             conn.close()
             return
         if self._waiters and self._serve(conn):
             return
-        now = conn.idle_since = conn.now()
+        if now < 0:
+            now = conn.now()
+        conn.idle_since = now
         idle = self._idle
         if len(idle) >= self._max_idle:
             idle.pop(0).close()

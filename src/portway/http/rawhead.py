@@ -47,6 +47,9 @@ class RawHead:
         "last_fields",
         "last_head_only",
         "lines",
+        "out_line",
+        "out_reason",
+        "out_status",
         "reason",
         "seen",
         "status",
@@ -73,6 +76,12 @@ class RawHead:
         self.watch_first = b""
         #: the last scanned head had a line of a watched name
         self.seen = False
+        #: the status line the relay last sent for this connection's ``out_status`` and
+        #: ``out_reason`` (compared by identity: the reason of a head not scanned again is
+        #: the same object), kept by the task-free exchange
+        self.out_status = 0
+        self.out_reason = b""
+        self.out_line = b""
 
     def watch(self, names: frozenset[bytes] | None, first: bytes) -> None:
         """Look for ``names`` (lower-case; ``first`` from :func:`first_bytes`) in the heads

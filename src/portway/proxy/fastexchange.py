@@ -50,6 +50,8 @@ log: Final = logging.getLogger("portway.proxy")
 
 #: no runs of upstream lines (a head relayed field by field); never mutated
 _NO_RUNS: Final[list[bytes]] = []
+#: no items (``FastExchange.raw_items`` unset); never mutated
+_NO_ITEMS: Final[list[tuple[bytes, bytes]]] = []
 
 
 class FastExchange(ResponseSink):
@@ -71,6 +73,12 @@ class FastExchange(ResponseSink):
         "mode",
         "out",
         "pending",
+        "raw_fields",
+        "raw_items",
+        "raw_reason",
+        "raw_status",
+        "rec_latency",
+        "rec_status",
         "rt",
         "t0",
         "target",
@@ -126,6 +134,15 @@ class FastExchange(ResponseSink):
         self.trailers: list[tuple[bytes, bytes]] | None = None
         #: a decision taken inside a parser callback, acted on in ``settle``
         self.pending: Resume | None = None
+        #: the response's status and latency, not yet recorded against the target (0: none
+        #: pending): recorded after the client write (:meth:`_after_write`)
+        self.rec_status = 0
+        self.rec_latency = 0.0
+        #: a hook-free raw head's response, built after the write (``_after_write``)
+        self.raw_fields: list[bytes] | None = None
+        self.raw_items: list[tuple[bytes, bytes]] = _NO_ITEMS
+        self.raw_status = 0
+        self.raw_reason = b""
 
     # --- ResponseSink (inside the upstream parser) ---------------------------------------------
     def on_info(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -195,12 +212,34 @@ class FastExchange(ResponseSink):
             self.pending = self._after_failure(_Attempt("reset", True, err), latency)
             return False
         ctx.upstream_latency = latency
-        up.record(target, status < 500, latency, status, None)
-        if retry_on_status(ctx, up, status, 1, self.deadline):
-            self.pending = Resume(attempt=1, exclude={target}, delay=up.backoff(1))
-            return False
+        if status < 500:
+            # no retry on this status: the outcome (health, breaker, EWMA, retry budget) is
+            # recorded after the client write, off the response's critical path; nothing
+            # before the write reads it (``_after_write``, at the latest in ``_end``/``_fall_back``)
+            self.rec_status = status
+            self.rec_latency = latency
+        else:
+            # the retry decision reads what the record counts (the retry budget)
+            up.record(target, False, latency, status, None)
+            if retry_on_status(ctx, up, status, 1, self.deadline):
+                self.pending = Resume(attempt=1, exclude={target}, delay=up.backoff(1))
+                return False
         self.up_keep_alive = keep_alive
         return True
+
+    def _after_write(self) -> None:
+        """What the client write did not need, once: the response's outcome recorded
+        against the target (see ``_admit``), ``ctx.response`` of a hook-free raw head."""
+        fields = self.raw_fields
+        if fields is not None:
+            self.raw_fields = None
+            resp = Response(self.raw_status, None, b"", self.raw_reason, False, True)
+            resp.set_raw_fields(fields, self.raw_items)
+            self.ctx.response = resp
+        status = self.rec_status
+        if status:
+            self.rec_status = 0
+            self.up.record(self.target, True, self.rec_latency, status, None)
 
     def on_head_raw(
         self,
@@ -217,31 +256,42 @@ class FastExchange(ResponseSink):
         via_line = self.graph.via_line
         if via_line:
             fields.append(via_line)
-        resp = Response(status, None, b"", reason, False, True)
-        ctx.response = resp
         # the fields the response hooks set (``Chain.fields_only``), then the framing ones:
         # the order the field-by-field path sends them in
         items: list[tuple[bytes, bytes]] = []
         chain = self.rt.chain
-        if chain.on_response:
-            try:
-                reps = chain.run_response_fields(ctx, items)
-            except GatewayError as e:
-                self.pending = Resume(attempt=1, error=e, in_response=True)
-                return
-            if reps is not None:
-                # the scanner found no line of those names in this head: nothing to drop
-                h = self.uconn._head
-                watch = chain.watch
-                if (
-                    watch is None
-                    or h.fields is not fields
-                    or h.watch_names is not watch.names
-                    or h.seen
-                ):
-                    fields = without_replaced(fields, reps, chain.field_names)
-                if any(k in FRAMING for k, _ in items):
-                    items[:] = [kv for kv in items if kv[0] not in FRAMING]
+        if not chain.on_response:
+            mode, self.keep = add_response_framing(
+                items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
+            )
+            # ``ctx.response`` is built after the client write (``_after_write``): nothing
+            # reads it before; ``items`` is the list the head is sent with (Alt-Svc included)
+            self.raw_status = status
+            self.raw_reason = reason
+            self.raw_fields = fields
+            self.raw_items = items
+            self._emit_head(status, reason, fields, items, mode)
+            return
+        resp = Response(status, None, b"", reason, False, True)
+        ctx.response = resp
+        try:
+            reps = chain.run_response_fields(ctx, items)
+        except GatewayError as e:
+            self.pending = Resume(attempt=1, error=e, in_response=True)
+            return
+        if reps is not None:
+            # the scanner found no line of those names in this head: nothing to drop
+            h = self.uconn._head
+            watch = chain.watch
+            if (
+                watch is None
+                or h.fields is not fields
+                or h.watch_names is not watch.names
+                or h.seen
+            ):
+                fields = without_replaced(fields, reps, chain.field_names)
+            if any(k in FRAMING for k, _ in items):
+                items[:] = [kv for kv in items if kv[0] not in FRAMING]
         # the upstream's Content-Length line is among ``fields``, relayed as it is
         mode, self.keep = add_response_framing(
             items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
@@ -260,7 +310,15 @@ class FastExchange(ResponseSink):
         """Queue the head for the one join in ``settle`` (no head bytes of their own): the
         status line, ``runs`` of whole lines as the upstream sent them, ``items``."""
         out = self.out
-        line = status_line(status, reason)
+        # the connection's last status line while the status and reason are the same (the
+        # same reason object: the reason of a raw head that was not scanned again)
+        h = self.uconn._head
+        if reason is h.out_reason and status == h.out_status:
+            line = h.out_line
+        else:
+            line = h.out_line = status_line(status, reason)
+            h.out_status = status
+            h.out_reason = reason
         out.append(line)
         size = len(line) + 2
         # (HTTP/1.1 only: a stream's exchange, ``fastsink.py``, has its own): the cast makes
@@ -318,6 +376,8 @@ class FastExchange(ResponseSink):
                 if t is not None:
                     t.pause_reading()
                 conn._can_write.add_done_callback(self._resume)
+        # what the client write did not need, now that it is out
+        self._after_write()
         if self.ended:
             self._end(True, notify=True)
 
@@ -374,6 +434,7 @@ class FastExchange(ResponseSink):
 
     def _end(self, ok: bool, notify: bool) -> None:
         self.done = True
+        self._after_write()
         uconn = self.uconn
         self.target.in_flight -= 1
         if self.paused and uconn.transport is not None and not uconn.closed:
@@ -381,7 +442,8 @@ class FastExchange(ResponseSink):
             uconn.transport.resume_reading()
         if ok and self.up_keep_alive and uconn.reusable:
             pool: ConnectionPool = self.target.pool
-            pool.release(uconn)
+            # (the loop time of the response's last bytes: read as they arrived)
+            pool.release(uconn, uconn.last_io)
         else:
             uconn.finish()
             uconn.abort() if not ok else uconn.close()
@@ -403,6 +465,7 @@ class FastExchange(ResponseSink):
     def _fall_back(self, resume: Resume) -> None:
         """The worker task carries on from here (nothing has reached the client)."""
         self.done = True
+        self._after_write()
         uconn = self.uconn
         self.target.in_flight -= 1
         uconn.finish()

@@ -142,6 +142,8 @@ class StreamExchange(FastExchange):
             out.clear()
             self._abort_client()
             return
+        # what the stream's write did not need (``FastExchange._admit``)
+        self._after_write()
         if ended:
             self._end(True, notify=True)
             return
