@@ -16,7 +16,6 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable
-from typing import Any
 
 import h2.config
 import h2.connection
@@ -28,10 +27,8 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from portway.http.flow import adopt_transport
-from portway.http.forwarded import TrustedProxies
 from portway.http.h2base import H2ServerBase, drain_live
 from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
-from portway.http.limits import ServerLimits
 from portway.http.server import App
 from portway.http.streamreq import split_fields
 from portway.http.streamserve import StreamRules, StreamWriter, serve_stream
@@ -145,17 +142,8 @@ class _StreamWriter(StreamWriter):
 class H2Connection(H2ServerBase):
     """One HTTP/2 client connection; streams are served concurrently, each by ``app``."""
 
-    def __init__(
-        self,
-        app: App,
-        limits: ServerLimits,
-        trusted: TrustedProxies,
-        scheme: str = "http",
-        loop: asyncio.AbstractEventLoop | None = None,
-        extra: dict[str, Any] | None = None,
-        underscores: bool | None = None,
-    ) -> None:
-        super().__init__(app, limits, trusted, scheme, loop, extra, underscores)
+    def _engine_setup(self) -> None:
+        """This engine's state (h2's state machine and settings): the end of ``__init__``."""
         self.streams: dict[int, _StreamWriter] = {}
         # what we send is already HTTP/2-shaped (``relay.stream_fields``: lower-case names, no
         # connection-specific fields; values came through llhttp or our own code, which
@@ -169,14 +157,14 @@ class H2Connection(H2ServerBase):
         )
         self.h2 = ServerH2(config=cfg)
         buf = EagerFrameBuffer(server=True)
-        buf.max_header_block = max(2 * limits.max_header_bytes, 16 * 1024)
+        buf.max_header_block = max(2 * self.limits.max_header_bytes, 16 * 1024)
         self.h2.incoming_buffer = buf
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             },
         )

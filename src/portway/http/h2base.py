@@ -34,8 +34,9 @@ class H2ServerBase(WriteFlow):
 
     Contract for an engine's subclass: it keeps its own ``streams`` (typed with its own
     writer) and calls :meth:`streams_lost` with them from ``connection_lost``; it implements
-    :meth:`shutdown` (GOAWAY(NO_ERROR), then close: what the idle timer calls) and
-    :meth:`begin_drain` (graceful GOAWAY: :func:`drain_live`).
+    :meth:`_engine_setup` (its own state, made at the end of ``__init__``: the constructor's
+    arguments are this class's), :meth:`shutdown` (GOAWAY(NO_ERROR), then close: what the
+    idle timer calls) and :meth:`begin_drain` (graceful GOAWAY: :func:`drain_live`).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class H2ServerBase(WriteFlow):
         self.draining = False
         #: ``Alt-Svc`` value of every response head (the listener's HTTP/3 endpoint)
         self.alt_svc: bytes | None = None
+        self._engine_setup()
 
     def streams_lost(self, streams: Iterable[StreamWriter]) -> None:
         """The client went away: the connection is closed, every stream of ``streams`` is
@@ -125,6 +127,10 @@ class H2ServerBase(WriteFlow):
         self._idle = self.loop.call_later(secs, self.shutdown) if secs > 0 else None
 
     # --- the engine's ----------------------------------------------------------------------------
+    def _engine_setup(self) -> None:
+        """The engine's own state (its streams, its protocol machine)."""
+        raise NotImplementedError
+
     def shutdown(self) -> None:
         """Send GOAWAY(NO_ERROR) and close once nothing is in flight (idle or server exit)."""
         raise NotImplementedError

@@ -30,7 +30,7 @@ from typing import Any, Final
 from portway.http import ng2cb as cb
 from portway.http import ng2lib as L
 from portway.http.flow import adopt_transport
-from portway.http.forwarded import ForwardMemo, TrustedProxies
+from portway.http.forwarded import ForwardMemo
 from portway.http.h2base import H2ServerBase, drain_live
 from portway.http.h2engine import (
     CONTROL_BURST,
@@ -38,7 +38,6 @@ from portway.http.h2engine import (
     MAX_CONTINUATIONS,
     PREMATURE_RESETS,
 )
-from portway.http.limits import ServerLimits
 from portway.http.ng2stream import NgStream
 from portway.http.server import App
 from portway.http.streamreq import split_fields
@@ -105,17 +104,9 @@ class NgConnection(H2ServerBase):
     """One HTTP/2 client connection on libnghttp2; streams are served concurrently by
     ``app``, one task per stream (none for a request answered before the handler)."""
 
-    def __init__(
-        self,
-        app: App,
-        limits: ServerLimits,
-        trusted: TrustedProxies,
-        scheme: str = "http",
-        loop: asyncio.AbstractEventLoop | None = None,
-        extra: dict[str, Any] | None = None,
-        underscores: bool | None = None,
-    ) -> None:
-        super().__init__(app, limits, trusted, scheme, loop, extra, underscores)
+    def _engine_setup(self) -> None:
+        """This engine's state (the session, what its callbacks collect, the flood
+        counters): the end of ``__init__``."""
         self.streams: dict[int, NgStream] = {}
         # header block being received: its stream and fields (None: not a request head)
         self._hsid = 0
@@ -131,7 +122,7 @@ class NgConnection(H2ServerBase):
         self._calm = ""
         self._cont = 0
         self._cont_bytes = 0
-        self._max_block = max(2 * limits.max_header_bytes, 16 * 1024)
+        self._max_block = max(2 * self.limits.max_header_bytes, 16 * 1024)
         self._opened = 0
         self._resets = 0
         self._tokens = CONTROL_BURST
