@@ -205,6 +205,11 @@ _INVALID: Final = (
 _VALID: Final = (b"x-ok", b"a fine value")
 
 
+#: the probe's callbacks while it runs: compiled, a local is freed after its last use in
+#: Python, before nghttp2 calls it back (docs/architecture.md, s8-ng2b rule 2)
+_probe_keep: list[Any] = []
+
+
 def _probe_block(sid: int, name: bytes, value: bytes) -> bytes:
     """A HEADERS frame (END_STREAM, END_HEADERS) of a GET with one more field: HPACK
     indexed pseudo-headers, literals never added to the dynamic table."""
@@ -233,21 +238,25 @@ def probe_field_checks(option: Any, invalid: tuple[tuple[bytes, bytes], ...] = _
     )
     on_header = ffi.callback(sig, header, error=L.ERR_CALLBACK_FAILURE)
     on_invalid = ffi.callback(sig, ignore, error=L.ERR_CALLBACK_FAILURE)
-    pp = ffi.new("nghttp2_session_callbacks **")
-    if lib.nghttp2_session_callbacks_new(pp) != 0:
-        return False
-    # (the callback set is left, a few hundred bytes once: the cdef has no ``_del`` for it)
-    lib.nghttp2_session_callbacks_set_on_header_callback(pp[0], on_header)
-    lib.nghttp2_session_callbacks_set_on_invalid_header_callback(pp[0], on_invalid)
-    sp = ffi.new("nghttp2_session **")
-    if lib.nghttp2_session_server_new2(sp, pp[0], ffi.NULL, option) != 0:
-        return False
-    session = ffi.gc(sp[0], lib.nghttp2_session_del)
-    data = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"]
-    for i, (k, v) in enumerate((*invalid, _VALID)):
-        data.append(_probe_block(2 * i + 1, k, v))
-    wire = b"".join(data)
-    rv = lib.nghttp2_session_mem_recv(session, wire, len(wire))
+    _probe_keep[:] = [on_header, on_invalid]
+    try:
+        pp = ffi.new("nghttp2_session_callbacks **")
+        if lib.nghttp2_session_callbacks_new(pp) != 0:
+            return False
+        # (the callback set is left, a few hundred bytes once: the cdef has no ``_del``)
+        lib.nghttp2_session_callbacks_set_on_header_callback(pp[0], on_header)
+        lib.nghttp2_session_callbacks_set_on_invalid_header_callback(pp[0], on_invalid)
+        sp = ffi.new("nghttp2_session **")
+        if lib.nghttp2_session_server_new2(sp, pp[0], ffi.NULL, option) != 0:
+            return False
+        session = ffi.gc(sp[0], lib.nghttp2_session_del)
+        data = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"]
+        for i, (k, v) in enumerate((*invalid, _VALID)):
+            data.append(_probe_block(2 * i + 1, k, v))
+        wire = b"".join(data)
+        rv = lib.nghttp2_session_mem_recv(session, wire, len(wire))
+    finally:
+        _probe_keep.clear()
     return rv == len(wire) and _VALID in seen and not any(f in seen for f in invalid)
 
 
