@@ -76,3 +76,20 @@ def test_fields_nghttp2_accepts_pass_our_rules() -> None:
         for value in (c, b"a" + c, c + b"a", b"a" + c + b"a"):
             if value_ok(value):  # type: ignore[operator]
                 assert field_problem(b"x", value, h2=True) is None, value
+
+
+def test_nghttp2_field_validation_self_check() -> None:
+    """The nghttp2 engine skips our field rules for a block nghttp2 accepted whole only if
+    the loaded library's session, probed once at load, keeps every field of ``_INVALID``
+    (each one our rules refuse) from ``on_header``. It does here; and the probe tells: with
+    a field that is in fact valid among the "invalid" ones, it fails."""
+    if ng2lib.load() is None:
+        skip_without_nghttp2()
+    from portway.http import ng2cb
+    from portway.http.validate import field_problem
+
+    for name, value in ng2cb._INVALID:
+        assert field_problem(name, value, h2=True) is not None, (name, value)
+    assert ng2cb.FIELDS_VALIDATED
+    assert ng2cb.probe_field_checks(ng2cb.OPTION)
+    assert not ng2cb.probe_field_checks(ng2cb.OPTION, (*ng2cb._INVALID, (b"x-q", b"fine")))

@@ -278,3 +278,31 @@ async def test_h2_joined_cookie_crumbs_are_checked(monkeypatch: pytest.MonkeyPat
         assert await c.get(b"/x", [(b"cookie", b"a=1"), (b"cookie", b"b=2")]) == (200, b"ok")
         assert b"cookie: a=1; b=2\r\n" in rec.heads[-1].lower()
         assert len(rec.heads) == 1
+
+
+@pytest.mark.parametrize("validated", [True, False])
+async def test_h2_fields_checked_by_us_unless_nghttp2_validates(
+    monkeypatch: pytest.MonkeyPatch, validated: bool
+) -> None:
+    """On nghttp2, our field rules skip a block nghttp2 accepted whole only while the
+    library passed its self-check at load (``ng2cb.FIELDS_VALIDATED``); otherwise every
+    field of every request is checked by ours."""
+    from portway.http import ng2cb, ng2lib, streamreq
+
+    if ng2lib.load() is None:
+        skip_without_nghttp2()
+    monkeypatch.setenv("PORTWAY_H2_ENGINE", "nghttp2")
+    monkeypatch.setattr(ng2cb, "FIELDS_VALIDATED", validated)
+    checked: list[list[tuple[bytes, bytes]]] = []
+    real = streamreq.check_fields
+
+    def spy(fields: list[tuple[bytes, bytes]], h2: bool = False) -> None:
+        checked.append(list(fields))
+        real(fields, h2=h2)
+
+    monkeypatch.setattr(streamreq, "check_fields", spy)
+    rec = Recorder()
+    async with raw_upstream(rec) as url, run_gateway(_cfg(url)) as gw:
+        c = await _h2(gw.port)
+        assert await c.get(b"/x", [(b"x-a", b"1")]) == (200, b"ok")
+    assert any((b"x-a", b"1") in f for f in checked) is not validated

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import weakref
 from collections.abc import Awaitable
-from typing import Any
 
 import h2.config
 import h2.connection
@@ -28,21 +26,12 @@ import h2.frame_buffer
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from portway.errors import (
-    PayloadTooLargeError,
-)
-from portway.http.flow import WriteFlow, adopt_transport
-from portway.http.forwarded import TrustedProxies
+from portway.http.flow import adopt_transport
+from portway.http.h2base import H2ServerBase, drain_live
 from portway.http.h2guard import EagerFrameBuffer, ServerH2, goaway_bytes
-from portway.http.limits import ServerLimits
-from portway.http.server import App, ClientDisconnectedError
-from portway.http.streamreq import (
-    StreamRules,
-    StreamWriter,
-    open_request,
-    serve_stream,
-    split_fields,
-)
+from portway.http.server import App
+from portway.http.streamreq import split_fields
+from portway.http.streamserve import StreamRules, StreamWriter, serve_stream
 
 log = logging.getLogger("portway.http.h2")
 
@@ -92,11 +81,13 @@ class _StreamWriter(StreamWriter):
         return self.h2conn.drain()
 
     def abandon_body(self) -> None:
-        self.h2conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        self.stream_gone()
+        self.reset(h2.errors.ErrorCodes.NO_ERROR)
 
     def release(self) -> None:
         self.h2conn._forget(self.stream_id)
+
+    def consume(self, n: int) -> None:
+        self.h2conn._ack(self.stream_id, n)
 
     def send_error(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         c = self.h2conn
@@ -148,37 +139,12 @@ class _StreamWriter(StreamWriter):
                 c._forget(self.stream_id)
 
 
-class H2Connection(WriteFlow):
+class H2Connection(H2ServerBase):
     """One HTTP/2 client connection; streams are served concurrently, each by ``app``."""
 
-    def __init__(
-        self,
-        app: App,
-        limits: ServerLimits,
-        trusted: TrustedProxies,
-        scheme: str = "http",
-        loop: asyncio.AbstractEventLoop | None = None,
-        extra: dict[str, Any] | None = None,
-        underscores: bool | None = None,
-    ) -> None:
-        self.app = app
-        #: the listener's ``underscores_in_headers`` (see ``http/owned.py``)
-        self.underscores = underscores
-        self.limits = limits
-        self.trusted = trusted
-        self.scheme = scheme
-        self.loop = loop or asyncio.get_running_loop()
-        self.extra: dict[str, Any] = extra or {}
-        self.transport: asyncio.Transport | None = None
-        self.peer_ip, self.peer_port = "", 0
-        self.server_port = 0
-        self.closed = False
-        self._can_write = None
-        #: a flush is scheduled (``flush_soon``) / ``data_received`` is running
-        self._flush_pending = False
-        self._receiving = False
+    def _engine_setup(self) -> None:
+        """This engine's state (h2's state machine and settings): the end of ``__init__``."""
         self.streams: dict[int, _StreamWriter] = {}
-        self._idle: asyncio.TimerHandle | None = None
         # what we send is already HTTP/2-shaped (``relay.stream_fields``: lower-case names, no
         # connection-specific fields; values came through llhttp or our own code, which
         # reject CR/LF/NUL), so h2's outbound checks would only repeat them per response;
@@ -191,18 +157,14 @@ class H2Connection(WriteFlow):
         )
         self.h2 = ServerH2(config=cfg)
         buf = EagerFrameBuffer(server=True)
-        buf.max_header_block = max(2 * limits.max_header_bytes, 16 * 1024)
+        buf.max_header_block = max(2 * self.limits.max_header_bytes, 16 * 1024)
         self.h2.incoming_buffer = buf
-        #: GOAWAY sent for shutdown: open streams complete, new ones are refused
-        self.draining = False
-        #: ``Alt-Svc`` value of every response head (the listener's HTTP/3 endpoint)
-        self.alt_svc: bytes | None = None
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             },
         )
@@ -221,18 +183,9 @@ class H2Connection(WriteFlow):
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.transport = None
-        self._cancel_idle()
-        for s in list(self.streams.values()):
-            s.lost()
-        self.streams.clear()
-        w = self._can_write
-        if w is not None and not w.done():
-            w.set_exception(ClientDisconnectedError("client disconnected"))
-        self.app.connection_closed()
+        if not self.closed:
+            self.streams_lost(self.streams.values())
+            self.streams.clear()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -276,23 +229,12 @@ class H2Connection(WriteFlow):
             self.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._cancel_idle()
-        head = split_fields(ev.headers or (), self.underscores, self.app.owned_headers)
+        head = split_fields(ev.headers or (), self.underscores, self._owned)
         w = _StreamWriter(self, sid, head.raw_method.decode("latin-1"))
         self.streams[sid] = w
         # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3); a
         # request they refuse is answered there
-        req = open_request(
-            w,
-            head,
-            ev.stream_ended is not None,
-            self.limits,
-            self.trusted,
-            scheme=self.scheme,
-            peer=(self.peer_ip, self.peer_port),
-            server_port=self.server_port,
-            ack=functools.partial(self._ack, sid),
-            log=log,
-        )
+        req = self.open_stream(w, head, ev.stream_ended is not None)
         if req is not None:
             w.task = self.loop.create_task(serve_stream(self.app, w, req, log))
 
@@ -308,10 +250,8 @@ class H2Connection(WriteFlow):
             return
         if flow > len(data):
             self._ack(sid, flow - len(data))  # padding is never consumed by anyone
-        limit = self.limits.max_body_bytes
-        if limit is not None and b.received + len(data) > limit:
+        if self.body_over_limit(b, len(data)):
             self._ack(sid, len(data))
-            b.set_exception(PayloadTooLargeError("request body too large"))
             return
         if data:
             b.feed(data)
@@ -380,19 +320,7 @@ class H2Connection(WriteFlow):
             t.write(data)
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def _cancel_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
-    def _arm_idle(self) -> None:
-        self._cancel_idle()
-        secs = self.limits.idle_timeout
-        self._idle = self.loop.call_later(secs, self.shutdown) if secs > 0 else None
-
     def begin_drain(self) -> None:
-        """Graceful GOAWAY (server shutdown): tell the client the last stream that will be
-        served, finish the open streams, refuse new ones, close when the last one ends."""
         if self.closed or self.draining:
             return
         self.draining = True
@@ -407,7 +335,6 @@ class H2Connection(WriteFlow):
             self.close()
 
     def shutdown(self) -> None:
-        """Send GOAWAY(NO_ERROR) and close once nothing is in flight (idle or server exit)."""
         if self.closed:
             return
         with contextlib.suppress(h2.exceptions.ProtocolError):
@@ -427,10 +354,7 @@ def drain_connections(app: App | None = None) -> int:
     """:meth:`H2Connection.begin_drain` on every live connection (of ``app`` when given: tests
     run several gateways in one process); returns how many there were. The worker calls it
     when it stops accepting."""
-    conns = [c for c in _LIVE if not c.closed and (app is None or c.app is app)]
-    for c in conns:
-        c.begin_drain()
-    return len(conns)
+    return drain_live(_LIVE, app)
 
 
 __all__ = ["PREFACE", "H2Connection", "drain_connections", "goaway_bytes"]

@@ -40,13 +40,8 @@ from portway.errors import PayloadTooLargeError
 from portway.http.forwarded import TrustedProxies
 from portway.http.limits import ServerLimits
 from portway.http.server import App, ClientDisconnectedError
-from portway.http.streamreq import (
-    StreamRules,
-    StreamWriter,
-    open_request,
-    serve_stream,
-    split_fields,
-)
+from portway.http.streamreq import split_fields
+from portway.http.streamserve import StreamRules, StreamWriter, open_request, serve_stream
 
 log = logging.getLogger("portway.http.h3")
 
@@ -278,7 +273,6 @@ class H3Protocol(QuicConnectionProtocol):
             scheme="https",
             peer=(self.peer_ip, self.peer_port),
             server_port=self.server_port,
-            ack=None,
             log=log,
         )
         if req is not None:

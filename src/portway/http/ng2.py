@@ -23,34 +23,25 @@ GOAWAY(ENHANCE_YOUR_CALM). Request DATA is acknowledged only as the handler cons
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import struct
-from collections.abc import Callable
 from typing import Any, Final
 
-from portway.errors import GatewayError, PayloadTooLargeError
 from portway.http import ng2cb as cb
 from portway.http import ng2lib as L
-from portway.http.flow import WriteFlow, adopt_transport
-from portway.http.forwarded import ForwardMemo, TrustedProxies
+from portway.http.flow import adopt_transport
+from portway.http.forwarded import ForwardMemo
+from portway.http.h2base import H2ServerBase, drain_live
 from portway.http.h2engine import (
     CONTROL_BURST,
     CONTROL_PER_SECOND,
     MAX_CONTINUATIONS,
     PREMATURE_RESETS,
 )
-from portway.http.limits import ServerLimits
 from portway.http.ng2stream import NgStream
-from portway.http.requestid import request_id_of
-from portway.http.server import App, _Abort
-from portway.http.streamreq import (
-    StreamBody,
-    StreamHead,
-    build_request,
-    check_head,
-    split_fields,
-)
+from portway.http.server import App
+from portway.http.streamreq import split_fields
+from portway.http.streamserve import serve_stream
 
 log = logging.getLogger("portway.http.h2")
 
@@ -109,55 +100,29 @@ def _nv_bytes(fields: list[tuple[bytes, bytes]], base: int) -> bytes:
     return b"".join(parts)
 
 
-def _ended_body(expect_continue: bool) -> StreamBody:
-    raise AssertionError("a request whose stream ended has no body")  # pragma: no cover
-
-
-class NgConnection(WriteFlow):
+class NgConnection(H2ServerBase):
     """One HTTP/2 client connection on libnghttp2; streams are served concurrently by
     ``app``, one task per stream (none for a request answered before the handler)."""
 
-    def __init__(
-        self,
-        app: App,
-        limits: ServerLimits,
-        trusted: TrustedProxies,
-        scheme: str = "http",
-        loop: asyncio.AbstractEventLoop | None = None,
-        extra: dict[str, Any] | None = None,
-        underscores: bool | None = None,
-    ) -> None:
-        self.app = app
-        self.underscores = underscores
-        self.limits = limits
-        self.trusted = trusted
-        self.scheme = scheme
-        self.loop = loop or asyncio.get_running_loop()
-        self.extra: dict[str, Any] = extra or {}
-        self.transport: asyncio.Transport | None = None
-        self.peer_ip, self.peer_port = "", 0
-        self.server_port = 0
-        self.closed = False
-        self._can_write = None
-        self._flush_pending = False
-        self._receiving = False
+    def _engine_setup(self) -> None:
+        """This engine's state (the session, what its callbacks collect, the flood
+        counters): the end of ``__init__``."""
         self.streams: dict[int, NgStream] = {}
-        self._idle: asyncio.TimerHandle | None = None
-        self.draining = False
-        #: ``Alt-Svc`` value of every response head (the listener's HTTP/3 endpoint)
-        self.alt_svc: bytes | None = None
         # header block being received: its stream and fields (None: not a request head)
         self._hsid = 0
         self._last_sid = 0
         self._hdrs: list[tuple[bytes, bytes]] | None = None
-        #: a field of that block failed nghttp2's checks (kept: ours judge it)
-        self._hbad = False
-        self._owned = app.owned_headers
+        #: our rules check every field of every block: the loaded libnghttp2's session
+        #: failed the self-check of its field validation (``ng2cb.FIELDS_VALIDATED``)
+        self._hcheck = not cb.FIELDS_VALIDATED
+        #: our rules check every field of that block: one failed nghttp2's checks (it is
+        #: kept, ours judge it), or ``_hcheck``
+        self._hbad = self._hcheck
         # flood accounting (see h2engine's limits)
         self._calm = ""
         self._cont = 0
         self._cont_bytes = 0
-        self._max_block = max(2 * limits.max_header_bytes, 16 * 1024)
+        self._max_block = max(2 * self.limits.max_header_bytes, 16 * 1024)
         self._opened = 0
         self._resets = 0
         self._tokens = CONTROL_BURST
@@ -207,24 +172,10 @@ class NgConnection(WriteFlow):
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.transport = None
-        _LIVE.discard(self)
-        self._cancel_idle()
-        for s in list(self.streams.values()):
-            s.stream_gone()
-            t = s.task
-            if t is not None and not t.done():
-                t.cancel()
-        self.streams.clear()
-        w = self._can_write
-        if w is not None and not w.done():
-            from portway.http.server import ClientDisconnectedError
-
-            w.set_exception(ClientDisconnectedError("client disconnected"))
-        self.app.connection_closed()
+        if not self.closed:
+            _LIVE.discard(self)
+            self.streams_lost(self.streams.values())
+            self.streams.clear()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -273,18 +224,12 @@ class NgConnection(WriteFlow):
         head = split_fields(fields, self.underscores, self._owned)
         w = NgStream(self, sid, head.raw_method.decode("latin-1"))
         self.streams[sid] = w
-        try:
-            # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3);
-            # regular fields nghttp2 let through its own RFC 9113 checks pass ours (a field
-            # it found invalid is kept, ``ng2cb._invalid_header``, and then all are checked)
-            check_head(head, self.limits, not self._hbad)
-            req = self._build_request(w, head, ended)
-        except (_Abort, GatewayError) as e:
-            self.send_simple(w, e.error if isinstance(e, _Abort) else e, head.fields)
-            return
-        except Exception:
-            log.exception("internal error while reading an HTTP/2 request")
-            self.send_simple(w, GatewayError("internal error"), head.fields)
+        # the rules of the HTTP/1.1 listener (http/streamreq.py, shared with HTTP/3), a
+        # refusal answered there; regular fields nghttp2 let through its own RFC 9113 checks
+        # pass ours (a field it found invalid is kept, ``ng2cb._invalid_header``, and then
+        # all are checked)
+        req = self.open_stream(w, head, ended, not self._hbad)
+        if req is None:
             return
         # through ``Any``, as ``handle``: compiled, a typed call would check the stream's type
         app: Any = self.app
@@ -298,64 +243,12 @@ class NgConnection(WriteFlow):
 
     def start_task(self, w: NgStream, req: Any, resumed: Any) -> None:
         """Serve ``w`` in a task: ``req`` from the start, or a task-free exchange's
-        ``resumed`` (``serverapi.Resumed``) from where it stopped."""
-        w.task = self.loop.create_task(self._serve(w, req, resumed))
-
-    def _build_request(self, w: NgStream, head: StreamHead, ended: bool) -> Any:
-        make: Callable[[bool], Any] = _ended_body
-        if not ended:  # (no body: no closure made per request)
-
-            def make_body(expect_continue: bool) -> StreamBody:
-                def first_read() -> None:
-                    if expect_continue and not w.head_sent and not w.closed:
-                        self.send_info(w.stream_id, [(b":status", b"100")])
-
-                body = StreamBody(
-                    functools.partial(self._ack, w.stream_id),
-                    first_read,
-                    self.limits.body_timeout,
-                )
-                w.body = body
-                return body
-
-            make = make_body
-        return build_request(
-            head,
-            self.limits,
-            self.trusted,
-            version="2",
-            scheme=self.scheme,
-            peer=(self.peer_ip, self.peer_port),
-            server_port=self.server_port,
-            ended=ended,
-            make_body=make,
+        ``resumed`` (``serverapi.Resumed``) from where it stopped. A body still queued in
+        ``w.out`` when the handler returns needs no task: nghttp2's read callback takes it
+        as the peer's windows allow (no drain wait, one loop pass less)."""
+        w.task = self.loop.create_task(
+            serve_stream(self.app, w, req, log, wait_out=False, resumed=resumed)
         )
-
-    async def _serve(self, w: NgStream, req: Any, resumed: Any) -> None:
-        try:
-            # through ``Any``: compiled, a call typed ``App.handle(ServerConnection, ...)``
-            # would check that ``w`` is one (it is a ClientConnection, as the handler takes)
-            if resumed is None:
-                app: Any = self.app
-                await app.handle(w, req)
-            else:
-                await resumed.run(w)
-            if not w.ended and not w.closed:
-                # the handler returned without finishing the response (close-delimited body)
-                w.close()
-            # a body still queued in ``w.out`` needs no task: nghttp2's read callback takes
-            # it as the peer's windows allow (no drain wait here, one loop pass less)
-        except (asyncio.CancelledError, ConnectionError):
-            pass
-        except Exception:
-            log.exception("unhandled error while serving an HTTP/2 stream")
-            w.abort()
-        finally:
-            w.task = None
-            b = w.body
-            if not w.closed and b is not None and not b._eof:
-                # RFC 9113 §8.1: a complete response may precede the request's end
-                self.end_then_reset(w)
 
     def _ack(self, sid: int, n: int) -> None:
         if n <= 0 or self.closed:
@@ -402,38 +295,6 @@ class NgConnection(WriteFlow):
         """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
         lib.nghttp2_session_resume_data(self.session, sid)
         self.flush_soon()
-
-    def send_simple(
-        self, w: NgStream, err: GatewayError, fields: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        """Answer ``w`` with ``err``'s JSON error (requests rejected before the handler);
-        ``fields``: the request's, for the client's X-Request-ID."""
-        rid = request_id_of(fields or [])
-        body = err.body(rid)
-        headers = [
-            (b":status", b"%d" % err.status),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"x-request-id", rid.encode("ascii")),
-        ]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers]
-        w.head_sent = True
-        w.out.append(body)
-        w.eof_pending = True
-        self.submit_response(w.stream_id, headers, True)
-        if w.body is not None and not w.body._eof:
-            # the request body will never be read: end the stream once the answer is out
-            self.end_then_reset(w)
-
-    def end_then_reset(self, w: NgStream) -> None:
-        """Reset ``w`` with NO_ERROR after its response (whose request body is unread):
-        at once when the last frame is already with nghttp2, else when it is serialized
-        (a RST_STREAM queued now would overtake the DATA still in the stream's queue)."""
-        if w.ended and not w.out:
-            self.reset_stream(w.stream_id, L.NO_ERROR)
-            w.stream_gone()
-        else:
-            w.reset_after_end = True
 
     def reset_stream(self, sid: int, code: int) -> None:
         if not self.closed:
@@ -497,7 +358,7 @@ class NgConnection(WriteFlow):
                 # are collected (one callback per request fewer than ``begin_headers``)
                 self._last_sid = self._hsid = sid
                 self._hdrs = []
-                self._hbad = False
+                self._hbad = self._hcheck
             else:
                 self._hdrs = None  # trailers: their fields are not kept
         elif ftype == L.RST_STREAM:
@@ -529,10 +390,7 @@ class NgConnection(WriteFlow):
             # credit for bytes buffered but never read goes back to the connection window
             self._ack(sid, b._buffered)
         if code != L.NO_ERROR or not w.ended or w.out:
-            w.stream_gone()
-            t = w.task
-            if t is not None and not t.done():
-                t.cancel()
+            w.lost()
         if not self.streams:
             if self.draining:
                 self.flush_soon()
@@ -541,37 +399,20 @@ class NgConnection(WriteFlow):
 
     def on_data(self, sid: int, data: bytes) -> None:
         w = self.streams.get(sid)
-        b = w.body if w is not None else None
-        if w is None or b is None or w.closed or b._eof or b.failed:
+        b = w.open_body() if w is not None else None
+        if b is None or self.body_over_limit(b, len(data)):
             # nobody will read it: return the credit at once so other streams keep flowing
             lib.nghttp2_session_consume(self.session, sid, len(data))
-            return
-        limit = self.limits.max_body_bytes
-        if limit is not None and b.received + len(data) > limit:
-            lib.nghttp2_session_consume(self.session, sid, len(data))
-            b.set_exception(PayloadTooLargeError("request body too large"))
             return
         b.feed(data)
 
     def on_end(self, sid: int) -> None:
         w = self.streams.get(sid)
-        if w is not None and w.body is not None and not w.body.failed:
-            w.body.feed_eof()
+        if w is not None:
+            w.request_ended()
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def _cancel_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
-    def _arm_idle(self) -> None:
-        self._cancel_idle()
-        secs = self.limits.idle_timeout
-        self._idle = self.loop.call_later(secs, self.shutdown) if secs > 0 else None
-
     def begin_drain(self) -> None:
-        """Graceful GOAWAY (server shutdown): tell the client the last stream that will be
-        served, finish the open streams, refuse new ones, close when the last one ends."""
         if self.closed or self.draining:
             return
         self.draining = True
@@ -582,7 +423,6 @@ class NgConnection(WriteFlow):
             self.close()
 
     def shutdown(self) -> None:
-        """Send GOAWAY(NO_ERROR) and close once nothing is in flight (idle or server exit)."""
         if self.closed:
             return
         last = lib.nghttp2_session_get_last_proc_stream_id(self.session)
@@ -598,10 +438,7 @@ class NgConnection(WriteFlow):
 
 def drain_connections(app: App | None = None) -> int:
     """:meth:`NgConnection.begin_drain` on every live connection (of ``app`` when given)."""
-    conns = [c for c in _LIVE if not c.closed and (app is None or c.app is app)]
-    for c in conns:
-        c.begin_drain()
-    return len(conns)
+    return drain_live(_LIVE, app)
 
 
 __all__ = ["NgConnection", "drain_connections"]

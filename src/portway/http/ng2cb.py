@@ -9,7 +9,7 @@ that call back); nothing inside a callback calls back into those.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from portway.http import ng2lib as L
 
@@ -184,4 +184,88 @@ def _make_callbacks() -> tuple[Any, Any, list[Any]]:
 CALLBACKS, (PROVIDER, OPTION), _KEEP = _make_callbacks()
 
 
-__all__ = ["CALLBACKS", "OPTION", "PROVIDER", "cur"]
+# --- the self-check of nghttp2's field validation ------------------------------------------------
+#: request fields our rules (``validate.check_fields(h2=True)``) refuse: nghttp2's session must
+#: keep every one of them from ``on_header`` (to ``on_invalid_header``, or a stream reset)
+_INVALID: Final = (
+    (b"x-p", b" lead"),
+    (b"x-p", b"trail "),
+    (b"x-p", b"a\tb\t"),
+    (b"x-p", b"a\x01b"),
+    (b"x-p", b"a\x7fb"),
+    (b"x-p", b"a\x00b"),
+    (b"x-p", b"a\rb"),
+    (b"x-p", b"a\nb"),
+    (b"X-P", b"v"),
+    (b"x p", b"v"),
+    (b"x(p", b"v"),
+    (b"x\x7fp", b"v"),
+)
+#: a field every rule accepts: it must reach ``on_header`` (the probe saw fields at all)
+_VALID: Final = (b"x-ok", b"a fine value")
+
+
+#: the probe's callbacks while it runs: compiled, a local is freed after its last use in
+#: Python, before nghttp2 calls it back (docs/architecture.md, s8-ng2b rule 2)
+_probe_keep: list[Any] = []
+
+
+def _probe_block(sid: int, name: bytes, value: bytes) -> bytes:
+    """A HEADERS frame (END_STREAM, END_HEADERS) of a GET with one more field: HPACK
+    indexed pseudo-headers, literals never added to the dynamic table."""
+    block = b"\x82\x86\x84\x01\x01a\x00%c%s%c%s" % (len(name), name, len(value), value)
+    return len(block).to_bytes(3, "big") + b"\x01\x05" + sid.to_bytes(4, "big") + block
+
+
+def probe_field_checks(option: Any, invalid: tuple[tuple[bytes, bytes], ...] = _INVALID) -> bool:
+    """Whether libnghttp2's session, with ``option``, keeps from ``on_header`` every field
+    of ``invalid`` while passing :data:`_VALID`: only then may ``check_head`` skip our
+    own field rules for a block whose every field reached ``on_header``
+    (``NgConnection._hbad``). Run once at load (one session, a few hundred bytes): the
+    ``libnghttp2.so.14`` found at run time is not necessarily the one the tests ran on."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    def header(s: Any, f: Any, name: Any, nlen: int, value: Any, vlen: int, fl: int, u: Any) -> int:
+        seen.append((_unpack(name, nlen), _unpack(value, vlen)))
+        return 0
+
+    def ignore(s: Any, f: Any, n: Any, nlen: int, v: Any, vlen: int, fl: int, u: Any) -> int:
+        return 0  # (ignored: the field does not reach ``on_header``)
+
+    sig = (
+        "int(nghttp2_session *, const nghttp2_frame *, const char *, size_t, const char *,"
+        " size_t, uint8_t, void *)"
+    )
+    on_header = ffi.callback(sig, header, error=L.ERR_CALLBACK_FAILURE)
+    on_invalid = ffi.callback(sig, ignore, error=L.ERR_CALLBACK_FAILURE)
+    _probe_keep[:] = [on_header, on_invalid]
+    try:
+        pp = ffi.new("nghttp2_session_callbacks **")
+        if lib.nghttp2_session_callbacks_new(pp) != 0:
+            return False
+        # (the callback set is left, a few hundred bytes once: the cdef has no ``_del``)
+        lib.nghttp2_session_callbacks_set_on_header_callback(pp[0], on_header)
+        lib.nghttp2_session_callbacks_set_on_invalid_header_callback(pp[0], on_invalid)
+        sp = ffi.new("nghttp2_session **")
+        if lib.nghttp2_session_server_new2(sp, pp[0], ffi.NULL, option) != 0:
+            return False
+        session = ffi.gc(sp[0], lib.nghttp2_session_del)
+        data = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"]
+        for i, (k, v) in enumerate((*invalid, _VALID)):
+            data.append(_probe_block(2 * i + 1, k, v))
+        wire = b"".join(data)
+        rv = lib.nghttp2_session_mem_recv(session, wire, len(wire))
+    finally:
+        _probe_keep.clear()
+    return rv == len(wire) and _VALID in seen and not any(f in seen for f in invalid)
+
+
+#: libnghttp2's session validates request fields at least as our rules do (see
+#: :func:`probe_field_checks`); if not, ``NgConnection`` checks every field itself (not
+#: ``Final``: read per connection, so that a test can say otherwise)
+FIELDS_VALIDATED = probe_field_checks(OPTION)
+if not FIELDS_VALIDATED:  # pragma: no cover - a libnghttp2 that lets invalid fields through
+    log.warning("libnghttp2 passes invalid request fields: Portway checks every field itself")
+
+
+__all__ = ["CALLBACKS", "FIELDS_VALIDATED", "OPTION", "PROVIDER", "cur", "probe_field_checks"]
