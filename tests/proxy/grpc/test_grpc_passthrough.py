@@ -192,7 +192,10 @@ async def test_cancelled_client_stream_cancels_upstream(echo: EchoServer) -> Non
 async def test_100_concurrent_streams_share_one_upstream_connection(echo: EchoServer) -> None:
     n = 100
     echo.barrier = threading.Barrier(n)  # every call waits until all 100 are in flight
-    async with run_gateway(gateway_config(echo.url)) as gw:
+    # the 100 streams wait for the one connection's handshake: on a loaded 2-core CI machine
+    # the threaded grpcio server may take longer than the 2 s default to answer it
+    cfg = gateway_config(echo.url, upstream={"timeouts": {"connect": 30}})
+    async with run_gateway(cfg) as gw:
         with channel(gw.port) as ch:
             stubs = Stubs(ch)
 
