@@ -169,8 +169,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns() -> int:
+    """The terminal width as ``shutil.get_terminal_size`` finds it (``$COLUMNS``, then the
+    terminal of stdout, else 80), without importing :mod:`shutil`: argparse imports it for
+    every formatter it makes (each ``add_argument`` makes one), and with it ``bz2``,
+    ``lzma`` and ``zlib`` (~0.4 MB kept by the serving process for nothing)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Help(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)  # argparse's own margin
+
+
+class _RawHelp(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = _RawHelp
     p = argparse.ArgumentParser(
         prog="portway",
         formatter_class=fmt,
@@ -205,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     v = sub.add_parser(
         "validate",
+        formatter_class=_Help,
         help="check a config file and report every error with its line",
         description="Check a config file without starting anything. Prints a summary and "
         "exits 0, or lists every error with its YAML path and line and exits 2.",
@@ -213,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
     t = sub.add_parser(
         "routes",
+        formatter_class=_Help,
         help="print the compiled route table in priority order",
         description="Print the compiled route table, highest priority first: exact paths, "
         "then templates and prefixes by literal length, then regexes.",
@@ -234,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="gateway port (default: $PORTWAY_PORT or 8080)"
     )
     d.set_defaults(func=cmd_demo)
-    ver = sub.add_parser("version", help="print the version", description="Print the version.")
+    ver = sub.add_parser(
+        "version", formatter_class=_Help, help="print the version", description="Print the version."
+    )
     ver.set_defaults(func=lambda a: print(f"portway {__version__}") or 0)
     return p
 

@@ -37,8 +37,12 @@ HEAVY = (
     "portway.http.h2",
     "portway.http.h2client",
     "portway.http.h2conn",
-    "portway.admin.app",  # the admin API and dashboard
+    "portway.admin",  # the admin API, the dashboard and its "recent errors" ring
     "portway.observability.tracing_otel",
+    "portway.runtime.peers",  # several workers (s10-mem)
+    "portway.config.aggregate",
+    "portway.config.jsonpath",  # aggregate routes: checked and built only when configured
+    "portway.plugins._tls",  # routes that require a client certificate
 )
 
 #: standard-library packages nothing in a minimal worker needs (s8-mem): importlib.metadata
@@ -195,3 +199,16 @@ def test_a_basic_auth_consumer_loads_its_hash_library_on_the_first_check() -> No
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_an_aggregate_route_loads_its_template_modules() -> None:
+    # the control for the aggregate checks made lazy (s10-mem): a config with an aggregate
+    # route loads the template and JSON-path modules while it is loaded and built
+    cfg = MINIMAL.replace(
+        "routes: [",
+        "routes: [{name: page, match: {paths: ['/page/{id}']}, aggregate: {calls: "
+        "[{name: a, upstream: u, path: '/a/{params.id}', fields: {allow: [x]}}]}}, ",
+    )
+    result = _probe(cfg)
+    assert result["status"] == 200
+    assert result["loaded"] == ["portway.config.aggregate", "portway.config.jsonpath"]

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from portway.config.aggregate import Template, TemplateError, parse_template, plan_order
 from portway.config.errors import Path, suggest
-from portway.config.jsonpath import JsonPath, PathError
-from portway.config.jsonpath import parse as parse_json_path
 from portway.config.traffic import referenced_upstreams
+
+if TYPE_CHECKING:
+    from portway.config.aggregate import Template
+    from portway.config.jsonpath import JsonPath
 
 __all__ = ["Report", "check_document"]
 
@@ -221,6 +222,9 @@ def _check_routes(data: dict[str, Any], report: Report) -> None:
 
 def _check_aggregate(agg: dict[str, Any], base: Path, upstreams: set[str], report: Report) -> None:
     """Call upstreams exist, path templates parse, references form no cycle, field paths parse."""
+    # imported for configs that have aggregate routes only (as the runtime does)
+    from portway.config.aggregate import TemplateError, parse_template, plan_order
+
     calls = agg.get("calls")
     if not isinstance(calls, list):
         return
@@ -283,6 +287,9 @@ def _check_aggregate(agg: dict[str, Any], base: Path, upstreams: set[str], repor
 
 
 def _check_json_path(text: str, where: Path, report: Report) -> JsonPath | None:
+    from portway.config.jsonpath import PathError
+    from portway.config.jsonpath import parse as parse_json_path
+
     try:
         return parse_json_path(text)
     except PathError as e:

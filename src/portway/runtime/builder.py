@@ -18,7 +18,6 @@ from portway.observability.tracing import Tracer, build_tracer
 from portway.pipeline.plugin import ConsumerDirectory, Plugin, PluginEnv
 from portway.pipeline.registry import registry
 from portway.pipeline.runner import Chain
-from portway.plugins._tls.required import ClientCertRequired
 from portway.proxy.traffic import RoutePolicy
 from portway.routing.router import Router
 from portway.runtime.graph import RouteRuntime, RuntimeGraph
@@ -380,6 +379,8 @@ async def build_graph(
                 chain_plugins.append(p)
                 own[b.name] = p
         if r.match.tls is not None and r.match.tls.client_cert:
+            from portway.plugins._tls.required import ClientCertRequired
+
             chain_plugins.insert(0, ClientCertRequired(r.name))
         profile_chains: dict[str, Chain] | None = None
         if cfg.profiles:

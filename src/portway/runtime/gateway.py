@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portway.config.schema import GatewayConfig
 from portway.errors import GatewayError
@@ -20,7 +20,9 @@ from portway.http.models import Request, Response
 from portway.pipeline.context import RequestContext
 from portway.runtime.builder import BuildContext, build_graph, prune_shared, remember
 from portway.runtime.graph import GraphSlot, RuntimeGraph
-from portway.runtime.peers import PeerLog
+
+if TYPE_CHECKING:
+    from portway.runtime.peers import PeerLog  # only with several workers (server/worker.py)
 
 log = logging.getLogger("portway.runtime")
 

@@ -12,10 +12,8 @@ import contextlib
 import gc
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +52,10 @@ def run_supervised(
 ) -> int:
     if workers <= 1:
         return run_single(config, config_path, watch, on_ready)
+    # only a supervisor makes scratch directories (shutil alone imports bz2 and lzma)
+    import shutil
+    import tempfile
+
     scratch: list[str] = []
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portway-metrics-")

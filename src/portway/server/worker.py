@@ -67,15 +67,18 @@ class Worker:
             observers.append(metrics)
         except Exception:  # observability is optional at this layer
             metrics = None
-        from portway.admin.dashboard.errors import get_recent_errors
+        if self.admin_enabled:
+            from portway.admin.dashboard.errors import get_recent_errors
 
-        # the dashboard's "recent errors", from every worker: fed by the metrics observer
-        # (a compiled Observer; an interpreted observer cannot join the compiled list)
-        recent = get_recent_errors()
-        if metrics is not None:
-            metrics.error_sink = recent.record
-        await recent.start()
-        self._closers.append(recent.aclose)
+            # the dashboard's "recent errors", from every worker: fed by the metrics observer
+            # (a compiled Observer; an interpreted observer cannot join the compiled list).
+            # Without an admin listener there is no dashboard to read them (the listener is
+            # not started by a reload either): nothing is imported, kept or flushed.
+            recent = get_recent_errors()
+            if metrics is not None:
+                metrics.error_sink = recent.record
+            await recent.start()
+            self._closers.append(recent.aclose)
         gw = Gateway(self.config, config_path=self.config_path, observers=observers)
         if metrics is not None:
             gw.reload_listeners.append(metrics.config_reload)
