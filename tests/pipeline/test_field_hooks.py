@@ -157,3 +157,45 @@ def test_replace_fields_removes_every_field_of_the_names() -> None:
     untouched = Headers.adopt([(b"b", b"2")])
     replace_fields(untouched, frozenset({b"a"}), [])
     assert untouched.raw() == [(b"b", b"2")]
+
+
+def _with_runs(chain: Chain, ctx: RequestContext) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    runs: list[bytes] = []
+    items: list[tuple[bytes, bytes]] = []
+    ctx.response = Response(200, None, b"")
+    chain.run_response_fields(ctx, items, runs)
+    return runs, items
+
+
+def test_repeated_fields_come_as_lines_that_say_the_same() -> None:
+    """HTTP/1.1's writer passes ``runs``: a leading hook that sets the very same fields as
+    last time (a rate limit far from its limit) hands them as one prerendered run; the run
+    then the items are the fields the plain call gives, every time, replacement included."""
+    from portway.http.models import parse_fields
+
+    big = {"limits": [{"rate": 1_000_000_000, "per": "1s"}]}
+    cases = [
+        [_rid(), _rl(**big)],
+        [_rid(header="x-ratelimit-limit"), _rl(headers="both", **big)],
+        [_rl(**big)],
+        [_rid(echo=False), _rl(headers="none")],
+        [_rl(**big), _rid()],
+    ]
+    for n, plugins in enumerate(cases):
+        chain = Chain(plugins)
+        moved = 0
+        for i in range(4):
+            sent = [("x-request-id", f"id-{i}"), ("x-ratelimit-limit", f"id-{i}")]
+            a = make_context(headers=sent)
+            b = make_context(headers=sent)
+            assert chain.run_request_sync(a) is None and chain.run_request_sync(b) is None
+            plain: list[tuple[bytes, bytes]] = []
+            a.response = Response(200, None, b"")
+            reps = chain.run_response_fields(a, plain)
+            runs, items = _with_runs(chain, b)
+            assert parse_fields(runs) + items == plain
+            assert chain.run_response_fields(b, []) == reps or reps is None
+            moved += len(runs)
+        # the leading rate-limit fields repeat from the second time on (not when a later
+        # hook replaces one of them)
+        assert moved == (3 if n in (0, 2) else 0)

@@ -88,3 +88,56 @@ def test_remembered_bytes_follow_the_host() -> None:
         parts: list[bytes] = []
         forward_header_lines(req, [(b"host", host)], b"portway", None, parts)
         assert b"x-forwarded-host: " + host + b"\r\n" in b"".join(parts)
+
+
+#: field edits a hook may leave pending (``RequestContext.edit_upstream_fields``): names to
+#: drop, fields to add — some the forwarding rules look at (Host, Connection, Via, ...)
+EDITS: list[tuple[frozenset[bytes] | None, list[tuple[bytes, bytes]]]] = [
+    (frozenset({b"apikey", b"x-consumer-id"}), [(b"x-consumer-id", b"7"), (b"x-c", b"a")]),
+    (None, [(b"x-request-id", b"abc")]),
+    (frozenset({b"host"}), [(b"host", b"other")]),
+    (frozenset({b"accept"}), [(b"connection", b"close")]),
+    (frozenset({b"x"}), [(b"via", b"1.1 hook"), (b"x-forwarded-for", b"1.2.3.4")]),
+    (frozenset({b"connection", b"te"}), [(b"te", b"trailers"), (b"upgrade", b"h2c")]),
+    (frozenset(), []),
+]
+
+
+@pytest.mark.parametrize("raw", CASES[:4] + CASES[6:9] + [[(b"apikey", b"k"), (b"host", b"h")]])
+@pytest.mark.parametrize("edit", EDITS)
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.parametrize("new_host", [None, b"backend:9000"])
+def test_a_pending_edit_is_written_as_the_edited_fields(
+    raw: list[tuple[bytes, bytes]],
+    edit: tuple[frozenset[bytes] | None, list[tuple[bytes, bytes]]],
+    trusted: bool,
+    new_host: bytes | None,
+) -> None:
+    """The head writer applies a pending field edit while it writes: the same bytes as the
+    edited list written without one, with the added fields serialised by the hook
+    (``plain_lines``, when it may) or not."""
+    from portway.http.forwarding import plain_lines
+
+    drop, add = edit
+    req = _request(trusted, "1.1")
+    edited = [kv for kv in raw if drop is None or kv[0] not in drop] + add
+    expected = _serialised(forward_header_items(req, list(edited), b"portway", new_host))
+    for lines in {None, plain_lines(add)}:
+        memo = ForwardMemo()
+        for i in range(3):
+            parts: list[bytes] = []
+            forward_header_lines(
+                req, list(raw), b"portway", new_host, parts, memo if i else None, drop, add, lines
+            )
+            assert b"".join(parts) == expected
+
+
+def test_plain_lines_only_for_fields_the_rules_pass_as_they_are() -> None:
+    from portway.http.forwarding import plain_lines
+
+    assert (
+        plain_lines([(b"x-consumer-id", b"7"), (b"x-a", b"")]) == b"x-consumer-id: 7\r\nx-a: \r\n"
+    )
+    assert plain_lines([]) == b""
+    for name in (b"host", b"connection", b"via", b"x-forwarded-for", b"te", b"content-length"):
+        assert plain_lines([(b"x-a", b"1"), (name, b"v")]) is None

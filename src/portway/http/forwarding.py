@@ -179,10 +179,16 @@ def forward_header_lines(
     new_host: bytes | None,
     parts: list[bytes],
     memo: ForwardMemo | None = None,
+    drop: frozenset[bytes] | None = None,
+    add: list[tuple[bytes, bytes]] | None = None,
+    add_lines: bytes | None = None,
 ) -> None:
     """:func:`forward_header_items` serialised: appends ``name: value CRLF`` pieces to
     ``parts`` (the task-free path's request head). ``memo``: the client connection's own
-    memo of the added fields (see :class:`ForwardMemo`).
+    memo of the added fields (see :class:`ForwardMemo`). ``drop`` / ``add``: a field edit a
+    hook left pending (``RequestContext.edit_upstream_fields``), applied here as the fields
+    are written — the fields are ``raw`` minus those named in ``drop``, then ``add``;
+    ``add_lines``: ``add`` serialised, when :func:`plain_lines` gave it.
 
     The usual request (no Via, no forwarding fields to keep, no Upgrade, a plain Connection
     value) is written in one pass with no field list, and the added fields, which then
@@ -194,11 +200,13 @@ def forward_header_lines(
         parts.append(new_host)
         parts.append(b"\r\n")
     trusted = req.trusted_peer
-    host: bytes | None = None
     plain = True
+    host: bytes | None = None
     for kv in raw:
         k = kv[0]
         if k in _LOOK:
+            if drop is not None and k in drop:
+                continue
             if k == b"host":
                 host = kv[1]
                 if new_host is not None:
@@ -213,12 +221,43 @@ def forward_header_lines(
                 continue
             else:
                 continue  # hop-by-hop, Content-Length, Expect, untrusted X-Forwarded-*
+        elif drop is not None and k in drop:
+            continue
         parts.append(k)
         parts.append(b": ")
         parts.append(kv[1])
         parts.append(b"\r\n")
+    if plain and add is not None:
+        if add_lines is not None:
+            parts.append(add_lines)  # (no name the rules look at: plain_lines)
+        else:
+            for kv in add:
+                k = kv[0]
+                if k in _LOOK:
+                    if k == b"host":
+                        host = kv[1]
+                        if new_host is not None:
+                            continue
+                    elif k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+                        plain = False
+                        break
+                    elif k == b"connection":
+                        if kv[1] not in PLAIN_CONNECTION:
+                            plain = False
+                            break
+                        continue
+                    else:
+                        continue
+                parts.append(k)
+                parts.append(b": ")
+                parts.append(kv[1])
+                parts.append(b"\r\n")
     if not plain:
         del parts[start:]
+        if add is not None:
+            items = [kv for kv in raw if kv[0] not in drop] if drop is not None else list(raw)
+            items.extend(add)
+            raw = items
         sc = _scan(req, raw, new_host)
         append_fields(parts, sc.kept)
         append_fields(parts, _added(req, sc, via_name))
@@ -249,6 +288,18 @@ def forward_header_lines(
         memo.version = req.version
         memo.client_ip = req.client_ip
         memo.via = via_name
+
+
+def plain_lines(fields: list[tuple[bytes, bytes]]) -> bytes | None:
+    """``fields`` serialised (``name: value CRLF`` each) when none of their names is one the
+    forwarding rules look at (they would pass :func:`forward_header_lines` as they are), for
+    a hook to hand with a pending field edit; None otherwise."""
+    for k, _ in fields:
+        if k in _LOOK:
+            return None
+    parts: list[bytes] = []
+    append_fields(parts, fields)
+    return b"".join(parts)
 
 
 #: fields :func:`forward_header_lines` looks at rather than copies

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from mypy_extensions import mypyc_attr
 
+from portway.http.headers import Headers
 from portway.http.models import Request, Response
 
 if TYPE_CHECKING:
@@ -110,17 +111,47 @@ class Releasable:
         raise NotImplementedError
 
 
+class _Union:
+    """The last union of two drop sets (the same two, request after request: a chain's
+    hooks hand prebuilt sets), to give it again without building it."""
+
+    def __init__(self) -> None:
+        self.a: frozenset[bytes] = frozenset()
+        self.b: frozenset[bytes] = frozenset()
+        self.u: frozenset[bytes] = frozenset()
+
+    def union(self, a: frozenset[bytes], b: frozenset[bytes]) -> frozenset[bytes]:
+        if a is self.a and b is self.b:
+            return self.u
+        u = a | b
+        self.a = a
+        self.b = b
+        self.u = u
+        return u
+
+
+_UNIONS: Final = _Union()
+
+
 class RequestContext:
     """Everything about one request in flight.
 
     ``request`` is what the client sent and must not be mutated; ``upstream_request`` starts
     as a copy and is what will be sent upstream. ``response`` is set once a response exists
     (from a plugin, the gateway or the upstream).
+
+    Copy-on-edit hooks (the task-free path shares ``request`` as ``upstream_request`` until a
+    hook edits it) may record a field edit with :meth:`edit_upstream_fields` instead of
+    copying the request: while it is pending, the first read of ``upstream_request`` applies
+    it to a copy (so every reader sees the edited request), and the task-free path's head
+    writer applies it while writing the head (``proxy/fastlines.py:request_head``), with no
+    copy at all.
     """
 
     __slots__ = (
         "_request_id",
         "_state",
+        "_upstream",
         "attempt",
         "bytes_in",
         "bytes_out",
@@ -129,6 +160,7 @@ class RequestContext:
         "error",
         "exchange",
         "extra",
+        "limits",
         "match",
         "reached",
         "request",
@@ -137,9 +169,11 @@ class RequestContext:
         "start",
         "target",
         "trace",
+        "up_add",
+        "up_drop",
+        "up_lines",
         "upstream_latency",
         "upstream_name",
-        "upstream_request",
     )
 
     def __init__(
@@ -147,7 +181,16 @@ class RequestContext:
     ) -> None:
         self.request = request
         #: ``copy=False`` (the task-free path, where no plugin edits it) shares ``request``
-        self.upstream_request = request.copy_for_upstream() if copy else request
+        self._upstream = request.copy_for_upstream() if copy else request
+        #: the pending field edit (:meth:`edit_upstream_fields`): the fields named in
+        #: ``up_drop`` go, ``up_add`` is appended (``up_add`` None: nothing pending);
+        #: ``up_lines``: ``up_add`` serialised, when no forwarding rule looks at its names
+        self.up_drop: frozenset[bytes] | None = None
+        self.up_add: list[tuple[bytes, bytes]] | None = None
+        self.up_lines: bytes | None = None
+        #: the rate-limit reports of the request (``plugins/_ratelimit/headers.py``: a list of
+        #: ``(Reporter, Decision)``, None until the first), a slot rather than ``state``
+        self.limits: list[Any] | None = None
         self.response: Response | None = None
         self.match: RouteMatch | None = None
         self.consumer: Consumer | None = None
@@ -178,6 +221,84 @@ class RequestContext:
         #: binding position of the plugin whose ``on_request`` is running or answered/failed
         #: (None once every ``on_request`` passed); response phases skip plugins after it
         self.reached: int | None = None
+
+    @property
+    def upstream_request(self) -> Request:
+        """What will be sent upstream (a pending field edit applied first, to a copy)."""
+        if self.up_add is not None:
+            self._apply_edit()
+        return self._upstream
+
+    @upstream_request.setter
+    def upstream_request(self, value: Request) -> None:
+        # the new request replaces the old one whole, pending edit included
+        self._upstream = value
+        self.up_add = self.up_drop = self.up_lines = None
+
+    @property
+    def upstream_unedited(self) -> Request:
+        """``upstream_request`` without the pending field edit (the head writer applies
+        it itself: ``up_drop`` / ``up_add`` / ``up_lines``)."""
+        return self._upstream
+
+    def edit_upstream_fields(
+        self,
+        drop: frozenset[bytes] | None,
+        add: list[tuple[bytes, bytes]],
+        lines: bytes | None = None,
+    ) -> None:
+        """Remove the upstream request's fields named in ``drop`` (lower-case), then append
+        ``add``: what ``headers.remove_many(drop)`` then ``headers.raw().extend(add)`` do,
+        without copying the client's request while it is still shared (the edit is kept
+        pending; see the class docstring). ``add`` is never mutated (a list shared between
+        requests is fine); ``lines``: ``add`` serialised (``name: value CRLF`` each), given
+        only when no forwarding rule looks at those names (``forwarding.plain_lines``)."""
+        up = self._upstream
+        if up is not self.request:
+            # a copy already: edited in place
+            h = up.headers
+            if drop is not None:
+                for k, _ in h.raw():
+                    if k in drop:
+                        h.remove_many(drop)
+                        break
+            h.raw().extend(add)
+            return
+        prev = self.up_add
+        if prev is None:
+            self.up_drop = drop
+            self.up_add = add
+            self.up_lines = lines
+            return
+        # a second edit: (F - d1 + a1) - d2 + a2 = F - (d1 | d2) + (a1 - d2) + a2
+        prev_lines = self.up_lines
+        if drop is not None:
+            for kv in prev:
+                if kv[0] in drop:
+                    prev = [kv for kv in prev if kv[0] not in drop]
+                    prev_lines = None
+                    break
+            d1 = self.up_drop
+            self.up_drop = drop if d1 is None else _UNIONS.union(d1, drop)
+        self.up_add = prev + add
+        self.up_lines = prev_lines + lines if prev_lines is not None and lines is not None else None
+
+    def upstream_items(self) -> list[tuple[bytes, bytes]]:
+        """The upstream request's fields with the pending edit applied (a new list when one
+        is pending, else the request's own list)."""
+        raw = self._upstream.headers.raw()
+        add = self.up_add
+        if add is None:
+            return raw
+        drop = self.up_drop
+        items = list(raw) if drop is None else [kv for kv in raw if kv[0] not in drop]
+        items.extend(add)
+        return items
+
+    def _apply_edit(self) -> None:
+        items = self.upstream_items()
+        self._upstream = self._upstream.copy_for_upstream(Headers.adopt(items))
+        self.up_add = self.up_drop = self.up_lines = None
 
     @property
     def state(self) -> State:

@@ -123,6 +123,48 @@ class FieldHooks(SyncHooks):
             replace_fields(resp.headers, rep.names, out)
 
 
+class _Rendered:
+    """The fields one :class:`FieldHooks` set last time (the tuples themselves) and, once
+    they repeated, the same as ``name: value CRLF`` lines (None: not yet, or not as lines:
+    see :func:`_as_lines`)."""
+
+    __slots__ = ("items", "lines", "tried")
+
+    def __init__(self, items: list[tuple[bytes, bytes]]) -> None:
+        self.items = items
+        self.lines: bytes | None = None
+        #: ``lines`` was rendered (or found not to be renderable)
+        self.tried = False
+
+
+#: framing fields (``http/relay.py:FRAMING``): never in a prerendered run (the writer drops
+#: them from a hook's fields)
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def _as_lines(items: list[tuple[bytes, bytes]]) -> bytes | None:
+    """``items`` as lines, when lines say exactly the same: lower-case names with no colon,
+    not framing; values without CR/LF and without the blanks a parse would strip (the lines
+    go among the relayed ones: ``Response.headers`` parses them back to these pairs)."""
+    parts: list[bytes] = []
+    for k, v in items:
+        if (
+            not k
+            or k in _FRAMING
+            or k != k.lower()
+            or b":" in k
+            or b"\r" in v
+            or b"\n" in v
+            or (v and (v[0] in b" \t" or v[-1] in b" \t"))
+        ):
+            return None
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(v)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 def replace_fields(h: Headers, names: frozenset[bytes], fields: list[tuple[bytes, bytes]]) -> None:
     """Remove every field of ``h`` named in ``names``, then append ``fields``: what a
     :class:`FieldHooks` does to a response (a later hook replacing an earlier one's fields:
@@ -169,7 +211,9 @@ class Chain:
         "_log_hooks",
         "_pos",
         "_quiet_answer",
+        "_rendered",
         "_req_hooks",
+        "_req_pos",
         "_resp_hooks",
         "answers_inline",
         "buffer_cap",
@@ -207,6 +251,8 @@ class Chain:
         self.on_log = tuple(reversed(pick("on_log")))
         #: the plugins' :class:`SyncHooks` (or None), aligned with on_request / on_response
         self._req_hooks = tuple(hooks_of(p) for p in self.on_request)
+        #: binding position of each ``on_request`` plugin (``ctx.reached``)
+        self._req_pos = tuple(self._pos[id(p)] for p in self.on_request)
         self._resp_hooks = tuple(hooks_of(p) for p in self.on_response)
         #: the plugins' :class:`LogHook` (or None), aligned with on_log
         self._log_hooks = tuple(log_hook_of(p) for p in self.on_log)
@@ -219,6 +265,8 @@ class Chain:
         #: keeps the lite response head (``run_response_fields``)
         self.fields_only = bool(self.on_response) and len(fh) == len(self.on_response)
         self._field_hooks: tuple[FieldHooks, ...] = fh if self.fields_only else ()
+        #: per field hook, what it set last time (``run_response_fields``' ``runs``)
+        self._rendered: list[_Rendered | None] = [None] * len(self._field_hooks)
         #: every name the field hooks may replace, as one :class:`Replaces`: the lite head
         #: looks for all of them with one search (``fastlines.without_replaced``)
         self.field_names: Replaces | None = None
@@ -318,23 +366,24 @@ class Chain:
         returned as is, and the caller carries on with :meth:`continue_pending`."""
         hooks = self._req_hooks
         plugins = self.on_request
+        at = self._req_pos
         for i in range(start, len(plugins)):
-            p = plugins[i]
-            ctx.reached = self._pos[id(p)]
+            ctx.reached = at[i]
             h = hooks[i]
             try:
-                resp = h.request(ctx) if h is not None else drive(p.on_request(ctx))
+                resp = h.request(ctx) if h is not None else drive(plugins[i].on_request(ctx))
             except HookSuspended as s:
                 s.index = i
                 raise
             except Exception as e:
+                p = plugins[i]
                 ctx.extra["rejected_by"] = p.name
                 raise _wrap(p, "on_request", e) from e
             if resp is not None:
                 if isinstance(resp, Pending):
                     resp.index = i
                     return resp
-                ctx.extra["rejected_by"] = p.name
+                ctx.extra["rejected_by"] = plugins[i].name
                 return resp
         ctx.reached = None
         return None
@@ -446,16 +495,26 @@ class Chain:
         return body
 
     def run_response_fields(
-        self, ctx: RequestContext, items: list[tuple[bytes, bytes]]
+        self,
+        ctx: RequestContext,
+        items: list[tuple[bytes, bytes]],
+        runs: list[bytes] | None = None,
     ) -> list[Replaces] | None:
         """:meth:`run_response_sync` for a ``fields_only`` chain, on no parsed fields: append
         the fields the hooks set to ``items`` (empty on entry), in hook order, a later hook's
         replacing an earlier one's; return the :class:`Replaces` of the hooks that set any
-        (the response's own fields of those names are to go), or None for none."""
+        (the response's own fields of those names are to go), or None for none.
+
+        ``runs`` (HTTP/1.1's head writer): the fields of the leading hooks that set the very
+        same fields (the same tuples) as last time — a rate limit far from its limit — go
+        there instead, as one ``name: value CRLF`` run each, rendered once (they come before
+        ``items``, in hook order; never framing fields: :func:`_as_lines`)."""
         hooks = self._field_hooks
         cut = ctx.reached
         pos = self._pos
         reps: list[Replaces] | None = None
+        lead = runs is not None
+        moved: list[list[tuple[bytes, bytes]]] | None = None
         for i, p in enumerate(self.on_response):
             if cut is not None and (pos[id(p)] > cut or (pos[id(p)] == cut and p.skip_own_answer)):
                 continue  # the rule of _ran (a short-circuit never reached it)
@@ -466,17 +525,69 @@ class Chain:
                 raise _wrap(p, "on_response", e) from e
             if rep is None:
                 continue
+            names = rep.names
+            if moved is not None and runs is not None:
+                for m in moved:
+                    if any(kv[0] in names for kv in m):
+                        # an earlier hook's fields are replaced: back among the items
+                        # (rare; hooks mostly set names of their own)
+                        back: list[tuple[bytes, bytes]] = []
+                        for m2 in moved:
+                            back += m2
+                        items[:0] = back
+                        n += len(back)
+                        runs.clear()
+                        moved = None
+                        lead = False
+                        break
             if n:
-                names = rep.names
                 for j in range(n):
                     if items[j][0] in names:
-                        items[:n] = [kv for kv in items[:n] if kv[0] not in names]
+                        kept = [kv for kv in items[:n] if kv[0] not in names]
+                        items[:n] = kept
+                        n = len(kept)
                         break
             if reps is None:
                 reps = [rep]
             else:
                 reps.append(rep)
+            if lead and runs is not None:
+                lead = self._reuse(i, items, n, runs)
+                if lead:
+                    m = cast("_Rendered", self._rendered[i]).items
+                    if moved is None:
+                        moved = [m]
+                    else:
+                        moved.append(m)
         return reps
+
+    def _reuse(self, i: int, items: list[tuple[bytes, bytes]], n: int, runs: list[bytes]) -> bool:
+        """The ``i``-th field hook set ``items[n:]``: when they are the tuples it set last
+        time, move them to ``runs`` as lines (rendered at their first repeat) and say True;
+        else remember them and say False."""
+        memo = self._rendered[i]
+        count = len(items) - n
+        if memo is not None:
+            # as objects: compiled, a ``tuple[bytes, bytes]`` read from a list is unboxed,
+            # and ``is`` would compare fresh boxes
+            last = cast("list[object]", memo.items)
+            now = cast("list[object]", items)
+            if len(last) == count:
+                j = 0
+                while j < count and now[n + j] is last[j]:
+                    j += 1
+                if j == count:
+                    if not memo.tried:
+                        memo.tried = True
+                        memo.lines = _as_lines(memo.items)
+                    lines = memo.lines
+                    if lines is None:
+                        return False
+                    runs.append(lines)
+                    del items[n:]
+                    return True
+        self._rendered[i] = _Rendered(items[n:])
+        return False
 
     def _ran(self, ctx: RequestContext, plugins: tuple[Bound, ...]) -> tuple[Bound, ...]:
         """``plugins`` minus those a short-circuit (answer or error) in ``on_request`` never

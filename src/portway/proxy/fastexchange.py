@@ -274,8 +274,11 @@ class FastExchange(ResponseSink):
             return
         resp = Response(status, None, b"", reason, False, True)
         ctx.response = resp
+        # HTTP/1.1: hook fields that repeat come as prerendered lines (``runs``), after the
+        # relayed ones (a stream's head is fields: it takes them all as items)
+        runs: list[bytes] | None = [] if isinstance(self.conn, ServerConnection) else None
         try:
-            reps = chain.run_response_fields(ctx, items)
+            reps = chain.run_response_fields(ctx, items, runs)
         except GatewayError as e:
             self.pending = Resume(attempt=1, error=e, in_response=True)
             return
@@ -290,8 +293,10 @@ class FastExchange(ResponseSink):
                 or h.seen
             ):
                 fields = without_replaced(fields, reps, chain.field_names)
-            if any(k in FRAMING for k, _ in items):
+            if items and any(k in FRAMING for k, _ in items):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
+            if runs:
+                fields += runs
         # the upstream's Content-Length line is among ``fields``, relayed as it is
         mode, self.keep = add_response_framing(
             items, req, no_body(req.method, status), content_length, self.keep, length_sent=True

@@ -35,20 +35,32 @@ def request_head(
     ctx: RequestContext,
     memo: ForwardMemo,
 ) -> bytes:
-    ureq = ctx.upstream_request  # ``req`` itself unless a hook may have edited it
+    # ``req`` itself unless a hook may have edited it; a hook's pending field edit
+    # (``RequestContext.edit_upstream_fields``) is applied below, as the fields are written
+    ureq = ctx.upstream_unedited
     new_host = None if rt.preserve_host else target.host_value()
     path, prefix = upstream_path(rt, ctx.match, ureq.path)
     query = ureq.query
     if prefix is not None:
         target_s = path + "?" + query.decode("latin-1") if query else path
-        items = forward_header_items(req, ureq.headers.raw(), graph.via, new_host)
+        items = forward_header_items(req, ctx.upstream_items(), graph.via, new_host)
         items = with_forwarded_prefix(items, prefix)
         if needs_zero_length(ureq.method):
             items.append((b"content-length", b"0"))
         return build_request_head(ureq.method, target_s, items)
     # the common case straight into bytes: no field list, fewer pieces to join
     parts = request_line_parts(ureq.method, path, query)
-    forward_header_lines(req, ureq.headers.raw(), graph.via, new_host, parts, memo)
+    forward_header_lines(
+        req,
+        ureq.headers.raw(),
+        graph.via,
+        new_host,
+        parts,
+        memo,
+        ctx.up_drop,
+        ctx.up_add,
+        ctx.up_lines,
+    )
     if needs_zero_length(ureq.method):
         parts.append(b"content-length: 0\r\n")
     parts.append(b"\r\n")

@@ -11,12 +11,12 @@ from portway.http.headers import Headers
 from portway.http.models import Request
 from portway.pipeline.context import RequestContext
 from portway.plugins._ratelimit.headers import (
-    REPORTS,
     Reporter,
     add_admitted,
     add_report,
     header_pairs,
     render_fields,
+    reports_of,
 )
 from portway.plugins._ratelimit.local import LimitSpec, LocalLimiter
 
@@ -71,7 +71,8 @@ def test_admit_decides_as_decide(
                 d.retry_after,
             )
             add_report(x2, rep2, got)
-        r1, r2 = x1.state[REPORTS], x2.state[REPORTS]
+        r1, r2 = reports_of(x1), reports_of(x2)
+        assert r1 is not None and r2 is not None
         out1: list[tuple[bytes, bytes]] = []
         out2: list[tuple[bytes, bytes]] = []
         render_fields(r1, out1)

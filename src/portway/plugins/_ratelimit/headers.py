@@ -9,7 +9,7 @@ IETF fields follow draft-ietf-httpapi-ratelimit-headers-10 (structured field Lis
 the quota is fully restored. The legacy ``X-RateLimit-Limit/Remaining/Reset`` triple reports
 the tightest policy (fewest remaining); ``X-RateLimit-Reset`` is delta seconds, as Kong sends.
 
-Every limiting plugin appends ``(reporter, decision)`` to ``ctx.state[REPORTS]`` in
+Every limiting plugin appends ``(reporter, decision)`` to ``ctx.limits`` (:func:`reports_of`) in
 ``on_request`` and renders *all* reports in ``on_response``; the rendering is idempotent
 (fields are replaced, not appended), so several limiting plugins and the order their response
 phases run in never produce duplicate or conflicting fields.
@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from portway.pipeline.context import ContextKey, RequestContext
+from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import Replaces, replace_fields
 from portway.plugins._ratelimit.local import Decision
 
@@ -105,7 +105,13 @@ class Reporter:
 
 
 Report = tuple[Reporter, Decision]
-REPORTS: Final[ContextKey[list[Report]]] = ContextKey("ratelimit.reports")
+
+
+def reports_of(ctx: RequestContext) -> list[Report] | None:
+    """The request's reports, in the order they were made (None: none yet). They live in a
+    slot of the context (``RequestContext.limits``), not in ``ctx.state``: no ``State``,
+    dict and key per request."""
+    return ctx.limits
 
 
 def add_admitted(ctx: RequestContext, reporter: Reporter, remaining: float, reset: float) -> None:
@@ -124,19 +130,15 @@ def add_admitted(ctx: RequestContext, reporter: Reporter, remaining: float, rese
 
 
 def add_report_pair(ctx: RequestContext, report: Report) -> None:
-    reports = ctx.state.get(REPORTS)
+    reports = ctx.limits
     if reports is None:
-        ctx.state[REPORTS] = [report]
+        ctx.limits = [report]
     else:
         reports.append(report)
 
 
 def add_report(ctx: RequestContext, reporter: Reporter, decision: Decision) -> None:
-    reports = ctx.state.get(REPORTS)
-    if reports is None:
-        ctx.state[REPORTS] = [(reporter, decision)]
-    else:
-        reports.append((reporter, decision))
+    add_report_pair(ctx, (reporter, decision))
 
 
 def header_pairs(reports: Sequence[Report]) -> list[tuple[str, str]]:
@@ -199,7 +201,7 @@ def render_fields(reports: Sequence[Report], out: list[tuple[bytes, bytes]]) -> 
 def report_fields(ctx: RequestContext, out: list[tuple[bytes, bytes]]) -> Replaces | None:
     """The request's rate-limit fields (every report), as a :class:`FieldHooks` sets them;
     None when no limiter reported."""
-    reports = ctx.state.get(REPORTS)
+    reports: list[Report] | None = ctx.limits
     if not reports:
         return None
     render_fields(reports, out)

@@ -17,13 +17,13 @@ from portway.pipeline.context import RequestContext
 from portway.pipeline.runner import FieldHooks, Replaces
 from portway.plugins._ratelimit.headers import (
     FIELDS,
-    REPORTS,
     Reporter,
     add_admitted,
     add_report,
     ceil_s,
     header_pairs,
     report_fields,
+    reports_of,
 )
 from portway.plugins._ratelimit.keys import CostFn, KeyFn
 from portway.plugins._ratelimit.local import Decision, LocalLimiter
@@ -33,7 +33,7 @@ def rejection(
     ctx: RequestContext, d: Decision, capacity: float, source: str
 ) -> TooManyRequestsError:
     """The 429 for a rejected decision: the request's rate-limit fields, ``Retry-After``."""
-    reports = ctx.state.get(REPORTS)
+    reports = reports_of(ctx)
     headers = header_pairs(reports) if reports else []
     if math.isinf(d.retry_after):
         return TooManyRequestsError(

@@ -50,14 +50,32 @@ def check_cost(v: int | str) -> int | str:
 
 
 def _ip(ctx: RequestContext) -> str:
-    return "ip:" + ctx.request.client_ip
+    return _prefixed(_IP_KEYS, "ip:", ctx.request.client_ip)
+
+
+#: keys built before, per prefix and part: the part is a string the request shares with
+#: others (a consumer's id, a connection's client address), whose hash is kept, and the key
+#: comes back as the same string, whose hash the limiter's lookup then finds kept too (no
+#: concatenation, no hashing of a fresh string per request); bounded, cleared when full
+_IP_KEYS: Final[dict[str, str]] = {}
+_CONSUMER_KEYS: Final[dict[str, str]] = {}
+_MAX_KEYS: Final = 4096
+
+
+def _prefixed(table: dict[str, str], prefix: str, part: str) -> str:
+    key = table.get(part)
+    if key is None:
+        if len(table) >= _MAX_KEYS:
+            table.clear()
+        key = table[part] = prefix + part
+    return key
 
 
 def _consumer(ctx: RequestContext) -> str:
     c = ctx.consumer
     if c is None or c.anonymous:
-        return "ip:" + ctx.request.client_ip
-    return "c:" + c.id
+        return _prefixed(_IP_KEYS, "ip:", ctx.request.client_ip)
+    return _prefixed(_CONSUMER_KEYS, "c:", c.id)
 
 
 def _credential(ctx: RequestContext) -> str:

@@ -72,6 +72,8 @@ class LineFormatter:
         self.sec = -1
         self.stamp = ""
         self.names: dict[str, str] = {}
+        #: user agents as sent -> quoted (no decoding of a repeated agent; bounded as names)
+        self.agents: dict[bytes, str] = {}
 
     def name(self, s: str | None) -> str:
         """A name that repeats quoted (kept), or ``null``."""
@@ -83,6 +85,16 @@ class LineFormatter:
             if len(names) >= _MAX_NAMES:
                 names.clear()
             q = names[s] = quote(s)
+        return q
+
+    def agent(self, ua: bytes) -> str:
+        """A user agent quoted (kept)."""
+        agents = self.agents
+        q = agents.get(ua)
+        if q is None:
+            if len(agents) >= _MAX_NAMES:
+                agents.clear()
+            q = agents[ua] = quote(ua.decode("latin-1"))
         return q
 
     def line(self, ctx: RequestContext) -> bytes:
@@ -120,7 +132,7 @@ class LineFormatter:
             f'"bytes_out":{ctx.bytes_out},'
             f'"latency_ms":{ms3(perf_counter() - ctx.start)},'
             f'"upstream_latency_ms":{ms3(up_latency) if up_latency is not None else "null"},'
-            f'"user_agent":{self.name(ua.decode("latin-1")) if ua is not None else "null"},'
+            f'"user_agent":{self.agent(ua) if ua is not None else "null"},'
             f'"consumer":{self.name(consumer.username) if consumer is not None else "null"},'
             f'"variant":{self.name(choice.variant) if choice is not None else "null"}'
             f"{tail}}}\n"

@@ -16,7 +16,15 @@ key is secret per process unless ``PYTHONHASHSEED`` fixes it, once of the key an
 random per-binding salt followed by the key), never by the text itself. A key passes this
 memo only when both hashes equal an accepted key's (a forgery must hit 128 bits it cannot
 compute without the accepted key); any other key takes the digest and the directory, as
-before. Refused keys are never remembered.
+before. Refused keys are never remembered. The memo is keyed by the field's value as it
+arrived (bytes: no decoding or stripping to recognise a key seen before); a request with
+several key fields, or with query parameters to look at, takes the full reading.
+
+The upstream request is not copied to edit it (while it is still the client's, shared): the
+hook hands the edit — drop the identity fields (and the key's, hidden), add the consumer's
+fields — to ``RequestContext.edit_upstream_fields``, and the head writer applies it while
+writing the head it writes anyway (the consumer's fields as lines serialised once per
+credential).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import hashlib
 import os
 from collections.abc import Callable
 
+from portway.http.forwarding import plain_lines
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import Consumer, RequestContext
@@ -36,6 +45,19 @@ from portway.plugins._identity.tokens import query_values, remove_query_params
 Pairs = list[tuple[bytes, bytes]]
 #: digest -> (consumer, its fields); raises ``UnauthorizedError`` for an unknown digest
 Resolver = Callable[[str], tuple[Consumer, Pairs]]
+
+
+class _Known:
+    """An accepted key in the memo: the second hash, the consumer, its fields and those
+    fields serialised (``forwarding.plain_lines``: None when the writer must look)."""
+
+    __slots__ = ("consumer", "h2", "lines", "pairs")
+
+    def __init__(self, h2: int, consumer: Consumer, pairs: Pairs, lines: bytes | None) -> None:
+        self.h2 = h2
+        self.consumer = consumer
+        self.pairs = pairs
+        self.lines = lines
 
 
 class KeyAuthHooks(SyncHooks):
@@ -55,6 +77,9 @@ class KeyAuthHooks(SyncHooks):
         self.names = names
         #: the key's field names and the identity fields, for one lookup per field
         self.watch: frozenset[bytes] = names | STANDARD
+        #: what a pending edit drops: the identity fields, and the key's when hidden (a
+        #: name that is not there drops nothing, as ``remove_many`` does)
+        self.drop: frozenset[bytes] = self.watch if hide else STANDARD
         self.params = params
         self.param_set = set(params)
         self.max_key = max_key
@@ -66,13 +91,13 @@ class KeyAuthHooks(SyncHooks):
         # digest of an accepted key -> its consumer and X-Consumer-* fields (bounded by the
         # configured keys: only accepted digests are kept; the directory is fixed for this
         # graph's lifetime)
-        self.known: dict[str, tuple[Consumer, Pairs]] = {}
+        self.known: dict[str, tuple[Consumer, Pairs, bytes | None]] = {}
         #: id of a consumer this binding returned -> its fields
         self.pairs: dict[int, Pairs] = {}
         #: the memo's salt (see the module docstring), fresh per binding
-        self.salt = os.urandom(16).hex()
-        #: hash(key) of an accepted key -> (hash(salt + key), consumer, fields)
-        self.seen: dict[int, tuple[int, Consumer, Pairs]] = {}
+        self.salt = os.urandom(16).hex().encode()
+        #: hash(value) of an accepted key's field -> its :class:`_Known`
+        self.seen: dict[int, _Known] = {}
 
     def find_key(self, ctx: RequestContext) -> str | None:
         """The one key the request carries (``None``: none); several different keys are
@@ -108,65 +133,68 @@ class KeyAuthHooks(SyncHooks):
     def authenticate(self, ctx: RequestContext) -> tuple[Consumer, Pairs]:
         """The consumer the request's key identifies, with its fields; raises
         ``MissingCredentialsError`` (no key) or ``UnauthorizedError`` (not accepted)."""
+        k = self._known(ctx)
+        return k.consumer, k.pairs
+
+    def _known(self, ctx: RequestContext) -> _Known:
+        """:meth:`authenticate`'s answer, as the memo keeps it."""
+        req = ctx.request
+        names = self.names
+        # the usual request: one key field, no query parameter to read
+        value: bytes | None = None
+        single = not (self.params and req.query)
+        for kv in req.headers.raw():
+            if kv[0] in names:
+                if value is None:
+                    value = kv[1]
+                else:
+                    single = False
+        if value is not None and single:
+            h1 = hash(value)
+            seen = self.seen.get(h1)
+            if seen is not None and seen.h2 == hash(self.salt + value):
+                return seen
         key = self.find_key(ctx)
         if key is None:
             raise missing(self.challenges, self.source)
         if len(key) > self.max_key:
             raise unauthorized(self.challenges, self.source)
-        h1 = hash(key)
-        seen = self.seen.get(h1)
-        if seen is not None and seen[0] == hash(self.salt + key):
-            return seen[1], seen[2]
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         known = self.known.get(digest)
         if known is None:
-            found = self.resolve(digest)
-            self.known[digest] = found
-            self.pairs[id(found[0])] = found[1]
-        else:
-            # found by the same dict lookup the directory makes: no new timing signal
-            found = known
-        # (a later accepted key with the same first hash takes the slot: both stay correct)
-        self.seen[h1] = (hash(self.salt + key), found[0], found[1])
-        return found
+            consumer, pairs = self.resolve(digest)
+            known = self.known[digest] = (consumer, pairs, plain_lines(pairs))
+            self.pairs[id(consumer)] = pairs
+        # (else found by the same dict lookup the directory makes: no new timing signal)
+        out = _Known(0, known[0], known[1], known[2])
+        if value is not None and single:
+            # (a later accepted key with the same first hash takes the slot: both stay
+            # correct)
+            out.h2 = hash(self.salt + value)
+            self.seen[hash(value)] = out
+        return out
 
     def request(self, ctx: RequestContext) -> Response | None:
         req = ctx.request
-        up = ctx.upstream_request
-        # the plugin edits a copy (``copies_on_edit``): while ``up`` is still the client's
-        # request, the copy is made below, its fields built in one pass
-        shared = up is req
-        headers = up.headers
-        # one scan for both: client-sent identity fields (stripped now) and the key's
-        # fields (hidden below, once the key was read from the client's request)
-        # (one set lookup per field: the union; the two sets only on a hit, which is rare
-        # for identity fields and once per request for the key)
-        standard = STANDARD
-        names = self.names
-        watch = self.watch
-        strip = False
-        keyed = False
-        for k, _ in headers.raw():
-            if k in watch:
-                if k in standard:
-                    strip = True
-                if k in names:
-                    keyed = True
-        if strip and not shared:
-            headers.remove_many(standard)
+        # the plugin edits a copy (``copies_on_edit``): while the upstream request is still
+        # the client's, the edit is handed to the context (``edit_upstream_fields``), applied
+        # by the head writer (or by a copy, when something reads the request first)
+        shared = ctx.upstream_unedited is req
         current = ctx.consumer
         anonymous = self.anonymous
         if anonymous is not None and current is not None and not current.anonymous:
             # another method already authenticated the request: methods combine as "any of"
-            if shared:
+            up = ctx.upstream_request
+            if up is req:
                 up = ctx.upstream_request = req.copy_for_upstream()
-                if strip:
-                    up.headers.remove_many(standard)
             set_consumer_headers(up.headers, current)
             return None
-        pairs: Pairs | None = None
+        lines: bytes | None = None
         try:
-            consumer, pairs = self.authenticate(ctx)
+            k = self._known(ctx)
+            consumer = k.consumer
+            pairs: Pairs | None = k.pairs
+            lines = k.lines
         except MissingCredentialsError:
             if anonymous is None:
                 raise
@@ -175,22 +203,32 @@ class KeyAuthHooks(SyncHooks):
         if pairs is None:
             pairs = consumer_pairs(consumer)
         hide = self.hide
-        if shared:
-            # the copy's fields: the client's without the identity fields and (hidden) the
-            # key's, then the consumer's (the order the in-place edits below give)
-            drop = (watch if strip else names) if hide and keyed else standard if strip else None
-            raw = headers.raw()
-            items = list(raw) if drop is None else [kv for kv in raw if kv[0] not in drop]
-            items.extend(pairs)
-            up = ctx.upstream_request = req.copy_for_upstream(Headers.adopt(items))
+        query_edit = hide and bool(self.param_set)
+        if shared and not (query_edit and req.query):
+            # no copy: the identity fields (and the key's, hidden) go, the consumer's come
+            # (what the in-place edits below give, in the same order)
+            ctx.edit_upstream_fields(self.drop, pairs, lines)
         else:
-            if hide and keyed:
-                headers.remove_many(names)
-            # identity fields were stripped above and nothing since adds them; the pairs
-            # are immutable tuples, shared by every request of the consumer
-            headers.raw().extend(pairs)
-        if hide and self.param_set and up.query:
-            up.query = remove_query_params(up.query, self.param_set)
+            up = ctx.upstream_request
+            if up is req:
+                # the copy's fields built in one pass: the client's without the identity
+                # fields and (hidden) the key's, then the consumer's
+                drop = self.drop
+                items = [kv for kv in req.headers.raw() if kv[0] not in drop]
+                items.extend(pairs)
+                up = ctx.upstream_request = req.copy_for_upstream(Headers.adopt(items))
+            else:
+                headers = up.headers
+                # one scan for both: client-sent identity fields and the key's fields
+                drop = self.drop
+                for kk, _ in headers.raw():
+                    if kk in drop:
+                        headers.remove_many(drop)
+                        break
+                # the pairs are immutable tuples, shared by every request of the consumer
+                headers.raw().extend(pairs)
+            if query_edit and up.query:
+                up.query = remove_query_params(up.query, self.param_set)
         ctx.consumer = consumer
         return None
 

@@ -21,12 +21,12 @@ from portway.http.models import Response
 from portway.pipeline.context import RequestContext
 from portway.pipeline.plugin import Plugin, PluginEnv, Stage
 from portway.plugins._ratelimit.headers import (
-    REPORTS,
     Reporter,
     add_report,
     apply_reports,
     ceil_s,
     header_pairs,
+    reports_of,
 )
 from portway.plugins._ratelimit.keys import compile_cost, compile_key
 from portway.plugins._ratelimit.limiter import Decision, hash_tag
@@ -148,7 +148,7 @@ class QuotaPlugin(Plugin[QuotaConfig]):
             exhausted = [
                 r for r, u, lim in zip(resets, used, limits, strict=True) if u + cost > lim
             ]
-            reports = ctx.state.get(REPORTS)
+            reports = reports_of(ctx)
             headers = header_pairs(reports) if reports else []
             if cost <= min(limits):
                 headers.append(("retry-after", str(max(1, ceil_s(max(exhausted))))))

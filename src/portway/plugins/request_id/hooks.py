@@ -14,6 +14,7 @@ import os
 import re
 from typing import Final
 
+from portway.http.forwarding import plain_lines
 from portway.http.headers import Headers
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
@@ -64,6 +65,11 @@ class RequestIdHooks(FieldHooks):
         self.echo = echo
         #: the echoed id replaces any field of that name (the upstream's)
         self.replaces = Replaces((name,))
+        #: the upstream request's edit: this name goes (the client's), the id comes
+        self.drop = frozenset((name,))
+        #: ``name: `` when the forwarding rules pass the field as it is (the id's line is
+        #: then handed serialised with the edit), else None
+        self.prefix: bytes | None = name + b": " if plain_lines([(name, b"")]) is not None else None
 
     def request(self, ctx: RequestContext) -> Response | None:
         name = self.name
@@ -72,13 +78,13 @@ class RequestIdHooks(FieldHooks):
             rid = new_id()
         ctx.request_id = rid.decode()
         req = ctx.request
-        up = ctx.upstream_request
+        up = ctx.upstream_unedited
         if up is req:
-            # (``copies_on_edit``) the copy's fields built at once: the client's without
-            # the name, then the id
-            items = [kv for kv in req.headers.raw() if kv[0] != name]
-            items.append((name, rid))
-            ctx.upstream_request = req.copy_for_upstream(Headers.adopt(items))
+            # (``copies_on_edit``) no copy: the client's fields without the name, then the
+            # id (``RequestContext.edit_upstream_fields``: the head writer applies it)
+            prefix = self.prefix
+            lines = b"".join((prefix, rid, b"\r\n")) if prefix is not None else None
+            ctx.edit_upstream_fields(self.drop, [(name, rid)], lines)
             return None
         h = up.headers
         _drop(h, name)
