@@ -38,6 +38,11 @@ TEMPLATES = [
     b"GET /x HTTP/1.1\r\nhOsT:  a \t\r\nConnection: Keep-Alive\r\nAccept:\t*/*  \r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /%2e%2e/x/./y//z#f HTTP/1.1\r\nHost: a\r\n\r\n",
+    # the target's "?" and "#" (the lite scan notes where they are)
+    b"GET /p?a=1?b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /p? HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /p?a#b?c HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET http://h/x?q#f HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

@@ -176,6 +176,16 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     while data[sp] != 32:  # the method ends at the first space (llhttp: a known method)
         sp += 1
     i = sp + 1
+    q = -1  # where the target's "?" is (``_build_request`` then needs no search)
+    b = data[i]
+    while b != 13:
+        if b == 63 and q < 0:  # b"?"
+            q = i
+        elif b == 35:  # b"#": refused there, by the usual search
+            q = -3
+            break
+        i += 1
+        b = data[i]
     while data[i] != 13:
         i += 1
     # "method SP target SP HTTP/1.1" (llhttp checked the version's form)
@@ -274,6 +284,7 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     c._pconn = False
     c._boundary = False
     c._line = b""
+    c._qmark = q - sp - 1 if q >= 0 else (-1 if q == -1 else -2)
     return method
 
 

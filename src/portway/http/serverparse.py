@@ -101,6 +101,9 @@ class ServerParsing(WriteFlow):
     _upgrade: bytes | None
     #: a Proxy-Connection field was seen (llhttp reads it as Connection)
     _pconn: bool
+    #: where the target's "?" is: -1 none and no "#" either, -2 not known (the lite
+    #: parser's scan knows it; the callbacks leave it to ``_build_request``'s searches)
+    _qmark: int
     #: the lite parser (``http/serverlite.py``) may take the next message: every message
     #: this connection's own parser took left llhttp in a keep-alive state (a message that
     #: made it close the connection makes it reject what follows, and must go on doing so)
@@ -157,6 +160,7 @@ class ServerParsing(WriteFlow):
         self._hosts = 0
         self._te = self._cl = self._expect = self._conn = self._upgrade = None
         self._pconn = False
+        self._qmark = -2
         self._boundary = False
         # The first message of bytes that began at a message boundary starts at their first
         # byte; ``_build_request`` reads its version there (see ``_version``).
@@ -290,8 +294,12 @@ class ServerParsing(WriteFlow):
         if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
         host_raw = self._host
+        qmark = self._qmark
         if url.startswith(b"/"):
-            if 63 in url:  # b"?"
+            if qmark >= 0:
+                raw_path = url[:qmark]
+                query = url[qmark + 1 :]
+            elif qmark == -2 and 63 in url:  # b"?"
                 raw_path, _, query = url.partition(b"?")
             else:
                 raw_path, query = url, b""
@@ -320,7 +328,8 @@ class ServerParsing(WriteFlow):
             host = ""
         else:
             host = _parse_host(host_raw)
-        if 35 in url:  # b"#"; an int is a byte search, a bytes needle goes through an exception
+        # b"#"; an int is a byte search, a bytes needle goes through an exception
+        if qmark == -2 and 35 in url:
             raise _Abort(BadRequestError("fragment in request target"))
         path = normalize_path(raw_path, allow_encoded_slashes=True)
         te = self._te
