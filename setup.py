@@ -61,6 +61,7 @@ HOT_MODULES = [
     "src/portway/http/relay.py",
     "src/portway/http/server.py",
     "src/portway/http/serverapi.py",
+    "src/portway/http/serverlite.py",
     "src/portway/http/serverparse.py",
     "src/portway/http/serversimple.py",
     "src/portway/http/serverstate.py",

@@ -127,10 +127,15 @@ class WriteFlow:
             # wakes its idle peer (the upstream, a client), which then falls asleep again
             # before the pass's other writes reach it — two wake-ups instead of one.
             b.scheduled = True
-            b.loop.call_soon(b.flush_cb)
             if not b.busy:
-                t.write(data)
+                # the write first: at c1 it is what the peer waits for, and scheduling
+                # the flush (a handle made) is not
+                try:
+                    t.write(data)
+                finally:
+                    b.loop.call_soon(b.flush_cb)
                 return
+            b.loop.call_soon(b.flush_cb)
         self._soon = [data]
         b.pending.append(self)
 

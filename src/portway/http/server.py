@@ -28,7 +28,8 @@ from portway.http.serverapi import App as App
 from portway.http.serverapi import CallbackExchange as CallbackExchange
 from portway.http.serverapi import ClientConnection as ClientConnection
 from portway.http.serverapi import Resumed as Resumed
-from portway.http.serverparse import NO_HEADERS, hooks_for
+from portway.http.serverlite import hooks_for
+from portway.http.serverparse import NO_HEADERS
 from portway.http.serverparse import _Abort as _Abort
 from portway.http.serverparse import _parse_host as _parse_host
 from portway.http.serversimple import serve_simple as serve_simple
@@ -178,6 +179,9 @@ class ServerConnection(ServerWriting):
         self._expect = None
         self._conn = None
         self._upgrade = None
+        self._pconn = False
+        self._qmark = -2
+        self._lite_ok = True
         self._body = None
         self._body_limit = limits.max_body_bytes
         self._in_headers = False
@@ -295,9 +299,18 @@ class ServerConnection(ServerWriting):
         if self.upgrade_buffer is not None:
             self.upgrade_buffer += data
             return
+        hooks = self._hooks
+        if (
+            self._boundary
+            and self._lite_ok
+            and data.endswith(b"\r\n\r\n")
+            and hooks.feed_lite(self, data)
+        ):
+            # one whole head, read without a callback per field (http/serverlite.py)
+            self._chunk = b""
+            return
         # only bytes that begin at a message boundary can begin with a request line
         self._chunk = data if self._boundary else b""
-        hooks = self._hooks
         prev = hooks.conn
         hooks.conn = self
         try:
@@ -313,18 +326,8 @@ class ServerConnection(ServerWriting):
                         self.transport.pause_reading() if self.transport else None
                         break
                     # an Upgrade ignored (serverparse): what follows its head is HTTP/1.1
-        except httptools.HttpParserInvalidURLError:
-            self._protocol_error(BadRequestError(INVALID_TARGET))
         except httptools.HttpParserError as e:
-            pending, self._pending = self._pending, None
-            bug, self._bug = self._bug, None
-            if pending is not None:
-                self._protocol_error(pending)
-            elif bug is not None:
-                self._internal_error(bug)
-            else:
-                msg = str(e.args[0] if e.args else e)
-                self._protocol_error(BadRequestError(f"malformed request: {msg}"))
+            self.parse_failed(e)
         finally:
             hooks.conn = prev  # (a nested parse of another connection gets its own back)
         self._chunk = b""  # not kept past the read (it may be large)
@@ -334,6 +337,21 @@ class ServerConnection(ServerWriting):
             # the usual case, never reads the clock for it)
             self._to(HEAD)
             self._arm(self._header_timeout)
+
+    def parse_failed(self, e: Exception) -> None:
+        self._lite_ok = False  # (whatever follows is refused by the parser that stopped)
+        if isinstance(e, httptools.HttpParserInvalidURLError):
+            self._protocol_error(BadRequestError(INVALID_TARGET))
+            return
+        pending, self._pending = self._pending, None
+        bug, self._bug = self._bug, None
+        if pending is not None:
+            self._protocol_error(pending)
+        elif bug is not None:
+            self._internal_error(bug)
+        else:
+            msg = str(e.args[0] if e.args else e)
+            self._protocol_error(BadRequestError(f"malformed request: {msg}"))
 
     def eof_received(self) -> bool | None:
         if self.tunnel_eof is not None:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -32,7 +31,6 @@ from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow
 from portway.http.forwarded import TrustedProxies
 from portway.http.headers import Headers
-from portway.http.loops import PerLoop
 from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
@@ -41,6 +39,9 @@ from portway.http.serverstate import FAST, IDLE, TASK
 from portway.http.sweeper import NEVER, Sweeper
 from portway.http.upgrade import is_websocket
 from portway.http.wire import METHODS
+
+if TYPE_CHECKING:  # (serverlite imports this module)
+    from portway.http.serverlite import ParserHooks
 
 
 class _Abort(Exception):
@@ -106,6 +107,15 @@ class ServerParsing(WriteFlow):
     _resync: bytes | None = None
     #: that request's body stream, held back until then
     _held: BodyStream | None = None
+    #: a Proxy-Connection field was seen (llhttp reads it as Connection)
+    _pconn: bool
+    #: where the target's "?" is: -1 none and no "#" either, -2 not known (the lite
+    #: parser's scan knows it; the callbacks leave it to ``_build_request``'s searches)
+    _qmark: int
+    #: the lite parser (``http/serverlite.py``) may take the next message: every message
+    #: this connection's own parser took left llhttp in a keep-alive state (a message that
+    #: made it close the connection makes it reject what follows, and must go on doing so)
+    _lite_ok: bool
     #: a request head is being parsed (a parser fact: also while a pipelined request is
     #: served, so not a connection state)
     _in_headers: bool
@@ -128,6 +138,10 @@ class ServerParsing(WriteFlow):
         raise NotImplementedError
 
     def _resume_body(self) -> None:
+        raise NotImplementedError
+
+    def parse_failed(self, e: Exception) -> None:
+        """A parse stopped on ``e`` (llhttp's error, or a callback's): answer it."""
         raise NotImplementedError
 
     def _set_deadline(self, deadline: float) -> None:
@@ -153,6 +167,8 @@ class ServerParsing(WriteFlow):
         self._host = None
         self._hosts = 0
         self._te = self._cl = self._expect = self._conn = self._upgrade = None
+        self._pconn = False
+        self._qmark = -2
         self._boundary = False
         # The first message of bytes that began at a message boundary starts at their first
         # byte; ``_build_request`` reads its version there (see ``_version``).
@@ -217,8 +233,16 @@ class ServerParsing(WriteFlow):
             self._expect = value
         elif c == 117 and n == b"upgrade":  # u
             self._upgrade = value if self._upgrade is None else self._upgrade + b", " + value
+        elif c == 112 and n == b"proxy-connection":  # p
+            self._pconn = True
 
     def on_headers_complete(self) -> None:
+        self.head_done(self.parser.get_method(), None)
+
+    def head_done(self, raw_method: bytes, version: str | None) -> None:
+        """A whole head was parsed (by the callbacks above, or read by the lite parser:
+        ``http/serverlite.py``): build its request and enqueue it. ``version``: the
+        request's, when the caller knows it."""
         self._in_headers = False
         if self.state <= IDLE:
             # HEAD/IDLE: the header (or idle) timeout is over; serving states own the timer
@@ -226,7 +250,7 @@ class ServerParsing(WriteFlow):
         # (one handler and distinct names: compiled, two ``except ... as e`` clauses share one
         # variable typed by the first, and the second's assignment raised a TypeError)
         try:
-            req = self._build_request()
+            req = self._build_request(raw_method, version)
         except Exception as exc:
             if isinstance(exc, _Abort):
                 self._pending = exc.error
@@ -259,13 +283,13 @@ class ServerParsing(WriteFlow):
                 self.deadline = NEVER
 
     # --- request construction ----------------------------------------------------------------
-    def _build_request(self) -> Request:
+    def _build_request(self, raw_method: bytes, version: str | None) -> Request:
         p = self.parser
-        raw_method = p.get_method()
         method = _METHODS.get(raw_method)
         if method is None:
             method = raw_method.decode("ascii")
-        version = self._version(raw_method)
+        if version is None:
+            version = self._version(raw_method)
         if version not in ("1.1", "1.0"):
             raise _Abort(BadRequestError(f"unsupported HTTP version {version}"))
         if method == "CONNECT":
@@ -278,8 +302,12 @@ class ServerParsing(WriteFlow):
         if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
         host_raw = self._host
+        qmark = self._qmark
         if url.startswith(b"/"):
-            if 63 in url:  # b"?"
+            if qmark >= 0:
+                raw_path = url[:qmark]
+                query = url[qmark + 1 :]
+            elif qmark == -2 and 63 in url:  # b"?"
                 raw_path, _, query = url.partition(b"?")
             else:
                 raw_path, query = url, b""
@@ -308,7 +336,8 @@ class ServerParsing(WriteFlow):
             host = ""
         else:
             host = _parse_host(host_raw)
-        if 35 in url:  # b"#"; an int is a byte search, a bytes needle goes through an exception
+        # b"#"; an int is a byte search, a bytes needle goes through an exception
+        if qmark == -2 and 35 in url:
             raise _Abort(BadRequestError("fragment in request target"))
         path = normalize_path(raw_path, allow_encoded_slashes=True)
         te = self._te
@@ -354,6 +383,8 @@ class ServerParsing(WriteFlow):
                 # not performed (h2c, ..., a handshake with a body: http/upgrade.py): served
                 # as a plain request, and the parse goes on after it (``_skip_upgrade``)
                 self._ignore_upgrade(chunked, cl, keep_alive)
+        # (the lite parser's messages are all HTTP/1.1 keep-alive ones without this field)
+        self._lite_ok = keep_alive and version == "1.1" and not self._pconn
         return Request(
             method=method,
             path=path,
@@ -430,66 +461,6 @@ class ServerParsing(WriteFlow):
             if line[k : k + 11] == b" HTTP/1.1\r\n":
                 return "1.1"
         return self.parser.get_http_version()
-
-
-class ParserHooks:
-    """The object llhttp's callbacks are bound to, one per event loop, shared by the loop's
-    client connections: it passes each callback on to ``conn``, the connection whose bytes
-    are being parsed (``ServerConnection.data_received`` sets it around ``feed_data``).
-
-    Why: httptools looks every callback up on its protocol object once per parser, and a
-    method looked up is a new bound method: six of them (~430 bytes) per connection for
-    life. ``protocol`` holds the six bound once, as plain attributes, so every parser of the
-    loop shares them (issue 26: an idle keep-alive connection ≤ 3 KB). The price is one
-    direct call per callback (compiled). A head parsed while ``conn`` is None is no
-    message's (``ServerParsing._skip_upgrade``): its callbacks are dropped."""
-
-    def __init__(self, loop: object) -> None:
-        #: the connection being parsed (None between reads)
-        self.conn: ServerParsing | None = None
-        #: what the parsers are made with: the callbacks, bound once
-        self.protocol: object = SimpleNamespace(
-            on_message_begin=self.on_message_begin,
-            on_url=self.on_url,
-            on_header=self.on_header,
-            on_headers_complete=self.on_headers_complete,
-            on_body=self.on_body,
-            on_message_complete=self.on_message_complete,
-        )
-
-    def on_message_begin(self) -> None:
-        c = self.conn
-        if c is not None:
-            c.on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        c = self.conn
-        if c is not None:
-            c.on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        c = self.conn
-        if c is not None:
-            c.on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        c = self.conn
-        if c is not None:
-            c.on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        c = self.conn
-        assert c is not None
-        c.on_body(body)
-
-    def on_message_complete(self) -> None:
-        c = self.conn
-        assert c is not None
-        c.on_message_complete()
-
-
-#: the parser hooks of a loop
-hooks_for: PerLoop[ParserHooks] = PerLoop(ParserHooks)
 
 
 def _parse_host(raw: bytes) -> str:

@@ -105,8 +105,13 @@ def _start(app: ProxyApp, conn: FastConn, req: Request) -> int:
     ctx.match = m
     ctx.upstream_name = up.name
     ctx.attempt = 1
-    if conn.extra:
-        ctx.extra.update(conn.extra)
+    # narrowed: the ``FastConn`` protocol's ``extra`` is a getattr, the class's a native call
+    if isinstance(conn, ServerConnection):  # noqa: SIM108
+        extra = conn.extra
+    else:
+        extra = conn.extra
+    if extra:
+        ctx.extra.update(extra)
     answer: Response | None = None
     if hooks:
         # from here on the request must not go back to the general path's start: the hooks

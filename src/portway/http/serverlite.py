@@ -1,0 +1,293 @@
+"""The llhttp callbacks of a loop's client connections, and the lite request head.
+
+:class:`ParserHooks` is the object every client parser of a loop calls back (one per loop,
+see its docstring). It also owns the loop's **lite parser**: one more llhttp request parser,
+shared by the loop's connections, that has no ``on_message_begin``/``on_url``/``on_header``
+callbacks. llhttp then validates a whole request head (method, target characters, version,
+token names, no obs-fold, no bare CR or LF, no control bytes, Content-Length and
+Transfer-Encoding rules) without a call into Python per field, and :func:`scan_head` reads
+the validated bytes into exactly the per-message state the field-by-field callbacks
+(``ServerParsing.on_url``/``on_header``) would have built (issue 26, session 10: ~8
+crossings into compiled code per request, before the upstream write).
+
+It takes only the common request, and only when it is sure: a read that begins at a message
+boundary and holds one whole head and nothing else, HTTP/1.1, no Content-Length,
+Transfer-Encoding, Upgrade or Proxy-Connection field, Connection only as ``keep-alive``, not
+CONNECT, within the connection's limits by a bound that needs no per-field count. So a lite
+message has no body, ends with its head and leaves llhttp between messages in a keep-alive
+state: the shared parser holds nothing of one connection when the next one uses it. Anything
+else — or any error llhttp finds — is parsed again from the same bytes by the connection's
+own (field-by-field) parser, which therefore gives every answer it gives today: the framing
+and smuggling checks, the limits (414/431), the error texts. The connection's own parser is
+only ever handed bytes at a message boundary, and not at all after a message it parsed left
+llhttp closing the connection (``ServerParsing._lite_ok``), so both parsers see the
+connection's messages as one parser would.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httptools
+
+from portway.http.loops import PerLoop
+from portway.http.owned import drop_underscored
+from portway.http.serverparse import ServerParsing
+
+
+class _Reparse(Exception):
+    """The lite parser met a head it does not take (see the module docstring)."""
+
+
+class ParserHooks:
+    """The object llhttp's callbacks are bound to, one per event loop, shared by the loop's
+    client connections: it passes each callback on to ``conn``, the connection whose bytes
+    are being parsed (``ServerConnection.data_received`` sets it around ``feed_data``).
+
+    Why: httptools looks every callback up on its protocol object once per parser, and a
+    method looked up is a new bound method: six of them (~430 bytes) per connection for
+    life. ``protocol`` holds the six bound once, as plain attributes, so every parser of the
+    loop shares them (issue 26: an idle keep-alive connection ≤ 3 KB). The price is one
+    direct call per callback (compiled). A head parsed while ``conn`` is None is no
+    message's (``ServerParsing._skip_upgrade``): its callbacks are dropped.
+
+    ``lite`` is the loop's lite parser (module docstring), None while one of the loop's
+    connections is feeding it (a nested parse then takes its own parser)."""
+
+    def __init__(self, loop: object) -> None:
+        #: the connection being parsed (None between reads)
+        self.conn: ServerParsing | None = None
+        #: what the parsers are made with: the callbacks, bound once
+        self.protocol: object = SimpleNamespace(
+            on_message_begin=self.on_message_begin,
+            on_url=self.on_url,
+            on_header=self.on_header,
+            on_headers_complete=self.on_headers_complete,
+            on_body=self.on_body,
+            on_message_complete=self.on_message_complete,
+        )
+        #: non-empty while a lite message has not completed: its ``on_message_complete`` is
+        #: this list's ``clear`` (a builtin method: far cheaper to call than a compiled one)
+        self.lite_open: list[None] = []
+        self.lite_protocol: object = SimpleNamespace(
+            on_headers_complete=self.on_lite_head,
+            on_message_complete=self.lite_open.clear,
+        )
+        self.lite: httptools.HttpRequestParser | None = httptools.HttpRequestParser(
+            self.lite_protocol
+        )
+        #: the connection feeding the lite parser
+        self.lite_conn: ServerParsing | None = None
+        #: the lite head was taken (its request is being served): errors from here on are
+        #: that request's, not a reason to parse it again
+        self.committed = False
+
+    def on_message_begin(self) -> None:
+        c = self.conn
+        if c is not None:
+            c.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        c = self.conn
+        if c is not None:
+            c.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        c = self.conn
+        if c is not None:
+            c.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        c = self.conn
+        if c is not None:
+            c.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_body(body)
+
+    def on_message_complete(self) -> None:
+        c = self.conn
+        assert c is not None
+        c.on_message_complete()
+
+    def on_lite_head(self) -> None:
+        """llhttp accepted a whole head on the lite parser: read it (or give it up)."""
+        c = self.lite_conn
+        assert c is not None
+        method = scan_head(c, c._chunk)
+        if method is None:
+            raise _Reparse
+        self.committed = True
+        c.head_done(method, "1.1")
+
+    def feed_lite(self, c: ServerParsing, data: bytes) -> bool:
+        """Parse ``data`` (one whole head at a message boundary of ``c``, see the module
+        docstring) on the lite parser. False: nothing was done, parse it field by field;
+        True: it was parsed and its request enqueued, or a parse error was answered."""
+        lite = self.lite
+        if lite is None:
+            return False  # (nested: an outer parse of another connection is using it)
+        self.lite = None
+        self.lite_conn = c
+        self.committed = False
+        c._chunk = data
+        opened = self.lite_open
+        opened.append(None)
+        try:
+            lite.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            # llhttp stops for good after an error: the next lite parse gets a fresh parser
+            self.lite = httptools.HttpRequestParser(self.lite_protocol)
+            opened.clear()
+            if not self.committed:
+                return False
+            c.parse_failed(e)
+            return True
+        finally:
+            self.lite_conn = None
+        self.lite = lite
+        if opened:
+            # not reachable (a lite head has no body): the parser would be left inside
+            # this connection's message, so it is dropped, and so is the connection
+            opened.clear()
+            self.lite = httptools.HttpRequestParser(self.lite_protocol)
+            bug = RuntimeError("lite request parser left mid-message")
+            c._bug = bug
+            c.parse_failed(bug)
+        c._boundary = True  # (what ``on_message_complete`` says on the full parser)
+        return True
+
+
+def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
+    """Read the head llhttp accepted (``data``, ending with its empty line) into ``c``'s
+    per-message state, as ``on_message_begin``/``on_url``/``on_header`` would; returns
+    the raw method, or None when the head is not one the lite parser takes (nothing in
+    ``c`` is then relied on: the full parse starts with ``on_message_begin``).
+
+    Positions are found byte by byte (compiled, a few instructions a byte): a ``split``
+    or a ``find`` per line costs more in objects and argument parsing than the bytes of
+    a usual head. llhttp accepted the head, so a line ends only at CR LF (no bare CR or
+    LF: tests/http/test_lite_request.py), a field line is a token, a colon and a value."""
+    end = len(data) - 2  # where the empty line starts
+    if data[0] < 65:  # (empty lines before the request line, which llhttp skips)
+        return None
+    sp = 0
+    while data[sp] != 32:  # the method ends at the first space (llhttp: a known method)
+        sp += 1
+    i = sp + 1
+    q = -1  # where the target's "?" is (``_build_request`` then needs no search)
+    b = data[i]
+    while b != 13:
+        if b == 63 and q < 0:  # b"?"
+            q = i
+        elif b == 35:  # b"#": refused there, by the usual search
+            q = -3
+            break
+        i += 1
+        b = data[i]
+    while data[i] != 13:
+        i += 1
+    # "method SP target SP HTTP/1.1" (llhttp checked the version's form)
+    if i < sp + 11 or data[i - 9] != 32 or data[i - 3] != 49 or data[i - 1] != 49:
+        return None
+    url = data[sp + 1 : i - 9]
+    # llhttp lets more than one space through on either side of the target
+    if url[0] == 32 or url[-1] == 32 or len(url) > c._max_uri:
+        return None
+    if sp == 3 and data[0] == 71 and data[1] == 69:  # "GET" (no new bytes)
+        method = b"GET"
+    else:
+        method = data[:sp]
+        if method == b"CONNECT":
+            return None
+    headers: list[tuple[bytes, bytes]] = []
+    host: bytes | None = None
+    hosts = 0
+    expect: bytes | None = None
+    conn: bytes | None = None
+    pos = i + 2
+    if pos < end:
+        low = data.lower()  # names from here (one call instead of one per field)
+        # a name with "_" may be dropped (``on_header``); most heads have no "_" anywhere
+        underscores = c.underscores if 95 in data else None
+        limit = c._max_header_bytes
+        most = c._max_header_count
+        size = 0
+        while pos < end:
+            if len(headers) >= most:
+                return None  # (fields dropped for "_" count too: the callbacks decide)
+            k = pos
+            b = data[k]
+            while b != 58:  # b":"
+                if b == 13:
+                    return None  # an empty line before the last: a second message
+                k += 1
+                b = data[k]
+            v = k + 1
+            while data[v] == 32 or data[v] == 9:  # OWS (llhttp drops it too)
+                v += 1
+            e = v
+            while data[e] != 13:
+                e += 1
+            # what ``on_header`` counts: the name and llhttp's value (OWS after it kept)
+            size += k - pos + e - v + 4
+            if size > limit:
+                return None
+            name = low[pos:k]
+            pos = e + 2
+            while e > v and (data[e - 1] == 32 or data[e - 1] == 9):
+                e -= 1
+            value = data[v:e]
+            if (
+                underscores is not None
+                and 95 in name
+                and drop_underscored(name, underscores, c._owned_headers())
+            ):
+                continue
+            headers.append((name, value))
+            first = name[0]
+            if first == 104:  # h
+                if name == b"host":
+                    hosts += 1
+                    host = value
+            elif first == 99:  # c
+                if name == b"content-length":
+                    return None
+                if name == b"connection":
+                    # llhttp's keep-alive state must be the one the lite parser keeps
+                    if conn is not None or (
+                        value != b"keep-alive" and value.lower() != b"keep-alive"
+                    ):
+                        return None
+                    conn = value
+            elif first == 116:  # t
+                if name == b"transfer-encoding":
+                    return None
+            elif first == 117:  # u
+                if name == b"upgrade":
+                    return None
+            elif first == 112:  # p
+                if name == b"proxy-connection":
+                    return None  # llhttp reads it as Connection
+            elif first == 101 and name == b"expect" and expect is None:
+                expect = value
+    c._url = url
+    c._headers = headers
+    c._header_bytes = 0
+    c._in_headers = True
+    c._host = host
+    c._hosts = hosts
+    c._te = c._cl = c._upgrade = None
+    c._expect = expect
+    c._conn = conn
+    c._pconn = False
+    c._boundary = False
+    c._line = b""
+    c._qmark = q - sp - 1 if q >= 0 else (-1 if q == -1 else -2)
+    return method
+
+
+#: the parser hooks of a loop
+hooks_for: PerLoop[ParserHooks] = PerLoop(ParserHooks)
