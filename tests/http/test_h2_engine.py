@@ -90,6 +90,6 @@ def test_nghttp2_field_validation_self_check() -> None:
 
     for name, value in ng2cb._INVALID:
         assert field_problem(name, value, h2=True) is not None, (name, value)
-    assert ng2cb.FIELDS_VALIDATED
+    assert ng2cb.fields_validated
     assert ng2cb.probe_field_checks(ng2cb.OPTION)
     assert not ng2cb.probe_field_checks(ng2cb.OPTION, (*ng2cb._INVALID, (b"x-q", b"fine")))

@@ -285,14 +285,14 @@ async def test_h2_fields_checked_by_us_unless_nghttp2_validates(
     monkeypatch: pytest.MonkeyPatch, validated: bool
 ) -> None:
     """On nghttp2, our field rules skip a block nghttp2 accepted whole only while the
-    library passed its self-check at load (``ng2cb.FIELDS_VALIDATED``); otherwise every
+    library passed its self-check at load (``ng2cb.fields_validated``); otherwise every
     field of every request is checked by ours."""
     from portway.http import ng2cb, ng2lib, streamreq
 
     if ng2lib.load() is None:
         skip_without_nghttp2()
     monkeypatch.setenv("PORTWAY_H2_ENGINE", "nghttp2")
-    monkeypatch.setattr(ng2cb, "FIELDS_VALIDATED", validated)
+    monkeypatch.setattr(ng2cb, "fields_validated", validated)
     checked: list[list[tuple[bytes, bytes]]] = []
     real = streamreq.check_fields
 

@@ -113,8 +113,8 @@ class NgConnection(H2ServerBase):
         self._last_sid = 0
         self._hdrs: list[tuple[bytes, bytes]] | None = None
         #: our rules check every field of every block: the loaded libnghttp2's session
-        #: failed the self-check of its field validation (``ng2cb.FIELDS_VALIDATED``)
-        self._hcheck = not cb.FIELDS_VALIDATED
+        #: failed the self-check of its field validation (``ng2cb.fields_validated``)
+        self._hcheck = not cb.fields_validated
         #: our rules check every field of that block: one failed nghttp2's checks (it is
         #: kept, ours judge it), or ``_hcheck``
         self._hbad = self._hcheck

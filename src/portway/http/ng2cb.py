@@ -263,9 +263,9 @@ def probe_field_checks(option: Any, invalid: tuple[tuple[bytes, bytes], ...] = _
 #: libnghttp2's session validates request fields at least as our rules do (see
 #: :func:`probe_field_checks`); if not, ``NgConnection`` checks every field itself (not
 #: ``Final``: read per connection, so that a test can say otherwise)
-FIELDS_VALIDATED = probe_field_checks(OPTION)
-if not FIELDS_VALIDATED:  # pragma: no cover - a libnghttp2 that lets invalid fields through
+fields_validated: bool = probe_field_checks(OPTION)
+if not fields_validated:  # pragma: no cover - a libnghttp2 that lets invalid fields through
     log.warning("libnghttp2 passes invalid request fields: Portway checks every field itself")
 
 
-__all__ = ["CALLBACKS", "FIELDS_VALIDATED", "OPTION", "PROVIDER", "cur", "probe_field_checks"]
+__all__ = ["CALLBACKS", "OPTION", "PROVIDER", "cur", "fields_validated", "probe_field_checks"]

@@ -152,9 +152,9 @@ def _as_lines(items: list[tuple[bytes, bytes]]) -> bytes | None:
             not k
             or k in _FRAMING
             or k != k.lower()
-            or b":" in k
-            or b"\r" in v
-            or b"\n" in v
+            or 58 in k  # b":"
+            or 13 in v  # b"\r"
+            or 10 in v  # b"\n"
             or (v and (v[0] in b" \t" or v[-1] in b" \t"))
         ):
             return None
