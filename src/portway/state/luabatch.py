@@ -59,6 +59,16 @@ return out
 _BATCHES: dict[str, LuaScript] = {}
 
 
+def register_batch(script: LuaScript, source: str) -> LuaScript:
+    """Use ``source`` as ``script``'s batch variant: the same ``KEYS``/``ARGV``/reply layout
+    as the generic wrapper, written for the script (e.g. one ``TIME`` per batch, each key
+    read and written once). It must answer each call exactly as ``script`` run alone, in
+    order, would."""
+    b = LuaScript(source)
+    _BATCHES[script.sha] = b
+    return b
+
+
 def batch_script(script: LuaScript) -> LuaScript:
     """The batch variant of ``script`` (see the module docstring), built once per script."""
     b = _BATCHES.get(script.sha)
