@@ -81,6 +81,7 @@ HOT_MODULES = [
     "src/portway/routing/router.py",
     "src/portway/routing/tree.py",
     "src/portway/runtime/graph.py",
+    "src/portway/state/backoff.py",
     "src/portway/state/luabatch.py",
     "src/portway/state/resp.py",
     "src/portway/state/respreader.py",

@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, cast
 
+from portway.state.backoff import Backoff
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
 from portway.state.luabatch import batch_script, split_params
 from portway.state.respreader import RespProtocolError, RespReader, RespReplyError
@@ -120,6 +121,8 @@ _RAW: Final = 2  # a whole command (the connection's AUTH / SELECT)
 
 #: calls of one script per batch call: bounds how long one script holds Redis' thread
 MAX_BATCH: Final = 256
+#: packed parameters whose batch parts a pipe keeps (cleared when full)
+_SPLIT_MAX: Final = 4096
 
 
 def bulk(value: ScriptArg) -> bytes:
@@ -146,50 +149,6 @@ def pack_params(keys: Sequence[str], args: Sequence[ScriptArg]) -> tuple[int, by
 def command(*words: ScriptArg) -> bytes:
     """A whole RESP command (for the connection's own AUTH/SELECT)."""
     return b"*%d\r\n%s" % (len(words), b"".join(bulk(w) for w in words))
-
-
-class Backoff:
-    """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
-
-    ``allow(now)`` is True while closed; when open it is False until the deadline, then True
-    for exactly one probe (half-open) until ``success``/``failure`` is reported.
-    """
-
-    __slots__ = ("_delay", "_max", "_min", "_probing", "_until", "failures")
-
-    def __init__(self, backoff_min: float = 0.5, backoff_max: float = 5.0) -> None:
-        self._min = backoff_min
-        self._max = backoff_max
-        self._delay = 0.0
-        self._until = 0.0
-        self._probing = False
-        self.failures = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._delay > 0.0
-
-    def allow(self, now: float) -> bool:
-        if self._delay == 0.0:
-            return True
-        if self._probing or now < self._until:
-            return False
-        self._probing = True
-        return True
-
-    def success(self) -> None:
-        self._delay = 0.0
-        self._probing = False
-        self.failures = 0
-
-    def failure(self, now: float) -> bool:
-        """Record a failure; returns True when this failure opened a closed breaker."""
-        opened = self._delay == 0.0
-        self._delay = self._min if opened else min(self._max, self._delay * 2)
-        self._until = now + self._delay
-        self._probing = False
-        self.failures += 1
-        return opened
 
 
 class _Conn:
@@ -272,6 +231,8 @@ class ScriptPipe:
         self._heads: dict[tuple[str, int], bytes] = {}
         # batch scripts this pipe sent as EVAL (which caches them): EVALSHA from then on
         self._batch_loaded: set[str] = set()
+        # packed parameters -> (their keys, their batch ARGV part, key count, ARGV count)
+        self._split: dict[bytes, tuple[bytes, bytes, int, int]] = {}
         self._closed = False
         self.round_trips = 0
         self.calls = 0
@@ -383,15 +344,24 @@ class ScriptPipe:
         calls: list[_Pending] = []
         nkeys = 0
         nargv = 0
+        split = self._split
         for k in range(i, j):
             target, _s, nparams, params, _m = queue[k]
-            nk, first, args = split_params(params)
-            na = nparams - 1 - nk
-            keys.append(params[first:args])
-            argv.append(b"$%d\r\n%d\r\n$%d\r\n%d\r\n" % (len(str(nk)), nk, len(str(na)), na))
-            argv.append(params[args:])
-            nkeys += nk
-            nargv += 2 + na
+            # a binding renders a key's parameters once (the same bytes object each time,
+            # its hash cached): their batch parts are found, not parsed, per call
+            parts = split.get(params)
+            if parts is None:
+                nk, first, args = split_params(params)
+                na = nparams - 1 - nk
+                counts = b"$%d\r\n%d\r\n$%d\r\n%d\r\n" % (len(str(nk)), nk, len(str(na)), na)
+                parts = (params[first:args], counts + params[args:], nk, 2 + na)
+                if len(split) >= _SPLIT_MAX:
+                    split.clear()
+                split[params] = parts
+            keys.append(parts[0])
+            argv.append(parts[1])
+            nkeys += parts[2]
+            nargv += parts[3]
             calls.append((target, script, nparams, params))
         bparams = bulk(nkeys) + b"".join(keys) + b"".join(argv)
         bn = 1 + nkeys + nargv
