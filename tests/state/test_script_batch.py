@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from portway.plugins._ratelimit.limiter import LimitSpec, RedisLimiter
+from portway.plugins._ratelimit.local import Decision
 from portway.state.base import LuaScript, StoreUnavailableError
 from portway.state.redis import RedisStore
 
@@ -20,6 +21,80 @@ async def _reads(url: str) -> int:
         return int(info["total_reads_processed"])
     finally:
         await client.aclose()
+
+
+async def _evals(url: str) -> dict[str, int]:
+    """EVALSHA and EVAL commands the server has run so far."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {n: int(info.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in ("evalsha", "eval")}
+
+
+def _fields(d: Decision) -> tuple[object, ...]:
+    return (d.allowed, list(d.remaining), list(d.reset), d.retry_after)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "limits"),
+    [
+        ("gcra", [LimitSpec("s", 5, 1, 3)]),  # the straight-line script
+        ("token_bucket", [LimitSpec("s", 5, 1, 4), LimitSpec("m", 50, 60, 7)]),
+        ("sliding_window", [LimitSpec("s", 6, 1, 6)]),
+    ],
+)
+async def test_one_flush_is_one_evalsha_with_the_sequential_results(
+    private_redis, algorithm, limits
+):
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    seq = RedisLimiter(store, algorithm, limits, key_prefix="seq:")
+    bat = RedisLimiter(store, algorithm, limits, key_prefix="bat:")
+    # several keys interleaved, costs of 1 and 2, a fake clock that moves within the batch
+    calls = [(f"k{i % 3}", 1 + (i % 5 == 0), 1e12 + 37_000 * i) for i in range(60)]
+    try:
+        await bat.decide("warm-up", 1)  # connected; the batch script not yet cached
+        await bat.decide("warm-up", 1)
+        want = [await seq.decide(k, c, now_us=t) for k, c, t in calls]  # one by one
+        assert sum(d.allowed for d in want) not in (0, len(calls))  # both outcomes occur
+        before = await _evals(private_redis.url)
+        trips = store.batcher.round_trips
+        got = await asyncio.gather(*(bat.decide(k, c, now_us=t) for k, c, t in calls))
+        after = await _evals(private_redis.url)
+        assert store.batcher.round_trips == trips + 1
+        # one batch call (its first use: EVAL, which caches it), the same decisions in order
+        assert after["evalsha"] - before["evalsha"] + after["eval"] - before["eval"] == 1
+        assert [_fields(d) for d in got] == [_fields(d) for d in want]
+        # cached now: the next flush is one EVALSHA
+        before = await _evals(private_redis.url)
+        await asyncio.gather(*(bat.decide(k, c, now_us=t + 1e9) for k, c, t in calls))
+        after = await _evals(private_redis.url)
+        assert (after["evalsha"] - before["evalsha"], after["eval"] - before["eval"]) == (1, 0)
+    finally:
+        await store.aclose()
+
+
+async def test_a_call_that_raises_in_a_batch_answers_only_itself(private_redis):
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    # INCR on a key holding a hash raises inside the script (WRONGTYPE); nil replies stay nil
+    script = LuaScript("if ARGV[1] == 'nil' then return nil end return redis.call('INCR', KEYS[1])")
+    admin = aioredis.Redis.from_url(private_redis.url)
+    try:
+        await admin.hset("h", "f", "v")
+        results = await asyncio.gather(
+            store.eval_script(script, ["a"], ["x"]),
+            store.eval_script(script, ["h"], ["x"]),
+            store.eval_script(script, ["a"], ["nil"]),
+            store.eval_script(script, ["a"], ["x"]),
+            return_exceptions=True,
+        )
+        assert results[0] == 1 and results[2] is None and results[3] == 2
+        assert isinstance(results[1], StoreUnavailableError)
+        assert "WRONGTYPE" in str(results[1])
+    finally:
+        await admin.aclose()
+        await store.aclose()
 
 
 async def test_concurrent_decisions_share_round_trips_and_stay_exact(private_redis):
@@ -41,11 +116,9 @@ async def test_concurrent_decisions_share_round_trips_and_stay_exact(private_red
         assert trips == 1
         # what the server saw: a few reads (the ~15 KB pipeline, the INFO call), not 64
         assert reads < n // 4
-        info = await store.client.info("commandstats")
-        evals = info.get("cmdstat_evalsha", {}).get("calls", 0) + info.get("cmdstat_eval", {}).get(
-            "calls", 0
-        )
-        assert evals >= n
+        # ...and as ONE script call (the batch variant: state/luabatch.py), sent as EVAL on
+        # its first use (the warm-up was an EVALSHA answered NOSCRIPT, then an EVAL)
+        assert await _evals(private_redis.url) == {"evalsha": 1, "eval": 2}
     finally:
         await store.aclose()
 

@@ -43,7 +43,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, cast
 
+from portway.state.backoff import Backoff
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
+from portway.state.luabatch import batch_script, split_params
+from portway.state.respreader import RespProtocolError, RespReader, RespReplyError
+
+__all__ = [
+    "Backoff",
+    "ReplyWaiter",
+    "RespProtocolError",
+    "RespReader",
+    "RespReplyError",
+    "ScriptPipe",
+    "bulk",
+    "command",
+    "pack_params",
+]
 
 hiredis: Any
 try:
@@ -54,81 +69,6 @@ except ImportError:  # pragma: no cover - a plain dependency; the fallback is te
     hiredis = None
 
 log = logging.getLogger("portway.state")
-
-
-class RespProtocolError(Exception):
-    """Bytes that are not RESP (what hiredis calls ``ProtocolError``)."""
-
-
-class RespReplyError(Exception):
-    """An error reply (``-ERR ...``), returned as a value as hiredis' ``ReplyError`` is."""
-
-
-class _Incomplete(Exception):
-    pass
-
-
-class RespReader:
-    """A RESP2 reply reader with hiredis' ``Reader`` interface (``feed``; ``gets`` returns a
-    reply or False while it is incomplete): status replies and bulk strings as bytes,
-    integers as int, arrays as lists, nil as None, error replies as
-    :class:`RespReplyError` values. Used when hiredis is not installed."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._pos = 0
-
-    def feed(self, data: bytes) -> None:
-        if self._pos:
-            self._buf = self._buf[self._pos :] + data
-            self._pos = 0
-        else:
-            self._buf += data
-
-    def gets(self) -> Any:
-        try:
-            value, pos = self._parse(self._pos)
-        except _Incomplete:
-            return False
-        self._pos = pos
-        return value
-
-    def _parse(self, pos: int) -> tuple[Any, int]:
-        buf = self._buf
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            raise _Incomplete
-        if end == pos:
-            raise RespProtocolError("empty RESP line")
-        kind = buf[pos]
-        line = buf[pos + 1 : end]
-        pos = end + 2
-        try:
-            if kind == 58:  # ':' integer
-                return int(line), pos
-            if kind == 36:  # '$' bulk string
-                n = int(line)
-                if n < 0:
-                    return None, pos
-                if len(buf) < pos + n + 2:
-                    raise _Incomplete
-                return buf[pos : pos + n], pos + n + 2
-            if kind == 42:  # '*' array
-                n = int(line)
-                if n < 0:
-                    return None, pos
-                items: list[Any] = []
-                for _ in range(n):
-                    item, pos = self._parse(pos)
-                    items.append(item)
-                return items, pos
-        except ValueError as e:
-            raise RespProtocolError(f"bad RESP length or integer: {line[:40]!r}") from e
-        if kind == 43:  # '+' status
-            return line, pos
-        if kind == 45:  # '-' error
-            return RespReplyError(line.decode("utf-8", "replace")), pos
-        raise RespProtocolError(f"unknown RESP type byte {kind!r}")
 
 
 def _new_reader() -> Any:
@@ -155,9 +95,34 @@ class ReplyWaiter(Protocol):
     def failed(self, exc: StoreUnavailableError) -> None: ...
 
 
-#: a pending call: its future or waiter (None for the connection's own AUTH/SELECT), the
-#: script and its packed parameters (to send it again as EVAL after NOSCRIPT)
-_Pending = tuple["asyncio.Future[Any] | ReplyWaiter | None", "LuaScript | None", int, bytes]
+class _Batch:
+    """The calls one batch ``EVALSHA`` answers (``state/luabatch.py``): its reply is an
+    array with one element per call, in order."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: list[_Pending]) -> None:
+        self.calls = calls
+
+
+#: a pending call: its future or waiter (None for the connection's own AUTH/SELECT; a
+#: :class:`_Batch` for a batch call), the script and its packed parameters (to send it
+#: again as EVAL after NOSCRIPT)
+_Pending = tuple[
+    "asyncio.Future[Any] | ReplyWaiter | _Batch | None", "LuaScript | None", int, bytes
+]
+#: a call not yet written: a pending call and how to send it (_SHA, _EVAL, _RAW)
+_Queued = tuple[
+    "asyncio.Future[Any] | ReplyWaiter | _Batch | None", "LuaScript | None", int, bytes, int
+]
+_SHA: Final = 0  # EVALSHA, the parameters after it (may join a batch)
+_EVAL: Final = 1  # EVAL with the source (after NOSCRIPT)
+_RAW: Final = 2  # a whole command (the connection's AUTH / SELECT)
+
+#: calls of one script per batch call: bounds how long one script holds Redis' thread
+MAX_BATCH: Final = 256
+#: packed parameters whose batch parts a pipe keeps (cleared when full)
+_SPLIT_MAX: Final = 4096
 
 
 def bulk(value: ScriptArg) -> bytes:
@@ -184,50 +149,6 @@ def pack_params(keys: Sequence[str], args: Sequence[ScriptArg]) -> tuple[int, by
 def command(*words: ScriptArg) -> bytes:
     """A whole RESP command (for the connection's own AUTH/SELECT)."""
     return b"*%d\r\n%s" % (len(words), b"".join(bulk(w) for w in words))
-
-
-class Backoff:
-    """Circuit-breaker-like gate for a remote store; a pure state machine over ``now``.
-
-    ``allow(now)`` is True while closed; when open it is False until the deadline, then True
-    for exactly one probe (half-open) until ``success``/``failure`` is reported.
-    """
-
-    __slots__ = ("_delay", "_max", "_min", "_probing", "_until", "failures")
-
-    def __init__(self, backoff_min: float = 0.5, backoff_max: float = 5.0) -> None:
-        self._min = backoff_min
-        self._max = backoff_max
-        self._delay = 0.0
-        self._until = 0.0
-        self._probing = False
-        self.failures = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._delay > 0.0
-
-    def allow(self, now: float) -> bool:
-        if self._delay == 0.0:
-            return True
-        if self._probing or now < self._until:
-            return False
-        self._probing = True
-        return True
-
-    def success(self) -> None:
-        self._delay = 0.0
-        self._probing = False
-        self.failures = 0
-
-    def failure(self, now: float) -> bool:
-        """Record a failure; returns True when this failure opened a closed breaker."""
-        opened = self._delay == 0.0
-        self._delay = self._min if opened else min(self._max, self._delay * 2)
-        self._until = now + self._delay
-        self._probing = False
-        self.failures += 1
-        return opened
 
 
 class _Conn:
@@ -301,17 +222,22 @@ class ScriptPipe:
         self._connecting: asyncio.Task[None] | None = None
         self._reader = _new_reader()
         self._pending: collections.deque[_Pending] = collections.deque()
-        self._out: list[bytes] = []
-        self._queued = 0  # calls in ``_out`` (the tail of ``_pending`` not yet written)
+        self._queue: list[_Queued] = []  # calls of this pass, not yet written
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._suspect = False  # the watchdog saw no progress once; it looks again
         self._progress = 0.0  # loop time of the last reply (or of a send to an idle pipe)
         # EVALSHA / EVAL heads per (script, parameter count): a call adds only its parameters
         self._heads: dict[tuple[str, int], bytes] = {}
+        # batch scripts this pipe sent as EVAL (which caches them): EVALSHA from then on
+        self._batch_loaded: set[str] = set()
+        # packed parameters -> (their keys, their batch ARGV part, key count, ARGV count)
+        self._split: dict[bytes, tuple[bytes, bytes, int, int]] = {}
         self._closed = False
         self.round_trips = 0
         self.calls = 0
+        #: script commands written (a batch of K calls is one)
+        self.commands = 0
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -330,13 +256,7 @@ class ScriptPipe:
         if self._closed:
             fut.set_exception(StoreUnavailableError("redis store closed"))
             return fut
-        head = self._heads.get((script.sha, nparams))
-        if head is None:
-            head = self._head(script, nparams, source=False)
-        self._out.append(head)
-        self._out.append(params)
-        self._pending.append((fut, script, nparams, params))
-        self._queued += 1
+        self._queue.append((fut, script, nparams, params, _SHA))
         self.calls += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -358,14 +278,7 @@ class ScriptPipe:
         backoff = self._backoff
         if backoff is not None and not backoff.allow(self._clock()):
             raise StoreUnavailableError(f"redis at {self._describe()} unavailable (backing off)")
-        head = self._heads.get((script.sha, nparams))
-        if head is None:
-            head = self._head(script, nparams, source=False)
-        out = self._out
-        out.append(head)
-        out.append(params)
-        self._pending.append((waiter, script, nparams, params))
-        self._queued += 1
+        self._queue.append((waiter, script, nparams, params, _SHA))
         self.calls += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -384,18 +297,83 @@ class ScriptPipe:
     def _flush(self) -> None:
         self._flush_scheduled = False
         t = self._transport
-        if t is None or not self._out:
+        queue = self._queue
+        if t is None or not queue:
             return
-        if len(self._pending) == self._queued:
+        pending = self._pending
+        if not pending:
             # nothing was awaiting a reply: the timeout counts from now
             self._progress = _loop_time()
             if self._watchdog is None:
                 self._arm(self._timeout)
-        data = b"".join(self._out)
-        self._out.clear()
-        self._queued = 0
+        self._queue = []
+        out: list[bytes] = []
+        i = 0
+        n = len(queue)
+        while i < n:
+            target, script, nparams, params, mode = queue[i]
+            if mode == _SHA and script is not None:
+                # a run of calls of this script: one batch call (state/luabatch.py)
+                j = i + 1
+                while j < n and j - i < MAX_BATCH and queue[j][1] is script and queue[j][4] == _SHA:
+                    j += 1
+                if j - i > 1:
+                    self._batch(script, queue, i, j, out)
+                    i = j
+                    continue
+                head = self._heads.get((script.sha, nparams))
+                if head is None:
+                    head = self._head(script, nparams, source=False)
+                out.append(head)
+            elif mode == _EVAL and script is not None:
+                out.append(self._head(script, nparams, source=True))
+            out.append(params)
+            pending.append((target, script, nparams, params))
+            self.commands += 1
+            i += 1
         self.round_trips += 1
-        t.write(data)
+        t.write(b"".join(out))
+
+    def _batch(
+        self, script: LuaScript, queue: list[_Queued], i: int, j: int, out: list[bytes]
+    ) -> None:
+        """Queue the calls ``queue[i:j]`` (all of ``script``) as one batch call."""
+        batch = batch_script(script)
+        keys: list[bytes] = []
+        argv: list[bytes] = []
+        calls: list[_Pending] = []
+        nkeys = 0
+        nargv = 0
+        split = self._split
+        for k in range(i, j):
+            target, _s, nparams, params, _m = queue[k]
+            # a binding renders a key's parameters once (the same bytes object each time,
+            # its hash cached): their batch parts are found, not parsed, per call
+            parts = split.get(params)
+            if parts is None:
+                nk, first, args = split_params(params)
+                na = nparams - 1 - nk
+                counts = b"$%d\r\n%d\r\n$%d\r\n%d\r\n" % (len(str(nk)), nk, len(str(na)), na)
+                parts = (params[first:args], counts + params[args:], nk, 2 + na)
+                if len(split) >= _SPLIT_MAX:
+                    split.clear()
+                split[params] = parts
+            keys.append(parts[0])
+            argv.append(parts[1])
+            nkeys += parts[2]
+            nargv += parts[3]
+            calls.append((target, script, nparams, params))
+        bparams = bulk(nkeys) + b"".join(keys) + b"".join(argv)
+        bn = 1 + nkeys + nargv
+        if batch.sha in self._batch_loaded:
+            out.append(b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (bn + 2, bulk(batch.sha)))
+        else:
+            # its first use on this pipe: EVAL caches it (no NOSCRIPT round trip)
+            self._batch_loaded.add(batch.sha)
+            out.append(self._head(batch, bn, source=True))
+        out.append(bparams)
+        self._pending.append((_Batch(calls), batch, bn, bparams))
+        self.commands += 1
 
     # -- connection ---------------------------------------------------------------------
 
@@ -437,10 +415,7 @@ class ScriptPipe:
         self._reader = _new_reader()
         if self._prelude:
             # AUTH / SELECT go first; their replies are checked like any other
-            self._out[:0] = self._prelude
-            for _ in self._prelude:
-                self._pending.appendleft((None, None, 0, b""))
-            self._queued += len(self._prelude)
+            self._queue[:0] = [(None, None, 0, cmd, _RAW) for cmd in self._prelude]
         self._flush_scheduled = False
         self._flush()
 
@@ -466,6 +441,12 @@ class ScriptPipe:
                 elif isinstance(fut, asyncio.Future):
                     if not fut.done():
                         fut.set_result(reply)
+                elif isinstance(fut, _Batch):
+                    if not told:
+                        told = True
+                        self._progress = _loop_time()
+                        self._on_success()
+                    self._batch_reply(fut, reply)
                 else:
                     if not told:
                         # a waiter carries its request on at once (it may call again):
@@ -484,10 +465,30 @@ class ScriptPipe:
             self._progress = _loop_time()
             self._on_success()
 
+    def _batch_reply(self, batch: _Batch, reply: Any) -> None:
+        """Answer each call of ``batch`` with its element of the batch's reply."""
+        calls = batch.calls
+        if not isinstance(reply, list) or len(reply) != len(calls):
+            err = StoreUnavailableError(f"redis at {self._describe()}: bad batch reply")
+            for target, *_ in calls:
+                _tell_failed(target, err)
+            return
+        for (target, script, nparams, params), r in zip(calls, reply, strict=True):
+            if isinstance(r, Exception):  # that call raised: its own error, as unbatched
+                self._error_reply(r, target, script, nparams, params)
+            elif isinstance(target, asyncio.Future):
+                if not target.done():
+                    target.set_result(r)
+            elif target is not None and not isinstance(target, _Batch):
+                try:
+                    target.resolved(r)
+                except Exception:  # (a bug in the waiter: the other calls go on)
+                    log.exception("redis reply waiter failed")
+
     def _error_reply(
         self,
         reply: Exception,
-        fut: asyncio.Future[Any] | ReplyWaiter | None,
+        fut: asyncio.Future[Any] | ReplyWaiter | _Batch | None,
         script: LuaScript | None,
         nparams: int,
         params: bytes,
@@ -499,10 +500,7 @@ class ScriptPipe:
             return
         if msg.startswith("NOSCRIPT") and not (isinstance(fut, asyncio.Future) and fut.done()):
             # the server lost its script cache (restart, failover): EVAL caches it again
-            self._out.append(self._head(script, nparams, source=True))
-            self._out.append(params)
-            self._pending.append((fut, script, nparams, params))
-            self._queued += 1
+            self._queue.append((fut, script, nparams, params, _EVAL))
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
@@ -517,7 +515,7 @@ class ScriptPipe:
             return  # dropped by us already; its calls were failed then
         self._conn = None
         self._transport = None
-        if self._pending:
+        if self._pending or self._queue:
             self._fail(exc or ConnectionError("redis closed the connection"))
 
     # -- failure ------------------------------------------------------------------------
@@ -529,7 +527,7 @@ class ScriptPipe:
         """No reply for ``timeout`` seconds while calls are pending: the server is gone."""
         self._watchdog = None
         suspect, self._suspect = self._suspect, False
-        if not self._pending or self._transport is None:
+        if (not self._pending and not self._queue) or self._transport is None:
             return
         idle = _loop_time() - self._progress
         if idle < self._timeout:
@@ -557,10 +555,10 @@ class ScriptPipe:
             self._watchdog.cancel()
             self._watchdog = None
         self._suspect = False
-        pending = list(self._pending)
+        pending: list[Any] = list(self._pending)
+        pending += self._queue
         self._pending.clear()
-        self._out.clear()
-        self._queued = 0
+        self._queue = []
         self._flush_scheduled = False
         self._reader = _new_reader()
         if report:
@@ -585,8 +583,14 @@ class ScriptPipe:
         self._fail(ConnectionError("redis store closed"), report=False)
 
 
-def _tell_failed(fut: asyncio.Future[Any] | ReplyWaiter | None, err: StoreUnavailableError) -> None:
+def _tell_failed(
+    fut: asyncio.Future[Any] | ReplyWaiter | _Batch | None, err: StoreUnavailableError
+) -> None:
     if fut is None:
+        return
+    if isinstance(fut, _Batch):
+        for target, *_ in fut.calls:
+            _tell_failed(target, err)
         return
     if isinstance(fut, asyncio.Future):
         if not fut.done():
