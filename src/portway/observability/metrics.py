@@ -75,6 +75,8 @@ _NC: Final = len(STATUS_CLASSES)
 #: method → index of its first slot in the flat ``requests`` list (method-major)
 _METHOD_BASE: Final[dict[str, int]] = {m: i * _NC for i, m in enumerate(KNOWN_METHODS)}
 _OTHER_BASE: Final = len(KNOWN_METHODS) * _NC
+#: GET's first slot, tested before the dict (most requests)
+_GET_BASE: Final = KNOWN_METHODS.index("GET") * _NC
 _N_REQ: Final = len(METHOD_LABELS) * _NC
 
 #: seconds; tuned for a gateway: sub-millisecond local answers up to slow upstreams
@@ -379,7 +381,7 @@ class Metrics(Observer):
             c = status // 100
             ci = c if 0 < c < 6 else 6
         method = ctx.request.method
-        base = 0 if method == "GET" else _METHOD_BASE.get(method, _OTHER_BASE)
+        base = _GET_BASE if method == "GET" else _METHOD_BASE.get(method, _OTHER_BASE)
         d = _perf_counter() - ctx.start
         # ``_bucket`` inlined for the first bound (most requests)
         db = 0 if not (self._b0 < d) else _bucket(self.buckets, d)
