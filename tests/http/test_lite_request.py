@@ -22,20 +22,21 @@ from hypothesis import strategies as st
 
 from portway.http import server as server_module
 from portway.http.forwarded import TrustedProxies
+from portway.http.headers import Headers
 from portway.http.limits import Limits
-from portway.http.models import Request
+from portway.http.models import Request, Response
 from portway.http.server import App, ServerConnection
 from portway.http.serverlite import ParserHooks, hooks_for
+from portway.http.serversimple import _SimpleApp
 from tests.http.test_parser_fuzz import TOKENS
 
-# The recorder below subclasses ``App``, a compiled seam that interpreted classes cannot
-# extend; on the mypyc build the lite parser is exercised by every plain head of the suite
-# (the smuggling, fuzz and traversal tests over real sockets), and `.ci/run` runs this file
-# again on the pure sources, where the two parsers are compared byte for byte
-pytestmark = pytest.mark.skipif(
-    str(getattr(server_module, "__file__", "")).endswith(".so"),
-    reason="needs an interpreted App subclass: runs in .ci/run's pure-source pass",
-)
+# Two ways to serve what was parsed: ``fast`` (the recorder below, task-free, as the proxy
+# serves bodiless requests) subclasses ``App``, a compiled seam that interpreted classes cannot
+# extend, so it exists only on the pure sources (`.ci/run` runs this file there too); ``task``
+# (the compiled ``serve_simple`` adapter with a recording handler) runs on both builds, so
+# the compiled lite parser is compared with the compiled field-by-field one byte for byte
+COMPILED = str(getattr(server_module, "__file__", "")).endswith(".so")
+KINDS = ["task"] if COMPILED else ["task", "fast"]
 
 BASE = (
     b"GET /api/items?id=7 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n"
@@ -61,6 +62,23 @@ TEMPLATES = [
 ]
 
 
+def _facts(r: Request) -> tuple[Any, ...]:
+    return (
+        r.method,
+        r.path,
+        r.query,
+        r.raw_target,
+        r.version,
+        r.host,
+        list(r.headers.raw()),
+        r.keep_alive,
+        r.expect_continue,
+        r.upgrade,
+        r.content_length,
+        r.body is not None,
+    )
+
+
 class _Recorder(App):
     """Serves every bodiless request at once (task-free, as the proxy would) and records
     what the server built; anything with a body is answered by the task."""
@@ -72,22 +90,7 @@ class _Recorder(App):
         return frozenset({b"x-request-id"})
 
     def _note(self, r: Request) -> None:
-        self.seen.append(
-            (
-                r.method,
-                r.path,
-                r.query,
-                r.raw_target,
-                r.version,
-                r.host,
-                list(r.headers.raw()),
-                r.keep_alive,
-                r.expect_continue,
-                r.upgrade,
-                r.content_length,
-                r.body is not None,
-            )
-        )
+        self.seen.append(_facts(r))
 
     def try_fast(self, conn: Any, request: Request) -> bool:
         self._note(request)
@@ -135,12 +138,28 @@ class _Transport(asyncio.Transport):
 _RID = re.compile(rb'(x-request-id: |"request_id": ?")[^\r"]*')
 
 
-def _serve(reads: list[bytes], lite: bool, **limits: Any) -> tuple[Any, ...]:
+def _recording_app(kind: str) -> tuple[App, list[tuple[Any, ...]]]:
+    """An app that records what the server built for each request, and its record."""
+    if kind == "fast":
+        rec = _Recorder()
+        return rec, rec.seen
+    seen: list[tuple[Any, ...]] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(_facts(request))
+        if request.body is not None:
+            await request.body.read_all()
+        return Response(204, Headers([]))
+
+    return _SimpleApp(handler), seen
+
+
+def _serve(reads: list[bytes], lite: bool, kind: str, **limits: Any) -> tuple[Any, ...]:
     """What a connection does with ``reads``: (requests served, bytes written, closed)."""
 
     async def go() -> tuple[Any, ...]:
         loop = asyncio.get_running_loop()
-        app = _Recorder()
+        app, seen = _recording_app(kind)
         conn = ServerConnection(app, Limits(**limits), TrustedProxies([]), "http", loop)
         conn.underscores = True
         if not lite:
@@ -157,20 +176,22 @@ def _serve(reads: list[bytes], lite: bool, **limits: Any) -> tuple[Any, ...]:
                 break
             conn.data_received(data)
             conn.flush_soon_writes()
-            for _ in range(5):  # the task's turn (requests with a body, errors)
+            for _ in range(20):  # the task's turn (requests with a body, errors, kind task)
                 await asyncio.sleep(0)
         out = _RID.sub(rb"\1ID", b"".join(t.out))
         # the loop's lite parser is shared: it must be left between messages
         assert hooks_for(loop).lite is not None
-        return app.seen, out, t.closed
+        return seen, out, t.closed
 
     return asyncio.run(go())
 
 
 def _same(reads: list[bytes], **limits: Any) -> tuple[Any, ...]:
-    full = _serve(reads, False, **limits)
-    lite = _serve(reads, True, **limits)
-    assert lite == full, reads
+    lite: tuple[Any, ...] = ()
+    for kind in KINDS:
+        full = _serve(reads, False, kind, **limits)
+        lite = _serve(reads, True, kind, **limits)
+        assert lite == full, (kind, reads)
     return lite
 
 
@@ -180,7 +201,8 @@ def test_templates_serve_the_same(data: bytes) -> None:
     assert seen or out.startswith(b"HTTP/1.1 4"), out
 
 
-def test_the_usual_head_takes_the_lite_parser() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_usual_head_takes_the_lite_parser(kind: str) -> None:
     """No field callback runs for a plain head: the connection's own parser is never fed."""
 
     class Refuse:
@@ -192,13 +214,16 @@ def test_the_usual_head_takes_the_lite_parser() -> None:
 
     async def go() -> list[tuple[bytes, bytes]]:
         loop = asyncio.get_running_loop()
-        app = _Recorder()
+        app, seen = _recording_app(kind)
         conn = ServerConnection(app, Limits(), TrustedProxies([]), "http", loop)
         conn.parser = httptools.HttpRequestParser(Refuse())
         conn.connection_made(_Transport())
         for _ in range(3):
             conn.data_received(BASE)
-        return app.seen[-1][6]  # type: ignore[no-any-return]
+            for _ in range(20):  # the task's turn (kind task)
+                await asyncio.sleep(0)
+        assert len(seen) == 3
+        return seen[-1][6]  # type: ignore[no-any-return]
 
     assert asyncio.run(go()) == [
         (b"host", b"api.example.com"),

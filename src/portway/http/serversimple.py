@@ -1,6 +1,7 @@
 """A small HTTP/1.1 server on the same hardened framing as the gateway's listeners
 (:func:`serve_simple`: the admin API, internal servers, tests). Re-exported by
-``portway.http.server``; not on the request path (not compiled)."""
+``portway.http.server``; not on the gateway's request path (compiled with the other
+``http`` modules because it subclasses the compiled :class:`App`)."""
 
 from __future__ import annotations
 
