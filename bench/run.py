@@ -41,7 +41,8 @@ and the upstream: a wake-up on the other vCPU costs ~20 µs more than one on the
 and a request makes 0, 2 or 4 such hops, in phases that last seconds
 (``bench/c1trace.py``; docs/performance.md, s11-c1sys). ``--pin-c1 CPU`` runs the c1 rounds
 with wrk, the upstream and the measured proxy all on that one CPU: no hops, every process's
-work serialised — a stable reading (±1 µs) of what the proxies cost, not of the placement.
+work serialised — a steadier reading (3-round medians within ~3 µs here, against ~25 µs
+unpinned) of what the proxies cost rather than of the placement.
 """
 
 from __future__ import annotations
