@@ -12,6 +12,7 @@ call to the upstream. Medians across rounds are the numbers to quote.
     python bench/run.py --policy | --full | --jwt | --redis-rl | --cache  [--conns 64,256]
     python bench/run.py --workers 2 [--prioritise]
     python bench/run.py --idle-conns 10000
+    python bench/run.py --conns 1 --floor --pin-c1 0
 
 Variants (each starts its own comparison; see bench/variants.py): ``--policy`` key_auth
 (header ``apikey``) + rate_limit per consumer against nginx ``map`` + ``limit_req`` and
@@ -34,6 +35,14 @@ the req/s ratio of two runs that got the same cores (not at c1: one request in f
 bound by latency, not CPU). ``--prioritise`` runs the benchmark in
 its own autogroup at nice -15 (as root; others then run in the gaps), which approximates the
 quiet machine for the wall-clock numbers too.
+
+At c1 on a 2-vCPU VM a run's p50 is set mostly by where the scheduler places wrk, the proxy
+and the upstream: a wake-up on the other vCPU costs ~20 µs more than one on the same vCPU,
+and a request makes 0, 2 or 4 such hops, in phases that last seconds
+(``bench/c1trace.py``; docs/performance.md, s11-c1sys). ``--pin-c1 CPU`` runs the c1 rounds
+with wrk, the upstream and the measured proxy all on that one CPU: no hops, every process's
+work serialised — a steadier reading (3-round medians within ~3 µs here, against ~25 µs
+unpinned) of what the proxies cost rather than of the placement.
 """
 
 from __future__ import annotations
@@ -89,9 +98,28 @@ def parse_latency(text: str, pct: str) -> float:
     return v * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def wrk_one(port: int, conns: int, duration: int, t: Target) -> dict[str, float]:
+def pinned(cpu: int | None) -> list[str]:
+    """The command prefix that runs a command on ``cpu`` only (none for None)."""
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+
+
+def set_affinity(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of every process of the trees of ``pids`` may run on ``cpus`` only."""
+    for pid in pids:
+        for p in proc_tree(pid):
+            try:
+                for tid in os.listdir(f"/proc/{p}/task"):
+                    os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass  # a thread that ended
+
+
+def wrk_one(
+    port: int, conns: int, duration: int, t: Target, cpu: int | None = None
+) -> dict[str, float]:
     threads = 1 if conns < 16 else 2
-    cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency"]
+    cmd = pinned(cpu)
+    cmd += ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency"]
     for h in t.headers:
         cmd += ["-H", h]
     cmd.append(f"http://127.0.0.1:{port}{t.path}")
@@ -109,15 +137,16 @@ def _parse(out: str) -> dict[str, float]:
     }
 
 
-def wrk(t: Target, conns: int, duration: int) -> dict[str, float]:
+def wrk(t: Target, conns: int, duration: int, cpu: int | None = None) -> dict[str, float]:
     """One wrk per port of ``t`` at once, connections split between them; req/s summed,
-    latency percentiles the worst of the ports'."""
+    latency percentiles the worst of the ports'. ``cpu``: wrk runs on that CPU only."""
     if len(t.ports) == 1:
-        return wrk_one(t.ports[0], conns, duration, t)
+        return wrk_one(t.ports[0], conns, duration, t, cpu)
     each = max(1, conns // len(t.ports))
     procs = []
     for port in t.ports:
-        cmd = ["wrk", "-t", "1", "-c", str(each), "-d", f"{duration}s", "--latency"]
+        cmd = pinned(cpu)
+        cmd += ["wrk", "-t", "1", "-c", str(each), "-d", f"{duration}s", "--latency"]
         for h in t.headers:
             cmd += ["-H", h]
         cmd.append(f"http://127.0.0.1:{port}{t.path}")
@@ -195,6 +224,14 @@ def main() -> int:
         "--prioritise",
         action="store_true",
         help="run in an own autogroup at nice -15 (a shared machine: others run in the gaps)",
+    )
+    ap.add_argument(
+        "--pin-c1",
+        type=int,
+        default=None,
+        metavar="CPU",
+        help="c1 rounds: wrk, the upstream and the measured proxy on this one CPU (no "
+        "cross-CPU wake-ups; see the docstring)",
     )
     args = ap.parse_args()
     if args.prioritise and not os.environ.get("PORTWAY_BENCH_PRIORITISED"):
@@ -278,6 +315,7 @@ def measure(setup: V.Setup, args: argparse.Namespace, upstream: int) -> int:
     watched = [t for t in setup.targets if not t.ports]  # CPU/memory only (a Redis)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     splits: dict[tuple[str, int], list[list[tuple[float, float]]]] = {}
+    all_cpus = os.sched_getaffinity(0)
     for t in loaded:  # warm up (and fill caches)
         wrk(t, 16, 1)
     for rnd in range(args.rounds):
@@ -296,7 +334,14 @@ def measure(setup: V.Setup, args: argparse.Namespace, upstream: int) -> int:
                 up = [] if upstream in t.pids else [upstream]
                 rest0 = tree_cpu(up) + children_cpu()
                 load = float(Path("/proc/loadavg").read_text().split()[0])
-                r = wrk(t, c, args.duration)
+                pin = args.pin_c1 if c == 1 else None
+                if pin is not None:
+                    set_affinity([*t.pids, upstream], {pin})
+                try:
+                    r = wrk(t, c, args.duration, pin)
+                finally:
+                    if pin is not None:
+                        set_affinity([*t.pids, upstream], all_cpus)
                 cpu1 = tree_cpu(t.pids)
                 n = max(1.0, r["rps"] * args.duration)
                 r["cpu_us"] = (cpu1 - cpu0) / n * 1e6
