@@ -200,7 +200,12 @@ def _whole(request: bytes, response: bytes) -> Exchange:
         # the same head three times: replayed from the second on
         [_whole(GET, NGINX)] * 3,
         # a head that changes (Date) and comes back
-        [_whole(GET, HEADS[0]), _whole(GET, HEADS[1]), _whole(GET, HEADS[1]), _whole(GET, HEADS[0])],
+        [
+            _whole(GET, HEADS[0]),
+            _whole(GET, HEADS[1]),
+            _whole(GET, HEADS[1]),
+            _whole(GET, HEADS[0]),
+        ],
         # the same response split over reads, then whole
         [_whole(GET, NGINX), (GET, [NGINX[:-5], NGINX[-5:]]), _whole(GET, NGINX)],
         [_whole(GET, NGINX), (GET, [NGINX[:40], NGINX[40:]]), _whole(GET, NGINX)],
@@ -209,7 +214,11 @@ def _whole(request: bytes, response: bytes) -> Exchange:
         [_whole(GET, NGINX), _whole(GET, NGINX + NGINX)],
         [_whole(GET, NGINX), (GET, [NGINX[:-1]])],
         # HEAD after GET with the same head (no body read), and GET after HEAD
-        [_whole(GET, NGINX), _whole(HEAD, NGINX[: NGINX.index(b"\r\n\r\n") + 4]), _whole(GET, NGINX)],
+        [
+            _whole(GET, NGINX),
+            _whole(HEAD, NGINX[: NGINX.index(b"\r\n\r\n") + 4]),
+            _whole(GET, NGINX),
+        ],
         # the client's Connection: close, HTTP/1.0 keep-alive
         [_whole(GET, NGINX), _whole(GET_10, NGINX), _whole(GET_CLOSE, NGINX)],
         *([_whole(GET, h)] * 3 for h in HEADS[2:]),
