@@ -44,7 +44,12 @@ class ReplayLogger(Plugin[PluginConfig]):
 
     def on_log(self, ctx: RequestContext) -> None:
         r = ctx.response
-        LOGGED.append(None if r is None else (r.status, r.reason, list(r.headers.raw())))
+        if r is None:
+            LOGGED.append(None)
+            return
+        # (request ids are random: masked)
+        fields = [(k, b"*" if k == b"x-request-id" else v) for k, v in r.headers.raw()]
+        LOGGED.append((r.status, r.reason, fields))
 
 
 registry.register(ReplayLogger)
@@ -119,17 +124,20 @@ routes:
 """
 
 #: the request id of an error the gateway answers itself (random)
-_RID = re.compile(rb'"request_id":"[^"]*"')
+_RID = re.compile(
+    rb'"request_id":"[^"]*"|(?i:x-request-id): [^\r]*|(?<=\(b"x-request-id", b")[^"]*'
+)
 
 #: an exchange: the client's request and the upstream's response as the reads it arrives in
 Exchange = tuple[bytes, list[bytes]]
 
 
-async def _run(exchanges: list[Exchange], replay: bool, log: bool) -> list[Any]:
+async def _run(exchanges: list[Exchange], replay: bool, log: bool, plugins: str = "") -> list[Any]:
     """What the gateway does with ``exchanges`` on one client connection and one pooled
     upstream connection; stops after the exchange that takes the upstream connection out of
     the pool (the next one would connect for real)."""
-    text = CONFIG + ("plugins: [{name: t_replay_logger}]\n" if log else "")
+    names = ([plugins] if plugins else []) + (["{name: t_replay_logger}"] if log else [])
+    text = CONFIG + (f"plugins: [{', '.join(names)}]\n" if names else "")
     cfg = load_config_text(text, "replay.yaml")
     gw = Gateway(cfg, observers=[])
     await gw.start()
@@ -186,11 +194,11 @@ async def _run(exchanges: list[Exchange], replay: bool, log: bool) -> list[Any]:
     return seen
 
 
-def _both(exchanges: list[Exchange], log: bool = True) -> list[Any]:
+def _both(exchanges: list[Exchange], log: bool = True, plugins: str = "") -> list[Any]:
     loop = asyncio.new_event_loop()
     try:
-        on = loop.run_until_complete(_run(exchanges, True, log))
-        off = loop.run_until_complete(_run(exchanges, False, log))
+        on = loop.run_until_complete(_run(exchanges, True, log, plugins))
+        off = loop.run_until_complete(_run(exchanges, False, log, plugins))
     finally:
         loop.close()
     assert on == off
@@ -262,6 +270,23 @@ def test_a_head_in_two_reads_that_needs_the_field_by_field_parse(response: bytes
             assert s[0].startswith(b"HTTP/1.1 200 OK\r\n") and s[0].endswith(
                 b"ok" if b"chunked" not in s[0] else b"0\r\n\r\n"
             )
+
+
+#: response hooks: a field hook that keeps the lite head and watches a name the upstream
+#: may send (request_id), and a parsed-fields hook that takes the full parser (headers)
+HOOKS = [
+    "{name: request_id}",
+    "{name: headers, config: {response: {set: {x-b: '2'}, remove: [server]}}}",
+]
+
+
+@pytest.mark.parametrize("plugins", HOOKS)
+def test_replay_under_response_hooks(plugins: str) -> None:
+    echo = NGINX.replace(b"Server: nginx", b"X-Request-ID: up")
+    for response in (NGINX, echo):
+        seen = _both([_whole(GET, response)] * 3 + [_whole(GET, NGINX)], True, plugins)
+        assert len(seen) == 4
+        assert seen[1][0] == seen[2][0]
 
 
 _PIECES = st.sampled_from(HEADS)
