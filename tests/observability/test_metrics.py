@@ -287,6 +287,29 @@ def test_bucket_is_bisect_left() -> None:
     assert _bucket((), 1.0) == 0
 
 
+@pytest.mark.parametrize("buckets", [DURATION_BUCKETS, (0.5,), ()])
+def test_remembered_buckets_equal_bisect(buckets: tuple[float, ...]) -> None:
+    """The last value's bucket is remembered with its range (``Metrics._u_i``): values at,
+    just under and just over every bound, repeated and alternating, land where
+    ``bisect_left`` puts them."""
+    import bisect
+    import random
+
+    m = Metrics(include_default_registry=False, buckets=buckets)
+    values = [0.0, -1.0, 1e9, float("inf")]
+    for b in buckets:
+        values += [b, b, b * 0.999999, b * 1.000001, b * 1.000001, b]
+    values += random.Random(7).choices(values, k=200)
+    for v in values:
+        m.on_request_done(make_ctx(status=200, upstream_latency=v))
+    got = samples(m)
+    ru = {"route": "r", "upstream": "u"}
+    for le_i, le in enumerate(buckets):
+        want = sum(1 for v in values if bisect.bisect_left(buckets, v) <= le_i)
+        assert got[("portway_upstream_duration_seconds_bucket", L(**ru, le=str(le)))] == want
+    assert got[("portway_upstream_duration_seconds_count", L(**ru))] == len(values)
+
+
 def test_folded_counters_equal_per_request_counts() -> None:
     """Runs of equal requests are counted lazily (``_Series.count``): every scrape, between
     runs or in the middle of one, shows exactly what one increment per request would."""

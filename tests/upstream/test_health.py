@@ -207,3 +207,36 @@ def test_passive_disabled(make_ctx: CtxFactory) -> None:
     for _ in range(50):
         up.record(t, False, 0.0, None, "connect_error")
     assert t.healthy
+
+
+@pytest.mark.parametrize("on_status", [[], [503], [200, 503]])
+def test_a_remembered_plain_status_records_as_a_looked_up_one(on_status: list[int]) -> None:
+    """``Upstream.record`` remembers the last status in neither failure set: any sequence of
+    statuses leaves the targets (streaks, health, breaker) as the set lookups would."""
+    import random
+
+    cfg = UpstreamConfig.model_validate(
+        {
+            "targets": [{"url": "http://127.0.0.1:9101"}, {"url": "http://127.0.0.1:9102"}],
+            "health": {
+                "passive": {"unhealthy_after": 2, "on_status": on_status, "recover_after": "10s"}
+            },
+            "circuit_breaker": {"min_requests": 4, "window": "3s", "open_for": "2s"},
+        }
+    )
+    c1, c2 = Clock(), Clock()
+    ups = Upstream("u", cfg, clock=c1), Upstream("u", cfg, clock=c2)
+    rng = random.Random(3)
+    for _ in range(300):
+        status = rng.choice([200, 200, 200, 204, 404, 500, 502, 503])
+        i = rng.randrange(2)
+        ups[1]._plain_status = 0  # looks every status up
+        for up in ups:
+            up.record(up.targets[i], True, 0.01, status)
+        c1.t += 0.5
+        c2.t += 0.5
+        got = [
+            [(t.fails, t.healthy, t.breaker.state if t.breaker else None) for t in up.targets]
+            for up in ups
+        ]
+        assert got[0] == got[1]

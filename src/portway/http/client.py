@@ -319,6 +319,11 @@ class UpstreamConnection(ClientParsing):
             chunks = self._head_chunks
             if chunks is not None:
                 chunks.append(data)
+            else:
+                h = self._head
+                if h.replay == len(data) and not self._head_only and data.startswith(h.last):
+                    self._replay(data, h)
+                    return
             self._cur = data
         try:
             self.parser.feed_data(data)
@@ -334,20 +339,52 @@ class UpstreamConnection(ClientParsing):
                 # is being handled around the loop's callback, if any)
                 self._reparse()
                 return
-            bug, self._bug = self._bug, None
-            if bug is not None:
-                # a bug in Portway, not an invalid response: never blamed on the target
-                # (a GatewayError is no upstream outcome: a logged 500, no health record)
-                log.error(
-                    "internal error while reading an upstream response",
-                    exc_info=(type(bug), bug, bug.__traceback__),
-                )
-                self._fail(GatewayError("internal error"))
-                return
-            self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
+            self._parse_failed(e)
             return
         if raw and self.state == HEAD and self._head_chunks is None:
             self._head_chunks = [data]
+
+    def _parse_failed(self, e: Exception) -> None:
+        """The parse stopped: on a Portway bug (``_bug``) or on an invalid response."""
+        bug, self._bug = self._bug, None
+        if bug is not None:
+            # a bug in Portway, not an invalid response: never blamed on the target
+            # (a GatewayError is no upstream outcome: a logged 500, no health record)
+            log.error(
+                "internal error while reading an upstream response",
+                exc_info=(type(bug), bug, bug.__traceback__),
+            )
+            self._fail(GatewayError("internal error"))
+            return
+        self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
+
+    def _replay(self, data: bytes, h: RawHead) -> None:
+        """``data`` is one whole response: the head the lite parser last accepted
+        (``h.last``, byte for byte) and exactly its Content-Length body (``h.replay``).
+        The sink gets the callbacks llhttp would make, in its order, with the values
+        :func:`~portway.http.rawhead.scan_head` would give (it remembered them), and llhttp
+        is not fed: it would validate the same bytes from the same state (the start of a
+        message: the lite parser is only used from there), count the body and end the
+        message keep-alive, back at the start. An exception in a callback is what it is on
+        the parser (``_note``, ``_parse_failed``)."""
+        sink = self.sink
+        assert sink is not None
+        try:
+            # (``scan_head``'s own answer to a remembered head: a fresh list of its runs)
+            fields = h.fields = list(h.last_fields)
+            self.head_parsed(False)
+            sink.on_head_raw(h.status, h.reason, fields, h.keep_alive, h.content_length)
+            start = len(h.last)
+            if len(data) > start:
+                sink.on_body(data[start:])
+            # ``on_message_complete``
+            if self.state == BODY:
+                self._to(DONE)
+                self._cancel_timer()
+                sink.on_end()
+        except Exception as exc:
+            self._note(exc)
+            self._parse_failed(exc)
 
     def _reparse(self) -> None:
         """The lite parser met a head it does not take (1xx, a hop-by-hop field, Via,

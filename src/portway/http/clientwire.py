@@ -134,13 +134,16 @@ class _Lite:
         c = self.conn
         chunks = c._head_chunks
         buf = b"".join(chunks) if chunks is not None else c._cur
-        c._head_chunks = None
         h = c._head
         try:
             scan_head(buf, c._head_only, h)
         except Reparse:
+            # the pieces stay: the field-by-field parse starts again from the first one
+            # (``_reparse``; dropping them first made it start at this read: a head in
+            # several reads that needs that parse was refused as invalid)
             c._redo = True
             raise
+        c._head_chunks = None
         c.head_parsed(h.close_delimited)
         sink = c.sink
         assert sink is not None

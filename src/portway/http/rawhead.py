@@ -51,6 +51,7 @@ class RawHead:
         "out_reason",
         "out_status",
         "reason",
+        "replay",
         "seen",
         "status",
         "watch_first",
@@ -69,6 +70,9 @@ class RawHead:
         self.last = b""
         self.last_fields: tuple[bytes, ...] = ()
         self.last_head_only = False
+        #: the length of a whole response whose head is ``last`` (its Content-Length body
+        #: follows), when such a response may skip llhttp (see :func:`scan_head`); 0: none
+        self.replay = 0
         #: lower-case names to look for (:meth:`watch`; None: none): the names response
         #: hooks may replace, so the relay need not search the lines for them
         self.watch_names: frozenset[bytes] | None = None
@@ -90,6 +94,7 @@ class RawHead:
         self.watch_first = first
         # the remembered head's ``seen`` was for the old names
         self.last = b""
+        self.replay = 0
 
 
 def first_bytes(names: frozenset[bytes]) -> bytes:
@@ -241,9 +246,20 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
         out.last = buf[: pos + 2]
         out.last_fields = tuple(fields)
         out.last_head_only = head_only
+        # a keep-alive response with a Content-Length body (not to HEAD, not 204/304):
+        # llhttp, which accepted this head from the start of a message, would accept it
+        # again from there, count the body and be back at the start of a message; a read
+        # of exactly ``last`` and that body may go to the sink without it
+        # (``UpstreamConnection._replay``)
+        out.replay = (
+            pos + 2 + int(cl)
+            if keep_alive and not no_body and cl is not None and cl.isdigit() and len(cl) < 10
+            else 0
+        )
     else:
         out.last = b""
         out.last_fields = ()
+        out.replay = 0
 
 
 #: heads up to this size are remembered (``RawHead.last``): one per pooled connection

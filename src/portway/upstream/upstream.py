@@ -115,6 +115,9 @@ class Upstream:
             probe=probe,
             clock=clock,
         )
+        #: the last response status found in neither failure set (``record``): a steady
+        #: stream of one status skips the two set lookups (0: none yet)
+        self._plain_status = 0
         #: panic threshold (percent of members that must be healthy) and whether it is crossed
         self._min_healthy = config.health.min_healthy_percent
         self.panic = False
@@ -262,8 +265,14 @@ class Upstream:
         # a response's status decides on its own, whatever ``ok`` says (callers differ on
         # whether a 500 is "ok"); without a status, ``ok``/``error`` do
         if status is not None and error is None:
-            failed = status in self.health.breaker_fail_status
-            sick = status in self.health.fail_status
+            if status == self._plain_status:
+                failed = sick = False
+            else:
+                failed = status in self.health.breaker_fail_status
+                # (``fail_status`` is a subset of ``breaker_fail_status``, fixed at start)
+                sick = status in self.health.fail_status
+                if not failed and not sick:
+                    self._plain_status = status
             reason = "status"
         else:
             failed = sick = not ok or error is not None
