@@ -102,7 +102,7 @@ class _Batch:
 
     __slots__ = ("calls", "stride")
 
-    def __init__(self, calls: list[_Pending], stride: int) -> None:
+    def __init__(self, calls: list[_Queued], stride: int) -> None:
         self.calls = calls
         self.stride = stride
 
@@ -344,54 +344,58 @@ class ScriptPipe:
         distinct key list and argument list once (``state/luabatch.py`` layout)."""
         batch = batch_script(script)
         split = self._split
+        seen: dict[bytes, bytes] = {}  # a call's parameters -> its 2 bytes in the order
         kidx: dict[bytes, int] = {}
         aidx: dict[bytes, int] = {}
         klists: list[bytes] = []
         alists: list[bytes] = []
         ksz = bytearray()
         asz = bytearray()
-        order = bytearray()
-        calls: list[_Pending] = []
+        order: list[bytes] = []
         nkeys = 0
         nargv = 0
         for k in range(i, j):
-            target, _s, nparams, params, _m = queue[k]
+            params = queue[k][3]
             # a binding renders a key's parameters once (the same bytes object each time,
-            # its hash cached): their parts are found, not parsed, per call
-            parts = split.get(params)
-            if parts is None:
-                nk, first, args = split_params(params)
-                parts = (params[first:args], params[args:], nk, nparams - 1 - nk)
-                if len(split) >= _SPLIT_MAX:
-                    split.clear()
-                split[params] = parts
-            kp, ap, nk, na = parts
-            if nk > MAX_COUNT or na > MAX_COUNT:  # (not in one byte: each call alone)
-                for m in range(i, j):
-                    self._single(queue[m], out)
-                return
-            ki = kidx.get(kp)
-            if ki is None:
-                ki = len(klists)
-                kidx[kp] = ki
-                klists.append(kp)
-                ksz.append(nk)
-                nkeys += nk
-            ai = aidx.get(ap)
-            if ai is None:
-                ai = len(alists)
-                aidx[ap] = ai
-                alists.append(ap)
-                asz.append(na)
-                nargv += na
-            order.append(ki)
-            order.append(ai)
-            calls.append((target, script, nparams, params))
+            # its hash cached): a busy key's calls are one lookup each
+            pair = seen.get(params)
+            if pair is None:
+                parts = split.get(params)
+                if parts is None:
+                    nparams = queue[k][2]
+                    nk, first, args = split_params(params)
+                    parts = (params[first:args], params[args:], nk, nparams - 1 - nk)
+                    if len(split) >= _SPLIT_MAX:
+                        split.clear()
+                    split[params] = parts
+                kp, ap, nk, na = parts
+                if nk > MAX_COUNT or na > MAX_COUNT:  # (not in one byte: each call alone)
+                    for m in range(i, j):
+                        self._single(queue[m], out)
+                    return
+                ki = kidx.get(kp)
+                if ki is None:
+                    ki = len(klists)
+                    kidx[kp] = ki
+                    klists.append(kp)
+                    ksz.append(nk)
+                    nkeys += nk
+                ai = aidx.get(ap)
+                if ai is None:
+                    ai = len(alists)
+                    aidx[ap] = ai
+                    alists.append(ap)
+                    asz.append(na)
+                    nargv += na
+                pair = bytes((ki, ai))
+                seen[params] = pair
+            order.append(pair)
+        calls = queue[i:j]
         bparams = b"".join(
             [
                 bulk(nkeys),
                 *klists,
-                bulk(bytes(order)),
+                bulk(b"".join(order)),
                 bulk(bytes(ksz)),
                 bulk(bytes(asz)),
                 *alists,
@@ -519,14 +523,15 @@ class ScriptPipe:
             for target, *_ in calls:
                 _tell_failed(target, err)
             return
+        flat: list[Any] = reply
         i = 0
-        for target, script, nparams, params in calls:
+        for target, script, nparams, params, _m in calls:
             if stride:
-                r: Any = reply[i : i + stride]
+                r: Any = flat[i : i + stride]
                 e: Any = r[0]
                 i += stride
             else:
-                r = e = reply[i]
+                r = e = flat[i]
                 i += 1
             if isinstance(e, Exception):  # that call raised: its own error, as unbatched
                 self._error_reply(e, target, script, nparams, params)
