@@ -344,25 +344,24 @@ class ScriptPipe:
         distinct key list and argument list once (``state/luabatch.py`` layout)."""
         batch = batch_script(script)
         split = self._split
-        seen: dict[bytes, bytes] = {}  # a call's parameters -> its 2 bytes in the order
+        seen: dict[bytes, int] = {}  # a call's parameters -> key list index << 8 | args'
         kidx: dict[bytes, int] = {}
         aidx: dict[bytes, int] = {}
         klists: list[bytes] = []
         alists: list[bytes] = []
-        ksz = bytearray()
-        asz = bytearray()
-        order: list[bytes] = []
+        ksz: list[int] = []
+        asz: list[int] = []
+        order: list[int] = []
         nkeys = 0
         nargv = 0
         for k in range(i, j):
-            params = queue[k][3]
+            _t, _s, nparams, params, _m = queue[k]
             # a binding renders a key's parameters once (the same bytes object each time,
             # its hash cached): a busy key's calls are one lookup each
             pair = seen.get(params)
             if pair is None:
                 parts = split.get(params)
                 if parts is None:
-                    nparams = queue[k][2]
                     nk, first, args = split_params(params)
                     parts = (params[first:args], params[args:], nk, nparams - 1 - nk)
                     if len(split) >= _SPLIT_MAX:
@@ -387,15 +386,16 @@ class ScriptPipe:
                     alists.append(ap)
                     asz.append(na)
                     nargv += na
-                pair = bytes((ki, ai))
+                pair = ki << 8 | ai
                 seen[params] = pair
-            order.append(pair)
+            order.append(pair >> 8)
+            order.append(pair & 255)
         calls = queue[i:j]
         bparams = b"".join(
             [
                 bulk(nkeys),
                 *klists,
-                bulk(b"".join(order)),
+                bulk(bytes(order)),
                 bulk(bytes(ksz)),
                 bulk(bytes(asz)),
                 *alists,
