@@ -95,6 +95,21 @@ class ReplyWaiter(Protocol):
     def failed(self, exc: StoreUnavailableError) -> None: ...
 
 
+class _Parts:
+    """A packed call's parameters split for a batch call (``state/luabatch.py``): its key
+    list and argument list (RESP bytes) and their counts, and the indices the batch that
+    last placed it gave them (``batch`` numbers the pipe's batch calls)."""
+
+    def __init__(self, kp: bytes, ap: bytes, nk: int, na: int) -> None:
+        self.kp = kp
+        self.ap = ap
+        self.nk = nk
+        self.na = na
+        self.batch = -1
+        self.ki = 0
+        self.ai = 0
+
+
 class _Batch:
     """The calls one batch ``EVALSHA`` answers (``state/luabatch.py``): its reply is an
     array with one element per call, in order, or (``stride`` > 0) ``stride`` elements per
@@ -234,8 +249,9 @@ class ScriptPipe:
         self._heads: dict[tuple[str, int], bytes] = {}
         # batch scripts this pipe sent as EVAL (which caches them): EVALSHA from then on
         self._batch_loaded: set[str] = set()
-        # packed parameters -> (their keys, their arguments, key count, argument count)
-        self._split: dict[bytes, tuple[bytes, bytes, int, int]] = {}
+        # packed parameters -> their parts (keys, arguments, counts, last batch's indices)
+        self._split: dict[bytes, _Parts] = {}
+        self._batches = 0  # batch calls built (numbers them for _Parts.batch)
         self._closed = False
         self.round_trips = 0
         self.calls = 0
@@ -344,7 +360,8 @@ class ScriptPipe:
         distinct key list and argument list once (``state/luabatch.py`` layout)."""
         batch = batch_script(script)
         split = self._split
-        seen: dict[bytes, int] = {}  # a call's parameters -> key list index << 8 | args'
+        self._batches += 1
+        bno = self._batches
         kidx: dict[bytes, int] = {}
         aidx: dict[bytes, int] = {}
         klists: list[bytes] = []
@@ -357,39 +374,41 @@ class ScriptPipe:
         for k in range(i, j):
             _t, _s, nparams, params, _m = queue[k]
             # a binding renders a key's parameters once (the same bytes object each time,
-            # its hash cached): a busy key's calls are one lookup each
-            pair = seen.get(params)
-            if pair is None:
-                parts = split.get(params)
-                if parts is None:
-                    nk, first, args = split_params(params)
-                    parts = (params[first:args], params[args:], nk, nparams - 1 - nk)
-                    if len(split) >= _SPLIT_MAX:
-                        split.clear()
-                    split[params] = parts
-                kp, ap, nk, na = parts
-                if nk > MAX_COUNT or na > MAX_COUNT:  # (not in one byte: each call alone)
+            # its hash cached): their parts are found, not parsed, per call, and carry the
+            # indices of the batch that last placed them (no per-batch dict per call)
+            parts = split.get(params)
+            if parts is None:
+                nk, first, args = split_params(params)
+                parts = _Parts(params[first:args], params[args:], nk, nparams - 1 - nk)
+                if len(split) >= _SPLIT_MAX:
+                    split.clear()
+                split[params] = parts
+            if parts.batch != bno:
+                if parts.nk > MAX_COUNT or parts.na > MAX_COUNT:  # (not in one byte)
                     for m in range(i, j):
                         self._single(queue[m], out)
                     return
+                kp = parts.kp
                 ki = kidx.get(kp)
                 if ki is None:
                     ki = len(klists)
                     kidx[kp] = ki
                     klists.append(kp)
-                    ksz.append(nk)
-                    nkeys += nk
+                    ksz.append(parts.nk)
+                    nkeys += parts.nk
+                ap = parts.ap
                 ai = aidx.get(ap)
                 if ai is None:
                     ai = len(alists)
                     aidx[ap] = ai
                     alists.append(ap)
-                    asz.append(na)
-                    nargv += na
-                pair = ki << 8 | ai
-                seen[params] = pair
-            order.append(pair >> 8)
-            order.append(pair & 255)
+                    asz.append(parts.na)
+                    nargv += parts.na
+                parts.batch = bno
+                parts.ki = ki
+                parts.ai = ai
+            order.append(parts.ki)
+            order.append(parts.ai)
         calls = queue[i:j]
         bparams = b"".join(
             [
