@@ -194,3 +194,56 @@ async def test_cancelled_caller_does_not_break_the_batch(private_redis):
             await t1
     finally:
         await store.aclose()
+
+
+async def test_a_key_of_the_wrong_type_fails_only_its_own_decisions(private_redis):
+    # the GCRA batch script reads each key once: a key holding another type (WRONGTYPE)
+    # answers each of its decisions with the error, as unbatched; the other keys' decisions
+    # in the same batch are what they are one by one
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    limits = [LimitSpec("s", 5, 1, 3)]
+    seq = RedisLimiter(store, "gcra", limits, key_prefix="seq:")
+    bat = RedisLimiter(store, "gcra", limits, key_prefix="bat:")
+    admin = aioredis.Redis.from_url(private_redis.url)
+    calls = [(f"k{i % 3}", 1e12 + 1000 * i) for i in range(12)]
+    try:
+        await admin.hset(bat.keys_for("k1")[0], "f", "v")
+        await bat.decide("warm-up", 1)
+        want = [await seq.decide(k, 1, now_us=t) for k, t in calls if k != "k1"]
+        got = await asyncio.gather(
+            *(bat.decide(k, 1, now_us=t) for k, t in calls), return_exceptions=True
+        )
+        for (k, _), g in zip(calls, got, strict=True):
+            if k == "k1":
+                assert isinstance(g, StoreUnavailableError) and "WRONGTYPE" in str(g)
+        ok = [g for (k, _), g in zip(calls, got, strict=True) if k != "k1"]
+        assert [_fields(d) for d in ok] == [_fields(d) for d in want]  # type: ignore[arg-type]
+        assert store.available  # a key's error is not an outage
+    finally:
+        await admin.aclose()
+        await store.aclose()
+
+
+async def test_full_batches_of_distinct_keys_and_long_calls(private_redis):
+    # more calls than one batch holds (256), each of its own key: two batch calls whose
+    # key and argument indices reach 255, the same decisions as one by one
+    store = RedisStore(private_redis.url, timeout=5, connect_timeout=5)
+    limits = [LimitSpec("s", 5, 1, 2)]
+    seq = RedisLimiter(store, "gcra", limits, key_prefix="seq:")
+    bat = RedisLimiter(store, "gcra", limits, key_prefix="bat:")
+    calls = [(f"k{i % 290}", 1 + (i % 7 == 0), 1e12 + 10 * i) for i in range(300)]
+    # a call with more arguments than one byte counts is sent on its own, in order
+    echo = LuaScript("return #ARGV")
+    try:
+        await bat.decide("warm-up", 1)
+        want = [await seq.decide(k, c, now_us=t) for k, c, t in calls]
+        got = await asyncio.gather(*(bat.decide(k, c, now_us=t) for k, c, t in calls))
+        assert [_fields(d) for d in got] == [_fields(d) for d in want]
+        counts = await asyncio.gather(
+            store.eval_script(echo, ["a"], ["x"] * 3),
+            store.eval_script(echo, ["a"], ["x"] * 300),
+            store.eval_script(echo, ["a"], ["x"] * 255),
+        )
+        assert counts == [3, 300, 255]
+    finally:
+        await store.aclose()

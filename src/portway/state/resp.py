@@ -45,7 +45,7 @@ from typing import Any, Final, Protocol, cast
 
 from portway.state.backoff import Backoff
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
-from portway.state.luabatch import batch_script, split_params
+from portway.state.luabatch import MAX_COUNT, STRIDES, batch_script, split_params
 from portway.state.respreader import RespProtocolError, RespReader, RespReplyError
 
 __all__ = [
@@ -95,14 +95,31 @@ class ReplyWaiter(Protocol):
     def failed(self, exc: StoreUnavailableError) -> None: ...
 
 
+class _Parts:
+    """A packed call's parameters split for a batch call (``state/luabatch.py``): its key
+    list and argument list (RESP bytes) and their counts, and the indices the batch that
+    last placed it gave them (``batch`` numbers the pipe's batch calls)."""
+
+    def __init__(self, kp: bytes, ap: bytes, nk: int, na: int) -> None:
+        self.kp = kp
+        self.ap = ap
+        self.nk = nk
+        self.na = na
+        self.batch = -1
+        self.ki = 0
+        self.ai = 0
+
+
 class _Batch:
     """The calls one batch ``EVALSHA`` answers (``state/luabatch.py``): its reply is an
-    array with one element per call, in order."""
+    array with one element per call, in order, or (``stride`` > 0) ``stride`` elements per
+    call, flat."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "stride")
 
-    def __init__(self, calls: list[_Pending]) -> None:
+    def __init__(self, calls: list[_Queued], stride: int) -> None:
         self.calls = calls
+        self.stride = stride
 
 
 #: a pending call: its future or waiter (None for the connection's own AUTH/SELECT; a
@@ -121,7 +138,8 @@ _RAW: Final = 2  # a whole command (the connection's AUTH / SELECT)
 
 #: calls of one script per batch call: bounds how long one script holds Redis' thread
 MAX_BATCH: Final = 256
-#: packed parameters whose batch parts a pipe keeps (cleared when full)
+#: packed parameters whose batch parts (key list, argument list, their counts) a pipe keeps
+#: (cleared when full)
 _SPLIT_MAX: Final = 4096
 
 
@@ -231,8 +249,9 @@ class ScriptPipe:
         self._heads: dict[tuple[str, int], bytes] = {}
         # batch scripts this pipe sent as EVAL (which caches them): EVALSHA from then on
         self._batch_loaded: set[str] = set()
-        # packed parameters -> (their keys, their batch ARGV part, key count, ARGV count)
-        self._split: dict[bytes, tuple[bytes, bytes, int, int]] = {}
+        # packed parameters -> their parts (keys, arguments, counts, last batch's indices)
+        self._split: dict[bytes, _Parts] = {}
+        self._batches = 0  # batch calls built (numbers them for _Parts.batch)
         self._closed = False
         self.round_trips = 0
         self.calls = 0
@@ -337,34 +356,71 @@ class ScriptPipe:
     def _batch(
         self, script: LuaScript, queue: list[_Queued], i: int, j: int, out: list[bytes]
     ) -> None:
-        """Queue the calls ``queue[i:j]`` (all of ``script``) as one batch call."""
+        """Queue the calls ``queue[i:j]`` (all of ``script``) as one batch call, each
+        distinct key list and argument list once (``state/luabatch.py`` layout)."""
         batch = batch_script(script)
-        keys: list[bytes] = []
-        argv: list[bytes] = []
-        calls: list[_Pending] = []
+        split = self._split
+        self._batches += 1
+        bno = self._batches
+        kidx: dict[bytes, int] = {}
+        aidx: dict[bytes, int] = {}
+        klists: list[bytes] = []
+        alists: list[bytes] = []
+        ksz: list[int] = []
+        asz: list[int] = []
+        order: list[int] = []
         nkeys = 0
         nargv = 0
-        split = self._split
         for k in range(i, j):
-            target, _s, nparams, params, _m = queue[k]
+            _t, _s, nparams, params, _m = queue[k]
             # a binding renders a key's parameters once (the same bytes object each time,
-            # its hash cached): their batch parts are found, not parsed, per call
+            # its hash cached): their parts are found, not parsed, per call, and carry the
+            # indices of the batch that last placed them (no per-batch dict per call)
             parts = split.get(params)
             if parts is None:
                 nk, first, args = split_params(params)
-                na = nparams - 1 - nk
-                counts = b"$%d\r\n%d\r\n$%d\r\n%d\r\n" % (len(str(nk)), nk, len(str(na)), na)
-                parts = (params[first:args], counts + params[args:], nk, 2 + na)
+                parts = _Parts(params[first:args], params[args:], nk, nparams - 1 - nk)
                 if len(split) >= _SPLIT_MAX:
                     split.clear()
                 split[params] = parts
-            keys.append(parts[0])
-            argv.append(parts[1])
-            nkeys += parts[2]
-            nargv += parts[3]
-            calls.append((target, script, nparams, params))
-        bparams = bulk(nkeys) + b"".join(keys) + b"".join(argv)
-        bn = 1 + nkeys + nargv
+            if parts.batch != bno:
+                if parts.nk > MAX_COUNT or parts.na > MAX_COUNT:  # (not in one byte)
+                    for m in range(i, j):
+                        self._single(queue[m], out)
+                    return
+                kp = parts.kp
+                ki = kidx.get(kp)
+                if ki is None:
+                    ki = len(klists)
+                    kidx[kp] = ki
+                    klists.append(kp)
+                    ksz.append(parts.nk)
+                    nkeys += parts.nk
+                ap = parts.ap
+                ai = aidx.get(ap)
+                if ai is None:
+                    ai = len(alists)
+                    aidx[ap] = ai
+                    alists.append(ap)
+                    asz.append(parts.na)
+                    nargv += parts.na
+                parts.batch = bno
+                parts.ki = ki
+                parts.ai = ai
+            order.append(parts.ki)
+            order.append(parts.ai)
+        calls = queue[i:j]
+        bparams = b"".join(
+            [
+                bulk(nkeys),
+                *klists,
+                bulk(bytes(order)),
+                bulk(bytes(ksz)),
+                bulk(bytes(asz)),
+                *alists,
+            ]
+        )
+        bn = 4 + nkeys + nargv
         if batch.sha in self._batch_loaded:
             out.append(b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (bn + 2, bulk(batch.sha)))
         else:
@@ -372,7 +428,19 @@ class ScriptPipe:
             self._batch_loaded.add(batch.sha)
             out.append(self._head(batch, bn, source=True))
         out.append(bparams)
-        self._pending.append((_Batch(calls), batch, bn, bparams))
+        self._pending.append((_Batch(calls, STRIDES.get(batch.sha, 0)), batch, bn, bparams))
+        self.commands += 1
+
+    def _single(self, call: _Queued, out: list[bytes]) -> None:
+        """Queue one call as its own ``EVALSHA``."""
+        target, script, nparams, params, _m = call
+        assert script is not None
+        head = self._heads.get((script.sha, nparams))
+        if head is None:
+            head = self._head(script, nparams, source=False)
+        out.append(head)
+        out.append(params)
+        self._pending.append((target, script, nparams, params))
         self.commands += 1
 
     # -- connection ---------------------------------------------------------------------
@@ -466,16 +534,26 @@ class ScriptPipe:
             self._on_success()
 
     def _batch_reply(self, batch: _Batch, reply: Any) -> None:
-        """Answer each call of ``batch`` with its element of the batch's reply."""
+        """Answer each call of ``batch`` with its part of the batch's reply."""
         calls = batch.calls
-        if not isinstance(reply, list) or len(reply) != len(calls):
+        stride = batch.stride
+        if not isinstance(reply, list) or len(reply) != len(calls) * (stride or 1):
             err = StoreUnavailableError(f"redis at {self._describe()}: bad batch reply")
             for target, *_ in calls:
                 _tell_failed(target, err)
             return
-        for (target, script, nparams, params), r in zip(calls, reply, strict=True):
-            if isinstance(r, Exception):  # that call raised: its own error, as unbatched
-                self._error_reply(r, target, script, nparams, params)
+        flat: list[Any] = reply
+        i = 0
+        for target, script, nparams, params, _m in calls:
+            if stride:
+                r: Any = flat[i : i + stride]
+                e: Any = r[0]
+                i += stride
+            else:
+                r = e = flat[i]
+                i += 1
+            if isinstance(e, Exception):  # that call raised: its own error, as unbatched
+                self._error_reply(e, target, script, nparams, params)
             elif isinstance(target, asyncio.Future):
                 if not target.done():
                     target.set_result(r)

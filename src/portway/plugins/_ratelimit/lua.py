@@ -208,67 +208,118 @@ return {1, math.max(0, math.floor((now - allow_at) / t + 1e-9)),
 )
 
 #: the batch variant of ``RATE_LIMIT_GCRA1`` (``state/luabatch.py``: K decisions queued in one
-#: pass as one script call). The same arithmetic per decision, in order, but Redis' ``TIME``
-#: is read once per batch (the clock of the one atomic script: the same as the decisions run
-#: back to back) and each key is read once and written once, with the value and expiry of
-#: its last admitted decision: what the K scripts one by one would leave. ``%.17g`` round
-#: trips a double exactly, so keeping a key's value in Lua between decisions reads what
-#: ``GET`` would have. A busy key (the usual case: one client, many requests) costs Redis one
-#: ``GET`` and one ``SET`` per batch instead of a ``TIME``, ``GET`` and ``SET`` per decision.
+#: pass as one script call, each distinct key and argument list sent once). The same
+#: arithmetic per decision, in order, but Redis' ``TIME`` is read once per batch (the clock of
+#: the one atomic script: the same as the decisions run back to back), each argument list is
+#: parsed once and each key is read once and written once, with the value and expiry of its
+#: last admitted decision: what the K scripts one by one would leave. ``%.17g`` round trips a
+#: double exactly, so keeping a key's value in Lua between decisions reads what ``GET`` would
+#: have. A busy key (the usual case: one client, many requests) costs Redis one ``GET`` and
+#: one ``SET`` per batch instead of a ``TIME``, ``GET`` and ``SET`` per decision.
+#:
+#: A key's own error fails that key's decisions only, as unbatched: a ``GET`` that fails
+#: (``WRONGTYPE``: the key holds another type) answers each decision of the key with its error;
+#: a ``SET`` that fails (e.g. ``OOM``) answers the key's admitted decisions with its error
+#: (unbatched each would have failed at its own ``SET``; its rejected ones, which write
+#: nothing, keep their answers).
+#:
+#: The reply is flat (``stride=4``): the calls' four numbers one after another, not a nested
+#: array per call (Redis' conversion of a Lua table to a reply costs ~7k instructions per
+#: table: it looks up the ``err``, ``ok`` and RESP3 type fields of each); a call answered
+#: with an error has the error in its first place.
 RATE_LIMIT_GCRA1_BATCH = register_batch(
     RATE_LIMIT_GCRA1,
     r"""
+local byte = string.byte
+local calls, ksz, asz = ARGV[1], ARGV[2], ARGV[3]
+local kfirst = {}
+local k = 0
+for g = 1, #ksz do kfirst[g] = k + 1; k = k + byte(ksz, g) end
 local clock
-local tats, last, order, out = {}, {}, {}, {}
-local k, a, n = 0, 1, 0
-local argc = #ARGV
-while a <= argc do
-  local nk = tonumber(ARGV[a])
-  local na = tonumber(ARGV[a + 1])
-  local key = KEYS[k + 1]
-  local cost = tonumber(ARGV[a + 3])
-  local now
-  if ARGV[a + 4] ~= '' then
-    now = tonumber(ARGV[a + 4])
+local costs, nows, ts, bursts = {}, {}, {}, {}
+local a = 3
+for g = 1, #asz do
+  costs[g] = tonumber(ARGV[a + 2])
+  if ARGV[a + 3] ~= '' then
+    nows[g] = tonumber(ARGV[a + 3])
   else
     if not clock then
       local t = redis.call('TIME')
       clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
     end
-    now = clock
+    nows[g] = clock
   end
-  local t = tonumber(ARGV[a + 6]) / tonumber(ARGV[a + 5])
-  local burst = tonumber(ARGV[a + 7])
-  k = k + nk
-  a = a + 2 + na
-  n = n + 1
-  local cur = tats[key]
-  if cur == nil then cur = tonumber(redis.call('GET', key)) or false end
-  local tat = cur
-  if not tat or tat < now then tat = now end
-  local new_tat = tat + cost * t
-  local allow_at = new_tat - burst * t
-  if allow_at - now > 1e-9 * t then
-    local retry = -1
-    if cost <= burst then retry = math.ceil((allow_at - now) / 1000) end
-    out[n] = {0, math.max(0, math.floor((now - (tat - burst * t)) / t + 1e-9)),
-              math.ceil((tat - now) / 1000), retry}
-    tats[key] = cur
+  ts[g] = tonumber(ARGV[a + 5]) / tonumber(ARGV[a + 4])
+  bursts[g] = tonumber(ARGV[a + 6])
+  a = a + byte(asz, g)
+end
+-- floor(x) is x - x % 1 and ceil(x) is x + (-x) % 1 (Lua's % floors): no C call per decision
+local tats, errs, lastv, lastnow, order, out = {}, {}, {}, {}, {}, {}
+local ncalls = #calls / 2
+for n = 1, ncalls do
+  local ki, ai = byte(calls, 2 * n - 1, 2 * n)
+  ki = ki + 1
+  ai = ai + 1
+  local o = 4 * n - 3
+  local cur = tats[ki]
+  if cur == nil then
+    local v = redis.pcall('GET', KEYS[kfirst[ki]])
+    if type(v) == 'table' then
+      errs[ki] = v
+      cur = false
+    else
+      cur = tonumber(v) or false
+    end
+    tats[ki] = cur
+  end
+  local e = errs[ki]
+  if e then
+    out[o], out[o + 1], out[o + 2], out[o + 3] = e, 0, 0, 0
   else
-    if last[key] == nil then order[#order + 1] = key end
-    last[key] = {new_tat, now}
-    tats[key] = new_tat
-    out[n] = {1, math.max(0, math.floor((now - allow_at) / t + 1e-9)),
-              math.ceil((new_tat - now) / 1000), 0}
+    local now, cost, t, burst = nows[ai], costs[ai], ts[ai], bursts[ai]
+    local tat = cur
+    if not tat or tat < now then tat = now end
+    local new_tat = tat + cost * t
+    local allow_at = new_tat - burst * t
+    local rem, reset
+    if allow_at - now > 1e-9 * t then
+      local retry = -1
+      if cost <= burst then
+        retry = (allow_at - now) / 1000
+        retry = retry + (-retry) % 1
+      end
+      rem = (now - (tat - burst * t)) / t + 1e-9
+      reset = (tat - now) / 1000
+      out[o], out[o + 3] = 0, retry
+    else
+      if lastv[ki] == nil then order[#order + 1] = ki end
+      lastv[ki] = new_tat
+      lastnow[ki] = now
+      tats[ki] = new_tat
+      rem = (now - allow_at) / t + 1e-9
+      reset = (new_tat - now) / 1000
+      out[o], out[o + 3] = 1, 0
+    end
+    rem = rem - rem % 1
+    if rem < 0 then rem = 0 end
+    out[o + 1], out[o + 2] = rem, reset + (-reset) % 1
   end
 end
 for i = 1, #order do
-  local w = last[order[i]]
-  redis.call('SET', order[i], string.format('%.17g', w[1]), 'PX',
-             math.ceil((w[1] - w[2]) / 1000) + 1000)
+  local ki = order[i]
+  local v = lastv[ki]
+  local ttl = (v - lastnow[ki]) / 1000
+  local r = redis.pcall('SET', KEYS[kfirst[ki]], string.format('%.17g', v), 'PX',
+                        ttl + (-ttl) % 1 + 1000)
+  if type(r) == 'table' and r.err then
+    for n = 1, ncalls do
+      if byte(calls, 2 * n - 1) + 1 == ki and out[4 * n - 3] == 1 then out[4 * n - 3] = r end
+    end
+  end
 end
 return out
 """,
+    stride=4,
 )
 
 #: concurrency leases: KEYS[1] a sorted set of lease id -> expiry (ms, Redis clock).
