@@ -181,6 +181,7 @@ class ServerConnection(ServerWriting):
         self._upgrade = None
         self._pconn = False
         self._qmark = -2
+        self._lite_at = -1
         self._lite_ok = True
         self._body = None
         self._body_limit = limits.max_body_bytes

@@ -27,9 +27,11 @@ connection's messages as one parser would.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Final
 
 import httptools
 
+from portway.http.forwarding import LITE_LOOK
 from portway.http.loops import PerLoop
 from portway.http.owned import drop_underscored
 from portway.http.serverparse import ServerParsing
@@ -148,6 +150,12 @@ class ParserHooks:
         finally:
             self.lite_conn = None
         self.lite = lite
+        if opened and not self.committed:
+            # no head at all: only empty lines, which llhttp skips before a request line
+            # (e.g. b"\r\n\r\n"); the connection's own parser reads them as it always did
+            opened.clear()
+            self.lite = httptools.HttpRequestParser(self.lite_protocol)
+            return False
         if opened:
             # not reachable (a lite head has no body): the parser would be left inside
             # this connection's message, so it is dropped, and so is the connection
@@ -207,6 +215,15 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     hosts = 0
     expect: bytes | None = None
     conn: bytes | None = None
+    # for the upstream head (``forwarding.forward_lite_lines``): where the field lines after
+    # a first Host line start (-1: Host is not first, or a field was dropped for "_"), and
+    # whether any other field is one the forwarding rules look at / every line is written
+    # ``name: value CRLF`` with one space and no OWS after the value (its length is then
+    # the field's name and value lengths + 4)
+    after_host = -1
+    cut = False
+    look = 0
+    canon = 2
     pos = i + 2
     if pos < end:
         low = data.lower()  # names from here (one call instead of one per field)
@@ -228,6 +245,8 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
             v = k + 1
             while data[v] == 32 or data[v] == 9:  # OWS (llhttp drops it too)
                 v += 1
+            if v != k + 2 or data[k + 1] != 32:
+                canon = 0
             e = v
             while data[e] != 13:
                 e += 1
@@ -239,12 +258,14 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
             pos = e + 2
             while e > v and (data[e - 1] == 32 or data[e - 1] == 9):
                 e -= 1
+                canon = 0
             value = data[v:e]
             if (
                 underscores is not None
                 and 95 in name
                 and drop_underscored(name, underscores, c._owned_headers())
             ):
+                cut = True  # (its line is not in ``headers``: see ``after_host``)
                 continue
             headers.append((name, value))
             first = name[0]
@@ -252,7 +273,14 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
                 if name == b"host":
                     hosts += 1
                     host = value
-            elif first == 99:  # c
+                    if len(headers) == 1:
+                        after_host = pos
+                elif name in LITE_LOOK:
+                    look = 1
+                continue
+            if _LOOK_FIRST[first] and name in LITE_LOOK:
+                look = 1
+            if first == 99:  # c
                 if name == b"content-length":
                     return None
                 if name == b"connection":
@@ -286,7 +314,12 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     c._boundary = False
     c._line = b""
     c._qmark = q - sp - 1 if q >= 0 else (-1 if q == -1 else -2)
+    c._lite_at = after_host << 2 | look | canon if after_host > 0 and not cut else -1
     return method
+
+
+#: the first bytes of the names in ``LITE_LOOK`` but "h" (a byte table: no hash of a name)
+_LOOK_FIRST: Final = bytes(1 if chr(b) in "ckptexfv" else 0 for b in range(256))
 
 
 #: the parser hooks of a loop

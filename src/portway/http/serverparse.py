@@ -112,6 +112,9 @@ class ServerParsing(WriteFlow):
     #: where the target's "?" is: -1 none and no "#" either, -2 not known (the lite
     #: parser's scan knows it; the callbacks leave it to ``_build_request``'s searches)
     _qmark: int
+    #: the lite parser read the head (``http/serverlite.py``): ``Request.lite_at`` for the
+    #: request, or -1
+    _lite_at: int
     #: the lite parser (``http/serverlite.py``) may take the next message: every message
     #: this connection's own parser took left llhttp in a keep-alive state (a message that
     #: made it close the connection makes it reject what follows, and must go on doing so)
@@ -169,6 +172,7 @@ class ServerParsing(WriteFlow):
         self._te = self._cl = self._expect = self._conn = self._upgrade = None
         self._pconn = False
         self._qmark = -2
+        self._lite_at = -1
         self._boundary = False
         # The first message of bytes that began at a message boundary starts at their first
         # byte; ``_build_request`` reads its version there (see ``_version``).
@@ -298,6 +302,7 @@ class ServerParsing(WriteFlow):
                 GatewayError("CONNECT is not supported", status=501, code="not_implemented")
             )
         headers = Headers.adopt(self._headers)
+        lite_at = self._lite_at
         url = self._url
         if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
@@ -330,6 +335,7 @@ class ServerParsing(WriteFlow):
             headers.remove("host")
             headers.add_raw(b"host", authority)
             host_raw = authority
+            lite_at = -1  # (Host is no longer the client's first line)
         if host_raw is None:
             if version == "1.1":
                 raise _Abort(BadRequestError("missing Host header"))
@@ -385,7 +391,7 @@ class ServerParsing(WriteFlow):
                 self._ignore_upgrade(chunked, cl, keep_alive)
         # (the lite parser's messages are all HTTP/1.1 keep-alive ones without this field)
         self._lite_ok = keep_alive and version == "1.1" and not self._pconn
-        return Request(
+        req = Request(
             method=method,
             path=path,
             query=query,
@@ -405,6 +411,12 @@ class ServerParsing(WriteFlow):
             upgrade=upgrade,
             keep_alive=keep_alive,
         )
+        if lite_at >= 0:
+            # the read bytes: the lite parser's head is all of them (``feed_lite``)
+            req.lite_head = self._chunk
+            req.lite_at = lite_at
+            req.lite_n = len(self._headers)
+        return req
 
     # --- an Upgrade not performed (http/upgrade.py) -----------------------------------------
     def _ignore_upgrade(self, chunked: bool, cl: int | None, keep_alive: bool) -> None:
