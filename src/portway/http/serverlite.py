@@ -225,16 +225,22 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     look = 0
     canon = 2
     pos = i + 2
+    count = 0  # the fields in ``headers`` (or that would be, when left unread)
+    unread = True
     if pos < end:
-        low = data.lower()  # names from here (one call instead of one per field)
         # a name with "_" may be dropped (``on_header``); most heads have no "_" anywhere
         underscores = c.underscores if 95 in data else None
+        # without that rule the field list is left to be built when first read
+        # (``Headers.unread``): only names that may matter here are made
+        unread = underscores is None
+        low = data.lower() if not unread else b""  # names (one call, not one per field)
         limit = c._max_header_bytes
         most = c._max_header_count
         size = 0
         while pos < end:
-            if len(headers) >= most:
+            if count >= most:
                 return None  # (fields dropped for "_" count too: the callbacks decide)
+            start = pos
             k = pos
             b = data[k]
             while b != 58:  # b":"
@@ -251,29 +257,52 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
             while data[e] != 13:
                 e += 1
             # what ``on_header`` counts: the name and llhttp's value (OWS after it kept)
-            size += k - pos + e - v + 4
+            size += k - start + e - v + 4
             if size > limit:
                 return None
-            name = low[pos:k]
             pos = e + 2
             while e > v and (data[e - 1] == 32 or data[e - 1] == 9):
                 e -= 1
                 canon = 0
-            value = data[v:e]
-            if (
-                underscores is not None
-                and 95 in name
-                and drop_underscored(name, underscores, c._owned_headers())
-            ):
-                cut = True  # (its line is not in ``headers``: see ``after_host``)
-                continue
-            headers.append((name, value))
-            first = name[0]
+            if unread:
+                count += 1
+                first = data[start] | 32
+                if (
+                    first == 104  # "host", any case, without a name object
+                    and k - start == 4
+                    and data[start + 1] | 32 == 111
+                    and data[start + 2] | 32 == 115
+                    and data[start + 3] | 32 == 116
+                ):
+                    hosts += 1
+                    host = data[v:e]
+                    if count == 1:
+                        after_host = pos
+                    continue
+                if not _NOTED_FIRST[first]:
+                    continue  # no name this scan or the forwarding rules look at
+                if not low:
+                    low = data.lower()
+                name = low[start:k]
+                value = data[v:e]
+            else:
+                name = low[start:k]
+                value = data[v:e]
+                if (
+                    underscores is not None
+                    and 95 in name
+                    and drop_underscored(name, underscores, c._owned_headers())
+                ):
+                    cut = True  # (its line is not in ``headers``: see ``after_host``)
+                    continue
+                headers.append((name, value))
+                count += 1
+                first = name[0]
             if first == 104:  # h
                 if name == b"host":
                     hosts += 1
                     host = value
-                    if len(headers) == 1:
+                    if count == 1:
                         after_host = pos
                 elif name in LITE_LOOK:
                     look = 1
@@ -303,7 +332,8 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
                 expect = value
     c._url = url
     c._headers = headers
-    c._header_bytes = 0
+    # -1: the fields are left unread (``_build_request`` makes ``Headers.unread``)
+    c._header_bytes = -1 if unread and count else 0
     c._in_headers = True
     c._host = host
     c._hosts = hosts
@@ -320,6 +350,8 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
 
 #: the first bytes of the names in ``LITE_LOOK`` but "h" (a byte table: no hash of a name)
 _LOOK_FIRST: Final = bytes(1 if chr(b) in "ckptexfv" else 0 for b in range(256))
+#: the first bytes (lower case) of every name this scan or the forwarding rules look at
+_NOTED_FIRST: Final = bytes(1 if chr(b) in "ckptexfvhu" else 0 for b in range(256))
 
 
 #: the parser hooks of a loop

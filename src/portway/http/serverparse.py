@@ -94,6 +94,8 @@ class ServerParsing(WriteFlow):
     # per-message parse state
     _url: bytes
     _headers: list[tuple[bytes, bytes]]
+    #: the field bytes counted so far (``on_header``); -1: the lite parser left the
+    #: fields unread (``Headers.unread``)
     _header_bytes: int
     _host: bytes | None
     _hosts: int
@@ -301,9 +303,14 @@ class ServerParsing(WriteFlow):
             raise _Abort(
                 GatewayError("CONNECT is not supported", status=501, code="not_implemented")
             )
-        headers = Headers.adopt(self._headers)
-        lite_at = self._lite_at
         url = self._url
+        if self._header_bytes < 0:
+            # the lite parser left the fields unread (``http/serverlite.py``): they follow
+            # "METHOD SP target SP HTTP/1.1 CRLF" in the bytes it read
+            headers = Headers.unread(self._chunk, len(raw_method) + len(url) + 12)
+        else:
+            headers = Headers.adopt(self._headers)
+        lite_at = self._lite_at
         if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
         host_raw = self._host
@@ -415,7 +422,8 @@ class ServerParsing(WriteFlow):
             # the read bytes: the lite parser's head is all of them (``feed_lite``)
             req.lite_head = self._chunk
             req.lite_at = lite_at
-            req.lite_n = len(self._headers)
+            req.lite_n = -1 if self._header_bytes < 0 else len(self._headers)
+            req.lite_host = host_raw
         return req
 
     # --- an Upgrade not performed (http/upgrade.py) -----------------------------------------

@@ -56,10 +56,10 @@ def request_head(
     parts = None if lite is None else _lite_request_line(ureq, lite, path, query)
     if parts is None:
         parts = request_line_parts(ureq.method, path, query)
-    raw = ureq.headers.raw()
     if lite is None or not forward_lite_lines(
-        ureq, raw, graph.via, new_host, parts, memo, ctx.up_drop, ctx.up_add, ctx.up_lines
+        ureq, graph.via, new_host, parts, memo, ctx.up_drop, ctx.up_add, ctx.up_lines
     ):
+        raw = ureq.headers.raw()
         forward_header_lines(
             req, raw, graph.via, new_host, parts, memo, ctx.up_drop, ctx.up_add, ctx.up_lines
         )
