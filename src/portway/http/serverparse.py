@@ -30,7 +30,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow
 from portway.http.forwarded import TrustedProxies
-from portway.http.headers import Headers
+from portway.http.headers import Headers, field_list
 from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
@@ -258,6 +258,10 @@ class ServerParsing(WriteFlow):
         try:
             req = self._build_request(raw_method, version)
         except Exception as exc:
+            if self._header_bytes < 0:
+                # the error answer echoes the client's request id (``send_error``): the
+                # fields the lite parser left unread are read now
+                self._headers = field_list(self._chunk, len(raw_method) + len(self._url) + 12)
             if isinstance(exc, _Abort):
                 self._pending = exc.error
             elif isinstance(exc, GatewayError):
