@@ -243,6 +243,9 @@ class ServerConnection(ServerWriting):
     def _owned_headers(self) -> frozenset[bytes]:
         return self.app.owned_headers()
 
+    def _fields_unread(self) -> bool:
+        return self.app.fields_unread()
+
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t, self.peer_ip, self.peer_port, self.server_port = adopt_transport(transport)

@@ -230,9 +230,10 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     if pos < end:
         # a name with "_" may be dropped (``on_header``); most heads have no "_" anywhere
         underscores = c.underscores if 95 in data else None
-        # without that rule the field list is left to be built when first read
-        # (``Headers.unread``): only names that may matter here are made
-        unread = underscores is None
+        # without that rule, and when the configuration rarely reads them, the field list
+        # is left to be built when first read (``Headers.unread``: a read costs more than
+        # the scan saves): only names that may matter here are made
+        unread = underscores is None and c._fields_unread()
         low = data.lower() if not unread else b""  # names (one call, not one per field)
         limit = c._max_header_bytes
         most = c._max_header_count

@@ -139,6 +139,10 @@ class ServerParsing(WriteFlow):
     def _owned_headers(self) -> frozenset[bytes]:
         raise NotImplementedError
 
+    def _fields_unread(self) -> bool:
+        """The lite parser may leave a head's fields unread (``App.fields_unread``)."""
+        return False
+
     def expired(self, now: float) -> None:
         raise NotImplementedError
 
