@@ -89,6 +89,10 @@ class _Recorder(App):
     def owned_headers(self) -> frozenset[bytes]:
         return frozenset({b"x-request-id"})
 
+    def fields_unread(self) -> bool:
+        # (the lite heads' fields left unread: built when ``_note`` reads them)
+        return True
+
     def _note(self, r: Request) -> None:
         self.seen.append(_facts(r))
 

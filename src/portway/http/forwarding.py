@@ -262,6 +262,97 @@ def forward_header_lines(
         append_fields(parts, sc.kept)
         append_fields(parts, _added(req, sc, via_name))
         return
+    _append_tail(req, host, via_name, parts, memo)
+
+
+def forward_lite_lines(
+    req: Request,
+    via_name: bytes | None,
+    new_host: bytes | None,
+    parts: list[bytes],
+    memo: ForwardMemo | None,
+    drop: frozenset[bytes] | None,
+    add: list[tuple[bytes, bytes]] | None,
+    add_lines: bytes | None,
+) -> bool:
+    """What :func:`forward_header_lines` appends for ``req.headers``, for a request the
+    lite parser read (``req.lite_head``, see :class:`Request`), with the client's own field
+    lines copied as runs of the bytes it sent rather than written field by field: the Host
+    line (the client's value, or ``new_host``), then the lines after it minus those the
+    rules drop (a plain ``Connection``, hop-by-hop fields, untrusted X-Forwarded-*) or
+    ``drop`` names, then the edit's ``add_lines`` and the added fields. The lines keep the
+    client's spelling of names and OWS (RFC 9110 §5.1, §5.6.3: neither is meaningful);
+    names, values and order are :func:`forward_header_lines`' (tests/proxy/
+    test_lite_forward.py). Headers left unread (``Headers.unread``) stay unread unless a
+    line is to be cut.
+
+    Returns False, with ``parts`` as it was, when the request is not one it writes: a field
+    that makes the request unusual (Via, Upgrade, a Connection naming fields, trusted
+    forwarding fields), ``drop`` naming Host, an ``add`` without ``add_lines``, or a line to
+    cut when the lines are not all ``name: value CRLF`` (whose lengths are then known)."""
+    head = req.lite_head
+    if head is None or (add is not None and add_lines is None):
+        return False
+    h = req.headers
+    n = req.lite_n
+    if n >= 0 and len(h.raw()) != n:
+        return False  # (the client's field list was edited in place)
+    code = req.lite_at
+    at = code >> 2
+    end = len(head) - 2
+    host = req.lite_host
+    if host is None:
+        return False  # (not reached: a lite head's first field is its Host)
+    start = len(parts)
+    parts.append(b"host: ")
+    parts.append(host if new_host is None else new_host)
+    parts.append(b"\r\n")
+    if code & 1 == 0 and drop is None:
+        parts.append(head[at:end])  # (no line to cut: the usual request)
+    else:
+        if code & 2 == 0 or (drop is not None and b"host" in drop):
+            del parts[start:]
+            return False
+        raw = h.raw()
+        trusted = req.trusted_peer
+        keep = at  # the start of the run being kept
+        pos = at  # the start of field ``i``'s line
+        for i in range(1, len(raw)):
+            kv = raw[i]
+            k = kv[0]
+            size = len(k) + len(kv[1]) + 4
+            if k in _LOOK:
+                if drop is None or k not in drop:
+                    if k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+                        del parts[start:]
+                        return False
+                    if k == b"connection" and kv[1] not in PLAIN_CONNECTION:
+                        del parts[start:]
+                        return False
+            elif drop is None or k not in drop:
+                pos += size
+                continue
+            if pos > keep:
+                parts.append(head[keep:pos])
+            pos += size
+            keep = pos
+        if end > keep:
+            parts.append(head[keep:end])
+    if add_lines is not None:
+        parts.append(add_lines)  # (no name the rules look at: plain_lines)
+    _append_tail(req, host, via_name, parts, memo)
+    return True
+
+
+def _append_tail(
+    req: Request,
+    host: bytes | None,
+    via_name: bytes | None,
+    parts: list[bytes],
+    memo: ForwardMemo | None,
+) -> None:
+    """The added fields of a usual request (Host is all they depend on besides the
+    connection), from the connection's memo or the bounded table of them."""
     if (
         memo is not None
         and memo.tail
@@ -307,6 +398,9 @@ _LOOK: Final = _DROP_UNTRUSTED | _REWRITTEN | {b"host", b"close"}
 #: fields that make a request not "usual" for :func:`forward_header_lines` ("close": a
 #: field of that name goes when Connection says close, which the general path sorts out)
 _NOT_PLAIN: Final = frozenset({b"via", b"upgrade", b"close"})
+#: the names other than Host that make the lite parser's head need a look field by field
+#: (``http/serverlite.py`` notes them as it reads the head)
+LITE_LOOK: Final = _LOOK - {b"host"}
 
 
 #: serialised added fields per (peer, client ip, scheme, port, version, Host, Via name)

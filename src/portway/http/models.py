@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,6 +41,18 @@ class Request:
     upgrade: bool = False
     #: the client asked to keep the connection open (HTTP/1.1 default, 1.0 keep-alive)
     keep_alive: bool = True
+    #: set by the HTTP/1.1 server for a head its lite parser read (``http/serverlite.py``)
+    #: with Host as its first field and a line per field of ``headers``: the bytes read
+    #: (the head ends them), where the lines after Host start (``lite_at >> 2``; bit 0:
+    #: some field is one the forwarding rules look at; bit 1: every line is ``name: value
+    #: CRLF``) and how many fields ``headers`` had (-1: they were left unread). The
+    #: upstream head copies those lines (``forwarding.forward_lite_lines``); a copy of the
+    #: request has none of it.
+    lite_head: bytes | None = field(default=None, repr=False, compare=False)
+    lite_at: int = field(default=0, repr=False, compare=False)
+    lite_n: int = field(default=0, repr=False, compare=False)
+    #: the Host value (its line is the first), when ``lite_head`` is set
+    lite_host: bytes | None = field(default=None, repr=False, compare=False)
 
     # An explicit __init__: under mypyc the dataclass-generated one runs as interpreted code,
     # and one Request is built per request.
@@ -83,6 +95,10 @@ class Request:
         self.expect_continue = expect_continue
         self.upgrade = upgrade
         self.keep_alive = keep_alive
+        self.lite_head = None
+        self.lite_at = 0
+        self.lite_n = 0
+        self.lite_host = None
 
     @property
     def target(self) -> str:

@@ -181,6 +181,7 @@ class ServerConnection(ServerWriting):
         self._upgrade = None
         self._pconn = False
         self._qmark = -2
+        self._lite_at = -1
         self._lite_ok = True
         self._body = None
         self._body_limit = limits.max_body_bytes
@@ -241,6 +242,9 @@ class ServerConnection(ServerWriting):
 
     def _owned_headers(self) -> frozenset[bytes]:
         return self.app.owned_headers()
+
+    def _fields_unread(self) -> bool:
+        return self.app.fields_unread()
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -36,6 +36,11 @@ class App:
         this returns). Must never raise."""
         return False
 
+    def fields_unread(self) -> bool:
+        """A lite request head's fields may be left unread until first used
+        (``Headers.unread``): the configuration rarely reads them."""
+        return False
+
     def owned_headers(self) -> frozenset[bytes]:
         """Request header names the current configuration makes the gateway set, beyond
         ``http/owned.py:OWNED`` (asked only for names containing ``_``)."""

@@ -27,9 +27,11 @@ connection's messages as one parser would.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Final
 
 import httptools
 
+from portway.http.forwarding import LITE_LOOK
 from portway.http.loops import PerLoop
 from portway.http.owned import drop_underscored
 from portway.http.serverparse import ServerParsing
@@ -148,6 +150,12 @@ class ParserHooks:
         finally:
             self.lite_conn = None
         self.lite = lite
+        if opened and not self.committed:
+            # no head at all: only empty lines, which llhttp skips before a request line
+            # (e.g. b"\r\n\r\n"); the connection's own parser reads them as it always did
+            opened.clear()
+            self.lite = httptools.HttpRequestParser(self.lite_protocol)
+            return False
         if opened:
             # not reachable (a lite head has no body): the parser would be left inside
             # this connection's message, so it is dropped, and so is the connection
@@ -207,17 +215,33 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     hosts = 0
     expect: bytes | None = None
     conn: bytes | None = None
+    # for the upstream head (``forwarding.forward_lite_lines``): where the field lines after
+    # a first Host line start (-1: Host is not first, or a field was dropped for "_"), and
+    # whether any other field is one the forwarding rules look at / every line is written
+    # ``name: value CRLF`` with one space and no OWS after the value (its length is then
+    # the field's name and value lengths + 4)
+    after_host = -1
+    cut = False
+    look = 0
+    canon = 2
     pos = i + 2
+    count = 0  # the fields in ``headers`` (or that would be, when left unread)
+    unread = True
     if pos < end:
-        low = data.lower()  # names from here (one call instead of one per field)
         # a name with "_" may be dropped (``on_header``); most heads have no "_" anywhere
         underscores = c.underscores if 95 in data else None
+        # without that rule, and when the configuration rarely reads them, the field list
+        # is left to be built when first read (``Headers.unread``: a read costs more than
+        # the scan saves): only names that may matter here are made
+        unread = underscores is None and c._fields_unread()
+        low = data.lower() if not unread else b""  # names (one call, not one per field)
         limit = c._max_header_bytes
         most = c._max_header_count
         size = 0
         while pos < end:
-            if len(headers) >= most:
+            if count >= most:
                 return None  # (fields dropped for "_" count too: the callbacks decide)
+            start = pos
             k = pos
             b = data[k]
             while b != 58:  # b":"
@@ -228,31 +252,65 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
             v = k + 1
             while data[v] == 32 or data[v] == 9:  # OWS (llhttp drops it too)
                 v += 1
+            if v != k + 2 or data[k + 1] != 32:
+                canon = 0
             e = v
             while data[e] != 13:
                 e += 1
             # what ``on_header`` counts: the name and llhttp's value (OWS after it kept)
-            size += k - pos + e - v + 4
+            size += k - start + e - v + 4
             if size > limit:
                 return None
-            name = low[pos:k]
             pos = e + 2
             while e > v and (data[e - 1] == 32 or data[e - 1] == 9):
                 e -= 1
-            value = data[v:e]
-            if (
-                underscores is not None
-                and 95 in name
-                and drop_underscored(name, underscores, c._owned_headers())
-            ):
-                continue
-            headers.append((name, value))
-            first = name[0]
+                canon = 0
+            if unread:
+                count += 1
+                first = data[start] | 32
+                if (
+                    first == 104  # "host", any case, without a name object
+                    and k - start == 4
+                    and data[start + 1] | 32 == 111
+                    and data[start + 2] | 32 == 115
+                    and data[start + 3] | 32 == 116
+                ):
+                    hosts += 1
+                    host = data[v:e]
+                    if count == 1:
+                        after_host = pos
+                    continue
+                if not _NOTED_FIRST[first]:
+                    continue  # no name this scan or the forwarding rules look at
+                if not low:
+                    low = data.lower()
+                name = low[start:k]
+                value = data[v:e]
+            else:
+                name = low[start:k]
+                value = data[v:e]
+                if (
+                    underscores is not None
+                    and 95 in name
+                    and drop_underscored(name, underscores, c._owned_headers())
+                ):
+                    cut = True  # (its line is not in ``headers``: see ``after_host``)
+                    continue
+                headers.append((name, value))
+                count += 1
+                first = name[0]
             if first == 104:  # h
                 if name == b"host":
                     hosts += 1
                     host = value
-            elif first == 99:  # c
+                    if count == 1:
+                        after_host = pos
+                elif name in LITE_LOOK:
+                    look = 1
+                continue
+            if _LOOK_FIRST[first] and name in LITE_LOOK:
+                look = 1
+            if first == 99:  # c
                 if name == b"content-length":
                     return None
                 if name == b"connection":
@@ -275,7 +333,8 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
                 expect = value
     c._url = url
     c._headers = headers
-    c._header_bytes = 0
+    # -1: the fields are left unread (``_build_request`` makes ``Headers.unread``)
+    c._header_bytes = -1 if unread and count else 0
     c._in_headers = True
     c._host = host
     c._hosts = hosts
@@ -286,7 +345,14 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
     c._boundary = False
     c._line = b""
     c._qmark = q - sp - 1 if q >= 0 else (-1 if q == -1 else -2)
+    c._lite_at = after_host << 2 | look | canon if after_host > 0 and not cut else -1
     return method
+
+
+#: the first bytes of the names in ``LITE_LOOK`` but "h" (a byte table: no hash of a name)
+_LOOK_FIRST: Final = bytes(1 if chr(b) in "ckptexfv" else 0 for b in range(256))
+#: the first bytes (lower case) of every name this scan or the forwarding rules look at
+_NOTED_FIRST: Final = bytes(1 if chr(b) in "ckptexfvhu" else 0 for b in range(256))
 
 
 #: the parser hooks of a loop

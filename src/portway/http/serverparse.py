@@ -30,7 +30,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow
 from portway.http.forwarded import TrustedProxies
-from portway.http.headers import Headers
+from portway.http.headers import Headers, field_list
 from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
@@ -94,6 +94,8 @@ class ServerParsing(WriteFlow):
     # per-message parse state
     _url: bytes
     _headers: list[tuple[bytes, bytes]]
+    #: the field bytes counted so far (``on_header``); -1: the lite parser left the
+    #: fields unread (``Headers.unread``)
     _header_bytes: int
     _host: bytes | None
     _hosts: int
@@ -112,6 +114,9 @@ class ServerParsing(WriteFlow):
     #: where the target's "?" is: -1 none and no "#" either, -2 not known (the lite
     #: parser's scan knows it; the callbacks leave it to ``_build_request``'s searches)
     _qmark: int
+    #: the lite parser read the head (``http/serverlite.py``): ``Request.lite_at`` for the
+    #: request, or -1
+    _lite_at: int
     #: the lite parser (``http/serverlite.py``) may take the next message: every message
     #: this connection's own parser took left llhttp in a keep-alive state (a message that
     #: made it close the connection makes it reject what follows, and must go on doing so)
@@ -133,6 +138,10 @@ class ServerParsing(WriteFlow):
 
     def _owned_headers(self) -> frozenset[bytes]:
         raise NotImplementedError
+
+    def _fields_unread(self) -> bool:
+        """The lite parser may leave a head's fields unread (``App.fields_unread``)."""
+        return False
 
     def expired(self, now: float) -> None:
         raise NotImplementedError
@@ -169,6 +178,7 @@ class ServerParsing(WriteFlow):
         self._te = self._cl = self._expect = self._conn = self._upgrade = None
         self._pconn = False
         self._qmark = -2
+        self._lite_at = -1
         self._boundary = False
         # The first message of bytes that began at a message boundary starts at their first
         # byte; ``_build_request`` reads its version there (see ``_version``).
@@ -252,6 +262,10 @@ class ServerParsing(WriteFlow):
         try:
             req = self._build_request(raw_method, version)
         except Exception as exc:
+            if self._header_bytes < 0:
+                # the error answer echoes the client's request id (``send_error``): the
+                # fields the lite parser left unread are read now
+                self._headers = field_list(self._chunk, len(raw_method) + len(self._url) + 12)
             if isinstance(exc, _Abort):
                 self._pending = exc.error
             elif isinstance(exc, GatewayError):
@@ -297,8 +311,14 @@ class ServerParsing(WriteFlow):
             raise _Abort(
                 GatewayError("CONNECT is not supported", status=501, code="not_implemented")
             )
-        headers = Headers.adopt(self._headers)
         url = self._url
+        if self._header_bytes < 0:
+            # the lite parser left the fields unread (``http/serverlite.py``): they follow
+            # "METHOD SP target SP HTTP/1.1 CRLF" in the bytes it read
+            headers = Headers.unread(self._chunk, len(raw_method) + len(url) + 12)
+        else:
+            headers = Headers.adopt(self._headers)
+        lite_at = self._lite_at
         if self._hosts > 1:
             raise _Abort(BadRequestError("multiple Host header fields"))
         host_raw = self._host
@@ -330,6 +350,7 @@ class ServerParsing(WriteFlow):
             headers.remove("host")
             headers.add_raw(b"host", authority)
             host_raw = authority
+            lite_at = -1  # (Host is no longer the client's first line)
         if host_raw is None:
             if version == "1.1":
                 raise _Abort(BadRequestError("missing Host header"))
@@ -385,7 +406,7 @@ class ServerParsing(WriteFlow):
                 self._ignore_upgrade(chunked, cl, keep_alive)
         # (the lite parser's messages are all HTTP/1.1 keep-alive ones without this field)
         self._lite_ok = keep_alive and version == "1.1" and not self._pconn
-        return Request(
+        req = Request(
             method=method,
             path=path,
             query=query,
@@ -405,6 +426,13 @@ class ServerParsing(WriteFlow):
             upgrade=upgrade,
             keep_alive=keep_alive,
         )
+        if lite_at >= 0:
+            # the read bytes: the lite parser's head is all of them (``feed_lite``)
+            req.lite_head = self._chunk
+            req.lite_at = lite_at
+            req.lite_n = -1 if self._header_bytes < 0 else len(self._headers)
+            req.lite_host = host_raw
+        return req
 
     # --- an Upgrade not performed (http/upgrade.py) -----------------------------------------
     def _ignore_upgrade(self, chunked: bool, cl: int | None, keep_alive: bool) -> None:

@@ -12,6 +12,7 @@ from portway.http.forwarded import ForwardMemo
 from portway.http.forwarding import (
     forward_header_items,
     forward_header_lines,
+    forward_lite_lines,
     needs_zero_length,
     with_forwarded_prefix,
 )
@@ -48,23 +49,38 @@ def request_head(
         if needs_zero_length(ureq.method):
             items.append((b"content-length", b"0"))
         return build_request_head(ureq.method, target_s, items)
-    # the common case straight into bytes: no field list, fewer pieces to join
-    parts = request_line_parts(ureq.method, path, query)
-    forward_header_lines(
-        req,
-        ureq.headers.raw(),
-        graph.via,
-        new_host,
-        parts,
-        memo,
-        ctx.up_drop,
-        ctx.up_add,
-        ctx.up_lines,
-    )
+    # the common case straight into bytes: no field list, fewer pieces to join; the
+    # client's own request line and field lines copied when the lite parser read them
+    # (``ureq`` is then the client's request: a copy has no ``lite_head``)
+    lite = ureq.lite_head
+    parts = None if lite is None else _lite_request_line(ureq, lite, path, query)
+    if parts is None:
+        parts = request_line_parts(ureq.method, path, query)
+    if lite is None or not forward_lite_lines(
+        ureq, graph.via, new_host, parts, memo, ctx.up_drop, ctx.up_add, ctx.up_lines
+    ):
+        raw = ureq.headers.raw()
+        forward_header_lines(
+            req, raw, graph.via, new_host, parts, memo, ctx.up_drop, ctx.up_add, ctx.up_lines
+        )
     if needs_zero_length(ureq.method):
         parts.append(b"content-length: 0\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def _lite_request_line(req: Request, head: bytes, path: str, query: bytes) -> list[bytes] | None:
+    """The client's request line (the start of ``head``, a lite head: HTTP/1.1, one space
+    either side of an origin-form target) when the upstream's would be the same bytes: the
+    path forwarded as received (no rewrite, and normalising changed nothing: it only ever
+    shortens a path or upper-cases a ``%`` escape); None otherwise."""
+    url = req.raw_target
+    n = len(url)
+    if path is not req.path or (len(path) + 1 + len(query) if query else len(path)) != n:
+        return None
+    if "%" in path:
+        return None
+    return [head[: len(req.method) + n + 12]]  # "METHOD SP target SP HTTP/1.1 CRLF"
 
 
 def without_replaced(

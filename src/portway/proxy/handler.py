@@ -63,6 +63,9 @@ class ProxyApp(App):
     def owned_headers(self) -> frozenset[bytes]:
         return self.graph_ref().owned_headers
 
+    def fields_unread(self) -> bool:
+        return self.graph_ref().fields_unread
+
     def connection_opened(self) -> None:
         self.connections += 1
         if self._on_open is not None:

@@ -426,6 +426,13 @@ async def build_graph(
         graph.profiles = ProfileSelector(cfg.profiles)
     graph.shared_keys = frozenset(used)
     graph.owned_headers = _owned_headers(cfg)
+    # (trusted proxies and a debug token make every request read some of its fields)
+    graph.fields_unread = (
+        not s.trusted_proxies
+        and s.debug_token is None
+        and not any(r.match.headers for r in cfg.routes)
+        and not any(rt.chain.on_request or rt.chain.on_upstream_request for rt in routes)
+    )
     tcfg = cfg.tracing.model_dump_json()
     if bctx.tracer is not None and bctx.tracer[0] == tcfg:
         graph.tracer = bctx.tracer[1]

@@ -79,6 +79,11 @@ class RuntimeGraph:
     #: request header names the configuration makes the gateway set (identity_headers
     #: claims, request_id's header) beyond ``http/owned.py:OWNED``
     owned_headers: frozenset[bytes] = frozenset()
+    #: no route has request hooks or header conditions, no trusted proxies, no debug
+    #: token: a lite request head's fields are left unread (``Headers.unread``), as most
+    #: requests are then forwarded without a look at them (a reader still gets them,
+    #: built on first use, at a price)
+    fields_unread: bool = False
     #: ``proxy/profiles.ProfileSelector`` when the config defines BFF profiles
     profiles: Any = None
     #: the Via line this gateway adds to relayed responses (built once, not per response;
