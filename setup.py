@@ -83,6 +83,7 @@ HOT_MODULES = [
     "src/portway/runtime/graph.py",
     "src/portway/state/backoff.py",
     "src/portway/state/luabatch.py",
+    "src/portway/state/respbatch.py",
     "src/portway/state/resp.py",
     "src/portway/state/respreader.py",
     "src/portway/upstream/balancer.py",

@@ -15,7 +15,8 @@ one script, queued in one event-loop pass, as one call of the script's batch var
     ARGV[4...] = the distinct argument lists, concatenated
     reply   = per call: its reply (an error reply element when that call raised)
 
-(:func:`batch_layout` builds it; a call with more than 255 keys or arguments is sent alone.)
+(:class:`~portway.state.respbatch.BatchLayout` builds it; a call with more than 255 keys or
+arguments is sent alone.)
 A busy key of one binding — one client's requests — is one key and one argument list
 however many of its decisions a batch carries.
 

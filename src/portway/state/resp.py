@@ -45,7 +45,8 @@ from typing import Any, Final, Protocol, cast
 
 from portway.state.backoff import Backoff
 from portway.state.base import LuaScript, ScriptArg, StoreUnavailableError
-from portway.state.luabatch import MAX_COUNT, STRIDES, batch_script, split_params
+from portway.state.luabatch import STRIDES, batch_script
+from portway.state.respbatch import BatchLayout, bulk, command, pack_params
 from portway.state.respreader import RespProtocolError, RespReader, RespReplyError
 
 __all__ = [
@@ -95,21 +96,6 @@ class ReplyWaiter(Protocol):
     def failed(self, exc: StoreUnavailableError) -> None: ...
 
 
-class _Parts:
-    """A packed call's parameters split for a batch call (``state/luabatch.py``): its key
-    list and argument list (RESP bytes) and their counts, and the indices the batch that
-    last placed it gave them (``batch`` numbers the pipe's batch calls)."""
-
-    def __init__(self, kp: bytes, ap: bytes, nk: int, na: int) -> None:
-        self.kp = kp
-        self.ap = ap
-        self.nk = nk
-        self.na = na
-        self.batch = -1
-        self.ki = 0
-        self.ai = 0
-
-
 class _Batch:
     """The calls one batch ``EVALSHA`` answers (``state/luabatch.py``): its reply is an
     array with one element per call, in order, or (``stride`` > 0) ``stride`` elements per
@@ -138,35 +124,6 @@ _RAW: Final = 2  # a whole command (the connection's AUTH / SELECT)
 
 #: calls of one script per batch call: bounds how long one script holds Redis' thread
 MAX_BATCH: Final = 256
-#: packed parameters whose batch parts (key list, argument list, their counts) a pipe keeps
-#: (cleared when full)
-_SPLIT_MAX: Final = 4096
-
-
-def bulk(value: ScriptArg) -> bytes:
-    """One RESP bulk string (``$<len>\\r\\n<bytes>\\r\\n``) for a script key or argument."""
-    if isinstance(value, bytes):
-        b = value
-    elif isinstance(value, str):
-        b = value.encode()
-    elif isinstance(value, float):
-        b = repr(value).encode()
-    else:
-        b = str(value).encode()
-    return b"$%d\r\n%s\r\n" % (len(b), b)
-
-
-def pack_params(keys: Sequence[str], args: Sequence[ScriptArg]) -> tuple[int, bytes]:
-    """``numkeys, keys..., args...`` of an EVAL/EVALSHA as (count, RESP bytes)."""
-    parts = [bulk(len(keys))]
-    parts += [bulk(k) for k in keys]
-    parts += [bulk(a) for a in args]
-    return len(parts), b"".join(parts)
-
-
-def command(*words: ScriptArg) -> bytes:
-    """A whole RESP command (for the connection's own AUTH/SELECT)."""
-    return b"*%d\r\n%s" % (len(words), b"".join(bulk(w) for w in words))
 
 
 class _Conn:
@@ -249,9 +206,8 @@ class ScriptPipe:
         self._heads: dict[tuple[str, int], bytes] = {}
         # batch scripts this pipe sent as EVAL (which caches them): EVALSHA from then on
         self._batch_loaded: set[str] = set()
-        # packed parameters -> their parts (keys, arguments, counts, last batch's indices)
-        self._split: dict[bytes, _Parts] = {}
-        self._batches = 0  # batch calls built (numbers them for _Parts.batch)
+        # the batch calls' parameters (keeps each packed call's parts between batches)
+        self._layout = BatchLayout()
         self._closed = False
         self.round_trips = 0
         self.calls = 0
@@ -359,68 +315,13 @@ class ScriptPipe:
         """Queue the calls ``queue[i:j]`` (all of ``script``) as one batch call, each
         distinct key list and argument list once (``state/luabatch.py`` layout)."""
         batch = batch_script(script)
-        split = self._split
-        self._batches += 1
-        bno = self._batches
-        kidx: dict[bytes, int] = {}
-        aidx: dict[bytes, int] = {}
-        klists: list[bytes] = []
-        alists: list[bytes] = []
-        ksz: list[int] = []
-        asz: list[int] = []
-        order: list[int] = []
-        nkeys = 0
-        nargv = 0
-        for k in range(i, j):
-            _t, _s, nparams, params, _m = queue[k]
-            # a binding renders a key's parameters once (the same bytes object each time,
-            # its hash cached): their parts are found, not parsed, per call, and carry the
-            # indices of the batch that last placed them (no per-batch dict per call)
-            parts = split.get(params)
-            if parts is None:
-                nk, first, args = split_params(params)
-                parts = _Parts(params[first:args], params[args:], nk, nparams - 1 - nk)
-                if len(split) >= _SPLIT_MAX:
-                    split.clear()
-                split[params] = parts
-            if parts.batch != bno:
-                if parts.nk > MAX_COUNT or parts.na > MAX_COUNT:  # (not in one byte)
-                    for m in range(i, j):
-                        self._single(queue[m], out)
-                    return
-                kp = parts.kp
-                ki = kidx.get(kp)
-                if ki is None:
-                    ki = len(klists)
-                    kidx[kp] = ki
-                    klists.append(kp)
-                    ksz.append(parts.nk)
-                    nkeys += parts.nk
-                ap = parts.ap
-                ai = aidx.get(ap)
-                if ai is None:
-                    ai = len(alists)
-                    aidx[ap] = ai
-                    alists.append(ap)
-                    asz.append(parts.na)
-                    nargv += parts.na
-                parts.batch = bno
-                parts.ki = ki
-                parts.ai = ai
-            order.append(parts.ki)
-            order.append(parts.ai)
+        laid = self._layout.lay(queue, i, j)
+        if laid is None:  # a call with more keys or arguments than the layout holds
+            for m in range(i, j):
+                self._single(queue[m], out)
+            return
+        bparams, bn = laid
         calls = queue[i:j]
-        bparams = b"".join(
-            [
-                bulk(nkeys),
-                *klists,
-                bulk(bytes(order)),
-                bulk(bytes(ksz)),
-                bulk(bytes(asz)),
-                *alists,
-            ]
-        )
-        bn = 4 + nkeys + nargv
         if batch.sha in self._batch_loaded:
             out.append(b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (bn + 2, bulk(batch.sha)))
         else:
