@@ -107,6 +107,14 @@ class FieldHooks(SyncHooks):
     ) -> Replaces | None:
         return None
 
+    def response_run(self, ctx: RequestContext) -> FieldRun | None:
+        """What ``response_fields`` would set this time, when the hook keeps it as a
+        :class:`FieldRun` (the fields repeat: a rate limit far from its limit), else None
+        (the default: ``response_fields`` is called). When not None, ``response_fields``
+        would have appended exactly ``run.items`` and returned ``run.replaces``, and calling
+        it would have done nothing else."""
+        return None
+
     def replaces_names(self) -> frozenset[bytes] | None:
         """Every name a :class:`Replaces` that ``response_fields`` returns may hold, or None
         (not known: the default). When every hook of a chain knows, the lite head looks
@@ -135,6 +143,21 @@ class _Rendered:
         self.lines: bytes | None = None
         #: ``lines`` was rendered (or found not to be renderable)
         self.tried = False
+
+
+class FieldRun:
+    """Fields a :class:`FieldHooks` sets again and again, kept by the hook while they repeat
+    (``FieldHooks.response_run``): the list (never mutated), the names they replace, and the
+    same as ``name: value CRLF`` lines (None: not as lines, :func:`_as_lines`). The HTTP/1.1
+    head writer takes the lines as one run (``Chain.run_response_fields``' ``runs``): no
+    tuple is appended, compared or removed per response."""
+
+    __slots__ = ("items", "lines", "replaces")
+
+    def __init__(self, items: list[tuple[bytes, bytes]], replaces: Replaces) -> None:
+        self.items = items
+        self.replaces = replaces
+        self.lines: bytes | None = _as_lines(items)
 
 
 #: framing fields (``http/relay.py:FRAMING``): never in a prerendered run (the writer drops
@@ -508,7 +531,9 @@ class Chain:
         ``runs`` (HTTP/1.1's head writer): the fields of the leading hooks that set the very
         same fields (the same tuples) as last time — a rate limit far from its limit — go
         there instead, as one ``name: value CRLF`` run each, rendered once (they come before
-        ``items``, in hook order; never framing fields: :func:`_as_lines`)."""
+        ``items``, in hook order; never framing fields: :func:`_as_lines`). A leading hook
+        that keeps its fields as a :class:`FieldRun` (``FieldHooks.response_run``) gives its
+        lines there directly, from its first such response on."""
         hooks = self._field_hooks
         cut = ctx.reached
         pos = self._pos
@@ -519,8 +544,18 @@ class Chain:
             if cut is not None and (pos[id(p)] > cut or (pos[id(p)] == cut and p.skip_own_answer)):
                 continue  # the rule of _ran (a short-circuit never reached it)
             n = len(items)
+            h = hooks[i]
+            run: FieldRun | None = None
             try:
-                rep = hooks[i].response_fields(ctx, items)
+                if lead and runs is not None:
+                    # the hook's fields as it keeps them: lines, nothing appended to compare
+                    run = h.response_run(ctx)
+                    if run is not None and run.lines is None:
+                        run = None
+                if run is not None:
+                    rep: Replaces | None = run.replaces
+                else:
+                    rep = h.response_fields(ctx, items)
             except Exception as e:
                 raise _wrap(p, "on_response", e) from e
             if rep is None:
@@ -540,6 +575,10 @@ class Chain:
                         moved = None
                         lead = False
                         break
+            if run is not None and not lead:
+                # an earlier run went back among the items: this one goes there too
+                items.extend(run.items)
+                run = None
             if n:
                 for j in range(n):
                     if items[j][0] in names:
@@ -551,7 +590,13 @@ class Chain:
                 reps = [rep]
             else:
                 reps.append(rep)
-            if lead and runs is not None:
+            if run is not None and runs is not None:
+                runs.append(cast(bytes, run.lines))
+                if moved is None:
+                    moved = [run.items]
+                else:
+                    moved.append(run.items)
+            elif lead and runs is not None:
                 lead = self._reuse(i, items, n, runs)
                 if lead:
                     m = cast("_Rendered", self._rendered[i]).items

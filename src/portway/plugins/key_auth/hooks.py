@@ -75,6 +75,9 @@ class KeyAuthHooks(SyncHooks):
         resolve: Resolver,
     ) -> None:
         self.names = names
+        #: the one key field name (the usual config), compared as bytes: a set lookup hashes
+        #: each fresh field name of the request, a comparison first looks at the lengths
+        self.one: bytes | None = next(iter(names)) if len(names) == 1 else None
         #: the key's field names and the identity fields, for one lookup per field
         self.watch: frozenset[bytes] = names | STANDARD
         #: what a pending edit drops: the identity fields, and the key's when hidden (a
@@ -143,12 +146,21 @@ class KeyAuthHooks(SyncHooks):
         # the usual request: one key field, no query parameter to read
         value: bytes | None = None
         single = not (self.params and req.query)
-        for kv in req.headers.raw():
-            if kv[0] in names:
-                if value is None:
-                    value = kv[1]
-                else:
-                    single = False
+        one = self.one
+        if one is not None:
+            for kv in req.headers.raw():
+                if kv[0] == one:
+                    if value is None:
+                        value = kv[1]
+                    else:
+                        single = False
+        else:
+            for kv in req.headers.raw():
+                if kv[0] in names:
+                    if value is None:
+                        value = kv[1]
+                    else:
+                        single = False
         if value is not None and single:
             h1 = hash(value)
             seen = self.seen.get(h1)
