@@ -83,7 +83,9 @@ class Reporter:
         self.last_rem = -1
         self.last_reset = -1
         #: the report :func:`add_admitted` made last, for (``ok_rem``, ``ok_reset``)
-        self.ok: Report | None = None
+        #: (a ``Report``, held as an object: compiled, a ``Report`` value is an unboxed
+        #: tuple, boxed again, a new tuple, each time it goes into ``ctx.limits``)
+        self.ok: object = None
         #: ``ok``'s decision (compiled, a tuple read from a list is unboxed: the decision's
         #: identity tells a report is ``ok``)
         self.ok_d: Decision | None = None
@@ -131,7 +133,7 @@ def add_admitted(ctx: RequestContext, reporter: Reporter, remaining: float, rese
     report is kept and shared while the numbers repeat (a key far from its limit)."""
     rem = max(0, int(remaining))
     sec = ceil_s(reset)
-    rep = reporter.ok
+    rep: object = reporter.ok
     if rep is None or rem != reporter.ok_rem or sec != reporter.ok_reset:
         d = reporter.ok_d = Decision(True, (float(rem),), (float(sec),), 0.0)
         rep = reporter.ok = (reporter, d)
@@ -141,7 +143,8 @@ def add_admitted(ctx: RequestContext, reporter: Reporter, remaining: float, rese
     add_report_pair(ctx, rep)
 
 
-def add_report_pair(ctx: RequestContext, report: Report) -> None:
+def add_report_pair(ctx: RequestContext, report: object) -> None:
+    """Append ``report`` (a ``Report``) to the request's reports."""
     reports = ctx.limits
     if reports is None:
         ctx.limits = [report]
