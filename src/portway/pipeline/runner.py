@@ -115,6 +115,12 @@ class FieldHooks(SyncHooks):
         it would have done nothing else."""
         return None
 
+    def fresh_fields(self) -> bool:
+        """``response_fields`` appends new tuples every time (a request id): they are never
+        the very tuples of the time before, so the chain does not keep them to compare
+        (``Chain.run_response_fields``' ``runs``). False (the default): it may repeat them."""
+        return False
+
     def replaces_names(self) -> frozenset[bytes] | None:
         """Every name a :class:`Replaces` that ``response_fields`` returns may hold, or None
         (not known: the default). When every hook of a chain knows, the lite head looks
@@ -248,6 +254,7 @@ class Chain:
     __slots__ = (
         "_cuts",
         "_field_hooks",
+        "_fresh",
         "_log_hooks",
         "_one_rep",
         "_pos",
@@ -308,6 +315,8 @@ class Chain:
         self._field_hooks: tuple[FieldHooks, ...] = fh if self.fields_only else ()
         #: per field hook, what it set last time (``run_response_fields``' ``runs``)
         self._rendered: list[_Rendered | None] = [None] * len(self._field_hooks)
+        #: per field hook, it never sets the same tuples twice (``FieldHooks.fresh_fields``)
+        self._fresh = tuple(h.fresh_fields() for h in self._field_hooks)
         #: ``run_response_fields``' answer when one hook set fields: the same list while it
         #: is the same :class:`Replaces` (no list per response; callers never mutate it)
         self._one_rep: list[Replaces] | None = None
@@ -621,6 +630,8 @@ class Chain:
             if run is not None and runs is not None:
                 runs.append(cast(bytes, run.lines))
                 m = run.items
+            elif lead and self._fresh[i]:
+                lead = False  # (nothing to compare: no run from here on)
             elif lead and runs is not None:
                 lead = self._reuse(i, items, n, runs)
                 if lead:
