@@ -107,6 +107,20 @@ class FieldHooks(SyncHooks):
     ) -> Replaces | None:
         return None
 
+    def response_run(self, ctx: RequestContext) -> FieldRun | None:
+        """What ``response_fields`` would set this time, when the hook keeps it as a
+        :class:`FieldRun` (the fields repeat: a rate limit far from its limit), else None
+        (the default: ``response_fields`` is called). When not None, ``response_fields``
+        would have appended exactly ``run.items`` and returned ``run.replaces``, and calling
+        it would have done nothing else."""
+        return None
+
+    def fresh_fields(self) -> bool:
+        """``response_fields`` appends new tuples every time (a request id): they are never
+        the very tuples of the time before, so the chain does not keep them to compare
+        (``Chain.run_response_fields``' ``runs``). False (the default): it may repeat them."""
+        return False
+
     def replaces_names(self) -> frozenset[bytes] | None:
         """Every name a :class:`Replaces` that ``response_fields`` returns may hold, or None
         (not known: the default). When every hook of a chain knows, the lite head looks
@@ -135,6 +149,38 @@ class _Rendered:
         self.lines: bytes | None = None
         #: ``lines`` was rendered (or found not to be renderable)
         self.tried = False
+
+
+def _replaced(
+    first: list[tuple[bytes, bytes]],
+    more: list[list[tuple[bytes, bytes]]] | None,
+    names: frozenset[bytes],
+) -> bool:
+    """Some field of ``first`` or of the lists in ``more`` is named in ``names``."""
+    for kv in first:
+        if kv[0] in names:
+            return True
+    if more is not None:
+        for m in more:
+            for kv in m:
+                if kv[0] in names:
+                    return True
+    return False
+
+
+class FieldRun:
+    """Fields a :class:`FieldHooks` sets again and again, kept by the hook while they repeat
+    (``FieldHooks.response_run``): the list (never mutated), the names they replace, and the
+    same as ``name: value CRLF`` lines (None: not as lines, :func:`_as_lines`). The HTTP/1.1
+    head writer takes the lines as one run (``Chain.run_response_fields``' ``runs``): no
+    tuple is appended, compared or removed per response."""
+
+    __slots__ = ("items", "lines", "replaces")
+
+    def __init__(self, items: list[tuple[bytes, bytes]], replaces: Replaces) -> None:
+        self.items = items
+        self.replaces = replaces
+        self.lines: bytes | None = _as_lines(items)
 
 
 #: framing fields (``http/relay.py:FRAMING``): never in a prerendered run (the writer drops
@@ -208,7 +254,9 @@ class Chain:
     __slots__ = (
         "_cuts",
         "_field_hooks",
+        "_fresh",
         "_log_hooks",
+        "_one_rep",
         "_pos",
         "_quiet_answer",
         "_rendered",
@@ -267,6 +315,11 @@ class Chain:
         self._field_hooks: tuple[FieldHooks, ...] = fh if self.fields_only else ()
         #: per field hook, what it set last time (``run_response_fields``' ``runs``)
         self._rendered: list[_Rendered | None] = [None] * len(self._field_hooks)
+        #: per field hook, it never sets the same tuples twice (``FieldHooks.fresh_fields``)
+        self._fresh = tuple(h.fresh_fields() for h in self._field_hooks)
+        #: ``run_response_fields``' answer when one hook set fields: the same list while it
+        #: is the same :class:`Replaces` (no list per response; callers never mutate it)
+        self._one_rep: list[Replaces] | None = None
         #: every name the field hooks may replace, as one :class:`Replaces`: the lite head
         #: looks for all of them with one search (``fastlines.without_replaced``)
         self.field_names: Replaces | None = None
@@ -503,43 +556,63 @@ class Chain:
         """:meth:`run_response_sync` for a ``fields_only`` chain, on no parsed fields: append
         the fields the hooks set to ``items`` (empty on entry), in hook order, a later hook's
         replacing an earlier one's; return the :class:`Replaces` of the hooks that set any
-        (the response's own fields of those names are to go), or None for none.
+        (the response's own fields of those names are to go), or None for none; the list may
+        be shared with other responses' answers: never mutated.
 
         ``runs`` (HTTP/1.1's head writer): the fields of the leading hooks that set the very
         same fields (the same tuples) as last time — a rate limit far from its limit — go
         there instead, as one ``name: value CRLF`` run each, rendered once (they come before
-        ``items``, in hook order; never framing fields: :func:`_as_lines`)."""
+        ``items``, in hook order; never framing fields: :func:`_as_lines`). A leading hook
+        that keeps its fields as a :class:`FieldRun` (``FieldHooks.response_run``) gives its
+        lines there directly, from its first such response on."""
         hooks = self._field_hooks
         cut = ctx.reached
         pos = self._pos
+        # the first hook's Replaces, then the list (``reps``) from the second on
+        rep1: Replaces | None = None
         reps: list[Replaces] | None = None
         lead = runs is not None
+        # the fields moved to ``runs``: the first hook's, then the others' (no list per
+        # response for one)
+        moved1: list[tuple[bytes, bytes]] | None = None
         moved: list[list[tuple[bytes, bytes]]] | None = None
         for i, p in enumerate(self.on_response):
             if cut is not None and (pos[id(p)] > cut or (pos[id(p)] == cut and p.skip_own_answer)):
                 continue  # the rule of _ran (a short-circuit never reached it)
             n = len(items)
+            h = hooks[i]
+            run: FieldRun | None = None
             try:
-                rep = hooks[i].response_fields(ctx, items)
+                if lead and runs is not None:
+                    # the hook's fields as it keeps them: lines, nothing appended to compare
+                    run = h.response_run(ctx)
+                    if run is not None and run.lines is None:
+                        run = None
+                if run is not None:
+                    rep: Replaces | None = run.replaces
+                else:
+                    rep = h.response_fields(ctx, items)
             except Exception as e:
                 raise _wrap(p, "on_response", e) from e
             if rep is None:
                 continue
             names = rep.names
-            if moved is not None and runs is not None:
-                for m in moved:
-                    if any(kv[0] in names for kv in m):
-                        # an earlier hook's fields are replaced: back among the items
-                        # (rare; hooks mostly set names of their own)
-                        back: list[tuple[bytes, bytes]] = []
-                        for m2 in moved:
-                            back += m2
-                        items[:0] = back
-                        n += len(back)
-                        runs.clear()
-                        moved = None
-                        lead = False
-                        break
+            if moved1 is not None and runs is not None and _replaced(moved1, moved, names):
+                # an earlier hook's fields are replaced: back among the items (rare; hooks
+                # mostly set names of their own)
+                back = list(moved1)
+                if moved is not None:
+                    for m2 in moved:
+                        back += m2
+                items[:0] = back
+                n += len(back)
+                runs.clear()
+                moved1 = moved = None
+                lead = False
+            if run is not None and not lead:
+                # an earlier run went back among the items: this one goes there too
+                items.extend(run.items)
+                run = None
             if n:
                 for j in range(n):
                     if items[j][0] in names:
@@ -547,19 +620,35 @@ class Chain:
                         items[:n] = kept
                         n = len(kept)
                         break
-            if reps is None:
-                reps = [rep]
+            if rep1 is None:
+                rep1 = rep
+            elif reps is None:
+                reps = [rep1, rep]
             else:
                 reps.append(rep)
-            if lead and runs is not None:
+            m: list[tuple[bytes, bytes]] | None = None
+            if run is not None and runs is not None:
+                runs.append(cast(bytes, run.lines))
+                m = run.items
+            elif lead and self._fresh[i]:
+                lead = False  # (nothing to compare: no run from here on)
+            elif lead and runs is not None:
                 lead = self._reuse(i, items, n, runs)
                 if lead:
                     m = cast("_Rendered", self._rendered[i]).items
-                    if moved is None:
-                        moved = [m]
-                    else:
-                        moved.append(m)
-        return reps
+            if m is not None:
+                if moved1 is None:
+                    moved1 = m
+                elif moved is None:
+                    moved = [m]
+                else:
+                    moved.append(m)
+        if reps is not None or rep1 is None:
+            return reps
+        one = self._one_rep
+        if one is None or one[0] is not rep1:
+            one = self._one_rep = [rep1]
+        return one
 
     def _reuse(self, i: int, items: list[tuple[bytes, bytes]], n: int, runs: list[bytes]) -> bool:
         """The ``i``-th field hook set ``items[n:]``: when they are the tuples it set last

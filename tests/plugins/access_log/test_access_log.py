@@ -237,3 +237,18 @@ def test_line_quotes_what_json_must_escape() -> None:
     assert rec["path"] == '/a"b\\c' and rec["user_agent"] == 'agent "x" \\ é'
     assert rec["request_id"] == "r1" and rec["client_ip"] == "10.0.0.1"
     assert rec["status"] == 499 and rec["route"] is None and rec["graphql_operation"] == 'Op"1'
+
+
+def test_inner_is_the_quoted_string_without_its_quotes() -> None:
+    """``inner`` (the line's f-string adds the quotes) spells what ``orjson.dumps`` does, and
+    ``plain`` says exactly when a string holds something JSON must escape."""
+    import re
+
+    from portway.plugins.access_log.line import inner, plain
+
+    must = re.compile('[\\x00-\\x1f"\\\\]')
+    odd = ["", "plain", "/api/items?x=1", 'q"uote', "back\\slash", "tab\there", "nul\x00"]
+    odd += ["del\x7f", "é ü", "\u2028", "\x1f", " ", "0123456789abcdef" * 2]
+    for s in odd:
+        assert plain(s) == (must.search(s) is None)
+        assert '"' + inner(s) + '"' == orjson.dumps(s).decode()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from portway.pipeline.context import RequestContext
-from portway.pipeline.runner import Replaces, replace_fields
+from portway.pipeline.runner import FieldRun, Replaces, replace_fields
 from portway.plugins._ratelimit.local import Decision
 
 POLICY_NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -46,12 +46,15 @@ class Reporter:
         "names",
         "names_b",
         "ok",
+        "ok_d",
         "ok_rem",
         "ok_reset",
+        "ok_run",
         "policy",
         "policy_b",
         "quotas",
         "quotas_b",
+        "single",
     )
 
     def __init__(
@@ -80,9 +83,18 @@ class Reporter:
         self.last_rem = -1
         self.last_reset = -1
         #: the report :func:`add_admitted` made last, for (``ok_rem``, ``ok_reset``)
-        self.ok: Report | None = None
+        #: (a ``Report``, held as an object: compiled, a ``Report`` value is an unboxed
+        #: tuple, boxed again, a new tuple, each time it goes into ``ctx.limits``)
+        self.ok: object = None
+        #: ``ok``'s decision (compiled, a tuple read from a list is unboxed: the decision's
+        #: identity tells a report is ``ok``)
+        self.ok_d: Decision | None = None
         self.ok_rem = -1
         self.ok_reset = -1
+        #: ``ok``'s fields as a :class:`FieldRun` (:func:`report_run`), made at first use
+        self.ok_run: FieldRun | None = None
+        #: one limit: :func:`render_fields` of a lone report renders :meth:`one`
+        self.single = len(self.names) == 1
 
     def one(self, remaining: int, reset: int) -> list[tuple[bytes, bytes]]:
         """The fields of one limit (the first) for these numbers; never mutate the list."""
@@ -121,15 +133,18 @@ def add_admitted(ctx: RequestContext, reporter: Reporter, remaining: float, rese
     report is kept and shared while the numbers repeat (a key far from its limit)."""
     rem = max(0, int(remaining))
     sec = ceil_s(reset)
-    rep = reporter.ok
+    rep: object = reporter.ok
     if rep is None or rem != reporter.ok_rem or sec != reporter.ok_reset:
-        rep = reporter.ok = (reporter, Decision(True, (float(rem),), (float(sec),), 0.0))
+        d = reporter.ok_d = Decision(True, (float(rem),), (float(sec),), 0.0)
+        rep = reporter.ok = (reporter, d)
         reporter.ok_rem = rem
         reporter.ok_reset = sec
+        reporter.ok_run = None
     add_report_pair(ctx, rep)
 
 
-def add_report_pair(ctx: RequestContext, report: Report) -> None:
+def add_report_pair(ctx: RequestContext, report: object) -> None:
+    """Append ``report`` (a ``Report``) to the request's reports."""
     reports = ctx.limits
     if reports is None:
         ctx.limits = [report]
@@ -206,6 +221,24 @@ def report_fields(ctx: RequestContext, out: list[tuple[bytes, bytes]]) -> Replac
         return None
     render_fields(reports, out)
     return REPLACES
+
+
+def report_run(ctx: RequestContext) -> FieldRun | None:
+    """:func:`report_fields`' fields as a :class:`FieldRun`, when the request's one report is
+    the admitted one :func:`add_admitted` keeps for a one-limit reporter (its numbers are
+    ``ok_rem`` / ``ok_reset``, so :func:`render_fields` would render ``one(ok_rem,
+    ok_reset)``); None otherwise (``report_fields`` then renders), and the first time: the
+    run is kept from the first repeat on, as the chain moves repeated fields to lines."""
+    reports: list[Report] | None = ctx.limits
+    if reports is None or len(reports) != 1:
+        return None
+    r, d = reports[0]
+    if d is not r.ok_d or not r.single:
+        return None
+    run = r.ok_run
+    if run is None:
+        r.ok_run = FieldRun(r.one(r.ok_rem, r.ok_reset), REPLACES)
+    return run
 
 
 def apply_reports(ctx: RequestContext) -> None:

@@ -14,7 +14,7 @@ import math
 from portway.errors import TooManyRequestsError
 from portway.http.models import Response
 from portway.pipeline.context import RequestContext
-from portway.pipeline.runner import FieldHooks, Replaces
+from portway.pipeline.runner import FieldHooks, FieldRun, Replaces
 from portway.plugins._ratelimit.headers import (
     FIELDS,
     Reporter,
@@ -23,9 +23,10 @@ from portway.plugins._ratelimit.headers import (
     ceil_s,
     header_pairs,
     report_fields,
+    report_run,
     reports_of,
 )
-from portway.plugins._ratelimit.keys import CostFn, KeyFn
+from portway.plugins._ratelimit.keys import CostFn, KeyFn, consumer_key
 from portway.plugins._ratelimit.local import Decision, LocalLimiter
 
 
@@ -64,6 +65,9 @@ class LocalRateHooks(FieldHooks):
     ) -> None:
         self.limiter = limiter
         self.key = key
+        #: the key is the consumer's (``key: [consumer]``): a direct (compiled) call, not
+        #: one through a function object
+        self.by_consumer = key is consumer_key
         self.cost = cost
         self.const_cost = const_cost
         self.reporter = reporter
@@ -74,7 +78,7 @@ class LocalRateHooks(FieldHooks):
         cost_fn = self.cost
         cost = self.const_cost if cost_fn is None else cost_fn(ctx)
         limiter = self.limiter
-        d = limiter.admit(self.key(ctx), cost)
+        d = limiter.admit(consumer_key(ctx) if self.by_consumer else self.key(ctx), cost)
         reporter = self.reporter
         if d is None:
             # admitted without a decision object (a stored key, one GCRA limit): the
@@ -95,3 +99,6 @@ class LocalRateHooks(FieldHooks):
         self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
     ) -> Replaces | None:
         return report_fields(ctx, out)
+
+    def response_run(self, ctx: RequestContext) -> FieldRun | None:
+        return report_run(ctx)

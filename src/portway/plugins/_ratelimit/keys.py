@@ -71,7 +71,9 @@ def _prefixed(table: dict[str, str], prefix: str, part: str) -> str:
     return key
 
 
-def _consumer(ctx: RequestContext) -> str:
+def consumer_key(ctx: RequestContext) -> str:
+    """The ``consumer`` part (the key of a ``key: [consumer]`` binding): limiters compiled
+    with this module call it directly when :func:`compile_key` returned it."""
     c = ctx.consumer
     if c is None or c.anonymous:
         return _prefixed(_IP_KEYS, "ip:", ctx.request.client_ip)
@@ -121,7 +123,7 @@ def _header(name: str) -> KeyFn:
 
 
 _SIMPLE: Final[dict[str, KeyFn]] = {
-    "consumer": _consumer,
+    "consumer": consumer_key,
     "credential": _credential,
     "ip": _ip,
     "route": _route,

@@ -5,9 +5,9 @@ a locally limited route."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import monotonic
 from typing import Final
 
 from portway.plugins._ratelimit.algorithms import (
@@ -172,7 +172,7 @@ class LocalLimiter:
         admitted (the common case; no object made): its numbers are then in
         ``last_remaining`` / ``last_reset`` until the next call."""
         clock = self._clock
-        now = time.monotonic() if clock is None else clock()
+        now = monotonic() if clock is None else clock()
         if self._gcra1:
             entry = self._entries.get(key)
             if entry is not None:
@@ -183,7 +183,7 @@ class LocalLimiter:
 
     def decide(self, key: str, cost: float) -> Decision:
         clock = self._clock
-        now = time.monotonic() if clock is None else clock()
+        now = monotonic() if clock is None else clock()
         return self._decide(key, cost, now)
 
     def _decide(self, key: str, cost: float, now: float) -> Decision:

@@ -32,6 +32,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from typing import Final
+
+from mypy_extensions import i64
 
 from portway.http.forwarding import plain_lines
 from portway.http.headers import Headers
@@ -47,14 +50,21 @@ Pairs = list[tuple[bytes, bytes]]
 Resolver = Callable[[str], tuple[Consumer, Pairs]]
 
 
+#: slots of the memo's table (a power of two): an accepted key sits at its first hash's low
+#: bits; keys whose slot is taken by another go to a dict
+_SLOTS: Final = 1024
+
+
 class _Known:
-    """An accepted key in the memo: the second hash, the consumer, its fields and those
-    fields serialised (``forwarding.plain_lines``: None when the writer must look)."""
+    """An accepted key in the memo: its two hashes, the consumer, its fields and those
+    fields serialised (``forwarding.plain_lines``: None when the writer must look). The
+    hashes are native 64-bit integers (compiled: no boxed int compared or looked up)."""
 
-    __slots__ = ("consumer", "h2", "lines", "pairs")
+    __slots__ = ("consumer", "h1", "h2", "lines", "pairs")
 
-    def __init__(self, h2: int, consumer: Consumer, pairs: Pairs, lines: bytes | None) -> None:
-        self.h2 = h2
+    def __init__(self, consumer: Consumer, pairs: Pairs, lines: bytes | None) -> None:
+        self.h1: i64 = 0
+        self.h2: i64 = 0
         self.consumer = consumer
         self.pairs = pairs
         self.lines = lines
@@ -75,6 +85,9 @@ class KeyAuthHooks(SyncHooks):
         resolve: Resolver,
     ) -> None:
         self.names = names
+        #: the one key field name (the usual config), compared as bytes: a set lookup hashes
+        #: each fresh field name of the request, a comparison first looks at the lengths
+        self.one: bytes | None = next(iter(names)) if len(names) == 1 else None
         #: the key's field names and the identity fields, for one lookup per field
         self.watch: frozenset[bytes] = names | STANDARD
         #: what a pending edit drops: the identity fields, and the key's when hidden (a
@@ -96,8 +109,11 @@ class KeyAuthHooks(SyncHooks):
         self.pairs: dict[int, Pairs] = {}
         #: the memo's salt (see the module docstring), fresh per binding
         self.salt = os.urandom(16).hex().encode()
-        #: hash(value) of an accepted key's field -> its :class:`_Known`
-        self.seen: dict[int, _Known] = {}
+        #: accepted keys' :class:`_Known` by the low bits of hash(value) of their field
+        #: (a list index and two native comparisons), and those whose slot another took,
+        #: by hash(value)
+        self.seen: list[_Known | None] = [None] * _SLOTS
+        self.more: dict[int, _Known] = {}
 
     def find_key(self, ctx: RequestContext) -> str | None:
         """The one key the request carries (``None``: none); several different keys are
@@ -143,16 +159,28 @@ class KeyAuthHooks(SyncHooks):
         # the usual request: one key field, no query parameter to read
         value: bytes | None = None
         single = not (self.params and req.query)
-        for kv in req.headers.raw():
-            if kv[0] in names:
-                if value is None:
-                    value = kv[1]
-                else:
-                    single = False
+        one = self.one
+        if one is not None:
+            for kv in req.headers.raw():
+                if kv[0] == one:
+                    if value is None:
+                        value = kv[1]
+                    else:
+                        single = False
+        else:
+            for kv in req.headers.raw():
+                if kv[0] in names:
+                    if value is None:
+                        value = kv[1]
+                    else:
+                        single = False
+        h1: i64 = 0
         if value is not None and single:
             h1 = hash(value)
-            seen = self.seen.get(h1)
-            if seen is not None and seen.h2 == hash(self.salt + value):
+            seen = self.seen[h1 & (_SLOTS - 1)]
+            if (seen is None or seen.h1 != h1) and self.more:
+                seen = self.more.get(h1)
+            if seen is not None and seen.h1 == h1 and seen.h2 == hash(self.salt + value):
                 return seen
         key = self.find_key(ctx)
         if key is None:
@@ -166,12 +194,18 @@ class KeyAuthHooks(SyncHooks):
             known = self.known[digest] = (consumer, pairs, plain_lines(pairs))
             self.pairs[id(consumer)] = pairs
         # (else found by the same dict lookup the directory makes: no new timing signal)
-        out = _Known(0, known[0], known[1], known[2])
+        out = _Known(known[0], known[1], known[2])
         if value is not None and single:
-            # (a later accepted key with the same first hash takes the slot: both stay
+            # (a later accepted key with the same first hash takes its place: both stay
             # correct)
+            out.h1 = h1
             out.h2 = hash(self.salt + value)
-            self.seen[hash(value)] = out
+            i = h1 & (_SLOTS - 1)
+            cur = self.seen[i]
+            if cur is None or cur.h1 == h1:
+                self.seen[i] = out
+            else:
+                self.more[h1] = out
         return out
 
     def request(self, ctx: RequestContext) -> Response | None:

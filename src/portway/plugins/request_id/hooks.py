@@ -97,6 +97,10 @@ class RequestIdHooks(FieldHooks):
     def replaces_names(self) -> frozenset[bytes] | None:
         return self.replaces.names
 
+    def fresh_fields(self) -> bool:
+        # a new ``(name, id)`` tuple per response
+        return True
+
     def response_fields(
         self, ctx: RequestContext, out: list[tuple[bytes, bytes]]
     ) -> Replaces | None:
