@@ -193,6 +193,10 @@ async def test_through_the_gateway_on_both_paths(path: ServingPath) -> None:
         ({"hide_credentials": False}, [("x-api-key", " alice-key ")], b""),
         ({"anonymous": "guest"}, [("x-consumer-username", "root")], b""),
         ({}, [("apikey", "alice-key"), ("apikey", "alice-key")], b""),
+        # a query without the key parameter, one naming it percent-encoded, one with "+"
+        ({}, [("apikey", "alice-key")], b"id=7"),
+        ({}, [("apikey", "alice-key")], b"ap%69key=alice-key&id=7"),
+        ({}, [("apikey", "alice-key")], b"api+key=1&apikeys=2"),
     ],
 )
 async def test_the_plain_call_hooks_do_what_on_request_does(
@@ -273,6 +277,32 @@ def test_the_hooks_copy_the_shared_request_before_editing(hide: bool) -> None:
     names = [k for k, _ in ctx.upstream_request.headers.raw()]
     assert (b"apikey" in names) is not hide and names.count(b"x-consumer-id") == 1
     assert ctx.consumer is not None and ctx.consumer.username == "alice"
+
+
+def test_a_query_without_the_key_keeps_the_request_shared() -> None:
+    """``?id=7`` cannot hold the key: no copy of the request, the accepted-key memo used."""
+    p = plugin(query_params=["apikey"])
+    assert p.fast_hooks is not None
+    for _ in range(2):
+        ctx = shared_context([("apikey", "alice-key"), ("x-consumer-id", "x")], query=b"id=7")
+        assert p.fast_hooks.request(ctx) is None
+        assert ctx.upstream_unedited is ctx.request  # an edit recorded, nothing copied
+        assert ctx.consumer is not None and ctx.consumer.username == "alice"
+        names = [k for k, _ in ctx.upstream_request.headers.raw()]
+        assert b"apikey" not in names and names.count(b"x-consumer-id") == 1
+        assert ctx.upstream_request.query == b"id=7"
+
+
+@pytest.mark.parametrize("query", [b"ap%69key=bob-key", b"apikey=bob-key", b"x=1&apikey=bob-key"])
+def test_a_second_key_in_the_query_is_refused_after_the_memo_knows_the_first(
+    query: bytes,
+) -> None:
+    p = plugin(query_params=["apikey"])
+    assert p.fast_hooks is not None
+    assert p.fast_hooks.request(make_context(headers=[("apikey", "alice-key")])) is None
+    with pytest.raises(GatewayError) as e:
+        p.fast_hooks.request(make_context(headers=[("apikey", "alice-key")], query=query))
+    assert e.value.status == 401
 
 
 def test_a_refused_key_leaves_the_shared_request_alone() -> None:

@@ -95,6 +95,11 @@ class KeyAuthHooks(SyncHooks):
         self.drop: frozenset[bytes] = self.watch if hide else STANDARD
         self.params = params
         self.param_set = set(params)
+        #: the parameter names as bytes, when a raw query without ``%`` can name one only by
+        #: holding it verbatim (no space in any name: ``+`` decodes to one); else None
+        self.raw_params: tuple[bytes, ...] | None = (
+            None if any(" " in p for p in params) else tuple(p.encode() for p in params)
+        )
         self.max_key = max_key
         self.challenges = challenges
         self.source = source
@@ -114,6 +119,19 @@ class KeyAuthHooks(SyncHooks):
         #: by hash(value)
         self.seen: list[_Known | None] = [None] * _SLOTS
         self.more: dict[int, _Known] = {}
+
+    def _query_may_hold(self, query: bytes) -> bool:
+        """False only when no parameter of ``query`` is named as a key parameter
+        (percent-decoded, ``+`` as a space, as ``query_values`` reads them); a cheap
+        necessary test, so a query without the key (``?id=7``) keeps the memo and the
+        request uncopied."""
+        raw = self.raw_params
+        if raw is None or b"%" in query:
+            return True
+        for p in raw:  # noqa: SIM110 (a loop compiles to no generator object)
+            if p in query:
+                return True
+        return False
 
     def find_key(self, ctx: RequestContext) -> str | None:
         """The one key the request carries (``None``: none); several different keys are
@@ -158,7 +176,8 @@ class KeyAuthHooks(SyncHooks):
         names = self.names
         # the usual request: one key field, no query parameter to read
         value: bytes | None = None
-        single = not (self.params and req.query)
+        query = req.query
+        single = not (self.params and query and self._query_may_hold(query))
         one = self.one
         if one is not None:
             for kv in req.headers.raw():
@@ -238,7 +257,8 @@ class KeyAuthHooks(SyncHooks):
             pairs = consumer_pairs(consumer)
         hide = self.hide
         query_edit = hide and bool(self.param_set)
-        if shared and not (query_edit and req.query):
+        query = req.query
+        if shared and not (query_edit and query and self._query_may_hold(query)):
             # no copy: the identity fields (and the key's, hidden) go, the consumer's come
             # (what the in-place edits below give, in the same order)
             ctx.edit_upstream_fields(self.drop, pairs, lines)
