@@ -211,16 +211,11 @@ def forward_header_lines(
                 host = kv[1]
                 if new_host is not None:
                     continue
-            elif k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+            elif _unusual(k, kv[1], trusted):
                 plain = False
                 break
-            elif k == b"connection":
-                if kv[1] not in PLAIN_CONNECTION:
-                    plain = False
-                    break
-                continue
             else:
-                continue  # hop-by-hop, Content-Length, Expect, untrusted X-Forwarded-*
+                continue  # Connection, hop-by-hop, Content-Length, Expect, X-Forwarded-*
         elif drop is not None and k in drop:
             continue
         parts.append(k)
@@ -238,14 +233,9 @@ def forward_header_lines(
                         host = kv[1]
                         if new_host is not None:
                             continue
-                    elif k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+                    elif _unusual(k, kv[1], trusted):
                         plain = False
                         break
-                    elif k == b"connection":
-                        if kv[1] not in PLAIN_CONNECTION:
-                            plain = False
-                            break
-                        continue
                     else:
                         continue
                 parts.append(k)
@@ -263,6 +253,18 @@ def forward_header_lines(
         append_fields(parts, _added(req, sc, via_name))
         return
     _append_tail(req, host, via_name, parts, memo)
+
+
+def _unusual(k: bytes, v: bytes, trusted: bool) -> bool:
+    """The usual-request rule for a field named in ``_LOOK`` other than Host, shared by
+    :func:`forward_header_lines` and :func:`forward_lite_lines`: True when the field makes
+    the request one the general :func:`_scan` must write (Via, Upgrade, a field named
+    ``close``, trusted forwarding fields, a Connection naming fields); False when the
+    usual request just leaves it out (a plain Connection, the other hop-by-hop fields,
+    Content-Length, Expect, untrusted X-Forwarded-*)."""
+    if k in _NOT_PLAIN or (trusted and k in _FORWARDED):
+        return True
+    return k == b"connection" and v not in PLAIN_CONNECTION
 
 
 def forward_lite_lines(
@@ -322,13 +324,9 @@ def forward_lite_lines(
             k = kv[0]
             size = len(k) + len(kv[1]) + 4
             if k in _LOOK:
-                if drop is None or k not in drop:
-                    if k in _NOT_PLAIN or (trusted and k in _FORWARDED):
-                        del parts[start:]
-                        return False
-                    if k == b"connection" and kv[1] not in PLAIN_CONNECTION:
-                        del parts[start:]
-                        return False
+                if (drop is None or k not in drop) and _unusual(k, kv[1], trusted):
+                    del parts[start:]
+                    return False
             elif drop is None or k not in drop:
                 pos += size
                 continue

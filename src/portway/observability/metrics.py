@@ -367,21 +367,12 @@ class Metrics(Observer):
         return cls(multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None, **kw)
 
     # --- hot path --------------------------------------------------------------------------
-    def _dur_bucket(self, d: float) -> int:
-        """``_bucket`` of a duration, remembered with its range (``_d_i``)."""
-        i = _bucket(self.buckets, d)
-        self._d_i = i
-        self._d_lo = self.buckets[i - 1] if i > 0 else float("-inf")
-        self._d_hi = self.buckets[i] if i < self._nb else float("inf")
-        return i
-
-    def _up_bucket(self, u: float) -> int:
-        """``_bucket`` of an upstream latency, remembered with its range (``_u_i``)."""
-        i = _bucket(self.buckets, u)
-        self._u_i = i
-        self._u_lo = self.buckets[i - 1] if i > 0 else float("-inf")
-        self._u_hi = self.buckets[i] if i < self._nb else float("inf")
-        return i
+    def _range(self, v: float) -> tuple[int, float, float]:
+        """``_bucket`` of ``v`` with its range (``lo < v <= hi``), for the last-bucket memos
+        (``_d_i``, ``_u_i``); called only when ``v`` left the remembered range."""
+        i = _bucket(self.buckets, v)
+        lo = self.buckets[i - 1] if i > 0 else float("-inf")
+        return i, lo, self.buckets[i] if i < self._nb else float("inf")
 
     def on_request_done(self, ctx: RequestContext) -> None:
         match = ctx.match
@@ -405,13 +396,21 @@ class Metrics(Observer):
         base = _GET_BASE if method == "GET" else _METHOD_BASE.get(method, _OTHER_BASE)
         d = _perf_counter() - ctx.start
         # the last request's bucket when it is this one's (see ``_d_i``)
-        db = self._d_i if self._d_lo < d <= self._d_hi else self._dur_bucket(d)
+        if self._d_lo < d <= self._d_hi:
+            db = self._d_i
+        else:
+            db, self._d_lo, self._d_hi = self._range(d)
+            self._d_i = db
         s.dur_sum += d
         ul = ctx.upstream_latency
         ub = -1
         if ul is not None:
             u = ul
-            ub = self._u_i if self._u_lo < u <= self._u_hi else self._up_bucket(u)
+            if self._u_lo < u <= self._u_hi:
+                ub = self._u_i
+            else:
+                ub, self._u_lo, self._u_hi = self._range(u)
+                self._u_i = ub
             s.up_sum += u
         s.count(base + ci, db, ub, ctx.served)
         s.bytes_in += ctx.bytes_in

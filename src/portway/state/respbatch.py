@@ -81,15 +81,9 @@ class BatchLayout:
         split = self._split
         self._batches += 1
         bno = self._batches
-        kidx: dict[bytes, int] = {}
-        aidx: dict[bytes, int] = {}
-        klists: list[bytes] = []
-        alists: list[bytes] = []
-        ksz: list[int] = []
-        asz: list[int] = []
+        keys = _Lists()
+        argv = _Lists()
         order: list[int] = []
-        nkeys = 0
-        nargv = 0
         for k in range(i, j):
             _t, _s, nparams, params, _m = queue[k]
             parts = split.get(params)
@@ -102,35 +96,40 @@ class BatchLayout:
             if parts.batch != bno:
                 if parts.nk > MAX_COUNT or parts.na > MAX_COUNT:  # (not in one byte)
                     return None
-                kp = parts.kp
-                ki = kidx.get(kp)
-                if ki is None:
-                    ki = len(klists)
-                    kidx[kp] = ki
-                    klists.append(kp)
-                    ksz.append(parts.nk)
-                    nkeys += parts.nk
-                ap = parts.ap
-                ai = aidx.get(ap)
-                if ai is None:
-                    ai = len(alists)
-                    aidx[ap] = ai
-                    alists.append(ap)
-                    asz.append(parts.na)
-                    nargv += parts.na
                 parts.batch = bno
-                parts.ki = ki
-                parts.ai = ai
+                parts.ki = keys.place(parts.kp, parts.nk)
+                parts.ai = argv.place(parts.ap, parts.na)
             order.append(parts.ki)
             order.append(parts.ai)
+        nkeys = sum(keys.sizes)
         bparams = b"".join(
             [
                 bulk(nkeys),
-                *klists,
+                *keys.lists,
                 bulk(bytes(order)),
-                bulk(bytes(ksz)),
-                bulk(bytes(asz)),
-                *alists,
+                bulk(bytes(keys.sizes)),
+                bulk(bytes(argv.sizes)),
+                *argv.lists,
             ]
         )
-        return bparams, 4 + nkeys + nargv
+        return bparams, 4 + nkeys + sum(argv.sizes)
+
+
+class _Lists:
+    """The distinct key lists (or argument lists) of one batch call, first use first, with
+    their sizes."""
+
+    def __init__(self) -> None:
+        self.index: dict[bytes, int] = {}
+        self.lists: list[bytes] = []
+        self.sizes: list[int] = []
+
+    def place(self, packed: bytes, size: int) -> int:
+        """The index of ``packed`` (``size`` items) in this batch call, added if new."""
+        i = self.index.get(packed)
+        if i is None:
+            i = len(self.lists)
+            self.index[packed] = i
+            self.lists.append(packed)
+            self.sizes.append(size)
+        return i
