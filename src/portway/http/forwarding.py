@@ -308,22 +308,27 @@ def forward_lite_lines(
     if code & 1 == 0 and drop is None:
         parts.append(head[at:end])  # (no line to cut: the usual request)
     else:
-        if code & 2 == 0 or (drop is not None and b"host" in drop):
+        # ``drop`` of a few names (a hook's prebuilt set: the same object request after
+        # request) as a tuple: a fresh name is compared as bytes, not hashed for a lookup
+        few = None if drop is None else _DROPS.names(drop)
+        if code & 2 == 0 or (drop is not None and _dropped(b"host", drop, few)):
             del parts[start:]
             return False
         raw = h.raw()
         trusted = req.trusted_peer
+        # bit 0 clear: the scan saw no field but Host that ``_LOOK`` names (no lookup then)
+        look = code & 1 != 0
         keep = at  # the start of the run being kept
         pos = at  # the start of field ``i``'s line
         for i in range(1, len(raw)):
             kv = raw[i]
             k = kv[0]
             size = len(k) + len(kv[1]) + 4
-            if k in _LOOK:
-                if (drop is None or k not in drop) and _unusual(k, kv[1], trusted):
+            if look and k in _LOOK:
+                if (drop is None or not _dropped(k, drop, few)) and _unusual(k, kv[1], trusted):
                     del parts[start:]
                     return False
-            elif drop is None or k not in drop:
+            elif drop is None or not _dropped(k, drop, few):
                 pos += size
                 continue
             if pos > keep:
@@ -336,6 +341,34 @@ def forward_lite_lines(
         parts.append(add_lines)  # (no name the rules look at: plain_lines)
     _append_tail(req, host, via_name, parts, memo)
     return True
+
+
+def _dropped(k: bytes, drop: frozenset[bytes], few: tuple[bytes, ...] | None) -> bool:
+    """``k in drop``, by comparing ``k`` with each of ``few`` (``drop``'s names) when given."""
+    if few is None:
+        return k in drop
+    return any(k == d for d in few)  # (compiled: a loop, no generator object)
+
+
+class _DropNames:
+    """The names of the last ``drop`` set of at most 4 names, as a tuple (None for a larger
+    set: lookups then). One tuple, replaced whole."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[frozenset[bytes], tuple[bytes, ...] | None] = (frozenset(), ())
+
+    def names(self, drop: frozenset[bytes]) -> tuple[bytes, ...] | None:
+        last = self.last
+        if drop is last[0]:
+            return last[1]
+        few = tuple(drop) if len(drop) <= 4 else None
+        self.last = (drop, few)
+        return few
+
+
+_DROPS: Final = _DropNames()
 
 
 def forward_lite_head(

@@ -303,6 +303,9 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
                 headers.append((name, value))
                 count += 1
                 first = name[0]
+                n = k - start
+                if n != 4 and (n >= 32 or not _NOTED[first << 5 | n]):
+                    continue  # (as above; "host" and other 4-byte names go on)
             if first == 104:  # h
                 if name == b"host":
                     hosts += 1
