@@ -308,9 +308,8 @@ def forward_lite_lines(
     if code & 1 == 0 and drop is None:
         parts.append(head[at:end])  # (no line to cut: the usual request)
     else:
-        # ``drop`` of a few names (a hook's prebuilt set: the same object request after
-        # request) as a tuple: a fresh name is compared as bytes, not hashed for a lookup
-        few = None if drop is None else _DROPS.names(drop)
+        # ``drop``'s filter: most fresh names are told apart without a hash (a lookup)
+        few = None if drop is None else _DROPS.of(drop)
         if code & 2 == 0 or (drop is not None and _dropped(b"host", drop, few)):
             del parts[start:]
             return False
@@ -343,32 +342,48 @@ def forward_lite_lines(
     return True
 
 
-def _dropped(k: bytes, drop: frozenset[bytes], few: tuple[bytes, ...] | None) -> bool:
-    """``k in drop``, by comparing ``k`` with each of ``few`` (``drop``'s names) when given."""
-    if few is None:
-        return k in drop
-    return any(k == d for d in few)  # (compiled: a loop, no generator object)
+def _dropped(k: bytes, drop: frozenset[bytes], few: bytes | None) -> bool:
+    """``k in drop``; ``few``: ``drop``'s filter (:class:`_DropFilter`), which tells most
+    names that are not in it without hashing them (a fresh name's hash is a SipHash over
+    its bytes)."""
+    if few is not None:
+        n = len(k)
+        if not few[(k[0] & 31) << 5 | n & 31] or not few[1024 | (k[n - 1] & 31) << 5 | n & 31]:
+            return False
+    return k in drop
 
 
-class _DropNames:
-    """The names of the last ``drop`` set of at most 4 names, as a tuple (None for a larger
-    set: lookups then). One tuple, replaced whole."""
+class _DropFilter:
+    """Per ``drop`` set (a hook's prebuilt frozenset: the same object request after
+    request), a filter of its names: byte ``(first & 31) << 5 | length & 31`` and byte
+    ``1024 | (last & 31) << 5 | length & 31`` are 1 for each name. A name for which either
+    is 0 is not in the set. Remembered by identity (the last set) and in a bounded table."""
 
     __slots__ = ("last",)
 
     def __init__(self) -> None:
-        self.last: tuple[frozenset[bytes], tuple[bytes, ...] | None] = (frozenset(), ())
+        self.last: tuple[frozenset[bytes], bytes] = (frozenset(), bytes(2048))
 
-    def names(self, drop: frozenset[bytes]) -> tuple[bytes, ...] | None:
+    def of(self, drop: frozenset[bytes]) -> bytes:
         last = self.last
         if drop is last[0]:
             return last[1]
-        few = tuple(drop) if len(drop) <= 4 else None
-        self.last = (drop, few)
-        return few
+        f = _FILTERS.get(drop)
+        if f is None:
+            t = bytearray(2048)
+            for name in drop:
+                n = len(name)
+                if n == 0:
+                    continue  # (no field has an empty name)
+                t[(name[0] & 31) << 5 | n & 31] = 1
+                t[1024 | (name[n - 1] & 31) << 5 | n & 31] = 1
+            f = remember(_FILTERS, drop, bytes(t), 64)
+        self.last = (drop, f)
+        return f
 
 
-_DROPS: Final = _DropNames()
+_FILTERS: Final[dict[frozenset[bytes], bytes]] = {}
+_DROPS: Final = _DropFilter()
 
 
 def forward_lite_head(
