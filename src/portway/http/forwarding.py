@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mypy_extensions import i64
+
 from portway.http.forwarded import ForwardMemo
 from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, value_tokens
 from portway.http.memo import remember
@@ -346,9 +348,11 @@ def _dropped(k: bytes, drop: frozenset[bytes], few: bytes | None) -> bool:
     """``k in drop``; ``few``: ``drop``'s filter (:class:`_DropFilter`), which tells most
     names that are not in it without hashing them (a fresh name's hash is a SipHash over
     its bytes)."""
-    if few is not None:
-        n = len(k)
-        if not few[(k[0] & 31) << 5 | n & 31] or not few[1024 | (k[n - 1] & 31) << 5 | n & 31]:
+    n: i64 = len(k)
+    if few is not None and n:
+        a: i64 = k[0]
+        z: i64 = k[n - 1]
+        if not few[(a & 31) << 5 | n & 31] or not few[1024 | (z & 31) << 5 | n & 31]:
             return False
     return k in drop
 

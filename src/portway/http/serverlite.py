@@ -270,7 +270,7 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
                 canon = 0
             if unread:
                 count += 1
-                first = data[start] | 32
+                first: i64 = data[start] | 32
                 n = k - start
                 if (
                     n == 4  # "host", any case, without a name object
@@ -358,12 +358,21 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
 
 #: the first bytes of the names in ``LITE_LOOK`` but "h" (a byte table: no hash of a name)
 _LOOK_FIRST: Final = bytes(1 if chr(b) in "ckptexfv" else 0 for b in range(256))
+
+
+def _noted_table() -> bytes:
+    """:data:`_NOTED`, built once from ``LITE_LOOK`` (lower-case names)."""
+    t = bytearray(256 << 5)
+    for name in LITE_LOOK:
+        assert 0 < len(name) < 32  # (the index has 5 bits for the length)
+        t[name[0] << 5 | len(name)] = 1
+    return bytes(t)
+
+
 #: (first byte | 32) << 5 | length of every name but Host this scan or the forwarding
 #: rules look at (all in ``LITE_LOOK``, all shorter than 32): a name not in this table is
 #: passed over without a lower-cased copy of the head (User-Agent, Accept, Cookie, ...)
-_NOTED: Final = bytes(
-    1 if any(n[0] == b >> 5 and len(n) == b & 31 for n in LITE_LOOK) else 0 for b in range(256 << 5)
-)
+_NOTED: Final = _noted_table()
 
 
 #: the parser hooks of a loop
