@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mypy_extensions import i64
+
 from portway.http.forwarded import ForwardMemo
 from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, value_tokens
 from portway.http.memo import remember
@@ -196,9 +198,7 @@ def forward_header_lines(
     Anything else is undone and written by the general :func:`_scan`."""
     start = len(parts)
     if new_host is not None:
-        parts.append(b"host: ")
-        parts.append(new_host)
-        parts.append(b"\r\n")
+        parts.append(_HOST_LINE.line(new_host))
     trusted = req.trusted_peer
     plain = True
     host: bytes | None = None
@@ -306,28 +306,30 @@ def forward_lite_lines(
     if host is None:
         return False  # (not reached: a lite head's first field is its Host)
     start = len(parts)
-    parts.append(b"host: ")
-    parts.append(host if new_host is None else new_host)
-    parts.append(b"\r\n")
+    parts.append(_HOST_LINE.line(host if new_host is None else new_host))
     if code & 1 == 0 and drop is None:
         parts.append(head[at:end])  # (no line to cut: the usual request)
     else:
-        if code & 2 == 0 or (drop is not None and b"host" in drop):
+        # ``drop``'s filter: most fresh names are told apart without a hash (a lookup)
+        few = None if drop is None else _DROPS.of(drop)
+        if code & 2 == 0 or (drop is not None and _dropped(b"host", drop, few)):
             del parts[start:]
             return False
         raw = h.raw()
         trusted = req.trusted_peer
+        # bit 0 clear: the scan saw no field but Host that ``_LOOK`` names (no lookup then)
+        look = code & 1 != 0
         keep = at  # the start of the run being kept
         pos = at  # the start of field ``i``'s line
         for i in range(1, len(raw)):
             kv = raw[i]
             k = kv[0]
             size = len(k) + len(kv[1]) + 4
-            if k in _LOOK:
-                if (drop is None or k not in drop) and _unusual(k, kv[1], trusted):
+            if look and k in _LOOK:
+                if (drop is None or not _dropped(k, drop, few)) and _unusual(k, kv[1], trusted):
                     del parts[start:]
                     return False
-            elif drop is None or k not in drop:
+            elif drop is None or not _dropped(k, drop, few):
                 pos += size
                 continue
             if pos > keep:
@@ -342,6 +344,108 @@ def forward_lite_lines(
     return True
 
 
+def _dropped(k: bytes, drop: frozenset[bytes], few: bytes | None) -> bool:
+    """``k in drop``; ``few``: ``drop``'s filter (:class:`_DropFilter`), which tells most
+    names that are not in it without hashing them (a fresh name's hash is a SipHash over
+    its bytes)."""
+    n: i64 = len(k)
+    if few is not None and n:
+        a: i64 = k[0]
+        z: i64 = k[n - 1]
+        if not few[(a & 31) << 5 | n & 31] or not few[1024 | (z & 31) << 5 | n & 31]:
+            return False
+    return k in drop
+
+
+class _DropFilter:
+    """Per ``drop`` set (a hook's prebuilt frozenset: the same object request after
+    request), a filter of its names: byte ``(first & 31) << 5 | length & 31`` and byte
+    ``1024 | (last & 31) << 5 | length & 31`` are 1 for each name. A name for which either
+    is 0 is not in the set. Remembered by identity (the last set) and in a bounded table."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[frozenset[bytes], bytes] = (frozenset(), bytes(2048))
+
+    def of(self, drop: frozenset[bytes]) -> bytes:
+        last = self.last
+        if drop is last[0]:
+            return last[1]
+        f = _FILTERS.get(drop)
+        if f is None:
+            t = bytearray(2048)
+            for name in drop:
+                n = len(name)
+                if n == 0:
+                    continue  # (no field has an empty name)
+                t[(name[0] & 31) << 5 | n & 31] = 1
+                t[1024 | (name[n - 1] & 31) << 5 | n & 31] = 1
+            f = remember(_FILTERS, drop, bytes(t), 64)
+        self.last = (drop, f)
+        return f
+
+
+_FILTERS: Final[dict[frozenset[bytes], bytes]] = {}
+_DROPS: Final = _DropFilter()
+
+
+def forward_lite_head(
+    req: Request,
+    via_name: bytes | None,
+    new_host: bytes | None,
+    line: int,
+    memo: ForwardMemo | None,
+) -> bytes | None:
+    """The whole upstream head of the usual lite request — no field the forwarding rules
+    look at but Host, no field edit pending — as :func:`forward_lite_lines` and the head
+    writer (``proxy/fastlines.py:request_head``) would join it: the client's request line
+    (the first ``line`` bytes of ``req.lite_head``, which the caller checked the upstream's
+    is), the Host line, the client's lines after it as one run, the added fields,
+    ``Content-Length: 0`` for a bodiless POST/PUT/PATCH, the empty line. One join of five
+    pieces, the Host line remembered (:class:`_HostLine`); None when the request is not
+    one this writes (``parts``-wise writing then does it, with the same result)."""
+    head = req.lite_head
+    if head is None:
+        return None
+    code = req.lite_at
+    if code & 1:
+        return None  # a line to look at (and maybe cut)
+    n = req.lite_n
+    if n >= 0 and len(req.headers.raw()) != n:
+        return None  # (the client's field list was edited in place)
+    host = req.lite_host
+    if host is None:
+        return None  # (not reached: a lite head's first field is its Host)
+    hl = _HOST_LINE.line(host if new_host is None else new_host)
+    tail = _tail(req, host, via_name, memo)
+    run = head[code >> 2 : len(head) - 2]
+    last = b"content-length: 0\r\n\r\n" if req.method in _NEEDS_LENGTH else b"\r\n"
+    return b"".join((head[:line], hl, run, tail, last))
+
+
+class _HostLine:
+    """The last ``host: value CRLF`` line written, by value (a target's Host value is one
+    object, request after request; a client's is compared as bytes): one piece to join
+    instead of three. One tuple, replaced whole."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[bytes, bytes] = (b"", b"host: \r\n")
+
+    def line(self, value: bytes) -> bytes:
+        last = self.last
+        if value is last[0] or value == last[0]:
+            return last[1]
+        out = b"host: " + value + b"\r\n"
+        self.last = (value, out)
+        return out
+
+
+_HOST_LINE: Final = _HostLine()
+
+
 def _append_tail(
     req: Request,
     host: bytes | None,
@@ -349,6 +453,15 @@ def _append_tail(
     parts: list[bytes],
     memo: ForwardMemo | None,
 ) -> None:
+    parts.append(_tail(req, host, via_name, memo))
+
+
+def _tail(
+    req: Request,
+    host: bytes | None,
+    via_name: bytes | None,
+    memo: ForwardMemo | None,
+) -> bytes:
     """The added fields of a usual request (Host is all they depend on besides the
     connection), from the connection's memo or the bounded table of them."""
     if (
@@ -360,8 +473,7 @@ def _append_tail(
         and memo.via == via_name
     ):
         # the connection's peer, scheme and port are the same for all its requests
-        parts.append(memo.tail)
-        return
+        return memo.tail
     key = (req.peer_ip, req.client_ip, req.scheme, req.server_port, req.version, host, via_name)
     tail = _TAILS.get(key)
     if tail is None:
@@ -370,13 +482,13 @@ def _append_tail(
         lines: list[bytes] = []
         append_fields(lines, _added(req, sc, via_name))
         tail = remember(_TAILS, key, b"".join(lines), 1024)
-    parts.append(tail)
     if memo is not None:
         memo.tail = tail
         memo.host = host
         memo.version = req.version
         memo.client_ip = req.client_ip
         memo.via = via_name
+    return tail
 
 
 def plain_lines(fields: list[tuple[bytes, bytes]]) -> bytes | None:

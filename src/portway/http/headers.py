@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from mypy_extensions import i64
+
 #: RFC 9110 §7.6.1 connection-specific fields plus the legacy ones proxies must drop.
 HOP_BY_HOP: Final[frozenset[bytes]] = frozenset(
     {
@@ -42,14 +44,15 @@ def _b(name: str | bytes) -> bytes:
 _UNREAD: Final[list[tuple[bytes, bytes]]] = []
 
 
-def field_list(src: bytes, pos: int) -> list[tuple[bytes, bytes]]:
+def field_list(src: bytes, at: int) -> list[tuple[bytes, bytes]]:
     """``(lower-cased name, value)`` of the field lines of ``src`` (a whole head llhttp
     accepted: a line ends only at CR LF, a field line is a token, a colon and a value) from
-    ``pos`` to its final empty line; values without OWS either side. Read byte by byte
+    ``at`` to its final empty line; values without OWS either side. Read byte by byte
     (compiled), as ``http/serverlite.py:scan_head`` does."""
-    end = len(src) - 2
+    end: i64 = len(src) - 2
     low = src.lower()
     items: list[tuple[bytes, bytes]] = []
+    pos: i64 = at  # (native positions: see ``scan_head``)
     while pos < end:
         k = pos
         while src[k] != 58:  # b":"

@@ -323,14 +323,18 @@ class ServerParsing(WriteFlow):
             raise _Abort(BadRequestError("multiple Host header fields"))
         host_raw = self._host
         qmark = self._qmark
+        raw_path = url
+        # the path's length in ``url`` when it is a prefix of it (sliced only if needed)
+        plen = -1
         if url.startswith(b"/"):
             if qmark >= 0:
-                raw_path = url[:qmark]
+                plen = qmark
                 query = url[qmark + 1 :]
             elif qmark == -2 and 63 in url:  # b"?"
                 raw_path, _, query = url.partition(b"?")
             else:
-                raw_path, query = url, b""
+                plen = len(url)
+                query = b""
         elif url == b"*":
             raise _Abort(BadRequestError("asterisk-form request target is not supported"))
         else:
@@ -356,11 +360,29 @@ class ServerParsing(WriteFlow):
                 raise _Abort(BadRequestError("missing Host header"))
             host = ""
         else:
-            host = _parse_host(host_raw)
+            # the last Host again (one comparison, no hash of the fresh value)
+            lh = _LAST.host
+            if host_raw == lh[0]:
+                host = lh[1]
+            else:
+                host = _parse_host(host_raw)
+                _LAST.host = (host_raw, host)
         # b"#"; an int is a byte search, a bytes needle goes through an exception
         if qmark == -2 and 35 in url:
             raise _Abort(BadRequestError("fragment in request target"))
-        path = normalize_path(raw_path, allow_encoded_slashes=True)
+        if plen >= 0:
+            # the last path again: compared in place (no slice, no hash of the fresh bytes)
+            lp = _LAST.path
+            known = lp[0]
+            if plen == len(known) and url.startswith(known):
+                path = lp[1]
+            else:
+                if plen < len(url):
+                    raw_path = url[:plen]
+                path = normalize_path(raw_path, allow_encoded_slashes=True)
+                _LAST.path = (raw_path, path)
+        else:
+            path = normalize_path(raw_path, allow_encoded_slashes=True)
         te = self._te
         cl_raw = self._cl
         chunked = False
@@ -489,6 +511,23 @@ class ServerParsing(WriteFlow):
             if line[k : k + 11] == b" HTTP/1.1\r\n":
                 return "1.1"
         return self.parser.get_http_version()
+
+
+class _Last:
+    """The last Host value and origin-form path a request had, with what ``_parse_host``
+    and ``normalize_path`` (both pure: they return, or raise for the client's bytes) made
+    of them: a client's keep-alive requests, and most clients of a gateway, repeat them.
+    Each is one tuple, replaced whole."""
+
+    __slots__ = ("host", "path")
+
+    def __init__(self) -> None:
+        # (no request has this Host: llhttp refuses a NUL; nor this path: it starts "/")
+        self.host: tuple[bytes, str] = (b"\x00", "")
+        self.path: tuple[bytes, str] = (b"", "")
+
+
+_LAST: Final = _Last()
 
 
 def _parse_host(raw: bytes) -> str:

@@ -29,6 +29,8 @@ T = TypeVar("T")
 #: the id of the request the current task is serving (log records pick it up); set through
 #: ``RequestContext.request_id``
 request_id_var: Final[ContextVar[str | None]] = ContextVar("portway_request_id", default=None)
+#: its ``get``, bound once (compiled, ``request_id_var.get()`` looks the method up per call)
+_current_id: Final = request_id_var.get
 
 
 class ContextKey(Generic[T]):
@@ -203,7 +205,7 @@ class RequestContext:
         self._request_id = request_id
         # ``id_set``: the caller's first step sets the id (``Chain.sets_id_first``), so the
         # previous request's is not cleared first
-        if request_id or (not id_set and request_id_var.get() is not None):
+        if request_id or (not id_set and _current_id() is not None):
             # (a ContextVar.set allocates a new context mapping: skip the no-op)
             request_id_var.set(request_id or None)
         self.start = perf_counter()

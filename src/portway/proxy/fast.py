@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 from portway.errors import GatewayError
 from portway.http.grpc_status import is_grpc_request
 from portway.http.models import Request, Response
+from portway.http.path import has_percent
 from portway.http.pool import ConnectionPool
 from portway.http.server import ServerConnection
 from portway.pipeline.context import FAST, RequestContext
@@ -96,7 +97,7 @@ def _start(app: ProxyApp, conn: FastConn, req: Request) -> int:
     if tr is not None and not tr.fast_ok:
         return NOT_TAKEN  # mirror / fallback need a task
     path = req.path
-    if "%" in path and not rt.encoded_slashes and ("%2F" in path or "%5C" in path):
+    if has_percent(path) and not rt.encoded_slashes and ("%2F" in path or "%5C" in path):
         return NOT_TAKEN
     hooks = bool(chain.on_request)
     # the upstream request is a copy only when a hook may edit it in place (a chain of

@@ -12,11 +12,13 @@ from portway.http.forwarded import ForwardMemo
 from portway.http.forwarding import (
     forward_header_items,
     forward_header_lines,
+    forward_lite_head,
     forward_lite_lines,
     needs_zero_length,
     with_forwarded_prefix,
 )
 from portway.http.models import Request, Response
+from portway.http.path import has_percent
 from portway.http.relay import FRAMING, add_connection_field, no_body, without_framing
 from portway.http.wire import append_fields, status_line
 from portway.pipeline.context import RequestContext
@@ -53,8 +55,16 @@ def request_head(
     # client's own request line and field lines copied when the lite parser read them
     # (``ureq`` is then the client's request: a copy has no ``lite_head``)
     lite = ureq.lite_head
-    parts = None if lite is None else _lite_request_line(ureq, lite, path, query)
-    if parts is None:
+    line = -1 if lite is None else _lite_request_line(ureq, path, query)
+    if line > 0 and ctx.up_add is None:
+        # the usual request: no edit pending, no line to cut (one join of five pieces)
+        head = forward_lite_head(ureq, graph.via, new_host, line, memo)
+        if head is not None:
+            return head
+    if line > 0:
+        assert lite is not None
+        parts = [lite[:line]]
+    else:
         parts = request_line_parts(ureq.method, path, query)
     if lite is None or not forward_lite_lines(
         ureq, graph.via, new_host, parts, memo, ctx.up_drop, ctx.up_add, ctx.up_lines
@@ -69,18 +79,18 @@ def request_head(
     return b"".join(parts)
 
 
-def _lite_request_line(req: Request, head: bytes, path: str, query: bytes) -> list[bytes] | None:
-    """The client's request line (the start of ``head``, a lite head: HTTP/1.1, one space
-    either side of an origin-form target) when the upstream's would be the same bytes: the
-    path forwarded as received (no rewrite, and normalising changed nothing: it only ever
-    shortens a path or upper-cases a ``%`` escape); None otherwise."""
+def _lite_request_line(req: Request, path: str, query: bytes) -> int:
+    """The length of the client's request line (the start of its lite head: HTTP/1.1, one
+    space either side of an origin-form target, CRLF) when the upstream's would be the
+    same bytes: the path forwarded as received (no rewrite, and normalising changed
+    nothing: it only ever shortens a path or upper-cases a ``%`` escape); -1 otherwise."""
     url = req.raw_target
     n = len(url)
     if path is not req.path or (len(path) + 1 + len(query) if query else len(path)) != n:
-        return None
-    if "%" in path:
-        return None
-    return [head[: len(req.method) + n + 12]]  # "METHOD SP target SP HTTP/1.1 CRLF"
+        return -1
+    if has_percent(path):
+        return -1
+    return len(req.method) + n + 12  # "METHOD SP target SP HTTP/1.1 CRLF"
 
 
 def without_replaced(

@@ -102,7 +102,7 @@ class Router:
     form.
     """
 
-    __slots__ = ("_any", "_entries", "_exact", "_memo", "_routes", "_wild")
+    __slots__ = ("_any", "_entries", "_exact", "_last", "_memo", "_routes", "_wild")
 
     def __init__(self, routes: Sequence[RouteConfig]) -> None:
         self._routes = tuple(routes)
@@ -131,6 +131,9 @@ class Router:
         self._memo: dict[tuple[str, str, str], RouteMatch] | None = (
             None if any(e.headers for e in entries) else {}
         )
+        #: the memo's last hit or entry, by identity of its key's strings (the server's
+        #: parser hands the same objects for a repeated Host and path: no tuple, no hash)
+        self._last: tuple[str, str, str, RouteMatch] | None = None
 
     def _tables(self, host: str) -> list[PathTable]:
         """The host tiers that apply to ``host``, most specific first."""
@@ -156,12 +159,17 @@ class Router:
         ``host`` is lower-cased without port; ``path`` is the normalised path (it must start
         with ``/``; anything else matches nothing); ``method`` is compared case-sensitively.
         """
+        memo = self._memo
+        if memo is not None:
+            last = self._last
+            if last is not None and path is last[2] and host is last[0] and method is last[1]:
+                return last[3]
         if not path.startswith("/"):
             return None
-        memo = self._memo
         if memo is not None:
             hit = memo.get((host, method, path))
             if hit is not None:
+                self._last = (host, method, path, hit)
                 return hit  # shared: read-only by contract, its params cannot change
         segs = path[1:].split("/")
         found: Entry | None = None
@@ -189,6 +197,7 @@ class Router:
                 considered,
                 found.name,
             )
+            self._last = (host, method, path, shared)
             return remember(memo, (host, method, path), shared, _MEMO_SIZE)
         return _result(found, rx, segs, considered)
 
