@@ -15,7 +15,6 @@ sends what is queued first, so order is kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Final, cast
 
 from mypy_extensions import mypyc_attr
@@ -52,7 +51,7 @@ BATCH_MAX: Final = 16 * 1024
 class _Batch:
     """Per-loop list of protocols with queued writes, flushed by one ``call_soon``."""
 
-    __slots__ = ("busy", "call_soon", "flush_cb", "loop", "pending", "scheduled")
+    __slots__ = ("busy", "flush_cb", "loop", "pending", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -63,9 +62,6 @@ class _Batch:
         self.busy = False
         #: ``flush`` bound once (a bound method per ``call_soon`` is an allocation)
         self.flush_cb = self.flush
-        #: ``loop.call_soon`` bound once: compiled, ``loop.call_soon(...)`` looks the method
-        #: up by name on the loop's type at every call (twice per proxied request)
-        self.call_soon: Callable[[Callable[[], None]], object] = loop.call_soon
 
     def flush(self) -> None:
         self.scheduled = False
@@ -137,9 +133,9 @@ class WriteFlow:
                 try:
                     t.write(data)
                 finally:
-                    b.call_soon(b.flush_cb)
+                    b.loop.call_soon(b.flush_cb)
                 return
-            b.call_soon(b.flush_cb)
+            b.loop.call_soon(b.flush_cb)
         self._soon = [data]
         b.pending.append(self)
 
