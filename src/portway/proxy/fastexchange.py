@@ -290,7 +290,10 @@ class FastExchange(ResponseSink):
             if items and any(k in FRAMING for k, _ in items):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
             if runs:
-                fields = fields + runs
+                if fields is scanned:
+                    fields = fields + runs  # (the connection's list: never mutated)
+                else:
+                    fields += runs  # a list of this exchange's own
         # the upstream's Content-Length line is among ``fields``, relayed as it is
         mode, self.keep = add_response_framing(
             items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
