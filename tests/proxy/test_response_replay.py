@@ -9,6 +9,10 @@ the response, whether the upstream connection is still pooled and in which state
 path served each request must be equal for every sequence: repeated heads (replayed),
 heads that change, bodies split over reads or followed by stray bytes, HEAD, 204/304,
 Content-Length 0, ``Connection: close`` either side, HTTP/1.0 either side.
+
+The client head kept for a repeated upstream head (``RawHead.sent``, see
+``FastExchange._plain_head``) is compared the same way: a third run keeps it (the replay
+off), the reference run drops it before every read (``RawHead.sent = None``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class ReplayLogger(Plugin[PluginConfig]):
             return
         # (request ids are random: masked)
         fields = [(k, b"*" if k == b"x-request-id" else v) for k, v in r.headers.raw()]
-        LOGGED.append((r.status, r.reason, fields))
+        LOGGED.append((r.status, r.reason, fields, ctx.bytes_out))
 
 
 registry.register(ReplayLogger)
@@ -130,10 +134,18 @@ _RID = re.compile(rb'"request_id":"[^"]*"|(?i:x-request-id): [^\r]*')
 Exchange = tuple[bytes, list[bytes]]
 
 
-async def _run(exchanges: list[Exchange], replay: bool, log: bool, plugins: str = "") -> list[Any]:
+async def _run(
+    exchanges: list[Exchange],
+    replay: bool,
+    log: bool,
+    plugins: str = "",
+    kept: bool = True,
+    alts: list[bytes | None] | None = None,
+) -> list[Any]:
     """What the gateway does with ``exchanges`` on one client connection and one pooled
     upstream connection; stops after the exchange that takes the upstream connection out of
-    the pool (the next one would connect for real)."""
+    the pool (the next one would connect for real). ``kept``: the client head kept for a
+    repeated upstream head may be used; ``alts``: the listener's Alt-Svc per exchange."""
     names = ([plugins] if plugins else []) + (["{name: t_replay_logger}"] if log else [])
     text = CONFIG + (f"plugins: [{', '.join(names)}]\n" if names else "")
     cfg = load_config_text(text, "replay.yaml")
@@ -153,9 +165,11 @@ async def _run(exchanges: list[Exchange], replay: bool, log: bool, plugins: str 
     LOGGED.clear()
     seen: list[Any] = []
     try:
-        for request, reads in exchanges:
+        for i, (request, reads) in enumerate(exchanges):
             ct.out.clear()
             ut.out.clear()
+            if alts is not None:
+                conn.alt_svc = alts[i % len(alts)]
             conn.data_received(request)
             batch.flush()
             for _ in range(20):  # (a fallback's task writes the request on its next turns)
@@ -165,8 +179,12 @@ async def _run(exchanges: list[Exchange], replay: bool, log: bool, plugins: str 
             for data in reads:
                 if not replay:
                     up._head.replay = 0
+                if not kept:
+                    up._head.sent = None
                 up.data_received(data)
                 batch.flush()
+                # the remembered runs are shared, never edited (the Via line is the sink's)
+                assert b"via: 1.1 portway" not in b"".join(up._head.last_fields)
             for _ in range(20):
                 await asyncio.sleep(0)
                 batch.flush()
@@ -192,14 +210,21 @@ async def _run(exchanges: list[Exchange], replay: bool, log: bool, plugins: str 
     return seen
 
 
-def _both(exchanges: list[Exchange], log: bool = True, plugins: str = "") -> list[Any]:
+def _both(
+    exchanges: list[Exchange],
+    log: bool = True,
+    plugins: str = "",
+    alts: list[bytes | None] | None = None,
+) -> list[Any]:
     loop = asyncio.new_event_loop()
     try:
-        on = loop.run_until_complete(_run(exchanges, True, log, plugins))
-        off = loop.run_until_complete(_run(exchanges, False, log, plugins))
+        on = loop.run_until_complete(_run(exchanges, True, log, plugins, True, alts))
+        off = loop.run_until_complete(_run(exchanges, False, log, plugins, False, alts))
+        parsed = loop.run_until_complete(_run(exchanges, False, log, plugins, True, alts))
     finally:
         loop.close()
     assert on == off
+    assert parsed == off
     return on
 
 
@@ -313,3 +338,22 @@ def _sequences(draw: st.DrawFn) -> list[Exchange]:
 @given(_sequences())
 def test_any_sequence_is_relayed_alike(exchanges: list[Exchange]) -> None:
     _both(exchanges)
+
+
+def test_the_kept_client_head_follows_alt_svc_and_the_request() -> None:
+    """The kept head is sent again only for the same Alt-Svc (object), keep-alive, HTTP/1.0
+    and HEAD facts; any change builds the head again (compared with never keeping it)."""
+    alt = b'h3=":443"; ma=86400'
+    seq = [_whole(GET, NGINX)] * 3 + [_whole(GET_10, NGINX)] * 2 + [_whole(GET, NGINX)] * 2
+    seq += [_whole(HEAD, NGINX[: NGINX.index(b"\r\n\r\n") + 4]), _whole(GET, NGINX)]
+    seq += [_whole(GET_CLOSE, NGINX)]
+    seen = _both(seq, alts=[None, None, alt, alt, None, alt, bytes(alt)])
+    assert len(seen) == len(seq)
+    assert b"alt-svc: " + alt in seen[2][0] and b"alt-svc" not in seen[1][0]
+    assert seen[-1][1]  # closed after Connection: close
+
+
+@pytest.mark.parametrize("plugins", ["{name: headers, config: {request: {set: {x-a: '1'}}}}", ""])
+def test_kept_heads_with_the_other_plugins(plugins: str) -> None:
+    seen = _both([_whole(GET, NGINX)] * 3 + [_whole(GET, HEADS[1])] * 2, True, plugins)
+    assert len(seen) == 5

@@ -131,3 +131,72 @@ def test_policy_refuses_when_budget_spent(make_ctx: CtxFactory) -> None:
         p.budget.attempt()
     assert not p.may_retry(ctx, 1, True, "404")
     assert p.may_retry(ctx, 1, False, "connect_error")
+
+
+class _ListBudget:
+    """The budget as it counted before the head bucket's native count: every attempt added
+    to its list slot at once (the reference for the test below)."""
+
+    def __init__(self, ratio: float, floor: float) -> None:
+        import math
+
+        self.floor_fn = math.floor
+        self.ratio = ratio
+        self.min_per_second = floor
+        self.n = 10
+        self.bucket_len = BUDGET_WINDOW / self.n
+        self.req = [0] * self.n
+        self.ret = [0] * self.n
+        self.head = 0
+        self.head_t = -1
+
+    def advance(self, now: float) -> None:
+        slot = self.floor_fn(now / self.bucket_len)
+        steps = slot - self.head_t
+        if steps == 0:
+            return
+        if steps >= self.n or steps < 0 or self.head_t < 0:
+            self.req = [0] * self.n
+            self.ret = [0] * self.n
+        else:
+            for _ in range(steps):
+                self.head = (self.head + 1) % self.n
+                self.req[self.head] = 0
+                self.ret[self.head] = 0
+        self.head_t = slot
+
+    def attempt(self, now: float) -> None:
+        self.advance(now)
+        self.req[self.head] += 1
+
+    def try_withdraw(self, now: float) -> bool:
+        self.advance(now)
+        retries = sum(self.ret)
+        requests = max(0, sum(self.req) - retries)
+        if retries + 1 > self.ratio * requests + self.min_per_second * BUDGET_WINDOW:
+            return False
+        self.ret[self.head] += 1
+        return True
+
+    def counts(self, now: float) -> tuple[int, int]:
+        self.advance(now)
+        retries = sum(self.ret)
+        return max(0, sum(self.req) - retries), retries
+
+
+def test_the_head_buckets_native_count_equals_counting_in_the_list() -> None:
+    rng = random.Random(26)
+    for _ in range(40):
+        ratio, floor = rng.choice([(0.2, 0.0), (0.5, 0.1), (0.1, 1.0)])
+        b = RetryBudget(ratio, floor, Clock())
+        ref = _ListBudget(ratio, floor)
+        now = rng.uniform(0, 100)
+        for _ in range(300):
+            now += rng.choice([0.0, 0.0, 0.001, 0.05, 0.3, 1.0, 3.0, 20.0])
+            op = rng.random()
+            if op < 0.7:
+                b.attempt(now)
+                ref.attempt(now)
+            elif op < 0.9:
+                assert b.try_withdraw(now) == ref.try_withdraw(now)
+            assert b.counts(now) == ref.counts(now)

@@ -370,8 +370,9 @@ class UpstreamConnection(ClientParsing):
         sink = self.sink
         assert sink is not None
         try:
-            # (``scan_head``'s own answer to a remembered head: a fresh list of its runs)
-            fields = h.fields = list(h.last_fields)
+            # (``scan_head``'s own answer to a remembered head: its runs, never mutated)
+            fields = h.fields = h.last_fields
+            h.again = True
             self.head_parsed(False)
             sink.on_head_raw(h.status, h.reason, fields, h.keep_alive, h.content_length)
             start = len(h.last)

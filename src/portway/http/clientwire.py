@@ -92,7 +92,9 @@ class ResponseSink:
     ) -> None:
         """``fields``: runs of whole ``name: value CRLF`` lines, in order, without the
         Connection lines (``keep_alive`` says what they meant); a Content-Length line is
-        among them, its value is ``content_length``. The list is the sink's."""
+        among them, its value is ``content_length``. The list is never mutated (it may be
+        the connection's remembered runs, ``RawHead.last_fields``, shared by the responses
+        with that head): a sink that edits the fields works on a copy."""
         raise NotImplementedError
 
     def on_body(self, data: bytes) -> None:

@@ -25,20 +25,57 @@ class Reparse(Exception):
     field other than a plain Connection, Via, Transfer-Encoding, a repeated field)."""
 
 
+class SentHead:
+    """The client head the task-free exchange sent for a remembered upstream head, kept to
+    send again (``proxy/fastexchange.py``, ``FastExchange.on_head_raw``): valid while the
+    connection's ``RawHead.last`` is ``key`` and the exchange's ``via``, ``alt`` and
+    ``flags`` (the request's facts the framing reads) are the same objects / value.
+    ``fields`` and ``items`` are what the response's ``set_raw_fields`` gets (shared by the
+    responses sent with this head: never mutated)."""
+
+    __slots__ = ("alt", "fields", "flags", "head", "items", "keep", "key", "mode", "via")
+
+    def __init__(
+        self,
+        key: bytes,
+        via: bytes,
+        alt: bytes | None,
+        flags: int,
+        head: bytes,
+        fields: list[bytes],
+        items: list[tuple[bytes, bytes]],
+        mode: str,
+        keep: bool,
+    ) -> None:
+        self.key = key
+        self.via = via
+        self.alt = alt
+        self.flags = flags
+        #: the whole head as sent: status line, fields, framing, the empty line
+        self.head = head
+        self.fields = fields
+        self.items = items
+        self.mode = mode
+        self.keep = keep
+
+
 class RawHead:
     """A plain response head, filled by :func:`scan_head` (one per connection, reused: no
     object per response). ``fields`` are runs of whole ``name: value CRLF`` lines in the
     upstream's order and spelling, without its Connection lines (``keep_alive`` says what
     they meant) and with its Content-Length line (``content_length`` is the value);
-    ``lines`` counts the head's lines, the empty one included.
+    ``lines`` counts the head's lines, the empty one included. ``fields`` is never mutated,
+    by the scan nor by whoever gets it (``ResponseSink.on_head_raw``): it may be the list of
+    the last head (``last_fields``), shared by every response with that head.
 
     ``last`` is the last head scanned whole (its bytes up to and including the empty line,
-    b"" for none) and ``last_fields`` its runs, never handed out: an upstream answering the
-    same request on a keep-alive connection usually sends the same head byte for byte
-    (Date moves once a second), and a head equal to the last one scans to the same values,
-    which ``out`` still holds (see :func:`scan_head`)."""
+    b"" for none) and ``last_fields`` its runs: an upstream answering the same request on a
+    keep-alive connection usually sends the same head byte for byte (Date moves once a
+    second), and a head equal to the last one scans to the same values, which ``out`` still
+    holds (see :func:`scan_head`); ``again`` says the last scan was such a repeat."""
 
     __slots__ = (
+        "again",
         "close_delimited",
         "content_length",
         "fields",
@@ -53,6 +90,7 @@ class RawHead:
         "reason",
         "replay",
         "seen",
+        "sent",
         "status",
         "watch_first",
         "watch_names",
@@ -68,8 +106,9 @@ class RawHead:
         self.close_delimited = False
         self.lines = 0
         self.last = b""
-        self.last_fields: tuple[bytes, ...] = ()
+        self.last_fields: list[bytes] = []
         self.last_head_only = False
+        self.again = False
         #: the length of a whole response whose head is ``last`` (its Content-Length body
         #: follows), when such a response may skip llhttp (see :func:`scan_head`); 0: none
         self.replay = 0
@@ -86,6 +125,8 @@ class RawHead:
         self.out_status = 0
         self.out_reason = b""
         self.out_line = b""
+        #: the client head last sent for a repeated ``last`` (see :class:`SentHead`)
+        self.sent: SentHead | None = None
 
     def watch(self, names: frozenset[bytes] | None, first: bytes) -> None:
         """Look for ``names`` (lower-case; ``first`` from :func:`first_bytes`) in the heads
@@ -148,11 +189,14 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     A head byte for byte the same as the last one scanned into ``out`` (``out.last``: it
     ends with the empty line, so ``buf`` starting with it has exactly that head), for the
     same ``head_only``, is not scanned again: every value ``out`` holds is what the scan
-    would give (only ``fields`` is handed out, so it is a fresh list of the same runs)."""
+    would give (``fields`` is ``last_fields`` again; nobody mutates it), and ``again`` is
+    set."""
     last = out.last
     if last and out.last_head_only == head_only and buf.startswith(last):
-        out.fields = list(out.last_fields)
+        out.fields = out.last_fields
+        out.again = True
         return
+    out.again = False
     count = out.lines
     # a ``find`` per line would cost more than the callbacks saved: one split, that stops
     # after the head when it has as many lines as the last one on this connection (the
@@ -244,7 +288,7 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
     if pos <= _LAST_MAX:
         # ``pos`` is where the empty line starts: the head is ``buf[: pos + 2]``
         out.last = buf[: pos + 2]
-        out.last_fields = tuple(fields)
+        out.last_fields = fields
         out.last_head_only = head_only
         # a keep-alive response with a Content-Length body (not to HEAD, not 204/304):
         # llhttp, which accepted this head from the start of a message, would accept it
@@ -258,7 +302,7 @@ def scan_head(buf: bytes, head_only: bool, out: RawHead) -> None:
         )
     else:
         out.last = b""
-        out.last_fields = ()
+        out.last_fields = fields
         out.replay = 0
 
 

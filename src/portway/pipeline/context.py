@@ -29,8 +29,10 @@ T = TypeVar("T")
 #: the id of the request the current task is serving (log records pick it up); set through
 #: ``RequestContext.request_id``
 request_id_var: Final[ContextVar[str | None]] = ContextVar("portway_request_id", default=None)
-#: its ``get``, bound once (compiled, ``request_id_var.get()`` looks the method up per call)
-_current_id: Final = request_id_var.get
+#: its ``get``/``set``, bound once: compiled, ``request_id_var.get()`` is a method call by
+#: name (an attribute lookup on the ContextVar type per request), a bound one is not
+_rid_get: Final = request_id_var.get
+_rid_set: Final = request_id_var.set
 
 
 class ContextKey(Generic[T]):
@@ -205,9 +207,9 @@ class RequestContext:
         self._request_id = request_id
         # ``id_set``: the caller's first step sets the id (``Chain.sets_id_first``), so the
         # previous request's is not cleared first
-        if request_id or (not id_set and _current_id() is not None):
+        if request_id or (not id_set and _rid_get() is not None):
             # (a ContextVar.set allocates a new context mapping: skip the no-op)
-            request_id_var.set(request_id or None)
+            _rid_set(request_id or None)
         self.start = perf_counter()
         self.upstream_latency: float | None = None
         self.bytes_in = 0
@@ -318,7 +320,7 @@ class RequestContext:
     @request_id.setter
     def request_id(self, value: str) -> None:
         self._request_id = value
-        request_id_var.set(value or None)
+        _rid_set(value or None)
 
     @property
     def route_name(self) -> str | None:

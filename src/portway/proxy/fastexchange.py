@@ -14,8 +14,9 @@ from portway.http.client import (
     UpstreamConnection,
 )
 from portway.http.headers import Headers
-from portway.http.models import Response
+from portway.http.models import Request, Response
 from portway.http.pool import ConnectionPool
+from portway.http.rawhead import SentHead
 from portway.http.relay import (
     FRAMING,
     add_response_framing,
@@ -254,24 +255,17 @@ class FastExchange(ResponseSink):
         ctx = self.ctx
         req = ctx.request
         via_line = self.graph.via_line
+        chain = self.rt.chain
+        if not chain.on_response:
+            self._plain_head(status, reason, fields, content_length, req, via_line)
+            return
+        # (``fields`` is never mutated: it may be the connection's remembered runs)
+        scanned = fields
         if via_line:
-            fields.append(via_line)
+            fields = [*fields, via_line]
         # the fields the response hooks set (``Chain.fields_only``), then the framing ones:
         # the order the field-by-field path sends them in
         items: list[tuple[bytes, bytes]] = []
-        chain = self.rt.chain
-        if not chain.on_response:
-            mode, self.keep = add_response_framing(
-                items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
-            )
-            # ``ctx.response`` is built after the client write (``_after_write``): nothing
-            # reads it before; ``items`` is the list the head is sent with (Alt-Svc included)
-            self.raw_status = status
-            self.raw_reason = reason
-            self.raw_fields = fields
-            self.raw_items = items
-            self._emit_head(status, reason, fields, items, mode)
-            return
         resp = Response(status, None, b"", reason, False, True)
         ctx.response = resp
         # HTTP/1.1: hook fields that repeat come as prerendered lines (``runs``), after the
@@ -288,7 +282,7 @@ class FastExchange(ResponseSink):
             watch = chain.watch
             if (
                 watch is None
-                or h.fields is not fields
+                or h.fields is not scanned
                 or h.watch_names is not watch.names
                 or h.seen
             ):
@@ -296,12 +290,90 @@ class FastExchange(ResponseSink):
             if items and any(k in FRAMING for k, _ in items):
                 items[:] = [kv for kv in items if kv[0] not in FRAMING]
             if runs:
-                fields += runs
+                if fields is scanned:
+                    fields = fields + runs  # (the connection's list: never mutated)
+                else:
+                    fields += runs  # a list of this exchange's own
         # the upstream's Content-Length line is among ``fields``, relayed as it is
         mode, self.keep = add_response_framing(
             items, req, no_body(req.method, status), content_length, self.keep, length_sent=True
         )
         resp.set_raw_fields(fields, items)
+        self._emit_head(status, reason, fields, items, mode)
+
+    def _plain_head(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[bytes],
+        content_length: bytes | None,
+        req: Request,
+        via_line: bytes,
+    ) -> None:
+        """A raw head without response hooks. ``ctx.response`` is built after the client
+        write (``_after_write``): nothing reads it before; its items are the list the head
+        is sent with (Alt-Svc included).
+
+        On HTTP/1.1 the client head of a repeated upstream head (``RawHead.again``: the
+        same bytes as the last one, so the same status, reason, runs and Content-Length) is
+        kept (:class:`~portway.http.rawhead.SentHead`) and sent again whole while what else
+        it was made of is the same: the graph's Via line and the listener's Alt-Svc (the same
+        objects), whether the connection stays open, the request's HTTP/1.0-ness and
+        whether the response has a body (``flags``: all :func:`add_response_framing`
+        reads). The same bytes, the same ``bytes_out``, framing mode and keep-alive
+        decision as building it again."""
+        empty = no_body(req.method, status)
+        h = self.uconn._head
+        out = self.out
+        conn = self.conn
+        # (nothing is queued before a raw head: a 1xx takes the field-by-field parse)
+        kept = isinstance(conn, ServerConnection) and h.again and fields is h.last_fields
+        alt: bytes | None = None
+        flags = 0
+        if kept:
+            alt = cast(ServerConnection, conn).alt_svc
+            flags = (1 if self.keep else 0) | (2 if req.version == "1.0" else 0)
+            if empty:
+                flags |= 4
+            sent = h.sent
+            if (
+                sent is not None
+                and sent.key is h.last
+                and sent.via is via_line
+                and sent.alt is alt
+                and sent.flags == flags
+                and not out
+            ):
+                self.keep = sent.keep
+                self.raw_status = status
+                self.raw_reason = reason
+                self.raw_fields = sent.fields
+                self.raw_items = sent.items
+                head = sent.head
+                out.append(head)
+                self.ctx.bytes_out += len(head)
+                mode = sent.mode
+                self.mode = mode
+                self.chunked_out = mode == "chunked"
+                self.head_sent = True
+                return
+        if via_line:
+            fields = [*fields, via_line]
+        items: list[tuple[bytes, bytes]] = []
+        mode, self.keep = add_response_framing(
+            items, req, empty, content_length, self.keep, length_sent=True
+        )
+        self.raw_status = status
+        self.raw_reason = reason
+        self.raw_fields = fields
+        self.raw_items = items
+        if kept and not out:
+            self._emit_head(status, reason, fields, items, mode)
+            head = b"".join(out)
+            out.clear()
+            out.append(head)
+            h.sent = SentHead(h.last, via_line, alt, flags, head, fields, items, mode, self.keep)
+            return
         self._emit_head(status, reason, fields, items, mode)
 
     def _emit_head(

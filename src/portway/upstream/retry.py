@@ -34,6 +34,7 @@ class RetryBudget:
     __slots__ = (
         "_bucket_len",
         "_clock",
+        "_cur",
         "_head",
         "_head_t",
         "_req",
@@ -56,16 +57,23 @@ class RetryBudget:
         self._ret = [0] * _BUCKETS
         self._head = 0
         self._head_t = -1
+        #: attempts of the head bucket not yet added to ``_req[_head]`` (a native int: one
+        #: per request, where a list item is a boxed int read, added and stored back)
+        self._cur = 0
 
     def _advance(self, now: float) -> None:
         slot = math.floor(now / self._bucket_len)
         steps = slot - self._head_t
         if steps == 0:
             return
+        cur = self._cur
+        self._cur = 0
         if steps >= _BUCKETS or steps < 0 or self._head_t < 0:
             self._req = [0] * _BUCKETS
             self._ret = [0] * _BUCKETS
         else:
+            if cur:
+                self._req[self._head] += cur
             for _ in range(steps):
                 self._head = (self._head + 1) % _BUCKETS
                 self._req[self._head] = 0
@@ -75,13 +83,13 @@ class RetryBudget:
     def attempt(self, now: float | None = None) -> None:
         """Count one attempt (first or retry) that reached a target."""
         self._advance(self._clock() if now is None else now)
-        self._req[self._head] += 1
+        self._cur += 1
 
     def try_withdraw(self, now: float | None = None) -> bool:
         """Spend one retry if the budget allows it."""
         self._advance(self._clock() if now is None else now)
         retries = sum(self._ret)
-        requests = max(0, sum(self._req) - retries)
+        requests = max(0, sum(self._req) + self._cur - retries)
         allowed = self.ratio * requests + self.min_per_second * BUDGET_WINDOW
         if retries + 1 > allowed:
             return False
@@ -92,7 +100,7 @@ class RetryBudget:
         """(requests, retries) in the window; requests exclude retries."""
         self._advance(self._clock() if now is None else now)
         retries = sum(self._ret)
-        return max(0, sum(self._req) - retries), retries
+        return max(0, sum(self._req) + self._cur - retries), retries
 
 
 class RetryPolicy:
