@@ -26,6 +26,7 @@ from portway.http.forwarded import ForwardMemo
 from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, value_tokens
 from portway.http.memo import remember
 from portway.http.models import Request
+from portway.http.owned import OWNED
 from portway.http.wire import append_fields
 
 #: RFC 9110 §7.6.3 received-protocol of the client hop
@@ -124,7 +125,11 @@ def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) 
             sc.has_real = True
         kept.append(kv)  # the client's own pair: no new tuple
     if conn_value is not None:
-        named = value_tokens(conn_value)
+        # never Host (an HTTP/1.1 request must carry one, RFC 9112 §3.2) nor a field the
+        # gateway asserts (``OWNED``): "Connection: x-anonymous-consumer" would otherwise
+        # strip what an identity plugin added and leave the anonymous consumer's other
+        # X-Consumer-* fields looking like a credential's
+        named = value_tokens(conn_value) - _NEVER_NAMED
         if named:
             sc.kept = [kv for kv in kept if kv[0] not in named]
     return sc
@@ -391,6 +396,8 @@ def plain_lines(fields: list[tuple[bytes, bytes]]) -> bytes | None:
     return b"".join(parts)
 
 
+#: names a client's ``Connection`` option never removes (see :func:`_scan`)
+_NEVER_NAMED: Final = OWNED | {b"host"}
 #: fields :func:`forward_header_lines` looks at rather than copies
 _LOOK: Final = _DROP_UNTRUSTED | _REWRITTEN | {b"host", b"close"}
 #: fields that make a request not "usual" for :func:`forward_header_lines` ("close": a

@@ -211,10 +211,16 @@ class ServerParsing(WriteFlow):
         if len(self._headers) >= self._max_header_count:
             self._pending = HeadersTooLargeError("too many request header fields")
             raise _Abort(self._pending)
+        n = name.lower()
         if value and value[-1] <= 32:
             # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
-            value = value.rstrip(b" \t")
-        n = name.lower()
+            kept = value.rstrip(b" \t")
+            if 9 in value[len(kept) :] and n == b"transfer-encoding":
+                # llhttp reads "chunked" then a tab as no chunked coding and fails the
+                # message right after its head: refused here, before the head goes upstream
+                self._pending = BadRequestError("unsupported transfer coding")
+                raise _Abort(self._pending)
+            value = kept
         if (
             95 in n  # b"_" (an int needle: a byte search)
             and self.underscores is not None
@@ -488,6 +494,18 @@ class ServerParsing(WriteFlow):
             k = len(raw_method) + len(self._url) + 1
             if line[k : k + 11] == b" HTTP/1.1\r\n":
                 return "1.1"
+            # llhttp also takes "RTSP/1.x" (GET, POST, OPTIONS, ...) and "ICE/1.x" (SOURCE)
+            # and reports only the digits: not HTTP, so refused (RFC 9112 §2.3: HTTP-name is
+            # "HTTP", case-sensitive). The line's last word is its protocol (llhttp accepted
+            # it: no space inside); a line not whole in these bytes is left to the parser.
+            s = 0
+            while s < len(line) and (line[s] == 13 or line[s] == 10):
+                s += 1  # (empty lines before a request line, which llhttp skips)
+            end = line.find(b"\r\n", s)
+            if end > s:
+                start = line.rfind(b" ", s, end) + 1
+                if line[start : start + 5] != b"HTTP/":
+                    raise _Abort(BadRequestError("unsupported protocol: not HTTP"))
         return self.parser.get_http_version()
 
 
