@@ -131,8 +131,16 @@ def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) 
         # X-Consumer-* fields looking like a credential's
         named = value_tokens(conn_value) - _NEVER_NAMED
         if named:
-            sc.kept = [kv for kv in kept if kv[0] not in named]
+            # and only the client's own fields (pairs of its request's list): a field a hook
+            # added under a nominated name (an ``identity_headers`` claim) is the gateway's
+            theirs = req.headers.raw()
+            sc.kept = [kv for kv in kept if kv[0] not in named or not _held(theirs, kv)]
     return sc
+
+
+def _held(items: list[tuple[bytes, bytes]], kv: tuple[bytes, bytes]) -> bool:
+    """``kv`` itself (not an equal pair) is one of ``items``."""
+    return any(x is kv for x in items)
 
 
 def _added(req: Request, sc: _Scan, via_name: bytes | None) -> list[tuple[bytes, bytes]]:
