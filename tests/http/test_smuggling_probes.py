@@ -162,6 +162,9 @@ PROBES: dict[str, Probe] = {
     "del_value": refused(G + b"X-A: 1\x7f\r\n\r\n"),
     "vt_value": refused(G + b"X-A: 1\x0b2\r\n\r\n"),
     "long_value": Probe(G + b"X-A: " + b"a" * 70000 + b"\r\n\r\n", [431], keep=False),
+    "long_target": Probe(
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", [414], keep=False
+    ),
     "many_fields": Probe(
         G + b"".join(b"X-%d: 1\r\n" % i for i in range(300)) + b"\r\n", [431], keep=False
     ),
@@ -193,6 +196,15 @@ PROBES: dict[str, Probe] = {
     ),
     "conn_names_field": ok(
         G + b"Connection: X-Secret\r\nX-Secret: s\r\nX-B: 1\r\n\r\n", "GET /p | host: a | x-b: 1"
+    ),
+    "conn_close_names_field": ok(
+        G + b"Connection: close\r\nClose: x\r\nX-A: 1\r\n\r\n",
+        "GET /p | host: a | x-a: 1",
+        keep=False,
+    ),
+    "conn_keep_alive_upper_case": ok(
+        G + b"Connection: KEEP-ALIVE\r\nKeep-Alive: 5\r\nX-A: 1\r\n\r\n",
+        "GET /p | host: a | x-a: 1",
     ),
     # HTTP/1.0 without Host: the upstream hop is HTTP/1.1, so it gets the target's
     "http10_no_host": Probe(
@@ -424,6 +436,34 @@ async def test_probe(name: str, mode: str) -> None:
     if mode != "general":
         # the bodiless requests to the catch-all route started task-free
         assert started >= 1, started
+
+
+# --- chunked bodies that fail after the head went upstream -----------------------------------
+
+BAD_CHUNKS = {
+    "size_not_hex": b"z\r\nabc\r\n0\r\n\r\n",
+    "size_space": b"3 \r\nabc\r\n0\r\n\r\n",
+    "size_0x": b"0x3\r\nabc\r\n0\r\n\r\n",
+    "size_overflow": b"FFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
+    "extension_bare_lf": b"3;a\nabc\r\n0\r\n\r\n",
+    "data_too_long": b"3\r\nabcX0\r\n\r\n",
+    "trailer_obs_fold": b"3\r\nabc\r\n0\r\nX-T: a\r\n b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(BAD_CHUNKS))
+async def test_bad_chunked_body(name: str, mode: str) -> None:
+    """A 400 that closes the connection; the upstream never gets a complete message (the head
+    may have gone: that exchange is abandoned), nor the smuggled or the barrier request."""
+    probe = Probe(P + b"Transfer-Encoding: chunked\r\n\r\n" + BAD_CHUNKS[name] + SM, [400])
+    out, closed, up, adm, _, _ = await _run(mode, probe)
+    assert [r.status for r in parse_responses(out)] == [400], out
+    _check_400(out)
+    assert closed
+    assert [m.target for m in up.messages] in ([], [b"/p"]), up.messages
+    assert not any(m.complete for m in up.messages) and adm.messages == []
+    assert up.errors == []
 
 
 # --- a Connection option removes only the client's own fields ---------------------------------

@@ -163,8 +163,7 @@ class Headers:
         if self._src is not None:
             self._load()
         key = _b(name)
-        # the pairs themselves (``forwarding._scan`` tells the client's fields by identity)
-        self._items = [kv for kv in self._items if kv[0] != key]
+        self._items = [(k, v) for k, v in self._items if k != key]
         self._items.append((key, value.encode("latin-1")))
 
     def remove(self, name: str | bytes) -> bool:
@@ -172,7 +171,7 @@ class Headers:
             self._load()
         key = _b(name)
         before = len(self._items)
-        self._items = [kv for kv in self._items if kv[0] != key]
+        self._items = [(k, v) for k, v in self._items if k != key]
         return len(self._items) != before
 
     def remove_many(self, names: Iterable[bytes]) -> None:
@@ -186,7 +185,7 @@ class Headers:
         if self._src is not None:
             self._load()
         o, n = _b(old), _b(new)
-        self._items = [(n, kv[1]) if kv[0] == o else kv for kv in self._items]
+        self._items = [(n if k == o else k, v) for k, v in self._items]
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str | bytes):

@@ -30,7 +30,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow
 from portway.http.forwarded import TrustedProxies
-from portway.http.headers import Headers, field_list
+from portway.http.headers import HOP_BY_HOP, Headers, field_list, value_tokens
 from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
@@ -390,12 +390,15 @@ class ServerParsing(WriteFlow):
             self._body = body
             self._body_seen = -1
             self._set_deadline(self.now() + self._body_timeout)
+        conn = self._conn
+        # (never a lite head's: it names only keep-alive, and its lines must stay its fields)
+        if conn is not None and conn != b"keep-alive" and conn.lower() != b"keep-alive":
+            _drop_named(headers, conn)
         if self._trusts:
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
             client_ip, trusted = self.peer_ip, False
         expect = self._expect
-        conn = self._conn
         if version != "1.0":
             keep_alive = conn is None or conn.lower().find(b"close") < 0
         else:
@@ -509,6 +512,18 @@ class ServerParsing(WriteFlow):
         return self.parser.get_http_version()
 
 
+def _drop_named(headers: Headers, conn: bytes) -> None:
+    """RFC 9110 §7.6.1: the fields the client's Connection options (``conn``) name are for
+    this hop only. They leave the request as it is read, so nothing later takes a field of
+    such a name for the client's: a request hook's field of that name (an identity plugin's
+    X-Anonymous-Consumer, a ``headers`` plugin's) goes upstream. Host always stays (an
+    HTTP/1.1 request carries one, RFC 9112 §3.2), and so do the hop-by-hop fields, which the
+    forwarding rules read and drop themselves (Upgrade: ``Connection: upgrade``)."""
+    named = value_tokens(conn) - _KEPT_NAMED
+    if named and any(kv[0] in named for kv in headers.raw()):
+        headers.remove_many(named)
+
+
 def _parse_host(raw: bytes) -> str:
     # A server sees few distinct Host values; remember the valid plain ones (bounded, so a
     # client sending random hosts only costs the regex).
@@ -575,6 +590,9 @@ _FORBIDDEN_TRAILERS: Final = frozenset(
         b"x-real-ip",
     }
 )
+
+#: names a Connection option never removes from the request (``_drop_named``)
+_KEPT_NAMED: Final = HOP_BY_HOP | {b"host"}
 
 #: the common Host: a name or IPv4 address with an optional port (anything else takes the
 #: careful path below)
