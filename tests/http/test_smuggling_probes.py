@@ -206,6 +206,8 @@ PROBES: dict[str, Probe] = {
         G + b"Connection: KEEP-ALIVE\r\nKeep-Alive: 5\r\nX-A: 1\r\n\r\n",
         "GET /p | host: a | x-a: 1",
     ),
+    # an empty Host (valid: RFC 9110 §7.2 reg-name may be empty) is no host to preserve
+    "host_empty": ok(b"GET /p HTTP/1.1\r\nHost:\r\n\r\n", "GET /p | host: TARGET"),
     # HTTP/1.0 without Host: the upstream hop is HTTP/1.1, so it gets the target's
     "http10_no_host": Probe(
         b"GET /p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", [200], "GET /p | host: TARGET"
