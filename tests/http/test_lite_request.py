@@ -59,6 +59,10 @@ TEMPLATES = [
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    # llhttp's other protocols (the lite parser hands them over; the full parse refuses them)
+    b"GET /r RTSP/1.1\r\nHost: a\r\n\r\n",
+    b"SOURCE /r ICE/1.0\r\nHost: a\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n",
 ]
 
 

@@ -6,9 +6,11 @@ build the upstream request's fields here. The task-free path is faster through *
 the rules (:func:`forward_header_lines` writes the usual request straight into bytes and
 remembers the added fields per connection), never through a second copy of them.
 
-- Hop-by-hop fields (RFC 9110 §7.6.1) and those a ``Connection`` value names never cross;
-  neither do Expect (answered by the gateway), Content-Length (rewritten from the body),
-  ``X-Portway-Debug`` and ``HTTP2-Settings``.
+- Hop-by-hop fields (RFC 9110 §7.6.1) never cross; the fields a client's ``Connection``
+  value names are removed as the request is read (``http/serverparse.py``: so a hook's field
+  of such a name is never taken for the client's, and Host never goes); neither do Expect
+  (answered by the gateway), Content-Length (rewritten from the body), ``X-Portway-Debug``
+  and ``HTTP2-Settings``.
 - X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP are added; from untrusted peers the
   client's own forwarding fields are dropped first (``http/forwarded.py`` says who is trusted).
 - Via (RFC 9110 §7.6.3): the received protocol of the client hop and the gateway's name.
@@ -25,7 +27,7 @@ from typing import Final
 from mypy_extensions import i64
 
 from portway.http.forwarded import ForwardMemo
-from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION, value_tokens
+from portway.http.headers import HOP_BY_HOP, PLAIN_CONNECTION
 from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.wire import append_fields
@@ -87,20 +89,17 @@ class _Scan:
 
 
 def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) -> _Scan:
-    """The client's fields minus hop-by-hop ones (and those named in ``Connection``),
-    Content-Length and, from untrusted peers, X-Forwarded-*; prior X-Forwarded-For and Via
-    values set aside to be merged."""
+    """The client's fields minus hop-by-hop ones, Content-Length and, from untrusted peers,
+    X-Forwarded-*; prior X-Forwarded-For and Via values set aside to be merged. (The fields
+    the client's ``Connection`` names left its request as it was read: a field of such a
+    name here is a hook's, and goes upstream.)"""
     drop = _ALWAYS_DROP if req.trusted_peer else _DROP_UNTRUSTED
     sc = _Scan([] if new_host is None else [(b"host", new_host)])
     kept = sc.kept
-    conn_value: bytes | None = None
     for kv in raw:
         k = kv[0]
         if k in drop:
-            if k == b"connection":
-                v = kv[1]
-                conn_value = v if conn_value is None else conn_value + b", " + v
-            elif k == b"upgrade":
+            if k == b"upgrade":
                 sc.upgrade = kv[1]
             continue
         if k in _REWRITTEN:
@@ -125,10 +124,6 @@ def _scan(req: Request, raw: list[tuple[bytes, bytes]], new_host: bytes | None) 
         elif k == b"x-real-ip":
             sc.has_real = True
         kept.append(kv)  # the client's own pair: no new tuple
-    if conn_value is not None:
-        named = value_tokens(conn_value)
-        if named:
-            sc.kept = [kv for kv in kept if kv[0] not in named]
     return sc
 
 
@@ -164,8 +159,8 @@ def forward_header_items(
     via_name: bytes | None,
     new_host: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """The fields to send upstream, from the client's ``raw`` list: hop-by-hop fields (and
-    those named in ``Connection``), Content-Length and, from untrusted peers, X-Forwarded-*
+    """The fields to send upstream, from the client's ``raw`` list: hop-by-hop fields,
+    Content-Length and, from untrusted peers, X-Forwarded-*
     dropped; X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and Via added. No framing.
     ``new_host`` replaces the client's Host (which still feeds X-Forwarded-Host), first."""
     sc = _scan(req, raw, new_host)

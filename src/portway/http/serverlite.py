@@ -200,8 +200,15 @@ def scan_head(c: ServerParsing, data: bytes) -> bytes | None:
         b = data[i]
     while data[i] != 13:
         i += 1
-    # "method SP target SP HTTP/1.1" (llhttp checked the version's form)
-    if i < sp + 11 or data[i - 9] != 32 or data[i - 3] != 49 or data[i - 1] != 49:
+    # "method SP target SP HTTP/1.1" (llhttp checked the version's form; it also takes
+    # "RTSP/1.1" for some methods, which the "H" rules out: the full parse refuses it)
+    if (
+        i < sp + 11
+        or data[i - 9] != 32
+        or data[i - 8] != 72
+        or data[i - 3] != 49
+        or data[i - 1] != 49
+    ):
         return None
     url = data[sp + 1 : i - 9]
     # llhttp lets more than one space through on either side of the target

@@ -30,7 +30,7 @@ from portway.errors import (
 from portway.http.body import BodyStream
 from portway.http.flow import WriteFlow
 from portway.http.forwarded import TrustedProxies
-from portway.http.headers import Headers, field_list
+from portway.http.headers import HOP_BY_HOP, Headers, field_list, value_tokens
 from portway.http.memo import remember
 from portway.http.models import Request
 from portway.http.owned import drop_underscored
@@ -38,7 +38,7 @@ from portway.http.path import normalize_path
 from portway.http.serverstate import FAST, IDLE, TASK
 from portway.http.sweeper import NEVER, Sweeper
 from portway.http.upgrade import is_websocket
-from portway.http.wire import METHODS
+from portway.http.wire import FORBIDDEN_TRAILERS, METHODS
 
 if TYPE_CHECKING:  # (serverlite imports this module)
     from portway.http.serverlite import ParserHooks
@@ -196,7 +196,7 @@ class ServerParsing(WriteFlow):
             body = self._body
             if body is not None:
                 lname = name.lower()
-                if lname in _FORBIDDEN_TRAILERS:
+                if lname in FORBIDDEN_TRAILERS:
                     # RFC 9110 §6.5.1: an upstream merging trailers into the header section
                     # must never get framing, routing, auth or forwarding fields from a client
                     return
@@ -211,10 +211,16 @@ class ServerParsing(WriteFlow):
         if len(self._headers) >= self._max_header_count:
             self._pending = HeadersTooLargeError("too many request header fields")
             raise _Abort(self._pending)
+        n = name.lower()
         if value and value[-1] <= 32:
             # llhttp drops leading OWS only; RFC 9110 §5.5: the value has none either side
-            value = value.rstrip(b" \t")
-        n = name.lower()
+            kept = value.rstrip(b" \t")
+            if 9 in value[len(kept) :] and n == b"transfer-encoding":
+                # llhttp reads "chunked" then a tab as no chunked coding and fails the
+                # message right after its head: refused here, before the head goes upstream
+                self._pending = BadRequestError("unsupported transfer coding")
+                raise _Abort(self._pending)
+            value = kept
         if (
             95 in n  # b"_" (an int needle: a byte search)
             and self.underscores is not None
@@ -406,12 +412,15 @@ class ServerParsing(WriteFlow):
             self._body = body
             self._body_seen = -1
             self._set_deadline(self.now() + self._body_timeout)
+        conn = self._conn
+        # (never a lite head's: it names only keep-alive, and its lines must stay its fields)
+        if conn is not None and conn != b"keep-alive" and conn.lower() != b"keep-alive":
+            _drop_named(headers, conn)
         if self._trusts:
             client_ip, trusted = self.trusted.client_ip(self.peer_ip, headers)
         else:
             client_ip, trusted = self.peer_ip, False
         expect = self._expect
-        conn = self._conn
         if version != "1.0":
             keep_alive = conn is None or conn.lower().find(b"close") < 0
         else:
@@ -510,6 +519,18 @@ class ServerParsing(WriteFlow):
             k = len(raw_method) + len(self._url) + 1
             if line[k : k + 11] == b" HTTP/1.1\r\n":
                 return "1.1"
+            # llhttp also takes "RTSP/1.x" (GET, POST, OPTIONS, ...) and "ICE/1.x" (SOURCE)
+            # and reports only the digits: not HTTP, so refused (RFC 9112 §2.3: HTTP-name is
+            # "HTTP", case-sensitive). The line's last word is its protocol (llhttp accepted
+            # it: no space inside); a line not whole in these bytes is left to the parser.
+            s = 0
+            while s < len(line) and (line[s] == 13 or line[s] == 10):
+                s += 1  # (empty lines before a request line, which llhttp skips)
+            end = line.find(b"\r\n", s)
+            if end > s:
+                start = line.rfind(b" ", s, end) + 1
+                if line[start : start + 5] != b"HTTP/":
+                    raise _Abort(BadRequestError("unsupported protocol: not HTTP"))
         return self.parser.get_http_version()
 
 
@@ -528,6 +549,18 @@ class _Last:
 
 
 _LAST: Final = _Last()
+
+
+def _drop_named(headers: Headers, conn: bytes) -> None:
+    """RFC 9110 §7.6.1: the fields the client's Connection options (``conn``) name are for
+    this hop only. They leave the request as it is read, so nothing later takes a field of
+    such a name for the client's: a request hook's field of that name (an identity plugin's
+    X-Anonymous-Consumer, a ``headers`` plugin's) goes upstream. Host always stays (an
+    HTTP/1.1 request carries one, RFC 9112 §3.2), and so do the hop-by-hop fields, which the
+    forwarding rules read and drop themselves (Upgrade: ``Connection: upgrade``)."""
+    named = value_tokens(conn) - _KEPT_NAMED
+    if named and any(kv[0] in named for kv in headers.raw()):
+        headers.remove_many(named)
 
 
 def _parse_host(raw: bytes) -> str:
@@ -557,45 +590,8 @@ def _parse_host(raw: bytes) -> str:
     return name.decode("ascii")
 
 
-#: RFC 9110 §6.5.1 fields a trailer section must not carry (framing, routing, authentication,
-#: request modifiers, content handling) plus what the gateway itself asserts about the client
-_FORBIDDEN_TRAILERS: Final = frozenset(
-    {
-        b"authorization",
-        b"cache-control",
-        b"connection",
-        b"content-encoding",
-        b"content-length",
-        b"content-range",
-        b"content-type",
-        b"cookie",
-        b"expect",
-        b"forwarded",
-        b"host",
-        b"if-match",
-        b"if-modified-since",
-        b"if-none-match",
-        b"if-range",
-        b"if-unmodified-since",
-        b"keep-alive",
-        b"max-forwards",
-        b"pragma",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"range",
-        b"set-cookie",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"via",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-    }
-)
+#: names a Connection option never removes from the request (``_drop_named``)
+_KEPT_NAMED: Final = HOP_BY_HOP | {b"host"}
 
 #: the common Host: a name or IPv4 address with an optional port (anything else takes the
 #: careful path below)

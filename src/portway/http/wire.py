@@ -65,3 +65,44 @@ def last_chunk(trailers: Headers | None) -> bytes:
 
 def valid_reason(reason: bytes) -> bool:
     return all(b == 0x09 or 0x20 <= b < 0x7F or b >= 0x80 for b in reason)
+
+
+#: RFC 9110 §6.5.1 fields a trailer section must not carry (framing, routing, authentication,
+#: request modifiers, content handling) plus what the gateway itself asserts about the client
+FORBIDDEN_TRAILERS: Final = frozenset(
+    {
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"expect",
+        b"forwarded",
+        b"host",
+        b"if-match",
+        b"if-modified-since",
+        b"if-none-match",
+        b"if-range",
+        b"if-unmodified-since",
+        b"keep-alive",
+        b"max-forwards",
+        b"pragma",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"set-cookie",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+    }
+)

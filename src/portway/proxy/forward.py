@@ -367,7 +367,8 @@ class Forwarder:
         while True:
             items = ureq.headers.raw()
             chunked = ureq.body is not None and ureq.content_length is None
-            if rt.preserve_host is False:
+            if rt.preserve_host is False or not ureq.host:
+                # (also for a request without a Host, HTTP/1.0: the upstream hop is HTTP/1.1)
                 items = [(k, v) for k, v in items if k != b"host"]
                 items.insert(0, (b"host", target.host_value()))
             head_only = ureq.method == "HEAD"
