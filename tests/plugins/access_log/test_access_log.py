@@ -165,15 +165,14 @@ async def test_full_queue_drops_and_counts_without_blocking(
     writer = plugin._writer.writer
     req = Request(method="GET", path="/" + "x" * 2000, query=b"", headers=Headers())
     try:
-        t0 = time.perf_counter()
+        # ~2000 lines x 2 KB fill the pipe long before the end: a put() that waited would
+        # never return (nobody reads until below), and the test's timeout would fail it
         for _ in range(2000):
             plugin.on_log(RequestContext(req))
-        elapsed = time.perf_counter() - t0
-        assert elapsed < 1.0  # ~2000 lines x 2 KB would block on a pipe if put() waited
         assert writer.dropped > 0 and writer.pending <= 100
         # drain the pipe: the writer catches up and reports the drops
         got = b""
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # a loaded CI machine's writer thread is slow
         while time.monotonic() < deadline and writer.written + writer.dropped < 2000:
             try:
                 got += os.read(rfd, 1 << 20)
