@@ -102,7 +102,8 @@ async def test_down_redis_fails_fast_then_recovers(private_redis):
         for _ in range(100):
             with pytest.raises(StoreUnavailableError):
                 await store.get("k")
-        assert time.perf_counter() - t0 < 0.05
+        # (~5 ms of work; the bound is the 0.3 s back-off, within which no probe may run)
+        assert time.perf_counter() - t0 < 0.25
         private_redis.start()
         await asyncio.sleep(0.35)
         # the probe reconnects (no restart of the store needed); data was not persisted
