@@ -62,6 +62,9 @@ class MemTransport(asyncio.Transport):
     def write(self, data: Any) -> None:
         self.out.append(bytes(data))
 
+    def writelines(self, list_of_data: Any) -> None:
+        self.out.append(b"".join(list_of_data))
+
     def is_closing(self) -> bool:
         return self._closing
 

@@ -4,9 +4,10 @@ previous pass wrote to several transports; the rest of a pass is sent at its end
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
-from portway.http.flow import WriteFlow
+from portway.http.flow import BATCH_MAX, WriteFlow
 
 
 class _Transport:
@@ -16,6 +17,9 @@ class _Transport:
 
     def write(self, data: bytes) -> None:
         self.log.append((self.name, data))
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        self.log.append((self.name, b"".join(pieces)))
 
 
 class _Proto(WriteFlow):
@@ -65,3 +69,40 @@ async def test_after_a_busy_pass_the_first_write_is_held_with_the_rest() -> None
     a.write_soon(b"6")
     assert log == [("a", b"6")]  # one request per pass again: at once
     await _next_pass()
+
+
+async def _script(pair: bool) -> list[list[tuple[str, bytes]]]:
+    rnd = random.Random(26)
+    log: list[tuple[str, bytes]] = []
+    ps = [_Proto(log, n) for n in "abc"]
+    snaps = []
+    for step in range(400):
+        op = rnd.randrange(6)
+        p = ps[rnd.randrange(3)]
+        head = b"h%d|" % step
+        body = b"b" * (BATCH_MAX if rnd.random() < 0.05 else rnd.randrange(0, 40))
+        if op == 0:
+            await _next_pass()
+        elif op == 1:
+            p.write_soon(head)
+        elif op == 2:
+            p.closing = not p.closing
+        elif pair:
+            p.write_soon_pair(head, body)
+        else:
+            p.write_soon(head + body)
+        snaps.append(list(log))
+    await _next_pass()
+    snaps.append(list(log))
+    return snaps
+
+
+def test_a_pair_is_written_where_and_when_its_join_would_be() -> None:
+    """``write_soon_pair(h, b)`` against ``write_soon(h + b)`` (each in a loop of its own:
+    the batch is per loop): after every step, the same bytes on the same transports in the
+    same order — single writes, pairs, big pairs, a closing transport, busy and quiet
+    passes."""
+    pairs = asyncio.run(_script(True))
+    joined = asyncio.run(_script(False))
+    assert pairs == joined
+    assert len(pairs[-1]) > 50

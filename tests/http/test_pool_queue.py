@@ -247,3 +247,61 @@ async def test_unlimited_pool_never_queues() -> None:
         for c, _ in got:
             c.abort()
         assert pool.open_count == 0
+
+
+@pytest.mark.parametrize("max_idle", [1, 2, 3, 10])
+async def test_the_idle_stack_is_a_lifo_of_the_released_connections(max_idle: int) -> None:
+    """The idle stack (its top in a slot of its own, ``ConnectionPool._top``) against a plain
+    list model of it: over random releases, takes, closes by the peer and idle timeouts, the
+    same connection taken, the same ones closed, the same stack."""
+    import random
+
+    rnd = random.Random(max_idle)
+    async with counting_server() as srv:
+        pool = pool_for(srv.port, max_idle=max_idle, idle_timeout="10s")
+        conns = [
+            c for c, _ in await asyncio.gather(*(pool.acquire(5.0, deadline()) for _ in range(6)))
+        ]
+        busy = list(conns)
+        model: list[UpstreamConnection] = []
+        closed: set[int] = set()
+        now = 1000.0
+        for step in range(300):
+            op = rnd.randrange(5)
+            now += rnd.choice((0.0, 1.0, 4.0, 11.0)) if op == 4 else 0.5
+            if op in (0, 1) and busy:
+                c = busy.pop(rnd.randrange(len(busy)))
+                pool.release(c, now)
+                c.idle_since = now  # (the model's view: what release sets)
+                if len(model) >= max_idle:
+                    closed.add(id(model.pop(0)))
+                model.append(c)
+                if len(model) > 1 and now - model[0].idle_since > 10.0:
+                    for m in list(model):
+                        if now - m.idle_since > 10.0 or id(m) in closed:
+                            closed.add(id(m))
+                            model.remove(m)
+            elif op == 2:
+                got = pool.acquire_idle(now)
+                want = None
+                while model:
+                    m = model.pop()
+                    if id(m) in closed:
+                        continue
+                    if now - m.idle_since > 10.0:
+                        closed.add(id(m))
+                        continue
+                    want = m
+                    break
+                assert got is want, step
+                if got is not None:
+                    busy.append(got)
+            elif op == 3 and model:
+                m = rnd.choice(model)
+                m.close()  # (as the peer closing it while idle: the pool sees ``closed``)
+                closed.add(id(m))
+            assert pool.idle_stack() == model, step
+            assert pool.idle_count == len(model)
+            assert {id(c) for c in conns if c.closed} == closed, step
+        pool.close()
+        assert pool.idle_count == 0 and all(c.closed for c in model)

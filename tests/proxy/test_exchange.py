@@ -47,7 +47,7 @@ async def test_every_ending_releases_the_connection_once() -> None:
                 assert out.startswith((b"HTTP/1.1 200", b"HTTP/1.1 204")), out
                 for target in targets:
                     assert target.in_flight == 0
-                    idle = target.pool._idle
+                    idle = target.pool.idle_stack()
                     assert len(idle) == len({id(c) for c in idle}), "a connection pooled twice"
     # the retried attempt's connection was given up (its 503 body not read), every other
     # answer was read to its end and its connection reused: at most one more connection

@@ -433,7 +433,7 @@ async def test_a_failure_after_the_hooks_never_runs_them_twice() -> None:
             assert status == 500 and orjson.loads(body)["code"] == "internal_error"
             assert RUNS["t_fast_breaker"] == runs + 1
             assert target.in_flight == 0
-            assert len(target.pool._idle) <= 1
+            assert target.pool.idle_count <= 1
             before = app.fast_requests
             for _ in range(3):
                 assert (await http_get(gw.url + "/ok"))[0] == 200

@@ -188,7 +188,7 @@ async def _run(
             for _ in range(20):
                 await asyncio.sleep(0)
                 batch.flush()
-            pooled = up in target.pool._idle
+            pooled = up in target.pool.idle_stack()
             seen.append(
                 (
                     _RID.sub(b"", b"".join(ct.out)),

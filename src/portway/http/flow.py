@@ -139,6 +139,38 @@ class WriteFlow:
         self._soon = [data]
         b.pending.append(self)
 
+    def write_soon_pair(self, head: bytes, body: bytes) -> None:
+        """:meth:`write_soon` of ``head + body``, without joining them where they go out at
+        once: the transport gets both pieces (``writelines``: uvloop sends them with one
+        ``writev``, and the body is not copied into a joined buffer). The same bytes in the
+        same order, written, batched and flushed where ``write_soon(head + body)`` would be."""
+        soon = self._soon
+        if soon is not None:
+            soon.append(head)
+            soon.append(body)
+            return
+        t = self.transport
+        if t is None or self.closing:
+            return
+        if len(head) + len(body) >= BATCH_MAX:
+            t.writelines([head, body])
+            return
+        b = self._batch
+        if b is None:
+            b = self._batch = _batch_for(asyncio.get_running_loop())
+        if not b.scheduled:
+            # as in ``write_soon``: the pass's first write goes out now unless busy
+            b.scheduled = True
+            if not b.busy:
+                try:
+                    t.writelines([head, body])
+                finally:
+                    b.loop.call_soon(b.flush_cb)
+                return
+            b.loop.call_soon(b.flush_cb)
+        self._soon = [head, body]
+        b.pending.append(self)
+
     def flush_soon_writes(self) -> None:
         soon = self._soon
         if soon is None:

@@ -92,6 +92,11 @@ class ConnectionPool:
         self._queue_timeout = config.queue_timeout
         mq = config.max_queue
         self._max_queue = -1 if mq is None else mq
+        #: the idle stack is ``_idle + [_top]``: its top in a slot of its own, so a pool of
+        #: one keep-alive connection taken and given back per request never empties the
+        #: list (a list popped to empty frees its storage and the next append allocates it
+        #: again). ``_top`` is None only when the whole stack is empty.
+        self._top: UpstreamConnection | None = None
         self._idle: list[UpstreamConnection] = []
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         #: connects in progress + open connections (see the module docstring)
@@ -105,17 +110,20 @@ class ConnectionPool:
     def acquire_idle(self, now: float = -1.0) -> UpstreamConnection | None:
         """A live idle connection, or ``None``. ``now``: the loop time, when the caller has
         just read it."""
-        idle = self._idle
-        if not idle:
+        conn = self._top
+        if conn is None:
             return None
         limit = self._idle_timeout
-        while idle:
-            conn = idle.pop()
+        idle = self._idle
+        while conn is not None:
+            self._top = idle.pop() if idle else None
             if conn.closed or conn.closing or conn.transport is None:
+                conn = self._top
                 continue
             # the connection's own loop: asyncio.get_running_loop() costs a getpid() syscall
             if (now if now >= 0 else conn.now()) - conn.idle_since > limit:
                 conn.close()
+                conn = self._top
                 continue
             return conn
         return None
@@ -246,25 +254,44 @@ class ConnectionPool:
         if now < 0:
             now = conn.now()
         conn.idle_since = now
+        top = self._top
+        if top is None:
+            # (max_idle >= 1 here)
+            self._top = conn
+            return
         idle = self._idle
-        if len(idle) >= self._max_idle:
-            idle.pop(0).close()
-        idle.append(conn)
-        if len(idle) > 1 and now - idle[0].idle_since > self._idle_timeout:
+        if len(idle) + 1 >= self._max_idle:
+            # the bottom of the stack goes
+            if idle:
+                idle.pop(0).close()
+            else:
+                top.close()
+                top = None
+        if top is not None:
+            idle.append(top)
+        self._top = conn
+        if idle and now - idle[0].idle_since > self._idle_timeout:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         keep = []
-        for c in self._idle:
+        for c in self.idle_stack():
             if now - c.idle_since > self._idle_timeout or c.closed:
                 c.close()
             else:
                 keep.append(c)
+        self._top = keep.pop() if keep else None
         self._idle = keep
+
+    def idle_stack(self) -> list[UpstreamConnection]:
+        """The idle connections, bottom (oldest) first, top (the next to be taken) last:
+        a new list."""
+        top = self._top
+        return [] if top is None else [*self._idle, top]
 
     @property
     def idle_count(self) -> int:
-        return len(self._idle)
+        return 0 if self._top is None else len(self._idle) + 1
 
     @property
     def open_count(self) -> int:
@@ -278,7 +305,8 @@ class ConnectionPool:
 
     def close(self) -> None:
         self.closed_pool = True
-        idle = self._idle
+        idle = self.idle_stack()
         self._idle = []
+        self._top = None
         for c in idle:
             c.close()

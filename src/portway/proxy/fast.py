@@ -79,7 +79,7 @@ def try_fast(app: ProxyApp, conn: FastConn, req: Request) -> int:
 
 def _start(app: ProxyApp, conn: FastConn, req: Request) -> int:
     graph = app.graph_ref()
-    if req.upgrade or graph.tracer.enabled or graph.profiles is not None:
+    if req.upgrade or graph.tracing or graph.profiles is not None:
         return NOT_TAKEN
     if graph.debug_token is not None and req.headers.get_raw(b"x-portway-debug") is not None:
         return NOT_TAKEN

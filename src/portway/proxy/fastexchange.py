@@ -444,7 +444,15 @@ class FastExchange(ResponseSink):
                 out.clear()
                 self._abort_client()
                 return
-            conn.write_soon(out[0] if len(out) == 1 else b"".join(out))
+            n = len(out)
+            if n == 1:
+                conn.write_soon(out[0])
+            elif n == 2:
+                # the head and the body (a kept head, a Content-Length body in one read):
+                # handed as two pieces, not joined (``write_soon_pair``)
+                conn.write_soon_pair(out[0], out[1])
+            else:
+                conn.write_soon(b"".join(out))
             out.clear()
             if conn._can_write is not None and not self.paused and not self.ended:
                 # the client is not keeping up: stop reading the upstream until it drains

@@ -435,9 +435,9 @@ async def build_graph(
     )
     tcfg = cfg.tracing.model_dump_json()
     if bctx.tracer is not None and bctx.tracer[0] == tcfg:
-        graph.tracer = bctx.tracer[1]
+        graph.set_tracer(bctx.tracer[1])
     else:
-        graph.tracer = build_tracer(cfg.tracing)
+        graph.set_tracer(build_tracer(cfg.tracing))
     return graph
 
 

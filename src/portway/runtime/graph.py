@@ -89,9 +89,19 @@ class RuntimeGraph:
     #: the Via line this gateway adds to relayed responses (built once, not per response;
     #: empty without ``via``)
     via_line: bytes = field(init=False, default=b"")
+    #: ``tracer.enabled``, read per request by the task-free path: a native bool of this
+    #: compiled class (the tracer's is an attribute of an interpreted one). Set with the
+    #: tracer (``__post_init__``, :meth:`set_tracer`); a tracer's ``enabled`` never changes
+    tracing: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.via_line = b"via: 1.1 " + self.via + b"\r\n" if self.via is not None else b""
+        self.tracing = self.tracer.enabled
+
+    def set_tracer(self, tracer: Tracer) -> None:
+        """Replace the tracer (the builder, before the graph goes live)."""
+        self.tracer = tracer
+        self.tracing = tracer.enabled
 
     def request_done(self, chain: Chain, ctx: RequestContext) -> None:
         """After a request's last byte (whatever path served it): the route's ``on_log``
