@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from portway.config.schema import GatewayConfig
-from portway.server.worker import Worker, run_worker
+from portway.server.worker import Worker, drop_startup_pages, run_worker
 
 log = logging.getLogger("portway.supervisor")
 
@@ -124,6 +124,8 @@ def run_supervised(
     for wid in range(workers):
         spawn(wid)
     log.info("supervisor %d started %d workers", os.getpid(), workers)
+    # the workers have their copies; the supervisor only waits and signals from here on
+    drop_startup_pages()
     deadline: float | None = None
     runtime = Path(os.environ["PORTWAY_RUNTIME_DIR"])
     announced = False

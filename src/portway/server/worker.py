@@ -344,20 +344,22 @@ def settle_after_start() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    _drop_startup_pages()
+    drop_startup_pages()
 
 
-def _drop_startup_pages() -> None:
+def drop_startup_pages() -> None:
+    """:func:`portway.server.residency.drop_startup_pages` unless
+    ``PORTWAY_KEEP_STARTUP_PAGES=1``."""
     if os.environ.get("PORTWAY_KEEP_STARTUP_PAGES") != "1":
-        from portway.server.residency import drop_startup_pages
+        from portway.server import residency
 
-        drop_startup_pages()
+        residency.drop_startup_pages()
 
 
 def _trim_after_reload(result: str) -> None:
     """A reload ran the config code again: its pages go back as after start-up."""
     if result == "success":
-        _drop_startup_pages()
+        drop_startup_pages()
 
 
 def listener_urls(w: Worker) -> str:
