@@ -33,7 +33,6 @@ TRIGGERS = {
     "CPyDef_server___ServerConnection___data_received": "client read",
     "CPyDef_client___UpstreamConnection___data_received": "upstream read",
     "CPyDef_flow___WriteFlow___write_soon": "write",
-    "CPyDef_flow___WriteFlow___write_soon_pair": "write",
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """User-space instructions of a response written to a real uvloop transport: the head and a
 1 KiB body joined then ``write`` (what ``FastExchange.settle`` did) against ``writelines``
-of the two pieces (``WriteFlow.write_soon_pair``), and variants with a ``memoryview`` body.
+of the two pieces (``WriteFlow.write_soon(head, body)``), and variants with a ``memoryview`` body.
 
 The harness of ``bench/hotpath_bench.py`` writes to an interpreted in-memory transport, so
 this is where the transport's own cost of the two calls is seen::

@@ -88,7 +88,7 @@ async def _script(pair: bool) -> list[list[tuple[str, bytes]]]:
         elif op == 2:
             p.closing = not p.closing
         elif pair:
-            p.write_soon_pair(head, body)
+            p.write_soon(head, body)
         else:
             p.write_soon(head + body)
         snaps.append(list(log))
@@ -98,7 +98,7 @@ async def _script(pair: bool) -> list[list[tuple[str, bytes]]]:
 
 
 def test_a_pair_is_written_where_and_when_its_join_would_be() -> None:
-    """``write_soon_pair(h, b)`` against ``write_soon(h + b)`` (each in a loop of its own:
+    """``write_soon(h, b)`` against ``write_soon(h + b)`` (each in a loop of its own:
     the batch is per loop): after every step, the same bytes on the same transports in the
     same order — single writes, pairs, big pairs, a closing transport, busy and quiet
     passes."""

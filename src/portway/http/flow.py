@@ -103,17 +103,26 @@ class WriteFlow:
         """The peer half-closed: by default, close our side too (as ``asyncio.Protocol``)."""
         return None
 
-    def write_soon(self, data: bytes) -> None:
-        """Write ``data`` at the end of this loop pass (see the module docstring)."""
+    def write_soon(self, data: bytes, body: bytes = b"") -> None:
+        """Write ``data`` (then ``body``) at the end of this loop pass (see the module
+        docstring). ``body``: a response's body after its head, handed as a second piece
+        rather than joined — where the two go out at once the transport gets both
+        (``writelines``: uvloop sends them with one ``writev``; the body is not copied into a
+        joined buffer); the same bytes in the same order as ``write_soon(data + body)``."""
         soon = self._soon
         if soon is not None:
             soon.append(data)
+            if body:
+                soon.append(body)
             return
         t = self.transport
         if t is None or self.closing:
             return
-        if len(data) >= BATCH_MAX:
-            t.write(data)
+        if len(data) + len(body) >= BATCH_MAX:
+            if body:
+                t.writelines([data, body])
+            else:
+                t.write(data)
             return
         b = self._batch
         if b is None:
@@ -131,44 +140,15 @@ class WriteFlow:
                 # the write first: at c1 it is what the peer waits for, and scheduling
                 # the flush (a handle made) is not
                 try:
-                    t.write(data)
+                    if body:
+                        t.writelines([data, body])
+                    else:
+                        t.write(data)
                 finally:
                     b.loop.call_soon(b.flush_cb)
                 return
             b.loop.call_soon(b.flush_cb)
-        self._soon = [data]
-        b.pending.append(self)
-
-    def write_soon_pair(self, head: bytes, body: bytes) -> None:
-        """:meth:`write_soon` of ``head + body``, without joining them where they go out at
-        once: the transport gets both pieces (``writelines``: uvloop sends them with one
-        ``writev``, and the body is not copied into a joined buffer). The same bytes in the
-        same order, written, batched and flushed where ``write_soon(head + body)`` would be."""
-        soon = self._soon
-        if soon is not None:
-            soon.append(head)
-            soon.append(body)
-            return
-        t = self.transport
-        if t is None or self.closing:
-            return
-        if len(head) + len(body) >= BATCH_MAX:
-            t.writelines([head, body])
-            return
-        b = self._batch
-        if b is None:
-            b = self._batch = _batch_for(asyncio.get_running_loop())
-        if not b.scheduled:
-            # as in ``write_soon``: the pass's first write goes out now unless busy
-            b.scheduled = True
-            if not b.busy:
-                try:
-                    t.writelines([head, body])
-                finally:
-                    b.loop.call_soon(b.flush_cb)
-                return
-            b.loop.call_soon(b.flush_cb)
-        self._soon = [head, body]
+        self._soon = [data, body] if body else [data]
         b.pending.append(self)
 
     def flush_soon_writes(self) -> None:

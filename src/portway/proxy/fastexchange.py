@@ -449,8 +449,8 @@ class FastExchange(ResponseSink):
                 conn.write_soon(out[0])
             elif n == 2:
                 # the head and the body (a kept head, a Content-Length body in one read):
-                # handed as two pieces, not joined (``write_soon_pair``)
-                conn.write_soon_pair(out[0], out[1])
+                # handed as two pieces, not joined (``write_soon``'s ``body``)
+                conn.write_soon(out[0], out[1])
             else:
                 conn.write_soon(b"".join(out))
             out.clear()
