@@ -73,8 +73,9 @@ def read_only_file_maps(maps_text: str) -> list[tuple[int, int]]:
 
 def drop_startup_pages() -> int:
     """Drop the resident clean file pages of this process's read-only file mappings;
-    returns how many bytes were resident in the runs dropped (0 when nothing could be)."""
-    if not sys.platform.startswith("linux"):
+    returns how many bytes were resident in the runs dropped (0 when nothing could be, or
+    when ``PORTWAY_KEEP_STARTUP_PAGES=1`` keeps them)."""
+    if not sys.platform.startswith("linux") or os.environ.get("PORTWAY_KEEP_STARTUP_PAGES") == "1":
         return 0
     try:
         with open("/proc/self/maps") as f:

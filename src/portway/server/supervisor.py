@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from portway.config.schema import GatewayConfig
-from portway.server.worker import Worker, drop_startup_pages, run_worker
+from portway.server.residency import drop_startup_pages
+from portway.server.worker import Worker, run_worker
 
 log = logging.getLogger("portway.supervisor")
 

@@ -18,6 +18,7 @@ from portway.proxy.handler import ProxyApp
 from portway.runtime.gateway import Gateway, ReloadError
 from portway.server.health import Health
 from portway.server.listener import AcceptServer, make_listener_tls, start_listener
+from portway.server.residency import drop_startup_pages
 
 if TYPE_CHECKING:
     from portway.server.tls import ListenerTls
@@ -345,15 +346,6 @@ def settle_after_start() -> None:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     drop_startup_pages()
-
-
-def drop_startup_pages() -> None:
-    """:func:`portway.server.residency.drop_startup_pages` unless
-    ``PORTWAY_KEEP_STARTUP_PAGES=1``."""
-    if os.environ.get("PORTWAY_KEEP_STARTUP_PAGES") != "1":
-        from portway.server import residency
-
-        residency.drop_startup_pages()
 
 
 def _trim_after_reload(result: str) -> None:
