@@ -43,6 +43,13 @@ and a request makes 0, 2 or 4 such hops, in phases that last seconds
 with wrk, the upstream and the measured proxy all on that one CPU: no hops, every process's
 work serialised — a steadier reading (3-round medians within ~3 µs here, against ~25 µs
 unpinned) of what the proxies cost rather than of the placement.
+
+On a VM whose idle vCPUs halt at once (Firecracker here: ``haltpoll.guest_halt_poll_ns=0``)
+each cross-vCPU wake-up also resumes a halted vCPU, and the woken process runs its user code
+2.5 to 4 times slower than on a busy vCPU (cold caches): Python's larger per-request footprint pays
+more of that than nginx's. ``--no-halt`` (measurement only) keeps every vCPU busy with a
+SCHED_IDLE spinner, which separates that host cost from the proxies' own
+(docs/performance.md, "session 13: c1 and halted vCPUs").
 """
 
 from __future__ import annotations
@@ -233,6 +240,12 @@ def main() -> int:
         help="c1 rounds: wrk, the upstream and the measured proxy on this one CPU (no "
         "cross-CPU wake-ups; see the docstring)",
     )
+    ap.add_argument(
+        "--no-halt",
+        action="store_true",
+        help="measurement only: keep every vCPU busy with a SCHED_IDLE spinner, so an idle "
+        "vCPU never halts (a wake-up then costs no VM exit; see the docstring)",
+    )
     args = ap.parse_args()
     if args.prioritise and not os.environ.get("PORTWAY_BENCH_PRIORITISED"):
         return prioritise()
@@ -261,6 +274,7 @@ def main() -> int:
     up_port = V.free_port()
     upstream = V.nginx(d, "upstream", up_port, V.upstream_body(d))
     setup: V.Setup | None = None
+    spinners = no_halt() if args.no_halt else []
     try:
         if args.idle_conns:
             from idle import run_idle
@@ -282,12 +296,24 @@ def main() -> int:
         return measure(setup, args, upstream.pid)
     finally:
         # everything started, including what a set-up that failed half-way had started
-        procs = list({id(p): p for p in [*V.STARTED, upstream]}.values())
+        procs = list({id(p): p for p in [*V.STARTED, upstream, *spinners]}.values())
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(10)
+
+
+def no_halt() -> list[subprocess.Popen[bytes]]:
+    """One busy loop per CPU at SCHED_IDLE: it runs only when nothing else wants the CPU and
+    any wake-up preempts it at once, so no vCPU ever halts. What a c1 run measures then is
+    the proxies' work and their wake-ups without the hypervisor's halt and resume."""
+    return [
+        subprocess.Popen(
+            ["taskset", "-c", str(cpu), "chrt", "-i", "0", sys.executable, "-c", "while 1: pass"]
+        )
+        for cpu in sorted(os.sched_getaffinity(0))
+    ]
 
 
 def prioritise() -> int:
@@ -374,7 +400,8 @@ def measure(setup: V.Setup, args: argparse.Namespace, upstream: int) -> int:
             print(
                 f"round {rnd + 1}/{args.rounds} c{c}: "
                 + ", ".join(
-                    f"{n} {r['rps']:.0f} req/s (pipeline {r['pipeline_us']:.1f} µs/req, "
+                    f"{n} {r['rps']:.0f} req/s (p50 {r['p50'] * 1000:.0f} µs, "
+                    f"pipeline {r['pipeline_us']:.1f} µs/req, "
                     f"{r['rps'] * r['pipeline_us'] / 1e6:.2f} cores, load {r['load']:.1f})"
                     for n, r in round_res.items()
                 ),
