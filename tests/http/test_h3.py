@@ -170,8 +170,8 @@ async def test_key_auth_applies_on_h3_as_on_http11(tmp_path: Path) -> None:
 
 
 async def test_bad_requests_answered_on_the_stream(tmp_path: Path) -> None:
-    """The HTTP/1.1 listener's rules (http/streamreq.py): 414, 431, CONNECT 501; the
-    connection keeps serving."""
+    """The HTTP/1.1 listener's rules (http/streamreq.py): 414, 431, CONNECT 501, 400 for a
+    Host other than :authority or a method HTTP/1.1 refuses; the connection keeps serving."""
     pki = Pki(tmp_path)
     cert, key = pki.leaf("a.example.com")
     async with run_upstream() as up:
@@ -188,9 +188,17 @@ async def test_bad_requests_answered_on_the_stream(tmp_path: Path) -> None:
             assert r.status == 413
             r = await c.request("CONNECT", "/x")
             assert r.status == 501
+            # a Host naming another entity than :authority; a method llhttp does not know
+            r = await c.request("GET", "/x", headers=[("host", "evil.example.com")])
+            assert r.status == 400 and orjson.loads(r.body)["code"] == "bad_request"
+            r = await c.request("get", "/x")
+            assert r.status == 400 and orjson.loads(r.body)["code"] == "bad_request"
+            # the same host (case, the scheme's default port) passes
+            r = await c.request("GET", "/same-host", headers=[("host", "A.example.com:443")])
+            assert r.status == 200
             r = await c.request("GET", "/still-serving")
             assert r.status == 200
-    assert [q.path for q in up.requests] == ["/still-serving"]
+    assert [q.path for q in up.requests] == ["/same-host", "/still-serving"]
 
 
 async def test_alt_svc_on_the_tcp_listener_only_with_quic(tmp_path: Path) -> None:

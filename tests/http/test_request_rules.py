@@ -306,3 +306,82 @@ async def test_h2_fields_checked_by_us_unless_nghttp2_validates(
         c = await _h2(gw.port)
         assert await c.get(b"/x", [(b"x-a", b"1")]) == (200, b"ok")
     assert any((b"x-a", b"1") in f for f in checked) is not validated
+
+
+#: llhttp's method names (its HTTP and RTSP tables), and spellings it has no name for
+_METHOD_CANDIDATES = [
+    "DELETE",
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "COPY",
+    "LOCK",
+    "MKCOL",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "SEARCH",
+    "UNLOCK",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "ACL",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PATCH",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+    "QUERY",
+    "PRI",
+    "DESCRIBE",
+    "ANNOUNCE",
+    "SETUP",
+    "PLAY",
+    "PAUSE",
+    "TEARDOWN",
+    "GET_PARAMETER",
+    "SET_PARAMETER",
+    "REDIRECT",
+    "RECORD",
+    "FLUSH",
+    "get",
+    "Get",
+    "post",
+    "propfind",
+    "FOO",
+    "GE",
+    "GETS",
+    "M-SEARCHX",
+]
+
+
+@pytest.mark.parametrize("method", _METHOD_CANDIDATES)
+def test_http2_methods_are_those_the_http1_parser_takes(method: str) -> None:
+    """``validate.METHODS_OK`` (what HTTP/2 and HTTP/3 take) is exactly what llhttp takes on
+    an ``HTTP/1.1`` request line, as the httptools installed here parses it."""
+    import httptools
+
+    from portway.http.validate import METHODS_OK
+
+    p = httptools.HttpRequestParser(object())
+    try:
+        p.feed_data(method.encode() + b" / HTTP/1.1\r\nHost: a\r\n\r\n")
+        taken = True
+    except httptools.HttpParserUpgrade:
+        taken = True  # (CONNECT: the rest of the connection is a tunnel)
+    except httptools.HttpParserError:
+        taken = False
+    assert (method.encode() in METHODS_OK) is taken

@@ -4,7 +4,8 @@ stream-level errors, kept apart from the connection's request/response handling.
 * :class:`EagerFrameBuffer` refuses an oversized frame from its header and bounds CONTINUATION
   floods (frame count and header-block bytes);
 * :class:`ServerH2` is h2's connection with malformed requests kept to their stream and the
-  rapid-reset, PING and SETTINGS flood limits counted per frame, before h2 answers them.
+  rapid-reset, PING and SETTINGS flood limits counted per frame, before h2 answers them; its
+  streams leave the Host/:authority comparison to ``http/streamreq.py`` (:class:`_Stream`).
 
 Every limit ends the connection with GOAWAY(ENHANCE_YOUR_CALM): a
 :class:`h2.exceptions.DenialOfServiceError` raised inside ``receive_data``, for which h2 queues
@@ -13,6 +14,7 @@ the GOAWAY and drops the events of that read (no stream of a flood gets a task).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import h2.connection
@@ -20,6 +22,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.frame_buffer
+import h2.stream
+import h2.utilities
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -75,6 +79,40 @@ class EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
 _STREAM_LEVEL = (h2.exceptions.ProtocolError, h2.exceptions.InvalidBodyLengthError)
 
 
+class _Stream(h2.stream.H2Stream):
+    """h2's stream, its request's Host fields kept from h2's checks when an :authority is
+    there too: h2 compares the two byte for byte and resets the stream; the rule every
+    engine applies (``streamreq.build_request``: RFC 3986 normalization, one Host, a JSON
+    400) judges them instead, and ``streamreq.check_head`` their bytes. h2 still sees a Host
+    without :authority (its "one of the two" rule)."""
+
+    def _process_received_headers(
+        self,
+        headers: Iterable[Any],
+        header_validation_flags: h2.utilities.HeaderValidationFlags,
+        header_encoding: bool | str | None,
+    ) -> list[Any]:
+        f = header_validation_flags
+        if not (f.is_trailer or f.is_response_header) and isinstance(headers, list):
+            authority = False
+            last_pseudo = first_host = -1
+            for i, (name, _) in enumerate(headers):
+                if name.startswith(b":"):
+                    last_pseudo = i
+                    authority = authority or name == b":authority"
+                elif first_host < 0 and name == b"host":
+                    first_host = i
+            # (a Host before a pseudo-header stays: h2 refuses that order, as nghttp2 does)
+            if authority and first_host > last_pseudo:
+                rest = headers[:first_host]
+                hosts: list[Any] = []
+                for h in headers[first_host:]:
+                    (hosts if h[0] == b"host" else rest).append(h)
+                checked = super()._process_received_headers(rest, f, header_encoding)
+                return checked + hosts
+        return super()._process_received_headers(headers, f, header_encoding)
+
+
 class ServerH2(h2.connection.H2Connection):
     """h2's connection with malformed requests kept to their stream, and flood limits.
 
@@ -94,6 +132,13 @@ class ServerH2(h2.connection.H2Connection):
     control_tokens = CONTROL_BURST
     opened = 0
     premature_resets = 0
+
+    def _begin_new_stream(
+        self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs
+    ) -> h2.stream.H2Stream:
+        s = super()._begin_new_stream(stream_id, allowed_ids)
+        s.__class__ = _Stream  # (h2 names the class it makes: no hook to pass ours)
+        return s
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         if isinstance(frame, HeadersFrame):

@@ -7,11 +7,12 @@ here once and each protocol calls them.
 
 - :func:`split_fields` separates pseudo-headers, joins cookie crumbs, applies the listener's
   underscore rule (``http/owned.py``) and sizes the section;
-- :func:`check_head` applies the limits (431) and the field rules of the HTTP/1.1 parser
-  (``http/validate.py``): the request is forwarded on an HTTP/1.1 hop, where these bytes
-  would reframe it;
-- :func:`build_request` checks the target (414, 400), maps ``:authority`` to Host, reads
-  Content-Length (413) and ``Expect``, resolves the client IP through the trusted proxies;
+- :func:`check_head` applies the limits (431) and the method and field rules of the
+  HTTP/1.1 parser (``http/validate.py``): the request is forwarded on an HTTP/1.1 hop, where
+  these bytes would reframe it (or its parser refuse them);
+- :func:`build_request` checks the target (414, 400), maps ``:authority`` to Host (a Host
+  field naming another entity is a 400: :func:`same_authority`), reads Content-Length (413)
+  and ``Expect``, resolves the client IP through the trusted proxies;
 - :class:`StreamBody` is the request body: a read timeout (``limits.body_timeout`` → 408), a
   hook on the first read (``Expect: 100-continue`` is answered then) and one on every
   consumed chunk (HTTP/2 returns flow-control credit there).
@@ -43,7 +44,7 @@ from portway.http.models import Request
 from portway.http.owned import drop_underscored
 from portway.http.path import normalize_path
 from portway.http.server import _parse_host
-from portway.http.validate import TARGET_OK, check_fields, check_method, check_target
+from portway.http.validate import METHODS_OK, TARGET_OK, check_fields, check_target
 
 
 class StreamBody(BodyStream):
@@ -146,10 +147,27 @@ def split_fields(
     return StreamHead(pseudo, fields, size)
 
 
-#: methods known to be tokens (``check_method`` passes them): no call for the usual ones
-_TOKEN_METHODS: Final = frozenset(
-    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT"}
-)
+#: a scheme's default port as an authority's suffix (RFC 3986 §6.2.3: the same as none)
+_DEFAULT_PORT: Final[dict[bytes, bytes]] = {b"http": b":80", b"https": b":443"}
+
+
+def _authority_key(authority: bytes, scheme: bytes) -> bytes:
+    """``authority`` normalized as RFC 3986 §6.2.2-6.2.3 compare it: the host in lower case,
+    no port when it is empty or ``scheme``'s default."""
+    a = authority.lower()
+    if a.endswith(b":"):
+        return a[:-1]
+    port = _DEFAULT_PORT.get(scheme)
+    if port is not None and a.endswith(port):
+        return a[: -len(port)]
+    return a
+
+
+def same_authority(host: bytes, authority: bytes, scheme: bytes) -> bool:
+    """Whether a Host value names the entity ``:authority`` names (RFC 9113 §8.3.1, RFC 9114
+    §4.3.1), after the scheme-based normalization of RFC 3986 §6.3: ``A`` and ``a:80``
+    are ``a`` for ``http``."""
+    return host == authority or _authority_key(host, scheme) == _authority_key(authority, scheme)
 
 
 def check_head(head: StreamHead, limits: ServerLimits, fields_checked: bool = False) -> None:
@@ -162,9 +180,9 @@ def check_head(head: StreamHead, limits: ServerLimits, fields_checked: bool = Fa
         raise HeadersTooLargeError("request header section too large")
     if len(head.fields) > limits.max_header_count:
         raise HeadersTooLargeError("too many request header fields")
-    method = head.raw_method
-    if method not in _TOKEN_METHODS:
-        check_method(method)
+    if head.raw_method not in METHODS_OK:
+        # (a method an llhttp upstream would not parse: refused as on HTTP/1.1)
+        raise BadRequestError("invalid request method")
     fields = head.fields
     if not fields_checked:
         check_fields(fields, h2=True)
@@ -204,18 +222,26 @@ def build_request(
     # (the fields' own list: ``split_fields`` made it for this request alone)
     headers = Headers.adopt(head.fields)
     hosts = 0
-    for k, _v in head.fields:
+    host_field = b""
+    for k, v in head.fields:
         if k == b"host":
             hosts += 1
-    authority = pseudo.get(b":authority")
-    if authority is not None:
-        # RFC 9113 §8.3.1 / RFC 9114 §4.3.1: :authority takes precedence over Host
-        if hosts:
-            headers.remove(b"host")
-        headers.add_raw(b"host", authority)
-        hosts = 1
+            host_field = v
     if hosts > 1:
         raise BadRequestError("multiple Host header fields")
+    authority = pseudo.get(b":authority")
+    if authority is not None:
+        if hosts:
+            # RFC 9113 §8.3.1 / RFC 9114 §4.3.1: a Host naming another entity than
+            # :authority makes the request malformed (on every engine: the h2 library's own
+            # byte comparison is left to this one, h2guard._Stream)
+            if host_field != authority and not same_authority(
+                host_field, authority, pseudo.get(b":scheme", scheme.encode())
+            ):
+                raise BadRequestError("Host differs from :authority")
+            headers.remove(b"host")
+        # :authority takes precedence over Host
+        headers.add_raw(b"host", authority)
     host_raw = headers.get_raw(b"host")
     if host_raw is None:
         raise BadRequestError("missing :authority")
@@ -264,5 +290,6 @@ __all__ = [
     "StreamHead",
     "build_request",
     "check_head",
+    "same_authority",
     "split_fields",
 ]

@@ -85,9 +85,29 @@ def check_fields(fields: list[tuple[bytes, bytes]], h2: bool = False) -> None:
             raise BadRequestError(problem)
 
 
+#: the methods the HTTP/1.1 listener's parser takes on an ``HTTP/1.x`` request line: llhttp's
+#: (the httptools build's) HTTP names, upper case only. Not its RTSP-only names (DESCRIBE,
+#: SETUP, ...: "Invalid method for HTTP/x.x request") nor PRI (the HTTP/2 preface).
+#: HTTP/2 and HTTP/3 (``streamreq.check_head``) take exactly these, so a request reaches an
+#: upstream only with a method an llhttp upstream would parse; CONNECT is answered 501
+#: later. ``tests/http/test_request_rules.py`` checks the set against httptools itself.
+METHODS_OK: Final = frozenset(
+    {
+        *(b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"),
+        *(b"CONNECT", b"QUERY", b"PURGE", b"LINK", b"UNLINK", b"SOURCE"),
+        # WebDAV (RFC 4918, 3253, 3648, 3744, 5842, 5323) and CalDAV (RFC 4791)
+        *(b"COPY", b"LOCK", b"MKCOL", b"MOVE", b"PROPFIND", b"PROPPATCH", b"SEARCH"),
+        *(b"UNLOCK", b"BIND", b"REBIND", b"UNBIND", b"ACL", b"REPORT", b"MKACTIVITY"),
+        *(b"CHECKOUT", b"MERGE", b"MKCALENDAR"),
+        # UPnP
+        *(b"M-SEARCH", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE"),
+    }
+)
+
+
 def check_method(method: bytes) -> None:
-    """Refuse a method that is not a token (it becomes the upstream request line's start)."""
-    if not method or method.translate(None, TOKEN_OK):
+    """Refuse a method the HTTP/1.1 listener's parser would refuse (:data:`METHODS_OK`)."""
+    if method not in METHODS_OK:
         raise BadRequestError("invalid request method")
 
 
