@@ -229,6 +229,11 @@ PROBES: dict[str, Probe] = {
     "rtsp": refused(b"GET /p RTSP/1.1\r\nHost: a\r\n\r\n"),
     "rtsp_options": refused(b"OPTIONS /p RTSP/1.1\r\nHost: a\r\n\r\n"),
     "rtsp_after_empty_lines": refused(b"\r\n\r\n\r\n\r\n\r\nGET / RTSP/1.1\r\nHost: a\r\n\r\n"),
+    # the request line split across reads (a slow client): the protocol is read all the same
+    "rtsp_split": refused([b"GET /p RT", b"SP/1.1\r\nHost: a\r\n\r\n"]),
+    "rtsp_split_in_target": refused([b"GET /", b"p RTSP/1.1\r\nHost: a\r\n\r\n"]),
+    "ice_split": refused([b"SOURCE /p IC", b"E/1.0\r\nHost: a\r\n\r\n"]),
+    "http_split": ok([b"GET /p HT", b"TP/1.1\r\nHost: a\r\n\r\n"], "GET /p | host: a"),
     "ice": refused(b"SOURCE /p ICE/1.0\r\nHost: a\r\n\r\n"),
     "http09": refused(b"GET /p\r\n\r\n"),
     "http12": refused(b"GET /p HTTP/1.2\r\nHost: a\r\n\r\n"),

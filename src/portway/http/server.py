@@ -313,8 +313,15 @@ class ServerConnection(ServerWriting):
             # one whole head, read without a callback per field (http/serverlite.py)
             self._chunk = b""
             return
-        # only bytes that begin at a message boundary can begin with a request line
-        self._chunk = data if self._boundary else b""
+        # only bytes that begin at a message boundary can begin with a request line; one
+        # split across reads (a slow client) is made whole for ``_version`` (its protocol)
+        if self._boundary:
+            self._chunk = data
+        else:
+            self._chunk = b""
+            if self._line and self._line.find(b"\n") < 0:
+                end = data.find(b"\n")
+                self._line += data if end < 0 else data[: end + 1]
         prev = hooks.conn
         hooks.conn = self
         try:

@@ -522,7 +522,7 @@ class ServerParsing(WriteFlow):
             # llhttp also takes "RTSP/1.x" (GET, POST, OPTIONS, ...) and "ICE/1.x" (SOURCE)
             # and reports only the digits: not HTTP, so refused (RFC 9112 §2.3: HTTP-name is
             # "HTTP", case-sensitive). The line's last word is its protocol (llhttp accepted
-            # it: no space inside); a line not whole in these bytes is left to the parser.
+            # it: no space inside); a line split across reads arrives here made whole (server.py).
             s = 0
             while s < len(line) and (line[s] == 13 or line[s] == 10):
                 s += 1  # (empty lines before a request line, which llhttp skips)
