@@ -130,6 +130,13 @@ def ping_pong(c: Clients, s: InteropServer) -> None:
     assert call.code() == grpc.StatusCode.OK
 
 
+def half_duplex(c: Clients, s: InteropServer) -> None:
+    """Not a spec case: HalfDuplexCall, whose server answers only after the last request."""
+    reqs = [_out_request(c, q, r) for q, r in zip(REQUEST_SIZES, RESPONSE_SIZES, strict=True)]
+    sizes = [len(r.payload.body) for r in c.test.HalfDuplexCall(iter(reqs), timeout=WAIT)]
+    assert sizes == list(RESPONSE_SIZES)
+
+
 def empty_stream(c: Clients, s: InteropServer) -> None:
     call = c.test.FullDuplexCall(iter(()), timeout=WAIT)
     assert list(call) == []
@@ -251,6 +258,7 @@ CASES: dict[str, Case] = {
         server_streaming,
         server_compressed_streaming,
         ping_pong,
+        half_duplex,
         empty_stream,
         custom_metadata,
         status_code_and_message,
