@@ -90,11 +90,14 @@ class NgStream(StreamWriter):
             self.abandon_body()
 
     def abandon_body(self) -> None:
-        """Reset with NO_ERROR after the response: at once when its last frame is already
-        with nghttp2, else when it is serialized (a RST_STREAM queued now would overtake the
-        DATA still in :attr:`out`)."""
+        """Reset with NO_ERROR once the response's last frame is serialized: a RST_STREAM
+        submitted before that would overtake the DATA still in :attr:`out`, and nghttp2
+        drops a response HEADERS still queued when the stream's RST_STREAM is submitted (a
+        trailers-only gRPC answer would never leave). A response already ended waits for
+        the connection's next flush (``pending_rst``), the others for their EOF."""
         if self.ended and not self.out:
-            self.reset(L.NO_ERROR)
+            self.h2conn.pending_rst.append(self.stream_id)
+            self.h2conn.flush_soon()
         else:
             self.reset_after_end = True
 

@@ -195,6 +195,7 @@ class H2Exchange(Releasable):
             st.fail_trailers = _status_trailers(DEADLINE_EXCEEDED, "deadline exceeded")
         elif not st.head.done():
             st.head.set_exception(TimeoutError())  # the head wait reports a timeout (504)
+            st.head.exception()  # retrieved: the head wait may be over (its own timeout)
         else:
             st.body.set_exception(UpstreamTimeoutError("upstream timed out", source="upstream"))
         st.cancel()  # RST_STREAM(CANCEL) to the upstream
