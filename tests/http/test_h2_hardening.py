@@ -142,6 +142,30 @@ async def test_ping_and_settings_floods_are_cut_off() -> None:
             assert acks < 500  # answers stopped well before the flood's end
 
 
+async def test_pings_between_responses_are_not_a_flood() -> None:
+    # gRPC clients send a PING per round trip while data flows (BDP estimation): far more
+    # than the bucket's burst over a busy connection, each after response traffic
+    async with run_upstream() as up, run_gateway(simple_config(up.url)) as gw:
+        c = await H2Client.open(gw.port)
+        try:
+            rounds, per_round = 30, 20
+            for _ in range(rounds):
+                sid = c.request("GET", "/")
+                for _ in range(per_round):
+                    c.conn.ping(b"12345678")
+                await c.flush()
+                await c.wait(sid)
+                assert c.responses[sid]["status"] == 200 and not c.closed
+            while sum(isinstance(e, h2.events.PingAckReceived) for e in c.events) < (
+                rounds * per_round
+            ):
+                await c.pump_once()
+                assert not c.closed
+            assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in c.events)
+        finally:
+            c.writer.close()
+
+
 async def test_stream_errors_leave_the_connection_and_other_streams_working() -> None:
     stalled = _Stalled()
     async with run_upstream(stalled) as up, run_gateway(simple_config(up.url)) as gw:

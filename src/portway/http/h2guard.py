@@ -140,6 +140,19 @@ class ServerH2(h2.connection.H2Connection):
         s.__class__ = _Stream  # (h2 names the class it makes: no hook to pass ours)
         return s
 
+    # A PING or SETTINGS that follows response HEADERS or DATA is the peer at work, not a
+    # flood: gRPC clients send one per round trip while data flows (BDP estimation), and
+    # gRPC servers forgive pings once they have sent HEADERS or DATA (gRFC A8). Sending
+    # either refills the bucket; only control frames with no response traffic between
+    # them can empty it.
+    def send_headers(self, *args: Any, **kwargs: Any) -> None:
+        self.control_tokens = CONTROL_BURST
+        super().send_headers(*args, **kwargs)
+
+    def send_data(self, *args: Any, **kwargs: Any) -> None:
+        self.control_tokens = CONTROL_BURST
+        super().send_data(*args, **kwargs)
+
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         if isinstance(frame, HeadersFrame):
             if frame.stream_id not in self.streams:

@@ -279,6 +279,7 @@ class NgConnection(H2ServerBase):
         ``body`` (else the HEADERS end the stream)."""
         nva = self._nv(fields)
         _submit_response(self.session, sid, nva, len(fields), cb.PROVIDER if body else ffi.NULL)
+        self._tokens = CONTROL_BURST  # (response traffic forgives PINGs: ServerH2.send_headers)
         self.flush_soon()
 
     def send_info(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
@@ -294,6 +295,7 @@ class NgConnection(H2ServerBase):
     def resume(self, sid: int) -> None:
         """The stream's queue has new data (or its end): let nghttp2 ask for it again."""
         lib.nghttp2_session_resume_data(self.session, sid)
+        self._tokens = CONTROL_BURST
         self.flush_soon()
 
     def reset_stream(self, sid: int, code: int) -> None:
