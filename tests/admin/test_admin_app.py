@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 
 import orjson
 import pytest
@@ -297,6 +298,18 @@ async def test_create_update_delete_consumer(app: AdminApp, control: FakeControl
     assert (await app.handle(make_request("DELETE", "/consumers/bob"))).status == 204
     assert (await app.handle(make_request("DELETE", "/consumers/bob"))).status == 404
     assert [c.username for c in control.config().consumers] == ["alice", "carol"]
+
+
+@pytest.mark.parametrize("username", [".", ".."])
+async def test_dot_segment_usernames_are_refused(app: AdminApp, username: str) -> None:
+    # RFC 3986 removes "." and ".." from a path: no /consumers/{username} could name them
+    body = orjson.dumps({"username": username})
+    r = await app.handle(make_request("POST", "/consumers", body, content_type="application/json"))
+    assert r.status == 422, js(r)
+    spec = openapi_spec()
+    op = spec["paths"]["/consumers/{username}"]["get"]
+    pattern = next(p for p in op["parameters"] if p["name"] == "username")["schema"]["pattern"]
+    assert not re.match(pattern, username) and re.match(pattern, "...")
 
 
 async def test_consumer_body_errors(app: AdminApp) -> None:

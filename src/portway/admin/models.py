@@ -183,7 +183,12 @@ class ConsumerUpdate(_Body):
 class ConsumerInput(_Body):
     """Body of ``POST /consumers``."""
 
-    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:+-]+$")
+    # (not "." nor "..": a URL path cannot name them, RFC 3986 removes dot segments)
+    username: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^(?:[A-Za-z0-9_.@:+-]*[A-Za-z0-9_@:+-][A-Za-z0-9_.@:+-]*|\.{3,})$",
+    )
     id: str | None = Field(None, min_length=1, max_length=128)
     groups: list[str] = Field(default_factory=list)
     credentials: CredentialsInput = Field(default_factory=CredentialsInput)

@@ -92,13 +92,18 @@ def _op(
     return op
 
 
+#: a path segment that names something: not "." nor "..", which RFC 3986 removes from a
+#: path before it is routed (``/consumers/.`` is ``/consumers/``)
+_SEGMENT: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": r"^(?:.*[^.].*|\.{3,})$"}
+
+
 def _path_param(name: str, desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": desc,
-        "schema": schema or {"type": "string", "minLength": 1},
+        "schema": schema or _SEGMENT,
     }
 
 
