@@ -17,19 +17,27 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import grpc
+import pytest
+
+from portway.http import ng2lib
+from tests.helpers import run_gateway, skip_without_nghttp2
+from tests.server.tls_kit import Pki
 
 PROTOS = Path(__file__).parent / "interop"
 INITIAL_KEY = "x-grpc-test-echo-initial"
 TRAILING_KEY = "x-grpc-test-echo-trailing-bin"
 _modules: tuple[ModuleType, ModuleType, ModuleType] | None = None
 _lock = threading.Lock()
+PATHS = ["direct", "h2c-nghttp2", "h2c-h2", "tls-nghttp2", "tls-h2"]
+SERVER_NAME = "a.example.com"  # the TLS listener's certificate name
 BIG = 64 * 1024 * 1024
 OPTIONS = [("grpc.max_receive_message_length", BIG), ("grpc.max_send_message_length", BIG)]
 
@@ -192,12 +200,12 @@ class Clients:
 
 def channel(port: int, tls_ca: bytes | None = None) -> grpc.Channel:
     """A grpcio channel to 127.0.0.1:``port``: h2c prior knowledge, or TLS trusting
-    ``tls_ca`` with the target name ``a.example.com``."""
+    ``tls_ca`` with the target name ``SERVER_NAME``."""
     options = [*OPTIONS, ("grpc.enable_retries", 0)]
     if tls_ca is None:
         return grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
     creds = grpc.ssl_channel_credentials(root_certificates=tls_ca)
-    options.append(("grpc.ssl_target_name_override", "a.example.com"))
+    options.append(("grpc.ssl_target_name_override", SERVER_NAME))
     return grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options)
 
 
@@ -215,3 +223,28 @@ def gateway_config(upstream_url: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+@asynccontextmanager
+async def target(
+    path: str, server: InteropServer, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[int, str | None]]:
+    """The port a client uses for ``path`` (one of ``PATHS``), and the CA file it trusts
+    (``None``: cleartext): the server itself (``direct``), or a gateway with an ``h2c``
+    upstream on ``PORTWAY_H2_ENGINE``, its listener cleartext or TLS (``SERVER_NAME``)."""
+    if path == "direct":
+        yield server.port, None
+        return
+    transport, engine = path.split("-")
+    if engine == "nghttp2" and ng2lib.load() is None:
+        skip_without_nghttp2()
+    monkeypatch.setenv("PORTWAY_H2_ENGINE", engine)
+    cfg: dict[str, Any] = gateway_config(server.url)
+    ca: str | None = None
+    if transport == "tls":
+        pki = Pki(tmp)
+        cert, key = pki.leaf(SERVER_NAME)
+        cfg["listeners"] = [{"name": "interop-tls", "tls": {"cert": cert, "key": key}}]
+        ca = pki.ca_path
+    async with run_gateway(cfg) as gw:
+        yield gw.port, ca

@@ -13,44 +13,13 @@ through Portway is Portway's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from portway.http import ng2lib
-from tests.helpers import run_gateway, skip_without_nghttp2
 from tests.proxy.grpc.interop_cases import CASES, WAIT
-from tests.proxy.grpc.interop_support import Clients, InteropServer, channel, gateway_config
+from tests.proxy.grpc.interop_support import PATHS, Clients, InteropServer, channel, target
 from tests.proxy.grpc.interop_wire import frame, grpc_call
-from tests.server.tls_kit import Pki
-
-PATHS = ["direct", "h2c-nghttp2", "h2c-h2", "tls-nghttp2", "tls-h2"]
-
-
-@asynccontextmanager
-async def _target(
-    path: str, server: InteropServer, tmp: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[int, bytes | None]]:
-    """The port (and TLS trust) a client uses for ``path``: the server itself, or a gateway."""
-    if path == "direct":
-        yield server.port, None
-        return
-    transport, engine = path.split("-")
-    if engine == "nghttp2" and ng2lib.load() is None:
-        skip_without_nghttp2()
-    monkeypatch.setenv("PORTWAY_H2_ENGINE", engine)
-    cfg: dict[str, Any] = gateway_config(server.url)
-    ca: bytes | None = None
-    if transport == "tls":
-        pki = Pki(tmp)
-        cert, key = pki.leaf("a.example.com")
-        cfg["listeners"] = [{"name": "interop-tls", "tls": {"cert": cert, "key": key}}]
-        ca = Path(pki.ca_path).read_bytes()
-    async with run_gateway(cfg) as gw:
-        yield gw.port, ca
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -60,7 +29,8 @@ async def test_interop_case(
 ) -> None:
     server = InteropServer().start()
     try:
-        async with _target(path, server, tmp_path, monkeypatch) as (port, ca):
+        async with target(path, server, tmp_path, monkeypatch) as (port, ca_path):
+            ca = Path(ca_path).read_bytes() if ca_path else None
             with channel(port, ca) as ch:
                 clients = Clients(ch)
                 await asyncio.wait_for(asyncio.to_thread(CASES[case], clients, server), WAIT * 2)
@@ -83,7 +53,7 @@ async def test_compressed_message_flags_on_the_wire(
     server = InteropServer().start()
     m = server.messages
     try:
-        async with _target(path, server, tmp_path, monkeypatch) as (port, _):
+        async with target(path, server, tmp_path, monkeypatch) as (port, _):
             svc = "/grpc.testing.TestService/"
             for compressed in (True, False):
                 req = m.SimpleRequest(
@@ -138,7 +108,7 @@ async def test_expired_deadline_is_answered_with_a_status(
     server = InteropServer().start()
     m = server.messages
     try:
-        async with _target(path, server, tmp_path, monkeypatch) as (port, _):
+        async with target(path, server, tmp_path, monkeypatch) as (port, _):
             req = m.StreamingOutputCallRequest(payload=m.Payload(body=b"\x00" * 27182))
             r = await grpc_call(
                 port,
@@ -164,7 +134,7 @@ async def test_status_while_the_request_is_open(
     server = InteropServer().start()
     m = server.messages
     try:
-        async with _target(path, server, tmp_path, monkeypatch) as (port, _):
+        async with target(path, server, tmp_path, monkeypatch) as (port, _):
             status = m.EchoStatus(code=2, message="test status message")
             req = m.StreamingOutputCallRequest(response_status=status)
             r = await grpc_call(
