@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -50,7 +50,26 @@ def echo_pb2() -> ModuleType:
 SERVICE = "portway.test.Echo"
 
 
-class EchoServer:
+class GrpcioServer:
+    """A threaded grpcio server's start, stop and URL (``_server`` and ``port`` are set by
+    the subclass)."""
+
+    _server: grpc.Server
+    port: int
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(0).wait(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class EchoServer(GrpcioServer):
     """The Echo service on a threaded grpcio server. ``peers`` records the client address of
     every call (one upstream connection = one peer); ``cancelled`` is set when a call's
     client went away."""
@@ -74,17 +93,6 @@ class EchoServer:
         )
         self._server.add_generic_rpc_handlers((self._handlers(),))
         self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
-
-    def start(self) -> EchoServer:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop(0).wait(5)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def _note(self, ctx: grpc.ServicerContext) -> None:
         self.peers.add(ctx.peer())

@@ -29,6 +29,7 @@ import pytest
 
 from portway.http import ng2lib
 from tests.helpers import run_gateway, skip_without_nghttp2
+from tests.proxy.grpc.grpc_support import GrpcioServer
 from tests.server.tls_kit import Pki
 
 PROTOS = Path(__file__).parent / "interop"
@@ -76,7 +77,7 @@ def status_code(n: int) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-class InteropServer:
+class InteropServer(GrpcioServer):
     """``grpc.testing.TestService`` (``UnimplementedCall`` left unimplemented, and no
     ``UnimplementedService``) on a threaded grpcio server. What the calls saw is recorded for
     the tests: ``entered`` is set when a call's handler starts, ``cancelled`` when a call ended
@@ -94,17 +95,6 @@ class InteropServer:
         servicer = type("Servicer", (_Servicer, self.services.TestServiceServicer), {})
         self.services.add_TestServiceServicer_to_server(servicer(self), self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
-
-    def start(self) -> InteropServer:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop(0).wait(5)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def begin(self, ctx: grpc.ServicerContext) -> None:
         """Note the call, watch for its cancellation, echo the asked-for metadata."""
