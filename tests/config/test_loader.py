@@ -762,3 +762,28 @@ def test_rewrite_param_must_be_captured_by_every_path() -> None:
     )
     ok = route.replace("'=/orders'", "'~^/o/(?P<id>[0-9]+)$'")
     assert load_config_text(UPSTREAMS + ok).routes[0].rewrite == "/v2/orders/{id}"
+
+
+def test_dot_segment_names_are_refused_where_they_stand() -> None:
+    # the admin API names routes, upstreams and consumers in URL paths, where "." and ".."
+    # are removed (RFC 3986): such names could never be addressed
+    found = issues(
+        """\
+        upstreams:
+          "..":
+            targets: [{url: "http://127.0.0.1:9"}]
+        routes:
+          - name: "."
+            match: {paths: ["/"]}
+            upstream: ".."
+        consumers:
+          - username: "."
+        """
+    )
+    got = {(i.path, i.line, i.message) for i in found}
+    assert got == {
+        ('upstreams[".."]', 2, "an upstream name cannot be '..': no URL path can name it"),
+        ("routes[0].name", 5, "a route name cannot be '.': no URL path can name it"),
+        ("consumers[0].username", 9, "a consumer username cannot be '.': no URL path can name it"),
+    }, [str(i) for i in found]
+    assert load(UPSTREAMS.replace("users:", "'...':")).upstreams["..."]  # a name like any

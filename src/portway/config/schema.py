@@ -420,6 +420,14 @@ class ProfileConfig(Model):
     )
 
 
+def _addressable(name: str, what: str) -> str:
+    """``name`` unless it is ``.`` or ``..``: the admin API names things in URL paths, where
+    RFC 3986 removes those segments (``/routes/.`` is ``/routes/``)."""
+    if name in (".", ".."):
+        raise ValueError(f"{what} cannot be {name!r}: no URL path can name it")
+    return name
+
+
 class RouteConfig(Model):
     name: str = Field(description="unique route name")
     match: MatchConfig = Field(default_factory=MatchConfig)
@@ -459,7 +467,7 @@ class RouteConfig(Model):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", v):
             raise ValueError("route names use letters, digits, _ . : -")
-        return v
+        return _addressable(v, "a route name")
 
     @model_validator(mode="after")
     def _traffic(self) -> RouteConfig:
@@ -482,6 +490,10 @@ class ConsumerConfig(Model):
     id: str | None = None
     groups: list[str] = Field(default_factory=list)
     credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
+
+    _username = field_validator("username")(
+        classmethod(lambda cls, v: _addressable(v, "a consumer username"))
+    )
 
 
 _REDIS_SCHEMES = (
@@ -548,6 +560,13 @@ class GatewayConfig(Model):
         default_factory=dict, description="BFF profiles, tried in order; first match wins"
     )
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstream_names(cls, v: dict[str, UpstreamConfig]) -> dict[str, UpstreamConfig]:
+        for name in v:
+            _addressable(name, "an upstream name")
+        return v
 
     @model_validator(mode="after")
     def _refs(self) -> GatewayConfig:
