@@ -62,7 +62,12 @@ class EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
 
     def __next__(self) -> Any:
         if len(self._data) >= 9:
-            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+            length = int.from_bytes(self._data[:3], "big")
+            self._validate_frame_length(length)
+            if self._data[3] == 0x4 and self._data[4] & 0x1 and length:
+                # RFC 9113 §6.5: a SETTINGS ACK with a payload is a FRAME_SIZE_ERROR (h2
+                # would answer PROTOCOL_ERROR: hyperframe calls it invalid data)
+                raise h2.exceptions.FrameDataMissingError("SETTINGS ACK with a payload")
         return super().__next__()
 
     def _update_header_buffer(self, f: Any) -> Any:
@@ -77,6 +82,13 @@ class EagerFrameBuffer(h2.frame_buffer.FrameBuffer):
 #: h2 raises exactly these for a malformed request on one stream (bad or missing
 #: pseudo-headers, forbidden fields, a body that contradicts Content-Length)
 _STREAM_LEVEL = (h2.exceptions.ProtocolError, h2.exceptions.InvalidBodyLengthError)
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """A header block HPACK could not decode: the connection ends with GOAWAY carrying this
+    code (h2's ``receive_data`` sends the ``error_code`` of what it catches)."""
+
+    error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
 
 
 class _Stream(h2.stream.H2Stream):
@@ -169,6 +181,10 @@ class ServerH2(h2.connection.H2Connection):
         try:
             return super()._receive_frame(frame)
         except h2.exceptions.ProtocolError as e:
+            if str(e).startswith("Error decoding header block"):
+                # RFC 9113 §4.3: an HPACK decoding error is a COMPRESSION_ERROR (h2 says
+                # PROTOCOL_ERROR)
+                raise _CompressionError(str(e)) from e
             sid = getattr(frame, "stream_id", 0)
             stream = self.streams.get(sid) if sid else None
             if (
@@ -176,7 +192,6 @@ class ServerH2(h2.connection.H2Connection):
                 or not isinstance(frame, HeadersFrame | DataFrame)
                 or stream is None
                 or stream.closed
-                or str(e).startswith("Error decoding header block")
             ):
                 raise
             code = h2.errors.ErrorCodes.PROTOCOL_ERROR
