@@ -105,12 +105,6 @@ METHODS_OK: Final = frozenset(
 )
 
 
-def check_method(method: bytes) -> None:
-    """Refuse a method the HTTP/1.1 listener's parser would refuse (:data:`METHODS_OK`)."""
-    if method not in METHODS_OK:
-        raise BadRequestError("invalid request method")
-
-
 def _shown(name: bytes) -> str:
     # a valid token is safe to show; anything else is summarised
     ok = not name.translate(None, TOKEN_OK) and len(name) <= 64

@@ -41,8 +41,7 @@ def request_head(
     # ``req`` itself unless a hook may have edited it; a hook's pending field edit
     # (``RequestContext.edit_upstream_fields``) is applied below, as the fields are written
     ureq = ctx.upstream_unedited
-    # (a request without a Host, HTTP/1.0, gets the target's: the upstream hop is HTTP/1.1)
-    new_host = None if rt.preserve_host and ureq.host else target.host_value()
+    new_host = rt.upstream_host(ureq.host, target)
     path, prefix = upstream_path(rt, ctx.match, ureq.path)
     query = ureq.query
     if prefix is not None:

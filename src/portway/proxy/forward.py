@@ -367,10 +367,10 @@ class Forwarder:
         while True:
             items = ureq.headers.raw()
             chunked = ureq.body is not None and ureq.content_length is None
-            if rt.preserve_host is False or not ureq.host:
-                # (also for a request without a Host, HTTP/1.0: the upstream hop is HTTP/1.1)
+            new_host = rt.upstream_host(ureq.host, target)
+            if new_host is not None:
                 items = [(k, v) for k, v in items if k != b"host"]
-                items.insert(0, (b"host", target.host_value()))
+                items.insert(0, (b"host", new_host))
             head_only = ureq.method == "HEAD"
             stream = conn.begin(head_only, timeouts.read)
             target_str = ureq.path + ("?" + ureq.query.decode("latin-1") if ureq.query else "")

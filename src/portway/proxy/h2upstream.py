@@ -296,9 +296,8 @@ def _request_headers(
     ctx: RequestContext, rt: RouteRuntime, target: Target, remaining: float, grpc: bool
 ) -> list[tuple[bytes, bytes]]:
     ureq = ctx.upstream_request
-    if rt.preserve_host:
-        authority = ureq.headers.get_raw(b"host") or target.host_value()
-    else:
+    authority = rt.upstream_host(ureq.host, target) or ureq.headers.get_raw(b"host")
+    if authority is None:  # (a Host field emptied by a hook)
         authority = target.host_value()
     path = ureq.path + ("?" + ureq.query.decode("latin-1") if ureq.query else "")
     out: list[tuple[bytes, bytes]] = [

@@ -15,6 +15,7 @@ from portway.pipeline.plugin import Plugin
 from portway.pipeline.runner import Chain
 from portway.proxy.traffic import RoutePolicy
 from portway.routing.router import Router
+from portway.upstream.target import Target
 from portway.upstream.upstream import Upstream
 
 log: Final = logging.getLogger("portway.proxy")
@@ -50,6 +51,13 @@ class RouteRuntime:
     #: with BFF profiles: the chain per profile this route serves (``"default"`` when no
     #: profile matched); a profile missing here is not served by the route (404)
     profile_chains: Any = None
+
+    def upstream_host(self, client_host: str, target: Target) -> bytes | None:
+        """The Host the upstream request carries in place of the client's, or None to keep
+        the client's: the target's unless ``preserve_host``, and the target's for a request
+        with no Host either (HTTP/1.0: the upstream hop is HTTP/1.1). Every upstream
+        protocol and path asks here."""
+        return None if self.preserve_host and client_host else target.host_value()
 
 
 @dataclass(eq=False)

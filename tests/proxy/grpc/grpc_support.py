@@ -21,30 +21,40 @@ from typing import Any, Self
 import grpc
 
 HERE = Path(__file__).parent
-_generated: ModuleType | None = None
+_compiled: dict[tuple[Path, tuple[str, ...], bool], list[ModuleType]] = {}
 _lock = threading.Lock()
 
 
-def echo_pb2() -> ModuleType:
-    """``echo_pb2`` compiled by ``grpc_tools.protoc`` into a temporary directory (once)."""
-    global _generated
+def compile_protos(
+    include: Path, protos: list[Path], modules: list[str], grpc_stubs: bool = False
+) -> list[ModuleType]:
+    """``modules`` imported after ``grpc_tools.protoc`` compiled ``protos`` (found under
+    ``include``) into a temporary directory put on ``sys.path`` — once per set."""
+    key = (include, tuple(modules), grpc_stubs)
     with _lock:
-        if _generated is None:
+        if key not in _compiled:
             out = tempfile.mkdtemp(prefix="portway-grpc-")
+            stubs = [f"--grpc_python_out={out}"] if grpc_stubs else []
             subprocess.run(
                 [
                     sys.executable,
                     "-m",
                     "grpc_tools.protoc",
-                    f"-I{HERE}",
+                    f"-I{include}",
                     f"--python_out={out}",
-                    str(HERE / "echo.proto"),
+                    *stubs,
+                    *(str(p) for p in protos),
                 ],
                 check=True,
             )
             sys.path.insert(0, out)
-            _generated = importlib.import_module("echo_pb2")
-        return _generated
+            _compiled[key] = [importlib.import_module(m) for m in modules]
+        return _compiled[key]
+
+
+def echo_pb2() -> ModuleType:
+    """``echo_pb2`` compiled by ``grpc_tools.protoc`` into a temporary directory (once)."""
+    return compile_protos(HERE, [HERE / "echo.proto"], ["echo_pb2"])[0]
 
 
 SERVICE = "portway.test.Echo"

@@ -11,10 +11,6 @@ call's status, ``x-grpc-test-echo-initial`` echoed as initial metadata and
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,14 +25,12 @@ import pytest
 
 from portway.http import ng2lib
 from tests.helpers import run_gateway, skip_without_nghttp2
-from tests.proxy.grpc.grpc_support import GrpcioServer
+from tests.proxy.grpc.grpc_support import GrpcioServer, compile_protos
 from tests.server.tls_kit import Pki
 
 PROTOS = Path(__file__).parent / "interop"
 INITIAL_KEY = "x-grpc-test-echo-initial"
 TRAILING_KEY = "x-grpc-test-echo-trailing-bin"
-_modules: tuple[ModuleType, ModuleType, ModuleType] | None = None
-_lock = threading.Lock()
 PATHS = ["direct", "h2c-nghttp2", "h2c-h2", "tls-nghttp2", "tls-h2"]
 SERVER_NAME = "a.example.com"  # the TLS listener's certificate name
 BIG = 64 * 1024 * 1024
@@ -45,29 +39,13 @@ OPTIONS = [("grpc.max_receive_message_length", BIG), ("grpc.max_send_message_len
 
 def generated() -> tuple[ModuleType, ModuleType, ModuleType]:
     """``(messages_pb2, empty_pb2, test_pb2_grpc)``, compiled once into a temporary directory."""
-    global _modules
-    with _lock:
-        if _modules is None:
-            out = tempfile.mkdtemp(prefix="portway-interop-")
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "grpc_tools.protoc",
-                    f"-I{PROTOS}",
-                    f"--python_out={out}",
-                    f"--grpc_python_out={out}",
-                    *(str(p) for p in sorted((PROTOS / "portway_interop").glob("*.proto"))),
-                ],
-                check=True,
-            )
-            sys.path.insert(0, out)
-            _modules = (
-                importlib.import_module("portway_interop.messages_pb2"),
-                importlib.import_module("portway_interop.empty_pb2"),
-                importlib.import_module("portway_interop.test_pb2_grpc"),
-            )
-        return _modules
+    messages, empty, services = compile_protos(
+        PROTOS,
+        sorted((PROTOS / "portway_interop").glob("*.proto")),
+        [f"portway_interop.{m}" for m in ("messages_pb2", "empty_pb2", "test_pb2_grpc")],
+        grpc_stubs=True,
+    )
+    return messages, empty, services
 
 
 def status_code(n: int) -> grpc.StatusCode:
